@@ -1,0 +1,3 @@
+from edge_quamba.cli import main
+
+main()

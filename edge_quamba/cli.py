@@ -1,0 +1,162 @@
+"""The ``edge-quamba`` command line (contract: shared/design/CLI.md).
+
+Each command is short: it imports lazily (so ``--help`` is instant), calls one library function by keyword, prints
+every path it writes, and turns user errors into one line on stderr with a non-zero exit (see ``main``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from edge_quamba import __version__
+from edge_quamba.runtime import BACKENDS
+
+MODEL_HELP = (
+    "Model: a folder (fp checkpoint in transformers or mamba_ssm layout, quantized artifact, or export folder) "
+    "or a Hugging Face hub id. Default: the demo model shipped with the package."
+)
+
+
+def model_option(func):
+    return click.option("--model", "model", default=None, metavar="M", help=MODEL_HELP)(func)
+
+
+def backend_option(func):
+    return click.option(
+        "--backend", type=click.Choice(BACKENDS), default="ref", show_default=True,
+        help="ref: PyTorch reference (anywhere); ort: ONNX Runtime on an export folder; cuda: int8 CUDA kernels; "
+        "tensorrt: a TensorRT engine (Jetson).",
+    )(func)
+
+
+def tokenizer_option(func):
+    return click.option(
+        "--tokenizer", default=None, metavar="FILE_OR_ID",
+        help="tokenizer.json, a folder holding one, or a hub id; for checkpoints without one (mamba_ssm layout).",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge-quamba")
+def cli() -> None:
+    """Quantize Mamba language models with Quamba (W8A8), export them to ONNX with int8 custom ops, and run them
+    with a PyTorch reference, ONNX Runtime, CUDA kernels or TensorRT on Jetson."""
+
+
+@cli.command()
+@model_option
+@click.option("--prompt", required=True, help="Text to continue.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True, help="0 is greedy.")
+@click.option("--top-k", type=click.IntRange(min=0), default=50, show_default=True, help="0 disables.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible output).")
+@backend_option
+@tokenizer_option
+@click.option("--max-prompt-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Refuse longer prompts.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (prompt_tokens, tokens, text, ttft_ms, tpot_ms, backend) instead of streaming.")
+def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend, tokenizer, max_prompt_tokens, as_json):
+    """Generate a continuation of --prompt, streaming text to stdout (EOS or --max-new-tokens ends it)."""
+    from edge_quamba.runtime.run import run_prompt
+    from edge_quamba.runtime.sampling import SamplingConfig
+
+    def emit(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    result = run_prompt(
+        model=model, prompt=prompt, max_new_tokens=max_new_tokens,
+        sampling=SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed),
+        backend=backend, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens,
+        emit=None if as_json else emit,
+    )
+    if as_json:
+        click.echo(json.dumps({
+            "prompt_tokens": result.prompt_tokens, "tokens": result.tokens, "text": result.text,
+            "ttft_ms": result.ttft_ms, "tpot_ms": result.tpot_ms, "backend": backend,
+            "stop_reason": result.stop_reason,
+        }))
+    else:
+        click.echo()
+        tpot = f"{result.tpot_ms:.1f} ms" if result.tpot_ms is not None else "n/a"
+        click.echo(f"[{len(result.tokens)} tokens, {backend}: TTFT {result.ttft_ms:.1f} ms, TPOT {tpot}]", err=True)
+
+
+@cli.command(name="eval")
+@model_option
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="UTF-8 text file.")
+@click.option("--seq-len", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Window length; windows do not overlap (stride = seq-len) and each scores its seq-len - 1 "
+              "next-token predictions.")
+@click.option("--max-tokens", type=click.IntRange(min=2), default=None, help="Score only the first N tokens.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@backend_option
+@tokenizer_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_(model, data, seq_len, max_tokens, batch_size, backend, tokenizer, as_json):
+    """Held-out perplexity of any model kind on a text file."""
+    from edge_quamba.eval.perplexity import evaluate_perplexity
+
+    report = evaluate_perplexity(
+        model=model, data=data, seq_len=seq_len, max_tokens=max_tokens, batch_size=batch_size,
+        backend=backend, tokenizer=tokenizer,
+    )
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(
+            f"perplexity {report['perplexity']:.3f} (nll {report['nll_per_token']:.4f} nats/token) over "
+            f"{report['scored_tokens']} tokens, {report['windows']} windows of {seq_len}, backend {backend}"
+        )
+
+
+def not_implemented(name: str, summary: str):
+    """A command of the contract whose implementation has not landed yet: it says so and exits non-zero."""
+
+    def command(**_):
+        raise click.ClickException(f"`edge-quamba {name}` is not implemented yet")
+
+    command.__doc__ = f"{summary} (not implemented yet)."
+    return command
+
+
+quantize = cli.command(name="quantize")(
+    click.option("--out", required=True, type=click.Path())(
+        model_option(not_implemented("quantize", "Quantize an fp checkpoint with Quamba W8A8")))
+)
+export = cli.command(name="export")(
+    click.option("--out", required=True, type=click.Path())(
+        model_option(not_implemented("export", "Quantize, export to ONNX and validate")))
+)
+bench = cli.command(name="bench")(model_option(not_implemented("bench", "Measure TTFT, TPOT and peak memory")))
+build_engine = cli.command(name="build-engine")(
+    click.option("--out", required=True, type=click.Path())(
+        model_option(not_implemented("build-engine", "Build a TensorRT engine from an export folder (Jetson)")))
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group; print user errors as ONE line on stderr and exit non-zero."""
+    from edge_quamba.errors import EdgeQuambaError
+
+    try:
+        code = cli.main(args=argv, prog_name="edge-quamba", standalone_mode=False)
+    except click.UsageError as exc:  # unknown option, missing or invalid value
+        hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        click.echo(f"edge-quamba: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"edge-quamba: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except EdgeQuambaError as exc:
+        click.echo(f"edge-quamba: error: {exc}", err=True)
+        sys.exit(1)
+    except click.Abort:
+        click.echo("edge-quamba: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

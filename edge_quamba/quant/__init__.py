@@ -1,0 +1,1 @@
+"""Quantization: int8 primitives (the only code that rounds or clamps), calibration observers, Hadamard rotations."""

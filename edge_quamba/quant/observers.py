@@ -1,0 +1,158 @@
+"""Calibration observers: see activation batches one at a time, keep O(1) state, and produce an amax.
+
+An observer only measures; turning its amax into a scale is :func:`edge_quamba.quant.primitives.scale_from_amax`.
+
+    obs = PercentileObserver(name="layers.3.mixer.x_proj.input")
+    for batch in calibration_batches:       # the same batches in the same order give a bit-identical amax
+        obs.observe(activation_of(batch))   # any shape; all elements form one per-tensor statistic
+    scale = scale_from_amax(obs.amax())
+
+Both observers reject NaN/Inf (ValueError naming the tensor) and empty tensors, and raise RuntimeError if ``amax()``
+is asked for before anything was observed.
+
+Percentile clipping and the official Quamba code
+------------------------------------------------
+Quamba clips the input of the selective scan (``u``, the SiLU(conv1d) output that feeds ``x_proj`` and the scan) at a
+percentile of |u| instead of its maximum, because a few outlier channels would otherwise waste most of the int8 range.
+In enyac-group/Quamba (``PerTensorPercentileObserver`` in ``quamba/real_quant/observer.py`` at 624361b, unchanged in
+``quamba/observer.py`` at c474646) each ``update`` computes ``torch.quantile(|x|.flatten(), alpha)`` of that one batch
+(one calibration sequence of up to 512 tokens: 512 sequences, batch size 1) and folds it into an exponential moving
+average, ``w_max <- w_max + sigma * (q_batch - w_max)`` with ``sigma = 0.01``; the first batch initializes ``w_max``.
+The default ``alpha`` for Mamba is 0.99999 at 624361b (the release the paper's numbers come from; 0.999 for Jamba);
+the later refactor at c474646 uses 0.9995 for both Mamba1 and Mamba2 with a comment to use 0.99999 for small models
+such as 130m.
+
+:class:`PercentileObserver` keeps that statistic, so calibrations reproduce the official recipe:
+
+* per batch, the exact quantile of |x| with the same linear interpolation as ``torch.quantile``
+  (position ``alpha * (N - 1)`` among the N sorted values), found with ``torch.topk`` instead of ``torch.quantile``,
+  which refuses inputs above 2**24 elements and sorts everything; for alpha near 1, topk keeps only the
+  ``N - floor(alpha * (N - 1))`` largest values;
+* across batches, the same EMA with ``momentum`` (the official ``sigma``) 0.01.
+
+Why not a global percentile over all calibration tokens? An exact one needs every activation (5120 channels x 100k+
+tokens is gigabytes per layer); a histogram approximates it and changes the statistic away from the one Quamba was
+evaluated with. The per-batch quantile plus EMA needs memory proportional to one batch and is deterministic: the per-batch
+quantile is a function of the multiset of values (topk returns the same values whatever the ties), the interpolation and
+the EMA run in Python float64, so the same batches in the same order give a bit-identical amax. Note what the EMA
+means: with 512 batches and momentum 0.01 the first batch keeps weight 0.99**511 ~ 0.006 and the last ~100 batches
+dominate, so the result depends on the batch order (fixed by the calibration manifest). Feed one sequence per
+``observe`` call, as the official code does; the percentile is taken over whatever one call receives.
+Differences from the official code: interpolation and EMA in float64 rather than float32 (the official float32
+values differ in the last bits); no 2**24-element limit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+DEFAULT_PERCENTILE = 0.99999
+"""Quamba's scan-input alpha for Mamba at 624361b (a fraction, not percent)."""
+
+DEFAULT_MOMENTUM = 0.01
+"""Quamba's EMA weight of each new batch (``percentile_sigma``)."""
+
+
+def _abs_float(x: Tensor, name: str) -> tuple[Tensor, float]:
+    """|x| flattened to (N,) in float32 (float64 stays float64), and its max as a Python float; rejects NaN/Inf/empty."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise TypeError(f"{name}: observers expect a floating tensor, got {got}")
+    if x.numel() == 0:
+        raise ValueError(f"{name}: observed an empty tensor of shape {tuple(x.shape)}")
+    a = x.detach()
+    if a.dtype != torch.float64:
+        a = a.to(torch.float32)
+    a = a.abs().reshape(-1)
+    m = float(a.amax())  # amax propagates NaN; one device sync per batch
+    if not math.isfinite(m):
+        bad = "NaN" if math.isnan(m) else "Inf"
+        raise ValueError(f"{name}: observed a non-finite value ({bad}) in a tensor of shape {tuple(x.shape)}")
+    return a, m
+
+
+class AbsMaxObserver:
+    """Running max |x| over all observed batches (per tensor).
+
+    name: the tensor's name, used in error messages (e.g. "layers.3.mixer.in_proj.input").
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.num_batches = 0
+        self._amax = 0.0
+
+    def observe(self, x: Tensor) -> None:
+        """x: floating tensor of any shape (e.g. (b, l, d)); all elements count."""
+        _, m = _abs_float(x, self.name)
+        self._amax = max(self._amax, m)
+        self.num_batches += 1
+
+    def amax(self) -> Tensor:
+        """max |x| over every observed element, as a float32 0-dim tensor."""
+        if self.num_batches == 0:
+            raise RuntimeError(f"{self.name}: amax() called before any observe(); run calibration first")
+        return torch.tensor(self._amax, dtype=torch.float32)
+
+    def __repr__(self) -> str:
+        return f"AbsMaxObserver(name={self.name!r}, num_batches={self.num_batches})"
+
+
+class PercentileObserver:
+    """EMA over batches of the per-batch ``percentile`` quantile of |x| (Quamba's scan-input clipping).
+
+    percentile: quantile as a fraction in (0, 1], e.g. 0.99999 (not 99.999); 1.0 gives the per-batch max.
+    momentum: weight of each new batch in the EMA, in (0, 1]; 1.0 keeps only the last batch.
+    name: the tensor's name, used in error messages (e.g. "layers.3.mixer.x_proj.input").
+    """
+
+    def __init__(self, name: str, percentile: float = DEFAULT_PERCENTILE, momentum: float = DEFAULT_MOMENTUM):
+        if not (0.0 < percentile <= 1.0):
+            raise ValueError(f"{name}: percentile must be a fraction in (0, 1] such as 0.99999, got {percentile}")
+        if not (0.0 < momentum <= 1.0):
+            raise ValueError(f"{name}: momentum must be in (0, 1], got {momentum}")
+        self.name = name
+        self.percentile = float(percentile)
+        self.momentum = float(momentum)
+        self.num_batches = 0
+        self._amax = 0.0
+
+    def batch_quantile(self, x: Tensor) -> float:
+        """The ``percentile`` quantile of |x| over all elements of one batch, interpolated as torch.quantile does.
+
+        x: floating tensor of any shape with N elements. Returns a Python float (computed in float64).
+        """
+        a, m = _abs_float(x, self.name)
+        n = a.numel()
+        pos = self.percentile * (n - 1)  # 0-based position among ascending values
+        lo = min(int(math.floor(pos)), n - 1)
+        frac = pos - lo
+        k = n - lo  # the lo-th ascending value is the k-th largest
+        if k == 1:
+            return m
+        top = torch.topk(a, k, largest=True, sorted=True).values  # descending; top[k-1] is ascending[lo]
+        v_lo = float(top[k - 1])
+        v_hi = float(top[k - 2])  # ascending[lo + 1]
+        return v_lo + frac * (v_hi - v_lo)
+
+    def observe(self, x: Tensor) -> None:
+        """x: floating tensor of any shape, one calibration batch (one sequence in the official recipe)."""
+        q = self.batch_quantile(x)
+        if self.num_batches == 0:
+            self._amax = q
+        else:
+            self._amax = self._amax + self.momentum * (q - self._amax)
+        self.num_batches += 1
+
+    def amax(self) -> Tensor:
+        """The EMA of per-batch quantiles, as a float32 0-dim tensor."""
+        if self.num_batches == 0:
+            raise RuntimeError(f"{self.name}: amax() called before any observe(); run calibration first")
+        return torch.tensor(self._amax, dtype=torch.float32)
+
+    def __repr__(self) -> str:
+        return (f"PercentileObserver(name={self.name!r}, percentile={self.percentile}, momentum={self.momentum}, "
+                f"num_batches={self.num_batches})")

@@ -1,0 +1,173 @@
+"""The int8 quantization convention of edge-quamba, and the only code in the project that rounds or clamps to int8.
+
+The convention
+--------------
+    symmetric, zero point 0, q in [-127, 127]
+    scale = amax / 127                       (float32; x ~= q * scale, the meaning of ONNX ``y_scale``)
+    q     = clamp(round_half_to_even(float32(x) / scale), -127, 127)
+    x_hat = float32(q) * scale               (then cast to the requested dtype)
+
+Every other implementation (the PyTorch quantized reference, the ONNX graph, the ONNX Runtime ops, the CUDA kernels,
+the TensorRT plugins) must produce the same int8 values as :func:`quantize` for the same float32 input and scale.
+Tests compare integer tensors exactly, so the details below matter.
+
+Why these details
+-----------------
+* **One scale meaning.** Public Mamba/LLM quantization code mixes ``amax / 127`` scales with ``amax / 127.5`` and with
+  multipliers ``127 / amax``. We store only ``scale = amax / 127`` and always *divide* by it.
+* **Division, not multiplication by a reciprocal.** ``x * (1 / s)`` rounds twice (the reciprocal, then the product) and
+  differs from the correctly rounded ``x / s`` in the last bit for some inputs; at a rounding tie that changes the int8
+  value. ONNX ``QuantizeLinear`` is specified as ``round(x / y_scale)``, and CUDA ``__float2int_rn(x / s)`` divides
+  exactly as long as the kernel is compiled without ``--use_fast_math`` (which turns ``/`` into an approximate divide;
+  write ``__fdiv_rn(x, s)`` to be safe). The official Quamba Hadamard-quantize kernel multiplies by a reciprocal; we do not.
+* **Round half to even.** ``torch.round``, ``numpy.rint``, ONNX ``QuantizeLinear`` and CUDA ``__float2int_rn`` all round
+  ties to even (0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -2.5 -> -2). C ``roundf`` rounds ties away from zero (2.5 -> 3) and must
+  not be used; the official Quamba CUDA kernels (enyac-group/Quamba at c474646) use ``roundf``, and its Python
+  activation quantizer casts to int8 without rounding at all (truncation), so our integers will not match theirs
+  bit for bit at ties.
+* **-128 is excluded.** The range is symmetric, so ``-q`` never overflows (in int8, ``-(-128)`` wraps to -128), the
+  representable magnitudes are the same on both sides, and the int8 x int8 products are bounded by 127 * 127.
+  Beware: ONNX ``QuantizeLinear`` (and TensorRT's quantize layer) saturate to [-128, 127], so a value below
+  -127.5 * scale becomes -128 there. Exporters must clip: either clip x to [-127 * scale, 127 * scale] before
+  ``QuantizeLinear`` or (exact, and preferred) clip its int8 output with ``Clip(-127, 127)``.
+* **float32 arithmetic.** Scales are float32. :func:`quantize` divides in float32 (a float64 input is first rounded to
+  float32, which is what a float32 kernel would see; float16 and bfloat16 convert to float32 exactly).
+  :func:`dequantize` multiplies in float32, as ``DequantizeLinear`` with a float32 scale does, then casts.
+* **Special values.** +-Inf saturates to +-127. NaN becomes 0, which is what the CUDA float-to-int conversion gives;
+  finiteness is the observers' job (they reject NaN/Inf during calibration), not the hot path's.
+* **Zero and tiny amax.** An all-zero tensor has amax 0, which would give scale 0 and 0 / 0 = NaN. :func:`scale_from_amax`
+  therefore clamps amax to at least :data:`AMAX_FLOOR` (1e-5, the floor the official Quamba observers apply), so every
+  scale is > 0 and finite; an all-zero tensor then quantizes to zeros and dequantizes to zeros. A tensor whose true amax
+  is below the floor is quantized with the floor's scale (no saturation, coarser steps).
+
+int8 x int8 matmul
+------------------
+``int8_matmul`` returns the exact int32 sum of int8 products. Each product is at most 128 * 128 = 16384 in magnitude
+(127 * 127 = 16129 within our range), so a reduction of length K is bounded by 16384 * K, which fits int32 for
+K <= :data:`MAX_K` = 131071 (with our range, |acc| <= 127 * 127 * K). The CPU/GPU emulation computes in float64: every
+product and every partial sum is an integer below 2**31 < 2**53, so each float64 operation is exact whatever the
+summation order or blocking, and the result equals integer arithmetic. (float32 is *not* exact: 127 * 127 * 5120 > 2**24.)
+A quantized linear layer is ``y = float32(x_q @ w_q^T) * (s_x * s_w)``, see :func:`int8_linear`.
+
+Glossary: ``x`` float tensor, ``q`` int8 tensor, ``s``/``scale`` float32 scale (0-dim, or broadcastable to x),
+``amax`` max |x| over what the scale must cover, ``K`` reduction length (in_features).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+INT8_MAX = 127
+"""Largest int8 code used; the range is [-INT8_MAX, INT8_MAX]."""
+
+AMAX_FLOOR = 1e-5
+"""amax is clamped to at least this before dividing by 127, so every scale is > 0 and finite."""
+
+MAX_K = (2**31 - 1) // (128 * 128)
+"""Longest reduction int8_matmul accepts: 16384 * K must fit int32 (131071)."""
+
+
+def _check_finite(t: Tensor, what: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{what} must be finite, got {t.detach().cpu().flatten()[:8].tolist()} (NaN or Inf present)")
+
+
+def _as_scale(scale: Tensor | float, device: torch.device) -> Tensor:
+    """A validated float32 scale tensor on ``device``. scale: 0-dim, or any shape broadcastable to the data."""
+    s = torch.as_tensor(scale, device=device).to(torch.float32)
+    _check_finite(s, "scale")
+    if not bool((s > 0).all()):
+        raise ValueError(f"scale must be > 0, got {s.detach().cpu().flatten()[:8].tolist()}")
+    return s
+
+
+def scale_from_amax(amax: Tensor | float) -> Tensor:
+    """Scale that maps [-amax, amax] onto [-127, 127]: ``max(float32(amax), AMAX_FLOOR) / 127``.
+
+    amax: float or tensor of any shape (0-dim per tensor, (C,) per channel), >= 0 and finite.
+    Returns a float32 tensor of the same shape (on the same device), every element > 0 and finite.
+    Raises ValueError naming ``amax`` if it holds NaN, Inf or a negative value.
+    """
+    a = torch.as_tensor(amax).to(torch.float32)
+    _check_finite(a, "amax")
+    if not bool((a >= 0).all()):
+        raise ValueError(f"amax must be >= 0, got {a.detach().cpu().flatten()[:8].tolist()}")
+    return a.clamp(min=AMAX_FLOOR) / INT8_MAX
+
+
+def quantize(x: Tensor, scale: Tensor | float) -> Tensor:
+    """int8 codes of ``x``: ``clamp(round_half_to_even(float32(x) / scale), -127, 127)``.
+
+    x: floating tensor, any shape (...). scale: float or float tensor broadcastable to x, > 0 and finite.
+    Returns an int8 tensor of shape (...) with values in [-127, 127] (never -128). NaN -> 0, +-Inf -> +-127.
+    """
+    if not x.is_floating_point():
+        raise TypeError(f"quantize expects a floating tensor, got {x.dtype}")
+    s = _as_scale(scale, x.device)
+    r = torch.round(x.to(torch.float32) / s)  # torch.round: half to even
+    r = torch.nan_to_num(r, nan=0.0, posinf=float(INT8_MAX), neginf=float(-INT8_MAX))
+    return r.clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+
+
+def dequantize(q: Tensor, scale: Tensor | float, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Float values of int8 codes: ``(float32(q) * scale).to(dtype)``.
+
+    q: int8 tensor (...). scale: float or float tensor broadcastable to q, > 0 and finite. Returns (...) in ``dtype``.
+    """
+    if q.dtype != torch.int8:
+        raise TypeError(f"dequantize expects an int8 tensor, got {q.dtype}")
+    s = _as_scale(scale, q.device)
+    return (q.to(torch.float32) * s).to(dtype)
+
+
+def fake_quantize(x: Tensor, scale: Tensor | float) -> Tensor:
+    """``dequantize(quantize(x, scale), scale)`` in x's dtype: x (...) -> (...).
+
+    For |x| <= 127 * scale the error is at most scale / 2 (plus float32 rounding); beyond, x saturates to +-127 * scale.
+    """
+    return dequantize(quantize(x, scale), scale, dtype=x.dtype)
+
+
+def quantize_weight_per_tensor(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-tensor symmetric int8 weight: scale from max |w|.
+
+    w: floating (out_features, in_features) (any shape works). Returns (q int8 same shape, scale float32 0-dim).
+    Raises ValueError if w holds NaN or Inf.
+    """
+    if not w.is_floating_point():
+        raise TypeError(f"quantize_weight_per_tensor expects a floating tensor, got {w.dtype}")
+    if w.numel() == 0:
+        raise ValueError("quantize_weight_per_tensor got an empty weight")
+    amax = w.detach().abs().amax()  # amax propagates NaN, so scale_from_amax rejects NaN/Inf weights
+    scale = scale_from_amax(amax)
+    return quantize(w, scale), scale
+
+
+def int8_matmul(a_q: Tensor, b_q: Tensor) -> Tensor:
+    """Exact int32 ``a_q @ b_q`` of int8 tensors (torch.matmul shapes and broadcasting).
+
+    a_q: int8 (..., M, K) or (K,). b_q: int8 (K, N), (..., K, N) or (K,). Returns int32 of the torch.matmul shape,
+    e.g. (..., M, N). Requires K <= MAX_K so that no sum can overflow int32 (|acc| <= 128 * 128 * K).
+    Computed in float64, which is exact here (see the module docstring); a kernel accumulates in int32.
+    """
+    if a_q.dtype != torch.int8 or b_q.dtype != torch.int8:
+        raise TypeError(f"int8_matmul expects int8 tensors, got {a_q.dtype} and {b_q.dtype}")
+    k = a_q.shape[-1]
+    if k > MAX_K:
+        raise ValueError(f"int8_matmul reduction length K={k} exceeds MAX_K={MAX_K}: the int32 sum could overflow")
+    acc = torch.matmul(a_q.to(torch.float64), b_q.to(torch.float64))
+    return acc.to(torch.int32)
+
+
+def int8_linear(x_q: Tensor, x_scale: Tensor | float, w_q: Tensor, w_scale: Tensor | float) -> Tensor:
+    """int8 x int8 linear layer without bias: ``float32(x_q @ w_q^T) * float32(x_scale * w_scale)``.
+
+    x_q: int8 (..., in_features). w_q: int8 (out_features, in_features), the nn.Linear layout.
+    x_scale, w_scale: per-tensor scales (floats or 0-dim tensors; w_scale may also be (out_features,)).
+    Returns float32 (..., out_features). The combined scale is rounded to float32 once, then multiplies the int32
+    accumulator converted to float32, the order a GEMM epilogue with ``alpha = s_x * s_w`` uses.
+    """
+    acc = int8_matmul(x_q, w_q.transpose(-1, -2))
+    alpha = _as_scale(x_scale, x_q.device) * _as_scale(w_scale, x_q.device)
+    return acc.to(torch.float32) * alpha

@@ -1,0 +1,3 @@
+"""Generation loop, sampling, backends and benchmark timing."""
+
+BACKENDS = ("ref", "ort", "cuda", "tensorrt")

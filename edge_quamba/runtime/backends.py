@@ -1,0 +1,71 @@
+"""Backends: one interface (prefill a prompt, decode one token) over each way of running a model.
+
+``ref`` runs the PyTorch reference (fp or quantized) anywhere. A backend that cannot run here says why in one line
+(BackendUnavailableError); nothing ever falls back to another backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from edge_quamba.errors import BackendUnavailableError
+from edge_quamba.runtime import BACKENDS
+
+
+class Backend(Protocol):
+    """Batch-1 generation interface. ``states`` is opaque to the caller and threaded through decode."""
+
+    name: str
+
+    def prefill(self, tokens: list[int]) -> tuple[Tensor, Any]:
+        """tokens: the prompt ids -> logits (v,) float32 for the next token, and the states after the prompt."""
+
+    def decode(self, token: int, states: Any) -> tuple[Tensor, Any]:
+        """One token -> logits (v,) float32 for the next token, and the updated states."""
+
+
+class TorchReferenceBackend:
+    """Any module with the reference interface: ``forward(tokens (b,l), states)`` and ``step(token (b,), states)``."""
+
+    name = "ref"
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int]) -> tuple[Tensor, Any]:
+        logits, states = self.model(torch.tensor([tokens], dtype=torch.long))
+        return logits[0, -1].float(), states
+
+    @torch.inference_mode()
+    def decode(self, token: int, states: Any) -> tuple[Tensor, Any]:
+        logits, states = self.model.step(torch.tensor([token], dtype=torch.long), states)
+        return logits[0].float(), states
+
+
+def load_reference_model(path: Path, kind: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The PyTorch model behind ``--backend ref`` for any folder kind."""
+    if kind == "fp":
+        from edge_quamba.models.loading import load_fp_model
+
+        return load_fp_model(path, dtype=dtype)
+    raise BackendUnavailableError(f"--backend ref cannot run a {kind} folder yet ({path})")
+
+
+def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.float32) -> Backend:
+    """Build the named backend for the model folder ``path`` of kind ``kind`` (fp, quantized or export)."""
+    if name == "ref":
+        return TorchReferenceBackend(load_reference_model(path, kind, dtype))
+    if name == "ort":
+        raise BackendUnavailableError("--backend ort needs an export folder made by `edge-quamba export` (not implemented yet)")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError("--backend cuda needs an NVIDIA GPU and this machine has none")
+        raise BackendUnavailableError("--backend cuda is not implemented yet")
+    if name == "tensorrt":
+        raise BackendUnavailableError("--backend tensorrt needs TensorRT and an engine from `edge-quamba build-engine` (Jetson); not available here")
+    raise BackendUnavailableError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")

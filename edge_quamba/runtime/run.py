@@ -1,0 +1,32 @@
+"""`edge-quamba run` as a library call: resolve the model, build the backend, generate."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from edge_quamba.models.loading import load_config, model_kind, resolve_model
+from edge_quamba.models.tokenizer import load_tokenizer
+from edge_quamba.runtime.backends import make_backend
+from edge_quamba.runtime.generate import GenerationResult, encode_prompt, generate
+from edge_quamba.runtime.sampling import SamplingConfig
+
+
+def run_prompt(
+    *,
+    model: str | None,
+    prompt: str,
+    max_new_tokens: int = 64,
+    sampling: SamplingConfig = SamplingConfig(),
+    backend: str = "ref",
+    tokenizer: str | None = None,
+    max_prompt_tokens: int = 4096,
+    emit: Callable[[str], None] | None = None,
+) -> GenerationResult:
+    """Generate a continuation of ``prompt``; ``emit`` receives text pieces as they are decoded."""
+    path = resolve_model(model)
+    kind = model_kind(path)
+    config = load_config(path)
+    tok = load_tokenizer(path, tokenizer, eos_token_id=config.eos_token_id)
+    prompt_ids = encode_prompt(tok, prompt, max_prompt_tokens)
+    runner = make_backend(backend, path, kind)
+    return generate(runner, tok, prompt_ids, max_new_tokens, sampling, emit=emit)

@@ -1,0 +1,111 @@
+"""Builders shared by the tests: tiny random Mamba checkpoints in both public layouts, a tokenizer, the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. State space models scan a sequence once. "
+    "Quantization maps real numbers to a small set of integers with a scale. "
+    "Jetson boards run small language models at the edge, one token at a time. "
+) * 4
+
+
+def make_tokenizer(vocab_size: int = 120) -> Tokenizer:
+    """A byte-level BPE trained on TEXT; id 0 is <|endoftext|>."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([TEXT], trainer)
+    return tok
+
+
+def random_hf_model(seed: int = 0, noise: float = 0.1, **overrides) -> transformers.MambaForCausalLM:
+    """A transformers MambaForCausalLM with random weights (init + noise so that every parameter matters)."""
+    torch.manual_seed(seed)
+    kwargs = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, state_size=8, expand=2, conv_kernel=4,
+                  eos_token_id=0, bos_token_id=0, pad_token_id=0)
+    kwargs.update(overrides)
+    model = transformers.MambaForCausalLM(transformers.MambaConfig(**kwargs)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    return model
+
+
+def save_transformers_layout(model, folder: Path, tokenizer: Tokenizer | None = None) -> Path:
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def save_mamba_ssm_layout(model, folder: Path, pad_vocab_size_multiple: int = 8) -> Path:
+    """The same weights as mamba_ssm's MambaLMHeadModel would save them: its config keys and pytorch_model.bin.
+
+    The config's vocab_size is left unpadded (as in the public checkpoints); padding recovers the embedding rows.
+    """
+    cfg = model.config
+    rows = cfg.vocab_size
+    if rows % pad_vocab_size_multiple:
+        pad_vocab_size_multiple = 1  # mamba_ssm embeddings always hold a whole number of multiples
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "d_model": cfg.hidden_size, "n_layer": cfg.num_hidden_layers,
+        "vocab_size": rows - (pad_vocab_size_multiple - 1 if rows % pad_vocab_size_multiple == 0 else 0),
+        "ssm_cfg": {"d_state": cfg.state_size, "d_conv": cfg.conv_kernel, "expand": cfg.expand,
+                    "dt_rank": cfg.time_step_rank, "conv_bias": cfg.use_conv_bias, "bias": cfg.use_bias},
+        "rms_norm": True, "residual_in_fp32": cfg.residual_in_fp32, "fused_add_norm": True,
+        "pad_vocab_size_multiple": pad_vocab_size_multiple, "tie_embeddings": cfg.tie_word_embeddings,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    state = {k.replace("backbone.embeddings.", "backbone.embedding."): v.clone() for k, v in model.state_dict().items()}
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+@contextlib.contextmanager
+def transformers_keeps_float64():
+    """transformers' slow Mamba path casts to float32 inside (``.float()``, RMSNorm's ``.to(torch.float32)``,
+    ``residual.to(torch.float32)``), which in a float64 comparison would measure float32 rounding, not the math.
+    Within this block those float64 -> float32 casts are no-ops; every other conversion is untouched."""
+    orig_to, orig_float = torch.Tensor.to, torch.Tensor.float
+
+    def to(self, *args, **kwargs):
+        if self.dtype == torch.float64 and (torch.float32 in args or kwargs.get("dtype") == torch.float32):
+            return self
+        return orig_to(self, *args, **kwargs)
+
+    def float_(self, *args, **kwargs):
+        return self if self.dtype == torch.float64 else orig_float(self, *args, **kwargs)
+
+    torch.Tensor.to, torch.Tensor.float = to, float_
+    try:
+        yield
+    finally:
+        torch.Tensor.to, torch.Tensor.float = orig_to, orig_float
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m edge_quamba ARGS`` in a subprocess, as a user would (exit code, stdout, stderr)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edge_quamba", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def report(name: str, diff: torch.Tensor) -> float:
+    """Print max and mean absolute difference (house style: print before asserting); return the max."""
+    diff = diff.abs().double()
+    print(f"{name}: max abs diff {diff.max().item():.3e}, mean {diff.mean().item():.3e}")
+    return diff.max().item()
