@@ -125,10 +125,37 @@ def not_implemented(name: str, summary: str):
     return command
 
 
-quantize = cli.command(name="quantize")(
-    click.option("--out", required=True, type=click.Path())(
-        model_option(not_implemented("quantize", "Quantize an fp checkpoint with Quamba W8A8")))
-)
+@cli.command()
+@model_option
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write (replaced atomically).")
+@click.option("--calib-data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Calibration text (.txt, or .jsonl with a \"text\" field). Default: the shipped calibration split.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Number of calibration windows.")
+@click.option("--calib-seq-len", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Tokens per calibration window.")
+@click.option("--percentile", type=click.FloatRange(0, 1, min_open=True), default=0.99999, show_default=True,
+              help="Quantile of |u| (the selective-scan input) used as its clipping amax, as a fraction.")
+@click.option("--no-percentile", is_flag=True, help="Ablation: abs-max (min-max) scale on the scan input.")
+@click.option("--no-hadamard", is_flag=True, help="Ablation: quantize the out_proj input without the Hadamard rotation.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@tokenizer_option
+def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, no_hadamard,
+             batch_size, tokenizer):
+    """Calibrate an fp checkpoint and write a Quamba W8A8 artifact (int8 weights, static per-tensor scales,
+    percentile-clipped scan input, Hadamard-rotated out_proj)."""
+    from edge_quamba.quant.pipeline import quantize_checkpoint
+    from edge_quamba.quant.qmodel import QuantConfig
+
+    qconfig = QuantConfig(percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
+                          calib_samples=calib_samples, calib_seq_len=calib_seq_len)
+    path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
+                               batch_size=batch_size)
+    click.echo(f"wrote {path}/quant_config.json")
+    click.echo(f"wrote {path}/model.safetensors")
+    click.echo(f"wrote {path}/tokenizer.json")
+
+
 export = cli.command(name="export")(
     click.option("--out", required=True, type=click.Path())(
         model_option(not_implemented("export", "Quantize, export to ONNX and validate")))

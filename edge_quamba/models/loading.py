@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +19,7 @@ from safetensors.torch import load_file
 from edge_quamba.errors import CheckpointError, ConfigError
 from edge_quamba.models.config import MambaConfig, checkpoint_layout, parse_model_config, read_json
 from edge_quamba.models.mamba import MambaLM
+from edge_quamba.resources import demo_model_dir
 
 ModelKind = Literal["fp", "quantized", "export"]
 
@@ -31,11 +31,6 @@ KIND_MARKERS: tuple[tuple[str, ModelKind], ...] = (
 )
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "*.model", "*.txt"]
-
-
-def demo_model_dir() -> Path:
-    """The small Mamba that ships inside the package (trained by export/recipes/train_demo.py)."""
-    return Path(str(resources.files("edge_quamba") / "assets" / "demo_model"))
 
 
 def resolve_model(model: str | None) -> Path:
@@ -87,7 +82,12 @@ def model_kind(path: Path) -> ModelKind:
 
 
 def load_config(path: Path) -> MambaConfig:
-    """Parse ``path/config.json`` in either checkpoint layout."""
+    """The model config of any folder kind: an fp checkpoint's config.json (either layout), or the one recorded
+    in a quantized artifact's quant_config.json."""
+    if model_kind(path) == "quantized":
+        from edge_quamba.quant.artifact import read_quant_config
+
+        return read_quant_config(path)[0]
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"{path} holds no config.json")

@@ -55,17 +55,6 @@ class LayerState:
     ssm_state: Tensor
 
 
-def empty_states(config: MambaConfig, batch: int, dtype: torch.dtype, device=None) -> list[LayerState]:
-    """Zero states for every layer: the state before the first token."""
-    return [
-        LayerState(
-            conv_state=torch.zeros(batch, config.d_inner, config.d_conv, dtype=dtype, device=device),
-            ssm_state=torch.zeros(batch, config.d_inner, config.d_state, dtype=compute_dtype(dtype), device=device),
-        )
-        for _ in range(config.n_layer)
-    ]
-
-
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, conv_state: Tensor) -> tuple[Tensor, Tensor]:
     """Depthwise causal convolution over time, continuing from ``conv_state`` (no activation).
 
@@ -150,6 +139,15 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.ones(d_in, **kw))
         self.out_proj = nn.Linear(d_in, d, bias=config.proj_bias, **kw)
 
+    def empty_state(self, batch: int) -> LayerState:
+        """The state before the first token: zeros (conv_state in the model dtype, ssm_state in at least float32)."""
+        d_in, n, k = self.config.d_inner, self.config.d_state, self.config.d_conv
+        weight = self.in_proj.weight
+        return LayerState(
+            conv_state=torch.zeros(batch, d_in, k, dtype=weight.dtype, device=weight.device),
+            ssm_state=torch.zeros(batch, d_in, n, dtype=compute_dtype(weight.dtype), device=weight.device),
+        )
+
     def ssm_parameters(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """u: (..., d_in) -> A (d_in, n), delta (..., d_in), B (..., n), C (..., n)."""
         r, n = self.config.dt_rank, self.config.d_state
@@ -223,7 +221,8 @@ class MambaLM(nn.Module):
         return compute_dtype(self.dtype) if self.config.residual_in_fp32 else self.dtype
 
     def empty_states(self, batch: int) -> list[LayerState]:
-        return empty_states(self.config, batch, self.dtype, self.backbone.embeddings.weight.device)
+        """Per-layer zero states; each mixer knows its own state dtypes (the quantized mixer keeps an int8 conv state)."""
+        return [block.mixer.empty_state(batch) for block in self.backbone.layers]
 
     def _run(self, tokens: Tensor, states: list[LayerState] | None, step: bool) -> tuple[Tensor, list[LayerState]]:
         states = states if states is not None else self.empty_states(tokens.shape[0])

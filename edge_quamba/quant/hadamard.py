@@ -1,9 +1,9 @@
-"""Hadamard matrices and the orthonormal Hadamard transform used to rotate the out_proj input (Quamba's output smoothing).
+"""Hadamard matrices and the orthonormal Hadamard transform that rotates the out_proj input (Quamba's output smoothing).
 
 Supported sizes: ``n = m * p`` with ``m`` in {1, 12, 20, 28} and ``p = 2**k`` (k >= 0). This covers every Mamba1/Mamba2
 d_inner: 768 = 12*64, 1536 = 12*128, 2048, 3072 = 12*256, 4096, 5120 = 20*256, 7168 = 28*256, 8192, 10240 = 20*512.
-(Sizes 40 * 2**k are 20 * 2**(k+1); no separate 40 construction is needed.) The decomposition is unique: m is 1 when n is
-a power of two, else 4 times n's odd part, which must be 3, 5 or 7.
+(Sizes 40 * 2**k are 20 * 2**(k+1); no separate 40 construction is needed.) The decomposition is unique: m is 1 when
+n is a power of two, else 4 times n's odd part, which must be 3, 5 or 7.
 
 Matrices (unnormalized, entries +-1, ``H @ H.T == n * I``)::
 
@@ -97,10 +97,10 @@ def _paley2(q: int) -> Tensor:
     return torch.kron(c, on_one) + torch.kron(torch.eye(q + 1, dtype=torch.float64), on_zero)
 
 
-def _sylvester(p: int) -> Tensor:
-    """(p, p) float64 Sylvester Hadamard, p a power of two: H_2p = kron(H_2, H_p)."""
-    h = torch.ones(1, 1, dtype=torch.float64)
-    h2 = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+def _sylvester(p: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """(p, p) Sylvester Hadamard in ``dtype`` (+-1 is exact in any dtype), p a power of two: H_2p = kron(H_2, H_p)."""
+    h = torch.ones(1, 1, dtype=dtype)
+    h2 = torch.tensor([[1, 1], [1, -1]], dtype=dtype)
     while h.shape[0] < p:
         h = torch.kron(h2, h)
     return h
@@ -121,25 +121,28 @@ def _small_hadamard(m: int) -> Tensor:
 def hadamard_matrix(n: int, dtype: torch.dtype = torch.float64) -> Tensor:
     """Dense unnormalized (n, n) Hadamard matrix H_n = kron(H_m, H_p), entries +-1, H_n @ H_n.T == n * I.
 
-    Built on each call (only the tiny H_m factors are cached): a cached dense float64 H_10240 would pin 800 MB, and
-    nothing on a hot path needs the dense matrix (use :func:`hadamard_transform`). Returns a fresh tensor in ``dtype``.
+    Built on each call directly in ``dtype`` (entries +-1 are exact in every dtype); only the tiny H_m factors are
+    cached, because a cached dense float64 H_10240 would pin 800 MB and nothing on a hot path needs the dense matrix
+    (use :func:`hadamard_transform`). Returns a fresh tensor.
     """
     m, p = hadamard_factors(n)
-    h = torch.kron(_small_hadamard(m), _sylvester(p))
-    return h.to(dtype)
+    return torch.kron(_small_hadamard(m).to(dtype), _sylvester(p, dtype))
 
 
 def hadamard_factor_matrices(n: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-    """Normalized factors (A, B) = (H_m / sqrt(m), H_p / sqrt(p)), shapes (m, m) and (p, p), computed in float64.
+    """Normalized factors (A, B) = (H_m / sqrt(m), H_p / sqrt(p)), shapes (m, m) and (p, p), in ``dtype``.
+
+    Each entry is +-1/sqrt(.) computed in float64 and rounded once to ``dtype``.
 
     hadamard_transform(x) == (A @ x.reshape(..., m, p) @ B.T).reshape(..., n). For a power-of-two n, A is [[1.]].
     B = H_p / sqrt(p) is itself kron(H_p1, H_p2) / sqrt(p1 p2) for any split p = p1 * p2, should a lowering prefer
     smaller matrices.
     """
     m, p = hadamard_factors(n)
-    a = _small_hadamard(m) / math.sqrt(m)
-    b = _sylvester(p) / math.sqrt(p)
-    return a.to(dtype), b.to(dtype)
+    a = (_small_hadamard(m) / math.sqrt(m)).to(dtype)
+    c = torch.tensor(1.0 / math.sqrt(p), dtype=torch.float64).to(dtype)  # the constant, rounded once
+    b = _sylvester(p, dtype) * c
+    return a, b
 
 
 def _fwht_last(y: Tensor) -> Tensor:
@@ -184,5 +187,6 @@ def rotate_linear_input(weight: Tensor) -> Tensor:
     Row by row, (W R^T)[o] = R W[o], i.e. W' = hadamard_transform(W) along in_features.
     """
     if weight.dim() != 2:
-        raise ValueError(f"rotate_linear_input expects a 2-D (out_features, in_features) weight, got {tuple(weight.shape)}")
+        raise ValueError(f"rotate_linear_input expects a 2-D (out_features, in_features) weight, "
+                         f"got {tuple(weight.shape)}")
     return hadamard_transform(weight.to(torch.float64)).to(weight.dtype)

@@ -32,8 +32,8 @@ such as 130m.
 
 Why not a global percentile over all calibration tokens? An exact one needs every activation (5120 channels x 100k+
 tokens is gigabytes per layer); a histogram approximates it and changes the statistic away from the one Quamba was
-evaluated with. The per-batch quantile plus EMA needs memory proportional to one batch and is deterministic: the per-batch
-quantile is a function of the multiset of values (topk returns the same values whatever the ties), the interpolation and
+evaluated with. The per-batch quantile plus EMA needs memory proportional to one batch and is deterministic: the
+per-batch quantile is a function of the multiset of values (topk returns the same values whatever the ties), the interpolation and
 the EMA run in Python float64, so the same batches in the same order give a bit-identical amax. Note what the EMA
 means: with 512 batches and momentum 0.01 the first batch keeps weight 0.99**511 ~ 0.006 and the last ~100 batches
 dominate, so the result depends on the batch order (fixed by the calibration manifest). Feed one sequence per
@@ -57,7 +57,7 @@ DEFAULT_MOMENTUM = 0.01
 
 
 def _abs_float(x: Tensor, name: str) -> tuple[Tensor, float]:
-    """|x| flattened to (N,) in float32 (float64 stays float64), and its max as a Python float; rejects NaN/Inf/empty."""
+    """|x| flattened to (N,) in float32 (float64 stays float64) and its max as a Python float; rejects NaN, Inf, empty."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         got = x.dtype if isinstance(x, Tensor) else type(x).__name__
         raise TypeError(f"{name}: observers expect a floating tensor, got {got}")

@@ -19,7 +19,8 @@ Why these details
   differs from the correctly rounded ``x / s`` in the last bit for some inputs; at a rounding tie that changes the int8
   value. ONNX ``QuantizeLinear`` is specified as ``round(x / y_scale)``, and CUDA ``__float2int_rn(x / s)`` divides
   exactly as long as the kernel is compiled without ``--use_fast_math`` (which turns ``/`` into an approximate divide;
-  write ``__fdiv_rn(x, s)`` to be safe). The official Quamba Hadamard-quantize kernel multiplies by a reciprocal; we do not.
+  write ``__fdiv_rn(x, s)`` to be safe). The official Quamba Hadamard-quantize kernel multiplies by a reciprocal;
+  we do not.
 * **Round half to even.** ``torch.round``, ``numpy.rint``, ONNX ``QuantizeLinear`` and CUDA ``__float2int_rn`` all round
   ties to even (0.5 -> 0, 1.5 -> 2, 2.5 -> 2, -2.5 -> -2). C ``roundf`` rounds ties away from zero (2.5 -> 3) and must
   not be used; the official Quamba CUDA kernels (enyac-group/Quamba at c474646) use ``roundf``, and its Python
@@ -35,8 +36,8 @@ Why these details
   :func:`dequantize` multiplies in float32, as ``DequantizeLinear`` with a float32 scale does, then casts.
 * **Special values.** +-Inf saturates to +-127. NaN becomes 0, which is what the CUDA float-to-int conversion gives;
   finiteness is the observers' job (they reject NaN/Inf during calibration), not the hot path's.
-* **Zero and tiny amax.** An all-zero tensor has amax 0, which would give scale 0 and 0 / 0 = NaN. :func:`scale_from_amax`
-  therefore clamps amax to at least :data:`AMAX_FLOOR` (1e-5, the floor the official Quamba observers apply), so every
+* **Zero and tiny amax.** An all-zero tensor has amax 0, which would give scale 0 and 0 / 0 = NaN.
+  :func:`scale_from_amax` therefore clamps amax to at least :data:`AMAX_FLOOR` (1e-5, the floor the official Quamba observers apply), so every
   scale is > 0 and finite; an all-zero tensor then quantizes to zeros and dequantizes to zeros. A tensor whose true amax
   is below the floor is quantized with the floor's scale (no saturation, coarser steps).
 
@@ -46,7 +47,8 @@ int8 x int8 matmul
 (127 * 127 = 16129 within our range), so a reduction of length K is bounded by 16384 * K, which fits int32 for
 K <= :data:`MAX_K` = 131071 (with our range, |acc| <= 127 * 127 * K). The CPU/GPU emulation computes in float64: every
 product and every partial sum is an integer below 2**31 < 2**53, so each float64 operation is exact whatever the
-summation order or blocking, and the result equals integer arithmetic. (float32 is *not* exact: 127 * 127 * 5120 > 2**24.)
+summation order or blocking, and the result equals integer arithmetic. (float32 is *not* exact:
+127 * 127 * 5120 > 2**24.)
 A quantized linear layer is ``y = float32(x_q @ w_q^T) * (s_x * s_w)``, see :func:`int8_linear`.
 
 Glossary: ``x`` float tensor, ``q`` int8 tensor, ``s``/``scale`` float32 scale (0-dim, or broadcastable to x),

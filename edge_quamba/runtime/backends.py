@@ -53,6 +53,10 @@ def load_reference_model(path: Path, kind: str, dtype: torch.dtype = torch.float
         from edge_quamba.models.loading import load_fp_model
 
         return load_fp_model(path, dtype=dtype)
+    if kind == "quantized":
+        from edge_quamba.quant.artifact import load_quantized_model
+
+        return load_quantized_model(path)
     raise BackendUnavailableError(f"--backend ref cannot run a {kind} folder yet ({path})")
 
 

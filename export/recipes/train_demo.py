@@ -132,9 +132,10 @@ def lr_at(step: int, *, steps: int, warmup: int, lr: float, min_lr: float) -> fl
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train_step(model, optimizer, ids: torch.Tensor, autocast_dtype, clip: float) -> torch.Tensor:
+def train_step(forward, model, optimizer, ids: torch.Tensor, autocast_dtype, clip: float) -> torch.Tensor:
+    """One AdamW step on the batch `ids` (b, l); `forward` is `model` or its torch.compile wrapper."""
     with torch.autocast(ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss = forward(input_ids=ids, labels=ids, use_cache=False).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
@@ -158,20 +159,26 @@ def probe(args, config, stream, device, autocast_dtype) -> None:
         torch.manual_seed(args.seed)
         model = MambaForCausalLM(config).to(device)
         model.train()
-        step_fn = torch.compile(train_step) if args.compile else train_step
+        forward = torch.compile(model) if args.compile else model
         optimizer = make_optimizer(model, args.lr, args.weight_decay)
         generator = torch.Generator().manual_seed(args.seed)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t_start = time.perf_counter()
-        for i in range(args.probe_warmup + args.probe_steps):
-            if i == args.probe_warmup:
-                _sync(device)
-                t0 = time.perf_counter()
-                warm_s = t0 - t_start
-            ids = random_windows(stream, batch, args.seq_len, generator).to(device, non_blocking=True)
-            loss = step_fn(model, optimizer, ids, autocast_dtype, args.clip)
-        _sync(device)
+        try:
+            for i in range(args.probe_warmup + args.probe_steps):
+                if i == args.probe_warmup:
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    warm_s = t0 - t_start
+                ids = random_windows(stream, batch, args.seq_len, generator).to(device, non_blocking=True)
+                loss = train_step(forward, model, optimizer, ids, autocast_dtype, args.clip)
+            _sync(device)
+        except torch.OutOfMemoryError:
+            print(f"probe batch={batch} seq_len={args.seq_len}: out of memory", flush=True)
+            del model, optimizer, forward
+            torch.cuda.empty_cache()
+            continue
         dt = time.perf_counter() - t0
         tokens = args.probe_steps * batch * args.seq_len
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
@@ -181,7 +188,7 @@ def probe(args, config, stream, device, autocast_dtype) -> None:
             f"warm-up {args.probe_warmup} steps {warm_s:.1f} s, peak {peak:.1f} GiB, last loss {loss.item():.3f}",
             flush=True,
         )
-        del model, optimizer
+        del model, optimizer, forward
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -226,11 +233,12 @@ def train_demo(args) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params:,} (tied embedding counted once)  device {device}", flush=True)
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    step_fn = torch.compile(train_step) if args.compile else train_step
+    forward = torch.compile(model) if args.compile else model
     generator = torch.Generator().manual_seed(args.seed)
     eval_windows = heldout_windows(eval_stream, args.seq_len + 1)
 
     log = {"steps": [], "loss": [], "lr": [], "tokens_seen": [], "elapsed_s": []}
+    eval_log = {"steps": [], "heldout_loss": []}
     window_losses: list[torch.Tensor] = []
     tokens_per_step = args.batch_size * args.seq_len
     _sync(device)
@@ -240,7 +248,7 @@ def train_demo(args) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         ids = random_windows(train_stream, args.batch_size, args.seq_len, generator).to(device, non_blocking=True)
-        window_losses.append(step_fn(model, optimizer, ids, autocast_dtype, args.clip))
+        window_losses.append(train_step(forward, model, optimizer, ids, autocast_dtype, args.clip))
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             loss = torch.stack(window_losses).mean().item()
             window_losses.clear()
@@ -253,6 +261,13 @@ def train_demo(args) -> dict:
                 f"tokens {tokens:,}  {tokens / elapsed:,.0f} tok/s  {elapsed:.0f} s",
                 flush=True,
             )
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            t_eval = time.perf_counter()
+            loss = heldout_loss(model, eval_windows, args.eval_batch_size, device, autocast_dtype)
+            t_train += time.perf_counter() - t_eval  # evaluation time is not training time
+            eval_log["steps"].append(step + 1)
+            eval_log["heldout_loss"].append(round(loss, 4))
+            print(f"step {step + 1:5d}/{args.steps}  held-out loss {loss:.4f}", flush=True)
     _sync(device)
     train_s = time.perf_counter() - t_train
 
@@ -311,6 +326,7 @@ def train_demo(args) -> dict:
         "heldout_loss_saved_fp16_in_fp32": round(heldout_saved, 4),
         "heldout_tokens": eval_windows.shape[0] * args.seq_len,
         "log": log,
+        "heldout_log": eval_log,
     }
     log_path = args.out / "train_log.json"
     log_path.write_text(json.dumps(train_log, indent=2) + "\n")
@@ -342,9 +358,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast dtype of matmuls")
-    p.add_argument("--compile", action="store_true", help="torch.compile the train step")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model forward")
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=250, help="held-out loss every N steps (0: only at the end)")
     p.add_argument("--max-bytes", type=int, default=25_000_000, help="fail if model.safetensors is larger")
     p.add_argument("--probe-batch-sizes", type=_int_list, default=[], metavar="B1,B2",
                    help="only time train steps at these batch sizes and exit")

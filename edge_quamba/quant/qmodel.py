@@ -1,0 +1,200 @@
+"""The quantized reference model (Quamba W8A8): integer arithmetic emulated exactly, prefill and step.
+
+It is the fp :class:`MambaLM` with every mixer swapped for a :class:`QuantMambaMixer` (gpt-fast's "swap modules at
+load"); embeddings, norms, the residual stream and lm_head stay floating point (stored fp16, computed in float32).
+
+What is quantized, and why (Quamba, arXiv 2410.13229, and the official code's data flow):
+    norm output      -> int8 at ``in_proj_input_scale`` (static, abs-max)
+    in_proj          int8 x int8 GEMM; its output x|z -> int8 at ONE scale ``xz_scale`` (one requantize epilogue)
+    conv1d           int8 x, int8 weight, fp32 bias and accumulate, SiLU -> int8 u at ``u_scale``: this is the
+                     selective-scan input, the tensor Quamba clips at a percentile (outliers here are rare but large)
+    x_proj           int8 GEMM; its output Δ_r|B|C -> int8 at ONE scale ``dbc_scale``
+    dt_proj          int8 GEMM without its bias -> int8 Δ at ``dt_scale``; the bias is added inside the scan in fp32
+                     (folding it keeps the GEMM output a pure int32 * scale)
+    selective scan   int8 u, Δ, B, C, z in; fp32 state and arithmetic; y = scan * silu(z) in fp32
+    Hadamard         y -> H y (orthonormal) -> int8 at ``out_proj_input_scale``, calibrated AFTER the transform; the
+                     out_proj weight is rotated offline (W Hᵀ) so that out_proj(H y) = W y. Without Hadamard, y is
+                     quantized directly (its outlier channels then dominate the per-tensor scale).
+    out_proj         int8 GEMM with the rotated weight -> float32, added to the residual stream.
+A_log, D and dt_bias stay float32 (d_in * (n + 2) numbers, about 0.1% of the weights): A is stored as the float32
+value -exp(A_log) so that every backend uses the identical A rather than recomputing exp. All weights are per-tensor
+int8 (``quantize_weight_per_tensor``); all activation scales are static per-tensor.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from edge_quamba.errors import ConfigError
+from edge_quamba.models.config import MambaConfig
+from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer
+from edge_quamba.quant.hadamard import rotate_linear_input
+from edge_quamba.quant.observers import DEFAULT_MOMENTUM, DEFAULT_PERCENTILE
+from edge_quamba.quant.primitives import int8_linear, quantize, quantize_weight_per_tensor, scale_from_amax
+from edge_quamba.quant.qops import hadamard_quantize, int8_causal_conv1d, int8_selective_scan
+
+QUANT_FORMAT_VERSION = 1
+
+# The static activation scales of one mixer, in data-flow order (calibration observes exactly these tensors).
+ACTIVATIONS = ("in_proj_input", "xz", "u", "dbc", "dt", "out_proj_input")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Every knob of the recipe; serialized into quant_config.json. ``percentile=None`` means abs-max on u."""
+
+    method: str = "quamba-w8a8"
+    percentile: float | None = DEFAULT_PERCENTILE
+    percentile_momentum: float = DEFAULT_MOMENTUM
+    hadamard: bool = True
+    calib_samples: int = 256
+    calib_seq_len: int = 512
+    format_version: int = QUANT_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.method != "quamba-w8a8":
+            raise ConfigError(f"quantization method {self.method!r} is not supported (supported: quamba-w8a8)")
+        if self.percentile is not None and not 0.0 < self.percentile <= 1.0:
+            raise ConfigError(f"--percentile {self.percentile} must be a fraction in (0, 1], e.g. 0.99999")
+        if self.calib_samples < 1 or self.calib_seq_len < 2:
+            raise ConfigError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
+        if self.format_version != QUANT_FORMAT_VERSION:
+            raise ConfigError(f"quantized artifact format {self.format_version} is not {QUANT_FORMAT_VERSION}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "QuantConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown quantization config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _scalar(value: float = 1.0) -> Tensor:
+    return torch.tensor(float(value), dtype=torch.float32)
+
+
+class QuantLinear(nn.Module):
+    """nn.Linear with a per-tensor int8 weight: forward(x_q int8, x_scale) -> float32 (exact int32 accumulation)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", _scalar())
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+
+    @classmethod
+    def from_weight(cls, weight: Tensor, bias: Tensor | None) -> "QuantLinear":
+        module = cls(weight.shape[1], weight.shape[0], bias is not None)
+        module.weight, module.weight_scale = quantize_weight_per_tensor(weight.detach())
+        if bias is not None:
+            module.bias = bias.detach().float().clone()
+        return module
+
+    def forward(self, x_q: Tensor, x_scale: Tensor) -> Tensor:
+        """x_q: (..., in) int8 at x_scale -> (..., out) float32."""
+        y = int8_linear(x_q, x_scale, self.weight, self.weight_scale)
+        return y if self.bias is None else y + self.bias
+
+
+class QuantMambaMixer(nn.Module):
+    """The quantized twin of :class:`MambaMixer`: same interface (forward / step / empty_state), int8 inside."""
+
+    def __init__(self, config: MambaConfig, hadamard: bool):
+        super().__init__()
+        d, d_in, n, r, k = config.d_model, config.d_inner, config.d_state, config.dt_rank, config.d_conv
+        self.config, self.hadamard = config, hadamard
+        self.in_proj = QuantLinear(d, 2 * d_in, config.proj_bias)
+        self.register_buffer("conv_weight", torch.zeros(d_in, k, dtype=torch.int8))
+        self.register_buffer("conv_weight_scale", _scalar())
+        self.register_buffer("conv_bias", torch.zeros(d_in) if config.conv_bias else None)
+        self.x_proj = QuantLinear(d_in, r + 2 * n, bias=False)
+        self.dt_proj = QuantLinear(r, d_in, bias=False)  # its bias lives in dt_bias, added inside the scan
+        self.register_buffer("dt_bias", torch.zeros(d_in))
+        self.register_buffer("A", torch.zeros(d_in, n))
+        self.register_buffer("D", torch.zeros(d_in))
+        self.out_proj = QuantLinear(d_in, d, config.proj_bias)
+        for name in ACTIVATIONS:
+            self.register_buffer(f"{name}_scale", _scalar())
+
+    @classmethod
+    def from_float(cls, mixer: MambaMixer, amax: dict[str, Tensor], hadamard: bool) -> "QuantMambaMixer":
+        """Quantize an fp mixer's weights and set its activation scales from calibrated amaxes (keys: ACTIVATIONS)."""
+        q = cls(mixer.config, hadamard)
+        q.in_proj = QuantLinear.from_weight(mixer.in_proj.weight, mixer.in_proj.bias)
+        q.conv_weight, q.conv_weight_scale = quantize_weight_per_tensor(mixer.conv1d.weight.detach()[:, 0, :])
+        if mixer.conv1d.bias is not None:
+            q.conv_bias = mixer.conv1d.bias.detach().float().clone()
+        q.x_proj = QuantLinear.from_weight(mixer.x_proj.weight, None)
+        q.dt_proj = QuantLinear.from_weight(mixer.dt_proj.weight, None)
+        q.dt_bias = mixer.dt_proj.bias.detach().float().clone()
+        q.A = -torch.exp(mixer.A_log.detach().float())
+        q.D = mixer.D.detach().float().clone()
+        # Rotate in float64 so that the only rounding is the int8 quantization of the rotated weight.
+        out_weight = mixer.out_proj.weight.detach().double()
+        out_weight = rotate_linear_input(out_weight) if hadamard else out_weight
+        q.out_proj = QuantLinear.from_weight(out_weight, mixer.out_proj.bias)
+        for name in ACTIVATIONS:
+            setattr(q, f"{name}_scale", scale_from_amax(amax[name]))
+        return q
+
+    def empty_state(self, batch: int) -> LayerState:
+        """conv_state: (b, d_in, k) int8 at xz_scale; ssm_state: (b, d_in, n) float32."""
+        c = self.config
+        return LayerState(
+            conv_state=torch.zeros(batch, c.d_inner, c.d_conv, dtype=torch.int8, device=self.A.device),
+            ssm_state=torch.zeros(batch, c.d_inner, c.d_state, dtype=torch.float32, device=self.A.device),
+        )
+
+    def forward(self, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
+        """Prefill: x (b, l, d) float -> (b, l, d) float32, continuing from ``state``."""
+        r, n = self.config.dt_rank, self.config.d_state
+        x_q = quantize(x, self.in_proj_input_scale)
+        xz_q = quantize(self.in_proj(x_q, self.in_proj_input_scale), self.xz_scale)  # (b, l, 2*d_in) int8
+        xc_q, z_q = xz_q.chunk(2, dim=-1)
+        u_q, conv_state = int8_causal_conv1d(xc_q, state.conv_state, self.conv_weight, self.conv_bias,
+                                             self.xz_scale, self.conv_weight_scale, self.u_scale)
+        dbc_q = quantize(self.x_proj(u_q, self.u_scale), self.dbc_scale)  # (b, l, r + 2n) int8
+        dt_r_q, B_q, C_q = dbc_q.split([r, n, n], dim=-1)
+        dt_q = quantize(self.dt_proj(dt_r_q, self.dbc_scale), self.dt_scale)  # (b, l, d_in) int8
+        y, ssm_state = int8_selective_scan(
+            u_q, dt_q, B_q, C_q, z_q, state.ssm_state, self.A, self.D, self.dt_bias,
+            self.u_scale, self.dt_scale, self.dbc_scale, self.dbc_scale, self.xz_scale,
+        )
+        y_q = hadamard_quantize(y, self.out_proj_input_scale) if self.hadamard else quantize(y, self.out_proj_input_scale)
+        return self.out_proj(y_q, self.out_proj_input_scale), LayerState(conv_state, ssm_state)
+
+    def step(self, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
+        """Decode one token: x (b, d) -> (b, d). The ops continue from explicit states, so this is prefill with l=1."""
+        out, state = self.forward(x.unsqueeze(1), state)
+        return out[:, 0], state
+
+
+# Floating-point weights outside the mixers (embeddings, norms, lm_head) are stored in fp16.
+FLOAT_STORAGE_DTYPE = torch.float16
+
+
+def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: QuantConfig) -> MambaLM:
+    """The quantized reference from an fp model and per-layer calibrated amaxes (one dict per layer)."""
+    model = MambaLM(fp_model.config, dtype=torch.float32)
+    fp_state = {k: v.to(FLOAT_STORAGE_DTYPE).float() for k, v in fp_model.state_dict().items()}
+    model.load_state_dict(fp_state)
+    for block, fp_block, layer_amax in zip(model.backbone.layers, fp_model.backbone.layers, amaxes):
+        block.mixer = QuantMambaMixer.from_float(copy.deepcopy(fp_block.mixer).float(), layer_amax, qconfig.hadamard)
+    return model.eval()
+
+
+def empty_quantized_model(config: MambaConfig, qconfig: QuantConfig) -> MambaLM:
+    """The module tree of a quantized model with placeholder values, ready for load_state_dict."""
+    model = MambaLM(config, dtype=torch.float32)
+    for block in model.backbone.layers:
+        block.mixer = QuantMambaMixer(config, qconfig.hadamard)
+    return model.eval()

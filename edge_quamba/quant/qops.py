@@ -1,0 +1,84 @@
+"""Reference implementations of the three int8 custom ops: the definitions every lowering is checked against.
+
+Each function here is one custom op of ``edge_quamba.ops.specs`` (same name, inputs, attributes, outputs): the ONNX
+function bodies, the CUDA kernels in ``plugins/kernels`` and the TensorRT plugins must reproduce it. All rounding goes
+through :mod:`edge_quamba.quant.primitives`; the scan itself is the fp reference's :func:`selective_scan`.
+
+Layout: activations are (b, l, channels) as the linears produce them; states are mamba_ssm's (b, d_in, k) and
+(b, d_in, n). Float arithmetic is float32 (the scales are float32), and a product of two scales is rounded to
+float32 once before it multiplies an int32 accumulator, the order a kernel epilogue uses.
+
+Glossary: see :mod:`edge_quamba.models.mamba` (b, l, d_in, n, k, u, z, Δ, A, B, C, D).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from edge_quamba.models.mamba import selective_scan
+from edge_quamba.quant.hadamard import hadamard_transform
+from edge_quamba.quant.primitives import dequantize, quantize
+
+
+def int8_causal_conv1d(
+    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
+    x_scale: float, weight_scale: float, out_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """Depthwise causal conv on int8 input with int8 weight, + bias, SiLU, requantized: op ``Int8CausalConv1d``.
+
+    Args:
+        x_q: (b, l, d_in) int8 at ``x_scale`` (the x half of in_proj's output).
+        conv_state_q: (b, d_in, k) int8 at ``x_scale``: the last k inputs before x, oldest first.
+        weight_q: (d_in, k) int8 at ``weight_scale``; bias: (d_in,) float32 or None.
+        out_scale: the scan-input scale (percentile-clipped in Quamba).
+    Returns:
+        u_q: (b, l, d_in) int8 = quantize(silu(acc * (x_scale * weight_scale) + bias), out_scale), where
+        acc = sum_j weight_q[:, j] * input_q[t-k+1+j] is exact in int32 (|acc| <= 127*127*k);
+        new conv_state_q: (b, d_in, k) int8, the last k inputs (the state stays int8 at x_scale, no requantization).
+    """
+    k = weight_q.shape[1]
+    history = torch.cat([conv_state_q, x_q.transpose(1, 2)], dim=2)  # (b, d_in, k + l) int8
+    windows = history[:, :, 1:].unfold(2, k, 1)  # (b, d_in, l, k): window t = inputs t-k+1..t
+    acc = (windows.to(torch.int32) * weight_q.to(torch.int32)[None, :, None, :]).sum(-1)  # (b, d_in, l) exact
+    alpha = torch.as_tensor(x_scale, dtype=torch.float32) * torch.as_tensor(weight_scale, dtype=torch.float32)
+    y = acc.to(torch.float32) * alpha
+    if bias is not None:
+        y = y + bias.to(torch.float32)[None, :, None]
+    u_q = quantize(F.silu(y), out_scale)
+    return u_q.transpose(1, 2).contiguous(), history[:, :, -k:].contiguous()
+
+
+def int8_selective_scan(
+    u_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, z_q: Tensor, ssm_state: Tensor,
+    A: Tensor, D: Tensor, dt_bias: Tensor,
+    u_scale: float, dt_scale: float, B_scale: float, C_scale: float, z_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """Selective scan on int8 inputs with a float32 state, gated: op ``Int8SelectiveScan``.
+
+    Args:
+        u_q: (b, l, d_in) int8 scan input.             dt_q: (b, l, d_in) int8 dt_proj output (no bias).
+        B_q, C_q: (b, l, n) int8.                      z_q: (b, l, d_in) int8 gate.
+        ssm_state: (b, d_in, n) float32 state before these tokens.
+        A: (d_in, n) float32 = -exp(A_log).  D: (d_in,) float32.  dt_bias: (d_in,) float32 (dt_proj's bias, folded
+        in here so that dt_proj's output can stay int8).
+    Returns:
+        y: (b, l, d_in) float32 = (C·h + D*u) * silu(z) with Δ = softplus(dt + dt_bias);
+        the new ssm_state (b, d_in, n) float32.
+    """
+    u = dequantize(u_q, u_scale)
+    delta = F.softplus(dequantize(dt_q, dt_scale) + dt_bias.to(torch.float32))
+    y, state = selective_scan(u, delta, A.float(), dequantize(B_q, B_scale), dequantize(C_q, C_scale), D.float(),
+                              ssm_state.float())
+    return y * F.silu(dequantize(z_q, z_scale)), state
+
+
+def hadamard_quantize(y: Tensor, out_scale: float) -> Tensor:
+    """Orthonormal Hadamard transform over channels, then int8 at ``out_scale``: op ``HadamardQuantize``.
+
+    y: (b, l, d_in) float -> (b, l, d_in) int8 = quantize(y @ H_n^T / sqrt(n), out_scale). The transform spreads
+    the few outlier channels of y over all channels, so the per-tensor out_proj input scale wastes less range; the
+    out_proj weight is rotated offline to match (``rotate_linear_input``).
+    """
+    return quantize(hadamard_transform(y.float()), out_scale)
