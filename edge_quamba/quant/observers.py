@@ -18,7 +18,7 @@ In enyac-group/Quamba (``PerTensorPercentileObserver`` in ``quamba/real_quant/ob
 ``quamba/observer.py`` at c474646) each ``update`` computes ``torch.quantile(|x|.flatten(), alpha)`` of that one batch
 (one calibration sequence of up to 512 tokens: 512 sequences, batch size 1) and folds it into an exponential moving
 average, ``w_max <- w_max + sigma * (q_batch - w_max)`` with ``sigma = 0.01``; the first batch initializes ``w_max``.
-The default ``alpha`` for Mamba is 0.99999 at 624361b (the release the paper's numbers come from; 0.999 for Jamba);
+The default ``alpha`` for Mamba is 0.99999 at 624361b (the first public release, Nov 2024; 0.999 for Jamba);
 the later refactor at c474646 uses 0.9995 for both Mamba1 and Mamba2 with a comment to use 0.99999 for small models
 such as 130m.
 
@@ -33,11 +33,11 @@ such as 130m.
 Why not a global percentile over all calibration tokens? An exact one needs every activation (5120 channels x 100k+
 tokens is gigabytes per layer); a histogram approximates it and changes the statistic away from the one Quamba was
 evaluated with. The per-batch quantile plus EMA needs memory proportional to one batch and is deterministic: the
-per-batch quantile is a function of the multiset of values (topk returns the same values whatever the ties), the interpolation and
-the EMA run in Python float64, so the same batches in the same order give a bit-identical amax. Note what the EMA
-means: with 512 batches and momentum 0.01 the first batch keeps weight 0.99**511 ~ 0.006 and the last ~100 batches
-dominate, so the result depends on the batch order (fixed by the calibration manifest). Feed one sequence per
-``observe`` call, as the official code does; the percentile is taken over whatever one call receives.
+per-batch quantile is a function of the multiset of values (topk returns the same values whatever the ties), and the
+interpolation and the EMA run in Python float64, so the same batches in the same order give a bit-identical amax. Note
+what the EMA means: with 512 batches and momentum 0.01 the first batch keeps weight 0.99**511 ~ 0.006 and the last
+~100 batches dominate, so the result depends on the batch order (fixed by the calibration manifest). Feed one sequence
+per ``observe`` call, as the official code does; the percentile is taken over whatever one call receives.
 Differences from the official code: interpolation and EMA in float64 rather than float32 (the official float32
 values differ in the last bits); no 2**24-element limit.
 """
@@ -57,7 +57,7 @@ DEFAULT_MOMENTUM = 0.01
 
 
 def _abs_float(x: Tensor, name: str) -> tuple[Tensor, float]:
-    """|x| flattened to (N,) in float32 (float64 stays float64) and its max as a Python float; rejects NaN, Inf, empty."""
+    """|x| flattened to (N,) in float32 (float64 stays float64), and max |x| as a float; rejects NaN, Inf and empty."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         got = x.dtype if isinstance(x, Tensor) else type(x).__name__
         raise TypeError(f"{name}: observers expect a floating tensor, got {got}")

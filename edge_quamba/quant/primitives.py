@@ -37,9 +37,9 @@ Why these details
 * **Special values.** +-Inf saturates to +-127. NaN becomes 0, which is what the CUDA float-to-int conversion gives;
   finiteness is the observers' job (they reject NaN/Inf during calibration), not the hot path's.
 * **Zero and tiny amax.** An all-zero tensor has amax 0, which would give scale 0 and 0 / 0 = NaN.
-  :func:`scale_from_amax` therefore clamps amax to at least :data:`AMAX_FLOOR` (1e-5, the floor the official Quamba observers apply), so every
-  scale is > 0 and finite; an all-zero tensor then quantizes to zeros and dequantizes to zeros. A tensor whose true amax
-  is below the floor is quantized with the floor's scale (no saturation, coarser steps).
+  :func:`scale_from_amax` therefore clamps amax to at least :data:`AMAX_FLOOR` (1e-5, the floor the official Quamba
+  observers apply), so every scale is > 0 and finite; an all-zero tensor then quantizes to zeros and dequantizes to
+  zeros. A tensor whose true amax is below the floor is quantized with the floor's scale (no saturation, coarser steps).
 
 int8 x int8 matmul
 ------------------
@@ -47,8 +47,7 @@ int8 x int8 matmul
 (127 * 127 = 16129 within our range), so a reduction of length K is bounded by 16384 * K, which fits int32 for
 K <= :data:`MAX_K` = 131071 (with our range, |acc| <= 127 * 127 * K). The CPU/GPU emulation computes in float64: every
 product and every partial sum is an integer below 2**31 < 2**53, so each float64 operation is exact whatever the
-summation order or blocking, and the result equals integer arithmetic. (float32 is *not* exact:
-127 * 127 * 5120 > 2**24.)
+summation order or blocking, and the result equals integer arithmetic (float32 would not be: 127 * 127 * 5120 > 2**24).
 A quantized linear layer is ``y = float32(x_q @ w_q^T) * (s_x * s_w)``, see :func:`int8_linear`.
 
 Glossary: ``x`` float tensor, ``q`` int8 tensor, ``s``/``scale`` float32 scale (0-dim, or broadcastable to x),
