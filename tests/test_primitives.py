@@ -174,11 +174,14 @@ def test_int8_matmul_exact_random_and_batched():
     g = torch.Generator().manual_seed(4)
     a = torch.randint(-127, 128, (2, 16, k), generator=g).to(torch.int8)
     b = torch.randint(-127, 128, (k, 24), generator=g).to(torch.int8)
+    a[:, :8] = a[:, :8].abs()  # non-negative rows x columns: sums reach ~2e7 > 2**24, where float32 is inexact
+    b[:, :12] = b[:, :12].abs()
     acc = P.int8_matmul(a, b)
     ref = a.to(torch.int64) @ b.to(torch.int64)
     f32 = (a.float() @ b.float()).to(torch.int64)  # float32 accumulation is not exact at this K
     print("random: max diff", int((acc.to(torch.int64) - ref).abs().max()),
           "| float32 path would differ in", int((f32 != ref).sum()), "of", ref.numel())
+    assert int((f32 != ref).sum()) > 0, "inputs must be large enough to distinguish exact from float32 accumulation"
     assert acc.shape == (2, 16, 24)
     assert torch.equal(acc.to(torch.int64), ref)
 
