@@ -160,7 +160,35 @@ export = cli.command(name="export")(
     click.option("--out", required=True, type=click.Path())(
         model_option(not_implemented("export", "Quantize, export to ONNX and validate")))
 )
-bench = cli.command(name="bench")(model_option(not_implemented("bench", "Measure TTFT, TPOT and peak memory")))
+
+
+@cli.command()
+@model_option
+@backend_option
+@click.option("--prompt-len", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Prompt tokens (taken from the shipped evaluation text).")
+@click.option("--new-tokens", type=click.IntRange(min=2), default=64, show_default=True,
+              help="Tokens decoded per timed run (EOS does not stop the loop).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed runs after one warm-up; medians are reported.")
+@tokenizer_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(model, backend, prompt_len, new_tokens, repeats, tokenizer, as_json):
+    """Measure TTFT, prefill and decode tokens/s (batch 1) and peak memory of one backend."""
+    from edge_quamba.runtime.bench import benchmark
+
+    report = benchmark(model=model, backend=backend, prompt_len=prompt_len, new_tokens=new_tokens,
+                       repeats=repeats, tokenizer=tokenizer)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"backend {backend}, batch 1, prompt {prompt_len} tokens, {new_tokens} new tokens, "
+               f"median of {repeats} ({report['machine']['processor']})")
+    click.echo(f"  TTFT    {report['ttft_ms']:9.2f} ms   prefill {report['prefill_tokens_per_s']:9.1f} tokens/s")
+    click.echo(f"  TPOT    {report['tpot_ms']:9.2f} ms   decode  {report['decode_tokens_per_s']:9.1f} tokens/s "
+               f"({report['decode_weight_gb_per_s']:.3f} GB/s of {report['model_bytes'] / 1e6:.1f} MB weights)")
+    click.echo(f"  peak memory {report['peak_memory_bytes'] / 2**20:.0f} MiB")
+
 build_engine = cli.command(name="build-engine")(
     click.option("--out", required=True, type=click.Path())(
         model_option(not_implemented("build-engine", "Build a TensorRT engine from an export folder (Jetson)")))

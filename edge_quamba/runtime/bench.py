@@ -1,0 +1,96 @@
+"""`edge-quamba bench`: time prefill and decode separately for one backend (batch 1), report medians.
+
+TTFT = prefill of ``prompt_len`` tokens + choosing the first token; TPOT = one decode step + choosing the next token.
+Decode tokens/s counts generated tokens only (never the prompt). EOS does not stop the timed loop, so every repeat
+decodes exactly ``new_tokens`` tokens. The first run is a warm-up and is dropped. Peak memory is the process's peak
+resident set (CPU backends) or the CUDA allocator's peak (cuda backend).
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from edge_quamba import __version__
+from edge_quamba.errors import InputError
+from edge_quamba.models.loading import load_config, model_kind, resolve_model
+from edge_quamba.models.tokenizer import load_tokenizer
+from edge_quamba.resources import default_evaluation_file
+from edge_quamba.runtime.backends import Backend, make_backend
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".plan")
+
+
+def model_bytes(path: Path) -> int:
+    """Bytes of the weight files the backend reads (the decode roofline counts these once per token)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+
+
+def bench_prompt(tokenizer, prompt_len: int) -> list[int]:
+    """``prompt_len`` real tokens from the shipped evaluation text (repeated if it were shorter)."""
+    ids = tokenizer.encode(default_evaluation_file().read_text(encoding="utf-8")[: 40 * prompt_len + 1000])
+    while len(ids) < prompt_len:
+        ids = ids + ids
+    return ids[:prompt_len]
+
+
+def time_once(backend: Backend, prompt: list[int], new_tokens: int) -> tuple[float, float]:
+    """One timed generation: (ttft seconds, mean seconds per decoded token)."""
+    start = time.perf_counter()
+    logits, states = backend.prefill(prompt)
+    token = int(torch.argmax(logits))
+    first = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        logits, states = backend.decode(token, states)
+        token = int(torch.argmax(logits))
+    end = time.perf_counter()
+    return first - start, (end - first) / max(new_tokens - 1, 1)
+
+
+def peak_memory_bytes(backend_name: str) -> int:
+    if backend_name == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128, new_tokens: int = 64,
+              repeats: int = 3, tokenizer: str | None = None) -> dict:
+    """Median TTFT/TPOT over ``repeats`` timed runs after one warm-up; a JSON-ready report."""
+    if new_tokens < 2:
+        raise InputError("--new-tokens must be >= 2 (TPOT needs at least one decode step)")
+    path = resolve_model(model)
+    kind = model_kind(path)
+    config = load_config(path)
+    tok = load_tokenizer(path, tokenizer, eos_token_id=config.eos_token_id)
+    runner = make_backend(backend, path, kind)
+    prompt = bench_prompt(tok, prompt_len)
+    time_once(runner, prompt, new_tokens)  # warm-up: allocation, graph optimization, caches
+    runs = [time_once(runner, prompt, new_tokens) for _ in range(repeats)]
+    ttft = statistics.median(r[0] for r in runs)
+    tpot = statistics.median(r[1] for r in runs)
+    size = model_bytes(path)
+    return {
+        "model": str(path), "kind": kind, "backend": backend, "batch": 1, "prompt_len": prompt_len,
+        "new_tokens": new_tokens, "repeats": repeats,
+        "ttft_ms": ttft * 1e3, "prefill_tokens_per_s": prompt_len / ttft,
+        "tpot_ms": tpot * 1e3, "decode_tokens_per_s": 1.0 / tpot,
+        "model_bytes": size, "decode_weight_gb_per_s": size / tpot / 1e9,
+        "peak_memory_bytes": peak_memory_bytes(backend),
+        "machine": {"processor": _cpu_name(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                    "torch": torch.__version__, "edge_quamba": __version__},
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
