@@ -20,7 +20,7 @@ whether mambapy is installed or not.
 
 Usage (the GPU run, see export/recipes/README.md)::
 
-    python3 export/recipes/train_demo.py --out edge_quamba/assets/demo_model --batch-size 32 --steps 1200
+    python3 export/recipes/train_demo.py --out edge_quamba/assets/demo_model --batch-size 32 --steps 1000
 """
 
 from __future__ import annotations
@@ -361,7 +361,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model forward")
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--eval-every", type=int, default=250, help="held-out loss every N steps (0: only at the end)")
+    p.add_argument("--eval-every", type=int, default=100, help="held-out loss every N steps (0: only at the end)")
     p.add_argument("--max-bytes", type=int, default=25_000_000, help="fail if model.safetensors is larger")
     p.add_argument("--probe-batch-sizes", type=_int_list, default=[], metavar="B1,B2",
                    help="only time train steps at these batch sizes and exit")
