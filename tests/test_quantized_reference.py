@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from edge_quamba.errors import ConfigError
 from edge_quamba.models.config import parse_model_config
 from edge_quamba.models.mamba import LayerState, MambaLM, causal_conv1d, selective_scan
 from edge_quamba.quant.artifact import load_quantized_model
@@ -133,6 +134,25 @@ def test_percentile_scale_is_below_absmax_for_u():
         assert float(c["u"]) < float(a["u"])
         assert float(c["xz"]) == float(a["xz"])  # only the scan input is clipped
 
+
+
+def test_percentile_activations_choose_which_inputs_are_clipped():
+    fp = fp_model(dtype=torch.float32, seed=6, hidden_size=64, noise=0.05)
+    data = calibration_tokens()
+    chosen = ("in_proj_input", "out_proj_input")
+    clipped = calibrate(fp, data, QuantConfig(percentile=0.99, percentile_activations=chosen), progress=False)
+    absmax = calibrate(fp, data, QuantConfig(percentile=None), progress=False)
+    for c, a in zip(clipped, absmax):
+        for act in ACTIVATIONS:
+            if act in chosen:
+                assert float(c[act]) < float(a[act]), act
+            else:
+                assert float(c[act]) == float(a[act]), act
+    # a JSON round trip (quant_config.json) keeps the knob; unknown names are refused
+    config = QuantConfig(percentile_activations=chosen)
+    assert QuantConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="percentile activations"):
+        QuantConfig(percentile_activations=("u", "residual"))
 
 def test_quantized_step_decode_equals_prefill(quantized_pair):
     _, q, _ = quantized_pair

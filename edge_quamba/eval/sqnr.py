@@ -94,8 +94,8 @@ def layer_sqnr(fp_model: MambaLM, q_model: MambaLM, tokens: Tensor) -> list[dict
     fp_store, q_store = defaultdict(dict), defaultdict(dict)
     handles = _capture_fp(fp_model, hadamard, fp_store) + _capture_quantized(q_model, q_store)
     try:
-        fp_model(tokens)
-        q_model(tokens)
+        fp_model(tokens.to(fp_model.device))
+        q_model(tokens.to(q_model.device))
     finally:
         for handle in handles:
             handle.remove()

@@ -217,6 +217,11 @@ class MambaLM(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embeddings.weight
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live; token tensors are moved here by callers that batch on the CPU."""
+        return self.backbone.embeddings.weight.device
+
     def residual_dtype(self) -> torch.dtype:
         return compute_dtype(self.dtype) if self.config.residual_in_fp32 else self.dtype
 

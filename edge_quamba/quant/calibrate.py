@@ -89,7 +89,8 @@ class MixerObservers:
 
         self.observers = {act: AbsMaxObserver(name(act)) for act in ACTIVATIONS}
         if qconfig.percentile is not None:
-            self.observers["u"] = PercentileObserver(name("u"), qconfig.percentile, qconfig.percentile_momentum)
+            for act in qconfig.percentile_activations:
+                self.observers[act] = PercentileObserver(name(act), qconfig.percentile, qconfig.percentile_momentum)
         self.hadamard = qconfig.hadamard
         self.dt_bias = mixer.dt_proj.bias
         self.handles = [
@@ -99,21 +100,29 @@ class MixerObservers:
             mixer.out_proj.register_forward_hook(self._out_proj),
         ]
 
+    def _observe(self, act: str, x: Tensor) -> None:
+        """x: (b, l, ...). A percentile is taken per calibration sequence, as in the official recipe."""
+        observer = self.observers[act]
+        if isinstance(observer, PercentileObserver):
+            for sequence in x:
+                observer.observe(sequence)
+        else:
+            observer.observe(x)
+
     def _in_proj(self, module, inputs, output):
-        self.observers["in_proj_input"].observe(inputs[0])
-        self.observers["xz"].observe(output)
+        self._observe("in_proj_input", inputs[0])
+        self._observe("xz", output)
 
     def _x_proj(self, module, inputs, output):
-        for sequence in inputs[0]:  # the percentile is per calibration sequence, as in the official recipe
-            self.observers["u"].observe(sequence)
-        self.observers["dbc"].observe(output)
+        self._observe("u", inputs[0])
+        self._observe("dbc", output)
 
     def _dt_proj(self, module, inputs, output):
-        self.observers["dt"].observe(output - self.dt_bias)
+        self._observe("dt", output - self.dt_bias)
 
     def _out_proj(self, module, inputs, output):
         y = inputs[0]
-        self.observers["out_proj_input"].observe(hadamard_transform(y) if self.hadamard else y)
+        self._observe("out_proj_input", hadamard_transform(y) if self.hadamard else y)
 
     def amaxes(self) -> dict[str, Tensor]:
         return {act: obs.amax() for act, obs in self.observers.items()}
@@ -131,7 +140,7 @@ def calibrate(model: MambaLM, data: CalibrationData, qconfig: QuantConfig, batch
     try:
         batches = data.tokens.split(batch_size)
         for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
-            logits, _ = model(batch)
+            logits, _ = model(batch.to(model.device))
             if not torch.isfinite(logits).all():
                 raise InputError("calibration: the model's logits hold NaN or Inf")
         return [hook.amaxes() for hook in hooks]

@@ -46,11 +46,17 @@ ACTIVATIONS = ("in_proj_input", "xz", "u", "dbc", "dt", "out_proj_input")
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Every knob of the recipe; serialized into quant_config.json. ``percentile=None`` means abs-max on u."""
+    """Every knob of the recipe; serialized into quant_config.json.
+
+    ``percentile`` clips the activations named in ``percentile_activations`` (default: the scan input u, as the paper
+    does); ``percentile=None`` means abs-max scales everywhere. Clipping other inputs (e.g. in_proj_input) is an
+    extension beyond the paper, measured in benchmarks/quality.py.
+    """
 
     method: str = "quamba-w8a8"
     percentile: float | None = DEFAULT_PERCENTILE
     percentile_momentum: float = DEFAULT_MOMENTUM
+    percentile_activations: tuple[str, ...] = ("u",)
     hadamard: bool = True
     calib_samples: int = 256
     calib_seq_len: int = 512
@@ -61,6 +67,11 @@ class QuantConfig:
             raise ConfigError(f"quantization method {self.method!r} is not supported (supported: quamba-w8a8)")
         if self.percentile is not None and not 0.0 < self.percentile <= 1.0:
             raise ConfigError(f"--percentile {self.percentile} must be a fraction in (0, 1], e.g. 0.99999")
+        object.__setattr__(self, "percentile_activations", tuple(self.percentile_activations))  # JSON gives a list
+        unknown = [a for a in self.percentile_activations if a not in ACTIVATIONS]
+        if unknown or not self.percentile_activations:
+            raise ConfigError(f"percentile activations {list(self.percentile_activations)} must be a non-empty "
+                              f"subset of {', '.join(ACTIVATIONS)}")
         if self.calib_samples < 1 or self.calib_seq_len < 2:
             raise ConfigError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
         if self.format_version != QUANT_FORMAT_VERSION:

@@ -1,0 +1,61 @@
+"""The shipped demo model: what it is, that it is the public Mamba, that it learned English, and that the CLI runs it
+without --model."""
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from edge_quamba.models.loading import load_config, load_fp_model
+from edge_quamba.resources import default_evaluation_file, demo_model_dir
+from helpers import run_cli
+
+PPL_SLICE_TOKENS = 4096
+PPL_BOUND = 120.0
+"""Bound on the demo model's perplexity over the first 4096 scored tokens of the evaluation split (8 windows of 512).
+Measured at training time: about 86 on this slice, 92 on the whole split, against a unigram baseline of several
+hundred (benchmarks/results/demo_model_eval.json); an untrained model of this vocabulary scores about 8192."""
+
+
+def test_demo_model_is_shipped_with_the_public_block_shape():
+    folder = demo_model_dir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (folder / name).is_file(), name
+    assert (folder / "model.safetensors").stat().st_size <= 25_000_000
+    config = load_config(folder)
+    assert (config.d_state, config.expand, config.d_conv) == (16, 2, 4)
+    assert config.d_inner == 768 and config.d_inner % 64 == 0 and config.d_inner & (config.d_inner - 1) != 0
+
+
+def test_demo_model_reference_matches_transformers():
+    """The reference and transformers' MambaForCausalLM agree on the trained weights (fp32, realistic activations)."""
+    tokens = torch.tensor([[0, 17, 250, 1031, 42, 7, 8000, 5, 99, 1000, 3, 64]])
+    hf = transformers.MambaForCausalLM.from_pretrained(demo_model_dir(), dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = hf(input_ids=tokens).logits
+        logits, _ = load_fp_model(demo_model_dir())(tokens)
+    assert (logits - expected).abs().max() <= 1e-3 * expected.abs().max()
+
+
+def test_demo_model_perplexity_under_bound():
+    proc = run_cli("eval", "--data", str(default_evaluation_file()), "--max-tokens", str(PPL_SLICE_TOKENS),
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    print("demo model perplexity on the slice:", report["perplexity"])
+    assert report["scored_tokens"] >= PPL_SLICE_TOKENS - report["windows"]
+    assert report["perplexity"] < PPL_BOUND
+
+
+@pytest.mark.parametrize("sampling", [["--temperature", "0"], ["--temperature", "0.8", "--top-p", "0.9", "--seed", "3"]])
+def test_run_without_model_uses_the_demo_model(sampling):
+    prompt = "The function returns"
+    args = ("run", "--prompt", prompt, "--max-new-tokens", "16", *sampling, "--json")
+    default = run_cli(*args)
+    explicit = run_cli(*args, "--model", str(demo_model_dir()))
+    assert default.returncode == 0, default.stderr
+    assert explicit.returncode == 0, explicit.stderr
+    out, out_explicit = json.loads(default.stdout), json.loads(explicit.stdout)
+    assert out["tokens"] == out_explicit["tokens"]
+    assert len(out["tokens"]) == 16 and out["text"].strip()
