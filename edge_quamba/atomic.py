@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +24,9 @@ def atomic_output_dir(out: Path):
     if not parent.is_dir():
         raise InputError(f"--out {out}: the parent folder {parent} does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the output folder gets the permissions mkdir would give
     try:
         yield tmp
     except BaseException:

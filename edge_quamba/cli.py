@@ -12,6 +12,7 @@ import sys
 import click
 
 from edge_quamba import __version__
+from edge_quamba.onnx.folder import TARGETS
 from edge_quamba.runtime import BACKENDS
 
 MODEL_HELP = (
@@ -39,6 +40,12 @@ def tokenizer_option(func):
     )(func)
 
 
+def threads_option(func):
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="Intra-op threads (torch for ref, ONNX Runtime for ort). Default: the runtime's "
+                        "own.")(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edge-quamba")
 def cli() -> None:
@@ -58,9 +65,11 @@ def cli() -> None:
 @tokenizer_option
 @click.option("--max-prompt-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Refuse longer prompts.")
+@threads_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (prompt_tokens, tokens, text, ttft_ms, tpot_ms, backend) instead of streaming.")
-def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend, tokenizer, max_prompt_tokens, as_json):
+def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend, tokenizer, max_prompt_tokens, threads,
+        as_json):
     """Generate a continuation of --prompt, streaming text to stdout (EOS or --max-new-tokens ends it)."""
     from edge_quamba.runtime.run import run_prompt
     from edge_quamba.runtime.sampling import SamplingConfig
@@ -73,7 +82,7 @@ def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend,
         model=model, prompt=prompt, max_new_tokens=max_new_tokens,
         sampling=SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed),
         backend=backend, tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens,
-        emit=None if as_json else emit,
+        emit=None if as_json else emit, threads=threads,
     )
     if as_json:
         click.echo(json.dumps({
@@ -97,14 +106,15 @@ def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend,
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @backend_option
 @tokenizer_option
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_(model, data, seq_len, max_tokens, batch_size, backend, tokenizer, as_json):
-    """Held-out perplexity of any model kind on a text file."""
+def eval_(model, data, seq_len, max_tokens, batch_size, backend, tokenizer, threads, as_json):
+    """Held-out perplexity of any model kind on a text file (backends ref and ort)."""
     from edge_quamba.eval.perplexity import evaluate_perplexity
 
     report = evaluate_perplexity(
         model=model, data=data, seq_len=seq_len, max_tokens=max_tokens, batch_size=batch_size,
-        backend=backend, tokenizer=tokenizer,
+        backend=backend, tokenizer=tokenizer, threads=threads,
     )
     if as_json:
         click.echo(json.dumps(report))
@@ -125,30 +135,55 @@ def not_implemented(name: str, summary: str):
     return command
 
 
+CALIBRATION_OPTIONS = (
+    click.option("--calib-data", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="Calibration text (.txt, or .jsonl with a \"text\" field). Default: the shipped calibration "
+                 "split."),
+    click.option("--calib-samples", type=click.IntRange(min=1), default=256, show_default=True,
+                 help="Number of calibration windows."),
+    click.option("--calib-seq-len", type=click.IntRange(min=2), default=512, show_default=True,
+                 help="Tokens per calibration window."),
+    click.option("--percentile", type=click.FloatRange(0, 1, min_open=True), default=0.99999, show_default=True,
+                 help="Quantile of |u| (the selective-scan input) used as its clipping amax, as a fraction."),
+    click.option("--no-percentile", is_flag=True, help="Ablation: abs-max (min-max) scales everywhere."),
+    click.option("--percentile-on", default="u", show_default=True, metavar="NAMES",
+                 help="Comma-separated activations clipped at --percentile, from in_proj_input, xz, u, dbc, dt, "
+                 "out_proj_input. The paper clips u only; in_proj_input,u,out_proj_input measured better on the "
+                 "demo model (README, benchmarks/results/quality.json)."),
+    click.option("--no-hadamard", is_flag=True,
+                 help="Ablation: quantize the out_proj input without the Hadamard rotation."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+                 help="Calibration batch size."),
+    tokenizer_option,
+)
+
+
+def calibration_options(func):
+    """The quantization recipe's options, shared by `quantize` and `export` (which quantizes an fp checkpoint)."""
+    for option in reversed(CALIBRATION_OPTIONS):
+        func = option(func)
+    return func
+
+
+def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard):
+    from edge_quamba.quant.qmodel import QuantConfig
+
+    return QuantConfig(percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
+                       percentile_activations=tuple(name.strip() for name in percentile_on.split(",")),
+                       calib_samples=calib_samples, calib_seq_len=calib_seq_len)
+
+
 @cli.command()
 @model_option
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write (replaced atomically).")
-@click.option("--calib-data", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Calibration text (.txt, or .jsonl with a \"text\" field). Default: the shipped calibration split.")
-@click.option("--calib-samples", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Number of calibration windows.")
-@click.option("--calib-seq-len", type=click.IntRange(min=2), default=512, show_default=True,
-              help="Tokens per calibration window.")
-@click.option("--percentile", type=click.FloatRange(0, 1, min_open=True), default=0.99999, show_default=True,
-              help="Quantile of |u| (the selective-scan input) used as its clipping amax, as a fraction.")
-@click.option("--no-percentile", is_flag=True, help="Ablation: abs-max (min-max) scale on the scan input.")
-@click.option("--no-hadamard", is_flag=True, help="Ablation: quantize the out_proj input without the Hadamard rotation.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@tokenizer_option
-def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, no_hadamard,
+@calibration_options
+def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
              batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a Quamba W8A8 artifact (int8 weights, static per-tensor scales,
     percentile-clipped scan input, Hadamard-rotated out_proj)."""
     from edge_quamba.quant.pipeline import quantize_checkpoint
-    from edge_quamba.quant.qmodel import QuantConfig
 
-    qconfig = QuantConfig(percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
-                          calib_samples=calib_samples, calib_seq_len=calib_seq_len)
+    qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                                batch_size=batch_size)
     click.echo(f"wrote {path}/quant_config.json")
@@ -156,10 +191,43 @@ def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, n
     click.echo(f"wrote {path}/tokenizer.json")
 
 
-export = cli.command(name="export")(
-    click.option("--out", required=True, type=click.Path())(
-        model_option(not_implemented("export", "Quantize, export to ONNX and validate")))
-)
+@cli.command(name="export")
+@model_option
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Export folder to write. It replaces an existing one only after validation passed.")
+@click.option("--target", type=click.Choice(TARGETS), default="all", show_default=True,
+              help="ort: model.onnx (custom ops as ONNX functions, runs on stock ONNX Runtime); tensorrt: "
+              "model.trt.onnx (custom ops as TensorRT plugin nodes; not tested with TensorRT here); all: both.")
+@calibration_options
+@click.option("--validate-prompt-len", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Validation prompt: this many tokens of the calibration text.")
+@click.option("--validate-decode-steps", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Greedy decode steps validated after the prompt, states threaded through the graph.")
+@threads_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
+def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
+            batch_size, tokenizer, validate_prompt_len, validate_decode_steps, threads, as_json):
+    """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
+    Runtime against the quantized reference.
+
+    Prints one line per graph output (max abs diff, tolerance, pass/fail) and exits non-zero when any fails; the
+    folder is then not written. --model may also be a quantized artifact or an export folder (re-exported); the
+    calibration options apply only when it is an fp checkpoint."""
+    from edge_quamba.onnx.export import export_model
+
+    result = export_model(
+        model=model, out=out, target=target, calib_data=calib_data,
+        qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard),
+        tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
+        decode_steps=validate_decode_steps, threads=threads, echo=lambda line: click.echo(line, err=as_json),
+    )
+    if as_json:
+        click.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],
+                               "validation": result.validation.to_dict()}))
+        return
+    click.echo("validation passed")
+    for file in result.files:
+        click.echo(f"wrote {file}")
 
 
 @cli.command()
@@ -172,13 +240,14 @@ export = cli.command(name="export")(
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed runs after one warm-up; medians are reported.")
 @tokenizer_option
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench(model, backend, prompt_len, new_tokens, repeats, tokenizer, as_json):
+def bench(model, backend, prompt_len, new_tokens, repeats, tokenizer, threads, as_json):
     """Measure TTFT, prefill and decode tokens/s (batch 1) and peak memory of one backend."""
     from edge_quamba.runtime.bench import benchmark
 
     report = benchmark(model=model, backend=backend, prompt_len=prompt_len, new_tokens=new_tokens,
-                       repeats=repeats, tokenizer=tokenizer)
+                       repeats=repeats, tokenizer=tokenizer, threads=threads)
     if as_json:
         click.echo(json.dumps(report))
         return

@@ -22,3 +22,7 @@ class InputError(EdgeQuambaError):
 
 class BackendUnavailableError(EdgeQuambaError):
     """The requested backend cannot run on this machine (never silently replaced by another)."""
+
+
+class ValidationError(EdgeQuambaError):
+    """An export's numbers on a runtime disagree with the quantized reference beyond the stated tolerances."""

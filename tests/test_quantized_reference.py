@@ -230,6 +230,10 @@ def test_ablation_flags_reach_the_artifact(fp_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr
     quant = json.loads((tmp_path / "naive" / "quant_config.json").read_text())["quantization"]
     assert quant["hadamard"] is False and quant["percentile"] is None
+    proc = quantize_cli(fp_folder, tmp_path / "clip", "--percentile-on", "in_proj_input, u,out_proj_input")
+    assert proc.returncode == 0, proc.stderr
+    quant = json.loads((tmp_path / "clip" / "quant_config.json").read_text())["quantization"]
+    assert quant["percentile_activations"] == ["in_proj_input", "u", "out_proj_input"]
 
 
 @pytest.mark.parametrize("case", ["too short", "bad jsonl", "missing file", "quantized input"])

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from edge_quamba.errors import InputError
 from edge_quamba.models.loading import load_config, model_kind, resolve_model
 from edge_quamba.models.tokenizer import TextTokenizer, load_tokenizer
-from edge_quamba.runtime.backends import load_reference_model
+from edge_quamba.runtime.backends import sequence_model
 
 
 def read_text(data: str | Path) -> str:
@@ -42,12 +42,14 @@ def make_windows(ids: list[int], seq_len: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def window_nll(model: torch.nn.Module, windows: torch.Tensor, batch_size: int, progress: bool = True) -> tuple[float, int]:
-    """Sum of next-token negative log-likelihoods (nats) over all windows, and the count of scored tokens."""
+def window_nll(model, windows: torch.Tensor, batch_size: int, progress: bool = True) -> tuple[float, int]:
+    """Sum of next-token negative log-likelihoods (nats) over all windows, and the count of scored tokens.
+
+    model: ``model(tokens (b, l)) -> (logits (b, l, v), states)``, a reference module or a backend's forward."""
     total, count = 0.0, 0
     for start in tqdm(range(0, windows.shape[0], batch_size), desc="perplexity", unit="batch", disable=not progress,
                       file=None):
-        batch = windows[start:start + batch_size]
+        batch = windows[start:start + batch_size].to(model.device)
         logits, _ = model(batch)
         logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
         nll = -logp.gather(-1, batch[:, 1:, None]).squeeze(-1)
@@ -66,8 +68,10 @@ def evaluate_perplexity(
     backend: str = "ref",
     tokenizer: str | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> dict:
-    """Perplexity of ``model`` on the text file ``data``; returns a JSON-ready report."""
+    """Perplexity of ``model`` on the text file ``data`` with any backend that has a batched forward (ref, ort);
+    returns a JSON-ready report."""
     path = resolve_model(model)
     kind = model_kind(path)
     config = load_config(path)
@@ -76,11 +80,7 @@ def evaluate_perplexity(
     if max_tokens is not None:
         ids = ids[:max_tokens]
     windows = make_windows(ids, seq_len)
-    if backend != "ref":
-        from edge_quamba.runtime.backends import make_backend
-
-        make_backend(backend, path, kind)  # raises the one-line reason this backend cannot run here
-    net = load_reference_model(path, kind)
+    net = sequence_model(backend, path, kind, threads=threads)
     total, count = window_nll(net, windows, batch_size, progress=progress)
     nll = total / count
     return {

@@ -83,11 +83,16 @@ def model_kind(path: Path) -> ModelKind:
 
 def load_config(path: Path) -> MambaConfig:
     """The model config of any folder kind: an fp checkpoint's config.json (either layout), or the one recorded
-    in a quantized artifact's quant_config.json."""
-    if model_kind(path) == "quantized":
+    in a quantized artifact's quant_config.json or an export folder's export_config.json."""
+    kind = model_kind(path)
+    if kind == "quantized":
         from edge_quamba.quant.artifact import read_quant_config
 
         return read_quant_config(path)[0]
+    if kind == "export":
+        from edge_quamba.onnx.folder import read_export_config
+
+        return read_export_config(path)[0]
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"{path} holds no config.json")

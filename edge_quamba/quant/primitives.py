@@ -56,6 +56,10 @@ Glossary: ``x`` float tensor, ``q`` int8 tensor, ``s``/``scale`` float32 scale (
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -106,9 +110,34 @@ def quantize(x: Tensor, scale: Tensor | float) -> Tensor:
     if not x.is_floating_point():
         raise TypeError(f"quantize expects a floating tensor, got {x.dtype}")
     s = _as_scale(scale, x.device)
-    r = torch.round(x.to(torch.float32) / s)  # torch.round: half to even
+    quotient = x.to(torch.float32) / s
+    r = torch.round(quotient)  # torch.round: half to even
     r = torch.nan_to_num(r, nan=0.0, posinf=float(INT8_MAX), neginf=float(-INT8_MAX))
-    return r.clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+    q = r.clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+    hook = _TIE_HOOK.get()
+    return q if hook is None else hook(quotient, q)
+
+
+_TIE_HOOK: contextvars.ContextVar[Callable[[Tensor, Tensor], Tensor] | None] = contextvars.ContextVar(
+    "edge_quamba_tie_hook", default=None)
+
+
+@contextlib.contextmanager
+def quantize_hook(hook: Callable[[Tensor, Tensor], Tensor]):
+    """Validation only: within this block every :func:`quantize` call passes its float32 quotient ``x / scale`` and
+    its int8 codes to ``hook(quotient, q)`` and returns what the hook returns.
+
+    A backend under test computes float values that differ from ours in the last bits (another exp, another summation
+    order), so now and then one of its codes lands on the other side of a rounding tie, and in a recurrent model
+    that one code changes everything after it. ``edge_quamba.onnx.validate`` uses this hook to let the reference
+    take the backend's side of such ties (only where the quotient is provably within a tiny distance of .5), so that
+    everything else can still be compared exactly. Outside such a block quantize is unchanged.
+    """
+    token = _TIE_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _TIE_HOOK.reset(token)
 
 
 def dequantize(q: Tensor, scale: Tensor | float, dtype: torch.dtype = torch.float32) -> Tensor:

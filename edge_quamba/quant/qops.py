@@ -46,8 +46,8 @@ def int8_causal_conv1d(
     y = acc.to(torch.float32) * alpha
     if bias is not None:
         y = y + bias.to(torch.float32)[None, :, None]
-    u_q = quantize(F.silu(y), out_scale)
-    return u_q.transpose(1, 2).contiguous(), history[:, :, -k:].contiguous()
+    u_q = quantize(F.silu(y).transpose(1, 2), out_scale)  # quantized in the (b, l, d_in) layout it is returned in
+    return u_q.contiguous(), history[:, :, -k:].contiguous()
 
 
 def int8_selective_scan(

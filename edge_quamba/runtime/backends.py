@@ -48,24 +48,36 @@ class TorchReferenceBackend:
 
 
 def load_reference_model(path: Path, kind: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The PyTorch model behind ``--backend ref`` for any folder kind."""
+    """The PyTorch model behind ``--backend ref`` for any folder kind (an export folder: the quantized artifact in
+    its ``quantized/``, the exact model its graph was validated against)."""
     if kind == "fp":
         from edge_quamba.models.loading import load_fp_model
 
         return load_fp_model(path, dtype=dtype)
-    if kind == "quantized":
+    if kind in ("quantized", "export"):
         from edge_quamba.quant.artifact import load_quantized_model
 
-        return load_quantized_model(path)
-    raise BackendUnavailableError(f"--backend ref cannot run a {kind} folder yet ({path})")
+        return load_quantized_model(path if kind == "quantized" else path / "quantized")
+    raise BackendUnavailableError(f"--backend ref cannot run a {kind} folder ({path})")
 
 
-def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.float32) -> Backend:
-    """Build the named backend for the model folder ``path`` of kind ``kind`` (fp, quantized or export)."""
+def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.float32,
+                 threads: int | None = None) -> Backend:
+    """Build the named backend for the model folder ``path`` of kind ``kind`` (fp, quantized or export).
+
+    threads: intra-op threads (torch for ref, ONNX Runtime for ort); None keeps each runtime's default.
+    """
     if name == "ref":
+        if threads is not None:
+            torch.set_num_threads(threads)
         return TorchReferenceBackend(load_reference_model(path, kind, dtype))
     if name == "ort":
-        raise BackendUnavailableError("--backend ort needs an export folder made by `edge-quamba export` (not implemented yet)")
+        if kind != "export":
+            raise BackendUnavailableError(f"--backend ort runs an export folder and {path} is a {kind} folder: "
+                                          f"make one with `edge-quamba export --model {path} --out DIR`")
+        from edge_quamba.runtime.ort_backend import OrtBackend
+
+        return OrtBackend(path, threads=threads)
     if name == "cuda":
         if not torch.cuda.is_available():
             raise BackendUnavailableError("--backend cuda needs an NVIDIA GPU and this machine has none")
@@ -73,3 +85,20 @@ def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.fl
     if name == "tensorrt":
         raise BackendUnavailableError("--backend tensorrt needs TensorRT and an engine from `edge-quamba build-engine` (Jetson); not available here")
     raise BackendUnavailableError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+
+
+def sequence_model(name: str, path: Path, kind: str, threads: int | None = None):
+    """What batched evaluation calls: ``model(tokens (b, l) int64) -> (logits (b, l, v), states)``, with a
+    ``device`` attribute for its inputs.
+
+    ref: the PyTorch module; ort: the ONNX Runtime backend (callable, CPU); any other backend says in one line why it
+    cannot run here (never a silent fallback to the reference).
+    """
+    if name == "ref":
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return load_reference_model(path, kind)
+    backend = make_backend(name, path, kind, threads=threads)
+    if not callable(backend):
+        raise BackendUnavailableError(f"--backend {name} has no batched forward for evaluation")
+    return backend

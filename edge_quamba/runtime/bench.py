@@ -8,6 +8,7 @@ resident set (CPU backends) or the CUDA allocator's peak (cuda backend).
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import statistics
@@ -26,9 +27,14 @@ from edge_quamba.runtime.backends import Backend, make_backend
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".plan")
 
 
-def model_bytes(path: Path) -> int:
-    """Bytes of the weight files the backend reads (the decode roofline counts these once per token)."""
-    return sum(p.stat().st_size for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+def model_bytes(path: Path, kind: str | None = None, backend: str = "ref") -> int:
+    """Bytes of the weight files the backend reads (the decode roofline counts these once per token). An export
+    folder holds several copies of the weights: ort reads model.onnx, ref the artifact in quantized/."""
+    if kind == "export":
+        files = [path / "model.onnx"] if backend == "ort" else [path / "quantized" / "model.safetensors"]
+    else:
+        files = [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+    return sum(p.stat().st_size for p in files if p.is_file())
 
 
 def bench_prompt(tokenizer, prompt_len: int) -> list[int]:
@@ -59,7 +65,7 @@ def peak_memory_bytes(backend_name: str) -> int:
 
 
 def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128, new_tokens: int = 64,
-              repeats: int = 3, tokenizer: str | None = None) -> dict:
+              repeats: int = 3, tokenizer: str | None = None, threads: int | None = None) -> dict:
     """Median TTFT/TPOT over ``repeats`` timed runs after one warm-up; a JSON-ready report."""
     if new_tokens < 2:
         raise InputError("--new-tokens must be >= 2 (TPOT needs at least one decode step)")
@@ -67,13 +73,13 @@ def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128,
     kind = model_kind(path)
     config = load_config(path)
     tok = load_tokenizer(path, tokenizer, eos_token_id=config.eos_token_id)
-    runner = make_backend(backend, path, kind)
+    runner = make_backend(backend, path, kind, threads=threads)
     prompt = bench_prompt(tok, prompt_len)
     time_once(runner, prompt, new_tokens)  # warm-up: allocation, graph optimization, caches
     runs = [time_once(runner, prompt, new_tokens) for _ in range(repeats)]
     ttft = statistics.median(r[0] for r in runs)
     tpot = statistics.median(r[1] for r in runs)
-    size = model_bytes(path)
+    size = model_bytes(path, kind, backend)
     return {
         "model": str(path), "kind": kind, "backend": backend, "batch": 1, "prompt_len": prompt_len,
         "new_tokens": new_tokens, "repeats": repeats,
@@ -81,9 +87,19 @@ def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128,
         "tpot_ms": tpot * 1e3, "decode_tokens_per_s": 1.0 / tpot,
         "model_bytes": size, "decode_weight_gb_per_s": size / tpot / 1e9,
         "peak_memory_bytes": peak_memory_bytes(backend),
-        "machine": {"processor": _cpu_name(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-                    "torch": torch.__version__, "edge_quamba": __version__},
+        "machine": {"processor": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "ort_threads": threads, "python": platform.python_version(), "torch": torch.__version__,
+                    "onnxruntime": _version("onnxruntime"), "edge_quamba": __version__},
     }
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _cpu_name() -> str:

@@ -21,6 +21,7 @@ def run_prompt(
     tokenizer: str | None = None,
     max_prompt_tokens: int = 4096,
     emit: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> GenerationResult:
     """Generate a continuation of ``prompt``; ``emit`` receives text pieces as they are decoded."""
     path = resolve_model(model)
@@ -28,5 +29,5 @@ def run_prompt(
     config = load_config(path)
     tok = load_tokenizer(path, tokenizer, eos_token_id=config.eos_token_id)
     prompt_ids = encode_prompt(tok, prompt, max_prompt_tokens)
-    runner = make_backend(backend, path, kind)
+    runner = make_backend(backend, path, kind, threads=threads)
     return generate(runner, tok, prompt_ids, max_new_tokens, sampling, emit=emit)

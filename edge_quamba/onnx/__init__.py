@@ -1,0 +1,25 @@
+"""Lowering of the quantized reference model to ONNX (int8 Q/DQ linears + the edge_quamba custom ops), the export
+folder, and its validation on ONNX Runtime.
+
+Two flavours of one graph: ``model.onnx`` carries each custom op's body as a model-local FunctionProto, so stock ONNX
+Runtime runs it; ``model.trt.onnx`` drops the bodies and tags the custom nodes for TensorRT's plugin lookup.
+
+The graph's interface (what every runtime binds), b and l symbolic, so one graph serves prefill and decode:
+    input_ids (b, l) int64,  conv_state.{i} (b, d_in, k) int8,  ssm_state.{i} (b, d_in, n) float32
+    -> logits (b, l, v) float32,  conv_state_out.{i} (b, d_in, k) int8,  ssm_state_out.{i} (b, d_in, n) float32
+"""
+
+OPSET = 17
+"""Default-domain opset: TensorRT 10.x's ONNX parser supports <= 20; 17 has every op the graph needs."""
+
+IR_VERSION = 8
+"""The IR version that goes with opset 17 (what TensorRT 10.3's parser and ONNX Runtime both read)."""
+
+INPUT_IDS, LOGITS = "input_ids", "logits"
+
+
+def state_names(n_layer: int) -> tuple[list[str], list[str]]:
+    """(state inputs, state outputs), layer by layer: conv_state.i, ssm_state.i / conv_state_out.i, ssm_state_out.i."""
+    inputs = [name for i in range(n_layer) for name in (f"conv_state.{i}", f"ssm_state.{i}")]
+    outputs = [name for i in range(n_layer) for name in (f"conv_state_out.{i}", f"ssm_state_out.{i}")]
+    return inputs, outputs

@@ -1,0 +1,177 @@
+"""`edge-quamba export` as a library call: fp checkpoint or quantized artifact -> validated export folder.
+
+    1. the quantized artifact: quantize the fp checkpoint (``quantize_checkpoint``), or copy the given artifact, into
+       ``quantized/`` of the new folder
+    2. lower it (:func:`edge_quamba.onnx.lower.lower_model`) and derive the TensorRT flavour
+    3. check both flavours: onnx.checker (full_check) and :func:`edge_quamba.onnx.validate.check_graph`
+    4. write the ONNX file(s) of ``target``, the tokenizer and export_config.json
+    5. validate on ONNX Runtime against the reference in ``quantized/`` (:func:`validate_on_ort`): one line per output
+
+Everything is written into a temporary sibling of ``out`` that replaces ``out`` only after validation passed
+(:func:`edge_quamba.atomic.atomic_output_dir`). When validation fails, nothing is moved into place: an existing
+``out`` is left as it was, no folder that looks valid appears, and a ValidationError says which output failed (the
+per-output lines have already been printed). So every export folder on disk passed its validation.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from edge_quamba import __version__
+from edge_quamba.atomic import atomic_output_dir
+from edge_quamba.errors import InputError, ValidationError
+from edge_quamba.models.loading import model_kind, resolve_model
+from edge_quamba.models.tokenizer import load_tokenizer
+from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LOGITS, OPSET, state_names
+from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
+                                     TARGETS, TRT_MODEL, write_export_config)
+from edge_quamba.onnx.lower import lower_model
+from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
+from edge_quamba.onnx.validate import ValidationReport, check_graph, validate_on_ort
+from edge_quamba.ops.specs import DOMAIN, SPECS
+from edge_quamba.quant.artifact import QUANT_CONFIG, WEIGHTS, file_sha256, load_quantized_model, read_quant_config
+from edge_quamba.quant.qmodel import QuantConfig
+from edge_quamba.resources import default_calibration_file
+
+@dataclass
+class ExportResult:
+    out: Path
+    files: list[Path]
+    validation: ValidationReport
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _make_artifact(path: Path, kind: str, dest: Path, *, model: str | None, calib_data, qconfig: QuantConfig,
+                   tokenizer: str | None, batch_size: int, progress: bool) -> None:
+    """The quantized artifact in ``dest``: quantized now (fp checkpoint) or copied (artifact / export folder)."""
+    if kind == "fp":
+        from edge_quamba.quant.pipeline import quantize_checkpoint
+
+        quantize_checkpoint(model=model, out=dest, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
+                            batch_size=batch_size, progress=progress)
+        return
+    source = path if kind == "quantized" else path / QUANTIZED_DIR
+    read_quant_config(source)  # a one-line error if it is not an artifact
+    dest.mkdir()
+    for name in (QUANT_CONFIG, WEIGHTS, "tokenizer.json"):
+        if not (source / name).is_file():
+            raise InputError(f"--model {path}: {source / name} is missing")
+        shutil.copyfile(source / name, dest / name)
+
+
+def validation_prompt(tokenizer_dir: Path, calib_data: str | Path | None, prompt_len: int) -> list[int]:
+    """The first ``prompt_len`` tokens of the calibration text (the default split when none is given)."""
+    file = Path(calib_data) if calib_data is not None else default_calibration_file()
+    text = file.read_text(encoding="utf-8")[: 40 * prompt_len + 1000]
+    ids = load_tokenizer(tokenizer_dir).encode(text)[:prompt_len]
+    if not ids:
+        raise InputError(f"{file}: no text to validate the export on")
+    return ids
+
+
+def export_model(
+    *,
+    model: str | None,
+    out: str | Path,
+    target: str = "all",
+    calib_data: str | Path | None = None,
+    qconfig: QuantConfig = QuantConfig(),
+    tokenizer: str | None = None,
+    batch_size: int = 8,
+    prompt_len: int = 128,
+    decode_steps: int = 8,
+    threads: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = _stderr,
+) -> ExportResult:
+    """Export ``model`` into the folder ``out`` (see the module docstring); ``echo`` receives the validation lines.
+
+    model: an fp checkpoint (quantized first with ``qconfig`` and ``calib_data``), a quantized artifact, or an
+    export folder (its ``quantized/`` is exported again). Returns the folder, the files written and the report.
+    """
+    if target not in TARGETS:
+        raise InputError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
+    if prompt_len < 1 or decode_steps < 0:
+        raise InputError("the validation needs a prompt of at least 1 token and decode steps >= 0")
+    path = resolve_model(model)
+    kind = model_kind(path)
+    targets = ["ort", "tensorrt"] if target == "all" else [target]
+    log = _stderr if progress else (lambda _: None)
+    out = Path(out)
+    with atomic_output_dir(out) as tmp:
+        qdir = tmp / QUANTIZED_DIR
+        if kind == "fp":
+            log(f"quantizing {path} ({qconfig.calib_samples} calibration windows of {qconfig.calib_seq_len} tokens)")
+        _make_artifact(path, kind, qdir, model=model, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
+                       batch_size=batch_size, progress=progress)
+        reference = load_quantized_model(qdir)
+        log("lowering to ONNX")
+        flavours = {"ort": lower_model(reference),
+                    "tensorrt": to_tensorrt_flavour(lower_model(reference, requantize_shared=False))}
+        for flavour, graph in flavours.items():
+            onnx.checker.check_model(graph, full_check=True)
+            problems = check_graph(graph, flavour)
+            if problems:  # a lowering bug, not a user error: keep the traceback
+                raise AssertionError(f"{flavour} graph: {len(problems)} problems, first: {problems[0]}")
+        written = []
+        for name in targets:
+            onnx.save(flavours[name], str(tmp / TARGET_FILES[name]))
+            written.append(TARGET_FILES[name])
+        shutil.copyfile(qdir / "tokenizer.json", tmp / "tokenizer.json")
+
+        log(f"validating on ONNX Runtime against the quantized reference ({prompt_len} prompt tokens, "
+            f"{decode_steps} decode steps)")
+        model_file = tmp / ORT_MODEL
+        if "ort" not in targets:  # validate the same graph from a scratch file that is not shipped
+            onnx.save(flavours["ort"], str(model_file))
+        prompt = validation_prompt(qdir, calib_data, prompt_len)
+        report = validate_on_ort(flavours["ort"], model_file, reference, prompt, decode_steps, threads=threads)
+        if "ort" not in targets:
+            model_file.unlink()
+        for line in report.lines():
+            echo(line)
+        if not report.passed:
+            failed = [c for c in report.checks if not c.passed]
+            raise ValidationError(
+                f"export validation failed on {len(failed)} output(s), first {failed[0].name}: max abs diff "
+                f"{failed[0].max_abs_diff:.3e} > {failed[0].tolerance:.3e}; nothing was written to {out}")
+        config_file = write_export_config(tmp, _export_config(tmp, reference, targets, written, report))
+    files = [out / name for name in written] + [out / "tokenizer.json", out / config_file.name]
+    files += [out / QUANTIZED_DIR / name for name in (QUANT_CONFIG, WEIGHTS, "tokenizer.json")]
+    return ExportResult(out=out, files=files, validation=report)
+
+
+def _export_config(folder: Path, reference, targets: list[str], written: list[str],
+                   report: ValidationReport) -> dict:
+    _, qconfig, raw_quant = read_quant_config(folder / QUANTIZED_DIR)
+    shipped = written + ["tokenizer.json"] + [f"{QUANTIZED_DIR}/{n}" for n in (QUANT_CONFIG, WEIGHTS, "tokenizer.json")]
+    state_in, state_out = state_names(reference.config.n_layer)
+    return {
+        "kind": EXPORT_KIND,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "package_version": __version__,
+        "model_config": reference.config.to_dict(),
+        "quantization": qconfig.to_dict(),
+        "calibration": raw_quant.get("calibration"),
+        "source": raw_quant.get("source"),
+        "targets": targets,
+        "onnx": {
+            "opset": OPSET, "ir_version": IR_VERSION, "custom_domain": DOMAIN,
+            "custom_ops": {name: spec.version for name, spec in SPECS.items()},
+            "inputs": [INPUT_IDS, *state_in], "outputs": [LOGITS, *state_out],
+            "files": {"ort": ORT_MODEL if "ort" in targets else None,
+                      "tensorrt": TRT_MODEL if "tensorrt" in targets else None},
+            "tensorrt_tested": False,
+        },
+        "files": {name: file_sha256(folder / name) for name in shipped},
+        "validation": report.to_dict(),
+    }

@@ -1,0 +1,65 @@
+"""The export folder: export_config.json, the ONNX files, the tokenizer, and the quantized artifact it came from.
+
+    export_config.json   kind "edge-quamba/export", format version, package version, the model and quantization
+                         configs, calibration and source records, ONNX opset / IR / custom-op versions, the targets
+                         written, sha256 of every file, and the validation report (always passed: an export whose
+                         validation fails is never moved into place, see :mod:`edge_quamba.onnx.export`)
+    model.onnx           ORT flavour (custom ops carry function bodies)         when the target is ort or all
+    model.trt.onnx       TensorRT flavour (plain plugin nodes)                   when the target is tensorrt or all
+    tokenizer.json
+    quantized/           the quantized artifact (quant_config.json, model.safetensors, tokenizer.json), so that
+                         ``--backend ref`` and a later re-export rebuild the exact reference the graph was checked on
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edge_quamba.errors import CheckpointError, ConfigError
+from edge_quamba.models.config import MambaConfig, read_json
+
+EXPORT_KIND = "edge-quamba/export"
+EXPORT_FORMAT_VERSION = 1
+EXPORT_CONFIG = "export_config.json"
+ORT_MODEL = "model.onnx"
+TRT_MODEL = "model.trt.onnx"
+QUANTIZED_DIR = "quantized"
+TARGET_FILES = {"ort": ORT_MODEL, "tensorrt": TRT_MODEL}
+"""ONNX file written for each --target."""
+TARGETS = ("ort", "tensorrt", "all")
+"""Values of --target (all: both files)."""
+
+
+def write_export_config(folder: Path, config: dict) -> Path:
+    path = folder / EXPORT_CONFIG
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read_export_config(folder: Path) -> tuple[MambaConfig, dict]:
+    """(model config, the whole export_config.json) of an export folder; ConfigError names what is wrong."""
+    path = folder / EXPORT_CONFIG
+    raw = read_json(path)
+    if raw.get("kind") != EXPORT_KIND:
+        raise ConfigError(f"{path}: kind is {raw.get('kind')!r}, expected {EXPORT_KIND!r}")
+    if raw.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise ConfigError(f"{path}: export format {raw.get('format_version')!r} is not {EXPORT_FORMAT_VERSION} "
+                          f"(re-export with this version of edge-quamba)")
+    for key in ("model_config", "files"):
+        if not isinstance(raw.get(key), dict):
+            raise ConfigError(f"{path} is missing the required key {key!r}")
+    return MambaConfig.from_dict(raw["model_config"]), raw
+
+
+def onnx_file(folder: Path, target: str) -> Path:
+    """The ONNX file of ``target`` in an export folder; CheckpointError when this export did not write it."""
+    _, raw = read_export_config(folder)
+    name = TARGET_FILES[target]
+    path = folder / name
+    if name not in raw["files"]:
+        raise CheckpointError(f"{folder} holds no {name}: it was exported with --target "
+                              f"{','.join(raw.get('targets', []))}; re-export with --target {target} or all")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing (export_config.json lists it); re-export")
+    return path

@@ -1,0 +1,191 @@
+"""ONNX function bodies of the custom ops, in standard opset-17 ops, reproducing the qops references.
+
+Each FunctionProto takes its name, domain, inputs, outputs and attributes from the op's spec
+(:mod:`edge_quamba.ops.specs`); ONNX Runtime inlines it at every call site, so the exported graph runs on stock ONNX
+Runtime. TensorRT never sees these bodies (its flavour drops them and calls the plugins instead).
+
+Numerics (what is exact, and why):
+    * int8 codes: every QuantizeLinear is preceded by Max(x, -127 s) (:meth:`Body.quantize`). ONNX QuantizeLinear
+      divides (x / s) and rounds half to even like :func:`edge_quamba.quant.primitives.quantize`, but saturates to
+      [-128, 127]; the Max keeps -128 out (exact: fl(-127 s) / s rounds to -127).
+    * conv: the int8 products and their k-term sums are integers below 2**24, so a float32 Conv computes the exact
+      int32 accumulator in any order; then ``acc * (x_scale * weight_scale)`` (the scale product rounded to float32
+      once, as the reference does) ``+ bias``. SiLU is written ``y / (1 + exp(-y))``, the formula closest to torch's
+      (x * Sigmoid(x) is fused by ORT into a QuickGelu whose approximate logistic differs in far more last bits).
+      exp differs from torch's in the last bit for a few percent of inputs, so u_q can differ by one code where
+      silu(y) / out_scale lies within float32 rounding of a .5 tie (tests count these and check each is a tie).
+    * Hadamard: the same Sylvester butterflies, in the same order, as :func:`edge_quamba.quant.hadamard
+      .hadamard_transform` (a + b, a - b per stage), then the +-1 matrix H_m (exact products; sums of m terms), then
+      one multiply by float32(1/sqrt(n)): bit-identical to the reference on ORT CPU, unlike a MatMul with normalized
+      factor matrices (rounded entries, different summation order: about 1e-5 of codes off by one). It also needs no
+      (p, p) constant (16 MiB for p = 2048) and costs n log2(p) adds instead of n p multiply-adds.
+    * scan: float32 throughout. The decay exp(delta A) and the drive delta B u are computed for all l before the
+      Scan, as the reference computes them, so the loop body is two ops and a readout. exp, softplus and the sum
+      over n differ from torch's in the last bits: a stated tolerance on y and the state, and the codes quantized
+      from y downstream can flip at .5 ties (:mod:`edge_quamba.onnx.validate` explains how validation handles that).
+
+Bodies are built per model: Conv's ``group`` is d_inner and the Hadamard stages depend on d_inner's factors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import torch
+from onnx import FunctionProto, TensorProto, helper, numpy_helper
+
+from edge_quamba.onnx import OPSET
+from edge_quamba.ops.specs import HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, OpSpec
+from edge_quamba.quant.hadamard import hadamard_factors, hadamard_matrix
+from edge_quamba.quant.primitives import INT8_MAX
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+class Body:
+    """Collects the nodes of a graph body; each method adds nodes and returns the output name(s)."""
+
+    def __init__(self, prefix: str = ""):
+        self.nodes: list[onnx.NodeProto] = []
+        self.prefix = prefix
+        self._count = 0
+
+    def _name(self, hint: str) -> str:
+        self._count += 1
+        return f"{self.prefix}{hint}_{self._count}"
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs) -> str:
+        output = out or self._name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attrs))
+        return output
+
+    def ops(self, op_type: str, inputs: list[str], outputs: list[str], **attrs) -> list[str]:
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=outputs[0], **attrs))
+        return outputs
+
+    def const(self, value: np.ndarray, hint: str = "const") -> str:
+        output = self._name(hint)
+        self.nodes.append(helper.make_node("Constant", [], [output], value=numpy_helper.from_array(value, output)))
+        return output
+
+    def ints(self, *values: int) -> str:
+        return self.const(np.array(values, dtype=np.int64), "ints")
+
+    def attr_float(self, attr: str) -> str:
+        """A float32 scalar tensor holding the function attribute ``attr`` (Constant with ref_attr_name)."""
+        output = self._name(attr)
+        node = helper.make_node("Constant", [], [output])
+        node.attribute.append(onnx.AttributeProto(name="value_float", ref_attr_name=attr,
+                                                  type=onnx.AttributeProto.FLOAT))
+        self.nodes.append(node)
+        return output
+
+    def quantize(self, x: str, scale: str, out: str, low: str | None = None, zero_point: str | None = None) -> str:
+        """int8 codes of x at scale: Max(x, -fl(127 s)), then QuantizeLinear (x / s, half to even).
+
+        QuantizeLinear saturates to [-128, 127]; our range is [-127, 127]. The upper end needs nothing (x / s >= 127.5
+        gives 127 either way), the lower end is raised by the Max: fl(-127 s) / s rounds to -127 exactly. A Max, not a
+        Clip: ONNX Runtime's QDQ fusion of a MatMul looks one node past it for a Clip and, finding one that the int8
+        range does not make redundant, refuses to fuse the MatMul. ``low`` names -fl(127 s) when the caller has it.
+        (NaN is not mapped to 0 as the reference does: the graph is validated on finite data only.)
+        """
+        if low is None:
+            low = self.op("Mul", scale, self.const(np.array(-INT8_MAX, np.float32)))
+        zero_point = zero_point or self.const(np.array(0, np.int8), "zero_point")
+        return self.op("QuantizeLinear", self.op("Max", x, low, out=f"{out}.max"), scale, zero_point, out=out)
+
+    def silu(self, x: str) -> str:
+        """x / (1 + exp(-x)), the formula of torch's silu."""
+        one = self.const(np.array(1.0, np.float32))
+        return self.op("Div", x, self.op("Add", self.op("Exp", self.op("Neg", x)), one))
+
+
+def _function(spec: OpSpec, body: Body) -> FunctionProto:
+    return helper.make_function(
+        spec.domain, spec.name,
+        inputs=[t.name for t in spec.inputs], outputs=[t.name for t in spec.outputs],
+        nodes=body.nodes, opset_imports=[helper.make_opsetid("", OPSET)],
+        attributes=[a.name for a in spec.attributes], doc_string=spec.doc,
+    )
+
+
+def int8_causal_conv1d_function(d_inner: int) -> FunctionProto:
+    """Int8CausalConv1d for a model of width d_inner (Conv's group). Layout as qops: x_q (b, l, d_in)."""
+    b = Body()
+    alpha = b.op("Mul", b.attr_float("x_scale"), b.attr_float("weight_scale"))  # rounded to float32 once
+    history = b.op("Concat", "conv_state_q", b.op("Transpose", "x_q", perm=[0, 2, 1]), axis=2)  # (b, d_in, k+l)
+    k = b.op("Shape", "weight_q", start=1)  # (1,) = [k]
+    b.op("Slice", history, b.op("Neg", k), b.ints(INT64_MAX), b.ints(2), out="conv_state_out")  # last k inputs
+    window = b.op("Cast", b.op("Slice", history, b.ints(1), b.ints(INT64_MAX), b.ints(2)), to=TensorProto.FLOAT)
+    weight = b.op("Unsqueeze", b.op("Cast", "weight_q", to=TensorProto.FLOAT), b.ints(1))  # (d_in, 1, k)
+    acc = b.op("Conv", window, weight, group=d_inner)  # (b, d_in, l): exact integers (< 2**24)
+    y = b.op("Add", b.op("Mul", b.op("Transpose", acc, perm=[0, 2, 1]), alpha), "bias")  # (b, l, d_in)
+    b.quantize(b.silu(y), b.attr_float("out_scale"), out="u_q")
+    return _function(INT8_CAUSAL_CONV1D, b)
+
+
+def _scan_step_body() -> onnx.GraphProto:
+    """One time step of the selective scan: the recurrence and the readout, nothing else.
+
+    h_in (b, d_in, n), decay_t = exp(delta_t A) (b, d_in, n), drive_t = delta_t B_t u_t (b, d_in, n), C_t (b, 1, n)
+    -> h_out = decay_t * h_in + drive_t (b, d_in, n), y_t = sum_n h_out * C_t (b, d_in).
+    """
+    b = Body("step_")
+    b.op("Add", b.op("Mul", "decay_t", "h_in"), "drive_t", out="h_out")
+    b.op("ReduceSum", b.op("Mul", "h_out", "C_t"), b.ints(-1), keepdims=0, out="y_t")
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
+    return helper.make_graph(b.nodes, "selective_scan_step",
+                             [value(n) for n in ("h_in", "decay_t", "drive_t", "C_t")],
+                             [value("h_out"), value("y_t")])
+
+
+def int8_selective_scan_function() -> FunctionProto:
+    """Int8SelectiveScan: dequantize; delta = softplus(dt + dt_bias); the discretized decay exp(delta A) and drive
+    delta B u for all l at once (as the reference computes them); a Scan over l (axis 1) carries the fp32 state
+    through the two-op recurrence; then y = (C.h + D u) * silu(z)."""
+    b = Body()
+    zero_point = b.const(np.array(0, np.int8), "zero_point")
+    deq = {name: b.op("DequantizeLinear", f"{name}_q", b.attr_float(f"{name}_scale"), zero_point)
+           for name in ("u", "dt", "B", "C", "z")}
+    delta = b.op("Softplus", b.op("Add", deq["dt"], "dt_bias"))  # (b, l, d_in)
+    last, inner = b.ints(-1), b.ints(2)
+    decay = b.op("Exp", b.op("Mul", b.op("Unsqueeze", delta, last), "A"))  # (b, l, d_in, n)
+    drive = b.op("Mul", b.op("Unsqueeze", b.op("Mul", delta, deq["u"]), last),
+                 b.op("Unsqueeze", deq["B"], inner))  # (b, l, d_in, n)
+    c = b.op("Unsqueeze", deq["C"], inner)  # (b, l, 1, n)
+    y_scan = "y_scan"
+    b.ops("Scan", ["ssm_state", decay, drive, c], ["ssm_state_out", y_scan],
+          body=_scan_step_body(), num_scan_inputs=3, scan_input_axes=[1, 1, 1], scan_output_axes=[1])
+    gated = b.silu(deq["z"])
+    b.op("Mul", b.op("Add", y_scan, b.op("Mul", deq["u"], "D")), gated, out="y")  # (C.h + D u) * silu(z)
+    return _function(INT8_SELECTIVE_SCAN, b)
+
+
+def hadamard_quantize_function(d_inner: int) -> FunctionProto:
+    """HadamardQuantize for width n = d_inner = m * p, the reference's operation order (see module docstring)."""
+    m, p = hadamard_factors(d_inner)
+    b = Body()
+    x = "y"
+    h = 1
+    while h < p:  # Sylvester stage: pairs (i, i + h) inside blocks of 2h -> (a + b, a - b)
+        blocks = b.op("Reshape", x, b.ints(-1, p // (2 * h), 2, h))
+        first, second = b.ops("Split", [blocks], [f"a_{h}", f"b_{h}"], axis=2)
+        x = b.op("Concat", b.op("Add", first, second), b.op("Sub", first, second), axis=2)
+        h *= 2
+    x = b.op("Reshape", x, b.ints(-1, m, p))
+    if m > 1:  # H_m from the left: entries +-1, so each product is exact
+        x = b.op("MatMul", b.const(hadamard_matrix(m, torch.float32).numpy(), "hadamard_m"), x)
+    scale = np.array(1.0 / math.sqrt(d_inner), dtype=np.float32)  # rounded once, as the reference's float32 multiply
+    x = b.op("Mul", b.op("Reshape", x, b.op("Shape", "y")), b.const(scale, "inv_sqrt_n"))
+    b.quantize(x, b.attr_float("out_scale"), out="y_q")
+    return _function(HADAMARD_QUANTIZE, b)
+
+
+def custom_functions(d_inner: int, hadamard: bool) -> list[FunctionProto]:
+    """The FunctionProtos a model of width d_inner uses (HadamardQuantize only when its out_proj input is rotated)."""
+    functions = [int8_causal_conv1d_function(d_inner), int8_selective_scan_function()]
+    if hadamard:
+        functions.append(hadamard_quantize_function(d_inner))
+    return functions

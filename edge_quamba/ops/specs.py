@@ -1,0 +1,151 @@
+"""One spec per custom op: the single definition that every implementation follows.
+
+The reference (:mod:`edge_quamba.quant.qops`), the PyTorch custom op (:mod:`edge_quamba.ops.torch_ops`), the ONNX node
+and its function body (:mod:`edge_quamba.onnx.functions`) and the TensorRT plugin fields
+(:mod:`edge_quamba.ops.plugins`) all take their names, order, dtypes and attributes from here; tests/test_ops_spec.py
+checks that they agree.
+
+Conventions:
+    * inputs, then attributes, in the order of the qops reference function's parameters;
+    * scales are float attributes (static per-tensor scales are constants of the exported graph, so a TensorRT plugin
+      receives them as plugin fields at build time, not as tensors);
+    * shapes are symbols of the glossary in :mod:`edge_quamba.models.mamba` (b, l, d_in, n, k);
+    * dtypes are "int8" or "float32" (the int8 convention: :mod:`edge_quamba.quant.primitives`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DOMAIN = "edge_quamba"
+"""ONNX domain and torch.library namespace of every custom op."""
+
+DTYPES = ("int8", "float32")
+ATTR_KINDS = ("float", "int")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: name, dtype, shape symbols; ``optional`` inputs may be omitted (None in the reference)."""
+
+    name: str
+    dtype: str
+    shape: tuple[str, ...]
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"{self.name}: dtype {self.dtype!r} is not one of {DTYPES}")
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    """A compile-time scalar of the op (an ONNX attribute, a TensorRT plugin field)."""
+
+    name: str
+    kind: str
+    doc: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ATTR_KINDS:
+            raise ValueError(f"{self.name}: attribute kind {self.kind!r} is not one of {ATTR_KINDS}")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A custom op: ONNX op_type ``name`` in ``domain`` at ``version``; ``reference`` names the qops function, which
+    is also the torch op's name (``torch.ops.edge_quamba.<reference>``)."""
+
+    name: str
+    reference: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    attributes: tuple[AttrSpec, ...]
+    doc: str
+    domain: str = DOMAIN
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", self.name):
+            raise ValueError(f"op name {self.name!r} must be CamelCase (an ONNX op_type)")
+        names = [t.name for t in self.inputs + self.outputs] + [a.name for a in self.attributes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: input, output and attribute names must be distinct: {names}")
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The reference function's parameter names, in order: inputs, then attributes."""
+        return tuple(t.name for t in self.inputs) + tuple(a.name for a in self.attributes)
+
+
+def _i8(name: str, *shape: str) -> TensorSpec:
+    return TensorSpec(name, "int8", shape)
+
+
+def _f32(name: str, *shape: str, optional: bool = False) -> TensorSpec:
+    return TensorSpec(name, "float32", shape, optional)
+
+
+def _scale(name: str, what: str) -> AttrSpec:
+    return AttrSpec(name, "float", f"float32 scale of {what} (x ~ q * scale), > 0")
+
+
+INT8_CAUSAL_CONV1D = OpSpec(
+    name="Int8CausalConv1d",
+    reference="int8_causal_conv1d",
+    inputs=(
+        _i8("x_q", "b", "l", "d_in"),
+        _i8("conv_state_q", "b", "d_in", "k"),
+        _i8("weight_q", "d_in", "k"),
+        # Optional in the reference (models without a conv bias); the ONNX lowering always binds it (zeros when
+        # absent, which adds exactly nothing), so plugins and function bodies see a fixed arity.
+        _f32("bias", "d_in", optional=True),
+    ),
+    outputs=(_i8("u_q", "b", "l", "d_in"), _i8("conv_state_out", "b", "d_in", "k")),
+    attributes=(
+        _scale("x_scale", "x_q and conv_state_q"),
+        _scale("weight_scale", "weight_q"),
+        _scale("out_scale", "u_q (the selective-scan input)"),
+    ),
+    doc="Depthwise causal conv1d on int8 x continuing from an int8 state, exact int32 accumulate, "
+        "* (x_scale * weight_scale) + bias, SiLU, requantized to int8 at out_scale; the state is the last k inputs.",
+)
+
+INT8_SELECTIVE_SCAN = OpSpec(
+    name="Int8SelectiveScan",
+    reference="int8_selective_scan",
+    inputs=(
+        _i8("u_q", "b", "l", "d_in"),
+        _i8("dt_q", "b", "l", "d_in"),
+        _i8("B_q", "b", "l", "n"),
+        _i8("C_q", "b", "l", "n"),
+        _i8("z_q", "b", "l", "d_in"),
+        _f32("ssm_state", "b", "d_in", "n"),
+        _f32("A", "d_in", "n"),
+        _f32("D", "d_in"),
+        _f32("dt_bias", "d_in"),
+    ),
+    outputs=(_f32("y", "b", "l", "d_in"), _f32("ssm_state_out", "b", "d_in", "n")),
+    attributes=(
+        _scale("u_scale", "u_q"),
+        _scale("dt_scale", "dt_q"),
+        _scale("B_scale", "B_q"),
+        _scale("C_scale", "C_q"),
+        _scale("z_scale", "z_q"),
+    ),
+    doc="Selective scan on dequantized int8 u, dt, B, C with a float32 state: delta = softplus(dt + dt_bias), "
+        "h_t = exp(delta A) h_{t-1} + delta B_t u_t, y = (C_t . h_t + D u) * silu(z).",
+)
+
+HADAMARD_QUANTIZE = OpSpec(
+    name="HadamardQuantize",
+    reference="hadamard_quantize",
+    inputs=(_f32("y", "b", "l", "d_in"),),
+    outputs=(_i8("y_q", "b", "l", "d_in"),),
+    attributes=(_scale("out_scale", "y_q (the out_proj input)"),),
+    doc="Orthonormal Hadamard transform over channels (edge_quamba.quant.hadamard), then int8 at out_scale.",
+)
+
+SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, HADAMARD_QUANTIZE)}
+"""Every custom op, by ONNX op_type."""

@@ -1,0 +1,145 @@
+"""Each custom op's ONNX function body, run alone on stock ONNX Runtime, against its qops reference on identical
+int8 inputs: int8 outputs exact except counted rounding ties (each proven: the reference's quotient x / s lies within
+TIE_TOLERANCE codes of .5), float outputs within a stated tolerance."""
+
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from edge_quamba.onnx import IR_VERSION, OPSET
+from edge_quamba.onnx.functions import (Body, hadamard_quantize_function, int8_causal_conv1d_function,
+                                        int8_selective_scan_function)
+from edge_quamba.onnx.validate import TIE_TOLERANCE
+from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN
+from edge_quamba.quant.hadamard import hadamard_transform
+from edge_quamba.quant.primitives import quantize, quantize_hook
+from edge_quamba.quant.qops import hadamard_quantize, int8_causal_conv1d, int8_selective_scan
+from edge_quamba.runtime.ort_backend import session_options
+from helpers import report
+
+ELEM = {"int8": TensorProto.INT8, "float32": TensorProto.FLOAT}
+SCAN_RTOL = 1e-5
+"""Scan outputs: max |ort - ref| <= SCAN_RTOL * max(1, max |ref|) (float32 exp, softplus, sums in another order)."""
+
+
+def run_single_node(spec, function, attrs: dict, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """A one-node model calling ``spec`` (its body: ``function``) with every input a graph input, run on ORT."""
+    node = helper.make_node(spec.name, [t.name for t in spec.inputs], [t.name for t in spec.outputs], domain=DOMAIN)
+    node.attribute.extend(helper.make_attribute(a.name, float(attrs[a.name])) for a in spec.attributes)
+    graph = helper.make_graph(
+        [node], spec.name,
+        [helper.make_tensor_value_info(t.name, ELEM[t.dtype], list(t.shape)) for t in spec.inputs],
+        [helper.make_tensor_value_info(t.name, ELEM[t.dtype], list(t.shape)) for t in spec.outputs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, 1)],
+                              functions=[function])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def with_quotients(fn, *args):
+    """Run a reference op, recording the float32 quotient x / s of every quantize call inside it."""
+    quotients = []
+
+    def hook(quotient, q):
+        quotients.append(quotient)
+        return q
+
+    with quantize_hook(hook):
+        out = fn(*args)
+    return out, quotients
+
+
+def assert_exact_but_ties(name: str, got: np.ndarray, want: torch.Tensor, quotient: torch.Tensor) -> int:
+    """int8 codes equal except where |diff| == 1 at a proven tie; prints and returns the number of ties."""
+    got_t = torch.from_numpy(got).to(torch.int32)
+    want_t = want.to(torch.int32)
+    differ = got_t != want_t
+    distance = (quotient - torch.floor(quotient) - 0.5).abs()
+    tie = differ & ((got_t - want_t).abs() == 1) & (distance <= TIE_TOLERANCE)
+    far = distance[tie].max().item() if tie.any() else 0.0
+    print(f"{name}: {int(differ.sum())} of {differ.numel()} codes differ, {int(tie.sum())} at proven ties "
+          f"(max {far:.1e} codes from .5)")
+    assert torch.equal(differ, tie), f"{name}: codes differ away from rounding ties"
+    return int(tie.sum())
+
+
+def ints(g, *shape) -> torch.Tensor:
+    return torch.randint(-127, 128, shape, generator=g, dtype=torch.int8)
+
+
+@pytest.mark.parametrize("b,l,d_in,k,with_bias", [(1, 1, 768, 4, True), (4, 64, 768, 4, True), (2, 9, 160, 3, False),
+                                                  (3, 33, 112, 4, True)])
+def test_int8_causal_conv1d_body(b, l, d_in, k, with_bias):
+    g = torch.Generator().manual_seed(b * 1000 + l)
+    x_q, state_q, weight_q = ints(g, b, l, d_in), ints(g, b, d_in, k), ints(g, d_in, k)
+    bias = torch.randn(d_in, generator=g) if with_bias else None
+    scales = dict(x_scale=0.013, weight_scale=0.0071, out_scale=0.004)  # silu(y) / out_scale spans +-127
+    (u_q, state_out), (quotient,) = with_quotients(int8_causal_conv1d, x_q, state_q, weight_q, bias, *scales.values())
+    feeds = {"x_q": x_q.numpy(), "conv_state_q": state_q.numpy(), "weight_q": weight_q.numpy(),
+             "bias": (bias if bias is not None else torch.zeros(d_in)).numpy()}
+    got_u, got_state = run_single_node(INT8_CAUSAL_CONV1D, int8_causal_conv1d_function(d_in), scales, feeds)
+    assert np.array_equal(got_state, state_out.numpy())  # the int8 state is the last k inputs: exact
+    ties = assert_exact_but_ties("u_q", got_u, u_q, quotient)
+    assert ties <= max(2, u_q.numel() // 10_000)  # ties are rare (exp differs from torch's in the last bit)
+    assert np.abs(got_u.astype(int)).max() <= 127
+
+
+@pytest.mark.parametrize("b,l,d_in,n", [(1, 1, 768, 16), (2, 37, 96, 16), (3, 8, 160, 4)])
+def test_int8_selective_scan_body(b, l, d_in, n):
+    g = torch.Generator().manual_seed(7 * l + n)
+    u_q, dt_q, z_q, B_q, C_q = ints(g, b, l, d_in), ints(g, b, l, d_in), ints(g, b, l, d_in), ints(g, b, l, n), \
+        ints(g, b, l, n)
+    A = -torch.exp(torch.randn(d_in, n, generator=g))
+    D, dt_bias = torch.randn(d_in, generator=g), torch.randn(d_in, generator=g) - 2
+    h0 = torch.randn(b, d_in, n, generator=g)
+    scales = dict(u_scale=0.02, dt_scale=0.03, B_scale=0.01, C_scale=0.01, z_scale=0.04)
+    y, h = int8_selective_scan(u_q, dt_q, B_q, C_q, z_q, h0, A, D, dt_bias, *scales.values())
+    feeds = {"u_q": u_q.numpy(), "dt_q": dt_q.numpy(), "B_q": B_q.numpy(), "C_q": C_q.numpy(), "z_q": z_q.numpy(),
+             "ssm_state": h0.numpy(), "A": A.numpy(), "D": D.numpy(), "dt_bias": dt_bias.numpy()}
+    got_y, got_h = run_single_node(INT8_SELECTIVE_SCAN, int8_selective_scan_function(), scales, feeds)
+    for name, got, want in (("y", got_y, y), ("ssm_state_out", got_h, h)):
+        assert got.shape == tuple(want.shape) and got.dtype == np.float32
+        tolerance = SCAN_RTOL * max(1.0, want.abs().max().item())
+        assert report(f"{name} (tolerance {tolerance:.1e})", torch.from_numpy(got) - want) <= tolerance
+
+
+@pytest.mark.parametrize("d_in", [768, 160, 112, 256, 1536])  # 12*64, 20*8, 28*4, 2**8, 12*128
+def test_hadamard_quantize_body(d_in):
+    g = torch.Generator().manual_seed(d_in)
+    y = torch.randn(3, 41, d_in, generator=g) * torch.exp(torch.randn(d_in, generator=g))  # uneven channels
+    out_scale = float(hadamard_transform(y).abs().max()) / 127 * 0.8  # codes span +-127, the largest saturate
+    y_q, (quotient,) = with_quotients(hadamard_quantize, y, out_scale)
+    (got,) = run_single_node(HADAMARD_QUANTIZE, hadamard_quantize_function(d_in), {"out_scale": out_scale},
+                             {"y": y.numpy()})
+    ties = assert_exact_but_ties(f"y_q d_in={d_in}", got, y_q, quotient)
+    assert ties == 0  # the butterflies run in the reference's order: bit-identical on ORT CPU
+    assert np.abs(got.astype(int)).max() == 127
+
+
+def test_quantize_pattern_matches_primitives_at_ties_and_limits():
+    """Max + QuantizeLinear (Body.quantize) equals primitives.quantize on exact .5 ties, the +-127.5 edges, values
+    that ONNX would saturate to -128, and infinities."""
+    scale = 0.25
+    halves = np.arange(-130, 130, dtype=np.float32) + 0.5
+    x = np.concatenate([halves, halves * 0.999999, [-1e9, 1e9, -np.inf, np.inf, 0.0, -0.0, -127.6, 127.6]])
+    x = (x * scale).astype(np.float32)
+    body = Body()
+    scale_name = body.const(np.array(scale, np.float32), "scale")
+    body.quantize("x", scale_name, out="q")
+    graph = helper.make_graph(body.nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                              [helper.make_tensor_value_info("q", TensorProto.INT8, ["n"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    session = ort.InferenceSession(model.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": x})
+    want = quantize(torch.from_numpy(x), scale).numpy()
+    assert got.min() == -127 and got.max() == 127
+    assert np.array_equal(got, want), x[got != want]
+    assert math.isclose(float(want[list(halves).index(2.5)]), 2.0)  # half to even
