@@ -67,7 +67,8 @@ def cli() -> None:
               help="Refuse longer prompts.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object (prompt_tokens, tokens, text, ttft_ms, tpot_ms, backend) instead of streaming.")
+              help="Print one JSON object (prompt_tokens, tokens, text, ttft_ms, tpot_ms, backend) instead of "
+              "streaming.")
 def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend, tokenizer, max_prompt_tokens, threads,
         as_json):
     """Generate a continuation of --prompt, streaming text to stdout (EOS or --max-new-tokens ends it)."""
@@ -175,10 +176,11 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
 
 @cli.command()
 @model_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Artifact folder to write (replaced atomically).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Artifact folder to write (replaced atomically).")
 @calibration_options
-def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-             batch_size, tokenizer):
+def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
+             no_hadamard, batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a Quamba W8A8 artifact (int8 weights, static per-tensor scales,
     percentile-clipped scan input, Hadamard-rotated out_proj)."""
     from edge_quamba.quant.pipeline import quantize_checkpoint
@@ -205,8 +207,8 @@ def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, n
               help="Greedy decode steps validated after the prompt, states threaded through the graph.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
-def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-            batch_size, tokenizer, validate_prompt_len, validate_decode_steps, threads, as_json):
+def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
+            no_hadamard, batch_size, tokenizer, validate_prompt_len, validate_decode_steps, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
     Runtime against the quantized reference.
 

@@ -47,7 +47,9 @@ def file_sha256(path: Path) -> str:
 def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibration: dict, source: dict,
                    tokenizer_file: Path) -> None:
     """Write a complete artifact into ``folder`` (callers pass a temporary folder, see atomic_output_dir)."""
-    save_file(artifact_state_dict(model), str(folder / WEIGHTS), metadata={"format": "pt", "kind": QUANT_KIND})
+    # One metadata entry only: safetensors writes its metadata map in hash order, which varies between processes,
+    # so a second key would make the file (and its sha256 in quant_config.json) differ from run to run.
+    save_file(artifact_state_dict(model), str(folder / WEIGHTS), metadata={"format": "pt"})
     shutil.copyfile(tokenizer_file, folder / "tokenizer.json")
     config = {
         "kind": QUANT_KIND,

@@ -83,7 +83,8 @@ def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.fl
             raise BackendUnavailableError("--backend cuda needs an NVIDIA GPU and this machine has none")
         raise BackendUnavailableError("--backend cuda is not implemented yet")
     if name == "tensorrt":
-        raise BackendUnavailableError("--backend tensorrt needs TensorRT and an engine from `edge-quamba build-engine` (Jetson); not available here")
+        raise BackendUnavailableError("--backend tensorrt needs TensorRT and an engine from `edge-quamba build-engine` "
+                                      "(Jetson); not available here")
     raise BackendUnavailableError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
 
 
