@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -44,20 +43,10 @@ from edge_quamba.models.loading import load_fp_model, model_kind, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.qmodel import QuantConfig
 from edge_quamba.runtime.backends import TorchReferenceBackend, load_reference_model
-from edge_quamba.runtime.bench import _cpu_name, bench_prompt, time_once
+from edge_quamba.runtime.bench import bench_prompt, cpu_name, median_timings, package_version
 from edge_quamba.runtime.ort_backend import OrtBackend
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def median_runs(run, repeats: int) -> tuple[float, float]:
-    run()  # warm-up
-    results = [run() for _ in range(repeats)]
-    return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
-
-
-def time_backend(backend, prompt, new_tokens, repeats) -> tuple[float, float]:
-    return median_runs(lambda: time_once(backend, prompt, new_tokens), repeats)
 
 
 def time_transformers(model_dir: Path, prompt, new_tokens, repeats) -> tuple[tuple[float, float], list[int]]:
@@ -105,13 +94,7 @@ def copy_bandwidth_gb_per_s() -> float:
 
 def versions() -> dict:
     names = ("torch", "onnxruntime", "onnx", "transformers", "numpy", "edge-quamba")
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return {"python": platform.python_version(), **found}
+    return {"python": platform.python_version(), **{name: package_version(name) for name in names}}
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -170,12 +153,12 @@ def main() -> None:
     fp32_bytes = sum(p.numel() * 4 for p in fp_model.parameters())  # tied embeddings counted once
     ort_default = OrtBackend(export_dir)
     candidates = [
-        ("ort", lambda: time_backend(ort_default, prompt, args.new_tokens, args.repeats), weights["ort"]),
-        ("ort 1 thread", lambda: time_backend(OrtBackend(export_dir, threads=1), prompt, args.new_tokens,
+        ("ort", lambda: median_timings(ort_default, prompt, args.new_tokens, args.repeats), weights["ort"]),
+        ("ort 1 thread", lambda: median_timings(OrtBackend(export_dir, threads=1), prompt, args.new_tokens,
                                               args.repeats), weights["ort"]),
-        ("ref int8", lambda: time_backend(TorchReferenceBackend(load_reference_model(export_dir, "export")), prompt,
+        ("ref int8", lambda: median_timings(TorchReferenceBackend(load_reference_model(export_dir, "export")), prompt,
                                           args.new_tokens, args.repeats), weights["ref int8"]),
-        ("ref fp32", lambda: time_backend(TorchReferenceBackend(fp_model), prompt, args.new_tokens, args.repeats),
+        ("ref fp32", lambda: median_timings(TorchReferenceBackend(fp_model), prompt, args.new_tokens, args.repeats),
          fp32_bytes),
     ]
     rows = []
@@ -202,7 +185,7 @@ def main() -> None:
             greedy_tokens(TorchReferenceBackend(fp_model), prompt, args.new_tokens), hf_tokens),
     }
     bandwidth = copy_bandwidth_gb_per_s()
-    machine = {"processor": _cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    machine = {"processor": cpu_name(), "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "platform": platform.platform(), "copy_bandwidth_gb_per_s": bandwidth,
                "load_average_before": load_before, "load_average_after": os.getloadavg()}
     report = {

@@ -65,7 +65,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where the reference models run (default: cuda if available); the integer arithmetic is "
                              "emulated exactly on either, so the numbers do not depend on it beyond float rounding")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this machine has no CUDA GPU (use --device cpu)")
+    return args
 
 
 def perplexity(model, windows) -> float:

@@ -183,14 +183,14 @@ def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, n
              no_hadamard, batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a Quamba W8A8 artifact (int8 weights, static per-tensor scales,
     percentile-clipped scan input, Hadamard-rotated out_proj)."""
+    from edge_quamba.quant.artifact import ARTIFACT_FILES
     from edge_quamba.quant.pipeline import quantize_checkpoint
 
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                                batch_size=batch_size)
-    click.echo(f"wrote {path}/quant_config.json")
-    click.echo(f"wrote {path}/model.safetensors")
-    click.echo(f"wrote {path}/tokenizer.json")
+    for name in ARTIFACT_FILES:
+        click.echo(f"wrote {path}/{name}")
 
 
 @cli.command(name="export")

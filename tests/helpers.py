@@ -109,3 +109,14 @@ def report(name: str, diff: torch.Tensor) -> float:
     diff = diff.abs().double()
     print(f"{name}: max abs diff {diff.max().item():.3e}, mean {diff.mean().item():.3e}")
     return diff.max().item()
+
+
+@torch.no_grad()
+def decode_stepwise(model, tokens: torch.Tensor):
+    """Teacher-forced decode with ``model.step`` from empty states: tokens (b, l) -> logits (b, l, v), final states."""
+    states = model.empty_states(tokens.shape[0])
+    stepped = []
+    for t in range(tokens.shape[1]):
+        logits, states = model.step(tokens[:, t], states)
+        stepped.append(logits)
+    return torch.stack(stepped, 1), states

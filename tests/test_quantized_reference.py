@@ -16,7 +16,7 @@ from edge_quamba.quant.hadamard import hadamard_transform, rotate_linear_input
 from edge_quamba.quant.primitives import dequantize, quantize
 from edge_quamba.quant.qmodel import ACTIVATIONS, QuantConfig, quantize_model
 from edge_quamba.quant.qops import hadamard_quantize, int8_causal_conv1d, int8_selective_scan
-from helpers import TEXT, make_tokenizer, random_hf_model, report, run_cli, save_transformers_layout
+from helpers import TEXT, decode_stepwise, make_tokenizer, random_hf_model, report, run_cli, save_transformers_layout
 
 
 def fp_model(dtype=torch.float64, **overrides):
@@ -159,12 +159,8 @@ def test_quantized_step_decode_equals_prefill(quantized_pair):
     tokens = torch.randint(0, 120, (2, 12), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         full, final = q(tokens)
-        states = q.empty_states(2)
-        stepped = []
-        for t in range(tokens.shape[1]):
-            logits, states = q.step(tokens[:, t], states)
-            stepped.append(logits)
-    assert report("quantized step vs prefill logits", torch.stack(stepped, 1) - full) <= 1e-4
+    stepped, states = decode_stepwise(q, tokens)
+    assert report("quantized step vs prefill logits", stepped - full) <= 1e-4
     for a, b in zip(final, states):
         assert a.conv_state.dtype == torch.int8 and torch.equal(a.conv_state, b.conv_state)
         assert report("quantized ssm_state", a.ssm_state - b.ssm_state) <= 1e-5
@@ -236,14 +232,15 @@ def test_ablation_flags_reach_the_artifact(fp_folder, tmp_path):
     assert quant["percentile_activations"] == ["in_proj_input", "u", "out_proj_input"]
 
 
-@pytest.mark.parametrize("case", ["too short", "bad jsonl", "missing file", "quantized input"])
+@pytest.mark.parametrize("case", ["too short", "bad jsonl", "missing file", "quantized input", "unknown activation"])
 def test_quantize_bad_input_keeps_existing_output(fp_folder, tmp_path, case):
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     calib = tmp_path / "calib.jsonl"
     args = {"too short": ["--calib-samples", "1000"], "bad jsonl": ["--calib-data", str(calib)],
-            "missing file": ["--calib-data", str(tmp_path / "nope.txt")], "quantized input": []}[case]
+            "missing file": ["--calib-data", str(tmp_path / "nope.txt")], "quantized input": [],
+            "unknown activation": ["--percentile-on", "u,residual"]}[case]
     calib.write_text('{"text": "fine"}\n{"txt": 3}\n')
     model = fp_folder
     if case == "quantized input":

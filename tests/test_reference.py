@@ -9,7 +9,7 @@ import torch
 from edge_quamba.models.config import parse_model_config
 from edge_quamba.models.loading import load_fp_model
 from edge_quamba.models.mamba import MambaLM
-from helpers import (random_hf_model, report, save_mamba_ssm_layout, save_transformers_layout,
+from helpers import (decode_stepwise, random_hf_model, report, save_mamba_ssm_layout, save_transformers_layout,
                      transformers_keeps_float64)
 
 TOL_FLOAT64 = 1e-9
@@ -53,12 +53,8 @@ def test_step_decode_equals_forward_float64(overrides):
     tokens = torch.randint(0, hf.config.vocab_size, (3, 11), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         full, final_states = model(tokens)
-        states = model.empty_states(3)
-        stepped = []
-        for t in range(tokens.shape[1]):
-            logits, states = model.step(tokens[:, t], states)
-            stepped.append(logits)
-    assert report("step vs forward logits", torch.stack(stepped, 1) - full) <= TOL_FLOAT64
+    stepped, states = decode_stepwise(model, tokens)
+    assert report("step vs forward logits", stepped - full) <= TOL_FLOAT64
     for a, b in zip(final_states, states):
         assert report("ssm_state", a.ssm_state - b.ssm_state) <= TOL_FLOAT64
         assert report("conv_state", a.conv_state - b.conv_state) <= TOL_FLOAT64
@@ -94,13 +90,11 @@ def test_layernorm_checkpoint_loads_and_decodes(tmp_path):
     tokens = torch.randint(0, hf.config.vocab_size, (1, 6))
     with torch.no_grad():
         full, _ = model(tokens)
-        states = model.empty_states(1)
-        for t in range(6):
-            logits, states = model.step(tokens[:, t], states)
+        stepped, _ = decode_stepwise(model, tokens)
         # LayerNorm (mean-centred) must differ from RMSNorm on the same weights, or the option did nothing.
         model.backbone.norm_f.kind = "rmsnorm"
         rms_logits, _ = model(tokens)
-    assert report("layernorm step vs forward", logits - full[:, -1]) <= TOL_FLOAT64
+    assert report("layernorm step vs forward", stepped - full) <= TOL_FLOAT64
     assert (rms_logits - full).abs().max() > 1e-3
 
 

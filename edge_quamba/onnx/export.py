@@ -35,7 +35,7 @@ from edge_quamba.onnx.lower import lower_model
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.validate import ValidationReport, check_graph, validate_on_ort
 from edge_quamba.ops.specs import DOMAIN, SPECS
-from edge_quamba.quant.artifact import QUANT_CONFIG, WEIGHTS, file_sha256, load_quantized_model, read_quant_config
+from edge_quamba.quant.artifact import ARTIFACT_FILES, TOKENIZER, file_sha256, load_quantized_model, read_quant_config
 from edge_quamba.quant.qmodel import QuantConfig
 from edge_quamba.resources import default_calibration_file
 
@@ -62,7 +62,7 @@ def _make_artifact(path: Path, kind: str, dest: Path, *, model: str | None, cali
     source = path if kind == "quantized" else path / QUANTIZED_DIR
     read_quant_config(source)  # a one-line error if it is not an artifact
     dest.mkdir()
-    for name in (QUANT_CONFIG, WEIGHTS, "tokenizer.json"):
+    for name in ARTIFACT_FILES:
         if not (source / name).is_file():
             raise InputError(f"--model {path}: {source / name} is missing")
         shutil.copyfile(source / name, dest / name)
@@ -126,7 +126,7 @@ def export_model(
         for name in targets:
             onnx.save(flavours[name], str(tmp / TARGET_FILES[name]))
             written.append(TARGET_FILES[name])
-        shutil.copyfile(qdir / "tokenizer.json", tmp / "tokenizer.json")
+        shutil.copyfile(qdir / TOKENIZER, tmp / TOKENIZER)
 
         log(f"validating on ONNX Runtime against the quantized reference ({prompt_len} prompt tokens, "
             f"{decode_steps} decode steps)")
@@ -145,15 +145,15 @@ def export_model(
                 f"export validation failed on {len(failed)} output(s), first {failed[0].name}: max abs diff "
                 f"{failed[0].max_abs_diff:.3e} > {failed[0].tolerance:.3e}; nothing was written to {out}")
         config_file = write_export_config(tmp, _export_config(tmp, reference, targets, written, report))
-    files = [out / name for name in written] + [out / "tokenizer.json", out / config_file.name]
-    files += [out / QUANTIZED_DIR / name for name in (QUANT_CONFIG, WEIGHTS, "tokenizer.json")]
+    files = [out / name for name in written] + [out / TOKENIZER, out / config_file.name]
+    files += [out / QUANTIZED_DIR / name for name in ARTIFACT_FILES]
     return ExportResult(out=out, files=files, validation=report)
 
 
 def _export_config(folder: Path, reference, targets: list[str], written: list[str],
                    report: ValidationReport) -> dict:
     _, qconfig, raw_quant = read_quant_config(folder / QUANTIZED_DIR)
-    shipped = written + ["tokenizer.json"] + [f"{QUANTIZED_DIR}/{n}" for n in (QUANT_CONFIG, WEIGHTS, "tokenizer.json")]
+    shipped = written + [TOKENIZER] + [f"{QUANTIZED_DIR}/{n}" for n in ARTIFACT_FILES]
     state_in, state_out = state_names(reference.config.n_layer)
     return {
         "kind": EXPORT_KIND,

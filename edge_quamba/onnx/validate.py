@@ -247,11 +247,6 @@ class TieFollower:
                                  f"reference (first: {self.pending[0][0]})")
 
 
-def _zero_point(graph: onnx.GraphProto, node: onnx.NodeProto) -> np.ndarray:
-    values = _initializer_values(graph)
-    return values[node.input[2]] if node.input[2] in values else _constant_values(graph.node)[node.input[2]]
-
-
 def expose_codes(optimized: onnx.ModelProto, model: onnx.ModelProto,
                  sites: list[str]) -> tuple[onnx.ModelProto, dict[str, tuple[str, int]]]:
     """Make the int8 codes of ``sites`` (tensor names of ``model``) outputs of ``optimized``, the graph that ONNX
@@ -266,6 +261,7 @@ def expose_codes(optimized: onnx.ModelProto, model: onnx.ModelProto,
     """
     by_name = {node.name: node for node in optimized.graph.node}
     produced = {out: node for node in optimized.graph.node for out in node.output}
+    values = {**_initializer_values(optimized.graph), **_constant_values(optimized.graph.node)}  # zero points
     linear_of = {node.input[0]: node.name[: -len(".input")] for node in model.graph.node
                  if node.op_type == "DequantizeLinear" and node.name.endswith(".input")}
     exposed = onnx.ModelProto()
@@ -283,7 +279,7 @@ def expose_codes(optimized: onnx.ModelProto, model: onnx.ModelProto,
         producer = produced[tensor]
         if producer.op_type != "QuantizeLinear":
             raise AssertionError(f"{site}: {tensor} is made by {producer.op_type}, not QuantizeLinear")
-        zero_point = _zero_point(optimized.graph, producer)
+        zero_point = values[producer.input[2]]
         elem = TensorProto.INT8 if zero_point.dtype == np.int8 else TensorProto.UINT8
         exposed.graph.output.append(helper.make_tensor_value_info(tensor, elem, None))
         found[site] = (tensor, int(zero_point.reshape(-1)[0]))

@@ -26,6 +26,9 @@ from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, QuantConfig, QuantMamb
 QUANT_KIND = "edge-quamba/quantized"
 QUANT_CONFIG = "quant_config.json"
 WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer.json"
+ARTIFACT_FILES = (QUANT_CONFIG, WEIGHTS, TOKENIZER)
+"""Every file of an artifact folder."""
 
 
 def _storage_dtype(key: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -50,7 +53,7 @@ def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibrati
     # One metadata entry only: safetensors writes its metadata map in hash order, which varies between processes,
     # so a second key would make the file (and its sha256 in quant_config.json) differ from run to run.
     save_file(artifact_state_dict(model), str(folder / WEIGHTS), metadata={"format": "pt"})
-    shutil.copyfile(tokenizer_file, folder / "tokenizer.json")
+    shutil.copyfile(tokenizer_file, folder / TOKENIZER)
     config = {
         "kind": QUANT_KIND,
         "format_version": qconfig.format_version,
@@ -59,7 +62,7 @@ def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibrati
         "quantization": qconfig.to_dict(),
         "calibration": calibration,
         "source": source,
-        "files": {WEIGHTS: file_sha256(folder / WEIGHTS), "tokenizer.json": file_sha256(folder / "tokenizer.json")},
+        "files": {WEIGHTS: file_sha256(folder / WEIGHTS), TOKENIZER: file_sha256(folder / TOKENIZER)},
     }
     (folder / QUANT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 

@@ -95,11 +95,9 @@ def sequence_model(name: str, path: Path, kind: str, threads: int | None = None)
     ref: the PyTorch module; ort: the ONNX Runtime backend (callable, CPU); any other backend says in one line why it
     cannot run here (never a silent fallback to the reference).
     """
-    if name == "ref":
-        if threads is not None:
-            torch.set_num_threads(threads)
-        return load_reference_model(path, kind)
     backend = make_backend(name, path, kind, threads=threads)
+    if isinstance(backend, TorchReferenceBackend):
+        return backend.model
     if not callable(backend):
         raise BackendUnavailableError(f"--backend {name} has no batched forward for evaluation")
     return backend

@@ -58,6 +58,14 @@ def time_once(backend: Backend, prompt: list[int], new_tokens: int) -> tuple[flo
     return first - start, (end - first) / max(new_tokens - 1, 1)
 
 
+def median_timings(backend: Backend, prompt: list[int], new_tokens: int, repeats: int) -> tuple[float, float]:
+    """Medians of (ttft, tpot) seconds over ``repeats`` runs of :func:`time_once` after one dropped warm-up run
+    (allocation, graph optimization, caches)."""
+    time_once(backend, prompt, new_tokens)
+    runs = [time_once(backend, prompt, new_tokens) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
 def peak_memory_bytes(backend_name: str) -> int:
     if backend_name == "cuda":
         return int(torch.cuda.max_memory_allocated())
@@ -75,10 +83,7 @@ def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128,
     tok = load_tokenizer(path, tokenizer, eos_token_id=config.eos_token_id)
     runner = make_backend(backend, path, kind, threads=threads)
     prompt = bench_prompt(tok, prompt_len)
-    time_once(runner, prompt, new_tokens)  # warm-up: allocation, graph optimization, caches
-    runs = [time_once(runner, prompt, new_tokens) for _ in range(repeats)]
-    ttft = statistics.median(r[0] for r in runs)
-    tpot = statistics.median(r[1] for r in runs)
+    ttft, tpot = median_timings(runner, prompt, new_tokens, repeats)
     size = model_bytes(path, kind, backend)
     return {
         "model": str(path), "kind": kind, "backend": backend, "batch": 1, "prompt_len": prompt_len,
@@ -87,13 +92,14 @@ def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128,
         "tpot_ms": tpot * 1e3, "decode_tokens_per_s": 1.0 / tpot,
         "model_bytes": size, "decode_weight_gb_per_s": size / tpot / 1e9,
         "peak_memory_bytes": peak_memory_bytes(backend),
-        "machine": {"processor": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"processor": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "ort_threads": threads, "python": platform.python_version(), "torch": torch.__version__,
-                    "onnxruntime": _version("onnxruntime"), "edge_quamba": __version__},
+                    "onnxruntime": package_version("onnxruntime"), "edge_quamba": __version__},
     }
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
+    """The installed version of ``package``, None when it is not installed."""
     from importlib import metadata
 
     try:
@@ -102,7 +108,8 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo on Linux), for benchmark records."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -25,6 +25,7 @@ from edge_quamba.errors import BackendUnavailableError, CheckpointError
 from edge_quamba.models.config import MambaConfig
 from edge_quamba.onnx import INPUT_IDS, LOGITS, state_names
 
+
 def import_onnxruntime():
     try:
         import onnxruntime
