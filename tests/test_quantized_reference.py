@@ -14,7 +14,8 @@ from edge_quamba.quant.artifact import load_quantized_model
 from edge_quamba.quant.calibrate import CalibrationData, calibrate
 from edge_quamba.quant.hadamard import hadamard_transform, rotate_linear_input
 from edge_quamba.quant.primitives import dequantize, quantize
-from edge_quamba.quant.qmodel import ACTIVATIONS, QuantConfig, quantize_model
+from edge_quamba.quant.qmodel import QuantConfig, quantize_model
+from edge_quamba.quant.sites import SITE_NAMES as ACTIVATIONS
 from edge_quamba.quant.qops import hadamard_quantize, int8_causal_conv1d, int8_selective_scan
 from helpers import TEXT, decode_stepwise, make_tokenizer, random_hf_model, report, run_cli, save_transformers_layout
 
