@@ -238,13 +238,20 @@ class MambaLM(nn.Module):
         """Per-layer zero states; each mixer knows its own state dtypes (the quantized mixer keeps an int8 conv state)."""
         return [block.mixer.empty_state(batch) for block in self.backbone.layers]
 
-    def _run(self, tokens: Tensor, states: list[LayerState] | None, step: bool) -> tuple[Tensor, list[LayerState]]:
+    def residual_stream(self, tokens: Tensor, states: list[LayerState] | None = None, step: bool = False
+                        ) -> tuple[Tensor, list[LayerState]]:
+        """tokens (b, l) (or (b,) with step=True) -> the residual stream after the last layer (b, l, d), and the
+        per-layer states. Calibration stops here: it needs every mixer's input, not the logits."""
         states = states if states is not None else self.empty_states(tokens.shape[0])
         resid = self.backbone.embeddings(tokens).to(self.residual_dtype())
         new_states = []
-        for block, state in zip(self.backbone.layers, states):
+        for block, state in zip(self.backbone.layers, states, strict=True):
             resid, state = block(resid, state, step=step)
             new_states.append(state)
+        return resid, new_states
+
+    def _run(self, tokens: Tensor, states: list[LayerState] | None, step: bool) -> tuple[Tensor, list[LayerState]]:
+        resid, new_states = self.residual_stream(tokens, states, step)
         hidden = self.backbone.norm_f(resid.to(self.dtype))
         return self.lm_head(hidden), new_states
 

@@ -45,6 +45,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import Tensor
+from tqdm import tqdm
 
 import collections
 from dataclasses import dataclass
@@ -221,12 +222,12 @@ def _mixer(g: GraphBuilder, mixer: QuantMambaMixer, hidden: str, i: int) -> str:
     return out
 
 
-def lower_model(model: MambaLM, requantize_shared: bool = True) -> onnx.ModelProto:
+def lower_model(model: MambaLM, requantize_shared: bool = True, progress: bool = False) -> onnx.ModelProto:
     """The graph of a quantized reference model, custom ops as model-local functions (the ORT flavour).
 
     requantize_shared: give a linear its own exact copy of codes a custom op made and another node reads (x_proj's
     u_q: DequantizeLinear -> Max -> QuantizeLinear), which lets ONNX Runtime on x86 fuse x_proj too (see the module
-    docstring). The TensorRT flavour is lowered without it.
+    docstring). The TensorRT flavour is lowered without it. progress: a progress bar on stderr.
     """
     c = model.config
     mixers = [block.mixer for block in model.backbone.layers]
@@ -235,7 +236,8 @@ def lower_model(model: MambaLM, requantize_shared: bool = True) -> onnx.ModelPro
     g = GraphBuilder()
     embeddings = g.init("embeddings.weight", model.backbone.embeddings.weight.float())  # (v, d)
     resid = g.op("Gather", embeddings, INPUT_IDS, axis=0, out="embeddings.out")  # (b, l, d) float32
-    for i, block in enumerate(model.backbone.layers):
+    layers = tqdm(model.backbone.layers, desc="lowering", unit="layer", disable=not progress, leave=False)
+    for i, block in enumerate(layers):
         hidden = g.norm(resid, block.norm, f"layers.{i}.norm")
         resid = g.op("Add", resid, _mixer(g, block.mixer, hidden, i), out=f"layers.{i}.residual")
     if requantize_shared:

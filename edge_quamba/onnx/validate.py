@@ -40,6 +40,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import Tensor
+from tqdm import tqdm
 
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.onnx import LOGITS, state_names
@@ -315,7 +316,7 @@ def _site_codes(code_tensors: dict[str, tuple[str, ...]], extras: dict[str, np.n
 
 
 def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM, prompt: list[int],
-                    decode_steps: int, threads: int | None = None) -> ValidationReport:
+                    decode_steps: int, threads: int | None = None, progress: bool = False) -> ValidationReport:
     """Run ``model_file`` (the shipped ORT flavour, whose graph is ``model``) and the reference on ``prompt`` and
     then ``decode_steps`` greedy tokens (the reference's choice, fed to both; each side threads its own states), and
     compare every output as the module docstring says."""
@@ -339,7 +340,8 @@ def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM
     ort_states, ref_states = None, None
     tokens = list(prompt)
     with torch.inference_mode(), quantize_hook(follower):
-        for step in range(decode_steps + 1):
+        for step in tqdm(range(decode_steps + 1), desc="validating", unit="step", disable=not progress,
+                         leave=False):
             ids = np.array([tokens], np.int64)
             logits, new_states, _ = shipped.run(ids, ort_states)
             d_logits, d_states, extras = debug.run(ids, ort_states)

@@ -114,9 +114,9 @@ def calibrate(model: MambaLM, data: CalibrationData, qconfig: QuantConfig, batch
         with float_flow(model, qconfig.hadamard, observers):
             batches = data.tokens.split(batch_size)
             for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
-                logits, _ = model(batch.to(model.device))
-                if not torch.isfinite(logits).all():
-                    raise InputError("calibration: the model's logits hold NaN or Inf")
+                resid, _ = model.residual_stream(batch.to(model.device))  # no lm_head: only the mixers are observed
+                if not torch.isfinite(resid).all():
+                    raise InputError("calibration: the model's residual stream holds NaN or Inf")
         return observers.amaxes()
     except ValueError as exc:  # an observer saw NaN/Inf; its message names the layer and tensor
         raise InputError(f"calibration stopped: {exc}") from None

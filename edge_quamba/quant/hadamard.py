@@ -184,16 +184,14 @@ def hadamard_transform(x: Tensor) -> Tensor:
 
 def _small_left(y: Tensor, h_m: Tensor) -> Tensor:
     """H_m @ Y for Y (..., m, p) with a +-1 matrix H_m (m, m), summed in a fixed order: row i is
-    (((s_i0 Y_0 + s_i1 Y_1) + s_i2 Y_2) + ...) with s = H_m[i, r] as a sign (exact), r ascending. A matmul's
-    summation order is the library's choice; kernels reproduce this one bit for bit."""
-    signs = h_m.tolist()
-    rows = []
-    for row in signs:
-        acc = y[..., 0, :] if row[0] > 0 else -y[..., 0, :]
-        for r in range(1, len(row)):
-            acc = acc + y[..., r, :] if row[r] > 0 else acc - y[..., r, :]
-        rows.append(acc)
-    return torch.stack(rows, dim=-2)
+    (((s_i0 Y_0 + s_i1 Y_1) + s_i2 Y_2) + ...) with s = H_m[i, r] a sign, r ascending. A matmul's summation order is
+    the library's choice; kernels reproduce this one bit for bit. All rows advance together: multiplying by +-1 is
+    exact, so ``acc + s * Y_r`` rounds exactly as ``acc + Y_r`` or ``acc - Y_r`` does."""
+    signs = h_m.to(device=y.device, dtype=y.dtype)[:, :, None]  # (m, m, 1)
+    acc = signs[:, 0] * y[..., 0:1, :]  # (..., m, p)
+    for r in range(1, h_m.shape[0]):
+        acc = acc + signs[:, r] * y[..., r:r + 1, :]
+    return acc
 
 
 def rotate_linear_input(weight: Tensor) -> Tensor:
