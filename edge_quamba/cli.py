@@ -225,7 +225,8 @@ def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percen
     )
     if as_json:
         click.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],
-                               "validation": result.validation.to_dict()}))
+                               "validation": {flavour: report.to_dict()
+                                              for flavour, report in result.validation.items()}}))
         return
     click.echo("validation passed")
     for file in result.files:

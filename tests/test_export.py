@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edge_quamba.errors import ValidationError
 from edge_quamba.models.config import parse_model_config
@@ -75,7 +75,7 @@ def quantized_model(shape: Shape, seed: int = 0):
 def lowered(request, tmp_path_factory):
     qmodel, _, _ = quantized_model(request.param)
     ort_graph = lower_model(qmodel)
-    trt_graph = to_tensorrt_flavour(lower_model(qmodel, requantize_shared=False))
+    trt_graph = to_tensorrt_flavour(lower_model(qmodel, "tensorrt"))
     folder = tmp_path_factory.mktemp(request.param.name)
     onnx.save(ort_graph, str(folder / "model.onnx"))
     return request.param, qmodel, ort_graph, trt_graph, folder / "model.onnx"
@@ -95,6 +95,22 @@ def test_checker_and_structure(lowered):
     inputs, outputs = state_names(n_layer)
     assert [i.name for i in ort_graph.graph.input] == ["input_ids", *inputs]
     assert [o.name for o in ort_graph.graph.output] == ["logits", *outputs]
+
+
+def test_tensorrt_flavour_keeps_float16_tables_and_returns_the_last_logits(lowered):
+    """The TensorRT graph stores the embedding / lm_head in float16 (as the artifact does) and runs the lm_head on
+    the last position only; the ORT graph keeps float32 logits for every position (evaluation needs them)."""
+    _, qmodel, ort_graph, trt_graph, _ = lowered
+    initializers = {init.name: init for init in trt_graph.graph.initializer}
+    assert initializers["embeddings.weight"].data_type == TensorProto.FLOAT16
+    if not qmodel.config.tie_embeddings:
+        assert initializers["lm_head.weight"].data_type == TensorProto.FLOAT16
+    out = trt_graph.graph.output[0]
+    dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+    assert (out.name, out.type.tensor_type.elem_type, dims) == ("last_logits", TensorProto.FLOAT16,
+                                                               ["b", qmodel.config.vocab_size])
+    assert not any(n.output[0].endswith(".copy") for n in trt_graph.graph.node)  # the ORT-only copies
+    assert any(n.output[0].endswith("u_q.copy") for n in ort_graph.graph.node)
 
 
 def test_every_qdq_is_symmetric_int8_with_positive_scale_and_no_clip(lowered):
@@ -294,9 +310,11 @@ def test_export_prints_one_line_per_output_and_every_path(exported):
     n_layer = config["model_config"]["n_layer"]
     _, outputs = state_names(n_layer)
     lines = proc.stdout.splitlines()
-    for name in ["logits", *outputs, "int8 codes inside the graph", "optimized graph + codes"]:
-        (line,) = [line for line in lines if line.startswith(name + " ")]
-        assert "max abs diff" in line and "tolerance" in line and " pass" in line and "FAIL" not in line
+    ort_block, trt_block = lines[lines.index("[ort]") + 1:lines.index("[tensorrt]")], lines[lines.index("[tensorrt]"):]
+    for block, logits in ((ort_block, "logits"), (trt_block, "last_logits")):
+        for name in [logits, *outputs, "int8 codes inside the graph", "optimized graph + codes"]:
+            (line,) = [line for line in block if line.startswith(name + " ")]
+            assert "max abs diff" in line and "tolerance" in line and " pass" in line and "FAIL" not in line
     assert "validation passed" in lines
     written = [Path(line.removeprefix("wrote ")) for line in lines if line.startswith("wrote ")]
     assert {p.name for p in written} == {"model.onnx", "model.trt.onnx", "export_config.json", "tokenizer.json",
@@ -312,7 +330,8 @@ def test_export_config_records_what_the_folder_is(exported):
     assert config["kind"] == "edge-quamba/export" and config["format_version"] == 1
     assert config["targets"] == ["ort", "tensorrt"]
     assert config["onnx"]["opset"] == 17 and config["onnx"]["tensorrt_tested"] is False
-    assert config["validation"]["passed"] is True
+    assert config["validation"]["ort"]["passed"] is True and config["validation"]["tensorrt"]["passed"] is True
+    assert config["validation"]["tensorrt"]["flavour"] == "tensorrt"
     assert config["quantization"]["calib_samples"] == 4
     for name, digest in config["files"].items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest

@@ -7,6 +7,7 @@ Runtime runs it; ``model.trt.onnx`` drops the bodies and tags the custom nodes f
 The graph's interface (what every runtime binds), b and l symbolic, so one graph serves prefill and decode:
     input_ids (b, l) int64,  conv_state.{i} (b, d_in, k) int8,  ssm_state.{i} (b, d_in, n) float32
     -> logits (b, l, v) float32,  conv_state_out.{i} (b, d_in, k) int8,  ssm_state_out.{i} (b, d_in, n) float32
+The TensorRT flavour returns ``last_logits`` (b, v) float16 instead of ``logits`` (generation needs no more).
 """
 
 OPSET = 17
@@ -16,6 +17,8 @@ IR_VERSION = 8
 """The IR version that goes with opset 17 (what TensorRT 10.3's parser and ONNX Runtime both read)."""
 
 INPUT_IDS, LOGITS = "input_ids", "logits"
+LAST_LOGITS = "last_logits"
+"""The TensorRT flavour's first output: logits of the last position only, (b, v) float16."""
 
 
 def state_names(n_layer: int) -> tuple[list[str], list[str]]:

@@ -28,10 +28,10 @@ from edge_quamba.atomic import atomic_output_dir
 from edge_quamba.errors import InputError, ValidationError
 from edge_quamba.models.loading import model_kind, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LOGITS, OPSET, state_names
+from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
                                      TARGETS, TRT_MODEL, write_export_config)
-from edge_quamba.onnx.lower import lower_model
+from edge_quamba.onnx.lower import FLAVOURS, lower_model
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.validate import ValidationReport, check_graph, validate_on_ort
 from edge_quamba.ops.specs import DOMAIN, SPECS
@@ -43,7 +43,7 @@ from edge_quamba.resources import default_calibration_file
 class ExportResult:
     out: Path
     files: list[Path]
-    validation: ValidationReport
+    validation: dict[str, ValidationReport]  # by flavour: every target written was validated
 
 
 def _stderr(message: str) -> None:
@@ -115,8 +115,8 @@ def export_model(
                        batch_size=batch_size, progress=progress)
         reference = load_quantized_model(qdir)
         log("lowering to ONNX")
-        flavours = {"ort": lower_model(reference, progress=progress),
-                    "tensorrt": to_tensorrt_flavour(lower_model(reference, requantize_shared=False, progress=progress))}
+        lowered = {flavour: lower_model(reference, flavour, progress=progress) for flavour in FLAVOURS}
+        flavours = {"ort": lowered["ort"], "tensorrt": to_tensorrt_flavour(lowered["tensorrt"])}
         for flavour, graph in flavours.items():
             onnx.checker.check_model(graph, full_check=True)
             problems = check_graph(graph, flavour)
@@ -128,31 +128,38 @@ def export_model(
             written.append(TARGET_FILES[name])
         shutil.copyfile(qdir / TOKENIZER, tmp / TOKENIZER)
 
-        log(f"validating on ONNX Runtime against the quantized reference ({prompt_len} prompt tokens, "
-            f"{decode_steps} decode steps)")
-        model_file = tmp / ORT_MODEL
-        if "ort" not in targets:  # validate the same graph from a scratch file that is not shipped
-            onnx.save(flavours["ort"], str(model_file))
         prompt = validation_prompt(qdir, calib_data, prompt_len)
-        report = validate_on_ort(flavours["ort"], model_file, reference, prompt, decode_steps, threads=threads,
-                                 progress=progress)
-        if "ort" not in targets:
-            model_file.unlink()
-        for line in report.lines():
-            echo(line)
-        if not report.passed:
-            failed = [c for c in report.checks if not c.passed]
-            raise ValidationError(
-                f"export validation failed on {len(failed)} output(s), first {failed[0].name}: max abs diff "
-                f"{failed[0].max_abs_diff:.3e} > {failed[0].tolerance:.3e}; nothing was written to {out}")
-        config_file = write_export_config(tmp, _export_config(tmp, reference, targets, written, report))
+        reports = {}
+        for flavour in targets:
+            log(f"validating the {flavour} graph on ONNX Runtime against the quantized reference ({prompt_len} "
+                f"prompt tokens, {decode_steps} decode steps)")
+            # the ORT flavour is validated as shipped; the TensorRT flavour before its nodes become plugin nodes
+            # (the same graph with function bodies: ONNX Runtime cannot run plugins), from a scratch file
+            model_file = tmp / ORT_MODEL if flavour == "ort" else tmp / ".tensorrt-validation.onnx"
+            if flavour == "tensorrt":
+                onnx.save(lowered["tensorrt"], str(model_file))
+            report = validate_on_ort(lowered[flavour], model_file, reference, prompt, decode_steps, threads=threads,
+                                     progress=progress, flavour=flavour)
+            if flavour == "tensorrt":
+                model_file.unlink()
+            echo(f"[{flavour}]")
+            for line in report.lines():
+                echo(line)
+            if not report.passed:
+                failed = [c for c in report.checks if not c.passed]
+                raise ValidationError(
+                    f"export validation of the {flavour} graph failed on {len(failed)} output(s), first "
+                    f"{failed[0].name}: max abs diff {failed[0].max_abs_diff:.3e} > {failed[0].tolerance:.3e}; "
+                    f"nothing was written to {out}")
+            reports[flavour] = report
+        config_file = write_export_config(tmp, _export_config(tmp, reference, targets, written, reports))
     files = [out / name for name in written] + [out / TOKENIZER, out / config_file.name]
     files += [out / QUANTIZED_DIR / name for name in ARTIFACT_FILES]
-    return ExportResult(out=out, files=files, validation=report)
+    return ExportResult(out=out, files=files, validation=reports)
 
 
 def _export_config(folder: Path, reference, targets: list[str], written: list[str],
-                   report: ValidationReport) -> dict:
+                   reports: dict[str, ValidationReport]) -> dict:
     _, qconfig, raw_quant = read_quant_config(folder / QUANTIZED_DIR)
     shipped = written + [TOKENIZER] + [f"{QUANTIZED_DIR}/{n}" for n in ARTIFACT_FILES]
     state_in, state_out = state_names(reference.config.n_layer)
@@ -168,11 +175,12 @@ def _export_config(folder: Path, reference, targets: list[str], written: list[st
         "onnx": {
             "opset": OPSET, "ir_version": IR_VERSION, "custom_domain": DOMAIN,
             "custom_ops": {name: spec.version for name, spec in SPECS.items()},
-            "inputs": [INPUT_IDS, *state_in], "outputs": [LOGITS, *state_out],
+            "inputs": [INPUT_IDS, *state_in],
+            "outputs": {"ort": [LOGITS, *state_out], "tensorrt": [LAST_LOGITS, *state_out]},
             "files": {"ort": ORT_MODEL if "ort" in targets else None,
                       "tensorrt": TRT_MODEL if "tensorrt" in targets else None},
             "tensorrt_tested": False,
         },
         "files": {name: file_sha256(folder / name) for name in shipped},
-        "validation": report.to_dict(),
+        "validation": {flavour: report.to_dict() for flavour, report in reports.items()},
     }

@@ -51,7 +51,7 @@ import collections
 from dataclasses import dataclass
 
 from edge_quamba.models.mamba import LayerState, MambaLM, Norm
-from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LOGITS, OPSET, state_names
+from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
 from edge_quamba.onnx.functions import Body, custom_functions
 from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, OpSpec
 from edge_quamba.quant.flow import mamba1_mixer_flow
@@ -222,37 +222,61 @@ def _mixer(g: GraphBuilder, mixer: QuantMambaMixer, hidden: str, i: int) -> str:
     return out
 
 
-def lower_model(model: MambaLM, requantize_shared: bool = True, progress: bool = False) -> onnx.ModelProto:
-    """The graph of a quantized reference model, custom ops as model-local functions (the ORT flavour).
+FLAVOURS = ("ort", "tensorrt")
+"""What each graph is lowered for (the TensorRT flavour then becomes plugin nodes: :mod:`edge_quamba.onnx.tensorrt`)."""
 
-    requantize_shared: give a linear its own exact copy of codes a custom op made and another node reads (x_proj's
-    u_q: DequantizeLinear -> Max -> QuantizeLinear), which lets ONNX Runtime on x86 fuse x_proj too (see the module
-    docstring). The TensorRT flavour is lowered without it. progress: a progress bar on stderr.
+
+def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) -> onnx.ModelProto:
+    """The graph of a quantized reference model, custom ops as model-local functions.
+
+    flavour "ort": logits (b, l, v) float32 from a float32 lm_head (eval needs every position); a linear gets its
+    own exact copy of codes that a custom op made and another node reads (x_proj's u_q: DequantizeLinear -> Max ->
+    QuantizeLinear), which lets ONNX Runtime on x86 fuse x_proj too (see the module docstring).
+    flavour "tensorrt": no copy; the embedding table stays float16 as stored (Gather, then Cast to float32: the
+    values the reference computes with), and only the last position goes through the lm_head, in float16:
+    ``last_logits`` (b, v) float16 (generation needs nothing else; a 50k x 2560 head in float32 would read 512 MB
+    per token). Everything between is identical. progress: a progress bar on stderr.
     """
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour {flavour!r} is not one of {FLAVOURS}")
     c = model.config
     mixers = [block.mixer for block in model.backbone.layers]
     if not all(isinstance(m, QuantMambaMixer) for m in mixers):
         raise TypeError("lower_model needs the quantized reference model (load_quantized_model)")
     g = GraphBuilder()
-    embeddings = g.init("embeddings.weight", model.backbone.embeddings.weight.float())  # (v, d)
-    resid = g.op("Gather", embeddings, INPUT_IDS, axis=0, out="embeddings.out")  # (b, l, d) float32
+    table = model.backbone.embeddings.weight  # (v, d) float32 holding float16 values (the artifact stores fp16)
+    if flavour == "ort":
+        embeddings = g.init("embeddings.weight", table.float())
+        resid = g.op("Gather", embeddings, INPUT_IDS, axis=0, out="embeddings.out")  # (b, l, d) float32
+    else:
+        embeddings = g.init("embeddings.weight", table.half())  # exact: the values are float16 already
+        gathered = g.op("Gather", embeddings, INPUT_IDS, axis=0, out="embeddings.gathered")  # (b, l, d) float16
+        resid = g.op("Cast", gathered, to=TensorProto.FLOAT, out="embeddings.out")
     layers = tqdm(model.backbone.layers, desc="lowering", unit="layer", disable=not progress, leave=False)
     for i, block in enumerate(layers):
         hidden = g.norm(resid, block.norm, f"layers.{i}.norm")
         resid = g.op("Add", resid, _mixer(g, block.mixer, hidden, i), out=f"layers.{i}.residual")
-    if requantize_shared:
+    normed = g.norm(resid, model.backbone.norm_f, "norm_f")  # (b, l, d) float32
+    if flavour == "ort":
         g.give_linears_own_codes()
-    hidden = g.op("Reshape", g.norm(resid, model.backbone.norm_f, "norm_f"), g.ints(-1, c.d_model))  # (b*l, d)
-    head = embeddings if c.tie_embeddings else g.init("lm_head.weight", model.lm_head.weight.float())  # (v, d)
-    flat_logits = g.op("Gemm", hidden, head, transB=1, out="lm_head.out")  # (b*l, v): x @ W^T, W not copied
-    out_shape = g.op("Concat", g.op("Shape", INPUT_IDS), g.ints(c.vocab_size), axis=0)
-    g.op("Reshape", flat_logits, out_shape, out=LOGITS)
+        head = embeddings if c.tie_embeddings else g.init("lm_head.weight", model.lm_head.weight.float())  # (v, d)
+        flat = g.op("Reshape", normed, g.ints(-1, c.d_model))  # (b*l, d)
+        flat_logits = g.op("Gemm", flat, head, transB=1, out="lm_head.out")  # (b*l, v): x @ W^T, W not copied
+        out_shape = g.op("Concat", g.op("Shape", INPUT_IDS), g.ints(c.vocab_size), axis=0)
+        g.op("Reshape", flat_logits, out_shape, out=LOGITS)
+        logits = helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["b", "l", c.vocab_size])
+    else:
+        head = embeddings if c.tie_embeddings else g.init("lm_head.weight", model.lm_head.weight.half())  # (v, d)
+        last = g.op("Gather", normed, g.const(np.array(-1, np.int64), "last_position"), axis=1, out="norm_f.last")
+        last16 = g.op("Cast", last, to=TensorProto.FLOAT16, out="norm_f.last_fp16")  # (b, d)
+        g.op("Gemm", last16, head, transB=1, out=LAST_LOGITS)  # (b, v) float16
+        logits = helper.make_tensor_value_info(LAST_LOGITS, TensorProto.FLOAT16, ["b", c.vocab_size])
 
     state_in, state_out = state_names(c.n_layer)
     d_in, n, k = c.d_inner, c.d_state, c.d_conv
     info = helper.make_tensor_value_info
     inputs = [info(INPUT_IDS, TensorProto.INT64, ["b", "l"])]
-    outputs = [info(LOGITS, TensorProto.FLOAT, ["b", "l", c.vocab_size])]
+    outputs = [logits]
     for i in range(c.n_layer):
         inputs += [info(state_in[2 * i], TensorProto.INT8, ["b", d_in, k]),
                    info(state_in[2 * i + 1], TensorProto.FLOAT, ["b", d_in, n])]

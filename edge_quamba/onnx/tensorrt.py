@@ -1,17 +1,22 @@
 """The TensorRT flavour of the exported graph: the same nodes, with the custom ops as plain plugin nodes.
 
-``model.trt.onnx`` is the lowering of :mod:`edge_quamba.onnx.lower` (made with ``requantize_shared=False``, so without
-the ORT-only copy of x_proj's input) with two changes:
+``model.trt.onnx`` is the ``"tensorrt"`` lowering of :mod:`edge_quamba.onnx.lower` (no ORT-only copies of int8 codes;
+float16 embedding table and lm_head, which sees the last position only: output ``last_logits`` (b, v) float16) with
+two changes:
     * the model-local FunctionProtos are dropped, so TensorRT's ONNX parser finds no function to inline and looks the
       node up in its plugin registry instead (onnx-tensorrt's fallback plugin importer);
     * every custom node gets the string attributes ``plugin_version`` and ``plugin_namespace`` of its spec
       (:func:`edge_quamba.ops.plugins.plugin_node_attributes`), which select the IPluginV3 creator; its float
       attributes (the scales) become the plugin fields of the same names.
-Otherwise node names, tensor names, initializers, graph inputs and outputs equal the ORT flavour's.
+Before these two changes the same graph (with its function bodies) is validated on ONNX Runtime against the quantized
+reference at export (:func:`edge_quamba.onnx.validate.validate_on_ort` with ``flavour="tensorrt"``): every int8 code,
+the states and the float16 last logits.
 
-NOT TESTED WITH TENSORRT: TensorRT is not available on the machines that build this package. What is checked here
-is the ONNX side only (onnx.checker, no functions left, attributes equal to the op specs and PluginConfig.yaml). The
-plugins themselves, and a parse of this file by TensorRT, belong to the Jetson build (``edge-quamba build-engine``).
+NOT TESTED WITH TENSORRT: TensorRT is not available on the machines that build this package. What is checked is the
+ONNX side (onnx.checker, no functions left, attributes equal to the op specs and PluginConfig.yaml, the numbers of
+the pre-plugin graph on ONNX Runtime) and the plugins through their own interface in a C++ harness
+(plugins/tensorrt/tests). A parse of this file by TensorRT and an engine belong to the Jetson build
+(``edge-quamba build-engine``), which has never run.
 """
 
 from __future__ import annotations

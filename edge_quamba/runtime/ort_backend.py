@@ -23,7 +23,7 @@ from torch import Tensor
 
 from edge_quamba.errors import BackendUnavailableError, CheckpointError
 from edge_quamba.models.config import MambaConfig
-from edge_quamba.onnx import INPUT_IDS, LOGITS, state_names
+from edge_quamba.onnx import INPUT_IDS, state_names
 
 
 def import_onnxruntime():
@@ -35,9 +35,12 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def session_options(threads: int | None = None, optimized_model_path: Path | None = None, optimize: bool = True):
+def session_options(threads: int | None = None, optimized_model_path: Path | None = None, optimize: bool = True,
+                    qdq_int8: bool = False):
     """The SessionOptions every edge-quamba ORT session uses (optionally saving ORT's optimized graph).
-    ``optimize=False`` runs a graph as it is (validation runs an already optimized graph this way)."""
+    ``optimize=False`` runs a graph as it is (validation runs an already optimized graph this way). ``qdq_int8``
+    lets ORT fuse int8 Q/DQ pairs whose codes have several readers (validation of the TensorRT flavour, which has
+    no copies: see :mod:`edge_quamba.onnx.lower`); slow s8 x s8 kernels on x86, exact everywhere."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
@@ -48,6 +51,8 @@ def session_options(threads: int | None = None, optimized_model_path: Path | Non
     options.log_severity_level = 3  # errors only (ORT warns about constants left over after inlining the bodies)
     if optimized_model_path is not None:
         options.optimized_model_filepath = str(optimized_model_path)
+    if qdq_int8:
+        options.add_session_config_entry("session.qdqisint8allowed", "1")
     return options
 
 
@@ -57,15 +62,15 @@ class OrtGraph:
 
     def __init__(self, model: Path | bytes, config: MambaConfig, threads: int | None = None,
                  extra_outputs: tuple[str, ...] = (), optimized_model_path: Path | None = None,
-                 optimize: bool = True):
+                 optimize: bool = True, qdq_int8: bool = False):
         ort = import_onnxruntime()
         self.config = config
         self.state_inputs, self.state_outputs = state_names(config.n_layer)
-        self.output_names = [LOGITS, *self.state_outputs, *extra_outputs]
         source = str(model) if isinstance(model, Path) else model
         try:
-            self.session = ort.InferenceSession(source, session_options(threads, optimized_model_path, optimize),
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                source, session_options(threads, optimized_model_path, optimize, qdq_int8),
+                providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
             what = model if isinstance(model, Path) else "the ONNX graph"
             detail = " ".join(str(exc).split())[:300]
@@ -74,6 +79,9 @@ class OrtGraph:
         missing = sorted({INPUT_IDS, *self.state_inputs} - names)
         if missing:
             raise CheckpointError(f"the ONNX graph does not have the inputs an edge-quamba export has: {missing[:3]}")
+        # logits (b, l, v) float32, or the TensorRT flavour's last_logits (b, v) float16
+        self.logits_name = self.session.get_outputs()[0].name
+        self.output_names = [self.logits_name, *self.state_outputs, *extra_outputs]
 
     def empty_states(self, batch: int) -> dict[str, np.ndarray]:
         """Zero states: conv_state.i (b, d_in, k) int8 and ssm_state.i (b, d_in, n) float32."""
@@ -86,8 +94,8 @@ class OrtGraph:
 
     def run(self, tokens: np.ndarray, states: dict[str, np.ndarray] | None = None
             ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """tokens (b, l) int64 -> logits (b, l, v) float32, the states after the last token (keyed by input name),
-        and the extra outputs by name."""
+        """tokens (b, l) int64 -> logits (b, l, v) float32 (the TensorRT flavour: (b, v) float16), the states after
+        the last token (keyed by input name), and the extra outputs by name."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         feeds = dict(states if states is not None else self.empty_states(tokens.shape[0]))
         feeds[INPUT_IDS] = tokens
