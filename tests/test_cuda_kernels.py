@@ -14,6 +14,10 @@ The reference functions are called directly (edge_quamba.quant.qops / primitives
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -285,9 +289,36 @@ def test_hadamard_quantize_row_strided_view(ext):
     assert torch.equal(got, qops.hadamard_quantize(y, 0.03))
 
 
-def test_unsupported_hadamard_size_is_an_error(ext):
-    with pytest.raises(RuntimeError, match="hadamard_quantize: n=36"):
-        ext.hadamard_quantize(torch.zeros(1, 36, device="cuda"), 0.1)
+BAD_CALLS = '''
+import torch
+from edge_quamba.ops.cuda_ops import load_extension
+ext = load_extension()
+i8 = lambda *s: torch.zeros(*s, dtype=torch.int8, device="cuda")
+calls = [
+    lambda: ext.hadamard_quantize(torch.zeros(1, 36, device="cuda"), 0.1),
+    lambda: ext.int8_linear(i8(1, 64), i8(8, 32), None, 1.0, 1.0),
+    lambda: ext.int8_causal_conv1d(i8(1, 3, 8), i8(1, 8, 5), i8(8, 5), None, 1.0, 1.0, 1.0),
+    lambda: ext.quantize(i8(4), 1.0),
+]
+for call in calls:
+    try:
+        call()
+        print("no error")
+    except ValueError as e:
+        print("ValueError:", e)
+'''
+
+
+def test_bad_arguments_raise_one_line_value_errors():
+    """Run in a subprocess: a C++ exception that crashed the interpreter would otherwise end the whole test run."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", BAD_CALLS], capture_output=True, text=True, env=env, timeout=300)
+    print(proc.stdout, proc.stderr[-3000:])
+    assert proc.returncode == 0, f"crashed with return code {proc.returncode}"
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("ValueError: ") for line in lines), lines
+    assert "hadamard_quantize: n=36" in lines[0] and "width k=5" in lines[2] and "quantize" in lines[3]
 
 
 # ------------------------------------------------------------------------------------------------- dispatch

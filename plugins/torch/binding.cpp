@@ -1,6 +1,6 @@
 // PyTorch binding of the edge-quamba int8 kernels: the only C++ file that touches at::Tensor.
 //
-// Each function checks devices, dtypes and shapes (TORCH_CHECK -> RuntimeError with one line), describes its
+// Each function checks devices, dtypes and shapes (EQ_CHECK -> Python ValueError with one line), describes its
 // tensors to the kernel by pointer + element strides (views such as the x / z halves of in_proj's output or the
 // dt / B / C slices of x_proj's output are passed as they are, with no copy), allocates the outputs and launches on
 // the current stream. Semantics: OPS_CONTRACT.md; edge_quamba/ops/cuda_ops.py registers these as the CUDA kernels
@@ -11,6 +11,7 @@
 #include <torch/extension.h>
 
 #include <optional>
+#include <stdexcept>
 #include <tuple>
 
 #include "../kernels/kernels.h"
@@ -19,13 +20,21 @@ namespace ek = edge_quamba::kernels;
 
 namespace {
 
+// Bad arguments raise std::invalid_argument (pybind11 turns it into a Python ValueError with this one-line message).
+// TORCH_CHECK is not used: in our first H200 run (torch 2.11+cu130) a failed TORCH_CHECK in this JIT extension
+// crashed the interpreter (segmentation fault) instead of raising; the cause was not diagnosed.
+#define EQ_CHECK(cond, ...) \
+    do { \
+        if (!(cond)) throw std::invalid_argument(c10::str(__VA_ARGS__)); \
+    } while (0)
+
 void check_launch(cudaError_t err, const char* op) {
-    TORCH_CHECK(err == cudaSuccess, op, ": kernel launch failed: ", cudaGetErrorString(err));
+    if (err != cudaSuccess) throw std::runtime_error(c10::str(op, ": kernel launch failed: ", cudaGetErrorString(err)));
 }
 
 void check_cuda(const at::Tensor& t, const char* name, at::ScalarType dtype) {
-    TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-    TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
+    EQ_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+    EQ_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
 }
 
 // (t, row_stride) when t's leading dims collapse into one uniformly strided dim of rows (size-1 dims ignored) and
@@ -56,9 +65,9 @@ at::Tensor channel_contiguous(const at::Tensor& t) {
 }
 
 at::Tensor quantize(const at::Tensor& x, double scale) {
-    TORCH_CHECK(x.is_cuda(), "quantize: x must be a CUDA tensor");
+    EQ_CHECK(x.is_cuda(), "quantize: x must be a CUDA tensor");
     const auto st = x.scalar_type();
-    TORCH_CHECK(st == at::kFloat || st == at::kHalf || st == at::kBFloat16,
+    EQ_CHECK(st == at::kFloat || st == at::kHalf || st == at::kBFloat16,
                 "quantize: x must be float32, float16 or bfloat16, got ", st);
     const c10::cuda::CUDAGuard guard(x.device());
     at::Tensor xv = x.dim() == 0 ? x.reshape({1}) : x;
@@ -81,12 +90,12 @@ at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const 
                        double x_scale, double weight_scale) {
     check_cuda(x_q, "int8_linear: x_q", at::kChar);
     check_cuda(weight_q, "int8_linear: weight_q", at::kChar);
-    TORCH_CHECK(x_q.dim() >= 1 && weight_q.dim() == 2 && x_q.size(-1) == weight_q.size(1),
+    EQ_CHECK(x_q.dim() >= 1 && weight_q.dim() == 2 && x_q.size(-1) == weight_q.size(1),
                 "int8_linear: x_q (..., K) and weight_q (N, K) do not match: ", x_q.sizes(), " vs ", weight_q.sizes());
-    TORCH_CHECK(weight_q.is_contiguous(), "int8_linear: weight_q must be contiguous (N, K)");
+    EQ_CHECK(weight_q.is_contiguous(), "int8_linear: weight_q must be contiguous (N, K)");
     if (bias.has_value()) {
         check_cuda(*bias, "int8_linear: bias", at::kFloat);
-        TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight_q.size(0) && bias->is_contiguous(),
+        EQ_CHECK(bias->dim() == 1 && bias->size(0) == weight_q.size(0) && bias->is_contiguous(),
                     "int8_linear: bias must be a contiguous (N,) float32 tensor");
     }
     const c10::cuda::CUDAGuard guard(x_q.device());
@@ -127,17 +136,17 @@ std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, con
     check_cuda(x_q, "int8_causal_conv1d: x_q", at::kChar);
     check_cuda(conv_state_q, "int8_causal_conv1d: conv_state_q", at::kChar);
     check_cuda(weight_q, "int8_causal_conv1d: weight_q", at::kChar);
-    TORCH_CHECK(x_q.dim() == 3 && conv_state_q.dim() == 3 && weight_q.dim() == 2,
+    EQ_CHECK(x_q.dim() == 3 && conv_state_q.dim() == 3 && weight_q.dim() == 2,
                 "int8_causal_conv1d: expected x_q (b, l, d_in), conv_state_q (b, d_in, k), weight_q (d_in, k)");
     const int64_t b = x_q.size(0), l = x_q.size(1), d = x_q.size(2), k = weight_q.size(1);
-    TORCH_CHECK(conv_state_q.size(0) == b && conv_state_q.size(1) == d && conv_state_q.size(2) == k &&
+    EQ_CHECK(conv_state_q.size(0) == b && conv_state_q.size(1) == d && conv_state_q.size(2) == k &&
                 weight_q.size(0) == d, "int8_causal_conv1d: shapes do not match: x_q ", x_q.sizes(),
                 ", conv_state_q ", conv_state_q.sizes(), ", weight_q ", weight_q.sizes());
-    TORCH_CHECK(k >= 1 && k <= ek::kConvMaxWidth, "int8_causal_conv1d: width k=", k, " not in [1, ",
+    EQ_CHECK(k >= 1 && k <= ek::kConvMaxWidth, "int8_causal_conv1d: width k=", k, " not in [1, ",
                 ek::kConvMaxWidth, "]");
     if (bias.has_value()) {
         check_cuda(*bias, "int8_causal_conv1d: bias", at::kFloat);
-        TORCH_CHECK(bias->dim() == 1 && bias->size(0) == d, "int8_causal_conv1d: bias must be (d_in,)");
+        EQ_CHECK(bias->dim() == 1 && bias->size(0) == d, "int8_causal_conv1d: bias must be (d_in,)");
     }
     const c10::cuda::CUDAGuard guard(x_q.device());
     const at::Tensor x = channel_contiguous(x_q);
@@ -171,20 +180,20 @@ std::tuple<at::Tensor, at::Tensor> int8_selective_scan(
     const at::Tensor* ins[] = {&u_q, &dt_q, &B_q, &C_q, &z_q};
     for (int i = 0; i < 5; ++i) {
         check_cuda(*ins[i], names[i], at::kChar);
-        TORCH_CHECK(ins[i]->dim() == 3, "int8_selective_scan: ", names[i], " must be 3-D (b, l, .)");
+        EQ_CHECK(ins[i]->dim() == 3, "int8_selective_scan: ", names[i], " must be 3-D (b, l, .)");
     }
     check_cuda(ssm_state, "int8_selective_scan: ssm_state", at::kFloat);
     check_cuda(A, "int8_selective_scan: A", at::kFloat);
     check_cuda(D, "int8_selective_scan: D", at::kFloat);
     check_cuda(dt_bias, "int8_selective_scan: dt_bias", at::kFloat);
     const int64_t b = u_q.size(0), l = u_q.size(1), d = u_q.size(2), n = A.size(1);
-    TORCH_CHECK(dt_q.sizes() == u_q.sizes() && z_q.sizes() == u_q.sizes() && B_q.size(0) == b &&
+    EQ_CHECK(dt_q.sizes() == u_q.sizes() && z_q.sizes() == u_q.sizes() && B_q.size(0) == b &&
                 B_q.size(1) == l && B_q.size(2) == n && C_q.sizes() == B_q.sizes() && A.dim() == 2 &&
                 A.size(0) == d && ssm_state.dim() == 3 && ssm_state.size(0) == b && ssm_state.size(1) == d &&
                 ssm_state.size(2) == n && D.numel() == d && dt_bias.numel() == d,
                 "int8_selective_scan: shapes do not match: u_q ", u_q.sizes(), ", B_q ", B_q.sizes(), ", A ",
                 A.sizes(), ", ssm_state ", ssm_state.sizes());
-    TORCH_CHECK(n >= 1 && n <= 32 && (n & (n - 1)) == 0, "int8_selective_scan: d_state n=", n,
+    EQ_CHECK(n >= 1 && n <= 32 && (n & (n - 1)) == 0, "int8_selective_scan: d_state n=", n,
                 " must be a power of two <= 32");
     const c10::cuda::CUDAGuard guard(u_q.device());
     const at::Tensor u = channel_contiguous(u_q), dt = channel_contiguous(dt_q), z = channel_contiguous(z_q);
@@ -212,9 +221,9 @@ std::tuple<at::Tensor, at::Tensor> int8_selective_scan(
 
 at::Tensor hadamard_quantize(const at::Tensor& y, double out_scale) {
     check_cuda(y, "hadamard_quantize: y", at::kFloat);
-    TORCH_CHECK(y.dim() >= 1, "hadamard_quantize: y must have a channel dim");
+    EQ_CHECK(y.dim() >= 1, "hadamard_quantize: y must have a channel dim");
     const int64_t n = y.size(-1);
-    TORCH_CHECK(n <= INT32_MAX && ek::hadamard_dim_supported(static_cast<int>(n)), "hadamard_quantize: n=", n,
+    EQ_CHECK(n <= INT32_MAX && ek::hadamard_dim_supported(static_cast<int>(n)), "hadamard_quantize: n=", n,
                 " is not m * 2^k with m in {1, 12, 20, 28} and n <= 16384");
     const c10::cuda::CUDAGuard guard(y.device());
     auto [yr, row_stride] = as_rows(y);
