@@ -291,8 +291,7 @@ def test_hadamard_quantize_row_strided_view(ext):
 
 BAD_CALLS = '''
 import torch
-from edge_quamba.ops.cuda_ops import load_extension
-ext = load_extension()
+from edge_quamba.ops import cuda_ops as ext
 i8 = lambda *s: torch.zeros(*s, dtype=torch.int8, device="cuda")
 calls = [
     lambda: ext.hadamard_quantize(torch.zeros(1, 36, device="cuda"), 0.1),
@@ -310,7 +309,8 @@ for call in calls:
 
 
 def test_bad_arguments_raise_one_line_value_errors():
-    """Run in a subprocess: a C++ exception that crashed the interpreter would otherwise end the whole test run."""
+    """The cuda_ops wrappers reject bad arguments in Python. Run in a subprocess: a C++ exception from the binding
+    crashed the interpreter on the H200 image, which would otherwise end the whole test run."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.run([sys.executable, "-c", BAD_CALLS], capture_output=True, text=True, env=env, timeout=300)
@@ -318,7 +318,7 @@ def test_bad_arguments_raise_one_line_value_errors():
     assert proc.returncode == 0, f"crashed with return code {proc.returncode}"
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 4 and all(line.startswith("ValueError: ") for line in lines), lines
-    assert "hadamard_quantize: n=36" in lines[0] and "width k=5" in lines[2] and "quantize" in lines[3]
+    assert "hadamard_quantize: no Hadamard matrix for n=36" in lines[0] and "width k=5" in lines[2] and "quantize" in lines[3]
 
 
 # ------------------------------------------------------------------------------------------------- dispatch
