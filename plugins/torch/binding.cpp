@@ -1,6 +1,6 @@
 // PyTorch binding of the edge-quamba int8 kernels: the only C++ file that touches at::Tensor.
 //
-// Each function checks devices, dtypes and shapes (EQ_CHECK -> Python ValueError with one line), describes its
+// Each function checks devices, dtypes and shapes (EQ_CHECK; the Python wrappers check first), describes its
 // tensors to the kernel by pointer + element strides (views such as the x / z halves of in_proj's output or the
 // dt / B / C slices of x_proj's output are passed as they are, with no copy), allocates the outputs and launches on
 // the current stream. Semantics: OPS_CONTRACT.md; edge_quamba/ops/cuda_ops.py registers these as the CUDA kernels
@@ -20,9 +20,10 @@ namespace ek = edge_quamba::kernels;
 
 namespace {
 
-// Bad arguments raise std::invalid_argument (pybind11 turns it into a Python ValueError with this one-line message).
-// TORCH_CHECK is not used: in our first H200 run (torch 2.11+cu130) a failed TORCH_CHECK in this JIT extension
-// crashed the interpreter (segmentation fault) instead of raising; the cause was not diagnosed.
+// Bad arguments throw std::invalid_argument. On the H200 image (torch 2.11+cu130) ANY exception thrown from this JIT
+// extension crashed the interpreter (segmentation fault): TORCH_CHECK's c10::Error in one run, std::invalid_argument
+// in the next; the cause was not diagnosed. So edge_quamba/ops/cuda_ops.py checks every argument in Python first
+// and these checks are only a last line of defence.
 #define EQ_CHECK(cond, ...) \
     do { \
         if (!(cond)) throw std::invalid_argument(c10::str(__VA_ARGS__)); \
