@@ -10,7 +10,7 @@ import pytest
 from edge_quamba.errors import ConfigError
 from edge_quamba.models.loading import load_config, model_kind
 from edge_quamba.runtime.tensorrt_engine import ENGINE_KIND
-from tests.helpers import run_cli
+from helpers import run_cli
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
                                 reason="TensorRT is installed: these check the message given without it")
