@@ -32,7 +32,7 @@ from edge_quamba.quant import qops  # noqa: E402
 from edge_quamba.quant.primitives import quantize_hook  # noqa: E402
 
 RTOL = 1e-4
-ATOL_FRACTION = 1e-5
+ATOL_FRACTION = 1e-4
 NUMPY = {"int8": np.int8, "float32": np.float32}
 
 
