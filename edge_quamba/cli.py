@@ -261,10 +261,22 @@ def bench(model, backend, prompt_len, new_tokens, repeats, tokenizer, threads, a
                f"({report['decode_weight_gb_per_s']:.3f} GB/s of {report['model_bytes'] / 1e6:.1f} MB weights)")
     click.echo(f"  peak memory {report['peak_memory_bytes'] / 2**20:.0f} MiB")
 
-build_engine = cli.command(name="build-engine")(
-    click.option("--out", required=True, type=click.Path())(
-        model_option(not_implemented("build-engine", "Build a TensorRT engine from an export folder (Jetson)")))
-)
+@cli.command(name="build-engine")
+@click.option("--model", "model", default=None, metavar="EXPORT_DIR",
+              help="Export folder holding model.trt.onnx (edge-quamba export --target tensorrt or all).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Engine folder to write.")
+@click.option("--plugins", type=click.Path(dir_okay=False), default=None, metavar="LIB",
+              help="libedge_quamba_trt_plugins.so (plugins/tensorrt/README.md).")
+@click.option("--max-prompt-len", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Longest prompt of the prefill optimization profile.")
+def build_engine(model, out, plugins, max_prompt_len):
+    """Build a TensorRT engine folder (decode and prefill profiles, strongly typed) from an export folder, with
+    TensorRT >= 10.1 (JetPack 6.1+). Never run so far: TensorRT is absent where this package is tested."""
+    from edge_quamba.runtime.tensorrt_engine import ENGINE_CONFIG, ENGINE_FILE, build_engine as build
+
+    path = build(model=model, out=out, plugins=plugins, max_prompt_len=max_prompt_len)
+    for name in (ENGINE_FILE, ENGINE_CONFIG, "tokenizer.json"):
+        click.echo(f"wrote {path}/{name}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,10 +21,11 @@ from edge_quamba.models.config import MambaConfig, checkpoint_layout, parse_mode
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.resources import demo_model_dir
 
-ModelKind = Literal["fp", "quantized", "export"]
+ModelKind = Literal["fp", "quantized", "export", "engine"]
 
 # The JSON file that marks each kind of folder; checked in this order (an export folder also holds a config.json).
 KIND_MARKERS: tuple[tuple[str, ModelKind], ...] = (
+    ("engine_config.json", "engine"),
     ("export_config.json", "export"),
     ("quant_config.json", "quantized"),
     ("config.json", "fp"),
@@ -78,7 +79,7 @@ def model_kind(path: Path) -> ModelKind:
     for marker, kind in KIND_MARKERS:
         if (path / marker).is_file():
             return kind
-    raise ConfigError(f"{path} holds no config.json (nor quant_config.json / export_config.json)")
+    raise ConfigError(f"{path} holds no config.json (nor quant_config.json / export_config.json / engine_config.json)")
 
 
 def load_config(path: Path) -> MambaConfig:
@@ -93,6 +94,10 @@ def load_config(path: Path) -> MambaConfig:
         from edge_quamba.onnx.folder import read_export_config
 
         return read_export_config(path)[0]
+    if kind == "engine":
+        from edge_quamba.runtime.tensorrt_engine import read_engine_config
+
+        return MambaConfig.from_dict(read_engine_config(path)["model_config"])
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"{path} holds no config.json")

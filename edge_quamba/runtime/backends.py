@@ -83,8 +83,13 @@ def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.fl
             raise BackendUnavailableError("--backend cuda needs an NVIDIA GPU and this machine has none")
         raise BackendUnavailableError("--backend cuda is not implemented yet")
     if name == "tensorrt":
-        raise BackendUnavailableError("--backend tensorrt needs TensorRT and an engine from `edge-quamba build-engine` "
-                                      "(Jetson); not available here")
+        from edge_quamba.runtime.tensorrt_engine import TensorRTBackend, import_tensorrt
+
+        import_tensorrt()  # one line where TensorRT is absent, whatever the folder
+        if kind != "engine":
+            raise BackendUnavailableError(f"--backend tensorrt runs an engine folder and {path} is a {kind} folder: "
+                                          f"make one with `edge-quamba build-engine --model EXPORT_DIR --out DIR`")
+        return TensorRTBackend(path)
     raise BackendUnavailableError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
 
 

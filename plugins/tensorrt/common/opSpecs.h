@@ -1,0 +1,154 @@
+// Generated from edge_quamba/ops/specs.py by `python3 -m edge_quamba.ops.plugins --header`; do not edit.
+// Each op spec as constants: names, plugin fields (the ONNX attributes, same names, kFLOAT32 length 1),
+// input/output dtypes (linear format), ranks, and the shape symbol of every dimension (kNO_SYM pads).
+#pragma once
+
+#include <NvInferRuntime.h>
+
+#include <cstdint>
+
+namespace edge_quamba
+{
+namespace trt
+{
+namespace spec
+{
+
+//! Shape symbols of the specs (glossary: edge_quamba.models.mamba).
+constexpr int32_t kNO_SYM = -1;
+constexpr int32_t kSYM_B = 0;
+constexpr int32_t kSYM_L = 1;
+constexpr int32_t kSYM_D_IN = 2;
+constexpr int32_t kSYM_K = 3;
+constexpr int32_t kSYM_N = 4;
+constexpr int32_t kNB_SYMBOLS = 5;
+constexpr char const* kSYMBOL_NAMES[kNB_SYMBOLS] = {"b", "l", "d_in", "k", "n"};
+constexpr int32_t kMAX_RANK = 3;
+
+//! Depthwise causal conv1d on int8 x continuing from an int8 state, exact int32 accumulate, * (x_scale * weight_scale) + bias, SiLU, requantized to int8 at out_scale; the state is the last k inputs.
+struct Int8CausalConv1d
+{
+    static constexpr char const* kNAME = "Int8CausalConv1d";
+    static constexpr char const* kVERSION = "1";
+    static constexpr char const* kNAMESPACE = "";
+    static constexpr int32_t kNB_INPUTS = 4;
+    static constexpr char const* kINPUT_NAMES[4] = {"x_q", "conv_state_q", "weight_q", "bias"};
+    static constexpr nvinfer1::DataType kINPUT_TYPES[4] = {nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8, nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kINPUT_RANKS[4] = {3, 3, 2, 1};
+    static constexpr int32_t kINPUT_DIMS[4][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_D_IN, kSYM_K}, {kSYM_D_IN, kSYM_K, kNO_SYM}, {kSYM_D_IN, kNO_SYM, kNO_SYM}};
+    static constexpr int32_t kNB_OUTPUTS = 2;
+    static constexpr char const* kOUTPUT_NAMES[2] = {"u_q", "conv_state_out"};
+    static constexpr nvinfer1::DataType kOUTPUT_TYPES[2] = {nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8};
+    static constexpr int32_t kOUTPUT_RANKS[2] = {3, 3};
+    static constexpr int32_t kOUTPUT_DIMS[2][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_D_IN, kSYM_K}};
+    //! Each output has the shape of this input (same shape symbols).
+    static constexpr int32_t kOUTPUT_SHAPE_SOURCE[2] = {0, 1};
+    static constexpr int32_t kNB_FIELDS = 3;
+    static constexpr char const* kFIELD_NAMES[3] = {"x_scale", "weight_scale", "out_scale"};
+    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[3] = {nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32};
+    struct In
+    {
+        static constexpr int32_t kX_Q = 0;
+        static constexpr int32_t kCONV_STATE_Q = 1;
+        static constexpr int32_t kWEIGHT_Q = 2;
+        static constexpr int32_t kBIAS = 3;
+    };
+    struct Out
+    {
+        static constexpr int32_t kU_Q = 0;
+        static constexpr int32_t kCONV_STATE_OUT = 1;
+    };
+    struct Field
+    {
+        static constexpr int32_t kX_SCALE = 0;
+        static constexpr int32_t kWEIGHT_SCALE = 1;
+        static constexpr int32_t kOUT_SCALE = 2;
+    };
+};
+
+//! Selective scan on dequantized int8 u, dt, B, C with a float32 state: delta = softplus(dt + dt_bias), h_t = exp(delta A) h_{t-1} + delta B_t u_t, y = (C_t . h_t + D u) * silu(z).
+struct Int8SelectiveScan
+{
+    static constexpr char const* kNAME = "Int8SelectiveScan";
+    static constexpr char const* kVERSION = "1";
+    static constexpr char const* kNAMESPACE = "";
+    static constexpr int32_t kNB_INPUTS = 9;
+    static constexpr char const* kINPUT_NAMES[9] = {"u_q", "dt_q", "B_q", "C_q", "z_q", "ssm_state", "A", "D", "dt_bias"};
+    static constexpr nvinfer1::DataType kINPUT_TYPES[9] = {nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8, nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kINPUT_RANKS[9] = {3, 3, 3, 3, 3, 3, 2, 1, 1};
+    static constexpr int32_t kINPUT_DIMS[9][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_L, kSYM_N}, {kSYM_B, kSYM_L, kSYM_N}, {kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_D_IN, kSYM_N}, {kSYM_D_IN, kSYM_N, kNO_SYM}, {kSYM_D_IN, kNO_SYM, kNO_SYM}, {kSYM_D_IN, kNO_SYM, kNO_SYM}};
+    static constexpr int32_t kNB_OUTPUTS = 2;
+    static constexpr char const* kOUTPUT_NAMES[2] = {"y", "ssm_state_out"};
+    static constexpr nvinfer1::DataType kOUTPUT_TYPES[2] = {nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kOUTPUT_RANKS[2] = {3, 3};
+    static constexpr int32_t kOUTPUT_DIMS[2][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_D_IN, kSYM_N}};
+    //! Each output has the shape of this input (same shape symbols).
+    static constexpr int32_t kOUTPUT_SHAPE_SOURCE[2] = {0, 5};
+    static constexpr int32_t kNB_FIELDS = 5;
+    static constexpr char const* kFIELD_NAMES[5] = {"u_scale", "dt_scale", "B_scale", "C_scale", "z_scale"};
+    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[5] = {nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32};
+    struct In
+    {
+        static constexpr int32_t kU_Q = 0;
+        static constexpr int32_t kDT_Q = 1;
+        static constexpr int32_t kB_Q = 2;
+        static constexpr int32_t kC_Q = 3;
+        static constexpr int32_t kZ_Q = 4;
+        static constexpr int32_t kSSM_STATE = 5;
+        static constexpr int32_t kA = 6;
+        static constexpr int32_t kD = 7;
+        static constexpr int32_t kDT_BIAS = 8;
+    };
+    struct Out
+    {
+        static constexpr int32_t kY = 0;
+        static constexpr int32_t kSSM_STATE_OUT = 1;
+    };
+    struct Field
+    {
+        static constexpr int32_t kU_SCALE = 0;
+        static constexpr int32_t kDT_SCALE = 1;
+        static constexpr int32_t kB_SCALE = 2;
+        static constexpr int32_t kC_SCALE = 3;
+        static constexpr int32_t kZ_SCALE = 4;
+    };
+};
+
+//! Orthonormal Hadamard transform over channels (edge_quamba.quant.hadamard), then int8 at out_scale.
+struct HadamardQuantize
+{
+    static constexpr char const* kNAME = "HadamardQuantize";
+    static constexpr char const* kVERSION = "1";
+    static constexpr char const* kNAMESPACE = "";
+    static constexpr int32_t kNB_INPUTS = 1;
+    static constexpr char const* kINPUT_NAMES[1] = {"y"};
+    static constexpr nvinfer1::DataType kINPUT_TYPES[1] = {nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kINPUT_RANKS[1] = {3};
+    static constexpr int32_t kINPUT_DIMS[1][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}};
+    static constexpr int32_t kNB_OUTPUTS = 1;
+    static constexpr char const* kOUTPUT_NAMES[1] = {"y_q"};
+    static constexpr nvinfer1::DataType kOUTPUT_TYPES[1] = {nvinfer1::DataType::kINT8};
+    static constexpr int32_t kOUTPUT_RANKS[1] = {3};
+    static constexpr int32_t kOUTPUT_DIMS[1][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}};
+    //! Each output has the shape of this input (same shape symbols).
+    static constexpr int32_t kOUTPUT_SHAPE_SOURCE[1] = {0};
+    static constexpr int32_t kNB_FIELDS = 1;
+    static constexpr char const* kFIELD_NAMES[1] = {"out_scale"};
+    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[1] = {nvinfer1::PluginFieldType::kFLOAT32};
+    struct In
+    {
+        static constexpr int32_t kY = 0;
+    };
+    struct Out
+    {
+        static constexpr int32_t kY_Q = 0;
+    };
+    struct Field
+    {
+        static constexpr int32_t kOUT_SCALE = 0;
+    };
+};
+
+} // namespace spec
+} // namespace trt
+} // namespace edge_quamba
