@@ -149,7 +149,7 @@ def conv_inputs(b, l, d, k, use_bias, seed):
 def conv_reference(x, state, w, bias, scales):
     captured = []
 
-    def hook(quotient, q):
+    def hook(label, quotient, q):
         captured.append(quotient.clone())
         return q
 
@@ -329,7 +329,7 @@ def test_registered_ops_dispatch_to_the_kernels(ext):
 
     names = cuda_ops.register_cuda_kernels()
     print("registered:", names)
-    assert {"int8_causal_conv1d", "int8_selective_scan", "hadamard_quantize"} <= set(names)
+    assert set(names) == set(cuda_ops.OP_NAMES)
     ops = torch.ops.edge_quamba
     x, state, w, bias = (t.cuda() for t in conv_inputs(1, 9, 768, 4, True, seed=1))
     for a, e in zip(ops.int8_causal_conv1d(x, state, w, bias, *CONV_SCALES),
@@ -340,9 +340,17 @@ def test_registered_ops_dispatch_to_the_kernels(ext):
         assert a.is_cuda and torch.equal(a, e)
     y = torch.randn(1, 3, 768, device="cuda")
     assert torch.equal(ops.hadamard_quantize(y, 0.02), ext.hadamard_quantize(y, 0.02))
-    if "quantize" in names:
-        assert torch.equal(ops.quantize(y, 0.02), ext.quantize(y, 0.02))
-    if "int8_linear" in names:
-        xq, wq = torch.randint(-127, 128, (1, 768), device="cuda", dtype=torch.int8), \
-            torch.randint(-127, 128, (56, 768), device="cuda", dtype=torch.int8)
-        assert torch.equal(ops.int8_linear(xq, wq, None, 0.1, 0.2), ext.int8_linear(xq, wq, None, 0.1, 0.2))
+    assert torch.equal(ops.quantize(y, 0.02), ext.quantize(y, 0.02))
+    xq, wq = torch.randint(-127, 128, (1, 768), device="cuda", dtype=torch.int8), \
+        torch.randint(-127, 128, (56, 768), device="cuda", dtype=torch.int8)
+    assert torch.equal(ops.int8_linear(xq, wq, None, 0.1, 0.2), ext.int8_linear(xq, wq, None, 0.1, 0.2))
+    # the one-token ops (what decode calls) on strided (b, d_in) views == the prefill kernel at l = 1
+    x1, state1, w1, bias1 = (t.cuda() for t in conv_inputs(2, 1, 768, 4, True, seed=3))
+    x_view = torch.cat([x1, x1], dim=-1)[:, 0, :768]  # (b, d_in), row stride 2 d_in like in_proj's x half
+    got = ops.int8_causal_conv1d_update(x_view, state1, w1, bias1, *CONV_SCALES)
+    want = ext.int8_causal_conv1d(x1, state1, w1, bias1, *CONV_SCALES)
+    assert torch.equal(got[0], want[0][:, 0]) and torch.equal(got[1], want[1])
+    one = [t.cuda() for t in scan_inputs(2, 1, 768, 16, r=24, seed=4)]
+    got = ops.int8_selective_scan_update(*(t[:, 0] for t in one[:5]), *one[5:], *SCAN_SCALES)
+    want = ext.int8_selective_scan(*one, *SCAN_SCALES)
+    assert torch.equal(got[0], want[0][:, 0]) and torch.equal(got[1], want[1])

@@ -9,9 +9,9 @@ write every exactness-critical op as an explicitly rounded intrinsic), never ``-
 architecture is the visible GPU's (``TORCH_CUDA_ARCH_LIST`` overrides, as for any torch extension).
 
 Dispatch: :func:`register_cuda_kernels` registers the binding's functions with
-``torch.library.register_kernel("edge_quamba::<name>", "cuda", fn)`` for each op of the contract that exists
-(``hasattr(torch.ops.edge_quamba, name)`` after importing :mod:`edge_quamba.ops.torch_ops`), so the same model moved
-to the GPU runs on the kernels; the CPU kernels stay the qops references. No GPU, no nvcc or a failed build raise
+``torch.library.register_kernel("edge_quamba::<name>", "cuda", fn)`` for every op of
+:mod:`edge_quamba.ops.torch_ops` (the one-token ``*_update`` ops run the prefill kernels at l = 1), so the same
+model moved to the GPU runs on the kernels; the CPU kernels stay the qops references. No GPU, no nvcc or a failed build raise
 :class:`~edge_quamba.errors.BackendUnavailableError` (one line); nothing falls back to another implementation.
 
 Errors: the Python wrappers below check every argument and raise a one-line ValueError before calling C++ (an
@@ -44,8 +44,9 @@ BINDING = PLUGINS / "torch" / "binding.cpp"
 CUDA_FLAGS = ("-O3", "--fmad=false")
 HADAMARD_MAX_DIM = 16384
 """Largest n of the Hadamard kernel (one row in 64 KB of shared memory)."""
-OP_NAMES = ("quantize", "int8_linear", "int8_causal_conv1d", "int8_selective_scan", "hadamard_quantize")
-"""The five ops of the contract, by torch op name."""
+OP_NAMES = ("quantize", "int8_linear", "int8_causal_conv1d", "int8_causal_conv1d_update", "int8_selective_scan",
+            "int8_selective_scan_update", "hadamard_quantize")
+"""Every op of the edge_quamba namespace (edge_quamba.ops.torch_ops), by torch op name."""
 
 
 def _sources() -> list[Path]:
@@ -179,6 +180,24 @@ def int8_selective_scan(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
                                                 u_scale, dt_scale, B_scale, C_scale, z_scale)
 
 
+def int8_causal_conv1d_update(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale):
+    """One token, x_q (b, d_in) -> (u_q (b, d_in), new state): the prefill kernel at l = 1 (a view, no copy)."""
+    _cuda("int8_causal_conv1d_update: x_q", x_q, torch.int8, 2)
+    u_q, state = int8_causal_conv1d(x_q.unsqueeze(1), conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale)
+    return u_q[:, 0], state
+
+
+def int8_selective_scan_update(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
+                               u_scale, dt_scale, B_scale, C_scale, z_scale):
+    """One token, u_q, dt_q, z_q (b, d_in) and B_q, C_q (b, n) -> (y (b, d_in), new state): the prefill kernel at
+    l = 1 (views, no copies)."""
+    for name, t in (("u_q", u_q), ("dt_q", dt_q), ("B_q", B_q), ("C_q", C_q), ("z_q", z_q)):
+        _cuda(f"int8_selective_scan_update: {name}", t, torch.int8, 2)
+    y, state = int8_selective_scan(*(t.unsqueeze(1) for t in (u_q, dt_q, B_q, C_q, z_q)), ssm_state, A, D, dt_bias,
+                                   u_scale, dt_scale, B_scale, C_scale, z_scale)
+    return y[:, 0], state
+
+
 def hadamard_quantize(y, out_scale):
     """y (..., n) float32 -> int8 (..., n)."""
     _cuda("hadamard_quantize: y", y, torch.float32)
@@ -194,7 +213,8 @@ def hadamard_quantize(y, out_scale):
 
 
 _KERNELS = {"quantize": quantize, "int8_linear": int8_linear, "int8_causal_conv1d": int8_causal_conv1d,
-            "int8_selective_scan": int8_selective_scan, "hadamard_quantize": hadamard_quantize}
+            "int8_causal_conv1d_update": int8_causal_conv1d_update, "int8_selective_scan": int8_selective_scan,
+            "int8_selective_scan_update": int8_selective_scan_update, "hadamard_quantize": hadamard_quantize}
 _registered: set[str] = set()
 
 
@@ -205,7 +225,7 @@ def register_cuda_kernels() -> tuple[str, ...]:
 
     load_extension()
     for name in OP_NAMES:
-        if name not in _registered and hasattr(torch.ops.edge_quamba, name):
+        if name not in _registered:
             torch.library.register_kernel(f"edge_quamba::{name}", "cuda", _KERNELS[name])
             _registered.add(name)
     return tuple(n for n in OP_NAMES if n in _registered)

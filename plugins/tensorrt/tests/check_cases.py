@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 from edge_quamba.onnx.validate import TieFollower  # noqa: E402
 from edge_quamba.ops.specs import SPECS  # noqa: E402
 from edge_quamba.quant import qops  # noqa: E402
-from edge_quamba.quant.primitives import quantize_hook  # noqa: E402
+from edge_quamba.quant.primitives import code_label, quantize_hook  # noqa: E402
 
 RTOL = 1e-4
 ATOL_FRACTION = 1e-4
@@ -79,8 +79,8 @@ def check_case(folder: Path) -> list[dict]:
     ties = 0
     if spec.name == "Int8CausalConv1d":  # rerun the reference following the plugin's side of proven ties
         follower = TieFollower()
-        follower.expect([("u_q", outputs["u_q"].numpy())])
-        with quantize_hook(follower):
+        follower.expect({"u_q": outputs["u_q"].numpy()})
+        with quantize_hook(follower), code_label("u_q"):
             followed, _ = qops.int8_causal_conv1d(*(inputs[t.name] for t in spec.inputs),
                                                   *(case["fields"][a.name] for a in spec.attributes))
         follower.finish()
