@@ -14,8 +14,9 @@ The engine folder:
                          (0: decode, l = 1; 1: prefill, 1 <= l <= max_prompt_len), batch 1
     tokenizer.json       copied from the export folder
 
-Network: ``model.trt.onnx`` of an export folder (custom ops as IPluginV3 plugin nodes), parsed into a strongly typed
-network (kSTRONGLY_TYPED: the graph's own int8/fp32 types decide precision; it is required for int8 tensors at the
+Network: ``model.trt.onnx`` of an export folder (custom ops as IPluginV3 plugin nodes; float16 embedding table and
+lm_head, whose output ``last_logits`` (b, v) float16 covers the last position only), parsed into a strongly typed
+network (kSTRONGLY_TYPED: the graph's own int8/fp16/fp32 types decide precision; it is required for int8 tensors at the
 plugin boundaries, and always on in TensorRT 11). States go in and out as separate tensors (conv_state.i ->
 conv_state_out.i, ...); the backend ping-pongs two sets of buffers, so no plugin output aliases an input.
 """
@@ -184,7 +185,7 @@ class TensorRTBackend:
         import torch
 
         from edge_quamba.models.config import MambaConfig
-        from edge_quamba.onnx import INPUT_IDS, LOGITS, state_names
+        from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, state_names
 
         trt = import_tensorrt()
         if not torch.cuda.is_available():
@@ -202,7 +203,7 @@ class TensorRTBackend:
             context = self.engine.create_execution_context()
             context.set_optimization_profile_async(profile, self.stream.cuda_stream)
             self.contexts[name] = context
-        self.torch, self.input_ids, self.logits = torch, INPUT_IDS, LOGITS
+        self.torch, self.input_ids, self.logits = torch, INPUT_IDS, LAST_LOGITS
         self.state_in, self.state_out = state_names(self.config.n_layer)
 
     def empty_states(self) -> list:
@@ -217,19 +218,19 @@ class TensorRTBackend:
         torch = self.torch
         context = self.contexts[which]
         ids = torch.tensor([tokens], dtype=torch.int64, device="cuda")
-        logits = torch.empty(1, len(tokens), self.config.vocab_size, dtype=torch.float32, device="cuda")
+        logits = torch.empty(1, self.config.vocab_size, dtype=torch.float16, device="cuda")  # last position only
         new_states = [torch.empty_like(s) for s in states]  # the other set of the ping-pong
         context.set_input_shape(self.input_ids, tuple(ids.shape))
         context.set_tensor_address(self.input_ids, ids.data_ptr())
         context.set_tensor_address(self.logits, logits.data_ptr())
-        for name_in, name_out, old, new in zip(self.state_in, self.state_out, states, new_states):
+        for name_in, name_out, old, new in zip(self.state_in, self.state_out, states, new_states, strict=True):
             context.set_input_shape(name_in, tuple(old.shape))
             context.set_tensor_address(name_in, old.data_ptr())
             context.set_tensor_address(name_out, new.data_ptr())
         if not context.execute_async_v3(self.stream.cuda_stream):
             raise BackendUnavailableError(f"TensorRT {which} failed (enqueueV3 returned false)")
         self.stream.synchronize()
-        return logits[0, -1].float().cpu(), new_states
+        return logits[0].float().cpu(), new_states
 
     def prefill(self, tokens: list[int]):
         return self._run("prefill", tokens, self.empty_states())
