@@ -7,7 +7,9 @@ the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cu
 
     op                           ONNX lowering                         reference
     quantize                     QuantizeLinear (+ Max at -127 s)      primitives.quantize
+    rms_norm_quantize            RMSNorm nodes -> QuantizeLinear       quantize(RMSNorm(x))  (Norm.forward's order)
     int8_linear                  DequantizeLinear -> MatMul (+ Add)    primitives.int8_linear (+ bias)
+    int8_linear_quantize         ... -> QuantizeLinear                 quantize(int8_linear(...))  (fused epilogue)
     int8_causal_conv1d           custom node Int8CausalConv1d          qops.int8_causal_conv1d
     int8_causal_conv1d_update    (the same node, l = 1)                qops.int8_causal_conv1d_update
     int8_selective_scan          custom node Int8SelectiveScan         qops.int8_selective_scan
@@ -43,6 +45,21 @@ def _(x, scale):
     return torch.empty_like(x, dtype=torch.int8)
 
 
+@_op("rms_norm_quantize")
+def rms_norm_quantize(x: Tensor, weight: Tensor, eps: float, scale: float) -> Tensor:
+    """x (..., d) float, weight (d,) float32 -> (..., d) int8 codes of RMSNorm(x) at ``scale``: float32
+    ``weight * (x * rsqrt(mean(x^2) + eps))`` (:class:`edge_quamba.models.mamba.Norm`), then quantize. A kernel's
+    mean sums in its own order, so its codes may differ at .5 ties (validated with the tie rule)."""
+    xf = x.to(torch.float32)
+    normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return primitives.quantize(weight.to(torch.float32) * normed, scale)
+
+
+@rms_norm_quantize.register_fake
+def _(x, weight, eps, scale):
+    return torch.empty_like(x, dtype=torch.int8)
+
+
 @_op("int8_linear")
 def int8_linear(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float, weight_scale: float) -> Tensor:
     """x_q (..., K) int8, weight_q (N, K) int8, bias (N,) float32 or None -> (..., N) float32:
@@ -54,6 +71,19 @@ def int8_linear(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: flo
 @int8_linear.register_fake
 def _(x_q, weight_q, bias, x_scale, weight_scale):
     return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.float32)
+
+
+@_op("int8_linear_quantize")
+def int8_linear_quantize(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float, weight_scale: float,
+                         out_scale: float) -> Tensor:
+    """int8_linear followed by quantize at ``out_scale``, in one op (a GEMM with a requantizing epilogue):
+    x_q (..., K) int8 -> (..., N) int8. Bit-exact: the same float32 epilogue, then x / out_scale rounded."""
+    return primitives.quantize(int8_linear(x_q, weight_q, bias, x_scale, weight_scale), out_scale)
+
+
+@int8_linear_quantize.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
 
 
 @_op("int8_causal_conv1d")
