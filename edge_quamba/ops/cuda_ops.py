@@ -44,8 +44,8 @@ BINDING = PLUGINS / "torch" / "binding.cpp"
 CUDA_FLAGS = ("-O3", "--fmad=false")
 HADAMARD_MAX_DIM = 16384
 """Largest n of the Hadamard kernel (one row in 64 KB of shared memory)."""
-OP_NAMES = ("quantize", "int8_linear", "int8_causal_conv1d", "int8_causal_conv1d_update", "int8_selective_scan",
-            "int8_selective_scan_update", "hadamard_quantize")
+OP_NAMES = ("quantize", "rms_norm_quantize", "int8_linear", "int8_linear_quantize", "int8_causal_conv1d",
+            "int8_causal_conv1d_update", "int8_selective_scan", "int8_selective_scan_update", "hadamard_quantize")
 """Every op of the edge_quamba namespace (edge_quamba.ops.torch_ops), by torch op name."""
 
 
@@ -137,6 +137,19 @@ def int8_linear(x_q, weight_q, bias, x_scale, weight_scale):
     return load_extension().int8_linear(x_q, weight_q, bias, x_scale, weight_scale)
 
 
+def int8_linear_quantize(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
+    """int8_linear then quantize (two kernels until the GEMV epilogue writes int8 itself)."""
+    _scale("int8_linear_quantize: out_scale", out_scale)
+    return quantize(int8_linear(x_q, weight_q, bias, x_scale, weight_scale), out_scale)
+
+
+def rms_norm_quantize(x, weight, eps, scale):
+    """RMSNorm in torch's CUDA kernels, then the quantize kernel (until a fused kernel lands)."""
+    _cuda("rms_norm_quantize: weight", weight, torch.float32, 1)
+    xf = x.to(torch.float32)
+    return quantize(weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)), scale)
+
+
 def int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale):
     """-> (u_q (b, l, d_in) int8, conv_state_out (b, d_in, k) int8)."""
     _cuda("int8_causal_conv1d: x_q", x_q, torch.int8, 3)
@@ -212,7 +225,8 @@ def hadamard_quantize(y, out_scale):
     return load_extension().hadamard_quantize(y, out_scale)
 
 
-_KERNELS = {"quantize": quantize, "int8_linear": int8_linear, "int8_causal_conv1d": int8_causal_conv1d,
+_KERNELS = {"quantize": quantize, "rms_norm_quantize": rms_norm_quantize, "int8_linear": int8_linear,
+            "int8_linear_quantize": int8_linear_quantize, "int8_causal_conv1d": int8_causal_conv1d,
             "int8_causal_conv1d_update": int8_causal_conv1d_update, "int8_selective_scan": int8_selective_scan,
             "int8_selective_scan_update": int8_selective_scan_update, "hadamard_quantize": hadamard_quantize}
 _registered: set[str] = set()
