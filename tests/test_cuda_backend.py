@@ -88,11 +88,33 @@ def test_unbuilt_binding_is_one_line_error(pretend_gpu, monkeypatch):
     assert "\n" not in message
 
 
-def test_op_without_cuda_kernel_is_named(pretend_gpu, monkeypatch):
-    monkeypatch.setitem(sys.modules, BINDING, type(sys)("stub binding"))
-    monkeypatch.setattr(cuda_backend, "has_cuda_kernel", lambda qualname: qualname != "edge_quamba::int8_linear")
-    with pytest.raises(BackendUnavailableError, match=r"no CUDA kernel is registered for edge_quamba::int8_linear$"):
+def stub_binding(monkeypatch, register):
+    stub = type(sys)(BINDING)
+    stub.register_cuda_kernels = register
+    monkeypatch.setitem(sys.modules, BINDING, stub)
+    monkeypatch.setattr(sys.modules["edge_quamba.ops"], "cuda_ops", stub, raising=False)
+
+
+def test_failed_build_error_passes_through(pretend_gpu, monkeypatch):
+    def register():
+        raise BackendUnavailableError("building the CUDA kernels in /tmp/x failed: nvcc error")
+
+    stub_binding(monkeypatch, register)
+    with pytest.raises(BackendUnavailableError, match="^building the CUDA kernels in /tmp/x failed: nvcc error$"):
         cuda_backend.require_cuda_kernels()
+
+
+def test_every_op_of_the_namespace_needs_a_cuda_kernel(pretend_gpu, monkeypatch):
+    stub_binding(monkeypatch, lambda: ())
+    ops = cuda_backend.namespace_ops()
+    print(ops)
+    assert {"edge_quamba::int8_causal_conv1d", "edge_quamba::int8_selective_scan",
+            "edge_quamba::hadamard_quantize"} <= set(ops)
+    monkeypatch.setattr(cuda_backend, "has_cuda_kernel", lambda qualname: qualname != "edge_quamba::hadamard_quantize")
+    with pytest.raises(BackendUnavailableError, match=r"registered for edge_quamba::hadamard_quantize$"):
+        cuda_backend.require_cuda_kernels()
+    monkeypatch.setattr(cuda_backend, "has_cuda_kernel", lambda qualname: True)
+    cuda_backend.require_cuda_kernels()
 
 
 def test_has_cuda_kernel_reads_the_dispatcher():

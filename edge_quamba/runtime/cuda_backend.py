@@ -1,10 +1,11 @@
 """`--backend cuda`: the quantized reference model on an NVIDIA GPU, prefill eager, decode replayed from a CUDA graph.
 
 Not a second model. The module tree is the quantized reference (:mod:`edge_quamba.quant.qmodel`), which computes
-through the five ops ``torch.ops.edge_quamba.*`` (quantize, int8_linear, int8_causal_conv1d, int8_selective_scan,
-hadamard_quantize); ``edge_quamba.ops.cuda_ops`` registers CUDA kernels for them, so the same Python code runs the
-kernels once its tensors live on the GPU. A missing binding or a missing CUDA kernel is a one-line
-BackendUnavailableError, never a fallback to the reference ops.
+through the ops ``torch.ops.edge_quamba.*`` (the contract's quantize, int8_linear, int8_causal_conv1d,
+int8_selective_scan, hadamard_quantize, and any further op the namespace defines); ``edge_quamba.ops.cuda_ops``
+registers CUDA kernels for them, so the same Python code runs the kernels once its tensors live on the GPU. A missing
+binding, a failed build or an op without a CUDA kernel is a one-line BackendUnavailableError, never a fallback to
+the reference ops.
 
 What lives where (batch 1):
     mixers       int8 weights and float32 A, D, dt_bias, biases on the GPU, as in the artifact.
@@ -35,33 +36,38 @@ from torch import Tensor, nn
 from edge_quamba.errors import BackendUnavailableError, InputError
 from edge_quamba.models.mamba import LayerState, MambaLM
 
-KERNEL_OPS = ("quantize", "int8_linear", "int8_causal_conv1d", "int8_selective_scan", "hadamard_quantize")
-"""The ops of the contract (/work/.coord/OPS_CONTRACT.md) that must have a CUDA kernel."""
-
 WARMUP_STEPS = 2
 """Eager decode steps on a side stream before capture (lazy cuBLAS/kernel initialization, allocator warm-up)."""
 
 
 def require_cuda_kernels() -> None:
-    """Raise BackendUnavailableError (one line) unless a GPU is present and every op of the contract has a CUDA
-    kernel registered (importing ``edge_quamba.ops.cuda_ops`` registers them)."""
+    """Raise BackendUnavailableError (one line) unless a GPU is present and every op of the ``edge_quamba``
+    namespace (whatever the quantized reference may call) has a CUDA kernel after the binding registered them."""
     if not torch.cuda.is_available():
         raise BackendUnavailableError("--backend cuda needs an NVIDIA GPU and this machine has none "
                                       "(torch.cuda.is_available() is False)")
     try:
-        import edge_quamba.ops.cuda_ops  # noqa: F401  (registers the CUDA kernels of the ops)
+        from edge_quamba.ops import cuda_ops
     except ModuleNotFoundError as exc:
         if exc.name != "edge_quamba.ops.cuda_ops":
             raise
         raise BackendUnavailableError("--backend cuda needs the CUDA kernel binding edge_quamba.ops.cuda_ops, "
                                       "which this installation does not have") from None
-    except (ImportError, OSError) as exc:  # the binding exists but its compiled library does not load
+    except (ImportError, OSError) as exc:  # the binding exists but does not import
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BackendUnavailableError(f"--backend cuda: the CUDA kernels are not built or do not load ({reason})"
                                       ) from None
-    missing = [f"edge_quamba::{name}" for name in KERNEL_OPS if not has_cuda_kernel(f"edge_quamba::{name}")]
+    cuda_ops.register_cuda_kernels()  # builds or loads the extension; its failures are one-line errors already
+    missing = [name for name in namespace_ops() if not has_cuda_kernel(name)]
     if missing:
         raise BackendUnavailableError(f"--backend cuda: no CUDA kernel is registered for {', '.join(missing)}")
+
+
+def namespace_ops(namespace: str = "edge_quamba") -> list[str]:
+    """Qualified names (``namespace::name``) of every operator defined in ``namespace``, sorted."""
+    import edge_quamba.ops.torch_ops  # noqa: F401  (defines the ops)
+
+    return sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith(f"{namespace}::"))
 
 
 def has_cuda_kernel(qualname: str) -> bool:
@@ -146,7 +152,8 @@ class CudaBackend:
 
     @torch.inference_mode()
     def capture(self) -> tuple[torch.cuda.CUDAGraph, Tensor]:
-        """Capture one decode step (reads self.token, self.states; writes self.states) -> (graph, static logits (1, v))."""
+        """Capture one decode step (reads self.token and self.states, writes self.states)
+        -> (graph, its static logits (1, v))."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
