@@ -29,6 +29,7 @@ from edge_quamba import __version__
 from edge_quamba.eval.perplexity import make_windows, read_text
 from edge_quamba.models.loading import load_fp_model, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
+from edge_quamba.quant.flow import float_flow
 from edge_quamba.quant.hadamard import hadamard_transform
 from edge_quamba.resources import default_evaluation_file
 
@@ -52,16 +53,16 @@ def stats(x: torch.Tensor) -> dict:
 
 @torch.inference_mode()
 def collect(model, windows: torch.Tensor) -> list[dict]:
+    """Statistics of the scan input u, the out_proj input y and H y per layer, seen at the quantization sites of
+    the one data flow (edge_quamba.quant.flow) running the fp model."""
     captured = defaultdict(dict)
-    handles = []
-    for i, block in enumerate(model.backbone.layers):
-        handles.append(block.mixer.x_proj.register_forward_hook(
-            lambda mod, inp, out, i=i: captured[i].__setitem__("u", inp[0])))
-        handles.append(block.mixer.out_proj.register_forward_hook(
-            lambda mod, inp, out, i=i: captured[i].__setitem__("out_proj_input", inp[0])))
-    model(windows)
-    for handle in handles:
-        handle.remove()
+
+    def tap(layer: int, site: str, value: torch.Tensor) -> None:
+        if site in ("u", "out_proj_input"):
+            captured[layer][site] = value
+
+    with float_flow(model, hadamard=False, tap=tap):  # unrotated: the out_proj input site then sees y itself
+        model(windows)
     return [{"u": stats(c["u"]), "out_proj_input": stats(c["out_proj_input"]),
              "hadamard_out_proj_input": stats(hadamard_transform(c["out_proj_input"]))}
             for _, c in sorted(captured.items())]

@@ -205,13 +205,16 @@ def test_tie_follower_adopts_only_proven_ties():
     follower = TieFollower(tolerance=1e-4)
     quotient = torch.tensor([2.5 + 2e-6, 3.2, 4.51, -7.5 - 1e-6])
     reference = torch.tensor([3, 3, 5, -8], dtype=torch.int8)
-    follower.expect([("site", np.array([2, 3, 4, -7], np.int8))])
-    out = follower(quotient, reference)
+    follower.expect({"site": np.array([2, 3, 4, -7], np.int8), "other": np.array([1], np.int8)})
+    out = follower("site", quotient, reference)
     assert out.tolist() == [2, 3, 5, -7]  # ties adopted; 4.51 -> 4 is not a tie and is kept and counted
     assert (follower.ties, follower.other_differences, follower.first_other) == (2, 1, "site")
-    follower.finish()
+    with pytest.raises(AssertionError, match="other"):
+        follower.finish()  # the graph made "other", the reference did not
+    with pytest.raises(AssertionError, match="site"):
+        follower("site", quotient, reference)  # the same codes twice in one step
     with pytest.raises(AssertionError):
-        follower(quotient, reference)  # more quantize calls than sites
+        follower(None, quotient, reference)  # an unlabelled quantize call
 
 
 def mutated(graph: onnx.ModelProto, change) -> onnx.ModelProto:

@@ -47,7 +47,7 @@ def with_quotients(fn, *args):
     """Run a reference op, recording the float32 quotient x / s of every quantize call inside it."""
     quotients = []
 
-    def hook(quotient, q):
+    def hook(label, quotient, q):
         quotients.append(quotient)
         return q
 

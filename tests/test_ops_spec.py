@@ -70,7 +70,7 @@ def test_torch_op_equals_reference_and_passes_opcheck(name):
     want = getattr(qops, spec.reference)(*args)
     got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
     assert len(got) == len(spec.outputs)
-    for tensor, reference, out in zip(got, want, spec.outputs):
+    for tensor, reference, out in zip(got, want, spec.outputs, strict=True):
         assert str(tensor.dtype) == f"torch.{out.dtype}"
         assert tensor.dim() == len(out.shape)
         assert torch.equal(tensor, reference)

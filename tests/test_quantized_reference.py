@@ -14,7 +14,8 @@ from edge_quamba.quant.artifact import load_quantized_model
 from edge_quamba.quant.calibrate import CalibrationData, calibrate
 from edge_quamba.quant.hadamard import hadamard_transform, rotate_linear_input
 from edge_quamba.quant.primitives import dequantize, quantize
-from edge_quamba.quant.qmodel import ACTIVATIONS, QuantConfig, quantize_model
+from edge_quamba.quant.qmodel import QuantConfig, quantize_model
+from edge_quamba.quant.sites import SITE_NAMES as ACTIVATIONS
 from edge_quamba.quant.qops import hadamard_quantize, int8_causal_conv1d, int8_selective_scan
 from helpers import TEXT, decode_stepwise, make_tokenizer, random_hf_model, report, run_cli, save_transformers_layout
 
@@ -129,7 +130,7 @@ def test_percentile_scale_is_below_absmax_for_u():
     data = calibration_tokens()
     clipped = calibrate(fp, data, QuantConfig(percentile=0.99), progress=False)
     absmax = calibrate(fp, data, QuantConfig(percentile=None), progress=False)
-    for c, a in zip(clipped, absmax):
+    for c, a in zip(clipped, absmax, strict=True):
         print("u amax percentile / absmax:", float(c["u"]), float(a["u"]))
         assert float(c["u"]) < float(a["u"])
         assert float(c["xz"]) == float(a["xz"])  # only the scan input is clipped
@@ -142,7 +143,7 @@ def test_percentile_activations_choose_which_inputs_are_clipped():
     chosen = ("in_proj_input", "out_proj_input")
     clipped = calibrate(fp, data, QuantConfig(percentile=0.99, percentile_activations=chosen), progress=False)
     absmax = calibrate(fp, data, QuantConfig(percentile=None), progress=False)
-    for c, a in zip(clipped, absmax):
+    for c, a in zip(clipped, absmax, strict=True):
         for act in ACTIVATIONS:
             if act in chosen:
                 assert float(c[act]) < float(a[act]), act
@@ -161,7 +162,7 @@ def test_quantized_step_decode_equals_prefill(quantized_pair):
         full, final = q(tokens)
     stepped, states = decode_stepwise(q, tokens)
     assert report("quantized step vs prefill logits", stepped - full) <= 1e-4
-    for a, b in zip(final, states):
+    for a, b in zip(final, states, strict=True):
         assert a.conv_state.dtype == torch.int8 and torch.equal(a.conv_state, b.conv_state)
         assert report("quantized ssm_state", a.ssm_state - b.ssm_state) <= 1e-5
 

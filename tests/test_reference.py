@@ -55,7 +55,7 @@ def test_step_decode_equals_forward_float64(overrides):
         full, final_states = model(tokens)
     stepped, states = decode_stepwise(model, tokens)
     assert report("step vs forward logits", stepped - full) <= TOL_FLOAT64
-    for a, b in zip(final_states, states):
+    for a, b in zip(final_states, states, strict=True):
         assert report("ssm_state", a.ssm_state - b.ssm_state) <= TOL_FLOAT64
         assert report("conv_state", a.conv_state - b.conv_state) <= TOL_FLOAT64
 

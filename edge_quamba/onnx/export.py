@@ -115,8 +115,8 @@ def export_model(
                        batch_size=batch_size, progress=progress)
         reference = load_quantized_model(qdir)
         log("lowering to ONNX")
-        flavours = {"ort": lower_model(reference),
-                    "tensorrt": to_tensorrt_flavour(lower_model(reference, requantize_shared=False))}
+        flavours = {"ort": lower_model(reference, progress=progress),
+                    "tensorrt": to_tensorrt_flavour(lower_model(reference, requantize_shared=False, progress=progress))}
         for flavour, graph in flavours.items():
             onnx.checker.check_model(graph, full_check=True)
             problems = check_graph(graph, flavour)
@@ -134,7 +134,8 @@ def export_model(
         if "ort" not in targets:  # validate the same graph from a scratch file that is not shipped
             onnx.save(flavours["ort"], str(model_file))
         prompt = validation_prompt(qdir, calib_data, prompt_len)
-        report = validate_on_ort(flavours["ort"], model_file, reference, prompt, decode_steps, threads=threads)
+        report = validate_on_ort(flavours["ort"], model_file, reference, prompt, decode_steps, threads=threads,
+                                 progress=progress)
         if "ort" not in targets:
             model_file.unlink()
         for line in report.lines():

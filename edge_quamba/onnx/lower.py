@@ -1,20 +1,18 @@
 """Lowering: the quantized reference model (:mod:`edge_quamba.quant.qmodel`) -> one ONNX graph.
 
-The graph mirrors ``MambaLM.forward`` with ``QuantMambaMixer.forward``, one node group per reference line:
+The graph is not a hand copy of the model: each mixer is lowered by running the model's own data flow,
+:func:`edge_quamba.quant.flow.mamba1_mixer_flow`, with :class:`GraphOps`, whose ops emit nodes instead of computing.
+Around it, ``MambaLM.forward``:
 
     input_ids (b, l) int64 -> Gather(embeddings) -> resid (b, l, d) float32
-    per layer i:
-        hidden = Norm(resid)                                    RMSNorm / LayerNorm from standard ops, float32
-        x_q    = Q(hidden, in_proj_input)                       Max, QuantizeLinear (every Q below is the same)
-        xz     = int8 linear in_proj                            DQ(x_q) @ DQ(W) (+ bias) -> float32
-        x, z   = Split(xz); Q each at xz                        = quantize(xz) then chunk (elementwise)
-        u_q, conv_state_out.i = Int8CausalConv1d(x_q, conv_state.i, conv_weight, conv_bias)
-        dbc    = int8 linear x_proj(u_q); dt_r, B, C = Split; Q each at dbc
-        dt_q   = Q(int8 linear dt_proj(dt_r_q), dt)             no bias: dt_bias is added inside the scan
-        y, ssm_state_out.i = Int8SelectiveScan(u_q, dt_q, B_q, C_q, z_q, ssm_state.i, A, D, dt_bias)
-        y_q    = HadamardQuantize(y) (or Q(y) without Hadamard), at out_proj_input
-        resid  = resid + int8 linear out_proj(y_q)
+    per layer i:  resid = resid + mixer_flow(Norm(resid))       Norm from standard ops, float32;
+                  the flow's quantize -> Max + QuantizeLinear, linear -> int8 Q/DQ MatMul, conv / scan /
+                  Hadamard -> the custom nodes Int8CausalConv1d, Int8SelectiveScan, HadamardQuantize
     logits (b, l, v) = Norm_f(resid) @ lm_head^T                float32 Gemm (tied: the embedding matrix itself)
+
+Every int8 tensor is named ``layers.<i>.mixer.<code>`` after its site (:mod:`edge_quamba.quant.sites`); a site the
+graph splits (x|z, Δ_r|B|C) is split in float and each piece quantized at the site's scale (elementwise, so the same
+codes), which ONNX Runtime's QDQ fusion needs (a QuantizeLinear directly before each linear's DequantizeLinear).
 
 int8 linear: ``Q -> DequantizeLinear -> MatMul(DequantizeLinear(W_q (K, N) int8, w_scale))``. The weight is stored
 pre-transposed so that ONNX Runtime fuses the group into MatMulIntegerToFloat (exact int32 accumulation, then
@@ -28,8 +26,9 @@ What ONNX Runtime (1.32, CPU) fuses, found by reading its optimized graph (tests
     * x86 (``session.qdqisint8allowed`` defaults to 0 there): ORT rewrites each int8 Q -> DQ pair to uint8 before
       fusing (exact: zero point 128), and can only do so for a QuantizeLinear with one consumer. u_q (the conv op's
       output) feeds both x_proj and the scan, so x_proj would stay DequantizeLinear + float MatMul, which is not
-      exact (float products and sums instead of an int32 accumulator). The ORT flavour therefore gives x_proj its own
-      copy, ``Q(DQ(u_q))`` with the same scale: exact (fl(q s) / s rounds back to q), three small elementwise nodes,
+      exact (float products and sums instead of an int32 accumulator). The ORT flavour therefore gives such a linear its own
+      copy of codes that a custom op made and another node also reads (x_proj's u_q, :meth:`GraphBuilder.give_linears_own_codes`),
+      ``Q(DQ(u_q))`` with the same scale: exact (fl(q s) / s rounds back to q), three small elementwise nodes,
       and ORT keeps it (a Max sits between the DQ and the Q, so no QDQ clean-up removes the pair). Then all four
       linears become MatMulIntegerToFloat. With ``session.qdqisint8allowed = 1`` (ARM's default) ORT fuses without
       the copy, but on x86 that selects an s8 x s8 kernel 56x slower than the uint8 one, so the ort backend keeps
@@ -46,27 +45,21 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import Tensor
+from tqdm import tqdm
 
-from edge_quamba.models.mamba import MambaLM, Norm
+import collections
+from dataclasses import dataclass
+
+from edge_quamba.models.mamba import LayerState, MambaLM, Norm
 from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LOGITS, OPSET, state_names
 from edge_quamba.onnx.functions import Body, custom_functions
 from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, OpSpec
+from edge_quamba.quant.flow import mamba1_mixer_flow
 from edge_quamba.quant.primitives import INT8_MAX
 from edge_quamba.quant.qmodel import QuantLinear, QuantMambaMixer
+from edge_quamba.quant.sites import SITE_BY_NAME, SITE_NAMES, tensor_name
 
 ZERO_POINT = "zero_point_int8"
-
-
-def quantization_sites(n_layer: int) -> list[list[tuple[str, ...]]]:
-    """Per layer, the int8 tensors of the graph that hold the codes of each ``quantize`` call of
-    ``QuantMambaMixer.forward``, in the order the reference makes those calls; a call whose codes the graph splits
-    (x|z, dt_r|B|C) lists the pieces, to be concatenated along the last axis. Validation uses these to follow the
-    graph's side of rounding ties (:mod:`edge_quamba.onnx.validate`)."""
-    def p(i: int, name: str) -> str:
-        return f"layers.{i}.mixer.{name}"
-
-    return [[(p(i, "in_proj.input_q"),), (p(i, "x_q"), p(i, "z_q")), (p(i, "u_q"),),
-             (p(i, "dt_r_q"), p(i, "B_q"), p(i, "C_q")), (p(i, "dt_q"),), (p(i, "y_q"),)] for i in range(n_layer)]
 
 
 def _array(t: Tensor) -> np.ndarray:
@@ -76,9 +69,8 @@ def _array(t: Tensor) -> np.ndarray:
 class GraphBuilder(Body):
     """A Body with initializers, and the node groups the lowering repeats (quantize, int8 linear, norm)."""
 
-    def __init__(self, requantize_shared: bool = True):
+    def __init__(self):
         super().__init__()
-        self.requantize_shared = requantize_shared
         self.initializers: list[onnx.TensorProto] = []
         self._scales: dict[str, np.float32] = {}
         self._lows: dict[str, str] = {}
@@ -112,6 +104,20 @@ class GraphBuilder(Body):
             return y
         return self.op("Add", y, self.init(f"{name}.bias", linear.bias.float()), out=f"{name}.out")
 
+    def give_linears_own_codes(self) -> None:
+        """ORT flavour: before each int8 linear whose input codes were made by a custom op and are also read by
+        another node, insert an exact copy ``Q(DQ(codes))`` at the same scale (see the module docstring)."""
+        producers = {out: node for node in self.nodes for out in node.output}
+        readers = collections.Counter(name for node in self.nodes for name in node.input)
+        nodes, self.nodes = self.nodes, []
+        for node in nodes:
+            codes = node.input[0] if node.op_type == "DequantizeLinear" and node.name.endswith(".input") else None
+            if codes in producers and producers[codes].domain == DOMAIN and readers[codes] > 1:
+                scale = node.input[1]
+                dequantized = self.op("DequantizeLinear", codes, scale, ZERO_POINT, out=f"{codes}.copy.dequantized")
+                node.input[0] = self.quantize(dequantized, scale, out=f"{codes}.copy")
+            self.nodes.append(node)
+
     def norm(self, x: str, norm: Norm, name: str) -> str:
         """Norm.forward in float32: RMSNorm x * 1/sqrt(mean(x^2) + eps) * w, or LayerNorm (two-pass mean and
         variance, as torch's layer_norm) * w + b."""
@@ -144,65 +150,98 @@ class GraphBuilder(Body):
         return outputs
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """Codes of ``site`` not yet emitted: quantizing is deferred to the consumer, so that a split site is split in
+    float and each piece quantized (the form ONNX Runtime fuses)."""
+
+    x: str
+    site: str
+
+
+class GraphOps:
+    """The flow's ops (:class:`edge_quamba.quant.flow.MixerOps`) emitting the nodes of layer ``layer``."""
+
+    def __init__(self, g: GraphBuilder, mixer: QuantMambaMixer, layer: int):
+        self.g, self.m, self.layer = g, mixer, layer
+        self.prefix = f"layers.{layer}.mixer."
+        self.scales = {site: g.scale(f"{self.prefix}{site}_scale", getattr(mixer, f"{site}_scale"))
+                       for site in SITE_NAMES}
+
+    def _codes(self, value: str | _Pending, code: str | None = None) -> str:
+        if not isinstance(value, _Pending):
+            return value
+        out = tensor_name(self.layer, code or SITE_BY_NAME[value.site].code)
+        return self.g.quantize(value.x, self.scales[value.site], out=out)
+
+    def quantize(self, x: str, site: str) -> _Pending:
+        return _Pending(x, site)
+
+    def split(self, x: _Pending, sizes: list[int]) -> list[str]:
+        pieces = SITE_BY_NAME[x.site].pieces
+        floats = self.g.split(x.x, sizes, [tensor_name(self.layer, piece.removesuffix("_q")) for piece in pieces])
+        return [self._codes(_Pending(f, x.site), piece) for f, piece in zip(floats, pieces, strict=True)]
+
+    def linear(self, name: str, x_q: str | _Pending, in_site: str, bias: bool = True) -> str:
+        linear: QuantLinear = getattr(self.m, name)
+        if not bias and linear.bias is not None:
+            raise AssertionError(f"{name}: a bias-free use of a linear that has a bias")
+        return self.g.int8_linear(self._codes(x_q), self.scales[in_site], linear, f"{self.prefix}{name}")
+
+    def causal_conv1d(self, x_q: str, conv_state: str) -> tuple[str, str]:
+        m, g = self.m, self.g
+        bias = m.conv_bias if m.conv_bias is not None else torch.zeros(m.config.d_inner)  # + 0 is exact
+        return tuple(g.custom(
+            INT8_CAUSAL_CONV1D,
+            [x_q, conv_state, g.init(f"{self.prefix}conv_weight_q", m.conv_weight), g.init(f"{self.prefix}conv_bias", bias)],
+            [tensor_name(self.layer, SITE_BY_NAME["u"].code), f"conv_state_out.{self.layer}"], f"{self.prefix}conv1d",
+            x_scale=m.xz_scale, weight_scale=m.conv_weight_scale, out_scale=m.u_scale,
+        ))
+
+    def selective_scan(self, u_q: str, dt_q: str, B_q: str, C_q: str, z_q: str, ssm_state: str) -> tuple[str, str]:
+        m, g, p = self.m, self.g, self.prefix
+        return tuple(g.custom(
+            INT8_SELECTIVE_SCAN,
+            [u_q, self._codes(dt_q), B_q, C_q, z_q, ssm_state, g.init(f"{p}A", m.A.float()),
+             g.init(f"{p}D", m.D.float()), g.init(f"{p}dt_bias", m.dt_bias.float())],
+            [f"{p}y", f"ssm_state_out.{self.layer}"], f"{p}selective_scan",
+            u_scale=m.u_scale, dt_scale=m.dt_scale, B_scale=m.dbc_scale, C_scale=m.dbc_scale, z_scale=m.xz_scale,
+        ))
+
+    def hadamard_quantize(self, y: str) -> str:
+        (y_q,) = self.g.custom(HADAMARD_QUANTIZE, [y], [tensor_name(self.layer, SITE_BY_NAME["out_proj_input"].code)],
+                               f"{self.prefix}hadamard_quantize", out_scale=self.m.out_proj_input_scale)
+        return y_q
+
+
 def _mixer(g: GraphBuilder, mixer: QuantMambaMixer, hidden: str, i: int) -> str:
-    """One QuantMambaMixer.forward: hidden (b, l, d) float32 -> (b, l, d) float32; writes layer i's states."""
+    """One mixer's nodes: hidden (b, l, d) float32 -> (b, l, d) float32; reads and writes layer i's states."""
     c = mixer.config
-    p = f"layers.{i}.mixer."
-    s = {name: g.scale(f"{p}{name}_scale", getattr(mixer, f"{name}_scale"))
-         for name in ("in_proj_input", "xz", "u", "dbc", "dt", "out_proj_input")}
-    x_q = g.quantize(hidden, s["in_proj_input"], out=f"{p}in_proj.input_q")
-    xz = g.int8_linear(x_q, s["in_proj_input"], mixer.in_proj, f"{p}in_proj")
-    x, z = g.split(xz, [c.d_inner, c.d_inner], [f"{p}x", f"{p}z"])
-    x_q, z_q = g.quantize(x, s["xz"], out=f"{p}x_q"), g.quantize(z, s["xz"], out=f"{p}z_q")
-
-    conv_bias = mixer.conv_bias if mixer.conv_bias is not None else torch.zeros(c.d_inner)  # + 0 is exact
-    u_q, _ = g.custom(
-        INT8_CAUSAL_CONV1D,
-        [x_q, f"conv_state.{i}", g.init(f"{p}conv_weight_q", mixer.conv_weight), g.init(f"{p}conv_bias", conv_bias)],
-        [f"{p}u_q", f"conv_state_out.{i}"], f"{p}conv1d",
-        x_scale=mixer.xz_scale, weight_scale=mixer.conv_weight_scale, out_scale=mixer.u_scale,
-    )
-    x_proj_in = u_q
-    if g.requantize_shared:  # an exact copy of u_q for x_proj alone (see the module docstring)
-        u_float = g.op("DequantizeLinear", u_q, s["u"], ZERO_POINT, out=f"{p}u_copy.dequantized")
-        x_proj_in = g.quantize(u_float, s["u"], out=f"{p}u_copy_q")
-    dbc = g.int8_linear(x_proj_in, s["u"], mixer.x_proj, f"{p}x_proj")
-    dt_r, B, C = g.split(dbc, [c.dt_rank, c.d_state, c.d_state], [f"{p}dt_r", f"{p}B", f"{p}C"])
-    dt_r_q, B_q, C_q = (g.quantize(t, s["dbc"], out=f"{t}_q") for t in (dt_r, B, C))
-    dt_q = g.quantize(g.int8_linear(dt_r_q, s["dbc"], mixer.dt_proj, f"{p}dt_proj"), s["dt"], out=f"{p}dt_q")
-
-    y, _ = g.custom(
-        INT8_SELECTIVE_SCAN,
-        [u_q, dt_q, B_q, C_q, z_q, f"ssm_state.{i}", g.init(f"{p}A", mixer.A.float()), g.init(f"{p}D", mixer.D.float()),
-         g.init(f"{p}dt_bias", mixer.dt_bias.float())],
-        [f"{p}y", f"ssm_state_out.{i}"], f"{p}selective_scan",
-        u_scale=mixer.u_scale, dt_scale=mixer.dt_scale, B_scale=mixer.dbc_scale, C_scale=mixer.dbc_scale,
-        z_scale=mixer.xz_scale,
-    )
-    if mixer.hadamard:
-        (y_q,) = g.custom(HADAMARD_QUANTIZE, [y], [f"{p}y_q"], f"{p}hadamard_quantize",
-                          out_scale=mixer.out_proj_input_scale)
-    else:
-        y_q = g.quantize(y, s["out_proj_input"], out=f"{p}y_q")
-    return g.int8_linear(y_q, s["out_proj_input"], mixer.out_proj, f"{p}out_proj")
+    out, _ = mamba1_mixer_flow(GraphOps(g, mixer, i), hidden, LayerState(f"conv_state.{i}", f"ssm_state.{i}"),
+                               c.d_inner, c.dt_rank, c.d_state, mixer.hadamard)
+    return out
 
 
-def lower_model(model: MambaLM, requantize_shared: bool = True) -> onnx.ModelProto:
+def lower_model(model: MambaLM, requantize_shared: bool = True, progress: bool = False) -> onnx.ModelProto:
     """The graph of a quantized reference model, custom ops as model-local functions (the ORT flavour).
 
-    requantize_shared: give x_proj its own exact copy of u_q (DequantizeLinear -> Max -> QuantizeLinear), which lets
-    ONNX Runtime on x86 fuse x_proj too (see the module docstring). The TensorRT flavour is lowered without it.
+    requantize_shared: give a linear its own exact copy of codes a custom op made and another node reads (x_proj's
+    u_q: DequantizeLinear -> Max -> QuantizeLinear), which lets ONNX Runtime on x86 fuse x_proj too (see the module
+    docstring). The TensorRT flavour is lowered without it. progress: a progress bar on stderr.
     """
     c = model.config
     mixers = [block.mixer for block in model.backbone.layers]
     if not all(isinstance(m, QuantMambaMixer) for m in mixers):
         raise TypeError("lower_model needs the quantized reference model (load_quantized_model)")
-    g = GraphBuilder(requantize_shared)
+    g = GraphBuilder()
     embeddings = g.init("embeddings.weight", model.backbone.embeddings.weight.float())  # (v, d)
     resid = g.op("Gather", embeddings, INPUT_IDS, axis=0, out="embeddings.out")  # (b, l, d) float32
-    for i, block in enumerate(model.backbone.layers):
+    layers = tqdm(model.backbone.layers, desc="lowering", unit="layer", disable=not progress, leave=False)
+    for i, block in enumerate(layers):
         hidden = g.norm(resid, block.norm, f"layers.{i}.norm")
         resid = g.op("Add", resid, _mixer(g, block.mixer, hidden, i), out=f"layers.{i}.residual")
+    if requantize_shared:
+        g.give_linears_own_codes()
     hidden = g.op("Reshape", g.norm(resid, model.backbone.norm_f, "norm_f"), g.ints(-1, c.d_model))  # (b*l, d)
     head = embeddings if c.tie_embeddings else g.init("lm_head.weight", model.lm_head.weight.float())  # (v, d)
     flat_logits = g.op("Gemm", hidden, head, transB=1, out="lm_head.out")  # (b*l, v): x @ W^T, W not copied

@@ -12,11 +12,12 @@ after it (thousands of codes by the last layer, logits apart by up to ~1), so a 
 tolerance too loose to prove anything or fails on correct graphs.
 
 So the reference is run *following the graph's ties*: the graph is also run with its internal int8 tensors as extra
-outputs (:func:`edge_quamba.onnx.lower.quantization_sites`; taken from ONNX Runtime's optimized graph, see
-:func:`expose_codes`, so that the codes are those of the fused kernels the shipped session runs), and within
-:func:`edge_quamba.quant.primitives.quantize_hook` each reference ``quantize`` call takes the graph's code wherever
-the two differ by one AND the reference's own quotient ``x / s`` is within :data:`TIE_TOLERANCE` codes of .5 (a
-proven tie). Every other code must be equal. Then:
+outputs (every site's tensors, :func:`edge_quamba.quant.sites.graph_code_tensors`; taken from ONNX Runtime's
+optimized graph, see :func:`expose_codes`, so that the codes are those of the fused kernels the shipped session
+runs), and within :func:`edge_quamba.quant.primitives.quantize_hook` each labelled reference ``quantize`` call
+(``layers.<i>.mixer.<code>``, the same name the graph gives that tensor) takes the graph's code wherever the two
+differ by one AND the reference's own quotient ``x / s`` is within :data:`TIE_TOLERANCE` codes of .5 (a proven
+tie). Every other code must be equal. Then:
     * every int8 code inside the graph and the int8 state outputs must be exactly equal (0 differences);
     * logits and ssm states must agree within a relative tolerance (:data:`LOGITS_RTOL`, :data:`SSM_STATE_RTOL`);
     * the ties followed are counted and reported, with their largest distance to .5.
@@ -39,13 +40,14 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import Tensor
+from tqdm import tqdm
 
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.onnx import LOGITS, state_names
-from edge_quamba.onnx.lower import quantization_sites
 from edge_quamba.ops.plugins import plugin_node_attributes
 from edge_quamba.ops.specs import DOMAIN, SPECS
 from edge_quamba.quant.primitives import quantize_hook
+from edge_quamba.quant.sites import graph_code_tensors
 
 TIE_TOLERANCE = 1e-4
 """Largest distance of the reference's quotient x / s from k + .5 (in codes) at which the reference may take the
@@ -201,12 +203,12 @@ class ValidationReport:
 
 
 class TieFollower:
-    """The hook for :func:`quantize_hook`: each reference quantize call takes the graph's codes of the matching site
-    (queued with :meth:`expect`) at proven ties, and records every difference."""
+    """The hook for :func:`quantize_hook`: each labelled reference quantize call takes the graph's codes of the same
+    name (given per step with :meth:`expect`) at proven ties, and records every difference."""
 
     def __init__(self, tolerance: float = TIE_TOLERANCE):
         self.tolerance = tolerance
-        self.pending: collections.deque[tuple[str, np.ndarray]] = collections.deque()
+        self.pending: dict[str, np.ndarray] = {}
         self.ties = 0
         self.max_tie_distance = 0.0
         self.codes_compared = 0
@@ -214,16 +216,19 @@ class TieFollower:
         self.max_other_difference = 0
         self.first_other: str | None = None
 
-    def expect(self, sites: list[tuple[str, np.ndarray]]) -> None:
-        self.pending.extend(sites)
+    def expect(self, codes: dict[str, np.ndarray]) -> None:
+        """The graph's codes of one step, by label."""
+        self.pending = dict(codes)
 
-    def __call__(self, quotient: Tensor, q: Tensor) -> Tensor:
-        if not self.pending:
-            raise AssertionError("the reference quantized more tensors than the graph's quantization sites")
-        name, codes = self.pending.popleft()
-        theirs = torch.from_numpy(codes)
+    def __call__(self, label: str | None, quotient: Tensor, q: Tensor) -> Tensor:
+        if label not in self.pending:
+            raise AssertionError(f"the reference made codes {label!r} that the graph does not have (or made them "
+                                 f"twice in one step)")
+        theirs = torch.from_numpy(self.pending.pop(label))
+        if theirs.shape[0] == q.shape[0] and theirs.shape[1:] == (1, *q.shape[1:]):
+            theirs = theirs[:, 0]  # a decode step: the graph's (b, 1, ...) is the reference step's (b, ...)
         if theirs.shape != q.shape:
-            raise AssertionError(f"site {name}: graph codes {tuple(theirs.shape)}, reference {tuple(q.shape)}")
+            raise AssertionError(f"{label}: graph codes {tuple(theirs.shape)}, reference {tuple(q.shape)}")
         self.codes_compared += q.numel()
         differ = theirs != q
         if not bool(differ.any()):
@@ -238,13 +243,13 @@ class TieFollower:
             self.other_differences += int(other.sum())
             self.max_other_difference = max(self.max_other_difference,
                                             int((theirs.int() - q.int())[other].abs().max()))
-            self.first_other = self.first_other or name
+            self.first_other = self.first_other or label
         return torch.where(tie, theirs, q)
 
     def finish(self) -> None:
         if self.pending:
-            raise AssertionError(f"{len(self.pending)} quantization sites of the graph were not matched by the "
-                                 f"reference (first: {self.pending[0][0]})")
+            raise AssertionError(f"{len(self.pending)} int8 tensors of the graph were not made by the reference "
+                                 f"(first: {next(iter(self.pending))})")
 
 
 def expose_codes(optimized: onnx.ModelProto, model: onnx.ModelProto,
@@ -300,26 +305,26 @@ class _MaxDiff:
         self.scale[name] = max(self.scale[name], float(np.abs(ref_np).max()))
 
 
-def _site_codes(sites: list[list[tuple[str, ...]]], extras: dict[str, np.ndarray],
-                found: dict[str, tuple[str, int]]) -> list[tuple[str, np.ndarray]]:
-    def codes(site: str) -> np.ndarray:
-        tensor, zero_point = found[site]
-        return (extras[tensor].astype(np.int16) - zero_point).astype(np.int8)
+def _site_codes(code_tensors: dict[str, tuple[str, ...]], extras: dict[str, np.ndarray],
+                found: dict[str, tuple[str, int]]) -> dict[str, np.ndarray]:
+    """Per label, the graph's int8 codes (pieces concatenated along the last axis, zero points removed)."""
+    def codes(tensor: str) -> np.ndarray:
+        exposed, zero_point = found[tensor]
+        return (extras[exposed].astype(np.int16) - zero_point).astype(np.int8)
 
-    return [("+".join(names), np.concatenate([codes(n) for n in names], axis=-1))
-            for layer in sites for names in layer]
+    return {label: np.concatenate([codes(t) for t in tensors], axis=-1) for label, tensors in code_tensors.items()}
 
 
 def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM, prompt: list[int],
-                    decode_steps: int, threads: int | None = None) -> ValidationReport:
+                    decode_steps: int, threads: int | None = None, progress: bool = False) -> ValidationReport:
     """Run ``model_file`` (the shipped ORT flavour, whose graph is ``model``) and the reference on ``prompt`` and
     then ``decode_steps`` greedy tokens (the reference's choice, fed to both; each side threads its own states), and
     compare every output as the module docstring says."""
     from edge_quamba.runtime.ort_backend import OrtGraph, import_onnxruntime
 
     config = reference.config
-    sites = quantization_sites(config.n_layer)
-    site_names = [name for layer in sites for names in layer for name in names]
+    code_tensors = graph_code_tensors(config.n_layer)
+    site_names = [tensor for tensors in code_tensors.values() for tensor in tensors]
     with tempfile.TemporaryDirectory() as scratch:
         optimized_file = Path(scratch) / "optimized.onnx"
         shipped = OrtGraph(model_file, config, threads, optimized_model_path=optimized_file)
@@ -335,14 +340,15 @@ def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM
     ort_states, ref_states = None, None
     tokens = list(prompt)
     with torch.inference_mode(), quantize_hook(follower):
-        for step in range(decode_steps + 1):
+        for step in tqdm(range(decode_steps + 1), desc="validating", unit="step", disable=not progress,
+                         leave=False):
             ids = np.array([tokens], np.int64)
             logits, new_states, _ = shipped.run(ids, ort_states)
             d_logits, d_states, extras = debug.run(ids, ort_states)
             if not (np.array_equal(logits, d_logits) and
                     all(np.array_equal(new_states[k], d_states[k]) for k in new_states)):
                 debug_mismatch.append(step)
-            follower.expect(_site_codes(sites, extras, found))
+            follower.expect(_site_codes(code_tensors, extras, found))
             if step == 0:
                 ref_logits, ref_states = reference(torch.tensor(ids), None)  # prefill: (1, l, v)
             else:

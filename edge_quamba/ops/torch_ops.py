@@ -1,9 +1,23 @@
-"""PyTorch custom ops ``torch.ops.edge_quamba.*``, one per spec, with the qops reference as their CPU kernel.
+"""PyTorch custom ops ``torch.ops.edge_quamba.*``: the only arithmetic the quantized reference model calls.
 
-The schemas (argument names, order, types) follow :mod:`edge_quamba.ops.specs`: tensors, then float scales. A CUDA
-binding registers its kernel for the same schema with ``int8_causal_conv1d.register_kernel("cuda")`` (and likewise),
-so callers never change. Fake (meta) implementations give output shapes and dtypes for tracing and torch.compile.
-Importing this module registers the ops.
+The model (:mod:`edge_quamba.quant.flow`) calls these ops and nothing else for its int8 work, so a backend is a
+registration of the same ops, never a second model: the CPU kernels below are the references
+(:mod:`edge_quamba.quant.qops`, :mod:`edge_quamba.quant.primitives`), and a CUDA binding registers its kernels for
+the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cuda", fn)``.
+
+    op                           ONNX lowering                         reference
+    quantize                     QuantizeLinear (+ Max at -127 s)      primitives.quantize
+    int8_linear                  DequantizeLinear -> MatMul (+ Add)    primitives.int8_linear (+ bias)
+    int8_causal_conv1d           custom node Int8CausalConv1d          qops.int8_causal_conv1d
+    int8_causal_conv1d_update    (the same node, l = 1)                qops.int8_causal_conv1d_update
+    int8_selective_scan          custom node Int8SelectiveScan         qops.int8_selective_scan
+    int8_selective_scan_update   (the same node, l = 1)                qops.int8_selective_scan_update
+    hadamard_quantize            custom node HadamardQuantize          qops.hadamard_quantize
+
+The schemas of the three custom nodes follow :mod:`edge_quamba.ops.specs` (tensors, then float scales; a test
+checks it). Scales are Python floats: static per-tensor scales are constants, as they are in the graph and in the
+TensorRT plugins' fields. Fake (meta) implementations give output shapes and dtypes for tracing. Importing this
+module registers the ops.
 """
 
 from __future__ import annotations
@@ -11,10 +25,38 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from edge_quamba.quant import qops
+from edge_quamba.quant import primitives, qops
 
 
-@torch.library.custom_op("edge_quamba::int8_causal_conv1d", mutates_args=(), device_types="cpu")
+def _op(name: str):
+    return torch.library.custom_op(f"edge_quamba::{name}", mutates_args=(), device_types="cpu")
+
+
+@_op("quantize")
+def quantize(x: Tensor, scale: float) -> Tensor:
+    """x (...) float -> (...) int8 codes at ``scale`` (the project's one convention)."""
+    return primitives.quantize(x, scale)
+
+
+@quantize.register_fake
+def _(x, scale):
+    return torch.empty_like(x, dtype=torch.int8)
+
+
+@_op("int8_linear")
+def int8_linear(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float, weight_scale: float) -> Tensor:
+    """x_q (..., K) int8, weight_q (N, K) int8, bias (N,) float32 or None -> (..., N) float32:
+    float32(exact int32 x_q @ weight_q^T) * float32(x_scale * weight_scale) (+ bias)."""
+    y = primitives.int8_linear(x_q, x_scale, weight_q, weight_scale)
+    return y if bias is None else y + bias.to(torch.float32)
+
+
+@int8_linear.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.float32)
+
+
+@_op("int8_causal_conv1d")
 def int8_causal_conv1d(x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
                        x_scale: float, weight_scale: float, out_scale: float) -> tuple[Tensor, Tensor]:
     """x_q (b, l, d_in) int8, conv_state_q (b, d_in, k) int8 -> u_q (b, l, d_in) int8, conv_state_out (b, d_in, k)."""
@@ -23,10 +65,22 @@ def int8_causal_conv1d(x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias
 
 @int8_causal_conv1d.register_fake
 def _(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale):
-    return torch.empty_like(x_q), torch.empty_like(conv_state_q)
+    return torch.empty_like(x_q, memory_format=torch.contiguous_format), torch.empty_like(conv_state_q)
 
 
-@torch.library.custom_op("edge_quamba::int8_selective_scan", mutates_args=(), device_types="cpu")
+@_op("int8_causal_conv1d_update")
+def int8_causal_conv1d_update(x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
+                              x_scale: float, weight_scale: float, out_scale: float) -> tuple[Tensor, Tensor]:
+    """One token: x_q (b, d_in) int8, conv_state_q (b, d_in, k) int8 -> u_q (b, d_in) int8, new state."""
+    return qops.int8_causal_conv1d_update(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale)
+
+
+@int8_causal_conv1d_update.register_fake
+def _(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale):
+    return torch.empty_like(x_q, memory_format=torch.contiguous_format), torch.empty_like(conv_state_q)
+
+
+@_op("int8_selective_scan")
 def int8_selective_scan(u_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, z_q: Tensor, ssm_state: Tensor,
                         A: Tensor, D: Tensor, dt_bias: Tensor, u_scale: float, dt_scale: float, B_scale: float,
                         C_scale: float, z_scale: float) -> tuple[Tensor, Tensor]:
@@ -41,7 +95,23 @@ def _(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias, u_scale, dt_scale, B_s
     return u_q.new_empty(u_q.shape, dtype=torch.float32), torch.empty_like(ssm_state, dtype=torch.float32)
 
 
-@torch.library.custom_op("edge_quamba::hadamard_quantize", mutates_args=(), device_types="cpu")
+@_op("int8_selective_scan_update")
+def int8_selective_scan_update(u_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, z_q: Tensor,
+                               ssm_state: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor, u_scale: float,
+                               dt_scale: float, B_scale: float, C_scale: float, z_scale: float
+                               ) -> tuple[Tensor, Tensor]:
+    """One token: u_q, dt_q, z_q (b, d_in), B_q, C_q (b, n) int8, ssm_state (b, d_in, n) float32
+    -> y (b, d_in) float32, new state (b, d_in, n) float32."""
+    return qops.int8_selective_scan_update(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
+                                           u_scale, dt_scale, B_scale, C_scale, z_scale)
+
+
+@int8_selective_scan_update.register_fake
+def _(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias, u_scale, dt_scale, B_scale, C_scale, z_scale):
+    return u_q.new_empty(u_q.shape, dtype=torch.float32), torch.empty_like(ssm_state, dtype=torch.float32)
+
+
+@_op("hadamard_quantize")
 def hadamard_quantize(y: Tensor, out_scale: float) -> Tensor:
     """y (b, l, d_in) float -> y_q (b, l, d_in) int8."""
     return qops.hadamard_quantize(y, out_scale)
@@ -54,4 +124,4 @@ def _(y, out_scale):
 
 OPS = {"Int8CausalConv1d": int8_causal_conv1d, "Int8SelectiveScan": int8_selective_scan,
        "HadamardQuantize": hadamard_quantize}
-"""The torch custom op of each spec, by ONNX op_type."""
+"""The torch custom op of each ONNX custom-op spec, by ONNX op_type."""

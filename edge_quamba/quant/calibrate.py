@@ -1,11 +1,10 @@
-"""Calibration: run the fp model on calibration text and observe the six activations of every mixer.
+"""Calibration: run the fp model on calibration text and observe every quantization site of every mixer.
 
-Observation uses forward hooks on the fp mixer's linears, so the fp reference stays untouched:
-    in_proj  input -> in_proj_input          in_proj output -> xz (x and z share one scale)
-    x_proj   input -> u (percentile)          x_proj output  -> dbc
-    dt_proj  output minus its bias -> dt      out_proj input -> out_proj_input (after the Hadamard transform when on)
-Scales come from the fp activations (static post-training quantization, as in the official code). Batches are
-fixed-length windows of the tokenized text in file order, so the same inputs give bit-identical scales.
+The fp model runs its mixers through the one data flow (:func:`edge_quamba.quant.flow.float_flow`), whose
+``quantize`` calls observe the float value at each site of :mod:`edge_quamba.quant.sites` (the out_proj input after
+the Hadamard transform when it is on). Scales come from the fp activations (static post-training quantization, as
+in the official code). Batches are fixed-length windows of the tokenized text in file order, so the same inputs
+give bit-identical scales on one machine and thread count.
 """
 
 from __future__ import annotations
@@ -22,9 +21,10 @@ from tqdm import tqdm
 from edge_quamba.errors import InputError
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.models.tokenizer import TextTokenizer
-from edge_quamba.quant.hadamard import hadamard_transform
+from edge_quamba.quant.flow import float_flow
 from edge_quamba.quant.observers import AbsMaxObserver, PercentileObserver
-from edge_quamba.quant.qmodel import ACTIVATIONS, QuantConfig
+from edge_quamba.quant.qmodel import QuantConfig
+from edge_quamba.quant.sites import SITE_NAMES
 
 
 @dataclass(frozen=True)
@@ -80,73 +80,43 @@ def load_calibration_data(path: Path, tokenizer: TextTokenizer, samples: int, se
     return CalibrationData(tokens=tokens, source=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 
-class MixerObservers:
-    """The six observers of one mixer, attached to its linears with forward hooks."""
+class SiteObservers:
+    """One observer per (layer, site): abs-max, or a percentile for the sites the config clips."""
 
-    def __init__(self, layer: int, mixer, qconfig: QuantConfig):
-        def name(act: str) -> str:
-            return f"layers.{layer}.mixer.{act}"
+    def __init__(self, n_layer: int, qconfig: QuantConfig):
+        def observer(layer: int, site: str):
+            name = f"layers.{layer}.mixer.{site}"
+            if qconfig.percentile is not None and site in qconfig.percentile_activations:
+                return PercentileObserver(name, qconfig.percentile, qconfig.percentile_momentum)
+            return AbsMaxObserver(name)
 
-        self.observers = {act: AbsMaxObserver(name(act)) for act in ACTIVATIONS}
-        if qconfig.percentile is not None:
-            for act in qconfig.percentile_activations:
-                self.observers[act] = PercentileObserver(name(act), qconfig.percentile, qconfig.percentile_momentum)
-        self.hadamard = qconfig.hadamard
-        self.dt_bias = mixer.dt_proj.bias
-        self.handles = [
-            mixer.in_proj.register_forward_hook(self._in_proj),
-            mixer.x_proj.register_forward_hook(self._x_proj),
-            mixer.dt_proj.register_forward_hook(self._dt_proj),
-            mixer.out_proj.register_forward_hook(self._out_proj),
-        ]
+        self.observers = [{site: observer(i, site) for site in SITE_NAMES} for i in range(n_layer)]
 
-    def _observe(self, act: str, x: Tensor) -> None:
+    def __call__(self, layer: int, site: str, x: Tensor) -> None:
         """x: (b, l, ...). A percentile is taken per calibration sequence, as in the official recipe."""
-        observer = self.observers[act]
+        observer = self.observers[layer][site]
         if isinstance(observer, PercentileObserver):
             for sequence in x:
                 observer.observe(sequence)
         else:
             observer.observe(x)
 
-    def _in_proj(self, module, inputs, output):
-        self._observe("in_proj_input", inputs[0])
-        self._observe("xz", output)
-
-    def _x_proj(self, module, inputs, output):
-        self._observe("u", inputs[0])
-        self._observe("dbc", output)
-
-    def _dt_proj(self, module, inputs, output):
-        self._observe("dt", output - self.dt_bias)
-
-    def _out_proj(self, module, inputs, output):
-        y = inputs[0]
-        self._observe("out_proj_input", hadamard_transform(y) if self.hadamard else y)
-
-    def amaxes(self) -> dict[str, Tensor]:
-        return {act: obs.amax() for act, obs in self.observers.items()}
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+    def amaxes(self) -> list[dict[str, Tensor]]:
+        return [{site: obs.amax() for site, obs in layer.items()} for layer in self.observers]
 
 
 @torch.inference_mode()
 def calibrate(model: MambaLM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,
               progress: bool = True) -> list[dict[str, Tensor]]:
-    """Per-layer amaxes of the six activations (a list with one dict per layer, keys: ACTIVATIONS)."""
-    hooks = [MixerObservers(i, block.mixer, qconfig) for i, block in enumerate(model.backbone.layers)]
+    """Per-layer amaxes of every site (a list with one dict per layer, keys: the site names)."""
+    observers = SiteObservers(model.config.n_layer, qconfig)
     try:
-        batches = data.tokens.split(batch_size)
-        for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
-            logits, _ = model(batch.to(model.device))
-            if not torch.isfinite(logits).all():
-                raise InputError("calibration: the model's logits hold NaN or Inf")
-        return [hook.amaxes() for hook in hooks]
+        with float_flow(model, qconfig.hadamard, observers):
+            batches = data.tokens.split(batch_size)
+            for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
+                resid, _ = model.residual_stream(batch.to(model.device))  # no lm_head: only the mixers are observed
+                if not torch.isfinite(resid).all():
+                    raise InputError("calibration: the model's residual stream holds NaN or Inf")
+        return observers.amaxes()
     except ValueError as exc:  # an observer saw NaN/Inf; its message names the layer and tensor
         raise InputError(f"calibration stopped: {exc}") from None
-    finally:
-        for hook in hooks:
-            hook.remove()
-

@@ -163,7 +163,9 @@ def hadamard_transform(x: Tensor) -> Tensor:
     """Orthonormal Hadamard transform along the last dim: y = x @ H_n^T / sqrt(n), same shape and dtype as x.
 
     x: floating (..., n) with n supported (see hadamard_factors). Computed as X = x.reshape(..., m, p), a fast
-    Walsh-Hadamard transform over p (n log p adds), H_m over m, one multiply by 1/sqrt(n). float64 stays float64;
+    Walsh-Hadamard transform over p (n log p adds; stages h = 1, 2, 4, ... in that order, (a, b) -> (a + b, a - b)),
+    H_m over m in the fixed order of :func:`_small_left`, one multiply by float(1/sqrt(n)) rounded once to the work
+    dtype. This order is part of the op's definition (HadamardQuantize): CUDA kernels follow it bit for bit. float64 stays float64;
     float32, float16 and bfloat16 are computed in float32 and cast back.
     """
     if not x.is_floating_point():
@@ -174,9 +176,22 @@ def hadamard_transform(x: Tensor) -> Tensor:
     lead = x.shape[:-1]
     y = _fwht_last(x.to(work).reshape(*lead, m, p))  # (..., m, p) @ H_p^T
     if m > 1:
-        y = torch.matmul(_small_hadamard(m).to(device=x.device, dtype=work), y)  # H_m @ (...)
-    y = y.reshape(*lead, n) * (1.0 / math.sqrt(n))
+        y = _small_left(y, _small_hadamard(m))  # H_m @ (...)
+    inv_sqrt_n = torch.tensor(1.0 / math.sqrt(n), dtype=torch.float64).to(work)  # the constant, rounded once
+    y = y.reshape(*lead, n) * inv_sqrt_n.to(x.device)
     return y.to(x.dtype)
+
+
+def _small_left(y: Tensor, h_m: Tensor) -> Tensor:
+    """H_m @ Y for Y (..., m, p) with a +-1 matrix H_m (m, m), summed in a fixed order: row i is
+    (((s_i0 Y_0 + s_i1 Y_1) + s_i2 Y_2) + ...) with s = H_m[i, r] a sign, r ascending. A matmul's summation order is
+    the library's choice; kernels reproduce this one bit for bit. All rows advance together: multiplying by +-1 is
+    exact, so ``acc + s * Y_r`` rounds exactly as ``acc + Y_r`` or ``acc - Y_r`` does."""
+    signs = h_m.to(device=y.device, dtype=y.dtype)[:, :, None]  # (m, m, 1)
+    acc = signs[:, 0] * y[..., 0:1, :]  # (..., m, p)
+    for r in range(1, h_m.shape[0]):
+        acc = acc + signs[:, r] * y[..., r:r + 1, :]
+    return acc
 
 
 def rotate_linear_input(weight: Tensor) -> Tensor:

@@ -115,17 +115,30 @@ def quantize(x: Tensor, scale: Tensor | float) -> Tensor:
     r = torch.nan_to_num(r, nan=0.0, posinf=float(INT8_MAX), neginf=float(-INT8_MAX))
     q = r.clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
     hook = _TIE_HOOK.get()
-    return q if hook is None else hook(quotient, q)
+    return q if hook is None else hook(_CODE_LABEL.get(), quotient, q)
 
 
-_TIE_HOOK: contextvars.ContextVar[Callable[[Tensor, Tensor], Tensor] | None] = contextvars.ContextVar(
+_TIE_HOOK: contextvars.ContextVar[Callable[[str | None, Tensor, Tensor], Tensor] | None] = contextvars.ContextVar(
     "edge_quamba_tie_hook", default=None)
+_CODE_LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("edge_quamba_code_label", default=None)
 
 
 @contextlib.contextmanager
-def quantize_hook(hook: Callable[[Tensor, Tensor], Tensor]):
-    """Validation only: within this block every :func:`quantize` call passes its float32 quotient ``x / scale`` and
-    its int8 codes to ``hook(quotient, q)`` and returns what the hook returns.
+def code_label(label: str):
+    """Name the int8 tensor that the :func:`quantize` calls inside this block produce (e.g.
+    ``layers.3.mixer.u_q``), for a :func:`quantize_hook`. The quantized reference labels every code it makes."""
+    token = _CODE_LABEL.set(label)
+    try:
+        yield
+    finally:
+        _CODE_LABEL.reset(token)
+
+
+@contextlib.contextmanager
+def quantize_hook(hook: Callable[[str | None, Tensor, Tensor], Tensor]):
+    """Validation only: within this block every :func:`quantize` call passes the label of the tensor it makes
+    (:func:`code_label`, None outside a label), its float32 quotient ``x / scale`` and its int8 codes to
+    ``hook(label, quotient, q)`` and returns what the hook returns.
 
     A backend under test computes float values that differ from ours in the last bits (another exp, another summation
     order), so now and then one of its codes lands on the other side of a rounding tie, and in a recurrent model

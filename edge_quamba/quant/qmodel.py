@@ -33,15 +33,16 @@ from torch import Tensor, nn
 from edge_quamba.errors import ConfigError
 from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer
+from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
+from edge_quamba.quant.flow import Tap, mamba1_mixer_flow
 from edge_quamba.quant.hadamard import rotate_linear_input
 from edge_quamba.quant.observers import DEFAULT_MOMENTUM, DEFAULT_PERCENTILE
-from edge_quamba.quant.primitives import int8_linear, quantize, quantize_weight_per_tensor, scale_from_amax
-from edge_quamba.quant.qops import hadamard_quantize, int8_causal_conv1d, int8_selective_scan
+from edge_quamba.quant.primitives import code_label, dequantize, quantize_weight_per_tensor, scale_from_amax
+from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, SITE_BY_NAME, SITE_NAMES, tensor_name
 
 QUANT_FORMAT_VERSION = 1
 
-# The static activation scales of one mixer, in data-flow order (calibration observes exactly these tensors).
-ACTIVATIONS = ("in_proj_input", "xz", "u", "dbc", "dt", "out_proj_input")
+eq = torch.ops.edge_quamba
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class QuantConfig:
     method: str = "quamba-w8a8"
     percentile: float | None = DEFAULT_PERCENTILE
     percentile_momentum: float = DEFAULT_MOMENTUM
-    percentile_activations: tuple[str, ...] = ("u",)
+    percentile_activations: tuple[str, ...] = DEFAULT_PERCENTILE_SITES
     hadamard: bool = True
     calib_samples: int = 256
     calib_seq_len: int = 512
@@ -68,10 +69,10 @@ class QuantConfig:
         if self.percentile is not None and not 0.0 < self.percentile <= 1.0:
             raise ConfigError(f"--percentile {self.percentile} must be a fraction in (0, 1], e.g. 0.99999")
         object.__setattr__(self, "percentile_activations", tuple(self.percentile_activations))  # JSON gives a list
-        unknown = [a for a in self.percentile_activations if a not in ACTIVATIONS]
+        unknown = [a for a in self.percentile_activations if a not in SITE_NAMES]
         if unknown or not self.percentile_activations:
             raise ConfigError(f"percentile activations {list(self.percentile_activations)} must be a non-empty "
-                              f"subset of {', '.join(ACTIVATIONS)}")
+                              f"subset of {', '.join(SITE_NAMES)}")
         if self.calib_samples < 1 or self.calib_seq_len < 2:
             raise ConfigError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
         if self.format_version != QUANT_FORMAT_VERSION:
@@ -94,7 +95,8 @@ def _scalar(value: float = 1.0) -> Tensor:
 
 
 class QuantLinear(nn.Module):
-    """nn.Linear with a per-tensor int8 weight: forward(x_q int8, x_scale) -> float32 (exact int32 accumulation)."""
+    """The int8 weight of an nn.Linear: ``weight`` (out, in) int8 at ``weight_scale`` (float32 0-dim), ``bias``
+    (out,) float32 or None. The mixer's flow calls ``torch.ops.edge_quamba.int8_linear`` with them."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool):
         super().__init__()
@@ -110,19 +112,70 @@ class QuantLinear(nn.Module):
             module.bias = bias.detach().float().clone()
         return module
 
-    def forward(self, x_q: Tensor, x_scale: Tensor) -> Tensor:
-        """x_q: (..., in) int8 at x_scale -> (..., out) float32."""
-        y = int8_linear(x_q, x_scale, self.weight, self.weight_scale)
-        return y if self.bias is None else y + self.bias
+
+class QuantOps:
+    """The flow's ops on int8 tensors: ``torch.ops.edge_quamba.*`` with this mixer's weights and scales.
+
+    Every int8 tensor the flow makes is labelled (``layers.<i>.mixer.<code>``, :func:`code_label`) so that
+    validation can match it with the graph's; ``tap`` (SQNR) sees each site's dequantized codes. ``step`` selects
+    the one-token ``*_update`` ops (inputs without the l axis).
+    """
+
+    def __init__(self, mixer: "QuantMambaMixer", step: bool):
+        self.m, self.step = mixer, step
+        self.scales = mixer.scales()
+
+    def _made(self, site: str, q: Tensor) -> Tensor:
+        if self.m.tap is not None:
+            self.m.tap(site, dequantize(q, self.scales[site]))
+        return q
+
+    def _label(self, site: str):
+        return code_label(tensor_name(self.m.layer, SITE_BY_NAME[site].code))
+
+    def quantize(self, x: Tensor, site: str) -> Tensor:
+        with self._label(site):
+            return self._made(site, eq.quantize(x, self.scales[site]))
+
+    def split(self, x: Tensor, sizes: list[int]) -> list[Tensor]:
+        return list(x.split(sizes, dim=-1))  # views: the kernels take strided inputs
+
+    def linear(self, name: str, x_q: Tensor, in_site: str, bias: bool = True) -> Tensor:
+        linear: QuantLinear = getattr(self.m, name)
+        return eq.int8_linear(x_q, linear.weight, linear.bias if bias else None, self.scales[in_site],
+                              self.scales[f"{name}.weight"])
+
+    def causal_conv1d(self, x_q: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
+        m, s = self.m, self.scales
+        op = eq.int8_causal_conv1d_update if self.step else eq.int8_causal_conv1d
+        with self._label("u"):
+            u_q, conv_state = op(x_q, conv_state, m.conv_weight, m.conv_bias, s["xz"], s["conv.weight"], s["u"])
+        return self._made("u", u_q), conv_state
+
+    def selective_scan(self, u_q, dt_q, B_q, C_q, z_q, ssm_state) -> tuple[Tensor, Tensor]:
+        m, s = self.m, self.scales
+        op = eq.int8_selective_scan_update if self.step else eq.int8_selective_scan
+        return op(u_q, dt_q, B_q, C_q, z_q, ssm_state, m.A, m.D, m.dt_bias,
+                  s["u"], s["dt"], s["dbc"], s["dbc"], s["xz"])
+
+    def hadamard_quantize(self, y: Tensor) -> Tensor:
+        with self._label("out_proj_input"):
+            return self._made("out_proj_input", eq.hadamard_quantize(y, self.scales["out_proj_input"]))
 
 
 class QuantMambaMixer(nn.Module):
-    """The quantized twin of :class:`MambaMixer`: same interface (forward / step / empty_state), int8 inside."""
+    """The quantized twin of :class:`MambaMixer`: same interface (forward / step / empty_state), int8 inside.
 
-    def __init__(self, config: MambaConfig, hadamard: bool):
+    Both forward and step run :func:`edge_quamba.quant.flow.mamba1_mixer_flow` with :class:`QuantOps`.
+    ``layer`` is the mixer's index in the model (it names its int8 tensors); ``tap`` is None except while a
+    measurement (SQNR) watches the sites.
+    """
+
+    def __init__(self, config: MambaConfig, hadamard: bool, layer: int):
         super().__init__()
         d, d_in, n, r, k = config.d_model, config.d_inner, config.d_state, config.dt_rank, config.d_conv
-        self.config, self.hadamard = config, hadamard
+        self.config, self.hadamard, self.layer = config, hadamard, layer
+        self.tap: Tap | None = None
         self.in_proj = QuantLinear(d, 2 * d_in, config.proj_bias)
         self.register_buffer("conv_weight", torch.zeros(d_in, k, dtype=torch.int8))
         self.register_buffer("conv_weight_scale", _scalar())
@@ -133,13 +186,18 @@ class QuantMambaMixer(nn.Module):
         self.register_buffer("A", torch.zeros(d_in, n))
         self.register_buffer("D", torch.zeros(d_in))
         self.out_proj = QuantLinear(d_in, d, config.proj_bias)
-        for name in ACTIVATIONS:
+        for name in SITE_NAMES:
             self.register_buffer(f"{name}_scale", _scalar())
+        self._scales: dict[str, float] | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: module.forget_scales())
 
     @classmethod
-    def from_float(cls, mixer: MambaMixer, amax: dict[str, Tensor], hadamard: bool) -> "QuantMambaMixer":
-        """Quantize an fp mixer's weights and set its activation scales from calibrated amaxes (keys: ACTIVATIONS)."""
-        q = cls(mixer.config, hadamard)
+    def from_float(cls, mixer: MambaMixer, amax: dict[str, Tensor], hadamard: bool, layer: int) -> "QuantMambaMixer":
+        """Quantize an fp mixer's weights and set its activation scales from calibrated amaxes (keys: every site)."""
+        missing = [name for name in SITE_NAMES if name not in amax]
+        if missing:
+            raise ConfigError(f"layer {layer}: no calibrated amax for {', '.join(missing)}")
+        q = cls(mixer.config, hadamard, layer)
         q.in_proj = QuantLinear.from_weight(mixer.in_proj.weight, mixer.in_proj.bias)
         q.conv_weight, q.conv_weight_scale = quantize_weight_per_tensor(mixer.conv1d.weight.detach()[:, 0, :])
         if mixer.conv1d.bias is not None:
@@ -153,9 +211,25 @@ class QuantMambaMixer(nn.Module):
         out_weight = mixer.out_proj.weight.detach().double()
         out_weight = rotate_linear_input(out_weight) if hadamard else out_weight
         q.out_proj = QuantLinear.from_weight(out_weight, mixer.out_proj.bias)
-        for name in ACTIVATIONS:
+        for name in SITE_NAMES:
             setattr(q, f"{name}_scale", scale_from_amax(amax[name]))
         return q
+
+    def scales(self) -> dict[str, float]:
+        """Every scale as a Python float (sites by name; weights as ``<linear>.weight`` and ``conv.weight``), read
+        from the buffers once and cached: the ops take floats, and reading a GPU tensor on every call would
+        synchronize the device (and break CUDA-graph capture)."""
+        if self._scales is None:
+            scales = {name: float(getattr(self, f"{name}_scale")) for name in SITE_NAMES}
+            scales.update({f"{name}.weight": float(getattr(self, name).weight_scale)
+                           for name in ("in_proj", "x_proj", "dt_proj", "out_proj")})
+            scales["conv.weight"] = float(self.conv_weight_scale)
+            self._scales = scales
+        return self._scales
+
+    def forget_scales(self) -> None:
+        """Drop the cached float scales (after the buffers change)."""
+        self._scales = None
 
     def empty_state(self, batch: int) -> LayerState:
         """conv_state: (b, d_in, k) int8 at xz_scale; ssm_state: (b, d_in, n) float32."""
@@ -165,28 +239,17 @@ class QuantMambaMixer(nn.Module):
             ssm_state=torch.zeros(batch, c.d_inner, c.d_state, dtype=torch.float32, device=self.A.device),
         )
 
+    def _flow(self, x: Tensor, state: LayerState, step: bool) -> tuple[Tensor, LayerState]:
+        c = self.config
+        return mamba1_mixer_flow(QuantOps(self, step), x, state, c.d_inner, c.dt_rank, c.d_state, self.hadamard)
+
     def forward(self, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
         """Prefill: x (b, l, d) float -> (b, l, d) float32, continuing from ``state``."""
-        r, n = self.config.dt_rank, self.config.d_state
-        x_q = quantize(x, self.in_proj_input_scale)
-        xz_q = quantize(self.in_proj(x_q, self.in_proj_input_scale), self.xz_scale)  # (b, l, 2*d_in) int8
-        xc_q, z_q = xz_q.chunk(2, dim=-1)
-        u_q, conv_state = int8_causal_conv1d(xc_q, state.conv_state, self.conv_weight, self.conv_bias,
-                                             self.xz_scale, self.conv_weight_scale, self.u_scale)
-        dbc_q = quantize(self.x_proj(u_q, self.u_scale), self.dbc_scale)  # (b, l, r + 2n) int8
-        dt_r_q, B_q, C_q = dbc_q.split([r, n, n], dim=-1)
-        dt_q = quantize(self.dt_proj(dt_r_q, self.dbc_scale), self.dt_scale)  # (b, l, d_in) int8
-        y, ssm_state = int8_selective_scan(
-            u_q, dt_q, B_q, C_q, z_q, state.ssm_state, self.A, self.D, self.dt_bias,
-            self.u_scale, self.dt_scale, self.dbc_scale, self.dbc_scale, self.xz_scale,
-        )
-        y_q = hadamard_quantize(y, self.out_proj_input_scale) if self.hadamard else quantize(y, self.out_proj_input_scale)
-        return self.out_proj(y_q, self.out_proj_input_scale), LayerState(conv_state, ssm_state)
+        return self._flow(x, state, step=False)
 
     def step(self, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
-        """Decode one token: x (b, d) -> (b, d). The ops continue from explicit states, so this is prefill with l=1."""
-        out, state = self.forward(x.unsqueeze(1), state)
-        return out[:, 0], state
+        """Decode one token: x (b, d) -> (b, d), through the one-token ops (conv state roll, one scan step)."""
+        return self._flow(x, state, step=True)
 
 
 # Floating-point weights outside the mixers (embeddings, norms, lm_head) are stored in fp16.
@@ -198,14 +261,18 @@ def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: 
     model = MambaLM(fp_model.config, dtype=torch.float32)
     fp_state = {k: v.to(FLOAT_STORAGE_DTYPE).float() for k, v in fp_model.state_dict().items()}
     model.load_state_dict(fp_state)
-    for block, fp_block, layer_amax in zip(model.backbone.layers, fp_model.backbone.layers, amaxes):
-        block.mixer = QuantMambaMixer.from_float(copy.deepcopy(fp_block.mixer).float(), layer_amax, qconfig.hadamard)
+    if len(amaxes) != fp_model.config.n_layer:
+        raise ConfigError(f"calibration gave amaxes for {len(amaxes)} layers, the model has {fp_model.config.n_layer}")
+    for i, (block, fp_block, layer_amax) in enumerate(zip(model.backbone.layers, fp_model.backbone.layers, amaxes,
+                                                          strict=True)):
+        block.mixer = QuantMambaMixer.from_float(copy.deepcopy(fp_block.mixer).float(), layer_amax, qconfig.hadamard,
+                                                 layer=i)
     return model.eval()
 
 
 def empty_quantized_model(config: MambaConfig, qconfig: QuantConfig) -> MambaLM:
     """The module tree of a quantized model with placeholder values, ready for load_state_dict."""
     model = MambaLM(config, dtype=torch.float32)
-    for block in model.backbone.layers:
-        block.mixer = QuantMambaMixer(config, qconfig.hadamard)
+    for i, block in enumerate(model.backbone.layers):
+        block.mixer = QuantMambaMixer(config, qconfig.hadamard, layer=i)
     return model.eval()

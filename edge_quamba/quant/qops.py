@@ -1,8 +1,11 @@
-"""Reference implementations of the three int8 custom ops: the definitions every lowering is checked against.
+"""Reference implementations of the int8 custom ops: the definitions every lowering is checked against.
 
-Each function here is one custom op of ``edge_quamba.ops.specs`` (same name, inputs, attributes, outputs): the ONNX
-function bodies, the CUDA kernels in ``plugins/kernels`` and the TensorRT plugins must reproduce it. All rounding goes
-through :mod:`edge_quamba.quant.primitives`; the scan itself is the fp reference's :func:`selective_scan`.
+Each prefill function here is one custom op of ``edge_quamba.ops.specs`` (same name, inputs, attributes, outputs):
+the ONNX function bodies, the CUDA kernels in ``plugins/kernels`` and the TensorRT plugins must reproduce it. The
+``*_update`` functions are the one-token decode forms (mamba_ssm's ``causal_conv1d_update`` / ``selective_state_update``
+shapes: no l axis), written out as the recurrence itself; a test holds them equal to the prefill ops at l = 1 and
+step-by-step decode equal to prefill. All rounding goes through :mod:`edge_quamba.quant.primitives`; the prefill
+scan is the fp reference's :func:`selective_scan`, whose float order is fixed there.
 
 Layout: activations are (b, l, channels) as the linears produce them; states are mamba_ssm's (b, d_in, k) and
 (b, d_in, n). Float arithmetic is float32 (the scales are float32), and a product of two scales is rounded to
@@ -50,6 +53,24 @@ def int8_causal_conv1d(
     return u_q.contiguous(), history[:, :, -k:].contiguous()
 
 
+def int8_causal_conv1d_update(
+    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
+    x_scale: float, weight_scale: float, out_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """One decode token of :func:`int8_causal_conv1d`: x_q (b, d_in) int8 -> u_q (b, d_in) int8, new state.
+
+    The state (b, d_in, k) drops its oldest column and takes x as its newest; the output is the k-tap dot product of
+    the new state with the filter (exact int32), then the same epilogue as prefill.
+    """
+    state = torch.cat([conv_state_q[:, :, 1:], x_q.unsqueeze(-1)], dim=-1)  # (b, d_in, k), oldest first
+    acc = (state.to(torch.int32) * weight_q.to(torch.int32)).sum(-1)  # (b, d_in) exact
+    alpha = torch.as_tensor(x_scale, dtype=torch.float32) * torch.as_tensor(weight_scale, dtype=torch.float32)
+    y = acc.to(torch.float32) * alpha
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return quantize(F.silu(y), out_scale), state
+
+
 def int8_selective_scan(
     u_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, z_q: Tensor, ssm_state: Tensor,
     A: Tensor, D: Tensor, dt_bias: Tensor,
@@ -72,6 +93,25 @@ def int8_selective_scan(
     y, state = selective_scan(u, delta, A.float(), dequantize(B_q, B_scale), dequantize(C_q, C_scale), D.float(),
                               ssm_state.float())
     return y * F.silu(dequantize(z_q, z_scale)), state
+
+
+def int8_selective_scan_update(
+    u_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, z_q: Tensor, ssm_state: Tensor,
+    A: Tensor, D: Tensor, dt_bias: Tensor,
+    u_scale: float, dt_scale: float, B_scale: float, C_scale: float, z_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """One decode token of :func:`int8_selective_scan`: u_q, dt_q, z_q (b, d_in), B_q, C_q (b, n) int8,
+    ssm_state (b, d_in, n) float32 -> y (b, d_in) float32 and the new state. The float order is the prefill scan's
+    (:func:`edge_quamba.models.mamba.selective_scan`): dA = exp(Δ A); dBu = (Δ u) B; h = dA h + dBu; y = C·h + D u.
+    """
+    u = dequantize(u_q, u_scale)  # (b, d_in)
+    delta = F.softplus(dequantize(dt_q, dt_scale) + dt_bias.to(torch.float32))
+    B, C = dequantize(B_q, B_scale), dequantize(C_q, C_scale)  # (b, n)
+    dA = torch.exp(delta[:, :, None] * A.float())  # (b, d_in, n)
+    dBu = (delta * u)[:, :, None] * B[:, None, :]
+    h = dA * ssm_state.float() + dBu
+    y = torch.matmul(h, C[:, :, None])[:, :, 0] + u * D.float()
+    return y * F.silu(dequantize(z_q, z_scale)), h
 
 
 def hadamard_quantize(y: Tensor, out_scale: float) -> Tensor:

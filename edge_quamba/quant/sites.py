@@ -1,0 +1,70 @@
+"""The quantization sites of a Mamba1 mixer: the one declaration that calibration, the quantized reference, SQNR
+taps, the ONNX lowering, validation and the CLI help all read.
+
+A *site* is one static per-tensor int8 scale and the tensor(s) quantized at it. The data flow that uses the sites
+is written once, in :func:`edge_quamba.quant.flow.mamba1_mixer_flow`; this table says what each site holds:
+
+    site             codes (graph tensors)        made by                      read by
+    in_proj_input    in_proj.input_q              quantize(norm output)        in_proj
+    xz               x_q | z_q  (one tensor xz_q) quantize(in_proj output)     conv1d (x), scan gate (z)
+    u                u_q                          Int8CausalConv1d             x_proj, scan
+    dbc              dt_r_q | B_q | C_q (dbc_q)   quantize(x_proj output)      dt_proj (Δ_r), scan (B, C)
+    dt               dt_q                         quantize(dt_proj output)     scan (dt_bias added inside)
+    out_proj_input   y_q                          HadamardQuantize (or quantize without Hadamard)    out_proj
+
+The scale of a site is stored as the buffer ``<site>_scale`` of :class:`edge_quamba.quant.qmodel.QuantMambaMixer`.
+A site whose codes the graph splits (x|z, Δ_r|B|C) lists its ``pieces``: the graph quantizes each piece at the
+site's scale (elementwise, so identical to quantizing the whole and splitting), and validation concatenates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Site:
+    """One static activation scale.
+
+    name: the site (scale buffer ``<name>_scale``, quant_config key, ``--percentile-on`` value).
+    holds: what tensor it quantizes, in words.
+    code: the int8 tensor's name (``layers.<i>.mixer.<code>`` in the graph and in validation).
+    pieces: the graph tensors the codes are split into, in order (empty: the code tensor itself).
+    percentile: clipped at a percentile by default (the paper's recipe clips only the scan input u).
+    """
+
+    name: str
+    holds: str
+    code: str
+    pieces: tuple[str, ...] = ()
+    percentile: bool = False
+
+    @property
+    def graph_tensors(self) -> tuple[str, ...]:
+        return self.pieces or (self.code,)
+
+
+SITES: tuple[Site, ...] = (
+    Site("in_proj_input", "the norm output entering in_proj", "in_proj.input_q"),
+    Site("xz", "in_proj's output: x (conv input) and z (gate) share one scale", "xz_q", ("x_q", "z_q")),
+    Site("u", "the selective-scan input u = silu(conv1d(x))", "u_q", percentile=True),
+    Site("dbc", "x_proj's output: Δ_r, B and C share one scale", "dbc_q", ("dt_r_q", "B_q", "C_q")),
+    Site("dt", "dt_proj's output without its bias (the bias is added inside the scan)", "dt_q"),
+    Site("out_proj_input", "the gated scan output y, Hadamard-rotated when on (out_proj's input)", "y_q"),
+)
+"""Every site of a mixer, in data-flow order."""
+
+SITE_NAMES: tuple[str, ...] = tuple(site.name for site in SITES)
+SITE_BY_NAME: dict[str, Site] = {site.name: site for site in SITES}
+DEFAULT_PERCENTILE_SITES: tuple[str, ...] = tuple(site.name for site in SITES if site.percentile)
+
+
+def tensor_name(layer: int, code: str) -> str:
+    """The name of a mixer's int8 tensor in the graph and in validation: ``layers.<layer>.mixer.<code>``."""
+    return f"layers.{layer}.mixer.{code}"
+
+
+def graph_code_tensors(n_layer: int) -> dict[str, tuple[str, ...]]:
+    """Per code label (one per site and layer), the graph tensors that hold its codes, in concatenation order."""
+    return {tensor_name(i, site.code): tuple(tensor_name(i, piece) for piece in site.graph_tensors)
+            for i in range(n_layer) for site in SITES}

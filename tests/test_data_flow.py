@@ -1,0 +1,153 @@
+"""The quantized data flow exists once: the model calls only torch.ops.edge_quamba.*, decode runs the one-token ops,
+the site table drives calibration and the graph, and the reference's float order is the stated one."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from edge_quamba.errors import ConfigError
+from edge_quamba.onnx.lower import lower_model
+from edge_quamba.quant import qops
+from edge_quamba.quant.calibrate import calibrate
+from edge_quamba.quant.hadamard import _small_hadamard, hadamard_factors, hadamard_transform
+from edge_quamba.quant.qmodel import QuantConfig, QuantMambaMixer, quantize_model
+from edge_quamba.quant.sites import SITE_NAMES, graph_code_tensors
+from test_quantized_reference import calibration_tokens, fp_model
+
+VIEWS = {"split", "slice", "view", "_unsafe_view", "alias", "unsqueeze", "squeeze", "select", "detach",
+         "split_with_sizes", "t", "transpose", "expand"}
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records the namespace::name of every op dispatched, and the aten ops that returned int8 tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.edge_quamba: set[str] = set()
+        self.int8_aten: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        namespace, name = func.namespace, func.__name__.split(".")[0]
+        if namespace == "edge_quamba":
+            self.edge_quamba.add(name)
+        elif any(isinstance(t, torch.Tensor) and t.dtype == torch.int8 for t in torch.utils._pytree.tree_leaves(out)):
+            self.int8_aten.add(name)
+        return out
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    fp = fp_model(dtype=torch.float32, seed=3, hidden_size=48, noise=0.05)  # d_inner 96 = 12 * 8
+    qconfig = QuantConfig(calib_samples=4, calib_seq_len=48)
+    amaxes = calibrate(fp, calibration_tokens(), qconfig, batch_size=2, progress=False)
+    return fp, quantize_model(fp, amaxes, qconfig), amaxes
+
+
+def test_model_calls_only_the_edge_quamba_ops(quantized):
+    _, q, _ = quantized
+    tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        with OpRecorder() as prefill:
+            _, states = q(tokens)
+        with OpRecorder() as decode:
+            q.step(tokens[:, -1], states)
+    print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
+    print("decode:", sorted(decode.edge_quamba), "int8 aten:", sorted(decode.int8_aten))
+    assert prefill.edge_quamba == {"quantize", "int8_linear", "int8_causal_conv1d", "int8_selective_scan",
+                                   "hadamard_quantize"}
+    assert decode.edge_quamba == {"quantize", "int8_linear", "int8_causal_conv1d_update",
+                                  "int8_selective_scan_update", "hadamard_quantize"}
+    # no int8 arithmetic outside the ops: aten only makes views of int8 tensors (and the zero states)
+    assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
+
+
+def test_update_ops_equal_prefill_ops_at_one_token():
+    g = torch.Generator().manual_seed(1)
+    b, d_in, n, k = 3, 96, 8, 4
+
+    def i8(*shape):
+        return torch.randint(-127, 128, shape, generator=g, dtype=torch.int8)
+
+    x, state, weight, bias = i8(b, 1, d_in), i8(b, d_in, k), i8(d_in, k), torch.randn(d_in, generator=g)
+    u_full, s_full = qops.int8_causal_conv1d(x, state, weight, bias, 0.05, 0.01, 0.02)
+    u_step, s_step = qops.int8_causal_conv1d_update(x[:, 0], state, weight, bias, 0.05, 0.01, 0.02)
+    assert torch.equal(u_full[:, 0], u_step) and torch.equal(s_full, s_step)
+
+    u, dt, z, B, C = i8(b, 1, d_in), i8(b, 1, d_in), i8(b, 1, d_in), i8(b, 1, n), i8(b, 1, n)
+    h = torch.randn(b, d_in, n, generator=g)
+    A, D, dt_bias = -torch.rand(d_in, n, generator=g), torch.randn(d_in, generator=g), torch.randn(d_in, generator=g)
+    scales = (0.03, 0.02, 0.04, 0.05, 0.01)
+    y_full, h_full = qops.int8_selective_scan(u, dt, B, C, z, h, A, D, dt_bias, *scales)
+    y_step, h_step = qops.int8_selective_scan_update(u[:, 0], dt[:, 0], B[:, 0], C[:, 0], z[:, 0], h, A, D, dt_bias,
+                                                     *scales)
+    print("scan update vs prefill: max |dy|", float((y_full[:, 0] - y_step).abs().max()),
+          "max |dh|", float((h_full - h_step).abs().max()))
+    assert torch.equal(h_full, h_step)  # the same elementwise float order
+    assert torch.allclose(y_full[:, 0], y_step, rtol=0, atol=1e-6)  # the C.h dot product's order is the library's
+
+
+def test_calibration_and_graph_cover_every_site(quantized):
+    fp, q, amaxes = quantized
+    assert all(set(layer) == set(SITE_NAMES) for layer in amaxes)
+    graph = lower_model(q)
+    made = {out for node in graph.graph.node for out in node.output}
+    expected = graph_code_tensors(fp.config.n_layer)
+    missing = [t for tensors in expected.values() for t in tensors if t not in made]
+    assert not missing, missing
+    scales = {init.name for init in graph.graph.initializer if init.name.endswith("_scale")}
+    for i in range(fp.config.n_layer):
+        assert {f"layers.{i}.mixer.{site}_scale" for site in SITE_NAMES} <= scales
+
+
+def test_missing_or_partial_amaxes_are_errors(quantized):
+    fp, _, amaxes = quantized
+    partial = [dict(layer) for layer in amaxes]
+    del partial[1]["dt"]
+    with pytest.raises(ConfigError, match="layer 1: no calibrated amax for dt"):
+        quantize_model(fp, partial, QuantConfig())
+    with pytest.raises(ConfigError, match="amaxes for 1 layers"):
+        quantize_model(fp, amaxes[:1], QuantConfig())
+
+
+def test_scales_are_cached_floats_and_follow_a_reload(quantized):
+    _, q, _ = quantized
+    mixer: QuantMambaMixer = q.backbone.layers[0].mixer
+    assert mixer.scales()["u"] == float(mixer.u_scale)
+    state = mixer.state_dict()
+    state["u_scale"] = state["u_scale"] * 2
+    clone = QuantMambaMixer(mixer.config, mixer.hadamard, layer=0)
+    clone.load_state_dict(mixer.state_dict())
+    assert clone.scales()["u"] == float(mixer.u_scale)
+    clone.load_state_dict(state)
+    assert clone.scales()["u"] == float(state["u_scale"])
+
+
+@pytest.mark.parametrize("n", [12 * 4, 20 * 2, 28])
+def test_hadamard_sums_in_the_stated_order(n):
+    """hadamard_transform in float32 equals a plain loop doing exactly the documented operations, bit for bit."""
+    m, p = hadamard_factors(n)
+    x = np.random.default_rng(n).standard_normal((3, n)).astype(np.float32) * 10
+    rows = x.reshape(3, m, p).copy()
+    h = 1
+    while h < p:  # Sylvester stages h = 1, 2, 4, ...
+        for start in range(0, p, 2 * h):
+            a, b = rows[:, :, start:start + h].copy(), rows[:, :, start + h:start + 2 * h].copy()
+            rows[:, :, start:start + h], rows[:, :, start + h:start + 2 * h] = a + b, a - b
+        h *= 2
+    signs = _small_hadamard(m).numpy()
+    out = np.empty_like(rows)
+    for i in range(m):  # H_m rows summed r = 0, 1, ... as signed adds
+        acc = rows[:, 0] if signs[i, 0] > 0 else -rows[:, 0]
+        for r in range(1, m):
+            acc = acc + rows[:, r] if signs[i, r] > 0 else acc - rows[:, r]
+        out[:, i] = acc
+    expected = out.reshape(3, n) * np.float32(1 / math.sqrt(n))
+    got = hadamard_transform(torch.from_numpy(x)).numpy()
+    print("max |diff|", np.abs(got - expected).max())
+    assert np.array_equal(got, expected)
