@@ -1,0 +1,154 @@
+"""Per-kernel GPU time of the int8 kernels at one Mamba layer of the 2.8b shape, decode (l = 1) and prefill (l = 512).
+
+    python3 benchmarks/kernel_timing.py [--out benchmarks/results/kernel_timing.json]
+
+Batch 1; d_model 2560, d_inner 5120, n 16, dt_rank 160, k 4 (random int8 weights and inputs). Each kernel is
+called `REPS` times inside one CUDA graph and the graph replayed, so the times are GPU times without Python or
+launch overhead (what a CUDA-graph decode pays). Achieved GB/s = bytes the kernel must move (inputs + outputs +
+weights, each once) / time, next to the device-to-device copy bandwidth measured in the same run (the larger of
+a 256 MiB and a 1 GiB copy). Linear weights cycle through copies totalling > 200 MiB, so they come from HBM, not L2. The linears run
+the GEMV kernel at l = 1 and torch._int_mm (cuBLASLt) at l = 512, exactly as the binding dispatches them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edge_quamba.ops.cuda_ops import load_extension  # noqa: E402
+
+SHAPE = dict(d_model=2560, d_inner=5120, d_state=16, dt_rank=160, d_conv=4, n_layer=64)
+REPS, REPLAYS = 50, 20
+
+
+def graph_time_us(fn, reps: int = REPS) -> float:
+    """Mean GPU microseconds of one fn() call, from a CUDA graph of `reps` calls replayed REPLAYS times."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    graph.replay()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(REPLAYS):
+        graph.replay()
+    stop.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(stop) * 1e3 / (reps * REPLAYS)
+
+
+def copy_bandwidth_gbs() -> dict[str, float]:
+    """Device-to-device copy GB/s (bytes read + bytes written) for 256 MiB and 1 GiB buffers."""
+    result = {}
+    for mib in (256, 1024):
+        a = torch.empty(mib * 2**18, dtype=torch.float32, device="cuda")
+        b = torch.empty_like(a)
+        us = graph_time_us(lambda: b.copy_(a))
+        result[f"{mib}MiB"] = round(2 * a.numel() * 4 / (us * 1e-6) / 1e9, 1)
+        del a, b
+    return result
+
+
+def cycling(make, nbytes: int, cold_bytes: int = 200 * 2**20):
+    """Enough copies of a weight that cycling through them streams > 200 MiB (4x the H200's 50 MB L2), so each call
+    reads its weight from HBM as in a real model's decode; returns a function giving the next copy."""
+    copies = [make() for _ in range(max(1, -(-cold_bytes // nbytes)))]
+    state = {"i": 0}
+
+    def next_copy():
+        state["i"] = (state["i"] + 1) % len(copies)
+        return copies[state["i"]]
+    next_copy.count = len(copies)
+    return next_copy
+
+
+def layer_kernels(ext, l: int):
+    """(name, fn, bytes moved, calls per graph) for each kernel of one layer at sequence length l (batch 1)."""
+    d, di, n, r, k = (SHAPE[x] for x in ("d_model", "d_inner", "d_state", "dt_rank", "d_conv"))
+
+    def i8(*s):
+        return torch.randint(-127, 128, s, dtype=torch.int8, device="cuda")
+
+    h = torch.randn(1, l, d, device="cuda")
+    w_in, w_x, w_dt, w_out = (cycling(lambda shape=shape: i8(*shape), shape[0] * shape[1])
+                              for shape in ((2 * di, d), (r + 2 * n, di), (di, r), (d, di)))
+    x_q = i8(1, l, d)
+    xz_f = torch.randn(1, l, 2 * di, device="cuda")
+    xz = i8(1, l, 2 * di)
+    conv_state, conv_w, conv_b = i8(1, di, k), i8(di, k), torch.randn(di, device="cuda")
+    u = i8(1, l, di)
+    xp = i8(1, l, r + 2 * n)
+    dt_f, dt = torch.randn(1, l, di, device="cuda"), i8(1, l, di)
+    ssm = torch.randn(1, di, n, device="cuda")
+    A, D, dt_bias = -torch.rand(di, n, device="cuda"), torch.randn(di, device="cuda"), torch.randn(di, device="cuda")
+    y = torch.randn(1, l, di, device="cuda")
+    s = 0.02
+    return [(name, fn, nbytes, max(REPS, w.count if w else 0)) for name, fn, nbytes, w in [
+        ("quantize (norm out)", lambda: ext.quantize(h, s), l * d * 5, None),
+        ("in_proj int8_linear", lambda: ext.int8_linear(x_q, w_in(), None, s, s), 2 * di * d + l * d + l * 2 * di * 4, w_in),
+        ("quantize (in_proj out)", lambda: ext.quantize(xz_f, s), l * 2 * di * 5, None),
+        ("int8_causal_conv1d", lambda: ext.int8_causal_conv1d(xz[..., :di], conv_state, conv_w, conv_b, s, s, s),
+         2 * l * di + 3 * di * k + di * 4, None),
+        ("x_proj int8_linear", lambda: ext.int8_linear(u, w_x(), None, s, s), (r + 2 * n) * di + l * di
+         + l * (r + 2 * n) * 4, w_x),
+        ("quantize (x_proj out)", lambda: ext.quantize(xz_f[..., : r + 2 * n], s), l * (r + 2 * n) * 5, None),
+        ("dt_proj int8_linear", lambda: ext.int8_linear(xp[..., :r], w_dt(), None, s, s), di * r + l * r + l * di * 4, w_dt),
+        ("quantize (dt_proj out)", lambda: ext.quantize(dt_f, s), l * di * 5, None),
+        ("int8_selective_scan", lambda: ext.int8_selective_scan(u, dt, xp[..., r:r + n], xp[..., r + n:],
+                                                                xz[..., di:], ssm, A, D, dt_bias, s, s, s, s, s),
+         3 * l * di + 2 * l * n + 2 * di * n * 4 + di * n * 4 + 2 * di * 4 + l * di * 4, None),
+        ("hadamard_quantize", lambda: ext.hadamard_quantize(y, s), l * di * 5, None),
+        ("out_proj int8_linear", lambda: ext.int8_linear(u, w_out(), None, s, s),
+         d * di + l * di + l * d * 4, w_out),
+    ]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernel_timing.json"))
+    args = parser.parse_args()
+    ext = load_extension()
+    copies = copy_bandwidth_gbs()
+    copy = max(copies.values())
+    rows = []
+    for l in (1, 512):
+        for name, fn, nbytes, reps in layer_kernels(ext, l):
+            us = graph_time_us(fn, reps)
+            gbs = nbytes / (us * 1e-6) / 1e9
+            rows.append(dict(kernel=name, seqlen=l, time_us=round(us, 3), bytes=nbytes, gb_per_s=round(gbs, 1),
+                             fraction_of_copy=round(gbs / copy, 3)))
+    gpu = torch.cuda.get_device_name()
+    print(f"GPU {gpu}, torch {torch.__version__}, batch 1, shape {SHAPE}; device copy {copies} GB/s (read + write)")
+    print(f"{'kernel':28s} {'l':>4s} {'us':>9s} {'MB':>9s} {'GB/s':>8s} {'of copy':>8s}")
+    for r in rows:
+        print(f"{r['kernel']:28s} {r['seqlen']:4d} {r['time_us']:9.2f} {r['bytes'] / 1e6:9.3f} "
+              f"{r['gb_per_s']:8.0f} {r['fraction_of_copy']:8.2f}")
+    totals = {}
+    for l in (1, 512):
+        layer = sum(r["time_us"] for r in rows if r["seqlen"] == l)
+        totals[l] = dict(layer_us=round(layer, 2), model_ms=round(layer * SHAPE["n_layer"] / 1e3, 3))
+        print(f"l={l}: one layer {layer:.1f} us, x {SHAPE['n_layer']} layers = {layer * SHAPE['n_layer'] / 1e3:.3f} ms "
+              f"(kernels only: no norm, residual, embedding, lm_head)")
+    result = dict(command="python3 benchmarks/kernel_timing.py", gpu=gpu, torch=torch.__version__,
+                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), batch=1,
+                  shape=SHAPE, graph_reps=REPS, graph_replays=REPLAYS, copy_gb_per_s=round(copy, 1), copy_by_size=copies,
+                  kernels=rows, totals={str(k): v for k, v in totals.items()})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

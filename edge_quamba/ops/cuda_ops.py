@@ -1,0 +1,211 @@
+"""CUDA implementations of the ``torch.ops.edge_quamba.*`` ops: the kernels of ``plugins/kernels`` through the
+binding ``plugins/torch/binding.cpp``.
+
+Build: :func:`load_extension` JIT-compiles the binding and every ``plugins/kernels/*.cu`` with
+``torch.utils.cpp_extension.load`` (ninja) into a cache folder, ``$EDGE_QUAMBA_CUDA_BUILD_DIR`` or
+``~/.cache/edge_quamba/cuda_ext``, in a subfolder named by a hash of the sources, so an edited kernel or header is
+rebuilt and an unchanged one is loaded in seconds. Flags: ``-O3 --fmad=false`` (no FMA contraction; the kernels also
+write every exactness-critical op as an explicitly rounded intrinsic), never ``--use_fast_math``. The GPU
+architecture is the visible GPU's (``TORCH_CUDA_ARCH_LIST`` overrides, as for any torch extension).
+
+Dispatch: :func:`register_cuda_kernels` registers the binding's functions with
+``torch.library.register_kernel("edge_quamba::<name>", "cuda", fn)`` for each op of the contract that exists
+(``hasattr(torch.ops.edge_quamba, name)`` after importing :mod:`edge_quamba.ops.torch_ops`), so the same model moved
+to the GPU runs on the kernels; the CPU kernels stay the qops references. No GPU, no nvcc or a failed build raise
+:class:`~edge_quamba.errors.BackendUnavailableError` (one line); nothing falls back to another implementation.
+
+Errors: the Python wrappers below check every argument and raise a one-line ValueError before calling C++ (an
+exception thrown inside the binding crashed the interpreter on the H200 image, see :func:`_require`).
+
+Views: the binding reads the model's non-contiguous views in place through strides (x / z halves of in_proj's
+output, dt / B / C slices of x_proj's output); only layouts that no single row stride describes are copied.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from edge_quamba.errors import BackendUnavailableError
+from edge_quamba.quant import primitives
+from edge_quamba.quant.hadamard import hadamard_factors
+
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+KERNEL_DIR = PLUGINS / "kernels"
+BINDING = PLUGINS / "torch" / "binding.cpp"
+CUDA_FLAGS = ("-O3", "--fmad=false")
+HADAMARD_MAX_DIM = 16384
+"""Largest n of the Hadamard kernel (one row in 64 KB of shared memory)."""
+OP_NAMES = ("quantize", "int8_linear", "int8_causal_conv1d", "int8_selective_scan", "hadamard_quantize")
+"""The five ops of the contract, by torch op name."""
+
+
+def _sources() -> list[Path]:
+    if not BINDING.is_file() or not KERNEL_DIR.is_dir():
+        raise BackendUnavailableError(f"CUDA kernel sources not found under {PLUGINS} (needs a source checkout)")
+    return [BINDING, *sorted(KERNEL_DIR.glob("*.cu"))]
+
+
+def build_dir() -> Path:
+    """The extension's build folder: the cache root plus a hash of every source and header and the flags."""
+    root = Path(os.environ.get("EDGE_QUAMBA_CUDA_BUILD_DIR", Path.home() / ".cache" / "edge_quamba" / "cuda_ext"))
+    digest = hashlib.sha256(" ".join(CUDA_FLAGS).encode())
+    for path in [*_sources(), *sorted(KERNEL_DIR.glob("*.h")), *sorted(KERNEL_DIR.glob("*.cuh"))]:
+        digest.update(path.name.encode() + path.read_bytes())
+    return root / digest.hexdigest()[:16]
+
+
+def _check_toolchain() -> None:
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError(f"the CUDA kernels need an NVIDIA GPU and a CUDA build of torch "
+                                      f"(torch {torch.__version__} sees no GPU)")
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    nvcc = Path(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else None
+    if nvcc is None or not (nvcc.is_file() or shutil.which("nvcc")):
+        raise BackendUnavailableError("building the CUDA kernels needs nvcc: none found (set CUDA_HOME)")
+
+
+@functools.lru_cache(maxsize=None)
+def load_extension(verbose: bool = False) -> ModuleType:
+    """Builds (first call, or after a source changed) and loads the binding; returns the Python module."""
+    _check_toolchain()
+    from torch.utils.cpp_extension import load
+
+    folder = build_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return load(name="edge_quamba_cuda", sources=[str(p) for p in _sources()], extra_cflags=["-O3"],
+                    extra_cuda_cflags=list(CUDA_FLAGS), build_directory=str(folder), verbose=verbose)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackendUnavailableError(f"building the CUDA kernels in {folder} failed: {first}") from e
+
+
+def _require(ok: bool, message: str) -> None:
+    """Argument checks happen here, in Python: an exception thrown by the C++ binding crashed the interpreter
+    (segmentation fault) on the H200 image (torch 2.11+cu130, undiagnosed), so the binding's own checks are only a
+    last line of defence and every user error must be caught before the call."""
+    if not ok:
+        raise ValueError(message)
+
+
+def _cuda(name: str, t, dtype: torch.dtype, dim: int | None = None) -> None:
+    _require(isinstance(t, torch.Tensor) and t.is_cuda, f"{name} must be a CUDA tensor")
+    _require(t.dtype == dtype, f"{name} must be {dtype}, got {t.dtype}")
+    if dim is not None:
+        _require(t.dim() == dim, f"{name} must be {dim}-D, got shape {tuple(t.shape)}")
+
+
+def _scale(name: str, value) -> None:
+    _require(math.isfinite(value) and value > 0, f"{name} must be a finite float > 0, got {value}")
+
+
+def quantize(x, scale):
+    """x (...) float32/float16/bfloat16 on CUDA -> int8 (...)."""
+    _require(isinstance(x, torch.Tensor) and x.is_cuda, "quantize: x must be a CUDA tensor")
+    _require(x.dtype in (torch.float32, torch.float16, torch.bfloat16),
+             f"quantize: x must be float32, float16 or bfloat16, got {x.dtype}")
+    _scale("quantize: scale", scale)
+    return load_extension().quantize(x, scale)
+
+
+def int8_linear(x_q, weight_q, bias, x_scale, weight_scale):
+    """x_q (..., K) int8, weight_q (N, K) int8, bias (N) float32 or None -> float32 (..., N).
+    GEMV kernel for up to 16 rows; above, torch._int_mm (cuBLASLt, exact int32) and the same float32 epilogue."""
+    _cuda("int8_linear: x_q", x_q, torch.int8)
+    _cuda("int8_linear: weight_q", weight_q, torch.int8, 2)
+    _require(x_q.dim() >= 1 and x_q.shape[-1] == weight_q.shape[1],
+             f"int8_linear: x_q {tuple(x_q.shape)} and weight_q {tuple(weight_q.shape)} do not match (..., K), (N, K)")
+    _require(weight_q.is_contiguous(), "int8_linear: weight_q must be contiguous (N, K)")
+    _require(weight_q.shape[1] <= primitives.MAX_K, f"int8_linear: K={weight_q.shape[1]} > {primitives.MAX_K}")
+    if bias is not None:
+        _cuda("int8_linear: bias", bias, torch.float32, 1)
+        _require(bias.shape[0] == weight_q.shape[0] and bias.is_contiguous(),
+                 "int8_linear: bias must be a contiguous (N,) float32 tensor")
+    _scale("int8_linear: x_scale", x_scale)
+    _scale("int8_linear: weight_scale", weight_scale)
+    return load_extension().int8_linear(x_q, weight_q, bias, x_scale, weight_scale)
+
+
+def int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale):
+    """-> (u_q (b, l, d_in) int8, conv_state_out (b, d_in, k) int8)."""
+    _cuda("int8_causal_conv1d: x_q", x_q, torch.int8, 3)
+    _cuda("int8_causal_conv1d: conv_state_q", conv_state_q, torch.int8, 3)
+    _cuda("int8_causal_conv1d: weight_q", weight_q, torch.int8, 2)
+    b, _, d = x_q.shape
+    k = weight_q.shape[1]
+    _require(tuple(conv_state_q.shape) == (b, d, k) and weight_q.shape[0] == d,
+             f"int8_causal_conv1d: shapes do not match: x_q {tuple(x_q.shape)}, conv_state_q "
+             f"{tuple(conv_state_q.shape)}, weight_q {tuple(weight_q.shape)}")
+    _require(1 <= k <= 4, f"int8_causal_conv1d: width k={k} not in [1, 4]")
+    if bias is not None:
+        _cuda("int8_causal_conv1d: bias", bias, torch.float32, 1)
+        _require(bias.shape[0] == d, "int8_causal_conv1d: bias must be (d_in,)")
+    for name, v in (("x_scale", x_scale), ("weight_scale", weight_scale), ("out_scale", out_scale)):
+        _scale(f"int8_causal_conv1d: {name}", v)
+    return load_extension().int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale)
+
+
+def int8_selective_scan(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
+                        u_scale, dt_scale, B_scale, C_scale, z_scale):
+    """-> (y (b, l, d_in) float32, ssm_state_out (b, d_in, n) float32)."""
+    for name, t in (("u_q", u_q), ("dt_q", dt_q), ("B_q", B_q), ("C_q", C_q), ("z_q", z_q)):
+        _cuda(f"int8_selective_scan: {name}", t, torch.int8, 3)
+    _cuda("int8_selective_scan: ssm_state", ssm_state, torch.float32, 3)
+    _cuda("int8_selective_scan: A", A, torch.float32, 2)
+    _cuda("int8_selective_scan: D", D, torch.float32, 1)
+    _cuda("int8_selective_scan: dt_bias", dt_bias, torch.float32, 1)
+    b, l, d = u_q.shape
+    n = A.shape[1]
+    _require(dt_q.shape == u_q.shape and z_q.shape == u_q.shape and tuple(B_q.shape) == (b, l, n)
+             and C_q.shape == B_q.shape and A.shape[0] == d and tuple(ssm_state.shape) == (b, d, n)
+             and D.shape[0] == d and dt_bias.shape[0] == d,
+             f"int8_selective_scan: shapes do not match: u_q {tuple(u_q.shape)}, B_q {tuple(B_q.shape)}, "
+             f"A {tuple(A.shape)}, ssm_state {tuple(ssm_state.shape)}")
+    _require(1 <= n <= 32 and n & (n - 1) == 0, f"int8_selective_scan: d_state n={n} must be a power of two <= 32")
+    for name, v in (("u_scale", u_scale), ("dt_scale", dt_scale), ("B_scale", B_scale), ("C_scale", C_scale),
+                    ("z_scale", z_scale)):
+        _scale(f"int8_selective_scan: {name}", v)
+    return load_extension().int8_selective_scan(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
+                                                u_scale, dt_scale, B_scale, C_scale, z_scale)
+
+
+def hadamard_quantize(y, out_scale):
+    """y (..., n) float32 -> int8 (..., n)."""
+    _cuda("hadamard_quantize: y", y, torch.float32)
+    _require(y.dim() >= 1, "hadamard_quantize: y must have a channel dim")
+    n = y.shape[-1]
+    try:
+        hadamard_factors(n)
+    except ValueError as e:
+        raise ValueError(f"hadamard_quantize: {e}") from None
+    _require(n <= HADAMARD_MAX_DIM, f"hadamard_quantize: n={n} > {HADAMARD_MAX_DIM} (the kernel's shared memory)")
+    _scale("hadamard_quantize: out_scale", out_scale)
+    return load_extension().hadamard_quantize(y, out_scale)
+
+
+_KERNELS = {"quantize": quantize, "int8_linear": int8_linear, "int8_causal_conv1d": int8_causal_conv1d,
+            "int8_selective_scan": int8_selective_scan, "hadamard_quantize": hadamard_quantize}
+_registered: set[str] = set()
+
+
+def register_cuda_kernels() -> tuple[str, ...]:
+    """Builds/loads the extension and registers its functions as the CUDA kernels of the existing
+    ``torch.ops.edge_quamba`` ops (idempotent). Returns the names registered so far."""
+    import edge_quamba.ops.torch_ops  # noqa: F401  (defines the ops)
+
+    load_extension()
+    for name in OP_NAMES:
+        if name not in _registered and hasattr(torch.ops.edge_quamba, name):
+            torch.library.register_kernel(f"edge_quamba::{name}", "cuda", _KERNELS[name])
+            _registered.add(name)
+    return tuple(n for n in OP_NAMES if n in _registered)

@@ -1,0 +1,175 @@
+// int8_linear decode GEMV; see int8_linear.h for the contract.
+//
+// Memory layout and work split:
+//   w (N, K) int8 row-major: each output feature n is one contiguous row of K bytes.
+//   A block of 256 threads owns R = 256 / TPR weight rows; the TPR threads of a row split K: thread `lane` reads
+//   VEC-byte chunks lane, lane + TPR, lane + 2 TPR, ... (coalesced: the group reads TPR * VEC consecutive bytes per
+//   step), kUnroll chunks issued before any is used so that many 16-byte loads are in flight per thread.
+//   blockIdx.y walks x rows in passes of MB rows; every weight chunk is multiplied with the MB x rows it meets
+//   (x is tiny and stays in L1/L2; the weight is streamed once per pass, with the evict-first hint __ldcs).
+//   TPR is chosen so that short, tall layers (x_proj: N = 192, K = 5120) still spread over many threads
+//   (split-K up to 256 threads per row) and long, wide layers keep ~8 chunks per thread.
+// Numerics: int32 dot products (__dp4a), exact, reduced in any order (integer addition is associative); the
+// epilogue is float32(acc) * alpha then + bias, each rounded (no FMA), alpha = x_scale * weight_scale in float32.
+#include <algorithm>
+#include <cstdint>
+
+#include "int8_linear.h"
+#include "numerics.cuh"
+
+namespace edge_quamba {
+namespace kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kUnroll = 4;
+
+template <int VEC> struct Chunk;
+template <> struct Chunk<16> { using T = int4; };
+template <> struct Chunk<8> { using T = int2; };
+template <> struct Chunk<4> { using T = int; };
+template <> struct Chunk<1> { using T = int8_t; };
+
+__device__ __forceinline__ int dot(int4 a, int4 b, int acc) {
+    acc = __dp4a(a.x, b.x, acc); acc = __dp4a(a.y, b.y, acc);
+    acc = __dp4a(a.z, b.z, acc); return __dp4a(a.w, b.w, acc);
+}
+__device__ __forceinline__ int dot(int2 a, int2 b, int acc) { return __dp4a(a.y, b.y, __dp4a(a.x, b.x, acc)); }
+__device__ __forceinline__ int dot(int a, int b, int acc) { return __dp4a(a, b, acc); }
+__device__ __forceinline__ int dot(int8_t a, int8_t b, int acc) { return acc + int(a) * int(b); }
+
+template <int VEC, int TPR, int MB>
+__global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Int8LinearParams p) {
+    using T = typename Chunk<VEC>::T;
+    constexpr int kRowsPerBlock = kThreads / TPR;
+    const int lane = threadIdx.x % TPR;
+    const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / TPR;
+    const int64_t m0 = int64_t(blockIdx.y) * MB;
+    const bool row_ok = n < p.N;
+    const int chunks = p.K / VEC;  // K % VEC == 0 (checked by the launcher)
+
+    const T* __restrict__ w = reinterpret_cast<const T*>(p.w + int64_t(row_ok ? n : 0) * p.K);
+    const T* xrow[MB];
+#pragma unroll
+    for (int mb = 0; mb < MB; ++mb) {
+        const int64_t m = min(m0 + mb, p.M - 1);  // rows past M repeat the last one; never written
+        xrow[mb] = reinterpret_cast<const T*>(p.x + m * p.x_row_stride);
+    }
+
+    int acc[MB];
+#pragma unroll
+    for (int mb = 0; mb < MB; ++mb) acc[mb] = 0;
+
+    if (row_ok) {
+        for (int c0 = lane; c0 < chunks; c0 += kUnroll * TPR) {
+            T wv[kUnroll];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {  // issue all weight loads first
+                const int c = c0 + u * TPR;
+                if (c < chunks) wv[u] = __ldcs(w + c);
+            }
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                const int c = c0 + u * TPR;
+                if (c < chunks) {
+#pragma unroll
+                    for (int mb = 0; mb < MB; ++mb) acc[mb] = dot(wv[u], __ldg(xrow[mb] + c), acc[mb]);
+                }
+            }
+        }
+    }
+
+    // Reduce the TPR partial sums of each row: shuffles inside a warp, then shared memory across warps.
+#pragma unroll
+    for (int mb = 0; mb < MB; ++mb) {
+#pragma unroll
+        for (int off = (TPR < 32 ? TPR : 32) / 2; off > 0; off /= 2) {
+            acc[mb] += __shfl_xor_sync(0xffffffffu, acc[mb], off);
+        }
+    }
+    if constexpr (TPR > 32) {
+        constexpr int kWarpsPerRow = TPR / 32;
+        __shared__ int partial[kThreads / 32][MB];
+        const int warp = threadIdx.x / 32;
+        if (threadIdx.x % 32 == 0) {
+#pragma unroll
+            for (int mb = 0; mb < MB; ++mb) partial[warp][mb] = acc[mb];
+        }
+        __syncthreads();
+        if (lane == 0) {
+#pragma unroll
+            for (int mb = 0; mb < MB; ++mb) {
+                int s = 0;
+                for (int i = 0; i < kWarpsPerRow; ++i) s += partial[warp + i][mb];
+                acc[mb] = s;
+            }
+        }
+    }
+
+    if (lane == 0 && row_ok) {
+        const float alpha = __fmul_rn(p.x_scale, p.weight_scale);
+        const float b = p.bias != nullptr ? p.bias[n] : 0.0f;
+#pragma unroll
+        for (int mb = 0; mb < MB; ++mb) {
+            if (m0 + mb < p.M) {
+                float v = __fmul_rn(static_cast<float>(acc[mb]), alpha);
+                if (p.bias != nullptr) v = __fadd_rn(v, b);
+                p.y[(m0 + mb) * p.y_row_stride + n] = v;
+            }
+        }
+    }
+}
+
+// Threads per row: ~8 chunks per thread, then more threads while the grid is small (split-K for short N).
+int choose_tpr(int64_t chunks, int N) {
+    int tpr = 4;
+    while (tpr < kThreads && tpr * 8 < chunks) tpr *= 2;
+    while (tpr < kThreads && int64_t(N) * tpr < 128 * 1024 && chunks >= 2 * tpr) tpr *= 2;
+    return tpr;
+}
+
+template <int VEC, int TPR>
+cudaError_t launch_mb(const Int8LinearParams& p, cudaStream_t stream) {
+    const int mb = p.M == 1 ? 1 : 4;
+    const dim3 grid((p.N + kThreads / TPR - 1) / (kThreads / TPR), static_cast<unsigned>((p.M + mb - 1) / mb));
+    if (mb == 1) int8_gemv_kernel<VEC, TPR, 1><<<grid, kThreads, 0, stream>>>(p);
+    else int8_gemv_kernel<VEC, TPR, 4><<<grid, kThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+}
+
+template <int VEC>
+cudaError_t launch_vec(const Int8LinearParams& p, cudaStream_t stream) {
+    switch (choose_tpr(p.K / VEC, p.N)) {
+        case 4: return launch_mb<VEC, 4>(p, stream);
+        case 8: return launch_mb<VEC, 8>(p, stream);
+        case 16: return launch_mb<VEC, 16>(p, stream);
+        case 32: return launch_mb<VEC, 32>(p, stream);
+        case 64: return launch_mb<VEC, 64>(p, stream);
+        case 128: return launch_mb<VEC, 128>(p, stream);
+        default: return launch_mb<VEC, 256>(p, stream);
+    }
+}
+
+bool aligned(const void* ptr, int v) { return reinterpret_cast<uintptr_t>(ptr) % v == 0; }
+
+}  // namespace
+
+cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream) {
+    if (p.M < 0 || p.N < 0 || p.K < 1 || p.K > 131071 || p.x_row_stride < p.K || p.y_row_stride < p.N) {
+        return cudaErrorInvalidValue;
+    }
+    if (p.M == 0 || p.N == 0) return cudaSuccess;
+    if (p.x == nullptr || p.w == nullptr || p.y == nullptr || (p.M - 1) / 4 + 1 > 65535) return cudaErrorInvalidValue;
+    // Widest load that K, the x row stride and both base pointers allow.
+    for (int v : {16, 8, 4}) {
+        if (p.K % v == 0 && p.x_row_stride % v == 0 && aligned(p.x, v) && aligned(p.w, v)) {
+            if (v == 16) return launch_vec<16>(p, stream);
+            if (v == 8) return launch_vec<8>(p, stream);
+            return launch_vec<4>(p, stream);
+        }
+    }
+    return launch_vec<1>(p, stream);
+}
+
+}  // namespace kernels
+}  // namespace edge_quamba

@@ -1,0 +1,8 @@
+// Umbrella header: every launcher of the edge-quamba int8 kernels (see README.md in this folder).
+#pragma once
+
+#include "causal_conv1d.h"
+#include "hadamard_quantize.h"
+#include "int8_linear.h"
+#include "quantize.h"
+#include "selective_scan.h"

@@ -1,0 +1,37 @@
+// Device helpers that define the numerics shared by every kernel (include from .cu files only).
+//
+// Exactness rules (the reference is edge_quamba/quant/primitives.py and qops.py, float32 throughout):
+//   * every float op is written as an explicitly rounded intrinsic (__fmul_rn, __fadd_rn, __fdiv_rn), which nvcc
+//     never contracts into an FMA, whatever --fmad says (the build also passes --fmad=false as a second guard);
+//   * quantization divides by the scale (never multiplies by a reciprocal) and rounds half to even
+//     (__float2int_rn), then clamps to [-127, 127]; NaN -> 0;
+//   * expf / log1pf are the accurate CUDA functions (never __expf; no --use_fast_math); they may differ from the
+//     CPU's libm in the last bit, which the tests allow for.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace edge_quamba {
+namespace kernels {
+
+// q = clamp(round_half_even(x / scale), -127, 127); NaN -> 0, +-Inf -> +-127 (primitives.quantize).
+__device__ __forceinline__ int8_t quantize_rn(float x, float scale) {
+    float quotient = __fdiv_rn(x, scale);
+    if (quotient != quotient) return 0;                       // NaN
+    quotient = fminf(fmaxf(quotient, -127.0f), 127.0f);       // clamp first: same result, no int overflow
+    return static_cast<int8_t>(__float2int_rn(quotient));     // round half to even
+}
+
+// silu(v) = v / (1 + exp(-v)), each op rounded (the contract's formula).
+__device__ __forceinline__ float silu_rn(float v) {
+    return __fdiv_rn(v, __fadd_rn(1.0f, expf(-v)));
+}
+
+// softplus with torch's threshold 20: dt when dt > 20, else log1p(exp(dt)).
+__device__ __forceinline__ float softplus_rn(float dt) {
+    return dt > 20.0f ? dt : log1pf(expf(dt));
+}
+
+}  // namespace kernels
+}  // namespace edge_quamba

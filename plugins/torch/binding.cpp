@@ -1,0 +1,251 @@
+// PyTorch binding of the edge-quamba int8 kernels: the only C++ file that touches at::Tensor.
+//
+// Each function checks devices, dtypes and shapes (EQ_CHECK -> Python ValueError with one line), describes its
+// tensors to the kernel by pointer + element strides (views such as the x / z halves of in_proj's output or the
+// dt / B / C slices of x_proj's output are passed as they are, with no copy), allocates the outputs and launches on
+// the current stream. Semantics: OPS_CONTRACT.md; edge_quamba/ops/cuda_ops.py registers these as the CUDA kernels
+// of torch.ops.edge_quamba.*.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include <optional>
+#include <stdexcept>
+#include <tuple>
+
+#include "../kernels/kernels.h"
+
+namespace ek = edge_quamba::kernels;
+
+namespace {
+
+// Bad arguments raise std::invalid_argument (pybind11 turns it into a Python ValueError with this one-line message).
+// TORCH_CHECK is not used: in our first H200 run (torch 2.11+cu130) a failed TORCH_CHECK in this JIT extension
+// crashed the interpreter (segmentation fault) instead of raising; the cause was not diagnosed.
+#define EQ_CHECK(cond, ...) \
+    do { \
+        if (!(cond)) throw std::invalid_argument(c10::str(__VA_ARGS__)); \
+    } while (0)
+
+void check_launch(cudaError_t err, const char* op) {
+    if (err != cudaSuccess) throw std::runtime_error(c10::str(op, ": kernel launch failed: ", cudaGetErrorString(err)));
+}
+
+void check_cuda(const at::Tensor& t, const char* name, at::ScalarType dtype) {
+    EQ_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+    EQ_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
+}
+
+// (t, row_stride) when t's leading dims collapse into one uniformly strided dim of rows (size-1 dims ignored) and
+// the last dim has stride 1, so the kernel reads t in place (e.g. a (b, l, K) slice of a wider (b, l, K') output);
+// otherwise (contiguous copy, cols): never the case for the views the model passes.
+std::pair<at::Tensor, int64_t> as_rows(const at::Tensor& t) {
+    const int64_t D = t.dim(), cols = t.size(D - 1);
+    bool ok = t.stride(D - 1) == 1 || cols <= 1;
+    int64_t row_stride = -1, expected = -1;
+    for (int64_t i = D - 2; ok && i >= 0; --i) {
+        if (t.size(i) == 1) continue;
+        if (row_stride < 0) {
+            row_stride = t.stride(i);
+            expected = row_stride * t.size(i);
+            ok = row_stride >= cols;
+        } else {
+            ok = t.stride(i) == expected;
+            expected *= t.size(i);
+        }
+    }
+    if (!ok) return {t.contiguous(), cols};
+    return {t, row_stride < 0 ? cols : row_stride};
+}
+
+// Batch and sequence strides of a (b, l, c) view whose channel stride is 1 (copied otherwise).
+at::Tensor channel_contiguous(const at::Tensor& t) {
+    return t.stride(2) == 1 || t.size(2) <= 1 ? t : t.contiguous();
+}
+
+at::Tensor quantize(const at::Tensor& x, double scale) {
+    EQ_CHECK(x.is_cuda(), "quantize: x must be a CUDA tensor");
+    const auto st = x.scalar_type();
+    EQ_CHECK(st == at::kFloat || st == at::kHalf || st == at::kBFloat16,
+                "quantize: x must be float32, float16 or bfloat16, got ", st);
+    const c10::cuda::CUDAGuard guard(x.device());
+    at::Tensor xv = x.dim() == 0 ? x.reshape({1}) : x;
+    auto [xr, row_stride] = as_rows(xv);
+    at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kChar));
+    ek::QuantizeParams p{};
+    p.cols = xr.size(-1);
+    p.rows = p.cols == 0 ? 0 : xr.numel() / p.cols;
+    p.x_row_stride = row_stride;
+    p.x = xr.data_ptr();
+    p.x_type = st == at::kFloat ? ek::FloatType::kFloat32
+             : st == at::kHalf ? ek::FloatType::kFloat16 : ek::FloatType::kBFloat16;
+    p.q = q.data_ptr<int8_t>();
+    p.scale = static_cast<float>(scale);
+    check_launch(ek::launch_quantize(p, c10::cuda::getCurrentCUDAStream()), "quantize");
+    return q;
+}
+
+at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const std::optional<at::Tensor>& bias,
+                       double x_scale, double weight_scale) {
+    check_cuda(x_q, "int8_linear: x_q", at::kChar);
+    check_cuda(weight_q, "int8_linear: weight_q", at::kChar);
+    EQ_CHECK(x_q.dim() >= 1 && weight_q.dim() == 2 && x_q.size(-1) == weight_q.size(1),
+                "int8_linear: x_q (..., K) and weight_q (N, K) do not match: ", x_q.sizes(), " vs ", weight_q.sizes());
+    EQ_CHECK(weight_q.is_contiguous(), "int8_linear: weight_q must be contiguous (N, K)");
+    if (bias.has_value()) {
+        check_cuda(*bias, "int8_linear: bias", at::kFloat);
+        EQ_CHECK(bias->dim() == 1 && bias->size(0) == weight_q.size(0) && bias->is_contiguous(),
+                    "int8_linear: bias must be a contiguous (N,) float32 tensor");
+    }
+    const c10::cuda::CUDAGuard guard(x_q.device());
+    const int64_t N = weight_q.size(0), K = weight_q.size(1);
+    auto out_sizes = x_q.sizes().vec();
+    out_sizes.back() = N;
+    auto [xr, row_stride] = as_rows(x_q);
+    const int64_t M = K == 0 ? 0 : xr.numel() / K;
+    // alpha = float32(x_scale) * float32(weight_scale): one float32 product, as in the reference.
+    const float alpha = static_cast<float>(x_scale) * static_cast<float>(weight_scale);
+    if (M > 16 && K % 8 == 0 && N % 8 == 0) {
+        // Prefill: cuBLASLt IMMA through torch._int_mm (exact int32), then the float32 epilogue as separate ops.
+        at::Tensor acc = at::_int_mm(xr.reshape({M, K}).contiguous(), weight_q.t());
+        at::Tensor y = acc.to(at::kFloat).mul_(alpha);
+        if (bias.has_value()) y.add_(*bias);
+        return y.view(out_sizes);
+    }
+    at::Tensor y = at::empty(out_sizes, x_q.options().dtype(at::kFloat));
+    ek::Int8LinearParams p{};
+    p.M = M;
+    p.N = static_cast<int>(N);
+    p.K = static_cast<int>(K);
+    p.x = xr.data_ptr<int8_t>();
+    p.x_row_stride = row_stride;
+    p.w = weight_q.data_ptr<int8_t>();
+    p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+    p.y = y.data_ptr<float>();
+    p.y_row_stride = N;
+    p.x_scale = static_cast<float>(x_scale);
+    p.weight_scale = static_cast<float>(weight_scale);
+    check_launch(ek::launch_int8_linear(p, c10::cuda::getCurrentCUDAStream()), "int8_linear");
+    return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, const at::Tensor& conv_state_q,
+                                                      const at::Tensor& weight_q, const std::optional<at::Tensor>& bias,
+                                                      double x_scale, double weight_scale, double out_scale) {
+    check_cuda(x_q, "int8_causal_conv1d: x_q", at::kChar);
+    check_cuda(conv_state_q, "int8_causal_conv1d: conv_state_q", at::kChar);
+    check_cuda(weight_q, "int8_causal_conv1d: weight_q", at::kChar);
+    EQ_CHECK(x_q.dim() == 3 && conv_state_q.dim() == 3 && weight_q.dim() == 2,
+                "int8_causal_conv1d: expected x_q (b, l, d_in), conv_state_q (b, d_in, k), weight_q (d_in, k)");
+    const int64_t b = x_q.size(0), l = x_q.size(1), d = x_q.size(2), k = weight_q.size(1);
+    EQ_CHECK(conv_state_q.size(0) == b && conv_state_q.size(1) == d && conv_state_q.size(2) == k &&
+                weight_q.size(0) == d, "int8_causal_conv1d: shapes do not match: x_q ", x_q.sizes(),
+                ", conv_state_q ", conv_state_q.sizes(), ", weight_q ", weight_q.sizes());
+    EQ_CHECK(k >= 1 && k <= ek::kConvMaxWidth, "int8_causal_conv1d: width k=", k, " not in [1, ",
+                ek::kConvMaxWidth, "]");
+    if (bias.has_value()) {
+        check_cuda(*bias, "int8_causal_conv1d: bias", at::kFloat);
+        EQ_CHECK(bias->dim() == 1 && bias->size(0) == d, "int8_causal_conv1d: bias must be (d_in,)");
+    }
+    const c10::cuda::CUDAGuard guard(x_q.device());
+    const at::Tensor x = channel_contiguous(x_q);
+    const at::Tensor state = conv_state_q.contiguous();
+    const at::Tensor w = weight_q.contiguous();
+    const std::optional<at::Tensor> bc = bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : bias;
+    at::Tensor u = at::empty({b, l, d}, x_q.options());
+    at::Tensor state_out = at::empty({b, d, k}, x_q.options());
+    ek::CausalConv1dParams p{};
+    p.batch = static_cast<int>(b); p.seqlen = static_cast<int>(l); p.dim = static_cast<int>(d);
+    p.width = static_cast<int>(k);
+    p.x_batch_stride = x.stride(0); p.x_seq_stride = x.stride(1);
+    p.x = x.data_ptr<int8_t>();
+    p.conv_state_in = state.data_ptr<int8_t>();
+    p.weight = w.data_ptr<int8_t>();
+    p.bias = bc.has_value() ? bc->data_ptr<float>() : nullptr;
+    p.u = u.data_ptr<int8_t>();
+    p.conv_state_out = state_out.data_ptr<int8_t>();
+    p.x_scale = static_cast<float>(x_scale);
+    p.weight_scale = static_cast<float>(weight_scale);
+    p.out_scale = static_cast<float>(out_scale);
+    check_launch(ek::launch_int8_causal_conv1d(p, c10::cuda::getCurrentCUDAStream()), "int8_causal_conv1d");
+    return {u, state_out};
+}
+
+std::tuple<at::Tensor, at::Tensor> int8_selective_scan(
+    const at::Tensor& u_q, const at::Tensor& dt_q, const at::Tensor& B_q, const at::Tensor& C_q,
+    const at::Tensor& z_q, const at::Tensor& ssm_state, const at::Tensor& A, const at::Tensor& D,
+    const at::Tensor& dt_bias, double u_scale, double dt_scale, double B_scale, double C_scale, double z_scale) {
+    const char* names[] = {"u_q", "dt_q", "B_q", "C_q", "z_q"};
+    const at::Tensor* ins[] = {&u_q, &dt_q, &B_q, &C_q, &z_q};
+    for (int i = 0; i < 5; ++i) {
+        check_cuda(*ins[i], names[i], at::kChar);
+        EQ_CHECK(ins[i]->dim() == 3, "int8_selective_scan: ", names[i], " must be 3-D (b, l, .)");
+    }
+    check_cuda(ssm_state, "int8_selective_scan: ssm_state", at::kFloat);
+    check_cuda(A, "int8_selective_scan: A", at::kFloat);
+    check_cuda(D, "int8_selective_scan: D", at::kFloat);
+    check_cuda(dt_bias, "int8_selective_scan: dt_bias", at::kFloat);
+    const int64_t b = u_q.size(0), l = u_q.size(1), d = u_q.size(2), n = A.size(1);
+    EQ_CHECK(dt_q.sizes() == u_q.sizes() && z_q.sizes() == u_q.sizes() && B_q.size(0) == b &&
+                B_q.size(1) == l && B_q.size(2) == n && C_q.sizes() == B_q.sizes() && A.dim() == 2 &&
+                A.size(0) == d && ssm_state.dim() == 3 && ssm_state.size(0) == b && ssm_state.size(1) == d &&
+                ssm_state.size(2) == n && D.numel() == d && dt_bias.numel() == d,
+                "int8_selective_scan: shapes do not match: u_q ", u_q.sizes(), ", B_q ", B_q.sizes(), ", A ",
+                A.sizes(), ", ssm_state ", ssm_state.sizes());
+    EQ_CHECK(n >= 1 && n <= 32 && (n & (n - 1)) == 0, "int8_selective_scan: d_state n=", n,
+                " must be a power of two <= 32");
+    const c10::cuda::CUDAGuard guard(u_q.device());
+    const at::Tensor u = channel_contiguous(u_q), dt = channel_contiguous(dt_q), z = channel_contiguous(z_q);
+    const at::Tensor Bv = channel_contiguous(B_q), Cv = channel_contiguous(C_q);
+    const at::Tensor h = ssm_state.contiguous(), Ac = A.contiguous(), Dc = D.contiguous(), dtb = dt_bias.contiguous();
+    at::Tensor y = at::empty({b, l, d}, u_q.options().dtype(at::kFloat));
+    at::Tensor h_out = at::empty({b, d, n}, u_q.options().dtype(at::kFloat));
+    ek::SelectiveScanParams p{};
+    p.batch = static_cast<int>(b); p.seqlen = static_cast<int>(l); p.dim = static_cast<int>(d);
+    p.dstate = static_cast<int>(n);
+    p.u = u.data_ptr<int8_t>(); p.u_batch_stride = u.stride(0); p.u_seq_stride = u.stride(1);
+    p.dt = dt.data_ptr<int8_t>(); p.dt_batch_stride = dt.stride(0); p.dt_seq_stride = dt.stride(1);
+    p.z = z.data_ptr<int8_t>(); p.z_batch_stride = z.stride(0); p.z_seq_stride = z.stride(1);
+    p.B = Bv.data_ptr<int8_t>(); p.B_batch_stride = Bv.stride(0); p.B_seq_stride = Bv.stride(1);
+    p.C = Cv.data_ptr<int8_t>(); p.C_batch_stride = Cv.stride(0); p.C_seq_stride = Cv.stride(1);
+    p.ssm_state_in = h.data_ptr<float>();
+    p.A = Ac.data_ptr<float>(); p.D = Dc.data_ptr<float>(); p.dt_bias = dtb.data_ptr<float>();
+    p.y = y.data_ptr<float>(); p.ssm_state_out = h_out.data_ptr<float>();
+    p.u_scale = static_cast<float>(u_scale); p.dt_scale = static_cast<float>(dt_scale);
+    p.B_scale = static_cast<float>(B_scale); p.C_scale = static_cast<float>(C_scale);
+    p.z_scale = static_cast<float>(z_scale);
+    check_launch(ek::launch_int8_selective_scan(p, c10::cuda::getCurrentCUDAStream()), "int8_selective_scan");
+    return {y, h_out};
+}
+
+at::Tensor hadamard_quantize(const at::Tensor& y, double out_scale) {
+    check_cuda(y, "hadamard_quantize: y", at::kFloat);
+    EQ_CHECK(y.dim() >= 1, "hadamard_quantize: y must have a channel dim");
+    const int64_t n = y.size(-1);
+    EQ_CHECK(n <= INT32_MAX && ek::hadamard_dim_supported(static_cast<int>(n)), "hadamard_quantize: n=", n,
+                " is not m * 2^k with m in {1, 12, 20, 28} and n <= 16384");
+    const c10::cuda::CUDAGuard guard(y.device());
+    auto [yr, row_stride] = as_rows(y);
+    at::Tensor q = at::empty(y.sizes(), y.options().dtype(at::kChar));
+    ek::HadamardQuantizeParams p{};
+    p.rows = yr.numel() / n;
+    p.dim = static_cast<int>(n);
+    p.y_row_stride = row_stride;
+    p.y = yr.data_ptr<float>();
+    p.y_q = q.data_ptr<int8_t>();
+    p.out_scale = static_cast<float>(out_scale);
+    check_launch(ek::launch_hadamard_quantize(p, c10::cuda::getCurrentCUDAStream()), "hadamard_quantize");
+    return q;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.doc() = "edge-quamba int8 CUDA kernels (plugins/kernels) for torch.ops.edge_quamba.*";
+    m.def("quantize", &quantize, "x (...) float -> int8 (...)");
+    m.def("int8_linear", &int8_linear, "x_q (..., K), weight_q (N, K), bias? -> float32 (..., N)");
+    m.def("int8_causal_conv1d", &int8_causal_conv1d, "-> (u_q (b, l, d_in), conv_state_out (b, d_in, k))");
+    m.def("int8_selective_scan", &int8_selective_scan, "-> (y (b, l, d_in), ssm_state_out (b, d_in, n))");
+    m.def("hadamard_quantize", &hadamard_quantize, "y (..., n) float32 -> int8 (..., n)");
+}
