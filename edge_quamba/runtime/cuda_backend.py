@@ -9,8 +9,9 @@ the reference ops.
 
 What lives where (batch 1):
     mixers       int8 weights and float32 A, D, dt_bias, biases on the GPU, as in the artifact.
-    scales       the static per-tensor scales stay 0-dim tensors on the host: the ops take Python floats, and
-                 ``float()`` of a device tensor is a device->host sync per op, which CUDA-graph capture forbids.
+    scales       the ops take Python floats; each mixer reads its scale buffers once into a cache of floats
+                 (``QuantMambaMixer.scales()``), which the eager warm-up steps fill before capture, so the captured
+                 step never reads a device tensor on the host (a sync, which capture forbids).
     embeddings   fp16 on the GPU. The artifact stores them in fp16, so the lookup (cast to the float32 residual
                  stream) gives exactly the reference's values; a tied lm_head shares the same fp16 tensor.
     lm_head      fp16 GEMM (cuBLAS, float32 accumulation), float32 logits: the only deviation from the reference.
@@ -58,9 +59,39 @@ def require_cuda_kernels() -> None:
         raise BackendUnavailableError(f"--backend cuda: the CUDA kernels are not built or do not load ({reason})"
                                       ) from None
     cuda_ops.register_cuda_kernels()  # builds or loads the extension; its failures are one-line errors already
+    register_one_token_ops(cuda_ops)
     missing = [name for name in namespace_ops() if not has_cuda_kernel(name)]
     if missing:
         raise BackendUnavailableError(f"--backend cuda: no CUDA kernel is registered for {', '.join(missing)}")
+
+
+ONE_TOKEN_OPS = {"int8_causal_conv1d_update": ("int8_causal_conv1d", 1),
+                 "int8_selective_scan_update": ("int8_selective_scan", 5)}
+"""one-token op -> (the sequence op it is at l = 1, how many of its leading inputs carry the token axis)."""
+
+
+def register_one_token_ops(cuda_ops) -> list[str]:
+    """CUDA kernels for the one-token ``*_update`` ops that ``step`` calls, where the binding registers none: the
+    binding's sequence kernels at l = 1 (the token inputs get an l axis of 1, the token output loses it). The same
+    CUDA kernels, not a fallback; the kernel tests found l = 1 steps equal to prefill exactly. Workaround until the
+    binding registers the update ops itself (it then owns them: nothing here replaces a registered kernel).
+    Returns the qualified names registered here."""
+    registered = []
+    for update, (sequence, token_inputs) in ONE_TOKEN_OPS.items():
+        qualname = f"edge_quamba::{update}"
+        if qualname in namespace_ops() and not has_cuda_kernel(qualname):
+            torch.library.register_kernel(qualname, "cuda", _at_one_token(getattr(cuda_ops, sequence), token_inputs))
+            registered.append(qualname)
+    return registered
+
+
+def _at_one_token(kernel, token_inputs: int):
+    def one_token(*args):
+        args = [a.unsqueeze(1) if i < token_inputs else a for i, a in enumerate(args)]  # (b, ...) -> (b, 1, ...)
+        out, state = kernel(*args)
+        return out[:, 0], state
+
+    return one_token
 
 
 def namespace_ops(namespace: str = "edge_quamba") -> list[str]:
@@ -89,20 +120,12 @@ class Fp16Head(nn.Module):
         return F.linear(hidden.to(self.weight.dtype), self.weight).float()
 
 
-def scale_buffers(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(module, name) of every 0-dim ``*scale`` buffer: the static quantization scales of the mixers."""
-    return [(module, name) for module in model.modules() for name, buf in module.named_buffers(recurse=False)
-            if name.endswith("scale") and buf is not None and buf.dim() == 0]
-
-
 def prepare_gpu_model(model: MambaLM, device: torch.device) -> MambaLM:
     """Move a quantized reference model to ``device`` in the layout described in the module docstring (in place)."""
     model.to(device)
     model.backbone.embeddings.half()
     model.lm_head.half()  # a tied head is the same (already fp16) parameter
     model.lm_head = Fp16Head(model.lm_head.weight)
-    for module, name in scale_buffers(model):
-        setattr(module, name, getattr(module, name).cpu())
     return model.eval()
 
 
