@@ -21,8 +21,10 @@ Rows, per shape:
                        sampling on the device, no host round trip per token. causal_conv1d is NOT installed (its
                        build did not finish in the time limit), so mamba_ssm runs its PyTorch conv fallback; its
                        selective scan (prefill) is its CUDA kernel, its decode step its Triton selective_state_update.
-    transformers fp16  ``MambaForCausalLM.generate`` (greedy, with cache). Without causal_conv1d, transformers' CUDA
-                       fast path is off and it runs its sequential PyTorch path.
+    transformers fp16  ``MambaForCausalLM.generate`` (greedy, with cache, no CUDA graphs). transformers 5.17 printed
+                       that causal_conv1d_fn and causal_conv1d_update fall back to their PyTorch references (not
+                       installed); which scan it ran (mamba_ssm's kernel, installed in the same run, or its own
+                       PyTorch loop) was not checked.
 Baseline TTFT = median time of generate(1 new token); TPOT = (median generate(N) - TTFT) / (N - 1), as
 benchmarks/ort_cpu.py does. Every row drops one warm-up run (graph capture, allocator, autotuning) and reports
 medians of --repeats runs, with ``torch.cuda.synchronize()`` around each timed call.
@@ -307,11 +309,12 @@ def write_outputs(report: dict, out: Path, name: str) -> list[Path]:
 
 def plot(report: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shapes = list(dict.fromkeys(r["shape"] for r in report["rows"]))
+    shapes = [s for s in SHAPES if any(r["shape"] == s for r in report["rows"])]  # by size, not run order
     panels = (("ttft_ms", "TTFT ms (512-token prompt)"), ("tpot_ms", "TPOT ms"), ("peak_memory_gb", "peak memory GB"))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     width = 0.8 / len(IMPLS)
@@ -325,6 +328,8 @@ def plot(report: dict, path: Path) -> None:
             ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
         ax.set_xticks([j + width * (len(IMPLS) - 1) / 2 for j in range(len(shapes))], shapes)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(label, fontsize=10)
     axes[0].legend(fontsize=8)
     env = report["environment"]
@@ -363,6 +368,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-profile", action="store_true", help="skip the per-kernel table of the edge-quamba rows")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="output folder")
     parser.add_argument("--name", default="latency_h200", help="output file stem")
+    parser.add_argument("--replot", metavar="JSON", default=None,
+                        help="no measurement: rewrite the CSV, PNG and table of an earlier run's JSON into --out")
     args = parser.parse_args(argv)
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     impls = [s.strip() for s in args.impls.split(",") if s.strip()]
@@ -378,6 +385,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.replot is not None:
+        report = json.loads(Path(args.replot).read_text())
+        print_table(report)
+        for p in write_outputs(report, Path(args.out), args.name):
+            print(f"wrote {p}")
+        return
     if not torch.cuda.is_available():
         sys.exit("bench_latency.py needs an NVIDIA GPU and this machine has none")
     device = torch.device("cuda")
@@ -390,8 +403,9 @@ def main(argv=None) -> None:
         "transformers_repeats": args.transformers_repeats, "seed": args.seed, "weights": "random (seeded)",
         "environment": environment(), "copy_bandwidth_gb_per_s": copy_bw,
         "notes": [
-            "causal_conv1d is not installed: mamba_ssm runs its PyTorch conv fallback, transformers its sequential "
-            "PyTorch path (its CUDA fast path needs causal_conv1d)",
+            "causal_conv1d is not installed: mamba_ssm runs its PyTorch conv fallback; transformers falls back to "
+            "PyTorch references of causal_conv1d_fn/causal_conv1d_update (its own message); its scan path was not "
+            "checked",
             "edge-quamba tpot_ms: the streaming loop (host reads each greedy token); graph_ms: one decode graph "
             "replay alone; baselines sample on the device without a host round trip per token",
         ],

@@ -109,3 +109,14 @@ def test_keep_sm90_leaves_one_gencode_pair_and_valid_python():
     compile(text, "setup.py", "exec")
     with pytest.raises(ValueError, match="exactly one sm_90"):
         keep_sm90(SETUP_SNIPPET.replace("compute_90,code=sm_90", "compute_89,code=sm_89"))
+
+
+def test_replot_rewrites_outputs_without_measuring(tmp_path):
+    report = {"prompt_len": 8, "new_tokens": 4, "repeats": 1, "copy_bandwidth_gb_per_s": 100.0,
+              "environment": {"gpu": "test GPU"},
+              "rows": [bench_latency.row("2.8b", bench_latency.IMPLS[1], 0.05, 0.004, 6 * 10**9, 5 * 10**9, 100.0)]}
+    source = tmp_path / "earlier.json"
+    source.write_text(json.dumps(report))
+    bench_latency.main(["--replot", str(source), "--out", str(tmp_path / "out"), "--name", "again"])
+    assert json.loads((tmp_path / "out" / "again.json").read_text()) == report
+    assert (tmp_path / "out" / "again.png").stat().st_size > 10_000
