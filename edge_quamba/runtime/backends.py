@@ -1,7 +1,9 @@
 """Backends: one interface (prefill a prompt, decode one token) over each way of running a model.
 
-``ref`` runs the PyTorch reference (fp or quantized) anywhere. A backend that cannot run here says why in one line
-(BackendUnavailableError); nothing ever falls back to another backend.
+``ref`` runs the PyTorch reference (fp or quantized) anywhere; ``ort`` an export folder on ONNX Runtime; ``cuda`` the
+quantized reference on a GPU with CUDA kernels and CUDA-graph decode (:mod:`edge_quamba.runtime.cuda_backend`). A
+backend that cannot run here says why in one line (BackendUnavailableError); nothing ever falls back to another
+backend. Logits may live on the backend's device (cuda); sampling handles that.
 """
 
 from __future__ import annotations
@@ -79,9 +81,9 @@ def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.fl
 
         return OrtBackend(path, threads=threads)
     if name == "cuda":
-        if not torch.cuda.is_available():
-            raise BackendUnavailableError("--backend cuda needs an NVIDIA GPU and this machine has none")
-        raise BackendUnavailableError("--backend cuda is not implemented yet")
+        from edge_quamba.runtime.cuda_backend import load_cuda_backend
+
+        return load_cuda_backend(path, kind)
     if name == "tensorrt":
         from edge_quamba.runtime.tensorrt_engine import TensorRTBackend, import_tensorrt
 
@@ -97,8 +99,8 @@ def sequence_model(name: str, path: Path, kind: str, threads: int | None = None)
     """What batched evaluation calls: ``model(tokens (b, l) int64) -> (logits (b, l, v), states)``, with a
     ``device`` attribute for its inputs.
 
-    ref: the PyTorch module; ort: the ONNX Runtime backend (callable, CPU); any other backend says in one line why it
-    cannot run here (never a silent fallback to the reference).
+    ref: the PyTorch module; ort: the ONNX Runtime backend (callable, CPU); cuda: the quantized model on the GPU
+    (callable, eager); any other backend says in one line why it cannot run here (never a silent fallback).
     """
     backend = make_backend(name, path, kind, threads=threads)
     if isinstance(backend, TorchReferenceBackend):

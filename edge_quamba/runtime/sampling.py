@@ -34,10 +34,13 @@ class SamplingConfig:
 
 
 def sample_next(logits: Tensor, config: SamplingConfig, generator: torch.Generator) -> int:
-    """logits: (v,) float -> the chosen token id."""
-    logits = logits.float()
+    """logits: (v,) float on any device -> the chosen token id.
+
+    Greedy picks on the logits' device (one int comes back); sampling moves the logits to the host, where the
+    seeded CPU generator lives, so a seed gives the same choices from the same logits with every backend."""
     if config.temperature == 0:
         return int(torch.argmax(logits))
+    logits = logits.float().cpu()
     logits = logits / config.temperature
     if 0 < config.top_k < logits.numel():
         kth = torch.topk(logits, config.top_k).values[-1]

@@ -1,0 +1,444 @@
+"""GPU latency at the public Mamba1 shapes, random weights: edge-quamba ``--backend cuda`` (int8 W8A8, CUDA-graph
+decode) side by side with mamba_ssm fp16 + CUDA graphs and transformers MambaForCausalLM fp16, in the same run on the
+same GPU. Batch 1, a 512-token prompt, 128 new tokens (defaults).
+
+Shapes (d_state 16, expand 2, d_conv 4, vocab 50280, tied embeddings, RMSNorm, residual in fp32):
+    130m: d_model 768, 24 layers     370m: 1024, 48     1.4b: 2048, 48     2.8b: 2560, 64
+
+Weights are RANDOM (seeded): speed does not depend on the values, only on shapes and dtypes (no kernel here branches on
+data). The edge-quamba model is built directly as a quantized model: random int8 weights, the float32 mixer tensors
+(A = -(1..n), D = 1, dt_bias, conv bias), fp16 embeddings and synthetic static scales (:data:`SYNTHETIC_AMAX`), loaded
+through ``load_state_dict`` like an artifact; it equals what quantizing random fp weights with synthetic amaxes
+gives, without spending minutes on the host. The baselines are built with their own random init, in fp16.
+
+Rows, per shape:
+    edge-quamba cuda   the cuda backend, timed through the generation protocol of ``edge-quamba bench``
+                       (``edge_quamba.runtime.bench.time_once``: prefill, then per token one graph replay and a
+                       greedy argmax read back by the host, which is what streaming needs). ``graph_ms`` adds the
+                       time of one decode graph replay alone (back-to-back replays between CUDA events, no host
+                       round trip per token): the floor the streaming loop approaches.
+    mamba_ssm fp16     ``MambaLMHeadModel.generate(cg=True, top_k=1)``: prefill eager, decode from its CUDA graph,
+                       sampling on the device, no host round trip per token. causal_conv1d is NOT installed (its
+                       build did not finish in the time limit), so mamba_ssm runs its PyTorch conv fallback; its
+                       selective scan (prefill) is its CUDA kernel, its decode step its Triton selective_state_update.
+    transformers fp16  ``MambaForCausalLM.generate`` (greedy, with cache, no CUDA graphs). transformers 5.17 printed
+                       that causal_conv1d_fn and causal_conv1d_update fall back to their PyTorch references (not
+                       installed); which scan it ran (mamba_ssm's kernel, installed in the same run, or its own
+                       PyTorch loop) was not checked.
+Baseline TTFT = median time of generate(1 new token); TPOT = (median generate(N) - TTFT) / (N - 1), as
+benchmarks/ort_cpu.py does. Every row drops one warm-up run (graph capture, allocator, autotuning) and reports
+medians of --repeats runs, with ``torch.cuda.synchronize()`` around each timed call.
+
+Columns: TTFT and TPOT in ms; peak memory = ``torch.cuda.max_memory_allocated`` from the end of model construction to
+the end of the row (weights, states, CUDA-graph pools, activations); weight bytes = bytes of weights one decode step
+reads (tied embedding table counted once, as lm_head reads it); achieved GB/s = weight bytes / TPOT, against the
+device copy bandwidth measured in the same run (``dst.copy_(src)`` of 1 GiB: read + write bytes / time).
+
+    python benchmarks/bench_latency.py --out benchmarks/results            # all four shapes
+    python benchmarks/bench_latency.py --shapes 130m,2.8b --repeats 3
+
+Writes <out>/<name>.json, .csv and .png (default name: latency_h200); the JSON is rewritten after every shape, so an
+interrupted run keeps the shapes it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from edge_quamba.models.config import MambaConfig
+from edge_quamba.models.mamba import MambaLM
+from edge_quamba.quant.primitives import scale_from_amax
+from edge_quamba.quant.qmodel import QuantConfig, empty_quantized_model
+from edge_quamba.runtime.bench import median_timings, package_version
+
+SHAPES = {"130m": (768, 24), "370m": (1024, 48), "1.4b": (2048, 48), "2.8b": (2560, 64)}
+"""name -> (d_model, n_layer) of the public state-spaces/mamba-* checkpoints."""
+VOCAB = 50277  # the GPT-NeoX tokenizer's size; padded to a multiple of 8: 50280 embedding rows
+PADDED_VOCAB = VOCAB + (-VOCAB) % 8
+SYNTHETIC_AMAX = {"in_proj_input": 4.0, "xz": 8.0, "u": 4.0, "dbc": 8.0, "dt": 4.0, "out_proj_input": 4.0,
+                  "weight": 0.1}
+"""Stand-ins for calibrated activation amaxes and weight amaxes (values do not change the speed)."""
+CSV_FIELDS = ("shape", "impl", "status", "ttft_ms", "tpot_ms", "graph_ms", "decode_tokens_per_s", "peak_memory_gb",
+              "weight_gb", "achieved_gb_per_s", "fraction_of_copy_bandwidth")
+IMPLS = ("edge-quamba cuda int8", "mamba_ssm fp16 cg", "transformers fp16")
+
+
+def mamba_config(shape: str) -> MambaConfig:
+    d_model, n_layer = SHAPES[shape]
+    return MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=PADDED_VOCAB, d_state=16, expand=2, d_conv=4)
+
+
+def random_quantized_model(config: MambaConfig, seed: int, device: str | torch.device) -> MambaLM:
+    """A quantized reference model with random weights (see the module docstring), built on ``device``."""
+    with torch.device("meta"):
+        model = empty_quantized_model(config, QuantConfig())
+    shapes = {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
+    model = model.to_empty(device=device)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.backbone.embeddings.weight  # to_empty gives the tied pair two tensors
+    gen = torch.Generator(device=device).manual_seed(seed)
+    state = {key: random_tensor(key, shape, dtype, config, gen, device) for key, (shape, dtype) in shapes.items()}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def random_tensor(key: str, shape, dtype, config: MambaConfig, gen: torch.Generator, device) -> torch.Tensor:
+    """One tensor of the random quantized model, by the role its state-dict key names."""
+    name = key.rsplit(".", 1)[-1]
+    if dtype == torch.int8:
+        return torch.randint(-127, 128, shape, dtype=torch.int8, generator=gen, device=device)
+    if name.endswith("scale"):  # 0-dim static scales
+        activation = name[: -len("_scale")]
+        return scale_from_amax(SYNTHETIC_AMAX.get(activation, SYNTHETIC_AMAX["weight"])).to(device)
+    if name == "A":  # S4D-real initialization: A[d, n] = -(n + 1)
+        return -torch.arange(1, config.d_state + 1, dtype=dtype, device=device).expand(shape).contiguous()
+    if name == "D" or key.endswith("norm.weight") or key.endswith("norm_f.weight"):
+        return torch.ones(shape, dtype=dtype, device=device)
+    if name == "dt_bias":  # softplus^-1 of dt in [1e-3, 1e-1], as mamba_ssm initializes it
+        log_dt = torch.rand(shape, generator=gen, device=device) * math.log(100.0) + math.log(1e-3)
+        dt = torch.exp(log_dt)
+        return (dt + torch.log(-torch.expm1(-dt))).to(dtype)
+    return (torch.randn(shape, generator=gen, device=device) * 0.02).to(dtype)  # embeddings, biases
+
+
+def copy_bandwidth_gb_per_s(device: torch.device, nbytes: int = 2**30, iters: int = 10) -> float:
+    """Device copy bandwidth: read + write bytes of ``dst.copy_(src)`` per second (median-free: one long run)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        dst.copy_(src)
+    end.record()
+    torch.cuda.synchronize(device)
+    seconds = start.elapsed_time(end) / 1e3
+    del src, dst
+    return 2 * nbytes * iters / seconds / 1e9
+
+
+def graph_replay_ms(backend, replays: int = 64) -> float:
+    """Mean time of one decode-graph replay, back to back (the sequence just advances; the token is fixed)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    backend.graph.replay()
+    start.record()
+    for _ in range(replays):
+        backend.graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / replays
+
+
+def kernel_table(backend, steps: int = 8, top: int = 12) -> list[dict]:
+    """GPU time per decode step by kernel name, from torch.profiler over ``steps`` graph replays."""
+    from torch.profiler import ProfilerActivity, profile
+
+    backend.graph.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            backend.graph.replay()
+        torch.cuda.synchronize()
+    rows = []
+    for event in prof.key_averages():
+        device_us = getattr(event, "device_time_total", None)
+        if device_us is None:
+            device_us = getattr(event, "cuda_time_total", 0.0)
+        if device_us > 0:
+            rows.append({"kernel": event.key[:90], "us_per_token": device_us / steps,
+                         "launches_per_token": event.count / steps})
+    rows.sort(key=lambda r: -r["us_per_token"])
+    return rows[:top]
+
+
+def weight_bytes_fp16_model(model: torch.nn.Module) -> int:
+    """Bytes of the unique parameters (a tied embedding table once)."""
+    seen = {}
+    for p in model.parameters():
+        seen[p.data_ptr()] = p.numel() * p.element_size()
+    return sum(seen.values())
+
+
+def timed(fn) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def row(shape: str, impl: str, ttft: float, tpot: float, peak: int, weight_bytes: int, copy_bw: float,
+        **extra) -> dict:
+    gb_per_s = weight_bytes / tpot / 1e9
+    return {"shape": shape, "impl": impl, "status": "ok", "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3,
+            "decode_tokens_per_s": 1 / tpot, "peak_memory_gb": peak / 1e9, "weight_gb": weight_bytes / 1e9,
+            "achieved_gb_per_s": gb_per_s, "fraction_of_copy_bandwidth": gb_per_s / copy_bw, **extra}
+
+
+def skipped(shape: str, impl: str, status: str) -> dict:
+    return {"shape": shape, "impl": impl, "status": status}
+
+
+def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels) -> dict:
+    from edge_quamba.errors import BackendUnavailableError
+    from edge_quamba.runtime.cuda_backend import CudaBackend, require_cuda_kernels, weight_bytes_per_token
+
+    impl = IMPLS[0]
+    try:
+        require_cuda_kernels()
+    except BackendUnavailableError as exc:
+        return skipped(shape, impl, f"unavailable: {exc}")
+    backend = CudaBackend(random_quantized_model(mamba_config(shape), seed, "cuda"))
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    ttft, tpot = median_timings(backend, prompt, new_tokens, repeats)
+    graph_ms = statistics.median(graph_replay_ms(backend) for _ in range(repeats))
+    result = row(shape, impl, ttft, tpot, torch.cuda.max_memory_allocated(), weight_bytes_per_token(backend.model),
+                 copy_bw, graph_ms=graph_ms,
+                 graph_achieved_gb_per_s=weight_bytes_per_token(backend.model) / graph_ms / 1e6)
+    if profile_kernels:
+        try:
+            result["kernels"] = kernel_table(backend)
+        except RuntimeError as exc:  # a profiler that cannot see inside graphs: say so, keep the timings
+            result["kernels"] = f"profiler failed: {str(exc).splitlines()[0]}"
+    del backend
+    return result
+
+
+def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
+    impl = IMPLS[1]
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return skipped(shape, impl, "not installed")
+    try:
+        from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+    except ImportError as exc:
+        return skipped(shape, impl, f"import failed: {str(exc).splitlines()[0]}")
+    d_model, n_layer = SHAPES[shape]
+    torch.manual_seed(seed)
+    config = SsmConfig(d_model=d_model, n_layer=n_layer, vocab_size=VOCAB, ssm_cfg={"layer": "Mamba1"},
+                       rms_norm=True, residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=8)
+    model = MambaLMHeadModel(config, device="cuda", dtype=torch.float16).eval()
+    ids = torch.tensor([prompt], dtype=torch.long, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+
+    def generate(n: int) -> float:
+        return timed(lambda: model.generate(ids, max_length=len(prompt) + n, cg=True, top_k=1))
+
+    generate(new_tokens)  # warm-up: captures the decode graph for this max_length
+    ttft = statistics.median(generate(1) for _ in range(repeats))
+    total = statistics.median(generate(new_tokens) for _ in range(repeats))
+    result = row(shape, impl, ttft, (total - ttft) / (new_tokens - 1), torch.cuda.max_memory_allocated(),
+                 weight_bytes_fp16_model(model), copy_bw)
+    del model
+    return result
+
+
+def bench_transformers(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
+    impl = IMPLS[2]
+    try:
+        import transformers
+    except ImportError:
+        return skipped(shape, impl, "not installed")
+    d_model, n_layer = SHAPES[shape]
+    torch.manual_seed(seed)
+    config = transformers.MambaConfig(vocab_size=PADDED_VOCAB, hidden_size=d_model, num_hidden_layers=n_layer,
+                                      state_size=16, expand=2, conv_kernel=4, pad_token_id=0, eos_token_id=0,
+                                      bos_token_id=0)
+    with torch.device("cuda"):
+        model = transformers.MambaForCausalLM(config)
+    model = model.half().eval()
+    ids = torch.tensor([prompt], dtype=torch.long, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+
+    def generate(n: int) -> float:
+        with torch.inference_mode():
+            return timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                                min_new_tokens=n, do_sample=False, pad_token_id=0))
+
+    generate(new_tokens)  # warm-up
+    ttft = statistics.median(generate(1) for _ in range(repeats))
+    total = statistics.median(generate(new_tokens) for _ in range(repeats))
+    result = row(shape, impl, ttft, (total - ttft) / (new_tokens - 1), torch.cuda.max_memory_allocated(),
+                 weight_bytes_fp16_model(model), copy_bw)
+    del model
+    return result
+
+
+def free_memory() -> None:
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def environment() -> dict:
+    props = torch.cuda.get_device_properties(0)
+    names = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "triton", "edge-quamba")
+    return {"gpu": props.name, "gpu_memory_gb": props.total_memory / 1e9, "sm_count": props.multi_processor_count,
+            "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
+            "python": platform.python_version(), **{name: package_version(name) for name in names}}
+
+
+def write_outputs(report: dict, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.csv", out / f"{name}.png"]
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    with paths[1].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for r in report["rows"]:
+            writer.writerow(r)
+    plot(report, paths[2])
+    return paths
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = [s for s in SHAPES if any(r["shape"] == s for r in report["rows"])]  # by size, not run order
+    panels = (("ttft_ms", "TTFT ms (512-token prompt)"), ("tpot_ms", "TPOT ms"), ("peak_memory_gb", "peak memory GB"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    width = 0.8 / len(IMPLS)
+    for ax, (key, label) in zip(axes, panels):
+        for i, impl in enumerate(IMPLS):
+            values = [next((r.get(key) for r in report["rows"] if r["shape"] == s and r["impl"] == impl), None)
+                      for s in shapes]
+            xs = [j + i * width for j, v in enumerate(values) if v is not None]
+            ys = [v for v in values if v is not None]
+            bars = ax.bar(xs, ys, width, label=impl)
+            ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
+        ax.set_xticks([j + width * (len(IMPLS) - 1) / 2 for j in range(len(shapes))], shapes)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(label, fontsize=10)
+    axes[0].legend(fontsize=8)
+    env = report["environment"]
+    fig.suptitle(f"Mamba1 random weights, batch 1, prompt {report['prompt_len']}, {report['new_tokens']} new tokens, "
+                 f"median of {report['repeats']}; {env['gpu']}, copy {report['copy_bandwidth_gb_per_s']:.0f} GB/s",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(report: dict) -> None:
+    print(f"{'shape':<6}{'impl':<24}{'TTFT ms':>9}{'TPOT ms':>9}{'graph ms':>9}{'peak GB':>9}{'weights GB':>11}"
+          f"{'GB/s':>8}{'of copy':>8}  status")
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            print(f"{r['shape']:<6}{r['impl']:<24}{'':>72}  {r['status']}")
+            continue
+        graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "-"
+        print(f"{r['shape']:<6}{r['impl']:<24}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}"
+              f"{r['peak_memory_gb']:>9.2f}{r['weight_gb']:>11.3f}{r['achieved_gb_per_s']:>8.0f}"
+              f"{r['fraction_of_copy_bandwidth']:>8.2f}  ok")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, from {', '.join(SHAPES)}")
+    parser.add_argument("--impls", default="edge-quamba,mamba_ssm,transformers",
+                        help="comma-separated, from edge-quamba, mamba_ssm, transformers")
+    parser.add_argument("--prompt-len", type=int, default=512)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs after one dropped warm-up (medians)")
+    parser.add_argument("--transformers-repeats", type=int, default=2,
+                        help="repeats for the (slow) transformers rows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-kernel table of the edge-quamba rows")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="output folder")
+    parser.add_argument("--name", default="latency_h200", help="output file stem")
+    parser.add_argument("--replot", metavar="JSON", default=None,
+                        help="no measurement: rewrite the CSV, PNG and table of an earlier run's JSON into --out")
+    args = parser.parse_args(argv)
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    impls = [s.strip() for s in args.impls.split(",") if s.strip()]
+    bad = [s for s in shapes if s not in SHAPES] + [i for i in impls if i not in ("edge-quamba", "mamba_ssm",
+                                                                                    "transformers")]
+    if bad or not shapes or not impls:
+        parser.error(f"unknown or empty --shapes/--impls entries: {bad}")
+    if args.prompt_len < 1 or args.new_tokens < 2 or args.repeats < 1 or args.transformers_repeats < 1:
+        parser.error("--prompt-len >= 1, --new-tokens >= 2, --repeats >= 1 and --transformers-repeats >= 1")
+    args.shapes, args.impls = shapes, impls
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.replot is not None:
+        report = json.loads(Path(args.replot).read_text())
+        print_table(report)
+        for p in write_outputs(report, Path(args.out), args.name):
+            print(f"wrote {p}")
+        return
+    if not torch.cuda.is_available():
+        sys.exit("bench_latency.py needs an NVIDIA GPU and this machine has none")
+    device = torch.device("cuda")
+    prompt = torch.randint(0, VOCAB, (args.prompt_len,), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    copy_bw = copy_bandwidth_gb_per_s(device)
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
+        "batch": 1, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
+        "transformers_repeats": args.transformers_repeats, "seed": args.seed, "weights": "random (seeded)",
+        "environment": environment(), "copy_bandwidth_gb_per_s": copy_bw,
+        "notes": [
+            "causal_conv1d is not installed: mamba_ssm runs its PyTorch conv fallback; transformers falls back to "
+            "PyTorch references of causal_conv1d_fn/causal_conv1d_update (its own message); its scan path was not "
+            "checked",
+            "edge-quamba tpot_ms: the streaming loop (host reads each greedy token); graph_ms: one decode graph "
+            "replay alone; baselines sample on the device without a host round trip per token",
+        ],
+        "rows": [],
+    }
+    print(f"{report['environment']['gpu']}: copy bandwidth {copy_bw:.0f} GB/s", flush=True)
+    out = Path(args.out)
+    for shape in args.shapes:
+        for impl in args.impls:
+            print(f"[{shape}] timing {impl} ...", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            if impl == "edge-quamba":
+                result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
+                                           not args.no_profile)
+            elif impl == "mamba_ssm":
+                result = bench_mamba_ssm(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw)
+            else:
+                result = bench_transformers(shape, prompt, args.new_tokens, args.transformers_repeats, args.seed,
+                                            copy_bw)
+            result["wall_s"] = time.perf_counter() - start
+            report["rows"].append(result)
+            free_memory()
+            print(json.dumps({k: v for k, v in result.items() if k != "kernels"}), file=sys.stderr, flush=True)
+        paths = write_outputs(report, out, args.name)
+    print_table(report)
+    for r in report["rows"]:
+        if isinstance(r.get("kernels"), list):
+            print(f"\n[{r['shape']}] edge-quamba decode step, GPU time per token by kernel (torch.profiler):")
+            for k in r["kernels"]:
+                print(f"  {k['us_per_token']:9.1f} us  x{k['launches_per_token']:<5.0f} {k['kernel']}")
+    for p in paths:
+        print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    main()

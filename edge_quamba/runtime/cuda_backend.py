@@ -1,0 +1,229 @@
+"""`--backend cuda`: the quantized reference model on an NVIDIA GPU, prefill eager, decode replayed from a CUDA graph.
+
+Not a second model. The module tree is the quantized reference (:mod:`edge_quamba.quant.qmodel`), which computes
+through the ops ``torch.ops.edge_quamba.*`` (the contract's quantize, int8_linear, int8_causal_conv1d,
+int8_selective_scan, hadamard_quantize, and any further op the namespace defines); ``edge_quamba.ops.cuda_ops``
+registers CUDA kernels for them, so the same Python code runs the kernels once its tensors live on the GPU. A missing
+binding, a failed build or an op without a CUDA kernel is a one-line BackendUnavailableError, never a fallback to
+the reference ops.
+
+What lives where (batch 1):
+    mixers       int8 weights and float32 A, D, dt_bias, biases on the GPU, as in the artifact.
+    scales       the ops take Python floats; each mixer reads its scale buffers once into a cache of floats
+                 (``QuantMambaMixer.scales()``), which the eager warm-up steps fill before capture, so the captured
+                 step never reads a device tensor on the host (a sync, which capture forbids).
+    embeddings   fp16 on the GPU. The artifact stores them in fp16, so the lookup (cast to the float32 residual
+                 stream) gives exactly the reference's values; a tied lm_head shares the same fp16 tensor.
+    lm_head      fp16 GEMM (cuBLAS, float32 accumulation), float32 logits: the only deviation from the reference.
+    norms        float32 weights (d floats each: negligible bytes), so every int8 code entering a mixer equals the
+                 reference's.
+
+Decode: ``model.step`` on a static token buffer and static per-layer states is captured once into a
+``torch.cuda.CUDAGraph`` (after warm-up steps on a side stream); inside the graph the new states are copied back into
+the static buffers (two ``_foreach_copy_`` launches: int8 conv states, float32 scan states), so each replay advances
+the sequence by one token. A decode step is then: write the token id into the static buffer, replay, read the static
+logits. Prefill runs eagerly (``model.forward`` on the whole prompt) and copies its final states into the static
+buffers. The backend therefore holds ONE sequence: ``decode`` refuses states from any prefill but the latest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edge_quamba.errors import BackendUnavailableError, InputError
+from edge_quamba.models.mamba import LayerState, MambaLM
+
+WARMUP_STEPS = 2
+"""Eager decode steps on a side stream before capture (lazy cuBLAS/kernel initialization, allocator warm-up)."""
+
+
+def require_cuda_kernels() -> None:
+    """Raise BackendUnavailableError (one line) unless a GPU is present and every op of the ``edge_quamba``
+    namespace (whatever the quantized reference may call) has a CUDA kernel after the binding registered them."""
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError("--backend cuda needs an NVIDIA GPU and this machine has none "
+                                      "(torch.cuda.is_available() is False)")
+    try:
+        from edge_quamba.ops import cuda_ops
+    except ModuleNotFoundError as exc:
+        if exc.name != "edge_quamba.ops.cuda_ops":
+            raise
+        raise BackendUnavailableError("--backend cuda needs the CUDA kernel binding edge_quamba.ops.cuda_ops, "
+                                      "which this installation does not have") from None
+    except (ImportError, OSError) as exc:  # the binding exists but does not import
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BackendUnavailableError(f"--backend cuda: the CUDA kernels are not built or do not load ({reason})"
+                                      ) from None
+    cuda_ops.register_cuda_kernels()  # builds or loads the extension; its failures are one-line errors already
+    register_one_token_ops(cuda_ops)
+    missing = [name for name in namespace_ops() if not has_cuda_kernel(name)]
+    if missing:
+        raise BackendUnavailableError(f"--backend cuda: no CUDA kernel is registered for {', '.join(missing)}")
+
+
+ONE_TOKEN_OPS = {"int8_causal_conv1d_update": ("int8_causal_conv1d", 1),
+                 "int8_selective_scan_update": ("int8_selective_scan", 5)}
+"""one-token op -> (the sequence op it is at l = 1, how many of its leading inputs carry the token axis)."""
+
+
+def register_one_token_ops(cuda_ops) -> list[str]:
+    """CUDA kernels for the one-token ``*_update`` ops that ``step`` calls, where the binding registers none: the
+    binding's sequence kernels at l = 1 (the token inputs get an l axis of 1, the token output loses it). The same
+    CUDA kernels, not a fallback; the kernel tests found l = 1 steps equal to prefill exactly. Workaround until the
+    binding registers the update ops itself (it then owns them: nothing here replaces a registered kernel).
+    Returns the qualified names registered here."""
+    registered = []
+    for update, (sequence, token_inputs) in ONE_TOKEN_OPS.items():
+        qualname = f"edge_quamba::{update}"
+        if qualname in namespace_ops() and not has_cuda_kernel(qualname):
+            torch.library.register_kernel(qualname, "cuda", _at_one_token(getattr(cuda_ops, sequence), token_inputs))
+            registered.append(qualname)
+    return registered
+
+
+def _at_one_token(kernel, token_inputs: int):
+    def one_token(*args):
+        args = [a.unsqueeze(1) if i < token_inputs else a for i, a in enumerate(args)]  # (b, ...) -> (b, 1, ...)
+        out, state = kernel(*args)
+        return out[:, 0], state
+
+    return one_token
+
+
+def namespace_ops(namespace: str = "edge_quamba") -> list[str]:
+    """Qualified names (``namespace::name``) of every operator defined in ``namespace``, sorted."""
+    import edge_quamba.ops.torch_ops  # noqa: F401  (defines the ops)
+
+    return sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith(f"{namespace}::"))
+
+
+def has_cuda_kernel(qualname: str) -> bool:
+    """Whether the operator ``namespace::name`` exists and has a kernel for CUDA tensors (the dispatcher's table)."""
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(qualname, "CUDA")
+    except RuntimeError:  # the operator is not defined at all
+        return False
+
+
+class Fp16Head(nn.Module):
+    """lm_head with an fp16 weight: hidden (..., d) float -> logits (..., v) float32 (fp16 GEMM, fp32 accumulate)."""
+
+    def __init__(self, weight: nn.Parameter):
+        super().__init__()
+        self.weight = weight  # (v, d) float16; the embedding table itself when tied
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return F.linear(hidden.to(self.weight.dtype), self.weight).float()
+
+
+def prepare_gpu_model(model: MambaLM, device: torch.device) -> MambaLM:
+    """Move a quantized reference model to ``device`` in the layout described in the module docstring (in place)."""
+    model.to(device)
+    model.backbone.embeddings.half()
+    model.lm_head.half()  # a tied head is the same (already fp16) parameter
+    model.lm_head = Fp16Head(model.lm_head.weight)
+    return model.eval()
+
+
+def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
+    """dst <- src for every layer, in two launches (one per state dtype), capturable in a CUDA graph."""
+    torch._foreach_copy_([s.conv_state for s in dst], [s.conv_state for s in src])
+    torch._foreach_copy_([s.ssm_state for s in dst], [s.ssm_state for s in src])
+
+
+def weight_bytes_per_token(model: MambaLM) -> int:
+    """Bytes of weights one decode step reads: every tensor on the GPU once (the tied embedding table is read by
+    lm_head), except an untied embedding table, of which one row is read."""
+    seen, total = set(), 0
+    untied_embedding = None
+    if model.backbone.embeddings.weight.data_ptr() != model.lm_head.weight.data_ptr():
+        untied_embedding = model.backbone.embeddings.weight.data_ptr()
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.device.type != "cuda" or tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        if tensor.data_ptr() == untied_embedding:
+            total += tensor.shape[1] * tensor.element_size()
+        else:
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+class CudaBackend:
+    """Batch-1 generation on the GPU: eager prefill, CUDA-graph decode (``graph=False``: eager decode, for tests).
+
+    ``__call__`` is the batched forward evaluation uses: tokens (b, l) -> (logits (b, l, v) float32, states).
+    """
+
+    name = "cuda"
+
+    def __init__(self, model: MambaLM, device: str | torch.device = "cuda", graph: bool = True):
+        require_cuda_kernels()
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise BackendUnavailableError(f"--backend cuda runs on a CUDA device, not {self.device}")
+        self.model = prepare_gpu_model(model, self.device)
+        with torch.inference_mode():
+            self.token = torch.zeros(1, dtype=torch.long, device=self.device)  # static decode input
+            self.states = self.model.empty_states(1)  # static decode states, advanced in place by each step
+        self.handle: object | None = None  # identifies the prefill the static states belong to
+        self.graph, self.logits = self.capture() if graph else (None, None)
+
+    @torch.inference_mode()
+    def capture(self) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+        """Capture one decode step (reads self.token and self.states, writes self.states)
+        -> (graph, its static logits (1, v))."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_STEPS):  # states are not copied back: warm-up leaves them untouched
+                self.model.step(self.token, self.states)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            logits, new_states = self.model.step(self.token, self.states)
+            copy_states(self.states, new_states)
+        return graph, logits
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int]) -> tuple[Tensor, Any]:
+        """The prompt -> logits (v,) float32 on the GPU for the next token, and a handle to the static states."""
+        ids = torch.tensor([tokens], dtype=torch.long).to(self.device)
+        logits, states = self.model(ids)
+        copy_states(self.states, states)
+        self.handle = object()
+        return logits[0, -1].clone(), self.handle  # a copy: the (1, l, v) logits are freed
+
+    @torch.inference_mode()
+    def decode(self, token: int, states: Any) -> tuple[Tensor, Any]:
+        """One token of the sequence of the latest prefill -> logits (v,) float32 on the GPU, the same handle."""
+        if states is None or states is not self.handle:
+            raise InputError("--backend cuda holds one sequence on the GPU: decode continues only the latest prefill")
+        self.token.fill_(token)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.logits[0].clone(), states  # the static buffer is overwritten by the next replay
+        logits, new_states = self.model.step(self.token, self.states)
+        copy_states(self.states, new_states)
+        return logits[0], states
+
+    @torch.inference_mode()
+    def __call__(self, tokens: Tensor) -> tuple[Tensor, list[LayerState]]:
+        return self.model(tokens.to(self.device))
+
+
+def load_cuda_backend(path, kind: str) -> CudaBackend:
+    """The cuda backend for a quantized artifact or an export folder (its ``quantized/``)."""
+    if kind == "fp":
+        raise BackendUnavailableError(f"--backend cuda runs a quantized model and {path} is an fp checkpoint: "
+                                      f"make one first with `edge-quamba quantize --model {path} --out DIR`")
+    if kind not in ("quantized", "export"):
+        raise BackendUnavailableError(f"--backend cuda cannot run a {kind} folder ({path})")
+    require_cuda_kernels()  # before reading the weights: fail fast on a machine that cannot run them
+    from edge_quamba.quant.artifact import load_quantized_model
+
+    return CudaBackend(load_quantized_model(path if kind == "quantized" else path / "quantized"))

@@ -1,0 +1,122 @@
+"""benchmarks/bench_latency.py and the mamba_ssm build helper, on the CPU: argument checks, the random quantized
+model, the outputs (JSON, CSV, PNG) with a baseline that is not installed, the sm_90-only setup.py edit."""
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
+
+import bench_latency  # noqa: E402
+from keep_sm90 import keep_sm90  # noqa: E402
+
+from edge_quamba.models.config import MambaConfig  # noqa: E402
+from edge_quamba.quant.primitives import scale_from_amax  # noqa: E402
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shapes", "7b"], "7b"),
+    (["--impls", "vllm"], "vllm"),
+    (["--new-tokens", "1"], "--new-tokens >= 2"),
+    (["--shapes", ","], "empty"),
+])
+def test_bad_arguments_exit_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench_latency.parse_args(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_shapes_are_the_public_checkpoints():
+    dims = {name: (bench_latency.mamba_config(name).d_model, bench_latency.mamba_config(name).n_layer,
+                   bench_latency.mamba_config(name).d_inner) for name in bench_latency.SHAPES}
+    assert dims == {"130m": (768, 24, 1536), "370m": (1024, 48, 2048), "1.4b": (2048, 48, 4096),
+                    "2.8b": (2560, 64, 5120)}
+    assert bench_latency.PADDED_VOCAB == 50280
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_no_gpu_exits_with_one_line():
+    with pytest.raises(SystemExit, match="needs an NVIDIA GPU"):
+        bench_latency.main(["--shapes", "130m"])
+
+
+def test_random_quantized_model_is_a_valid_seeded_quantized_model():
+    config = MambaConfig(d_model=64, n_layer=2, vocab_size=256)
+    a = bench_latency.random_quantized_model(config, seed=1, device="cpu")
+    b = bench_latency.random_quantized_model(config, seed=1, device="cpu")
+    mixer = a.backbone.layers[0].mixer
+    assert a.lm_head.weight is a.backbone.embeddings.weight
+    assert mixer.in_proj.weight.dtype == torch.int8 and int(mixer.in_proj.weight.abs().max()) == 127
+    assert int(mixer.in_proj.weight.min()) >= -127
+    assert float(mixer.u_scale) == float(scale_from_amax(bench_latency.SYNTHETIC_AMAX["u"]))
+    assert torch.equal(mixer.A[0], -torch.arange(1.0, 17.0))
+    for (key, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), key
+    with torch.inference_mode():
+        logits, _ = a(torch.randint(0, 256, (1, 9)))
+    assert logits.shape == (1, 9, 256) and torch.isfinite(logits).all()
+
+
+def test_missing_mamba_ssm_row_says_not_installed(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mamba_ssm" else real(name, *a))
+    row = bench_latency.bench_mamba_ssm("130m", [1, 2], 4, 1, 0, 1000.0)
+    assert row == {"shape": "130m", "impl": "mamba_ssm fp16 cg", "status": "not installed"}
+
+
+def test_outputs_hold_every_row(tmp_path):
+    ok = bench_latency.row("130m", bench_latency.IMPLS[0], 0.004, 0.0005, 2 * 10**9, 10**8, 4000.0, graph_ms=0.4)
+    report = {"prompt_len": 512, "new_tokens": 128, "repeats": 5, "copy_bandwidth_gb_per_s": 4000.0,
+              "environment": {"gpu": "test GPU"},
+              "rows": [ok, bench_latency.skipped("130m", bench_latency.IMPLS[1], "not installed"),
+                       bench_latency.row("130m", bench_latency.IMPLS[2], 0.5, 0.02, 3 * 10**9, 2 * 10**8, 4000.0)]}
+    assert ok["achieved_gb_per_s"] == pytest.approx(200.0) and ok["fraction_of_copy_bandwidth"] == pytest.approx(0.05)
+    paths = bench_latency.write_outputs(report, tmp_path, "latency_test")
+    assert [p.name for p in paths] == ["latency_test.json", "latency_test.csv", "latency_test.png"]
+    assert json.loads(paths[0].read_text())["rows"][1]["status"] == "not installed"
+    rows = list(csv.DictReader(paths[1].open()))
+    assert list(rows[0]) == list(bench_latency.CSV_FIELDS)
+    assert [r["status"] for r in rows] == ["ok", "not installed", "ok"] and rows[1]["tpot_ms"] == ""
+    assert paths[2].stat().st_size > 10_000
+    bench_latency.print_table(report)
+
+
+SETUP_SNIPPET = '''
+        cc_flag.append("-gencode")
+        cc_flag.append("arch=compute_80,code=sm_80")
+        if bare_metal_version >= Version("11.8"):
+            cc_flag.append("-gencode")
+            cc_flag.append("arch=compute_90,code=sm_90")
+        if bare_metal_version >= Version("12.8"):
+            cc_flag.append("-gencode")
+            cc_flag.append("arch=compute_100,code=sm_100")
+'''
+
+
+def test_keep_sm90_leaves_one_gencode_pair_and_valid_python():
+    text, dropped = keep_sm90("if True:\n    if True:\n        cc_flag = []\n" + SETUP_SNIPPET)
+    print(text)
+    assert dropped == 2
+    assert text.count("arch=compute_") == 1 and text.count('"-gencode"') == 1
+    compile(text, "setup.py", "exec")
+    with pytest.raises(ValueError, match="exactly one sm_90"):
+        keep_sm90(SETUP_SNIPPET.replace("compute_90,code=sm_90", "compute_89,code=sm_89"))
+
+
+def test_replot_rewrites_outputs_without_measuring(tmp_path):
+    report = {"prompt_len": 8, "new_tokens": 4, "repeats": 1, "copy_bandwidth_gb_per_s": 100.0,
+              "environment": {"gpu": "test GPU"},
+              "rows": [bench_latency.row("2.8b", bench_latency.IMPLS[1], 0.05, 0.004, 6 * 10**9, 5 * 10**9, 100.0)]}
+    source = tmp_path / "earlier.json"
+    source.write_text(json.dumps(report))
+    bench_latency.main(["--replot", str(source), "--out", str(tmp_path / "out"), "--name", "again"])
+    assert json.loads((tmp_path / "out" / "again.json").read_text()) == report
+    assert (tmp_path / "out" / "again.png").stat().st_size > 10_000
