@@ -240,28 +240,3 @@ def test_cli_bench_cuda_reports_gpu_memory(demo_quantized):
 
     result = json.loads(proc.stdout)
     assert result["backend"] == "cuda" and result["tpot_ms"] > 0 and result["peak_memory_bytes"] > 0
-
-
-def test_one_token_ops_are_the_sequence_ops_at_length_one():
-    """The workaround kernels of the ``*_update`` ops (sequence kernel at l = 1), checked with the CPU references:
-    composing the sequence reference at l = 1 gives exactly the one-token reference."""
-    from edge_quamba.quant import qops
-
-    g = torch.Generator().manual_seed(8)
-    b, d, k, n = 2, 16, 4, 8
-    q = lambda *shape: torch.randint(-127, 128, shape, generator=g, dtype=torch.int8)  # noqa: E731
-    xz = q(b, 2 * d)
-    conv_args = (xz[:, :d], q(b, d, k), q(d, k), torch.randn(d, generator=g), 0.02, 0.01, 0.03)
-    conv = cuda_backend._at_one_token(qops.int8_causal_conv1d, cuda_backend.ONE_TOKEN_OPS[
-        "int8_causal_conv1d_update"][1])
-    for got, want in zip(conv(*conv_args), qops.int8_causal_conv1d_update(*conv_args)):
-        assert got.shape == want.shape and torch.equal(got, want)
-    dbc = q(b, 4 + 2 * n)
-    scan_args = (q(b, d), q(b, d), dbc[:, 4:4 + n], dbc[:, 4 + n:], xz[:, d:], torch.randn(b, d, n, generator=g),
-                 -torch.rand(d, n, generator=g) - 0.5, torch.randn(d, generator=g), torch.randn(d, generator=g),
-                 0.02, 0.03, 0.01, 0.01, 0.02)
-    scan = cuda_backend._at_one_token(qops.int8_selective_scan, cuda_backend.ONE_TOKEN_OPS[
-        "int8_selective_scan_update"][1])
-    for got, want in zip(scan(*scan_args), qops.int8_selective_scan_update(*scan_args)):
-        report("one-token scan via l = 1", got - want)
-        assert got.shape == want.shape and torch.equal(got, want)

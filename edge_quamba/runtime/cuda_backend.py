@@ -1,9 +1,8 @@
 """`--backend cuda`: the quantized reference model on an NVIDIA GPU, prefill eager, decode replayed from a CUDA graph.
 
 Not a second model. The module tree is the quantized reference (:mod:`edge_quamba.quant.qmodel`), which computes
-through the ops ``torch.ops.edge_quamba.*`` (the contract's quantize, int8_linear, int8_causal_conv1d,
-int8_selective_scan, hadamard_quantize, and any further op the namespace defines); ``edge_quamba.ops.cuda_ops``
-registers CUDA kernels for them, so the same Python code runs the kernels once its tensors live on the GPU. A missing
+through the ops ``torch.ops.edge_quamba.*`` (:mod:`edge_quamba.ops.torch_ops`); ``edge_quamba.ops.cuda_ops``
+registers CUDA kernels for every one of them, so the same Python code runs the kernels once its tensors live on the GPU. A missing
 binding, a failed build or an op without a CUDA kernel is a one-line BackendUnavailableError, never a fallback to
 the reference ops.
 
@@ -59,39 +58,9 @@ def require_cuda_kernels() -> None:
         raise BackendUnavailableError(f"--backend cuda: the CUDA kernels are not built or do not load ({reason})"
                                       ) from None
     cuda_ops.register_cuda_kernels()  # builds or loads the extension; its failures are one-line errors already
-    register_one_token_ops(cuda_ops)
     missing = [name for name in namespace_ops() if not has_cuda_kernel(name)]
     if missing:
         raise BackendUnavailableError(f"--backend cuda: no CUDA kernel is registered for {', '.join(missing)}")
-
-
-ONE_TOKEN_OPS = {"int8_causal_conv1d_update": ("int8_causal_conv1d", 1),
-                 "int8_selective_scan_update": ("int8_selective_scan", 5)}
-"""one-token op -> (the sequence op it is at l = 1, how many of its leading inputs carry the token axis)."""
-
-
-def register_one_token_ops(cuda_ops) -> list[str]:
-    """CUDA kernels for the one-token ``*_update`` ops that ``step`` calls, where the binding registers none: the
-    binding's sequence kernels at l = 1 (the token inputs get an l axis of 1, the token output loses it). The same
-    CUDA kernels, not a fallback; the kernel tests found l = 1 steps equal to prefill exactly. Workaround until the
-    binding registers the update ops itself (it then owns them: nothing here replaces a registered kernel).
-    Returns the qualified names registered here."""
-    registered = []
-    for update, (sequence, token_inputs) in ONE_TOKEN_OPS.items():
-        qualname = f"edge_quamba::{update}"
-        if qualname in namespace_ops() and not has_cuda_kernel(qualname):
-            torch.library.register_kernel(qualname, "cuda", _at_one_token(getattr(cuda_ops, sequence), token_inputs))
-            registered.append(qualname)
-    return registered
-
-
-def _at_one_token(kernel, token_inputs: int):
-    def one_token(*args):
-        args = [a.unsqueeze(1) if i < token_inputs else a for i, a in enumerate(args)]  # (b, ...) -> (b, 1, ...)
-        out, state = kernel(*args)
-        return out[:, 0], state
-
-    return one_token
 
 
 def namespace_ops(namespace: str = "edge_quamba") -> list[str]:
