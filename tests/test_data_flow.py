@@ -59,10 +59,9 @@ def test_model_calls_only_the_edge_quamba_ops(quantized):
             q.step(tokens[:, -1], states)
     print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
     print("decode:", sorted(decode.edge_quamba), "int8 aten:", sorted(decode.int8_aten))
-    assert prefill.edge_quamba == {"quantize", "int8_linear", "int8_causal_conv1d", "int8_selective_scan",
-                                   "hadamard_quantize"}
-    assert decode.edge_quamba == {"quantize", "int8_linear", "int8_causal_conv1d_update",
-                                  "int8_selective_scan_update", "hadamard_quantize"}
+    fused = {"rms_norm_quantize", "int8_linear_quantize", "int8_linear", "hadamard_quantize"}
+    assert prefill.edge_quamba == fused | {"int8_causal_conv1d", "int8_selective_scan"}
+    assert decode.edge_quamba == fused | {"int8_causal_conv1d_update", "int8_selective_scan_update"}
     # no int8 arithmetic outside the ops: aten only makes views of int8 tensors (and the zero states)
     assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
 
@@ -151,3 +150,16 @@ def test_hadamard_sums_in_the_stated_order(n):
     got = hadamard_transform(torch.from_numpy(x)).numpy()
     print("max |diff|", np.abs(got - expected).max())
     assert np.array_equal(got, expected)
+
+
+def test_layer_sqnr_reports_every_site_from_both_flows(quantized):
+    from edge_quamba.eval.sqnr import TENSORS, layer_sqnr
+
+    fp, q, _ = quantized
+    tokens = torch.randint(0, 120, (2, 16), generator=torch.Generator().manual_seed(2))
+    table = layer_sqnr(fp, q, tokens)
+    for i, layer in enumerate(table):
+        print(i, {k: round(v, 1) for k, v in layer.items()})
+    assert len(table) == fp.config.n_layer and all(tuple(layer) == TENSORS for layer in table)
+    # int8 with a per-tensor scale: every site well above 10 dB and below the ~50 dB ceiling of 8 bits
+    assert all(10 < layer[site] < 60 for layer in table for site in SITE_NAMES)

@@ -5,7 +5,7 @@ The graph is not a hand copy of the model: each mixer is lowered by running the 
 Around it, ``MambaLM.forward``:
 
     input_ids (b, l) int64 -> Gather(embeddings) -> resid (b, l, d) float32
-    per layer i:  resid = resid + mixer_flow(Norm(resid))       Norm from standard ops, float32;
+    per layer i:  resid = resid + mixer_flow(resid)             the pre-norm from standard ops, float32;
                   the flow's quantize -> Max + QuantizeLinear, linear -> int8 Q/DQ MatMul, conv / scan /
                   Hadamard -> the custom nodes Int8CausalConv1d, Int8SelectiveScan, HadamardQuantize
     logits (b, l, v) = Norm_f(resid) @ lm_head^T                float32 Gemm (tied: the embedding matrix itself)
@@ -162,8 +162,8 @@ class _Pending:
 class GraphOps:
     """The flow's ops (:class:`edge_quamba.quant.flow.MixerOps`) emitting the nodes of layer ``layer``."""
 
-    def __init__(self, g: GraphBuilder, mixer: QuantMambaMixer, layer: int):
-        self.g, self.m, self.layer = g, mixer, layer
+    def __init__(self, g: GraphBuilder, mixer: QuantMambaMixer, norm: Norm, layer: int):
+        self.g, self.m, self.norm, self.layer = g, mixer, norm, layer
         self.prefix = f"layers.{layer}.mixer."
         self.scales = {site: g.scale(f"{self.prefix}{site}_scale", getattr(mixer, f"{site}_scale"))
                        for site in SITE_NAMES}
@@ -174,6 +174,9 @@ class GraphOps:
         out = tensor_name(self.layer, code or SITE_BY_NAME[value.site].code)
         return self.g.quantize(value.x, self.scales[value.site], out=out)
 
+    def norm_quantize(self, resid: str, site: str) -> _Pending:
+        return _Pending(self.g.norm(resid, self.norm, f"layers.{self.layer}.norm"), site)
+
     def quantize(self, x: str, site: str) -> _Pending:
         return _Pending(x, site)
 
@@ -182,11 +185,13 @@ class GraphOps:
         floats = self.g.split(x.x, sizes, [tensor_name(self.layer, piece.removesuffix("_q")) for piece in pieces])
         return [self._codes(_Pending(f, x.site), piece) for f, piece in zip(floats, pieces, strict=True)]
 
-    def linear(self, name: str, x_q: str | _Pending, in_site: str, bias: bool = True) -> str:
+    def linear(self, name: str, x_q: str | _Pending, in_site: str, bias: bool = True,
+               out_site: str | None = None) -> str | _Pending:
         linear: QuantLinear = getattr(self.m, name)
         if not bias and linear.bias is not None:
             raise AssertionError(f"{name}: a bias-free use of a linear that has a bias")
-        return self.g.int8_linear(self._codes(x_q), self.scales[in_site], linear, f"{self.prefix}{name}")
+        y = self.g.int8_linear(self._codes(x_q), self.scales[in_site], linear, f"{self.prefix}{name}")
+        return y if out_site is None else _Pending(y, out_site)
 
     def causal_conv1d(self, x_q: str, conv_state: str) -> tuple[str, str]:
         m, g = self.m, self.g
@@ -214,11 +219,13 @@ class GraphOps:
         return y_q
 
 
-def _mixer(g: GraphBuilder, mixer: QuantMambaMixer, hidden: str, i: int) -> str:
-    """One mixer's nodes: hidden (b, l, d) float32 -> (b, l, d) float32; reads and writes layer i's states."""
-    c = mixer.config
-    out, _ = mamba1_mixer_flow(GraphOps(g, mixer, i), hidden, LayerState(f"conv_state.{i}", f"ssm_state.{i}"),
-                               c.d_inner, c.dt_rank, c.d_state, mixer.hadamard)
+def _mixer(g: GraphBuilder, block, resid: str, i: int) -> str:
+    """One block's norm and mixer: resid (b, l, d) float32 -> the mixer's output (b, l, d) float32; reads and
+    writes layer i's states."""
+    c = block.mixer.config
+    out, _ = mamba1_mixer_flow(GraphOps(g, block.mixer, block.norm, i), resid,
+                               LayerState(f"conv_state.{i}", f"ssm_state.{i}"), c.d_inner, c.dt_rank, c.d_state,
+                               block.mixer.hadamard)
     return out
 
 
@@ -254,8 +261,7 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         resid = g.op("Cast", gathered, to=TensorProto.FLOAT, out="embeddings.out")
     layers = tqdm(model.backbone.layers, desc="lowering", unit="layer", disable=not progress, leave=False)
     for i, block in enumerate(layers):
-        hidden = g.norm(resid, block.norm, f"layers.{i}.norm")
-        resid = g.op("Add", resid, _mixer(g, block.mixer, hidden, i), out=f"layers.{i}.residual")
+        resid = g.op("Add", resid, _mixer(g, block, resid, i), out=f"layers.{i}.residual")
     normed = g.norm(resid, model.backbone.norm_f, "norm_f")  # (b, l, d) float32
     if flavour == "ort":
         g.give_linears_own_codes()

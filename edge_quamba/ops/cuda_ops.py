@@ -122,9 +122,13 @@ def quantize(x, scale):
 
 
 def rms_norm_quantize(x, weight, eps, scale):
-    """x (..., d) float32, weight (d,) float32 -> int8 (..., d) = quantize(weight * RMSNorm(x), scale); d <= 8192.
-    One block per row; its sum of squares is a tree (codes may differ from the reference at .5 ties only)."""
-    _cuda("rms_norm_quantize: x", x, torch.float32)
+    """x (..., d) float32 (float16 / bfloat16 are converted first, exactly, as the reference does), weight (d,)
+    float32 -> int8 (..., d) = quantize(weight * RMSNorm(x), scale); d <= 8192. One block per row; its sum of
+    squares is a tree (codes may differ from the reference at .5 ties only)."""
+    _require(isinstance(x, torch.Tensor) and x.is_cuda, "rms_norm_quantize: x must be a CUDA tensor")
+    _require(x.dtype in (torch.float32, torch.float16, torch.bfloat16),
+             f"rms_norm_quantize: x must be float32, float16 or bfloat16, got {x.dtype}")
+    x = x if x.dtype == torch.float32 else x.float()
     _cuda("rms_norm_quantize: weight", weight, torch.float32, 1)
     _require(x.dim() >= 1 and weight.shape[0] == x.shape[-1] and weight.is_contiguous(),
              f"rms_norm_quantize: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match (..., d), (d,)")

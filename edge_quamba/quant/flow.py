@@ -11,7 +11,9 @@ and nothing else, so one function serves every use:
     GraphOps   the ONNX lowering: the same calls emit nodes (:mod:`edge_quamba.onnx.lower`)
 
 Glossary: :mod:`edge_quamba.models.mamba` (b, l, d_in, n, r, k, u, z, Δ, A, B, C, D). Shapes below are for prefill,
-(b, l, ...); decode (``step``) runs the same flow on (b, ...) with the ``*_update`` ops.
+(b, l, ...); decode (``step``) runs the same flow on (b, ...) with the ``*_update`` ops. The flow starts at the
+residual stream: the block's pre-norm is part of it (``norm_quantize``, one fused op for RMSNorm), and its output
+is what the block adds back.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer, causal_conv1d, selective_scan
+from edge_quamba.models.mamba import (LayerState, MambaLM, MambaMixer, Norm, ResidualBlock, causal_conv1d,
+                                      selective_scan)
 from edge_quamba.quant.hadamard import hadamard_transform
 
 Tap = Callable[[str, Tensor], None]
@@ -33,49 +36,57 @@ Tap = Callable[[str, Tensor], None]
 class MixerOps(Protocol):
     """What the flow needs; values are tensors (QuantOps, FloatOps) or graph tensor names (GraphOps)."""
 
+    def norm_quantize(self, resid: Any, site: str) -> Any: ...
     def quantize(self, x: Any, site: str) -> Any: ...
     def split(self, x: Any, sizes: list[int]) -> list[Any]: ...
-    def linear(self, name: str, x_q: Any, in_site: str, bias: bool = True) -> Any: ...
+    def linear(self, name: str, x_q: Any, in_site: str, bias: bool = True, out_site: str | None = None) -> Any: ...
     def causal_conv1d(self, x_q: Any, conv_state: Any) -> tuple[Any, Any]: ...
     def selective_scan(self, u_q: Any, dt_q: Any, B_q: Any, C_q: Any, z_q: Any, ssm_state: Any) -> tuple[Any, Any]: ...
     def hadamard_quantize(self, y: Any) -> Any: ...
 
 
-def mamba1_mixer_flow(ops: MixerOps, x: Any, state: LayerState, d_inner: int, dt_rank: int, d_state: int,
+def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int, dt_rank: int, d_state: int,
                       hadamard: bool) -> tuple[Any, LayerState]:
-    """One Quamba W8A8 Mamba1 mixer: x (b, l, d) float -> (b, l, d) float, and the state after the last token.
+    """One Quamba W8A8 Mamba1 mixer with its pre-norm: resid (b, l, d) float -> the mixer's output (b, l, d) float
+    (the caller adds it to the residual stream), and the state after the last token.
 
-    The official Quamba data flow (see ARCHITECTURE.md): int8 in_proj with one output scale for x and z; int8
-    conv1d + SiLU writing the scan input u at its (percentile-clipped) scale; int8 x_proj with one scale for Δ_r,
-    B, C; int8 dt_proj without its bias (added inside the scan); the scan on int8 inputs with a float32 state,
-    gated by silu(z); Hadamard + quantize of y; int8 out_proj with the rotated weight.
+    The official Quamba data flow (see ARCHITECTURE.md): the norm writes int8; int8 in_proj whose requantizing
+    epilogue writes x and z at one scale; int8 conv1d + SiLU writing the scan input u at its (percentile-clipped)
+    scale; int8 x_proj writing Δ_r, B, C at one scale; int8 dt_proj without its bias (added inside the scan); the
+    scan on int8 inputs with a float32 state, gated by silu(z); Hadamard + quantize of y; int8 out_proj with the
+    rotated weight, float out.
     """
-    x_q = ops.quantize(x, "in_proj_input")  # (b, l, d) int8
-    xz_q = ops.quantize(ops.linear("in_proj", x_q, "in_proj_input"), "xz")  # (b, l, 2 d_in) int8
+    x_q = ops.norm_quantize(resid, "in_proj_input")  # (b, l, d) int8
+    xz_q = ops.linear("in_proj", x_q, "in_proj_input", out_site="xz")  # (b, l, 2 d_in) int8
     xc_q, z_q = ops.split(xz_q, [d_inner, d_inner])  # views: x for the conv, z for the gate
     u_q, conv_state = ops.causal_conv1d(xc_q, state.conv_state)  # reads xz, writes u
-    dbc_q = ops.quantize(ops.linear("x_proj", u_q, "u"), "dbc")  # (b, l, r + 2n) int8
+    dbc_q = ops.linear("x_proj", u_q, "u", out_site="dbc")  # (b, l, r + 2n) int8
     dt_r_q, B_q, C_q = ops.split(dbc_q, [dt_rank, d_state, d_state])
-    dt_q = ops.quantize(ops.linear("dt_proj", dt_r_q, "dbc", bias=False), "dt")  # (b, l, d_in) int8
+    dt_q = ops.linear("dt_proj", dt_r_q, "dbc", bias=False, out_site="dt")  # (b, l, d_in) int8
     y, ssm_state = ops.selective_scan(u_q, dt_q, B_q, C_q, z_q, state.ssm_state)  # y (b, l, d_in) float32
     y_q = ops.hadamard_quantize(y) if hadamard else ops.quantize(y, "out_proj_input")
     return ops.linear("out_proj", y_q, "out_proj_input"), LayerState(conv_state, ssm_state)
 
 
 class FloatOps:
-    """The flow in floating point over an fp :class:`MambaMixer`: ``quantize`` observes and passes the value on.
+    """The flow in floating point over an fp block's norm and :class:`MambaMixer`: ``quantize`` observes and
+    passes the value on.
 
-    The arithmetic is the fp reference's (same linears, conv, scan); only the dt_proj bias moves into the scan, as
-    in the quantized flow (dt_proj(x) - bias is what the dt site quantizes). With ``hadamard``, the out_proj input
-    site sees H y (the tensor the quantized model quantizes) and out_proj gets the unrotated y (W y = W' H y).
+    The arithmetic is the fp reference's (same norm, linears, conv, scan); only the dt_proj bias moves into the
+    scan, as in the quantized flow (dt_proj(x) - bias is what the dt site quantizes). With ``hadamard``, the
+    out_proj input site sees H y (the tensor the quantized model quantizes) and out_proj gets the unrotated y
+    (W y = W' H y).
     """
 
-    def __init__(self, mixer: MambaMixer, hadamard: bool, tap: Tap | None):
-        self.mixer, self.hadamard, self.tap = mixer, hadamard, tap
+    def __init__(self, mixer: MambaMixer, norm: Norm, hadamard: bool, tap: Tap | None):
+        self.mixer, self.norm, self.hadamard, self.tap = mixer, norm, hadamard, tap
 
     def _observe(self, site: str, value: Tensor) -> None:
         if self.tap is not None:
             self.tap(site, value)
+
+    def norm_quantize(self, resid: Tensor, site: str) -> Tensor:
+        return self.quantize(self.norm(resid.to(self.norm.weight.dtype)), site)
 
     def quantize(self, x: Tensor, site: str) -> Tensor:
         self._observe(site, x)
@@ -84,9 +95,10 @@ class FloatOps:
     def split(self, x: Tensor, sizes: list[int]) -> list[Tensor]:
         return list(x.split(sizes, dim=-1))
 
-    def linear(self, name: str, x: Tensor, in_site: str, bias: bool = True) -> Tensor:
+    def linear(self, name: str, x: Tensor, in_site: str, bias: bool = True, out_site: str | None = None) -> Tensor:
         module = getattr(self.mixer, name)
-        return F.linear(x, module.weight, module.bias if bias else None)
+        y = F.linear(x, module.weight, module.bias if bias else None)
+        return y if out_site is None else self.quantize(y, out_site)
 
     def causal_conv1d(self, x: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         conv = self.mixer.conv1d
@@ -108,33 +120,47 @@ class FloatOps:
 
 
 class FloatFlowMixer(nn.Module):
-    """An fp mixer run through the flow with :class:`FloatOps` (same interface as MambaMixer.forward)."""
+    """An fp block's norm and mixer run through the flow with :class:`FloatOps`: resid -> mixer output."""
 
-    def __init__(self, mixer: MambaMixer, hadamard: bool, tap: Tap | None):
+    def __init__(self, block: ResidualBlock, hadamard: bool, tap: Tap | None):
         super().__init__()
-        self.mixer, self.hadamard, self.tap = mixer, hadamard, tap
+        self.block, self.hadamard, self.tap = block, hadamard, tap
 
     def empty_state(self, batch: int) -> LayerState:
-        return self.mixer.empty_state(batch)
+        return self.block.mixer.empty_state(batch)
 
-    def forward(self, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
-        c = self.mixer.config
-        out, state = mamba1_mixer_flow(FloatOps(self.mixer, self.hadamard, self.tap), x, state,
-                                       c.d_inner, c.dt_rank, c.d_state, self.hadamard)
-        return out.to(x.dtype), state
+    def forward(self, resid: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
+        c = self.block.mixer.config
+        ops = FloatOps(self.block.mixer, self.block.norm, self.hadamard, self.tap)
+        out, state = mamba1_mixer_flow(ops, resid, state, c.d_inner, c.dt_rank, c.d_state, self.hadamard)
+        return out.to(resid.dtype), state
+
+
+class FloatFlowBlock(nn.Module):
+    """An fp :class:`ResidualBlock` run through the flow (prefill only): resid + flow(resid)."""
+
+    def __init__(self, block: ResidualBlock, hadamard: bool, tap: Tap | None):
+        super().__init__()
+        self.mixer = FloatFlowMixer(block, hadamard, tap)
+
+    def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
+        if step:
+            raise NotImplementedError("the float flow observes prefill only")
+        out, state = self.mixer(resid, state)
+        return resid + out, state
 
 
 @contextlib.contextmanager
 def float_flow(model: MambaLM, hadamard: bool, tap: Callable[[int, str, Tensor], None] | None):
-    """Within this block the fp ``model`` runs its mixers through the flow with FloatOps, calling
+    """Within this block the fp ``model`` runs its blocks through the flow with FloatOps, calling
     ``tap(layer, site, value)`` at every site (prefill only). The model is restored afterwards."""
-    blocks = list(model.backbone.layers)
-    originals = [block.mixer for block in blocks]
+    layers = model.backbone.layers
+    originals = list(layers)
     try:
-        for i, block in enumerate(blocks):
+        for i, block in enumerate(originals):
             layer_tap = None if tap is None else (lambda site, value, i=i: tap(i, site, value))
-            block.mixer = FloatFlowMixer(block.mixer, hadamard, layer_tap)
+            layers[i] = FloatFlowBlock(block, hadamard, layer_tap)
         yield model
     finally:
-        for block, mixer in zip(blocks, originals, strict=True):
-            block.mixer = mixer
+        for i, block in enumerate(originals):
+            layers[i] = block

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from edge_quamba.errors import ConfigError
 from edge_quamba.models.config import MambaConfig
-from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer
+from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer, Norm
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.quant.flow import Tap, mamba1_mixer_flow
 from edge_quamba.quant.hadamard import rotate_linear_input
@@ -121,8 +121,8 @@ class QuantOps:
     the one-token ``*_update`` ops (inputs without the l axis).
     """
 
-    def __init__(self, mixer: "QuantMambaMixer", step: bool):
-        self.m, self.step = mixer, step
+    def __init__(self, mixer: "QuantMambaMixer", norm: Norm, step: bool):
+        self.m, self.norm, self.step = mixer, norm, step
         self.scales = mixer.scales()
 
     def _made(self, site: str, q: Tensor) -> Tensor:
@@ -133,6 +133,15 @@ class QuantOps:
     def _label(self, site: str):
         return code_label(tensor_name(self.m.layer, SITE_BY_NAME[site].code))
 
+    def norm_quantize(self, resid: Tensor, site: str) -> Tensor:
+        """The block's pre-norm and the quantize after it: one op for RMSNorm (Mamba's default); a LayerNorm
+        (mamba_ssm's rms_norm=False) is computed by the Norm module, then quantized."""
+        norm = self.norm
+        if norm.kind != "rmsnorm":
+            return self.quantize(norm(resid), site)
+        with self._label(site):
+            return self._made(site, eq.rms_norm_quantize(resid, norm.weight, norm.eps, self.scales[site]))
+
     def quantize(self, x: Tensor, site: str) -> Tensor:
         with self._label(site):
             return self._made(site, eq.quantize(x, self.scales[site]))
@@ -140,10 +149,14 @@ class QuantOps:
     def split(self, x: Tensor, sizes: list[int]) -> list[Tensor]:
         return list(x.split(sizes, dim=-1))  # views: the kernels take strided inputs
 
-    def linear(self, name: str, x_q: Tensor, in_site: str, bias: bool = True) -> Tensor:
+    def linear(self, name: str, x_q: Tensor, in_site: str, bias: bool = True, out_site: str | None = None) -> Tensor:
+        """int8 linear; with ``out_site`` its output is requantized in the same op (a GEMM epilogue)."""
         linear: QuantLinear = getattr(self.m, name)
-        return eq.int8_linear(x_q, linear.weight, linear.bias if bias else None, self.scales[in_site],
-                              self.scales[f"{name}.weight"])
+        args = (x_q, linear.weight, linear.bias if bias else None, self.scales[in_site], self.scales[f"{name}.weight"])
+        if out_site is None:
+            return eq.int8_linear(*args)
+        with self._label(out_site):
+            return self._made(out_site, eq.int8_linear_quantize(*args, self.scales[out_site]))
 
     def causal_conv1d(self, x_q: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.m, self.scales
@@ -239,17 +252,34 @@ class QuantMambaMixer(nn.Module):
             ssm_state=torch.zeros(batch, c.d_inner, c.d_state, dtype=torch.float32, device=self.A.device),
         )
 
-    def _flow(self, x: Tensor, state: LayerState, step: bool) -> tuple[Tensor, LayerState]:
+    def _flow(self, resid: Tensor, state: LayerState, norm: Norm, step: bool) -> tuple[Tensor, LayerState]:
         c = self.config
-        return mamba1_mixer_flow(QuantOps(self, step), x, state, c.d_inner, c.dt_rank, c.d_state, self.hadamard)
+        return mamba1_mixer_flow(QuantOps(self, norm, step), resid, state, c.d_inner, c.dt_rank, c.d_state,
+                                 self.hadamard)
 
-    def forward(self, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
-        """Prefill: x (b, l, d) float -> (b, l, d) float32, continuing from ``state``."""
-        return self._flow(x, state, step=False)
+    def forward(self, resid: Tensor, state: LayerState, norm: Norm) -> tuple[Tensor, LayerState]:
+        """Prefill: the residual stream (b, l, d) float and the block's pre-norm -> the mixer's output (b, l, d)
+        float32, continuing from ``state``."""
+        return self._flow(resid, state, norm, step=False)
 
-    def step(self, x: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
-        """Decode one token: x (b, d) -> (b, d), through the one-token ops (conv state roll, one scan step)."""
-        return self._flow(x, state, step=True)
+    def step(self, resid: Tensor, state: LayerState, norm: Norm) -> tuple[Tensor, LayerState]:
+        """Decode one token: resid (b, d) -> (b, d), through the one-token ops (conv state roll, one scan step)."""
+        return self._flow(resid, state, norm, step=True)
+
+
+class QuantResidualBlock(nn.Module):
+    """The quantized model's block: resid + mixer(resid), the pre-norm inside the mixer's flow (so that it can be
+    fused with the quantize after it). Same state-dict keys as :class:`ResidualBlock` (``norm.*``, ``mixer.*``)."""
+
+    def __init__(self, config: MambaConfig, hadamard: bool, layer: int):
+        super().__init__()
+        self.norm = Norm(config.d_model, config.norm, config.norm_eps, torch.float32)
+        self.mixer = QuantMambaMixer(config, hadamard, layer)
+
+    def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
+        """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state."""
+        out, state = (self.mixer.step if step else self.mixer)(resid, state, self.norm)
+        return resid + out, state
 
 
 # Floating-point weights outside the mixers (embeddings, norms, lm_head) are stored in fp16.
@@ -258,11 +288,11 @@ FLOAT_STORAGE_DTYPE = torch.float16
 
 def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: QuantConfig) -> MambaLM:
     """The quantized reference from an fp model and per-layer calibrated amaxes (one dict per layer)."""
-    model = MambaLM(fp_model.config, dtype=torch.float32)
-    fp_state = {k: v.to(FLOAT_STORAGE_DTYPE).float() for k, v in fp_model.state_dict().items()}
-    model.load_state_dict(fp_state)
     if len(amaxes) != fp_model.config.n_layer:
         raise ConfigError(f"calibration gave amaxes for {len(amaxes)} layers, the model has {fp_model.config.n_layer}")
+    model = empty_quantized_model(fp_model.config, qconfig)
+    fp_state = {k: v.to(FLOAT_STORAGE_DTYPE).float() for k, v in fp_model.state_dict().items() if ".mixer." not in k}
+    model.load_state_dict(fp_state, strict=False)
     for i, (block, fp_block, layer_amax) in enumerate(zip(model.backbone.layers, fp_model.backbone.layers, amaxes,
                                                           strict=True)):
         block.mixer = QuantMambaMixer.from_float(copy.deepcopy(fp_block.mixer).float(), layer_amax, qconfig.hadamard,
@@ -273,6 +303,6 @@ def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: 
 def empty_quantized_model(config: MambaConfig, qconfig: QuantConfig) -> MambaLM:
     """The module tree of a quantized model with placeholder values, ready for load_state_dict."""
     model = MambaLM(config, dtype=torch.float32)
-    for i, block in enumerate(model.backbone.layers):
-        block.mixer = QuantMambaMixer(config, qconfig.hadamard, layer=i)
+    model.backbone.layers = nn.ModuleList(QuantResidualBlock(config, qconfig.hadamard, layer=i)
+                                          for i in range(config.n_layer))
     return model.eval()
