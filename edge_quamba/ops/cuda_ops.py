@@ -45,7 +45,7 @@ CUDA_FLAGS = ("-O3", "--fmad=false")
 HADAMARD_MAX_DIM = 16384
 """Largest n of the Hadamard kernel (one row in 64 KB of shared memory)."""
 RMS_NORM_MAX_DIM = 8192
-"""Largest d of the RMSNorm + quantize kernel (one row in the registers of a 256-thread block)."""
+"""Largest d of the RMSNorm + quantize kernel (one row in the registers of a 1024-thread block)."""
 OP_NAMES = ("quantize", "rms_norm_quantize", "int8_linear", "int8_linear_quantize", "int8_causal_conv1d",
             "int8_causal_conv1d_update", "int8_selective_scan", "int8_selective_scan_update", "hadamard_quantize")
 """Every op of the edge_quamba namespace (edge_quamba.ops.torch_ops), by torch op name."""

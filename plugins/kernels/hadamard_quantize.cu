@@ -40,12 +40,36 @@ __device__ __forceinline__ void butterfly(float& a, float& b) {
     b = d;
 }
 
+// Thread t's E registers into X[t*E .. t*E + E - 1] (16-byte stores when E % 4 == 0: fewer bank conflicts).
+template <int E>
+__device__ __forceinline__ void store_row(float* X, int t, const float (&v)[E]) {
+    if constexpr (E % 4 == 0) {
+#pragma unroll
+        for (int k = 0; k < E; k += 4) {
+            reinterpret_cast<float4*>(X + t * E)[k / 4] = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < E; ++k) X[t * E + k] = v[k];
+    }
+}
+
 // M: the H_m factor (1, 12, 20, 28); E: elements per thread; log_p = log2(p), p = n / M; blockDim.x * E == n.
 template <int M, int E>
 __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(HadamardQuantizeParams prm, int log_p,
                                                                        float c, bool vec_loads) {
-    extern __shared__ float X[];  // (M, p) row-major, when used
+    extern __shared__ float4 smem[];  // declared float4: 16-byte aligned for store_row's float4 stores
+    float* X = reinterpret_cast<float*>(smem);  // (M, p) row-major, when used
+    __shared__ unsigned sign_mask[M > 1 ? M : 1];  // bit r of sign_mask[i]: H_m[i, r] = +1
     const int n = prm.dim, p = 1 << log_p, t = threadIdx.x, T = blockDim.x;
+    if constexpr (M > 1) {
+        if (t < M) {  // read by phase 3, after at least one __syncthreads
+            unsigned bits = 0;
+#pragma unroll
+            for (int r = 0; r < M; ++r) bits |= (h_entry<M>(t, r) > 0 ? 1u : 0u) << r;
+            sign_mask[t] = bits;
+        }
+    }
     const float* y = prm.y + int64_t(blockIdx.x) * prm.y_row_stride + t * E;
     int8_t* out = prm.y_q + int64_t(blockIdx.x) * n;
 
@@ -91,8 +115,7 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
     const int seg = 32 * E;  // elements of an X row that one warp covers
     if (p > seg) {
         // Stages h = 32E .. p/2 across warps: column (i, cidx) = elements i*p + cidx + s*seg, s < S.
-#pragma unroll
-        for (int k = 0; k < E; ++k) X[t * E + k] = v[k];
+        store_row(X, t, v);
         __syncthreads();
         const int S = p / seg;
         for (int w = t; w < M * seg; w += T) {
@@ -122,8 +145,7 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
         if constexpr (M == 1) return;
         __syncthreads();
     } else if constexpr (M > 1) {
-#pragma unroll
-        for (int k = 0; k < E; ++k) X[t * E + k] = v[k];
+        store_row(X, t, v);
         __syncthreads();
     } else {
         // m = 1 and the whole transform was in registers: scale, quantize, store E consecutive codes.
@@ -143,19 +165,33 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
     }
 
     if constexpr (M > 1) {
-        // H_m over rows: item w = (group g, column j); the rows i = g, g + G, ... of column j. With p >= 32 the
-        // lanes of a warp share g, so each H_m entry is one broadcast constant load.
+        // H_m over rows: item w = (group g, column j); the rows i = g, g + G, ... of column j, four at a time (four
+        // independent sum chains in flight). The signs of H_m row i are the bits of sign_mask[i] (bit r set:
+        // H_m[i, r] = +1); z + (-x) is z - x exactly, so each term is __fadd_rn(z, +-x) in the order r = 0 .. m-1.
         const int G = max(1, min(M, T / p));
         for (int w = t; w < p * G; w += T) {
             const int j = w & (p - 1), g = w >> log_p;
             float xr[M];
 #pragma unroll
             for (int r = 0; r < M; ++r) xr[r] = X[(r << log_p) + j];
-            for (int i = g; i < M; i += G) {
-                float z = h_entry<M>(i, 0) > 0 ? xr[0] : -xr[0];
+            for (int i0 = g; i0 < M; i0 += 4 * G) {
+                unsigned masks[4];
+                float z[4];
 #pragma unroll
-                for (int r = 1; r < M; ++r) z = h_entry<M>(i, r) > 0 ? __fadd_rn(z, xr[r]) : __fsub_rn(z, xr[r]);
-                out[(i << log_p) + j] = quantize_rn(__fmul_rn(z, c), prm.out_scale);
+                for (int u = 0; u < 4; ++u) {
+                    masks[u] = sign_mask[min(i0 + u * G, M - 1)];
+                    z[u] = (masks[u] & 1u) ? xr[0] : -xr[0];
+                }
+#pragma unroll
+                for (int r = 1; r < M; ++r) {
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) z[u] = __fadd_rn(z[u], ((masks[u] >> r) & 1u) ? xr[r] : -xr[r]);
+                }
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    const int i = i0 + u * G;
+                    if (i < M) out[(i << log_p) + j] = quantize_rn(__fmul_rn(z[u], c), prm.out_scale);
+                }
             }
         }
     }

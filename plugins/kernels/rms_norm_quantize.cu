@@ -1,9 +1,10 @@
 // rms_norm_quantize; see rms_norm_quantize.h for the contract.
 //
-// Work split: one block of 256 threads per row, a single pass over x: thread t holds the elements t, t + 256, ...
-// (coalesced loads, ITEMS <= 32 registers) and their sum of squares; the block reduces the sums (warp shuffles,
-// then the 8 warp sums in order by one thread), which computes mean and 1 / sqrt(mean + eps) once; every thread
-// then normalizes, scales by weight and quantizes its registers, writing int8.
+// Work split: one block of THREADS (256 .. 1024) threads per row, a single pass over x: thread t holds the elements
+// t, t + THREADS, ... (coalesced loads, ITEMS <= 8 registers; few per thread, since at decode the one row's latency
+// is the cost) and their weights, both loaded before the reduction; the block reduces the sums of squares (warp
+// shuffles, then the warp sums in order by one thread), which computes mean and 1 / sqrt(mean + eps) once; every
+// thread then normalizes, scales by weight and quantizes its registers, writing int8.
 #include <cmath>
 
 #include "numerics.cuh"
@@ -13,20 +14,20 @@ namespace edge_quamba {
 namespace kernels {
 namespace {
 
-constexpr int kThreads = 256;
-
-template <int ITEMS>
-__global__ void __launch_bounds__(kThreads) rms_norm_quantize_kernel(RmsNormQuantizeParams p) {
+template <int THREADS, int ITEMS>
+__global__ void __launch_bounds__(THREADS) rms_norm_quantize_kernel(RmsNormQuantizeParams p) {
+    constexpr int kThreads = THREADS;
     __shared__ float warp_sums[kThreads / 32];
     __shared__ float inv_rms;
     const int t = threadIdx.x;
     const float* x = p.x + int64_t(blockIdx.x) * p.x_row_stride;
-    float v[ITEMS];
+    float v[ITEMS], w[ITEMS];
     float sum_sq = 0.0f;
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
         const int e = t + i * kThreads;
         v[i] = e < p.dim ? __ldcs(x + e) : 0.0f;
+        w[i] = e < p.dim ? __ldg(p.weight + e) : 0.0f;
     }
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) sum_sq = __fadd_rn(sum_sq, __fmul_rn(v[i], v[i]));
@@ -47,13 +48,13 @@ __global__ void __launch_bounds__(kThreads) rms_norm_quantize_kernel(RmsNormQuan
 #pragma unroll
     for (int i = 0; i < ITEMS; ++i) {
         const int e = t + i * kThreads;
-        if (e < p.dim) q[e] = quantize_rn(__fmul_rn(__ldg(p.weight + e), __fmul_rn(v[i], r)), p.scale);
+        if (e < p.dim) q[e] = quantize_rn(__fmul_rn(w[i], __fmul_rn(v[i], r)), p.scale);
     }
 }
 
-template <int ITEMS>
+template <int THREADS, int ITEMS>
 cudaError_t launch_items(const RmsNormQuantizeParams& p, cudaStream_t stream) {
-    rms_norm_quantize_kernel<ITEMS><<<static_cast<unsigned>(p.rows), kThreads, 0, stream>>>(p);
+    rms_norm_quantize_kernel<THREADS, ITEMS><<<static_cast<unsigned>(p.rows), THREADS, 0, stream>>>(p);
     return cudaGetLastError();
 }
 
@@ -66,10 +67,10 @@ cudaError_t launch_rms_norm_quantize(const RmsNormQuantizeParams& p, cudaStream_
     }
     if (p.rows == 0) return cudaSuccess;
     if (p.x == nullptr || p.weight == nullptr || p.q == nullptr) return cudaErrorInvalidValue;
-    if (p.dim <= 4 * kThreads) return launch_items<4>(p, stream);
-    if (p.dim <= 8 * kThreads) return launch_items<8>(p, stream);
-    if (p.dim <= 16 * kThreads) return launch_items<16>(p, stream);
-    return launch_items<32>(p, stream);
+    if (p.dim <= 1024) return launch_items<256, 4>(p, stream);
+    if (p.dim <= 2048) return launch_items<512, 4>(p, stream);
+    if (p.dim <= 4096) return launch_items<1024, 4>(p, stream);
+    return launch_items<1024, 8>(p, stream);
 }
 
 }  // namespace kernels

@@ -11,7 +11,7 @@
 namespace edge_quamba {
 namespace kernels {
 
-constexpr int kRmsNormMaxDim = 8192;  // the row lives in registers: 32 float32 per thread of a 256-thread block
+constexpr int kRmsNormMaxDim = 8192;  // the row lives in registers: 8 float32 per thread of a 1024-thread block
 
 struct RmsNormQuantizeParams {
     int64_t rows;          // product of the leading dims
