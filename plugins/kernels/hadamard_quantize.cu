@@ -202,7 +202,9 @@ cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, cudaStream_t
     const int p = 1 << log_p, threads = prm.dim / E;
     const float c = static_cast<float>(1.0 / std::sqrt(static_cast<double>(prm.dim)));  // rounded once
     const size_t smem = (M > 1 || p > 32 * E) ? sizeof(float) * prm.dim : 0;
-    if (smem > 48 * 1024) {
+    // Opt in above the 48 KB default, counting the kernel's static sign_mask too (n = 12288 needs exactly 48 KB
+    // dynamic: without the opt-in that launch failed with "invalid argument" on the H200).
+    if (smem + sizeof(unsigned) * 28 > 48 * 1024) {
         const cudaError_t err = cudaFuncSetAttribute(hadamard_quantize_kernel<M, E>,
                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         if (err != cudaSuccess) return err;
