@@ -8,6 +8,13 @@ launch overhead (what a CUDA-graph decode pays). Achieved GB/s = bytes the kerne
 weights, each once) / time, next to the device-to-device copy bandwidth measured in the same run (the larger of
 a 256 MiB and a 1 GiB copy). Linear weights cycle through copies totalling > 200 MiB, so they come from HBM, not L2. The linears run
 the GEMV kernel at l = 1 and torch._int_mm (cuBLASLt) at l = 512, exactly as the binding dispatches them.
+
+Two chains of one layer (the mixer of edge_quamba.quant.flow plus the RMSNorm before it; no residual add):
+  unfused: RMSNorm as torch float32 ops (what Norm.forward runs) -> quantize -> in_proj -> quantize -> conv ->
+           x_proj -> quantize -> dt_proj -> quantize -> scan -> hadamard_quantize -> out_proj
+  fused:   rms_norm_quantize -> in_proj int8_linear_quantize -> conv -> x_proj int8_linear_quantize ->
+           dt_proj int8_linear_quantize -> scan -> hadamard_quantize -> out_proj
+Each chain is timed whole, `REPS` layers per CUDA graph (weights cycling as above), next to the sum of its kernels.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_quamba.ops.cuda_ops import load_extension  # noqa: E402
 
 SHAPE = dict(d_model=2560, d_inner=5120, d_state=16, dt_rank=160, d_conv=4, n_layer=64)
+EPS = 1e-5
 REPS, REPLAYS = 50, 20
 
 
@@ -75,13 +83,15 @@ def cycling(make, nbytes: int, cold_bytes: int = 200 * 2**20):
 
 
 def layer_kernels(ext, l: int):
-    """(name, fn, bytes moved, calls per graph) for each kernel of one layer at sequence length l (batch 1)."""
+    """(name, chain, fn, bytes moved, calls per graph) for each kernel of one layer at sequence length l (batch 1);
+    chain: "unfused", "fused" or "both" (which layer chain of the module docstring runs it)."""
     d, di, n, r, k = (SHAPE[x] for x in ("d_model", "d_inner", "d_state", "dt_rank", "d_conv"))
 
     def i8(*s):
         return torch.randint(-127, 128, s, dtype=torch.int8, device="cuda")
 
     h = torch.randn(1, l, d, device="cuda")
+    norm_w = torch.rand(d, device="cuda") + 0.5
     w_in, w_x, w_dt, w_out = (cycling(lambda shape=shape: i8(*shape), shape[0] * shape[1])
                               for shape in ((2 * di, d), (r + 2 * n, di), (di, r), (d, di)))
     x_q = i8(1, l, d)
@@ -95,24 +105,79 @@ def layer_kernels(ext, l: int):
     A, D, dt_bias = -torch.rand(di, n, device="cuda"), torch.randn(di, device="cuda"), torch.randn(di, device="cuda")
     y = torch.randn(1, l, di, device="cuda")
     s = 0.02
-    return [(name, fn, nbytes, max(REPS, w.count if w else 0)) for name, fn, nbytes, w in [
-        ("quantize (norm out)", lambda: ext.quantize(h, s), l * d * 5, None),
-        ("in_proj int8_linear", lambda: ext.int8_linear(x_q, w_in(), None, s, s), 2 * di * d + l * d + l * 2 * di * 4, w_in),
-        ("quantize (in_proj out)", lambda: ext.quantize(xz_f, s), l * 2 * di * 5, None),
-        ("int8_causal_conv1d", lambda: ext.int8_causal_conv1d(xz[..., :di], conv_state, conv_w, conv_b, s, s, s),
+    return [(name, chain, fn, nbytes, max(REPS, w.count if w else 0)) for name, chain, fn, nbytes, w in [
+        ("RMSNorm (torch float32 ops)", "unfused", lambda: rms_norm_torch(h, norm_w), l * d * 8 + d * 4, None),
+        ("quantize (norm out)", "unfused", lambda: ext.quantize(h, s), l * d * 5, None),
+        ("rms_norm_quantize", "fused", lambda: ext.rms_norm_quantize(h, norm_w, EPS, s), l * d * 5 + d * 4, None),
+        ("in_proj int8_linear", "unfused", lambda: ext.int8_linear(x_q, w_in(), None, s, s), 2 * di * d + l * d + l * 2 * di * 4, w_in),
+        ("in_proj int8_linear_quantize", "fused", lambda: ext.int8_linear_quantize(x_q, w_in(), None, s, s, s),
+         2 * di * d + l * d + l * 2 * di, w_in),
+        ("quantize (in_proj out)", "unfused", lambda: ext.quantize(xz_f, s), l * 2 * di * 5, None),
+        ("int8_causal_conv1d", "both", lambda: ext.int8_causal_conv1d(xz[..., :di], conv_state, conv_w, conv_b, s, s, s),
          2 * l * di + 3 * di * k + di * 4, None),
-        ("x_proj int8_linear", lambda: ext.int8_linear(u, w_x(), None, s, s), (r + 2 * n) * di + l * di
+        ("x_proj int8_linear", "unfused", lambda: ext.int8_linear(u, w_x(), None, s, s), (r + 2 * n) * di + l * di
          + l * (r + 2 * n) * 4, w_x),
-        ("quantize (x_proj out)", lambda: ext.quantize(xz_f[..., : r + 2 * n], s), l * (r + 2 * n) * 5, None),
-        ("dt_proj int8_linear", lambda: ext.int8_linear(xp[..., :r], w_dt(), None, s, s), di * r + l * r + l * di * 4, w_dt),
-        ("quantize (dt_proj out)", lambda: ext.quantize(dt_f, s), l * di * 5, None),
-        ("int8_selective_scan", lambda: ext.int8_selective_scan(u, dt, xp[..., r:r + n], xp[..., r + n:],
+        ("x_proj int8_linear_quantize", "fused", lambda: ext.int8_linear_quantize(u, w_x(), None, s, s, s),
+         (r + 2 * n) * di + l * di + l * (r + 2 * n), w_x),
+        ("quantize (x_proj out)", "unfused", lambda: ext.quantize(xz_f[..., : r + 2 * n], s), l * (r + 2 * n) * 5, None),
+        ("dt_proj int8_linear", "unfused", lambda: ext.int8_linear(xp[..., :r], w_dt(), None, s, s),
+         di * r + l * r + l * di * 4, w_dt),
+        ("dt_proj int8_linear_quantize", "fused", lambda: ext.int8_linear_quantize(xp[..., :r], w_dt(), None, s, s, s),
+         di * r + l * r + l * di, w_dt),
+        ("quantize (dt_proj out)", "unfused", lambda: ext.quantize(dt_f, s), l * di * 5, None),
+        ("int8_selective_scan", "both", lambda: ext.int8_selective_scan(u, dt, xp[..., r:r + n], xp[..., r + n:],
                                                                 xz[..., di:], ssm, A, D, dt_bias, s, s, s, s, s),
          3 * l * di + 2 * l * n + 2 * di * n * 4 + di * n * 4 + 2 * di * 4 + l * di * 4, None),
-        ("hadamard_quantize", lambda: ext.hadamard_quantize(y, s), l * di * 5, None),
-        ("out_proj int8_linear", lambda: ext.int8_linear(u, w_out(), None, s, s),
+        ("hadamard_quantize", "both", lambda: ext.hadamard_quantize(y, s), l * di * 5, None),
+        ("out_proj int8_linear", "both", lambda: ext.int8_linear(u, w_out(), None, s, s),
          d * di + l * di + l * d * 4, w_out),
     ]]
+
+
+def rms_norm_torch(h, weight):
+    """Norm.forward's RMSNorm in float32 torch ops (pow, mean, add, rsqrt, mul, mul)."""
+    return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS))
+
+
+def layer_chains(ext, l: int):
+    """{"unfused": fn, "fused": fn}: one whole layer each (batch 1, sequence length l), weights cycling per call."""
+    d, di, n, r, k = (SHAPE[x] for x in ("d_model", "d_inner", "d_state", "dt_rank", "d_conv"))
+
+    def i8(*s):
+        return torch.randint(-127, 128, s, dtype=torch.int8, device="cuda")
+
+    per_layer = 2 * di * d + (r + 2 * n) * di + di * r + d * di
+    weights = cycling(lambda: (i8(2 * di, d), i8(r + 2 * n, di), i8(di, r), i8(d, di)), per_layer)
+    h, norm_w = torch.randn(1, l, d, device="cuda"), torch.rand(d, device="cuda") + 0.5
+    conv_state, conv_w, conv_b = i8(1, di, k), i8(di, k), torch.randn(di, device="cuda")
+    ssm = torch.randn(1, di, n, device="cuda")
+    A, D, dt_bias = -torch.rand(di, n, device="cuda"), torch.randn(di, device="cuda"), torch.randn(di, device="cuda")
+    s = 0.02
+
+    def tail(xz, u, xp, dt, w_out):
+        y, _ = ext.int8_selective_scan(u, dt, xp[..., r:r + n], xp[..., r + n:], xz[..., di:], ssm, A, D, dt_bias,
+                                       s, s, s, s, s)
+        return ext.int8_linear(ext.hadamard_quantize(y, s), w_out, None, s, s)
+
+    def unfused():
+        w_in, w_x, w_dt, w_out = weights()
+        x_q = ext.quantize(rms_norm_torch(h, norm_w), s)
+        xz = ext.quantize(ext.int8_linear(x_q, w_in, None, s, s), s)
+        u, _ = ext.int8_causal_conv1d(xz[..., :di], conv_state, conv_w, conv_b, s, s, s)
+        xp = ext.quantize(ext.int8_linear(u, w_x, None, s, s), s)
+        dt = ext.quantize(ext.int8_linear(xp[..., :r], w_dt, None, s, s), s)
+        return tail(xz, u, xp, dt, w_out)
+
+    def fused():
+        w_in, w_x, w_dt, w_out = weights()
+        x_q = ext.rms_norm_quantize(h, norm_w, EPS, s)
+        xz = ext.int8_linear_quantize(x_q, w_in, None, s, s, s)
+        u, _ = ext.int8_causal_conv1d(xz[..., :di], conv_state, conv_w, conv_b, s, s, s)
+        xp = ext.int8_linear_quantize(u, w_x, None, s, s, s)
+        dt = ext.int8_linear_quantize(xp[..., :r], w_dt, None, s, s, s)
+        return tail(xz, u, xp, dt, w_out)
+
+    return {"unfused": unfused, "fused": fused}, max(REPS, weights.count)
 
 
 def main() -> None:
@@ -122,29 +187,33 @@ def main() -> None:
     ext = load_extension()
     copies = copy_bandwidth_gbs()
     copy = max(copies.values())
-    rows = []
+    rows, layers = [], []
     for l in (1, 512):
-        for name, fn, nbytes, reps in layer_kernels(ext, l):
+        for name, chain, fn, nbytes, reps in layer_kernels(ext, l):
             us = graph_time_us(fn, reps)
             gbs = nbytes / (us * 1e-6) / 1e9
-            rows.append(dict(kernel=name, seqlen=l, time_us=round(us, 3), bytes=nbytes, gb_per_s=round(gbs, 1),
-                             fraction_of_copy=round(gbs / copy, 3)))
+            rows.append(dict(kernel=name, chain=chain, seqlen=l, time_us=round(us, 3), bytes=nbytes,
+                             gb_per_s=round(gbs, 1), fraction_of_copy=round(gbs / copy, 3)))
+        chains, reps = layer_chains(ext, l)
+        for chain, fn in chains.items():
+            kernels_us = sum(r["time_us"] for r in rows if r["seqlen"] == l and r["chain"] in (chain, "both"))
+            us = graph_time_us(fn, reps)
+            layers.append(dict(chain=chain, seqlen=l, layer_us=round(us, 2), sum_of_kernels_us=round(kernels_us, 2),
+                               model_ms=round(us * SHAPE["n_layer"] / 1e3, 3)))
     gpu = torch.cuda.get_device_name()
     print(f"GPU {gpu}, torch {torch.__version__}, batch 1, shape {SHAPE}; device copy {copies} GB/s (read + write)")
-    print(f"{'kernel':28s} {'l':>4s} {'us':>9s} {'MB':>9s} {'GB/s':>8s} {'of copy':>8s}")
+    print(f"{'kernel':30s} {'chain':8s} {'l':>4s} {'us':>9s} {'MB':>9s} {'GB/s':>8s} {'of copy':>8s}")
     for r in rows:
-        print(f"{r['kernel']:28s} {r['seqlen']:4d} {r['time_us']:9.2f} {r['bytes'] / 1e6:9.3f} "
+        print(f"{r['kernel']:30s} {r['chain']:8s} {r['seqlen']:4d} {r['time_us']:9.2f} {r['bytes'] / 1e6:9.3f} "
               f"{r['gb_per_s']:8.0f} {r['fraction_of_copy']:8.2f}")
-    totals = {}
-    for l in (1, 512):
-        layer = sum(r["time_us"] for r in rows if r["seqlen"] == l)
-        totals[l] = dict(layer_us=round(layer, 2), model_ms=round(layer * SHAPE["n_layer"] / 1e3, 3))
-        print(f"l={l}: one layer {layer:.1f} us, x {SHAPE['n_layer']} layers = {layer * SHAPE['n_layer'] / 1e3:.3f} ms "
-              f"(kernels only: no norm, residual, embedding, lm_head)")
+    for x in layers:
+        print(f"l={x['seqlen']} {x['chain']:7s} layer in one CUDA graph: {x['layer_us']:.1f} us (sum of its kernels "
+              f"{x['sum_of_kernels_us']:.1f} us), x {SHAPE['n_layer']} layers = {x['model_ms']:.3f} ms "
+              f"(no residual add, embedding, lm_head)")
     result = dict(command="python3 benchmarks/kernel_timing.py", gpu=gpu, torch=torch.__version__,
                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), batch=1,
                   shape=SHAPE, graph_reps=REPS, graph_replays=REPLAYS, copy_gb_per_s=round(copy, 1), copy_by_size=copies,
-                  kernels=rows, totals={str(k): v for k, v in totals.items()})
+                  kernels=rows, layers=layers)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(args.out)

@@ -1,14 +1,15 @@
 """Every CUDA kernel against the quantized reference on identical int8 inputs and scales (GPU only: marker cuda).
 
-Integer outputs must be exact, with one rule: the conv's u_q may differ by one code where the reference quotient
-u / out_scale is within 1e-4 of .5 (CUDA expf vs the CPU's exp differ in the last bit; ties are counted and
-printed). Float outputs (the scan's y and state) within the tolerance SCAN_TOL relative to the largest reference
+Integer outputs must be exact, with one rule: the conv's u_q and rms_norm_quantize's codes may differ by one code
+where the reference quotient is within 1e-4 of .5 (CUDA expf vs the CPU's exp differ in the last bit; the
+kernel's mean of squares sums in its own order; ties are counted and printed). Float outputs (the scan's y and state) within the tolerance SCAN_TOL relative to the largest reference
 magnitude (the sum over states is a shuffle tree, exp/log1p come from another libm). Outputs are poisoned before
 each call: the binding allocates its outputs from torch's caching allocator, so freed blocks of the same sizes
 filled with a sentinel (-128 for int8, never produced by quantize; NaN for float32) are what it gets back, and a
 result that still holds a sentinel was not written.
 
-The reference functions are called directly (edge_quamba.quant.qops / primitives), on CPU copies of the inputs.
+The reference functions are called directly (edge_quamba.quant.qops / primitives, and the CPU kernels of the fused
+ops in edge_quamba.ops.torch_ops), on CPU copies of the inputs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from edge_quamba.ops import torch_ops
 from edge_quamba.quant import primitives, qops
 
 pytestmark = pytest.mark.cuda
@@ -135,6 +137,102 @@ def test_int8_linear_batched_view_3d(ext):
     assert torch.equal(got, ref)
 
 
+# ---------------------------------------------------------------------------------------- int8_linear_quantize
+
+LINEAR_QUANTIZE_CASES = [  # (M, K, N, x row stride or None, bias)
+    (1, 2560, 10240, None, False),   # in_proj 2.8b decode
+    (1, 5120, 192, None, True),      # x_proj 2.8b (split-K)
+    (1, 160, 5120, 192, False),      # dt_proj 2.8b: dt is a view of x_proj's (.., 192) output
+    (3, 768, 56, 1536, True),        # strided view, 4-row pass
+    (16, 512, 64, 520, False),       # largest M of the GEMV path, strided
+    (17, 512, 64, 1024, True),       # smallest M of the torch._int_mm + epilogue path, strided (copied) x
+    (17, 20, 768, 56, False),        # M > 16 but K % 8 != 0: GEMV path
+    (512, 2560, 10240, 5120, True),  # prefill in_proj: the x half of a (l, 2 K) tensor
+    (512, 5120, 192, None, False),   # prefill x_proj
+    (7, 100, 33, 101, True),         # odd sizes: 1-byte loads
+]
+
+
+@pytest.mark.parametrize("M,K,N,stride,use_bias", LINEAR_QUANTIZE_CASES)
+def test_int8_linear_quantize_exact(ext, M, K, N, stride, use_bias):
+    g = gen(M * 7907 + K * 29 + N + 1)
+    x_q = rand_i8(M, stride or K, g=g)[:, :K]
+    w_q = rand_i8(N, K, g=g)
+    bias = torch.randn(N, generator=g) if use_bias else None
+    x_scale, w_scale = 0.0173, 0.00291
+    y = torch_ops.int8_linear(x_q, w_q, bias, x_scale, w_scale)
+    out_scale = float(y.abs().max()) / 150  # the largest |y| saturate at +-127
+    ref = torch_ops.int8_linear_quantize(x_q, w_q, bias, x_scale, w_scale, out_scale)
+    poison(((M, N), torch.int8))
+    got = ext.int8_linear_quantize(x_q.cuda(), w_q.cuda(), None if bias is None else bias.cuda(), x_scale, w_scale,
+                                   out_scale).cpu()
+    report(f"int8_linear_quantize M={M} K={K} N={N} stride={stride}", got, ref)
+    print(f"  codes at +-127: {int((ref.abs() == 127).sum())} of {ref.numel()}")
+    assert got.dtype == torch.int8 and got.shape == ref.shape
+    assert not (got == -128).any(), "unwritten outputs"
+    assert torch.equal(got, ref)
+
+
+def test_int8_linear_quantize_batched_view_3d(ext):
+    """(b, l, K) view with a sequence stride, decode l = 1 and b = 2, output (b, l, N)."""
+    g = gen(6)
+    x_q = rand_i8(2, 1, 2 * 768, g=g)[..., :768]
+    w_q = rand_i8(1536, 768, g=g)
+    got = ext.int8_linear_quantize(x_q.cuda(), w_q.cuda(), None, 0.01, 0.02, 0.05).cpu()
+    ref = torch_ops.int8_linear_quantize(x_q, w_q, None, 0.01, 0.02, 0.05)
+    report("int8_linear_quantize (2, 1, 768) view", got, ref)
+    assert got.shape == (2, 1, 1536) and torch.equal(got, ref)
+
+
+# ------------------------------------------------------------------------------------------- rms_norm_quantize
+
+def check_ties(name, got, ref, quotient):
+    """got == ref except by one code where the reference quotient is within TIE_WIDTH of .5 (counted, printed)."""
+    diff = got.to(torch.int32) - ref.to(torch.int32)
+    frac = quotient.abs() - quotient.abs().floor()
+    tie = ((frac - 0.5).abs() < TIE_WIDTH) & (quotient.abs() < 127.5)
+    off = diff != 0
+    print(f"{name}: {int(tie.sum())} near-ties in the reference, {int(off.sum())} codes differ "
+          f"({int((off & tie).sum())} at ties), max |diff| {int(diff.abs().max()) if diff.numel() else 0}")
+    assert not (got == -128).any(), "unwritten outputs"
+    assert not (off & ~(tie & (diff.abs() == 1))).any(), "codes differ away from a rounding tie"
+
+
+def reference_with_quotient(fn, *args):
+    """fn(*args) under a quantize hook: (codes, the float32 quotient x / scale of its last quantize)."""
+    captured = []
+
+    def hook(label, quotient, q):
+        captured.append(quotient.clone())
+        return q
+
+    with primitives.quantize_hook(hook):
+        out = fn(*args)
+    return out, captured[-1]
+
+
+@pytest.mark.parametrize("shape,stride", [
+    ((1, 1, 2560), None), ((1, 2560), 2600), ((2, 37, 768), None), ((3, 1000), 1003), ((1, 8192), None),
+    ((4, 130), None), ((2, 1), None), ((512, 2560), None), ((5, 5120), 5121),
+])
+def test_rms_norm_quantize(ext, shape, stride):
+    g = gen(sum(shape) * 17 + (stride or 0))
+    d = shape[-1]
+    wide = torch.randn(*shape[:-1], stride or d, generator=g) * 2
+    wide[..., :3] = torch.tensor([40.0, -25.0, 0.0])[: min(3, d)]  # outliers, as the residual stream has
+    x = wide[..., :d]  # a row-strided view when stride is given
+    weight = torch.rand(d, generator=g) + 0.5
+    eps = 1e-5
+    normed = weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    scale = float(normed.abs().max()) / 150  # the largest values saturate
+    ref, quotient = reference_with_quotient(torch_ops.rms_norm_quantize, x, weight, eps, scale)
+    poison((shape, torch.int8))
+    got = ext.rms_norm_quantize(x.cuda(), weight.cuda(), eps, scale).cpu()
+    report(f"rms_norm_quantize {shape} stride={stride}", got, ref)
+    assert got.dtype == torch.int8 and got.shape == ref.shape
+    check_ties(f"rms_norm_quantize {shape}", got, ref, quotient)
+
+
 # ------------------------------------------------------------------------------------------ int8_causal_conv1d
 
 def conv_inputs(b, l, d, k, use_bias, seed):
@@ -159,14 +257,7 @@ def conv_reference(x, state, w, bias, scales):
 
 
 def check_u(name, u_got, u_ref, quotient):
-    diff = u_got.to(torch.int32) - u_ref.to(torch.int32)
-    frac = quotient.abs() - quotient.abs().floor()
-    tie = ((frac - 0.5).abs() < TIE_WIDTH) & (quotient.abs() < 127.5)
-    off = diff != 0
-    print(f"{name}: {int(tie.sum())} near-ties in the reference, {int(off.sum())} codes differ "
-          f"({int((off & tie).sum())} at ties), max |diff| {int(diff.abs().max()) if diff.numel() else 0}")
-    assert not (u_got == -128).any(), "unwritten outputs"
-    assert not (off & ~(tie & (diff.abs() == 1))).any(), "u_q differs away from a rounding tie"
+    check_ties(name, u_got, u_ref, quotient)
 
 
 CONV_SCALES = (0.0213, 0.0041, 3.0 / 127)
@@ -266,7 +357,8 @@ def test_int8_selective_scan_chunks_and_decode_steps_equal_prefill(ext):
 
 # ---------------------------------------------------------------------------------------- hadamard_quantize
 
-@pytest.mark.parametrize("n", [1, 2, 12, 20, 28, 56, 768, 1536, 2048, 5120, 7168, 10240, 16384])
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 12, 16, 20, 28, 48, 56, 320, 512, 768, 1536, 2048, 3072, 4096, 5120, 7168,
+                               8192, 10240, 12288, 14336, 16384])
 @pytest.mark.parametrize("rows", [(1, 1), (2, 37)])
 def test_hadamard_quantize_exact(ext, n, rows):
     g = gen(n * 13 + rows[1])
@@ -281,12 +373,17 @@ def test_hadamard_quantize_exact(ext, n, rows):
     assert torch.equal(got, ref)
 
 
-def test_hadamard_quantize_row_strided_view(ext):
-    g = gen(3)
-    full = torch.randn(3, 5, 5120 + 64, generator=g)
-    y = full[..., :5120]
+@pytest.mark.parametrize("n,extra", [(5120, 64), (5120, 1), (2048, 1), (768, 3)])
+def test_hadamard_quantize_row_strided_view(ext, n, extra):
+    """Row stride n + extra: 16-byte aligned rows (float4 loads) for extra = 64, scalar loads otherwise."""
+    g = gen(3 + n + extra)
+    y = torch.randn(3, 5, n + extra, generator=g)[..., :n]
+    poison(((3, 5, n), torch.int8))
     got = ext.hadamard_quantize(y.cuda(), 0.03).cpu()
-    assert torch.equal(got, qops.hadamard_quantize(y, 0.03))
+    ref = qops.hadamard_quantize(y, 0.03)
+    report(f"hadamard_quantize n={n} row stride {n + extra}", got, ref)
+    assert not (got == -128).any(), "unwritten outputs"
+    assert torch.equal(got, ref)
 
 
 BAD_CALLS = '''
@@ -298,6 +395,8 @@ calls = [
     lambda: ext.int8_linear(i8(1, 64), i8(8, 32), None, 1.0, 1.0),
     lambda: ext.int8_causal_conv1d(i8(1, 3, 8), i8(1, 8, 5), i8(8, 5), None, 1.0, 1.0, 1.0),
     lambda: ext.quantize(i8(4), 1.0),
+    lambda: ext.rms_norm_quantize(torch.zeros(1, 9000, device="cuda"), torch.ones(9000, device="cuda"), 1e-5, 0.1),
+    lambda: ext.int8_linear_quantize(i8(1, 32), i8(8, 32), None, 1.0, 1.0, 0.0),
 ]
 for call in calls:
     try:
@@ -317,8 +416,9 @@ def test_bad_arguments_raise_one_line_value_errors():
     print(proc.stdout, proc.stderr[-3000:])
     assert proc.returncode == 0, f"crashed with return code {proc.returncode}"
     lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 4 and all(line.startswith("ValueError: ") for line in lines), lines
+    assert len(lines) == 6 and all(line.startswith("ValueError: ") for line in lines), lines
     assert "hadamard_quantize: no Hadamard matrix for n=36" in lines[0] and "width k=5" in lines[2] and "quantize" in lines[3]
+    assert "rms_norm_quantize: d=9000" in lines[4] and "int8_linear_quantize: out_scale" in lines[5]
 
 
 # ------------------------------------------------------------------------------------------------- dispatch
@@ -344,6 +444,15 @@ def test_registered_ops_dispatch_to_the_kernels(ext):
     xq, wq = torch.randint(-127, 128, (1, 768), device="cuda", dtype=torch.int8), \
         torch.randint(-127, 128, (56, 768), device="cuda", dtype=torch.int8)
     assert torch.equal(ops.int8_linear(xq, wq, None, 0.1, 0.2), ext.int8_linear(xq, wq, None, 0.1, 0.2))
+    # the fused ops: on CUDA tensors they run the kernels, on CPU tensors the references
+    got = ops.int8_linear_quantize(xq, wq, None, 0.1, 0.2, 0.5)
+    assert got.is_cuda and torch.equal(got, ext.int8_linear_quantize(xq, wq, None, 0.1, 0.2, 0.5))
+    assert torch.equal(got.cpu(), ops.int8_linear_quantize(xq.cpu(), wq.cpu(), None, 0.1, 0.2, 0.5))
+    norm_w = torch.rand(768, device="cuda") + 0.5
+    got = ops.rms_norm_quantize(y, norm_w, 1e-5, 0.02)
+    assert got.is_cuda and torch.equal(got, ext.rms_norm_quantize(y, norm_w, 1e-5, 0.02))
+    cpu = ops.rms_norm_quantize(y.cpu(), norm_w.cpu(), 1e-5, 0.02)
+    assert int((got.cpu().int() - cpu.int()).abs().max()) <= 1  # equal up to the tie rule (checked above)
     # the one-token ops (what decode calls) on strided (b, d_in) views == the prefill kernel at l = 1
     x1, state1, w1, bias1 = (t.cuda() for t in conv_inputs(2, 1, 768, 4, True, seed=3))
     x_view = torch.cat([x1, x1], dim=-1)[:, 0, :768]  # (b, d_in), row stride 2 d_in like in_proj's x half

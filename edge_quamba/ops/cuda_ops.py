@@ -44,6 +44,8 @@ BINDING = PLUGINS / "torch" / "binding.cpp"
 CUDA_FLAGS = ("-O3", "--fmad=false")
 HADAMARD_MAX_DIM = 16384
 """Largest n of the Hadamard kernel (one row in 64 KB of shared memory)."""
+RMS_NORM_MAX_DIM = 8192
+"""Largest d of the RMSNorm + quantize kernel (one row in the registers of a 1024-thread block)."""
 OP_NAMES = ("quantize", "rms_norm_quantize", "int8_linear", "int8_linear_quantize", "int8_causal_conv1d",
             "int8_causal_conv1d_update", "int8_selective_scan", "int8_selective_scan_update", "hadamard_quantize")
 """Every op of the edge_quamba namespace (edge_quamba.ops.torch_ops), by torch op name."""
@@ -119,35 +121,52 @@ def quantize(x, scale):
     return load_extension().quantize(x, scale)
 
 
+def rms_norm_quantize(x, weight, eps, scale):
+    """x (..., d) float32 (float16 / bfloat16 are converted first, exactly, as the reference does), weight (d,)
+    float32 -> int8 (..., d) = quantize(weight * RMSNorm(x), scale); d <= 8192. One block per row; its sum of
+    squares is a tree (codes may differ from the reference at .5 ties only)."""
+    _require(isinstance(x, torch.Tensor) and x.is_cuda, "rms_norm_quantize: x must be a CUDA tensor")
+    _require(x.dtype in (torch.float32, torch.float16, torch.bfloat16),
+             f"rms_norm_quantize: x must be float32, float16 or bfloat16, got {x.dtype}")
+    x = x if x.dtype == torch.float32 else x.float()
+    _cuda("rms_norm_quantize: weight", weight, torch.float32, 1)
+    _require(x.dim() >= 1 and weight.shape[0] == x.shape[-1] and weight.is_contiguous(),
+             f"rms_norm_quantize: x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match (..., d), (d,)")
+    _require(1 <= x.shape[-1] <= RMS_NORM_MAX_DIM,
+             f"rms_norm_quantize: d={x.shape[-1]} not in [1, {RMS_NORM_MAX_DIM}] (the kernel keeps a row in registers)")
+    _require(math.isfinite(eps) and eps >= 0, f"rms_norm_quantize: eps must be a finite float >= 0, got {eps}")
+    _scale("rms_norm_quantize: scale", scale)
+    return load_extension().rms_norm_quantize(x, weight, eps, scale)
+
+
+def _check_linear(op, x_q, weight_q, bias, x_scale, weight_scale):
+    _cuda(f"{op}: x_q", x_q, torch.int8)
+    _cuda(f"{op}: weight_q", weight_q, torch.int8, 2)
+    _require(x_q.dim() >= 1 and x_q.shape[-1] == weight_q.shape[1],
+             f"{op}: x_q {tuple(x_q.shape)} and weight_q {tuple(weight_q.shape)} do not match (..., K), (N, K)")
+    _require(weight_q.is_contiguous(), f"{op}: weight_q must be contiguous (N, K)")
+    _require(weight_q.shape[1] <= primitives.MAX_K, f"{op}: K={weight_q.shape[1]} > {primitives.MAX_K}")
+    if bias is not None:
+        _cuda(f"{op}: bias", bias, torch.float32, 1)
+        _require(bias.shape[0] == weight_q.shape[0] and bias.is_contiguous(),
+                 f"{op}: bias must be a contiguous (N,) float32 tensor")
+    _scale(f"{op}: x_scale", x_scale)
+    _scale(f"{op}: weight_scale", weight_scale)
+
+
 def int8_linear(x_q, weight_q, bias, x_scale, weight_scale):
     """x_q (..., K) int8, weight_q (N, K) int8, bias (N) float32 or None -> float32 (..., N).
     GEMV kernel for up to 16 rows; above, torch._int_mm (cuBLASLt, exact int32) and the same float32 epilogue."""
-    _cuda("int8_linear: x_q", x_q, torch.int8)
-    _cuda("int8_linear: weight_q", weight_q, torch.int8, 2)
-    _require(x_q.dim() >= 1 and x_q.shape[-1] == weight_q.shape[1],
-             f"int8_linear: x_q {tuple(x_q.shape)} and weight_q {tuple(weight_q.shape)} do not match (..., K), (N, K)")
-    _require(weight_q.is_contiguous(), "int8_linear: weight_q must be contiguous (N, K)")
-    _require(weight_q.shape[1] <= primitives.MAX_K, f"int8_linear: K={weight_q.shape[1]} > {primitives.MAX_K}")
-    if bias is not None:
-        _cuda("int8_linear: bias", bias, torch.float32, 1)
-        _require(bias.shape[0] == weight_q.shape[0] and bias.is_contiguous(),
-                 "int8_linear: bias must be a contiguous (N,) float32 tensor")
-    _scale("int8_linear: x_scale", x_scale)
-    _scale("int8_linear: weight_scale", weight_scale)
+    _check_linear("int8_linear", x_q, weight_q, bias, x_scale, weight_scale)
     return load_extension().int8_linear(x_q, weight_q, bias, x_scale, weight_scale)
 
 
 def int8_linear_quantize(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
-    """int8_linear then quantize (two kernels until the GEMV epilogue writes int8 itself)."""
+    """quantize(int8_linear(...), out_scale) -> int8 (..., N): the GEMV with an int8 epilogue for up to 16 rows;
+    above, torch._int_mm and one fused epilogue kernel (float32 epilogue + quantize in one pass)."""
+    _check_linear("int8_linear_quantize", x_q, weight_q, bias, x_scale, weight_scale)
     _scale("int8_linear_quantize: out_scale", out_scale)
-    return quantize(int8_linear(x_q, weight_q, bias, x_scale, weight_scale), out_scale)
-
-
-def rms_norm_quantize(x, weight, eps, scale):
-    """RMSNorm in torch's CUDA kernels, then the quantize kernel (until a fused kernel lands)."""
-    _cuda("rms_norm_quantize: weight", weight, torch.float32, 1)
-    xf = x.to(torch.float32)
-    return quantize(weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)), scale)
+    return load_extension().int8_linear_quantize(x_q, weight_q, bias, x_scale, weight_scale, out_scale)
 
 
 def int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale):

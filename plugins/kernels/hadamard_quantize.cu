@@ -1,11 +1,20 @@
 // hadamard_quantize; see hadamard_quantize.h for the contract and the fixed float order.
 //
-// Memory layout and work split: one block per row of y; the row (n float32) is copied into shared memory as the
-// (m, p) row-major matrix X (element i * p + j). Stage h of the Sylvester transform updates the n / 2 pairs
-// (i * p + j, i * p + j + h), j in blocks of 2h, one pair per thread, with a barrier between stages, so the stages
-// run in the order h = 1, 2, ..., p / 2 of the reference. Then thread e (element (i, j)) sums H_m[i, r] * X[r, j]
-// for r = 0, 1, ..., m - 1 in that order (each term a sign flip, added with __fadd_rn / __fsub_rn), multiplies by
-// c = float32(1 / sqrt(n)) and quantizes; the int8 row is written contiguously.
+// Work split: one block of T = n / E threads per row of y; thread t holds the E consecutive elements
+// t*E .. t*E + E - 1 of the row in registers (E a power of two: 8, or 16 when n > 8192; E = p when p < 8). Viewed as
+// the (m, p) row-major matrix X, each X row is held by p / E consecutive threads, so the butterfly partner of an
+// element (j, j + h) sits
+//   * in the same thread for h < E             (register butterflies),
+//   * in lane t ^ (h / E) of the same warp for E <= h < 32 E  (warp shuffles; p / E <= 32 lanes per row),
+//   * in another warp for h >= 32 E, only when p > 32 E (m = 1 rows of n > 256 E / 8, and p = 512, 1024 at m > 1):
+//     the row goes to shared memory and each thread takes columns (i, c + s * 32E), s = 0 .. p / (32E) - 1, whose
+//     remaining stages are again register butterflies.
+// Every element goes through the stages h = 1, 2, ..., p/2 in that order and every butterfly is the same rounded
+// pair (a + b, a - b), so the result is the reference's bit for bit whatever thread computes it.
+// H_m (m > 1): X goes to shared memory; a thread loads the m values X[0..m-1, j] of one column j into registers and
+// computes Z[i, j] = sum_r H_m[i, r] X[r, j] in the order r = 0, 1, ..., m - 1 for the rows i of its group (sign
+// flips: exact); then v = Z * c, c = float32(1/sqrt(n)), and q = quantize(v, out_scale) (int8 row contiguous).
+// Shared memory: n float32 when m > 1 or p > 32 E, none otherwise; n <= 16384 (64 KB).
 #include <cmath>
 
 #include "hadamard_quantize.h"
@@ -16,66 +25,209 @@ namespace edge_quamba {
 namespace kernels {
 namespace {
 
-constexpr int kThreads = 1024;  // one row per block: at decode (one row) the whole row's work is in this block
-constexpr int kMaxDim = 16384;  // 64 KB of shared memory per block
+constexpr int kMaxThreads = 1024;
+constexpr int kMaxDim = 16384;
+constexpr int kMaxColumn = 32;  // longest cross-warp column p / (32 E): m = 1, n = 8192 (E 8) or 16384 (E 16)
 
 template <int M> __device__ __forceinline__ int8_t h_entry(int i, int r);
 template <> __device__ __forceinline__ int8_t h_entry<12>(int i, int r) { return kHadamard12[i * 12 + r]; }
 template <> __device__ __forceinline__ int8_t h_entry<20>(int i, int r) { return kHadamard20[i * 20 + r]; }
 template <> __device__ __forceinline__ int8_t h_entry<28>(int i, int r) { return kHadamard28[i * 28 + r]; }
 
-// M: the H_m factor (1, 12, 20, 28); log_p = log2(p), p = n / M.
-template <int M>
-__global__ void __launch_bounds__(kThreads) hadamard_quantize_kernel(HadamardQuantizeParams prm, int log_p,
-                                                                       float c) {
-    extern __shared__ float X[];  // (M, p) row-major
-    const int n = prm.dim, p = 1 << log_p;
-    const float* y = prm.y + int64_t(blockIdx.x) * prm.y_row_stride;
-    for (int e = threadIdx.x; e < n; e += kThreads) X[e] = y[e];
+__device__ __forceinline__ void butterfly(float& a, float& b) {
+    const float s = __fadd_rn(a, b), d = __fsub_rn(a, b);
+    a = s;
+    b = d;
+}
 
-    for (int log_h = 0; log_h < log_p; ++log_h) {  // Sylvester butterflies, stages h = 1, 2, ..., p/2 in order
-        __syncthreads();
-        const int h = 1 << log_h;
-        for (int q = threadIdx.x; q < n / 2; q += kThreads) {
-            const int i = q >> (log_p - 1), k = q & (p / 2 - 1);  // X row i, pair k of that row
-            const int j = (i << log_p) + ((k >> log_h) << (log_h + 1)) + (k & (h - 1));
-            const float a = X[j], b = X[j + h];
-            X[j] = __fadd_rn(a, b);
-            X[j + h] = __fsub_rn(a, b);
+// Thread t's E registers into X[t*E .. t*E + E - 1] (16-byte stores when E % 4 == 0: fewer bank conflicts).
+template <int E>
+__device__ __forceinline__ void store_row(float* X, int t, const float (&v)[E]) {
+    if constexpr (E % 4 == 0) {
+#pragma unroll
+        for (int k = 0; k < E; k += 4) {
+            reinterpret_cast<float4*>(X + t * E)[k / 4] = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < E; ++k) X[t * E + k] = v[k];
+    }
+}
+
+// M: the H_m factor (1, 12, 20, 28); E: elements per thread; log_p = log2(p), p = n / M; blockDim.x * E == n.
+template <int M, int E>
+__global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(HadamardQuantizeParams prm, int log_p,
+                                                                       float c, bool vec_loads) {
+    extern __shared__ float4 smem[];  // declared float4: 16-byte aligned for store_row's float4 stores
+    float* X = reinterpret_cast<float*>(smem);  // (M, p) row-major, when used
+    __shared__ unsigned sign_mask[M > 1 ? M : 1];  // bit r of sign_mask[i]: H_m[i, r] = +1
+    const int n = prm.dim, p = 1 << log_p, t = threadIdx.x, T = blockDim.x;
+    if constexpr (M > 1) {
+        if (t < M) {  // read by phase 3, after at least one __syncthreads
+            unsigned bits = 0;
+#pragma unroll
+            for (int r = 0; r < M; ++r) bits |= (h_entry<M>(t, r) > 0 ? 1u : 0u) << r;
+            sign_mask[t] = bits;
         }
     }
-    __syncthreads();
-
+    const float* y = prm.y + int64_t(blockIdx.x) * prm.y_row_stride + t * E;
     int8_t* out = prm.y_q + int64_t(blockIdx.x) * n;
-#pragma unroll 4
-    for (int e = threadIdx.x; e < n; e += kThreads) {
-        float z = X[e];
-        if constexpr (M > 1) {  // Z[i, j] = sum_r H[i, r] X[r, j], r in order, starting from H[i, 0] X[0, j]
-            const int i = e >> log_p, j = e & (p - 1);
-            z = h_entry<M>(i, 0) > 0 ? X[j] : -X[j];
+
+    float v[E];
+    if constexpr (E % 4 == 0) {
+        if (vec_loads) {
 #pragma unroll
-            for (int r = 1; r < M; ++r) {
-                const float xr = X[(r << log_p) + j];
-                z = h_entry<M>(i, r) > 0 ? __fadd_rn(z, xr) : __fsub_rn(z, xr);
+            for (int k = 0; k < E / 4; ++k) {
+                const float4 f = __ldcs(reinterpret_cast<const float4*>(y) + k);
+                v[4 * k] = f.x; v[4 * k + 1] = f.y; v[4 * k + 2] = f.z; v[4 * k + 3] = f.w;
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < E; ++k) v[k] = y[k];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < E; ++k) v[k] = y[k];
+    }
+
+    // Stages h = 1 .. E/2: both elements of every pair are this thread's (j's bit h is bit h of k, t*E % 2h == 0).
+#pragma unroll
+    for (int h = 1; h < E; h <<= 1) {
+#pragma unroll
+        for (int k = 0; k < E; ++k) {
+            if (!(k & h)) butterfly(v[k], v[k + h]);
+        }
+    }
+
+    // Stages h = E .. min(p, 32E)/2: the partner is lane t ^ (h / E); the lower lane keeps a + b, the upper a - b.
+    const int span = min(p / E, 32);  // lanes per X row inside a warp; all of them exist (T is a multiple)
+    const int warp_lanes = min(T - (t & ~31), 32);
+    const unsigned mask = warp_lanes == 32 ? 0xffffffffu : (1u << warp_lanes) - 1u;
+    for (int o = 1; o < span; o <<= 1) {
+        const bool upper = (t & o) != 0;
+#pragma unroll
+        for (int k = 0; k < E; ++k) {
+            const float other = __shfl_xor_sync(mask, v[k], o);
+            v[k] = upper ? __fsub_rn(other, v[k]) : __fadd_rn(v[k], other);
+        }
+    }
+
+    const int seg = 32 * E;  // elements of an X row that one warp covers
+    if (p > seg) {
+        // Stages h = 32E .. p/2 across warps: column (i, cidx) = elements i*p + cidx + s*seg, s < S.
+        store_row(X, t, v);
+        __syncthreads();
+        const int S = p / seg;
+        for (int w = t; w < M * seg; w += T) {
+            const int base = (w / seg) * p + (w % seg);
+            float col[kMaxColumn];
+#pragma unroll
+            for (int s = 0; s < kMaxColumn; ++s) {
+                if (s < S) col[s] = X[base + s * seg];
+            }
+#pragma unroll
+            for (int hs = 1; hs < kMaxColumn; hs <<= 1) {  // stage h = hs * seg
+                if (hs < S) {
+#pragma unroll
+                    for (int s = 0; s < kMaxColumn; ++s) {
+                        if (!(s & hs) && s + hs < S) butterfly(col[s], col[s + hs]);
+                    }
+                }
+            }
+#pragma unroll
+            for (int s = 0; s < kMaxColumn; ++s) {
+                if (s < S) {
+                    if constexpr (M == 1) out[base + s * seg] = quantize_rn(__fmul_rn(col[s], c), prm.out_scale);
+                    else X[base + s * seg] = col[s];
+                }
             }
         }
-        out[e] = quantize_rn(__fmul_rn(z, c), prm.out_scale);
+        if constexpr (M == 1) return;
+        __syncthreads();
+    } else if constexpr (M > 1) {
+        store_row(X, t, v);
+        __syncthreads();
+    } else {
+        // m = 1 and the whole transform was in registers: scale, quantize, store E consecutive codes.
+        if constexpr (E % 4 == 0) {
+#pragma unroll
+            for (int k = 0; k < E; k += 4) {
+                const auto code = [&](int i) {
+                    return static_cast<signed char>(quantize_rn(__fmul_rn(v[k + i], c), prm.out_scale));
+                };
+                reinterpret_cast<char4*>(out + t * E)[k / 4] = make_char4(code(0), code(1), code(2), code(3));
+            }
+        } else {
+#pragma unroll
+            for (int k = 0; k < E; ++k) out[t * E + k] = quantize_rn(__fmul_rn(v[k], c), prm.out_scale);
+        }
+        return;
     }
+
+    if constexpr (M > 1) {
+        // H_m over rows: item w = (group g, column j); the rows i = g, g + G, ... of column j, four at a time (four
+        // independent sum chains in flight). The signs of H_m row i are the bits of sign_mask[i] (bit r set:
+        // H_m[i, r] = +1); z + (-x) is z - x exactly, so each term is __fadd_rn(z, +-x) in the order r = 0 .. m-1.
+        const int G = max(1, min(M, T / p));
+        for (int w = t; w < p * G; w += T) {
+            const int j = w & (p - 1), g = w >> log_p;
+            float xr[M];
+#pragma unroll
+            for (int r = 0; r < M; ++r) xr[r] = X[(r << log_p) + j];
+            for (int i0 = g; i0 < M; i0 += 4 * G) {
+                unsigned masks[4];
+                float z[4];
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    masks[u] = sign_mask[min(i0 + u * G, M - 1)];
+                    z[u] = (masks[u] & 1u) ? xr[0] : -xr[0];
+                }
+#pragma unroll
+                for (int r = 1; r < M; ++r) {
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) z[u] = __fadd_rn(z[u], ((masks[u] >> r) & 1u) ? xr[r] : -xr[r]);
+                }
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    const int i = i0 + u * G;
+                    if (i < M) out[(i << log_p) + j] = quantize_rn(__fmul_rn(z[u], c), prm.out_scale);
+                }
+            }
+        }
+    }
+}
+
+template <int M, int E>
+cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, cudaStream_t stream) {
+    const int p = 1 << log_p, threads = prm.dim / E;
+    const float c = static_cast<float>(1.0 / std::sqrt(static_cast<double>(prm.dim)));  // rounded once
+    const size_t smem = (M > 1 || p > 32 * E) ? sizeof(float) * prm.dim : 0;
+    // Opt in above the 48 KB default, counting the kernel's static sign_mask too (n = 12288 needs exactly 48 KB
+    // dynamic: without the opt-in that launch failed with "invalid argument" on the H200).
+    if (smem + sizeof(unsigned) * 28 > 48 * 1024) {
+        const cudaError_t err = cudaFuncSetAttribute(hadamard_quantize_kernel<M, E>,
+                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+        if (err != cudaSuccess) return err;
+    }
+    const bool vec_loads = prm.y_row_stride % 4 == 0 && reinterpret_cast<uintptr_t>(prm.y) % 16 == 0;
+    hadamard_quantize_kernel<M, E><<<static_cast<unsigned>(prm.rows), threads, smem, stream>>>(prm, log_p, c,
+                                                                                               vec_loads);
+    return cudaGetLastError();
 }
 
 template <int M>
 cudaError_t launch_m(const HadamardQuantizeParams& prm, int p, cudaStream_t stream) {
     int log_p = 0;
     while ((1 << log_p) < p) ++log_p;
-    const float c = static_cast<float>(1.0 / std::sqrt(static_cast<double>(prm.dim)));  // rounded once
-    const size_t smem = sizeof(float) * prm.dim;
-    if (smem > 48 * 1024) {
-        const cudaError_t err = cudaFuncSetAttribute(hadamard_quantize_kernel<M>,
-                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-        if (err != cudaSuccess) return err;
+    int e = 8;  // elements per thread: 8, more when n / 8 > 1024 threads, at most p
+    while (prm.dim / e > kMaxThreads) e *= 2;
+    switch (e < p ? e : p) {
+        case 1: return launch_me<M, 1>(prm, log_p, stream);
+        case 2: return launch_me<M, 2>(prm, log_p, stream);
+        case 4: return launch_me<M, 4>(prm, log_p, stream);
+        case 8: return launch_me<M, 8>(prm, log_p, stream);
+        default: return launch_me<M, 16>(prm, log_p, stream);
     }
-    hadamard_quantize_kernel<M><<<static_cast<unsigned>(prm.rows), kThreads, smem, stream>>>(prm, log_p, c);
-    return cudaGetLastError();
 }
 
 // (m, p) with n = m * p, m in {1, 12, 20, 28}, p a power of two; m = 0 when unsupported.

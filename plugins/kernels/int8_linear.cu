@@ -1,4 +1,4 @@
-// int8_linear decode GEMV; see int8_linear.h for the contract.
+// int8_linear / int8_linear_quantize decode GEMV and the int32 -> int8 prefill epilogue; see int8_linear.h.
 //
 // Memory layout and work split:
 //   w (N, K) int8 row-major: each output feature n is one contiguous row of K bytes.
@@ -10,8 +10,10 @@
 //   TPR is chosen so that short, tall layers (x_proj: N = 192, K = 5120) still spread over many threads
 //   (split-K up to 256 threads per row) and long, wide layers keep ~8 chunks per thread.
 // Numerics: int32 dot products (__dp4a), exact, reduced in any order (integer addition is associative); the
-// epilogue is float32(acc) * alpha then + bias, each rounded (no FMA), alpha = x_scale * weight_scale in float32.
+// epilogue is float32(acc) * alpha then + bias, each rounded (no FMA), alpha = x_scale * weight_scale in float32;
+// int8_linear_quantize's epilogue (template flag QUANT) then divides by out_scale and rounds (quantize_rn).
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "int8_linear.h"
@@ -23,6 +25,20 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;
+
+// What both GEMV launchers describe: y (float32) or y_q (int8) is written, by the template flag QUANT.
+struct Gemv {
+    int64_t M;
+    int N, K;
+    const int8_t* x;
+    int64_t x_row_stride;
+    const int8_t* w;
+    const float* bias;
+    float* y;
+    int8_t* y_q;
+    int64_t y_row_stride;
+    float x_scale, weight_scale, out_scale;
+};
 
 template <int VEC> struct Chunk;
 template <> struct Chunk<16> { using T = int4; };
@@ -38,8 +54,8 @@ __device__ __forceinline__ int dot(int2 a, int2 b, int acc) { return __dp4a(a.y,
 __device__ __forceinline__ int dot(int a, int b, int acc) { return __dp4a(a, b, acc); }
 __device__ __forceinline__ int dot(int8_t a, int8_t b, int acc) { return acc + int(a) * int(b); }
 
-template <int VEC, int TPR, int MB>
-__global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Int8LinearParams p) {
+template <int VEC, int TPR, int MB, bool QUANT>
+__global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Gemv p) {
     using T = typename Chunk<VEC>::T;
     constexpr int kRowsPerBlock = kThreads / TPR;
     const int lane = threadIdx.x % TPR;
@@ -114,7 +130,8 @@ __global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Int8LinearParams p)
             if (m0 + mb < p.M) {
                 float v = __fmul_rn(static_cast<float>(acc[mb]), alpha);
                 if (p.bias != nullptr) v = __fadd_rn(v, b);
-                p.y[(m0 + mb) * p.y_row_stride + n] = v;
+                if constexpr (QUANT) p.y_q[(m0 + mb) * p.y_row_stride + n] = quantize_rn(v, p.out_scale);
+                else p.y[(m0 + mb) * p.y_row_stride + n] = v;
             }
         }
     }
@@ -128,47 +145,97 @@ int choose_tpr(int64_t chunks, int N) {
     return tpr;
 }
 
-template <int VEC, int TPR>
-cudaError_t launch_mb(const Int8LinearParams& p, cudaStream_t stream) {
+template <int VEC, int TPR, bool QUANT>
+cudaError_t launch_mb(const Gemv& p, cudaStream_t stream) {
     const int mb = p.M == 1 ? 1 : 4;
     const dim3 grid((p.N + kThreads / TPR - 1) / (kThreads / TPR), static_cast<unsigned>((p.M + mb - 1) / mb));
-    if (mb == 1) int8_gemv_kernel<VEC, TPR, 1><<<grid, kThreads, 0, stream>>>(p);
-    else int8_gemv_kernel<VEC, TPR, 4><<<grid, kThreads, 0, stream>>>(p);
+    if (mb == 1) int8_gemv_kernel<VEC, TPR, 1, QUANT><<<grid, kThreads, 0, stream>>>(p);
+    else int8_gemv_kernel<VEC, TPR, 4, QUANT><<<grid, kThreads, 0, stream>>>(p);
     return cudaGetLastError();
 }
 
-template <int VEC>
-cudaError_t launch_vec(const Int8LinearParams& p, cudaStream_t stream) {
+template <int VEC, bool QUANT>
+cudaError_t launch_vec(const Gemv& p, cudaStream_t stream) {
     switch (choose_tpr(p.K / VEC, p.N)) {
-        case 4: return launch_mb<VEC, 4>(p, stream);
-        case 8: return launch_mb<VEC, 8>(p, stream);
-        case 16: return launch_mb<VEC, 16>(p, stream);
-        case 32: return launch_mb<VEC, 32>(p, stream);
-        case 64: return launch_mb<VEC, 64>(p, stream);
-        case 128: return launch_mb<VEC, 128>(p, stream);
-        default: return launch_mb<VEC, 256>(p, stream);
+        case 4: return launch_mb<VEC, 4, QUANT>(p, stream);
+        case 8: return launch_mb<VEC, 8, QUANT>(p, stream);
+        case 16: return launch_mb<VEC, 16, QUANT>(p, stream);
+        case 32: return launch_mb<VEC, 32, QUANT>(p, stream);
+        case 64: return launch_mb<VEC, 64, QUANT>(p, stream);
+        case 128: return launch_mb<VEC, 128, QUANT>(p, stream);
+        default: return launch_mb<VEC, 256, QUANT>(p, stream);
     }
 }
 
 bool aligned(const void* ptr, int v) { return reinterpret_cast<uintptr_t>(ptr) % v == 0; }
 
-}  // namespace
-
-cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream) {
+template <bool QUANT>
+cudaError_t launch_gemv(const Gemv& p, cudaStream_t stream) {
     if (p.M < 0 || p.N < 0 || p.K < 1 || p.K > 131071 || p.x_row_stride < p.K || p.y_row_stride < p.N) {
         return cudaErrorInvalidValue;
     }
+    if (QUANT && (!(p.out_scale > 0.0f) || !std::isfinite(p.out_scale))) return cudaErrorInvalidValue;
     if (p.M == 0 || p.N == 0) return cudaSuccess;
-    if (p.x == nullptr || p.w == nullptr || p.y == nullptr || (p.M - 1) / 4 + 1 > 65535) return cudaErrorInvalidValue;
+    if (p.x == nullptr || p.w == nullptr || (QUANT ? p.y_q == nullptr : p.y == nullptr) ||
+        (p.M - 1) / 4 + 1 > 65535) {
+        return cudaErrorInvalidValue;
+    }
     // Widest load that K, the x row stride and both base pointers allow.
     for (int v : {16, 8, 4}) {
         if (p.K % v == 0 && p.x_row_stride % v == 0 && aligned(p.x, v) && aligned(p.w, v)) {
-            if (v == 16) return launch_vec<16>(p, stream);
-            if (v == 8) return launch_vec<8>(p, stream);
-            return launch_vec<4>(p, stream);
+            if (v == 16) return launch_vec<16, QUANT>(p, stream);
+            if (v == 8) return launch_vec<8, QUANT>(p, stream);
+            return launch_vec<4, QUANT>(p, stream);
         }
     }
-    return launch_vec<1>(p, stream);
+    return launch_vec<1, QUANT>(p, stream);
+}
+
+// Prefill epilogue: 4 consecutive accumulators per thread (16-byte load, 4-byte store; N % 4 == 0 checked by the
+// launcher), grid-stride over the (M, N) matrix; the same rounded ops as the GEMV epilogue, then quantize_rn.
+__global__ void int32_epilogue_quantize_kernel(Int32EpilogueQuantizeParams p) {
+    const float alpha = __fmul_rn(p.x_scale, p.weight_scale);
+    const int64_t groups = p.M * (p.N / 4);
+    for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < groups;
+         g += int64_t(gridDim.x) * blockDim.x) {
+        const int4 a = __ldcs(reinterpret_cast<const int4*>(p.acc) + g);
+        const int n0 = static_cast<int>((g * 4) % p.N);
+        const auto code = [&](int acc, int i) {
+            float v = __fmul_rn(static_cast<float>(acc), alpha);
+            if (p.bias != nullptr) v = __fadd_rn(v, __ldg(p.bias + n0 + i));
+            return static_cast<signed char>(quantize_rn(v, p.out_scale));
+        };
+        reinterpret_cast<char4*>(p.y_q)[g] = make_char4(code(a.x, 0), code(a.y, 1), code(a.z, 2), code(a.w, 3));
+    }
+}
+
+}  // namespace
+
+cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream) {
+    const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, p.y, nullptr, p.y_row_stride,
+                 p.x_scale, p.weight_scale, 1.0f};
+    return launch_gemv<false>(g, stream);
+}
+
+cudaError_t launch_int8_linear_quantize(const Int8LinearQuantizeParams& p, cudaStream_t stream) {
+    const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, nullptr, p.y_q, p.y_row_stride,
+                 p.x_scale, p.weight_scale, p.out_scale};
+    return launch_gemv<true>(g, stream);
+}
+
+cudaError_t launch_int32_epilogue_quantize(const Int32EpilogueQuantizeParams& p, cudaStream_t stream) {
+    if (p.M < 0 || p.N < 0 || p.N % 4 != 0 || !(p.out_scale > 0.0f) || !std::isfinite(p.out_scale)) {
+        return cudaErrorInvalidValue;
+    }
+    if (p.M == 0 || p.N == 0) return cudaSuccess;
+    if (p.acc == nullptr || p.y_q == nullptr || !aligned(p.acc, 16) || !aligned(p.y_q, 4)) {
+        return cudaErrorInvalidValue;
+    }
+    const int threads = 256;
+    const int64_t groups = p.M * (p.N / 4);
+    const int blocks = static_cast<int>(std::min<int64_t>((groups + threads - 1) / threads, 65536));
+    int32_epilogue_quantize_kernel<<<blocks, threads, 0, stream>>>(p);
+    return cudaGetLastError();
 }
 
 }  // namespace kernels

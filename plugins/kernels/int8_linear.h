@@ -1,6 +1,11 @@
 // int8_linear: y (M, N) float32 = float32(x_q (M, K) @ w_q (N, K)^T as exact int32) * alpha (+ bias)
 //   alpha = float32(x_scale * weight_scale), rounded once; each epilogue op is rounded separately (no FMA), so the
 //   result is bit-exact with edge_quamba.quant.primitives.int8_linear (+ bias added afterwards in float32).
+// int8_linear_quantize: the same GEMV whose epilogue then quantizes at out_scale (q = clamp(rn(y / out_scale)))
+//   and writes int8 instead of float32: bit-exact with quantize(int8_linear(...), out_scale) (op
+//   edge_quamba::int8_linear_quantize), one launch and a quarter of the output bytes.
+// int32_epilogue_quantize: the prefill form of that epilogue, for an int32 accumulator computed elsewhere (the torch
+//   binding's torch._int_mm): one pass acc -> float32 * alpha (+ bias) -> int8.
 //
 // This is the decode GEMV (small M: one token per sequence): each weight row is read once per launch with
 // 16-byte loads when K, the strides and the pointers allow it (8-, 4-, 1-byte loads otherwise), a group of
@@ -32,6 +37,32 @@ struct Int8LinearParams {
 };
 
 cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream);
+
+struct Int8LinearQuantizeParams {
+    int64_t M;             // rows of x
+    int N;                 // out_features
+    int K;                 // in_features
+    const int8_t* x;       // (M, K), row stride x_row_stride, last-dim stride 1
+    int64_t x_row_stride;
+    const int8_t* w;       // (N, K) contiguous
+    const float* bias;     // (N) float32 or nullptr
+    int8_t* y_q;           // (M, N), row stride y_row_stride
+    int64_t y_row_stride;
+    float x_scale, weight_scale, out_scale;  // out_scale > 0, finite
+};
+
+cudaError_t launch_int8_linear_quantize(const Int8LinearQuantizeParams& p, cudaStream_t stream);
+
+struct Int32EpilogueQuantizeParams {
+    int64_t M;             // rows
+    int N;                 // columns
+    const int32_t* acc;    // (M, N) contiguous exact int32 accumulators of x_q @ w_q^T
+    const float* bias;     // (N) float32 or nullptr
+    int8_t* y_q;           // (M, N) contiguous
+    float x_scale, weight_scale, out_scale;
+};
+
+cudaError_t launch_int32_epilogue_quantize(const Int32EpilogueQuantizeParams& p, cudaStream_t stream);
 
 }  // namespace kernels
 }  // namespace edge_quamba

@@ -5,4 +5,5 @@
 #include "hadamard_quantize.h"
 #include "int8_linear.h"
 #include "quantize.h"
+#include "rms_norm_quantize.h"
 #include "selective_scan.h"

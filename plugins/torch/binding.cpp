@@ -87,8 +87,7 @@ at::Tensor quantize(const at::Tensor& x, double scale) {
     return q;
 }
 
-at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const std::optional<at::Tensor>& bias,
-                       double x_scale, double weight_scale) {
+void check_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const std::optional<at::Tensor>& bias) {
     check_cuda(x_q, "int8_linear: x_q", at::kChar);
     check_cuda(weight_q, "int8_linear: weight_q", at::kChar);
     EQ_CHECK(x_q.dim() >= 1 && weight_q.dim() == 2 && x_q.size(-1) == weight_q.size(1),
@@ -99,6 +98,11 @@ at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const 
         EQ_CHECK(bias->dim() == 1 && bias->size(0) == weight_q.size(0) && bias->is_contiguous(),
                     "int8_linear: bias must be a contiguous (N,) float32 tensor");
     }
+}
+
+at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const std::optional<at::Tensor>& bias,
+                       double x_scale, double weight_scale) {
+    check_linear(x_q, weight_q, bias);
     const c10::cuda::CUDAGuard guard(x_q.device());
     const int64_t N = weight_q.size(0), K = weight_q.size(1);
     auto out_sizes = x_q.sizes().vec();
@@ -129,6 +133,75 @@ at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const 
     p.weight_scale = static_cast<float>(weight_scale);
     check_launch(ek::launch_int8_linear(p, c10::cuda::getCurrentCUDAStream()), "int8_linear");
     return y;
+}
+
+// quantize(int8_linear(...), out_scale) in one kernel: the GEMV with the int8 epilogue for M <= 16, otherwise
+// torch._int_mm (exact int32) followed by one fused epilogue kernel (float32 epilogue + quantize in one pass).
+at::Tensor int8_linear_quantize(const at::Tensor& x_q, const at::Tensor& weight_q,
+                                const std::optional<at::Tensor>& bias, double x_scale, double weight_scale,
+                                double out_scale) {
+    check_linear(x_q, weight_q, bias);
+    const c10::cuda::CUDAGuard guard(x_q.device());
+    const int64_t N = weight_q.size(0), K = weight_q.size(1);
+    auto out_sizes = x_q.sizes().vec();
+    out_sizes.back() = N;
+    auto [xr, row_stride] = as_rows(x_q);
+    const int64_t M = K == 0 ? 0 : xr.numel() / K;
+    at::Tensor q = at::empty(out_sizes, x_q.options());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    if (M > 16 && K % 8 == 0 && N % 8 == 0) {
+        const at::Tensor acc = at::_int_mm(xr.reshape({M, K}).contiguous(), weight_q.t());
+        ek::Int32EpilogueQuantizeParams e{};
+        e.M = M;
+        e.N = static_cast<int>(N);
+        e.acc = acc.data_ptr<int32_t>();
+        e.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+        e.y_q = q.data_ptr<int8_t>();
+        e.x_scale = static_cast<float>(x_scale);
+        e.weight_scale = static_cast<float>(weight_scale);
+        e.out_scale = static_cast<float>(out_scale);
+        check_launch(ek::launch_int32_epilogue_quantize(e, stream), "int8_linear_quantize (epilogue)");
+        return q;
+    }
+    ek::Int8LinearQuantizeParams p{};
+    p.M = M;
+    p.N = static_cast<int>(N);
+    p.K = static_cast<int>(K);
+    p.x = xr.data_ptr<int8_t>();
+    p.x_row_stride = row_stride;
+    p.w = weight_q.data_ptr<int8_t>();
+    p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+    p.y_q = q.data_ptr<int8_t>();
+    p.y_row_stride = N;
+    p.x_scale = static_cast<float>(x_scale);
+    p.weight_scale = static_cast<float>(weight_scale);
+    p.out_scale = static_cast<float>(out_scale);
+    check_launch(ek::launch_int8_linear_quantize(p, stream), "int8_linear_quantize");
+    return q;
+}
+
+// quantize(RMSNorm(x) * weight, scale): one block per row, the row kept in registers.
+at::Tensor rms_norm_quantize(const at::Tensor& x, const at::Tensor& weight, double eps, double scale) {
+    check_cuda(x, "rms_norm_quantize: x", at::kFloat);
+    check_cuda(weight, "rms_norm_quantize: weight", at::kFloat);
+    EQ_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1) && weight.is_contiguous(),
+                "rms_norm_quantize: x (..., d) and weight (d,) do not match: ", x.sizes(), " vs ", weight.sizes());
+    const int64_t d = x.size(-1);
+    EQ_CHECK(d >= 1 && d <= ek::kRmsNormMaxDim, "rms_norm_quantize: d=", d, " not in [1, ", ek::kRmsNormMaxDim, "]");
+    const c10::cuda::CUDAGuard guard(x.device());
+    auto [xr, row_stride] = as_rows(x);
+    at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kChar));
+    ek::RmsNormQuantizeParams p{};
+    p.rows = xr.numel() / d;
+    p.dim = static_cast<int>(d);
+    p.x_row_stride = row_stride;
+    p.x = xr.data_ptr<float>();
+    p.weight = weight.data_ptr<float>();
+    p.q = q.data_ptr<int8_t>();
+    p.eps = static_cast<float>(eps);
+    p.scale = static_cast<float>(scale);
+    check_launch(ek::launch_rms_norm_quantize(p, c10::cuda::getCurrentCUDAStream()), "rms_norm_quantize");
+    return q;
 }
 
 std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, const at::Tensor& conv_state_q,
@@ -246,6 +319,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "edge-quamba int8 CUDA kernels (plugins/kernels) for torch.ops.edge_quamba.*";
     m.def("quantize", &quantize, "x (...) float -> int8 (...)");
     m.def("int8_linear", &int8_linear, "x_q (..., K), weight_q (N, K), bias? -> float32 (..., N)");
+    m.def("int8_linear_quantize", &int8_linear_quantize, "x_q (..., K), weight_q (N, K), bias? -> int8 (..., N)");
+    m.def("rms_norm_quantize", &rms_norm_quantize, "x (..., d) float32, weight (d) -> int8 (..., d)");
     m.def("int8_causal_conv1d", &int8_causal_conv1d, "-> (u_q (b, l, d_in), conv_state_out (b, d_in, k))");
     m.def("int8_selective_scan", &int8_selective_scan, "-> (y (b, l, d_in), ssm_state_out (b, d_in, n))");
     m.def("hadamard_quantize", &hadamard_quantize, "y (..., n) float32 -> int8 (..., n)");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU machine's checks of the kernels, in one go (run from the repository root; logs into ${OUT:-gpu-out}):
-# build the binding, the kernel tests, compute-sanitizer memcheck + racecheck on every kernel, the timing table.
+# build the binding, the kernel tests, the timing table, compute-sanitizer memcheck + racecheck on every kernel
+# (timeouts MEMCHECK_S / RACECHECK_S seconds; the timing runs before them so that a short device budget keeps it).
 set -o pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -14,6 +15,6 @@ python3 -c "from edge_quamba.ops import cuda_ops; cuda_ops.load_extension(verbos
 echo "build: $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu.txt"
 python3 -m pytest -q -s -rs tests/test_cuda_kernels.py > "$OUT/cuda_kernel_tests.txt" 2>&1; echo "pytest rc $?"
 grep -E "FAILED|Error|assert|passed|failed" "$OUT/cuda_kernel_tests.txt" | tail -30
-PYTHONPATH=. timeout 240 compute-sanitizer --tool memcheck python3 plugins/torch/sanitizer_smoke.py > "$OUT/memcheck.txt" 2>&1; echo "memcheck rc $?"; tail -3 "$OUT/memcheck.txt"
-PYTHONPATH=. timeout 150 compute-sanitizer --tool racecheck python3 plugins/torch/sanitizer_smoke.py > "$OUT/racecheck.txt" 2>&1; echo "racecheck rc $?"; tail -3 "$OUT/racecheck.txt"
 python3 benchmarks/kernel_timing.py --out "$OUT/kernel_timing.json" 2>&1 | tee "$OUT/kernel_timing.txt"
+PYTHONPATH=. timeout "${MEMCHECK_S:-240}" compute-sanitizer --tool memcheck python3 plugins/torch/sanitizer_smoke.py > "$OUT/memcheck.txt" 2>&1; echo "memcheck rc $?"; tail -3 "$OUT/memcheck.txt"
+PYTHONPATH=. timeout "${RACECHECK_S:-150}" compute-sanitizer --tool racecheck python3 plugins/torch/sanitizer_smoke.py > "$OUT/racecheck.txt" 2>&1; echo "racecheck rc $?"; tail -3 "$OUT/racecheck.txt"

@@ -2,7 +2,8 @@
 
     compute-sanitizer --tool memcheck python3 plugins/torch/sanitizer_smoke.py
 Shapes exercise the edge paths: 1-, 4-, 8- and 16-byte GEMV loads, split-K, rows past N, channels past a block,
-l < k, several sequence chunks, every Hadamard factor m and the > 48 KB shared-memory case.
+l < k, several sequence chunks, every Hadamard factor m, its shuffle / cross-warp / partial-warp paths and the
+> 48 KB shared-memory case, the int8 GEMV epilogue and the _int_mm + fused epilogue, RMSNorm rows of 1 .. 8192.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def main() -> None:
                             (2, 160, 130, 192), (20, 64, 24, 64)]:
         x = i8(M, stride)[:, :K]
         ext.int8_linear(x, i8(N, K), torch.randn(N, device="cuda"), 0.01, 0.02)
+        ext.int8_linear_quantize(x, i8(N, K), torch.randn(N, device="cuda"), 0.01, 0.02, 0.05)
+    ext.int8_linear_quantize(i8(33, 72)[:, :64], i8(24, 64), torch.randn(24, device="cuda"), 0.01, 0.02, 0.05)
+    for rows, d in [(1, 1), (3, 130), (2, 2560), (1, 8192)]:
+        ext.rms_norm_quantize(torch.randn(rows, d + 3, device="cuda")[:, :d], torch.rand(d, device="cuda"), 1e-5, 0.05)
     for b, l, d, k in [(1, 1, 130, 4), (2, 3, 100, 4), (1, 130, 200, 3), (2, 65, 64, 1)]:
         xz = i8(b, l, 2 * d)
         ext.int8_causal_conv1d(xz[..., :d], i8(b, d, k), i8(d, k), torch.randn(d, device="cuda"), 0.02, 0.01, 0.03)
@@ -36,7 +41,7 @@ def main() -> None:
         ext.int8_selective_scan(i8(b, l, d), i8(b, l, d), xp[..., 24:24 + n], xp[..., 24 + n:], xz[..., d:],
                                 torch.randn(b, d, n, device="cuda"), A, torch.randn(d, device="cuda"),
                                 torch.randn(d, device="cuda"), 0.02, 0.01, 0.02, 0.02, 0.03)
-    for n in [1, 12, 20, 28, 56, 768, 5120, 16384]:
+    for n in [1, 8, 12, 20, 28, 56, 320, 768, 4096, 5120, 12288, 16384]:
         ext.hadamard_quantize(torch.randn(3, n + 8, device="cuda")[:, :n], 0.05)
     torch.cuda.synchronize()
     print("sanitizer smoke: every kernel ran")
