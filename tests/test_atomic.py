@@ -19,12 +19,12 @@ from edge_quamba.errors import OutputError
 from edge_quamba.integrity import file_sha256, seal
 
 
-def fake_output(folder: Path, extra: dict | None = None) -> Path:
+def fake_output(folder: Path) -> Path:
     """A minimal edge-quamba output: quant_config.json (kind, files, seal) and the one file it lists."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.safetensors").write_bytes(b"weights")
-    config = {"kind": "edge-quamba/quantized", "files": {"model.safetensors": file_sha256(folder / "model.safetensors")},
-              **(extra or {})}
+    digest = file_sha256(folder / "model.safetensors")
+    config = {"kind": "edge-quamba/quantized", "files": {"model.safetensors": digest}}
     (folder / "quant_config.json").write_text(json.dumps(seal(config)))
     return folder
 

@@ -90,6 +90,13 @@ def test_model_overflowing_to_nan_is_one_line(model, tmp_path, temperature):
     assert "NaN logits" in line
 
 
+def test_eval_of_a_model_overflowing_to_nan_is_one_line(model, tmp_path):
+    folder = with_weights(model, tmp_path, "nan", overflow_to_nan)
+    proc = cli_in_process("eval", "--model", str(folder), "--data", str(model.parent / "eval.txt"), "--seq-len", "16",
+                          "--json")
+    assert "NaN or Inf" in one_error_line(proc) and set(json.loads(proc.stdout)) == {"error"}
+
+
 @pytest.mark.parametrize("temperature", ["0", "0.8"])
 def test_model_overflowing_to_inf_samples_among_the_inf_tokens(model, tmp_path, temperature):
     from edge_quamba.models.loading import load_fp_model

@@ -2,7 +2,6 @@
 SIGTERM and SIGKILL of a running export (subprocess), a full, read-only or busy file system (a private tmpfs mount
 in a user namespace; skipped where unshare cannot make one), and the permissions of what is written."""
 
-import json
 import os
 import shutil
 import signal

@@ -71,7 +71,8 @@ def test_wheel_installs_calib_data_inside_the_package(tmp_path):
         metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     for name in ("calibration.txt", "evaluation.txt", "manifest.json", "make_calibration_set.py"):
         assert f"edge_quamba/calib_data/{name}" in names
-    unconditional = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    unconditional = [line for line in metadata.splitlines()
+                     if line.startswith("Requires-Dist:") and "extra ==" not in line]
     print("\n".join(unconditional))
     assert not [line for line in unconditional if any(dep in line for dep in NOT_CORE)]
     code = ("from edge_quamba.resources import calib_data_dir, default_calibration_file; "

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from edge_quamba.errors import EdgeQuambaError, InputError
 from edge_quamba.folders import load_model_tokenizer, load_reference_model, open_model
 from edge_quamba.runtime.backends import TorchReferenceBackend
+from edge_quamba.runtime.sampling import GREEDY, NumericsError, sample_next
 
 PROG = "edge-quamba-lm-eval"
 
@@ -63,7 +64,7 @@ class EdgeQuambaLM(TemplateLM):
         logits, _ = self.model(torch.tensor([tokens[:-1]], dtype=torch.long))
         logits = logits[0, -len(continuation):].float()
         if not torch.isfinite(logits).all():
-            raise EdgeQuambaError("the model's logits are NaN or Inf on this input (its activations overflow)")
+            raise NumericsError("the model's logits are NaN or Inf on this input (its activations overflow)")
         logp = F.log_softmax(logits, dim=-1)
         target = torch.tensor(continuation)
         return float(logp.gather(-1, target[:, None]).sum()), bool(torch.equal(logp.argmax(-1), target))
@@ -94,7 +95,7 @@ class EdgeQuambaLM(TemplateLM):
             generated: list[int] = []
             text = ""
             for _ in range(int(gen_kwargs.get("max_gen_toks", 256))):
-                token = int(torch.argmax(logits[: self.tokenizer_.vocab_size]))
+                token = sample_next(logits[: self.tokenizer_.vocab_size], GREEDY, None)
                 if token == self.eot_token_id:
                     break
                 generated.append(token)

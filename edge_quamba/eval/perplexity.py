@@ -18,6 +18,7 @@ from edge_quamba.errors import InputError
 from edge_quamba.folders import load_model_tokenizer, open_model
 from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.runtime.backends import sequence_model
+from edge_quamba.runtime.sampling import NumericsError
 
 
 def read_text(data: str | Path) -> str:
@@ -53,6 +54,9 @@ def window_nll(model, windows: torch.Tensor, batch_size: int, progress: bool = T
         logits, _ = model(batch)
         logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
         nll = -logp.gather(-1, batch[:, 1:, None]).squeeze(-1)
+        if not torch.isfinite(nll).all():
+            raise NumericsError(f"the model's log-likelihoods are NaN or Inf in windows {start}-"
+                                f"{start + batch.shape[0] - 1}: its activations overflow; no perplexity to report")
         total += float(nll.double().sum())
         count += nll.numel()
     return total, count

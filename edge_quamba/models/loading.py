@@ -57,7 +57,8 @@ def download_from_hub(repo_id: str, option: str = "--model") -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
     except RepositoryNotFoundError:
-        raise CheckpointError(f"{named(option, repo_id)}: no such folder, and no such repository on the hub") from None
+        raise CheckpointError(f"{named(option, repo_id)}: no such folder, and no such repository on the "
+                              f"hub") from None
     except LocalEntryNotFoundError:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
@@ -107,7 +108,8 @@ def _load_sharded(index_file: Path, loader) -> dict[str, torch.Tensor]:
     return state
 
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 """The weight formats read, in order of preference (safetensors first: its header gives shapes without reading data)."""
 
 

@@ -1,9 +1,10 @@
 """The quantized artifact folder: quant_config.json + model.safetensors + tokenizer.json.
 
 quant_config.json says what the folder is (``kind``), its format version, the model config, every quantization
-knob, the calibration data's hash and the package version. model.safetensors holds the quantized model's state
-dict: int8 weights, float32 scales and small fp32 mixer tensors (A, D, dt_bias, biases), and the embeddings, norms
-and lm_head in fp16. The same inputs give byte-identical files (sorted JSON, no timestamps, safetensors' fixed order).
+knob, the calibration data's hash, the package version, the sha256 of every other file (``files``) and its own seal
+(``config_sha256``, :mod:`edge_quamba.integrity`); :func:`load_quantized_model` checks them all. model.safetensors
+holds the quantized model's state dict: int8 weights, float32 scales and small fp32 mixer tensors (A, D, dt_bias,
+biases), and the embeddings, norms and lm_head in fp16. The same inputs give byte-identical files (sorted JSON, no timestamps, safetensors' fixed order).
 """
 
 from __future__ import annotations

@@ -48,8 +48,12 @@ class SamplingConfig:
         return gen
 
 
-def sample_next(logits: Tensor, config: SamplingConfig, generator: torch.Generator) -> int:
-    """logits: (v,) float -> the chosen token id (see the module docstring for the numerics)."""
+GREEDY = SamplingConfig(temperature=0.0)
+
+
+def sample_next(logits: Tensor, config: SamplingConfig, generator: torch.Generator | None) -> int:
+    """logits: (v,) float -> the chosen token id (see the module docstring for the numerics); ``generator`` is
+    used only when sampling (None is fine for greedy)."""
     if torch.isnan(logits).any():
         raise NumericsError(f"the model produced NaN logits ({int(torch.isnan(logits).sum())} of {logits.numel()}): "
                             f"its activations overflow; the checkpoint cannot be run at this input")
