@@ -182,25 +182,36 @@ def write_error(exc: BaseException, out: str | Path, option: str = "--out") -> O
     return OutputError(f"{named(option, out)}: cannot write there: {os.strerror(code)}{hint}")
 
 
+_terminating = threading.Event()
+"""Set by the first SIGTERM / SIGHUP: later ones are ignored while the temporary folders are removed (cleared when
+the outermost output folder is done)."""
+_depth = [0]
+
+
 @contextlib.contextmanager
 def _signals_raise_terminated():
     """While the block runs, SIGTERM and SIGHUP raise Terminated (once: a second signal during the clean-up is
-    ignored); the previous handlers are restored afterwards. Only the main thread can install handlers."""
+    ignored); the previous handlers are restored afterwards. Only the main thread can install them."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
 
     def handler(signum, _frame):
-        for sig in SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+        if _terminating.is_set():  # already unwinding (a nested output restored this handler): let it clean up
+            return
+        _terminating.set()
         raise Terminated(signum)
 
     for sig in SIGNALS:
         signal.signal(sig, handler)
+    _depth[0] += 1
     try:
         yield
     finally:
+        _depth[0] -= 1
+        if _depth[0] == 0:
+            _terminating.clear()
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 

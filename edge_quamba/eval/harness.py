@@ -109,6 +109,22 @@ class EdgeQuambaLM(TemplateLM):
         return outputs
 
 
+def check_model_args(args) -> None:
+    """Fail fast on a bad ``--model_args path=`` / ``tokenizer=`` of our model: resolve, verify and read them before
+    lm_eval spends seconds indexing its tasks (the files' hashes are cached, so the real load does not hash again)."""
+    from lm_eval.utils import simple_parse_args_string
+
+    if getattr(args, "model", None) != "edge-quamba":
+        return
+    model_args = getattr(args, "model_args", None) or {}
+    if isinstance(model_args, str):  # older lm_eval versions keep the raw "k=v,k2=v2" string
+        model_args = simple_parse_args_string(model_args)
+    path = model_args.get("path")
+    folder = open_model(None if path is None else str(path), option="--model_args path=")
+    tokenizer = model_args.get("tokenizer")
+    load_model_tokenizer(folder, None if tokenizer is None else str(tokenizer), option="--model_args tokenizer=")
+
+
 def main() -> None:
     """``edge-quamba-lm-eval``: lm_eval's CLI (as ``lm_eval.__main__.cli_evaluate`` runs it) with the
     ``edge-quamba`` model registered; user errors are one line on stderr and exit 1."""
@@ -121,6 +137,7 @@ def main() -> None:
     parser = HarnessCLI()
     args = parser.parse_args()
     try:
+        check_model_args(args)
         parser.execute(args)
     except EdgeQuambaError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
