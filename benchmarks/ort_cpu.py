@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_quamba.models.loading import load_fp_model, model_kind, resolve_model
+from edge_quamba.folders import folder_kind
+from edge_quamba.models.loading import load_fp_model, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.qmodel import QuantConfig
 from edge_quamba.runtime.backends import TorchReferenceBackend, load_reference_model
@@ -132,7 +133,7 @@ def main() -> None:
 
     load_before = os.getloadavg()
     fp_dir = resolve_model(args.model)
-    if model_kind(fp_dir) != "fp":
+    if folder_kind(fp_dir) != "fp":
         sys.exit(f"--model {fp_dir} must be an fp checkpoint (the transformers row needs it)")
     scratch = None
     if args.export is None:

@@ -1,42 +1,294 @@
-"""Atomic output folders: build in a temporary sibling, then swap it in, so a failure never destroys existing output."""
+"""Output folders that never destroy user data.
+
+Every command that writes a folder (quantize, export, build-engine) writes it through :func:`atomic_output_dir`:
+
+* ``--out`` is checked before any work (:func:`check_output_dir`). It may be missing, an empty folder, or an
+  edge-quamba output of a known kind (:mod:`edge_quamba.folders`) that holds nothing but its marker JSON and the
+  files that JSON lists. Anything else (``--out .``, a home folder, an output the user added a file to) is refused
+  in one line, and so is an ``--out`` equal to, inside, or containing an input (``--model``).
+* the new folder is built in a temporary sibling ``.NAME.tmp-XXXXXXXX`` that carries the file :data:`MARKER`
+  (the writer's pid and host). On success it replaces ``--out``: an old output is renamed aside
+  (``.NAME.old-XXXXXXXX``, marked the same way) and deleted once the new one is in place; a failed rename puts the
+  old one back.
+* on any error, on Ctrl-C (SIGINT) and on SIGTERM / SIGHUP the temporary folder is deleted before the process exits
+  (the signal handler that turns SIGTERM into :class:`~edge_quamba.errors.Terminated` is installed only while the
+  folder is written, in the main thread).
+* what a killed run (SIGKILL, power loss) left behind is deleted by the next run that writes the same ``--out``:
+  only siblings named like ours that carry the marker and were written on this host by a process that is gone.
+  Marked folders are deleted marker-last, so a deletion that is itself interrupted leaves a marked folder.
+* write errors (read-only file system, disk full, quota, busy mount point, permission) are one-line OutputErrors
+  naming ``--out``.
+* everything written gets the permissions ``mkdir`` and ``open`` give (0777 / 0666 & ~umask): mkdtemp's 0700 and
+  the 0600 of writers that write through a temporary file of their own (safetensors' save_file) are widened before
+  the folder is moved into place.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
+import re
+import secrets
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 from pathlib import Path
+from typing import Iterable
 
-from edge_quamba.errors import InputError
+from edge_quamba.errors import ConfigError, OutputError, Terminated, named
+
+MARKER = ".edge-quamba-partial"
+"""The file that marks a temporary or retired output folder as edge-quamba's (JSON: pid, host)."""
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EBUSY, errno.ETXTBSY, errno.EACCES,
+                errno.EPERM, errno.EXDEV}
+"""OSError codes that mean "this place cannot be written", reported in one line instead of a traceback."""
+SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that remove the temporary folder before the process ends (SIGINT already raises KeyboardInterrupt)."""
+
+
+def check_output_dir(out: str | Path, inputs: Iterable[tuple[str, str | Path]] = (), option: str = "--out") -> Path:
+    """Refuse an ``out`` that writing would damage (see the module docstring); returns it resolved.
+
+    inputs: (flag, path) of what the command reads, e.g. ("--model", model_dir).
+    """
+    target = Path(out).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise OutputError(f"{named(option, out)}: is the current folder or one above it; name a new folder "
+                          f"(e.g. {option} out)")
+    for flag, path in inputs:
+        source = Path(path).expanduser().resolve()
+        if target == source:
+            raise OutputError(f"{named(option, out)}: is {named(flag, path)} itself; write to another folder")
+        if source in target.parents:
+            raise OutputError(f"{named(option, out)}: is inside {named(flag, path)}; write to a folder outside it")
+        if target in source.parents:
+            raise OutputError(f"{named(flag, path)}: is inside {named(option, out)}, which would replace it; "
+                              f"write to another folder")
+    if target.exists() or target.is_symlink():
+        if not target.is_dir():
+            raise OutputError(f"{named(option, out)}: exists and is not a folder")
+        why = _not_replaceable(target)
+        if why is not None:
+            raise OutputError(f"{named(option, out)}: {why}; edge-quamba only replaces an empty folder or one of "
+                              f"its own outputs (name a new folder)")
+    if not target.parent.is_dir():
+        raise OutputError(f"{named(option, out)}: the parent folder {target.parent} does not exist")
+    return target
+
+
+def _not_replaceable(folder: Path) -> str | None:
+    """None when ``folder`` is empty or an edge-quamba output holding only what its JSON lists; else why not."""
+    from edge_quamba.folders import output_record
+    from edge_quamba.integrity import listed_files
+
+    first = next(folder.iterdir(), None)
+    if first is None:
+        return None
+    try:
+        record = output_record(folder)
+        if record is None:
+            return f"it holds {first.name!r} and is not an edge-quamba output"
+        kind, raw = record
+        listed = set(listed_files(raw, folder / kind.config_file))
+    except ConfigError as exc:
+        return f"it is not a readable edge-quamba output ({exc})"
+    allowed_dirs = {str(Path(name).parent.as_posix()) for name in listed} - {"."}
+    allowed_dirs |= {p.as_posix() for d in list(allowed_dirs) for p in Path(d).parents} - {"."}
+    allowed_files = listed | {kind.config_file, MARKER}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            rel = path.relative_to(folder).as_posix()
+            ok = rel in allowed_dirs if (path.is_dir() and not path.is_symlink()) else rel in allowed_files
+            if not ok or path.is_symlink():
+                return f"it holds {rel!r}, which its {kind.config_file} does not list"
+    return None
+
+
+# -- marked temporary folders ---------------------------------------------------------------------------------------
+
+def _mark(folder: Path) -> None:
+    record = {"pid": os.getpid(), "host": socket.gethostname(),
+              "note": "an unfinished or retired edge-quamba output; safe to delete"}
+    (folder / MARKER).write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+
+def _remove_marked(folder: Path) -> None:
+    """Delete a marked folder, the marker last (an interrupted deletion leaves a folder still marked as ours)."""
+    for child in folder.iterdir():
+        if child.name == MARKER:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    (folder / MARKER).unlink(missing_ok=True)
+    folder.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user holds the pid
+        return True
+    return True
+
+
+def stale_siblings(target: Path) -> list[Path]:
+    """Temporary and retired folders of ``target`` left by edge-quamba runs that are gone (on this host)."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(tmp|old)-[A-Za-z0-9_]+$")
+    stale = []
+    for sibling in target.parent.iterdir():
+        marker = sibling / MARKER
+        if not pattern.match(sibling.name) or sibling.is_symlink() or not marker.is_file():
+            continue
+        try:
+            record = json.loads(marker.read_text(encoding="utf-8"))
+            pid, host = int(record["pid"]), str(record["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being written right now, or not ours after all: leave it
+        if host == socket.gethostname() and not _alive(pid):
+            stale.append(sibling)
+    return stale
+
+
+# -- errors and signals ---------------------------------------------------------------------------------------------
+
+_OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)")
+
+
+def write_error(exc: BaseException, out: str | Path, option: str = "--out") -> OutputError | None:
+    """A one-line OutputError for an exception that means ``out`` cannot be written, else None.
+
+    Understands OSError and the errors of writers that wrap one in their message (safetensors: "(os error 28)")."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None and type(exc).__name__ == "SafetensorError":
+        match = _OS_ERROR_CODE.search(str(exc))
+        code = int(match.group(1)) if match else None
+    if code not in WRITE_ERRNOS:
+        return None
+    hint = {errno.ENOSPC: "; free some space or choose another folder",
+            errno.EDQUOT: "; free some space or choose another folder",
+            errno.EBUSY: " (a mount point, or in use by another program)"}.get(code, "")
+    return OutputError(f"{named(option, out)}: cannot write there: {os.strerror(code)}{hint}")
+
+
+_terminating = threading.Event()
+"""Set by the first SIGTERM / SIGHUP: later ones are ignored while the temporary folders are removed (cleared when
+the outermost output folder is done)."""
+_depth = [0]
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: Path):
-    """Yield a fresh temporary folder beside ``out``; on success it replaces ``out``, on any error it is deleted.
+def _signals_raise_terminated():
+    """While the block runs, SIGTERM and SIGHUP raise Terminated (once: a second signal during the clean-up is
+    ignored); the previous handlers are restored afterwards. Only the main thread can install them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
 
-    An existing ``out`` is only removed after the new folder is complete (renamed aside, then deleted).
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"--out {out}: the parent folder {parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the output folder gets the permissions mkdir would give
+    def handler(signum, _frame):
+        if _terminating.is_set():  # already unwinding (a nested output restored this handler): let it clean up
+            return
+        _terminating.set()
+        raise Terminated(signum)
+
+    for sig in SIGNALS:
+        signal.signal(sig, handler)
+    _depth[0] += 1
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        yield
+    finally:
+        _depth[0] -= 1
+        if _depth[0] == 0:
+            _terminating.clear()
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+# -- the context manager --------------------------------------------------------------------------------------------
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _normal_permissions(folder: Path) -> None:
+    """0777 & ~umask for folders (and executables), 0666 & ~umask for files, as mkdir and open would give."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink():
+                continue
+            executable = path.is_dir() or path.stat().st_mode & 0o100
+            path.chmod((0o777 if executable else 0o666) & ~mask)
+    folder.chmod(0o777 & ~mask)
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Put the finished ``tmp`` at ``target``; an existing output is retired and deleted only afterwards."""
     old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-        old.rmdir()
-        out.rename(old)
-    tmp.rename(out)
+    if target.exists():
+        if next(target.iterdir(), None) is None:
+            target.rmdir()  # an empty folder: nothing to keep (EBUSY here for a mount point, before any change)
+        else:
+            old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
+            _mark(target)
+            try:
+                target.rename(old)
+            except OSError:
+                (target / MARKER).unlink(missing_ok=True)
+                raise
+    try:
+        tmp.rename(target)
+    except OSError:
+        if old is not None:
+            old.rename(target)
+            (target / MARKER).unlink(missing_ok=True)
+        raise
+    (target / MARKER).unlink()
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(OSError):  # still marked: the next run removes what is left
+            _remove_marked(old)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(out: str | Path, inputs: Iterable[tuple[str, str | Path]] = (), option: str = "--out"):
+    """Yield a fresh temporary folder beside ``out``; on success it replaces ``out``, on any error or signal it is
+    deleted (see the module docstring). ``inputs``: (flag, path) pairs ``out`` must not touch."""
+    inputs = list(inputs)
+    target = check_output_dir(out, inputs, option)
+    for stale in stale_siblings(target):
+        with contextlib.suppress(OSError):
+            _remove_marked(stale)
+    with _signals_raise_terminated():
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        except OSError as exc:
+            raise (write_error(exc, out, option) or exc) from None
+        try:
+            _mark(tmp)
+            yield tmp
+            _normal_permissions(tmp)
+            check_output_dir(out, inputs, option)  # nothing foreign appeared in --out meanwhile
+            _swap_in(tmp, target)
+        except BaseException as exc:
+            if tmp.exists():
+                with contextlib.suppress(OSError):
+                    _remove_marked(tmp)
+            error = write_error(exc, out, option)
+            if error is not None:
+                raise error from None
+            raise

@@ -13,7 +13,7 @@ import click
 
 from edge_quamba import __version__
 from edge_quamba.onnx.folder import TARGETS
-from edge_quamba.runtime import BACKENDS
+from edge_quamba.runtime import BACKENDS, SEED_MAX
 
 MODEL_HELP = (
     "Model: a folder (fp checkpoint in transformers or mamba_ssm layout, quantized artifact, or export folder) "
@@ -60,7 +60,8 @@ def cli() -> None:
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.8, show_default=True, help="0 is greedy.")
 @click.option("--top-k", type=click.IntRange(min=0), default=50, show_default=True, help="0 disables.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed for sampling (reproducible output).")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None,
+              help="Seed for sampling (reproducible output), 0 to 2**64-1.")
 @backend_option
 @tokenizer_option
 @click.option("--max-prompt-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
@@ -74,6 +75,8 @@ def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend,
     """Generate a continuation of --prompt, streaming text to stdout (EOS or --max-new-tokens ends it)."""
     from edge_quamba.runtime.run import run_prompt
     from edge_quamba.runtime.sampling import SamplingConfig
+
+    check_utf8(prompt, "--prompt")
 
     def emit(piece: str) -> None:
         sys.stdout.write(piece)
@@ -242,15 +245,17 @@ def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percen
               help="Tokens decoded per timed run (EOS does not stop the loop).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed runs after one warm-up; medians are reported.")
+@click.option("--max-prompt-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Refuse a longer --prompt-len (as `run` refuses longer prompts).")
 @tokenizer_option
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench(model, backend, prompt_len, new_tokens, repeats, tokenizer, threads, as_json):
+def bench(model, backend, prompt_len, new_tokens, repeats, max_prompt_tokens, tokenizer, threads, as_json):
     """Measure TTFT, prefill and decode tokens/s (batch 1) and peak memory of one backend."""
     from edge_quamba.runtime.bench import benchmark
 
     report = benchmark(model=model, backend=backend, prompt_len=prompt_len, new_tokens=new_tokens,
-                       repeats=repeats, tokenizer=tokenizer, threads=threads)
+                       repeats=repeats, tokenizer=tokenizer, threads=threads, max_prompt_tokens=max_prompt_tokens)
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -279,23 +284,57 @@ def build_engine(model, out, plugins, max_prompt_len):
         click.echo(f"wrote {path}/{name}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the group; print user errors as ONE line on stderr and exit non-zero."""
-    from edge_quamba.errors import EdgeQuambaError
-
+def check_utf8(text: str, option: str) -> None:
+    """Command-line text that is not valid UTF-8 reaches Python as lone surrogates (PEP 383); refuse it in one
+    line instead of failing deep inside the tokenizer or the JSON writer."""
     try:
-        code = cli.main(args=argv, prog_name="edge-quamba", standalone_mode=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(text[exc.start]) - 0xDC00 if 0xDC80 <= ord(text[exc.start]) <= 0xDCFF else None
+        what = f"byte 0x{byte:02x}" if byte is not None else f"character U+{ord(text[exc.start]):04X}"
+        from edge_quamba.errors import InputError
+
+        raise InputError(f"{option} is not valid UTF-8 text ({what} at position {exc.start})") from None
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    """The one error line on stderr (and with --json, one JSON object {"error": ...} on stdout), then exit."""
+    if as_json:
+        sys.stdout.write(json.dumps({"error": message}) + "\n")
+        sys.stdout.flush()
+    click.echo(f"edge-quamba: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group; print user errors as ONE line on stderr and exit non-zero (with --json, also
+    one JSON object {"error": "..."} on stdout)."""
+    import errno
+    import os
+
+    from edge_quamba.atomic import WRITE_ERRNOS
+    from edge_quamba.errors import EdgeQuambaError, Terminated
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+    try:
+        code = cli.main(args=args, prog_name="edge-quamba", standalone_mode=False)
     except click.UsageError as exc:  # unknown option, missing or invalid value
         hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-        click.echo(f"edge-quamba: error: {exc.format_message()}{hint}", err=True)
-        sys.exit(2)
+        _fail(f"{exc.format_message()}{hint}", 2, as_json)
     except click.ClickException as exc:
-        click.echo(f"edge-quamba: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), exc.exit_code, as_json)
     except EdgeQuambaError as exc:
-        click.echo(f"edge-quamba: error: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc), 1, as_json)
     except click.Abort:
-        click.echo("edge-quamba: interrupted", err=True)
-        sys.exit(130)
+        _fail("interrupted", 130, as_json)
+    except Terminated as exc:
+        _fail(f"terminated by signal {exc.signum}; unfinished output removed", 128 + exc.signum, as_json)
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): stop quietly, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except OSError as exc:  # disk full, read-only file system, ... outside an output folder (e.g. stdout > file)
+        if exc.errno not in WRITE_ERRNOS | {errno.EIO}:
+            raise
+        _fail(f"{exc.filename or 'I/O error'}: {exc.strerror}", 1, as_json)
     sys.exit(code if isinstance(code, int) else 0)

@@ -26,3 +26,23 @@ class BackendUnavailableError(EdgeQuambaError):
 
 class ValidationError(EdgeQuambaError):
     """An export's numbers on a runtime disagree with the quantized reference beyond the stated tolerances."""
+
+
+class OutputError(EdgeQuambaError):
+    """An output folder cannot be written (read-only, full, busy), or writing it would replace data that
+    edge-quamba did not write."""
+
+
+class Terminated(BaseException):
+    """SIGTERM / SIGHUP arrived while an output folder was being written (raised by the handler that
+    :func:`edge_quamba.atomic.atomic_output_dir` installs, so that the temporary folder is removed on the way out).
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def named(option: str, value: object) -> str:
+    """How a message names what the user typed: ``--model DIR``, or ``--model_args path=DIR`` (option ends in =)."""
+    return f"{option}{value}" if option.endswith("=") else f"{option} {value}"

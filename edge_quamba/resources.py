@@ -1,9 +1,19 @@
-"""Files shipped inside the package: the demo model and the calibration / evaluation text splits."""
+"""Files shipped with the package: the demo model and the calibration / evaluation text splits.
+
+The splits live in the repository's top-level ``calib_data/`` (manifest.json, the splits, and the script that
+builds a calibration set from a user's text). setup.py installs that folder inside the package as
+``edge_quamba/calib_data``, so both layouts are found: an installed wheel (the folder in the package) and a source
+checkout or editable install (the folder next to the package).
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+
+from edge_quamba.errors import InputError
+
+CALIB_MANIFEST = "manifest.json"
 
 
 def assets_dir() -> Path:
@@ -15,11 +25,21 @@ def demo_model_dir() -> Path:
     return assets_dir() / "demo_model"
 
 
+def calib_data_dir() -> Path:
+    """The shipped calib_data folder: inside the installed package first, else the source checkout's top level."""
+    package = Path(str(resources.files("edge_quamba")))
+    for candidate in (package / "calib_data", package.parent / "calib_data"):
+        if (candidate / CALIB_MANIFEST).is_file():
+            return candidate
+    raise InputError(f"the shipped calibration data is missing (looked in {package / 'calib_data'} and "
+                     f"{package.parent / 'calib_data'}); reinstall edge-quamba or pass --calib-data / --data")
+
+
 def default_calibration_file() -> Path:
     """The calibration split of the demo corpus (calib_data/manifest.json says where it comes from)."""
-    return assets_dir() / "calib_data" / "calibration.txt"
+    return calib_data_dir() / "calibration.txt"
 
 
 def default_evaluation_file() -> Path:
     """The held-out evaluation split of the demo corpus (no overlap with training or calibration)."""
-    return assets_dir() / "calib_data" / "evaluation.txt"
+    return calib_data_dir() / "evaluation.txt"

@@ -104,6 +104,35 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
                           env=full_env, timeout=timeout)
 
 
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """Run ``edge-quamba ARGS`` through ``edge_quamba.cli.main`` in this process (no interpreter and torch start-up,
+    about a second faster than :func:`run_cli`); returns the exit code, stdout and stderr like run_cli."""
+    import io
+
+    from edge_quamba.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def one_error_line(proc: subprocess.CompletedProcess, prog: str = "edge-quamba") -> str:
+    """The single error line of a failed command: non-zero exit, no traceback, exactly one line on stderr that
+    starts with "PROG: error:" (progress output before it is allowed only when it is not an error line)."""
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    assert len(errors) == 1, f"expected one error line, got: {proc.stderr!r}"
+    assert proc.stderr.rstrip("\n").splitlines()[-1] == errors[0]
+    return errors[0]
+
+
 def report(name: str, diff: torch.Tensor) -> float:
     """Print max and mean absolute difference (house style: print before asserting); return the max."""
     diff = diff.abs().double()

@@ -7,7 +7,8 @@ import pytest
 import torch
 import transformers
 
-from edge_quamba.models.loading import load_config, load_fp_model
+from edge_quamba.folders import load_config
+from edge_quamba.models.loading import load_fp_model
 from edge_quamba.resources import default_evaluation_file, demo_model_dir
 from helpers import run_cli
 

@@ -414,9 +414,11 @@ def test_damaged_model_onnx(exported, tmp_path, damage):
     else:
         model.write_bytes(b"not an onnx model" * 100)
     if damage == "garbage-with-hash":  # past the hash check: ONNX Runtime itself must refuse it in one line
+        from edge_quamba.integrity import seal
+
         config = json.loads((folder / "export_config.json").read_text())
         config["files"]["model.onnx"] = hashlib.sha256(model.read_bytes()).hexdigest()
-        (folder / "export_config.json").write_text(json.dumps(config))
+        (folder / "export_config.json").write_text(json.dumps(seal(config)))
     line = error_line(run_cli("run", "--model", str(folder), "--prompt", "The", "--backend", "ort"))
     assert "model.onnx" in line
 
@@ -430,26 +432,30 @@ def test_missing_onnxruntime_is_one_line(exported):
     assert "needs onnxruntime" in error_line(proc)
 
 
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_failing_export_keeps_the_existing_folder(exported, tmp_path, monkeypatch):
     out = tmp_path / "keep"
-    out.mkdir()
-    (out / "sentinel.txt").write_text("old")
+    shutil.copytree(exported[0], out)  # an earlier export: the only kind of non-empty folder export may replace
+    before = _files(out)
     monkeypatch.setattr("edge_quamba.onnx.validate.LOGITS_RTOL", 0.0)  # no float difference passes now
     with pytest.raises(ValidationError, match="nothing was written"):
         export_model(model=str(exported[0]), out=out, prompt_len=8, decode_steps=1, progress=False,
                      echo=print)
-    assert [p.name for p in out.iterdir()] == ["sentinel.txt"]
+    assert _files(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep"]  # no temporary folder left behind
 
 
-def test_failing_quantization_inside_export_keeps_the_existing_folder(fp_folder, tmp_path):
+def test_failing_quantization_inside_export_keeps_the_existing_folder(exported, fp_folder, tmp_path):
     out = tmp_path / "keep"
-    out.mkdir()
-    (out / "sentinel.txt").write_text("old")
+    shutil.copytree(exported[0], out)
+    before = _files(out)
     line = error_line(run_cli("export", "--model", str(fp_folder), "--out", str(out), "--calib-samples", "100000",
                               "--calib-seq-len", "512"))
     assert "calibration data" in line
-    assert [p.name for p in out.iterdir()] == ["sentinel.txt"]
+    assert _files(out) == before and [p.name for p in tmp_path.iterdir()] == ["keep"]
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -236,20 +236,21 @@ def test_ablation_flags_reach_the_artifact(fp_folder, tmp_path):
 @pytest.mark.parametrize("case", ["too short", "bad jsonl", "missing file", "quantized input", "unknown activation"])
 def test_quantize_bad_input_keeps_existing_output(fp_folder, tmp_path, case):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "precious.txt").write_text("keep me")
+    assert quantize_cli(fp_folder, out).returncode == 0  # an earlier output: the kind of folder quantize may replace
+    before = digest(out)
     calib = tmp_path / "calib.jsonl"
     args = {"too short": ["--calib-samples", "1000"], "bad jsonl": ["--calib-data", str(calib)],
             "missing file": ["--calib-data", str(tmp_path / "nope.txt")], "quantized input": [],
             "unknown activation": ["--percentile-on", "u,residual"]}[case]
+    words = {"too short": "calibration data", "bad jsonl": "calib.jsonl:2", "missing file": "nope.txt",
+             "quantized input": "quantize takes an fp checkpoint", "unknown activation": "residual"}[case]
     calib.write_text('{"text": "fine"}\n{"txt": 3}\n')
-    model = fp_folder
     if case == "quantized input":
         assert quantize_cli(fp_folder, tmp_path / "q").returncode == 0
-        model = tmp_path / "q"
-    proc = quantize_cli(model, out, *args)
+        args = ["--model", str(tmp_path / "q")]  # the last --model given wins
+    proc = quantize_cli(fp_folder, out, *args)
     lines = proc.stderr.strip().splitlines()
     print(proc.stderr)
-    assert proc.returncode != 0 and lines[-1].startswith("edge-quamba: error:")
-    assert (out / "precious.txt").read_text() == "keep me"
+    assert proc.returncode != 0 and lines[-1].startswith("edge-quamba: error:") and words in lines[-1]
+    assert digest(out) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]

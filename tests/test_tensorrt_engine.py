@@ -8,7 +8,7 @@ import json
 import pytest
 
 from edge_quamba.errors import ConfigError
-from edge_quamba.models.loading import load_config, model_kind
+from edge_quamba.folders import folder_kind, load_config
 from edge_quamba.runtime.tensorrt_engine import ENGINE_KIND
 from helpers import run_cli
 
@@ -37,7 +37,7 @@ def test_engine_folder_is_recognised_by_its_json(tmp_path):
     demo = load_config(demo_model_dir())
     (tmp_path / "engine_config.json").write_text(json.dumps(
         {"kind": ENGINE_KIND, "format_version": 1, "model_config": demo.to_dict()}), encoding="utf-8")
-    assert model_kind(tmp_path) == "engine"
+    assert folder_kind(tmp_path) == "engine"
     assert load_config(tmp_path) == demo
     (tmp_path / "engine_config.json").write_text(json.dumps({"kind": "something-else"}), encoding="utf-8")
     with pytest.raises(ConfigError, match="expected 'edge-quamba/engine'"):

@@ -6,7 +6,8 @@ lm-eval (0.4.13) finds models only in its own built-in list, so registration nee
     import edge_quamba.eval.harness; lm_eval.simple_evaluate(model="edge-quamba", model_args="path=DIR", ...)
 
 ``edge-quamba-lm-eval`` registers the model and then runs lm_eval's own CLI with the same arguments, so every
-lm_eval flag works. Scoring uses the reference backend's batched forward (``backend=ref``), one request at a time,
+lm_eval flag works; bad input (a missing or damaged model, an unknown task) is one line on stderr naming the flag
+the user typed (``--model_args path=...``, ``--tasks``) and exit 1. Scoring uses the reference backend's batched forward (``backend=ref``), one request at a time,
 with contexts truncated on the left to ``max_length`` tokens.
 """
 
@@ -19,9 +20,12 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from edge_quamba.models.loading import load_config, model_kind, resolve_model
-from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.runtime.backends import TorchReferenceBackend, load_reference_model
+from edge_quamba.errors import EdgeQuambaError, InputError
+from edge_quamba.folders import load_model_tokenizer, load_reference_model, open_model
+from edge_quamba.runtime.backends import TorchReferenceBackend
+from edge_quamba.runtime.sampling import GREEDY, NumericsError, sample_next
+
+PROG = "edge-quamba-lm-eval"
 
 
 @register_model("edge-quamba")
@@ -32,12 +36,16 @@ class EdgeQuambaLM(TemplateLM):
                  backend: str = "ref", **_: object):
         super().__init__()
         if backend != "ref":
-            raise ValueError(f"edge-quamba lm-eval adapter: backend {backend!r} is not supported (use ref)")
-        folder = resolve_model(path)
-        config = load_config(folder)
-        self.tokenizer_ = load_tokenizer(folder, tokenizer, eos_token_id=config.eos_token_id)
-        self.model = load_reference_model(folder, model_kind(folder))
-        self.max_length = int(max_length)
+            raise InputError(f"--model_args backend={backend}: not supported by the lm-eval adapter (use ref)")
+        try:
+            self.max_length = int(max_length)
+        except ValueError:
+            raise InputError(f"--model_args max_length={max_length}: not an integer") from None
+        if self.max_length < 1:
+            raise InputError(f"--model_args max_length={max_length}: must be >= 1")
+        folder = open_model(path, option="--model_args path=")
+        self.tokenizer_ = load_model_tokenizer(folder, tokenizer, option="--model_args tokenizer=")
+        self.model = load_reference_model(folder.path, folder.kind)
 
     @property
     def eot_token_id(self) -> int:
@@ -54,7 +62,10 @@ class EdgeQuambaLM(TemplateLM):
         """Sum of log p(continuation | context) and whether greedy decoding would produce it."""
         tokens = (context + continuation)[-(self.max_length + 1):]
         logits, _ = self.model(torch.tensor([tokens[:-1]], dtype=torch.long))
-        logp = F.log_softmax(logits[0, -len(continuation):].float(), dim=-1)
+        logits = logits[0, -len(continuation):].float()
+        if not torch.isfinite(logits).all():
+            raise NumericsError("the model's logits are NaN or Inf on this input (its activations overflow)")
+        logp = F.log_softmax(logits, dim=-1)
         target = torch.tensor(continuation)
         return float(logp.gather(-1, target[:, None]).sum()), bool(torch.equal(logp.argmax(-1), target))
 
@@ -84,7 +95,7 @@ class EdgeQuambaLM(TemplateLM):
             generated: list[int] = []
             text = ""
             for _ in range(int(gen_kwargs.get("max_gen_toks", 256))):
-                token = int(torch.argmax(logits[: self.tokenizer_.vocab_size]))
+                token = sample_next(logits[: self.tokenizer_.vocab_size], GREEDY, None)
                 if token == self.eot_token_id:
                     break
                 generated.append(token)
@@ -98,8 +109,42 @@ class EdgeQuambaLM(TemplateLM):
         return outputs
 
 
-def main() -> None:
-    """``edge-quamba-lm-eval``: lm_eval's CLI with the ``edge-quamba`` model registered."""
-    from lm_eval.__main__ import cli_evaluate
+def check_model_args(args) -> None:
+    """Fail fast on a bad ``--model_args path=`` / ``tokenizer=`` of our model: resolve, verify and read them before
+    lm_eval spends seconds indexing its tasks (the files' hashes are cached, so the real load does not hash again)."""
+    from lm_eval.utils import simple_parse_args_string
 
-    cli_evaluate()
+    if getattr(args, "model", None) != "edge-quamba":
+        return
+    model_args = getattr(args, "model_args", None) or {}
+    if isinstance(model_args, str):  # older lm_eval versions keep the raw "k=v,k2=v2" string
+        model_args = simple_parse_args_string(model_args)
+    path = model_args.get("path")
+    folder = open_model(None if path is None else str(path), option="--model_args path=")
+    tokenizer = model_args.get("tokenizer")
+    load_model_tokenizer(folder, None if tokenizer is None else str(tokenizer), option="--model_args tokenizer=")
+
+
+def main() -> None:
+    """``edge-quamba-lm-eval``: lm_eval's CLI (as ``lm_eval.__main__.cli_evaluate`` runs it) with the
+    ``edge-quamba`` model registered; user errors are one line on stderr and exit 1."""
+    import sys
+
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.utils import setup_logging
+
+    setup_logging()
+    parser = HarnessCLI()
+    args = parser.parse_args()
+    try:
+        check_model_args(args)
+        parser.execute(args)
+    except EdgeQuambaError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except ValueError as exc:
+        if not str(exc).startswith("Tasks not found:"):  # any other ValueError is a bug: keep the traceback
+            raise
+        print(f"{PROG}: error: --tasks: no such task: {str(exc).split(':', 1)[1].strip()} "
+              f"(list them with `lm-eval ls tasks`; local YAML tasks need --include_path)", file=sys.stderr)
+        sys.exit(1)

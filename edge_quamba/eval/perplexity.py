@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from edge_quamba.errors import InputError
-from edge_quamba.models.loading import load_config, model_kind, resolve_model
-from edge_quamba.models.tokenizer import TextTokenizer, load_tokenizer
+from edge_quamba.folders import load_model_tokenizer, open_model
+from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.runtime.backends import sequence_model
+from edge_quamba.runtime.sampling import NumericsError
 
 
 def read_text(data: str | Path) -> str:
@@ -53,6 +54,9 @@ def window_nll(model, windows: torch.Tensor, batch_size: int, progress: bool = T
         logits, _ = model(batch)
         logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
         nll = -logp.gather(-1, batch[:, 1:, None]).squeeze(-1)
+        if not torch.isfinite(nll).all():
+            raise NumericsError(f"the model's log-likelihoods are NaN or Inf in windows {start}-"
+                                f"{start + batch.shape[0] - 1}: its activations overflow; no perplexity to report")
         total += float(nll.double().sum())
         count += nll.numel()
     return total, count
@@ -72,10 +76,9 @@ def evaluate_perplexity(
 ) -> dict:
     """Perplexity of ``model`` on the text file ``data`` with any backend that has a batched forward (ref, ort);
     returns a JSON-ready report."""
-    path = resolve_model(model)
-    kind = model_kind(path)
-    config = load_config(path)
-    tok: TextTokenizer = load_tokenizer(path, tokenizer, eos_token_id=config.eos_token_id)
+    folder = open_model(model)
+    path, kind = folder.path, folder.kind
+    tok: TextTokenizer = load_model_tokenizer(folder, tokenizer)
     ids = tok.encode(read_text(data))
     if max_tokens is not None:
         ids = ids[:max_tokens]

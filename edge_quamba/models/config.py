@@ -59,15 +59,25 @@ class MambaConfig:
 
     def __post_init__(self) -> None:
         if self.dt_rank == 0:
-            object.__setattr__(self, "dt_rank", math.ceil(self.d_model / 16))
+            object.__setattr__(self, "dt_rank", math.ceil(self.d_model / 16) if _is_int(self.d_model) else 0)
         for name in ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand", "dt_rank"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not _is_int(value) or value <= 0:
                 raise ConfigError(f"config value {name}={value!r} must be a positive integer")
+        for name in ("conv_bias", "proj_bias", "residual_in_fp32", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config value {name}={getattr(self, name)!r} must be true or false")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 0):
+                raise ConfigError(f"config value {name}={value!r} must be a non-negative integer token id")
         if self.norm not in ("rmsnorm", "layernorm"):
             raise ConfigError(f"config value norm={self.norm!r} must be 'rmsnorm' or 'layernorm'")
-        if not self.norm_eps > 0:
-            raise ConfigError(f"config value norm_eps={self.norm_eps!r} must be positive")
+        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or \
+                not 0 < self.norm_eps < 1:
+            raise ConfigError(f"config value norm_eps={self.norm_eps!r} must be a number in (0, 1)")
+        if not isinstance(self.model_type, str):
+            raise ConfigError(f"config value model_type={self.model_type!r} must be a string")
 
     @property
     def d_inner(self) -> int:
@@ -77,13 +87,24 @@ class MambaConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MambaConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "model_config") -> "MambaConfig":
         """Inverse of :meth:`to_dict` (the form stored inside our own artifacts' JSON)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**data)
+            raise ConfigError(f"{source}: unknown model config keys: {', '.join(unknown)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.default is dataclasses.MISSING and f.name not in data)
+        if missing:
+            raise ConfigError(f"{source} is missing the model config keys {', '.join(missing)}")
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _require(raw: dict[str, Any], key: str, source: str) -> Any:
@@ -92,11 +113,23 @@ def _require(raw: dict[str, Any], key: str, source: str) -> Any:
     return raw[key]
 
 
-def _first_id(value: Any) -> int | None:
-    """transformers allows a list of EOS ids; generation stops on the first one listed."""
+def _first_id(value: Any, key: str, source: str) -> int | None:
+    """A token id (transformers allows a list of EOS ids; generation stops on the first one listed)."""
     if isinstance(value, list):
-        return int(value[0]) if value else None
-    return None if value is None else int(value)
+        value = value[0] if value else None
+    if value is not None and (not _is_int(value) or value < 0):
+        raise ConfigError(f"{source}: {key}={value!r} must be a non-negative integer token id (or a list of them)")
+    return value
+
+
+def _section(raw: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    """A nested JSON object such as mamba_ssm's ``ssm_cfg`` (absent or null: empty)."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key} must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 def parse_transformers_mamba(raw: dict[str, Any], source: str) -> MambaConfig:
@@ -119,16 +152,16 @@ def parse_transformers_mamba(raw: dict[str, Any], source: str) -> MambaConfig:
         norm_eps=raw.get("layer_norm_epsilon", 1e-5),
         residual_in_fp32=raw.get("residual_in_fp32", True),
         tie_embeddings=raw.get("tie_word_embeddings", True),
-        bos_token_id=_first_id(raw.get("bos_token_id")),
-        eos_token_id=_first_id(raw.get("eos_token_id")),
-        pad_token_id=_first_id(raw.get("pad_token_id")),
+        bos_token_id=_first_id(raw.get("bos_token_id"), "bos_token_id", source),
+        eos_token_id=_first_id(raw.get("eos_token_id"), "eos_token_id", source),
+        pad_token_id=_first_id(raw.get("pad_token_id"), "pad_token_id", source),
     )
 
 
 def parse_mamba_ssm(raw: dict[str, Any], source: str) -> MambaConfig:
     """config.json of a mamba_ssm ``MambaLMHeadModel`` checkpoint (defaults are mamba_ssm's own)."""
     d_model = _require(raw, "d_model", source)
-    ssm_cfg = raw.get("ssm_cfg") or {}
+    ssm_cfg = _section(raw, "ssm_cfg", source)
     layer = ssm_cfg.get("layer", "Mamba1")
     if layer != "Mamba1":
         raise ConfigError(f"{source}: ssm_cfg.layer={layer!r} is not supported yet (supported: Mamba1)")
@@ -136,6 +169,9 @@ def parse_mamba_ssm(raw: dict[str, Any], source: str) -> MambaConfig:
         raise ConfigError(f"{source}: hybrid checkpoints (d_intermediate / attn_layer_idx) are not supported")
     vocab = _require(raw, "vocab_size", source)
     multiple = raw.get("pad_vocab_size_multiple", 8)
+    for key, value in (("vocab_size", vocab), ("pad_vocab_size_multiple", multiple)):
+        if not _is_int(value) or value <= 0:
+            raise ConfigError(f"{source}: {key}={value!r} must be a positive integer")
     padded_vocab = vocab + (-vocab) % multiple
     dt_rank = ssm_cfg.get("dt_rank", "auto")
     return MambaConfig(
@@ -174,8 +210,19 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def parse_model_config(raw: dict[str, Any], source: str) -> MambaConfig:
-    """Dispatch on ``model_type`` (transformers layout) or on the mamba_ssm keys."""
+    """Dispatch on ``model_type`` (transformers layout) or on the mamba_ssm keys; every bad value is a one-line
+    ConfigError that names ``source``."""
+    try:
+        return _parse(raw, source)
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
+
+
+def _parse(raw: dict[str, Any], source: str) -> MambaConfig:
     model_type = raw.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise ConfigError(f"{source}: model_type={model_type!r} must be a string")
     if model_type is None:
         if "d_model" in raw and "n_layer" in raw:
             return parse_mamba_ssm(raw, source)
@@ -187,10 +234,7 @@ def parse_model_config(raw: dict[str, Any], source: str) -> MambaConfig:
         raise ConfigError(
             f"{source}: unknown model_type {model_type!r} (supported: {', '.join(sorted(CONFIG_PARSERS))})"
         )
-    try:
-        return parser(raw, source)
-    except TypeError as exc:  # a value of the wrong JSON type reached the dataclass
-        raise ConfigError(f"{source}: {exc}") from None
+    return parser(raw, source)
 
 
 def checkpoint_layout(raw: dict[str, Any]) -> Literal["transformers", "mamba_ssm"]:

@@ -6,39 +6,28 @@ never from its name. Weights are read with safetensors or ``torch.load(weights_o
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
-from typing import Literal
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from edge_quamba.errors import CheckpointError, ConfigError
+from edge_quamba.errors import CheckpointError, ConfigError, named
 from edge_quamba.models.config import MambaConfig, checkpoint_layout, parse_model_config, read_json
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.resources import demo_model_dir
 
-ModelKind = Literal["fp", "quantized", "export", "engine"]
-
-# The JSON file that marks each kind of folder; checked in this order (an export folder also holds a config.json).
-KIND_MARKERS: tuple[tuple[str, ModelKind], ...] = (
-    ("engine_config.json", "engine"),
-    ("export_config.json", "export"),
-    ("quant_config.json", "quantized"),
-    ("config.json", "fp"),
-)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "*.model", "*.txt"]
 
 
-def resolve_model(model: str | None) -> Path:
+def resolve_model(model: str | None, option: str = "--model") -> Path:
     """Turn ``--model`` into a local folder: None -> the demo model; an existing folder; else a hub id.
 
     A string that is not an existing folder and looks like ``owner/name`` is fetched with huggingface_hub (from its
-    cache when offline); anything else is reported as a missing folder.
+    cache when offline); anything else is reported as a missing folder. ``option`` is the flag named in errors.
     """
     if model is None:
         path = demo_model_dir()
@@ -49,13 +38,18 @@ def resolve_model(model: str | None) -> Path:
     if path.is_dir():
         return path
     if path.exists():
-        raise CheckpointError(f"--model {model}: is a file; pass the folder that holds config.json")
-    if model.startswith((".", "/", "~")) or not HUB_ID.match(model) or "/" not in model:
-        raise CheckpointError(f"--model {model}: no such folder")
-    return download_from_hub(model)
+        raise CheckpointError(f"{named(option, model)}: is a file; pass the folder that holds config.json")
+    if not looks_like_hub_id(model):
+        raise CheckpointError(f"{named(option, model)}: no such folder")
+    return download_from_hub(model, option)
 
 
-def download_from_hub(repo_id: str) -> Path:
+def looks_like_hub_id(spec: str) -> bool:
+    """``owner/name`` (what the hub accepts), not a path such as ./x, /x/y.json or ~/x."""
+    return not spec.startswith((".", "/", "~")) and bool(HUB_ID.match(spec)) and spec.count("/") == 1
+
+
+def download_from_hub(repo_id: str, option: str = "--model") -> Path:
     """Fetch a checkpoint's files from the Hugging Face hub (or its local cache); one-line errors when it cannot."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -63,41 +57,20 @@ def download_from_hub(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
     except RepositoryNotFoundError:
-        raise CheckpointError(f"--model {repo_id}: no such folder, and no such repository on the hub") from None
+        raise CheckpointError(f"{named(option, repo_id)}: no such folder, and no such repository on the "
+                              f"hub") from None
     except LocalEntryNotFoundError:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
         raise CheckpointError(
-            f"--model {repo_id}: no such folder, and {why} and it is not in the local cache"
+            f"{named(option, repo_id)}: no such folder, and {why} and it is not in the local cache"
         ) from None
     except (HfHubHTTPError, OSError) as exc:
-        raise CheckpointError(f"--model {repo_id}: hub download failed: {exc}") from None
+        raise CheckpointError(f"{named(option, repo_id)}: hub download failed: {exc}") from None
 
 
-def model_kind(path: Path) -> ModelKind:
-    """Which of our folder kinds ``path`` is, from the JSON it holds."""
-    for marker, kind in KIND_MARKERS:
-        if (path / marker).is_file():
-            return kind
-    raise ConfigError(f"{path} holds no config.json (nor quant_config.json / export_config.json / engine_config.json)")
-
-
-def load_config(path: Path) -> MambaConfig:
-    """The model config of any folder kind: an fp checkpoint's config.json (either layout), or the one recorded
-    in a quantized artifact's quant_config.json or an export folder's export_config.json."""
-    kind = model_kind(path)
-    if kind == "quantized":
-        from edge_quamba.quant.artifact import read_quant_config
-
-        return read_quant_config(path)[0]
-    if kind == "export":
-        from edge_quamba.onnx.folder import read_export_config
-
-        return read_export_config(path)[0]
-    if kind == "engine":
-        from edge_quamba.runtime.tensorrt_engine import read_engine_config
-
-        return MambaConfig.from_dict(read_engine_config(path)["model_config"])
+def load_fp_config(path: Path) -> MambaConfig:
+    """The model config of an fp checkpoint folder (config.json, either layout)."""
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"{path} holds no config.json")
@@ -135,24 +108,123 @@ def _load_sharded(index_file: Path, loader) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint folder, from the first weights format found (safetensors preferred)."""
-    candidates = (
-        ("model.safetensors", _load_safetensors),
-        ("model.safetensors.index.json", lambda f: _load_sharded(f, _load_safetensors)),
-        ("pytorch_model.bin", _load_torch_bin),
-        ("pytorch_model.bin.index.json", lambda f: _load_sharded(f, _load_torch_bin)),
-    )
-    for name, loader in candidates:
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+"""The weight formats read, in order of preference (safetensors first: its header gives shapes without reading data)."""
+
+
+def weights_file(path: Path) -> Path:
+    for name in WEIGHT_FILES:
         if (path / name).is_file():
-            return loader(path / name)
+            return path / name
     raise CheckpointError(
         f"{path} holds no weights (model.safetensors, sharded safetensors or pytorch_model.bin)"
     )
 
 
-def to_reference_keys(state: dict[str, torch.Tensor], config: MambaConfig, layout: str) -> dict[str, torch.Tensor]:
-    """Rename checkpoint keys to the reference module's names and drop a tied lm_head."""
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder, from the first weights format found (safetensors preferred)."""
+    file = weights_file(path)
+    loaders = {
+        "model.safetensors": _load_safetensors,
+        "model.safetensors.index.json": lambda f: _load_sharded(f, _load_safetensors),
+        "pytorch_model.bin": _load_torch_bin,
+        "pytorch_model.bin.index.json": lambda f: _load_sharded(f, _load_torch_bin),
+    }
+    return loaders[file.name](file)
+
+
+# -- sizes from the header, before anything is allocated ----------------------------------------------------------
+
+TensorInfo = tuple[tuple[int, ...], str]
+"""(shape, safetensors dtype name such as "F16" or "I8") of one tensor, read from a file header."""
+SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                      torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
+EMBEDDING_KEY = "backbone.embeddings.weight"
+LAYER_KEY = re.compile(r"^backbone\.layers\.(\d+)\.")
+
+
+def safetensors_header(file: Path) -> dict[str, TensorInfo]:
+    """Names, shapes and dtypes from a safetensors file's header only (no tensor data is read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return {key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype())
+                    for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file} is not a readable safetensors file: {exc}") from None
+
+
+def checkpoint_header(path: Path) -> dict[str, TensorInfo] | None:
+    """Tensor infos of an fp checkpoint's safetensors weights (sharded too); None for pytorch_model.bin, which has
+    no header (its shapes are checked after it is read, still before the model is built)."""
+    file = weights_file(path)
+    if file.name == "model.safetensors":
+        return safetensors_header(file)
+    if file.name == "model.safetensors.index.json":
+        weight_map = read_json(file).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{file} has no weight_map")
+        infos: dict[str, TensorInfo] = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (path / shard).is_file():
+                raise CheckpointError(f"{file} names the shard {shard}, which is missing")
+            infos.update(safetensors_header(path / shard))
+        return infos
+    return None
+
+
+def expected_tensors(build, config: MambaConfig) -> dict[str, TensorInfo]:
+    """Shapes and dtypes of ``build(config)``'s state dict without allocating it: ``build`` runs on the meta device
+    with one layer, whose entries are repeated for every layer. Call only after :func:`check_layer_count` (a
+    config claiming a million layers must not make a million-entry dict)."""
+    import dataclasses
+
+    with torch.device("meta"):
+        one = build(dataclasses.replace(config, n_layer=1))
+    expected: dict[str, TensorInfo] = {}
+    for key, tensor in one.items():
+        info = (tuple(tensor.shape), SAFETENSORS_DTYPES.get(tensor.dtype, str(tensor.dtype)))
+        if key.startswith("backbone.layers.0."):
+            for index in range(config.n_layer):
+                expected[f"backbone.layers.{index}." + key[len("backbone.layers.0."):]] = info
+        else:
+            expected[key] = info
+    return expected
+
+
+def check_tensors(found: dict[str, TensorInfo], build, config: MambaConfig, source: Path, config_name: str,
+                  check_dtypes: bool) -> None:
+    """The tensors a weight file holds (``found``) against what ``config_name`` implies, before any allocation:
+    layer count first, then names, shapes and (``check_dtypes``) dtypes. One-line CheckpointError on a mismatch."""
+    layers = {int(m.group(1)) for key in found if (m := LAYER_KEY.match(key))}
+    if len(layers) != config.n_layer or (layers and max(layers) != config.n_layer - 1):
+        raise CheckpointError(f"{source}: {config_name} says {config.n_layer} layers, the weights hold "
+                              f"{len(layers)}")
+    embedding = found.get(EMBEDDING_KEY)
+    if embedding is not None and embedding[0] != (config.vocab_size, config.d_model):
+        raise CheckpointError(f"{source}: weight {EMBEDDING_KEY} has shape {embedding[0]}, {config_name} implies "
+                              f"{(config.vocab_size, config.d_model)} (vocab_size, d_model)")
+    try:
+        expected = expected_tensors(build, config)
+    except RuntimeError as exc:  # sizes whose byte count overflows int64, even on the meta device
+        raise CheckpointError(f"{source}: {config_name} holds impossible sizes ({exc})") from None
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{source}: weights do not match {config_name} ({detail})")
+    for key, (shape, dtype) in found.items():
+        want_shape, want_dtype = expected[key]
+        if shape != want_shape or (check_dtypes and dtype != want_dtype):
+            what = f"{dtype}{shape}" if check_dtypes else f"shape {shape}"
+            want = f"{want_dtype}{want_shape}" if check_dtypes else f"{want_shape}"
+            raise CheckpointError(f"{source}: weight {key} has {what}, {config_name} implies {want}")
+
+
+def to_reference_keys(state: dict, config: MambaConfig, layout: str) -> dict:
+    """Rename checkpoint keys to the reference module's names and drop a tied lm_head (values are kept as they
+    are: tensors, or header infos)."""
     renamed = {}
     for key, tensor in state.items():
         if layout == "mamba_ssm":
@@ -169,25 +241,29 @@ def check_finite(state: dict[str, torch.Tensor], source: Path) -> None:
             raise CheckpointError(f"{source}: weight {key} holds NaN or Inf values")
 
 
+def _fp_state_template(config: MambaConfig) -> dict[str, torch.Tensor]:
+    state = MambaLM(config).state_dict()
+    if config.tie_embeddings:
+        state.pop("lm_head.weight")
+    return state
+
+
 def load_fp_model(path: Path, dtype: torch.dtype = torch.float32) -> MambaLM:
-    """Build the fp reference model from a checkpoint folder (either layout), in ``dtype``, in eval mode."""
-    config = load_config(path)
-    layout = checkpoint_layout(json.loads((path / "config.json").read_text(encoding="utf-8")))
+    """Build the fp reference model from a checkpoint folder (either layout), in ``dtype``, in eval mode.
+
+    The weights' names and shapes are checked against config.json before the model is allocated (from the
+    safetensors header when there is one), so a config that claims huge sizes fails at once."""
+    config = load_fp_config(path)
+    layout = checkpoint_layout(read_json(path / "config.json"))
+    header = checkpoint_header(path)
+    if header is not None:
+        check_tensors(to_reference_keys(header, config, layout), _fp_state_template, config, path, "config.json",
+                      check_dtypes=False)
     state = to_reference_keys(read_state_dict(path), config, layout)
+    if header is None:
+        infos = {key: (tuple(tensor.shape), "") for key, tensor in state.items()}
+        check_tensors(infos, _fp_state_template, config, path, "config.json", check_dtypes=False)
     check_finite(state, path)
     model = MambaLM(config, dtype=dtype)
-    expected = model.state_dict()
-    if config.tie_embeddings:
-        expected.pop("lm_head.weight")
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise CheckpointError(f"{path}: weights do not match config.json ({detail})")
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{path}: weight {key} has shape {tuple(tensor.shape)}, config.json implies {tuple(expected[key].shape)}"
-            )
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
     return model.eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_quamba.errors import CheckpointError
+from edge_quamba.errors import CheckpointError, named
 
 
 @dataclass
@@ -30,6 +30,12 @@ class TextTokenizer:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
 
+MAX_VOCAB_PADDING = 128
+"""Embedding rows a model may have beyond its tokenizer's vocabulary: checkpoints round the vocabulary up to a
+multiple of 8 to 128 rows (mamba_ssm's pad_vocab_size_multiple; e.g. 50277 tokens in 50280 rows). A tokenizer that
+leaves more rows unused is taken for another model's."""
+
+
 def _tokenizer_file(spec: Path) -> Path | None:
     if spec.is_file():
         return spec
@@ -38,29 +44,54 @@ def _tokenizer_file(spec: Path) -> Path | None:
     return None
 
 
-def load_tokenizer(model_dir: Path, override: str | None = None, eos_token_id: int | None = None) -> TextTokenizer:
+def load_tokenizer(model_dir: Path, override: str | None = None, eos_token_id: int | None = None, *,
+                   model_vocab_size: int | None = None, option: str = "--tokenizer") -> TextTokenizer:
     """The tokenizer for ``model_dir``: ``override`` (a tokenizer.json, a folder holding one, or a hub id) wins.
 
     ``eos_token_id`` (from config.json) is used when given; otherwise the tokenizer's ``<|endoftext|>``/``</s>``.
+    ``model_vocab_size`` (the embedding rows), when given, is checked against the tokenizer's vocabulary (see
+    :data:`MAX_VOCAB_PADDING`). Errors about an override name ``option`` (the flag the user typed).
     """
     from tokenizers import Tokenizer
 
+    where = f"{named(option, override)}: " if override is not None else ""
     spec = override or str(model_dir)
     file = _tokenizer_file(Path(spec).expanduser())
-    if file is None and override is not None and not Path(override).exists():
-        from edge_quamba.models.loading import download_from_hub
+    if file is None and override is not None and not Path(override).expanduser().exists():
+        from edge_quamba.models.loading import download_from_hub, looks_like_hub_id
 
-        file = _tokenizer_file(download_from_hub(override))
+        if not looks_like_hub_id(override):
+            raise CheckpointError(f"{where}no such file or folder")
+        file = _tokenizer_file(download_from_hub(override, option))
     if file is None:
         hint = "" if override else " (mamba_ssm checkpoints ship none: pass --tokenizer FILE_OR_HUB_ID)"
-        raise CheckpointError(f"no tokenizer.json in {spec}{hint}")
+        raise CheckpointError(f"{where}no tokenizer.json in {spec}{hint}")
     try:
         backend = Tokenizer.from_file(str(file))
     except Exception as exc:  # tokenizers raises a bare Exception for malformed files
-        raise CheckpointError(f"{file} is not a readable tokenizer.json: {exc}") from None
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{where}{file} is not a readable tokenizer.json: {detail}") from None
     if eos_token_id is None:
         for token in ("<|endoftext|>", "</s>", "<eos>"):
             eos_token_id = backend.token_to_id(token)
             if eos_token_id is not None:
                 break
-    return TextTokenizer(backend=backend, eos_token_id=eos_token_id, source=str(file))
+    tokenizer = TextTokenizer(backend=backend, eos_token_id=eos_token_id, source=str(file))
+    if model_vocab_size is not None:
+        check_vocab(tokenizer, model_vocab_size, where or f"{file}: ")
+    return tokenizer
+
+
+def check_vocab(tokenizer: TextTokenizer, model_vocab_size: int, where: str) -> None:
+    """A tokenizer whose ids run past the embedding (too big) or leave many rows unused (too small) belongs to
+    another model: one-line CheckpointError. ``where`` prefixes the message (the flag or the file)."""
+    size = tokenizer.vocab_size
+    if size > model_vocab_size:
+        raise CheckpointError(f"{where}the tokenizer has {size} tokens but the model's embedding has only "
+                              f"{model_vocab_size} rows: it is not this model's tokenizer")
+    if size <= model_vocab_size - MAX_VOCAB_PADDING:
+        raise CheckpointError(f"{where}the tokenizer has {size} tokens but the model's embedding has "
+                              f"{model_vocab_size} rows: it is not this model's tokenizer")
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos >= model_vocab_size:
+        raise CheckpointError(f"{where}eos token id {eos} is outside the model's {model_vocab_size} embedding rows")

@@ -7,6 +7,8 @@
     4. write the ONNX file(s) of ``target``, the tokenizer and export_config.json
     5. validate on ONNX Runtime against the reference in ``quantized/`` (:func:`validate_on_ort`): one line per output
 
+``out`` is checked before any work (it must be new, empty or an edge-quamba output, and apart from ``--model``), and
+a quantized artifact or export folder given as ``--model`` has its files' sha256 verified before it is re-exported.
 Everything is written into a temporary sibling of ``out`` that replaces ``out`` only after validation passed
 (:func:`edge_quamba.atomic.atomic_output_dir`). When validation fails, nothing is moved into place: an existing
 ``out`` is left as it was, no folder that looks valid appears, and a ValidationError says which output failed (the
@@ -24,9 +26,9 @@ from typing import Callable
 import onnx
 
 from edge_quamba import __version__
-from edge_quamba.atomic import atomic_output_dir
+from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError, ValidationError
-from edge_quamba.models.loading import model_kind, resolve_model
+from edge_quamba.folders import FP, open_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
@@ -53,7 +55,7 @@ def _stderr(message: str) -> None:
 def _make_artifact(path: Path, kind: str, dest: Path, *, model: str | None, calib_data, qconfig: QuantConfig,
                    tokenizer: str | None, batch_size: int, progress: bool) -> None:
     """The quantized artifact in ``dest``: quantized now (fp checkpoint) or copied (artifact / export folder)."""
-    if kind == "fp":
+    if kind == FP:
         from edge_quamba.quant.pipeline import quantize_checkpoint
 
         quantize_checkpoint(model=model, out=dest, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
@@ -68,13 +70,28 @@ def _make_artifact(path: Path, kind: str, dest: Path, *, model: str | None, cali
         shutil.copyfile(source / name, dest / name)
 
 
+def read_calib_text(calib_data: str | Path | None, chars: int) -> str:
+    """The first ``chars`` characters of ``--calib-data`` (the shipped split when None); a file that is not UTF-8
+    text (a binary, a model file passed by mistake) is a one-line InputError naming --calib-data."""
+    file = Path(calib_data) if calib_data is not None else default_calibration_file()
+    try:
+        with open(file, encoding="utf-8", errors="strict") as handle:
+            text = handle.read(chars)
+    except FileNotFoundError:
+        raise InputError(f"--calib-data {file}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--calib-data {file}: not readable UTF-8 text ({exc})") from None
+    if "\x00" in text:
+        raise InputError(f"--calib-data {file}: not text (it holds NUL bytes)")
+    return text
+
+
 def validation_prompt(tokenizer_dir: Path, calib_data: str | Path | None, prompt_len: int) -> list[int]:
     """The first ``prompt_len`` tokens of the calibration text (the default split when none is given)."""
-    file = Path(calib_data) if calib_data is not None else default_calibration_file()
-    text = file.read_text(encoding="utf-8")[: 40 * prompt_len + 1000]
+    text = read_calib_text(calib_data, 40 * prompt_len + 1000)
     ids = load_tokenizer(tokenizer_dir).encode(text)[:prompt_len]
     if not ids:
-        raise InputError(f"{file}: no text to validate the export on")
+        raise InputError(f"--calib-data {calib_data}: no text to validate the export on")
     return ids
 
 
@@ -102,14 +119,18 @@ def export_model(
         raise InputError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
     if prompt_len < 1 or decode_steps < 0:
         raise InputError("the validation needs a prompt of at least 1 token and decode steps >= 0")
-    path = resolve_model(model)
-    kind = model_kind(path)
+    source = open_model(model)  # an artifact's or export's files are verified here, before anything is written
+    path, kind = source.path, source.kind
+    inputs = [("--model", path)]
+    check_output_dir(out, inputs)
+    if calib_data is not None:
+        read_calib_text(calib_data, 1 << 16)  # a binary --calib-data fails now, not after the quantization
     targets = ["ort", "tensorrt"] if target == "all" else [target]
     log = _stderr if progress else (lambda _: None)
     out = Path(out)
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, inputs) as tmp:
         qdir = tmp / QUANTIZED_DIR
-        if kind == "fp":
+        if kind == FP:
             log(f"quantizing {path} ({qconfig.calib_samples} calibration windows of {qconfig.calib_seq_len} tokens)")
         _make_artifact(path, kind, qdir, model=model, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                        batch_size=batch_size, progress=progress)

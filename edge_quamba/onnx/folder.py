@@ -2,8 +2,9 @@
 
     export_config.json   kind "edge-quamba/export", format version, package version, the model and quantization
                          configs, calibration and source records, ONNX opset / IR / custom-op versions, the targets
-                         written, sha256 of every file, and the validation report (always passed: an export whose
-                         validation fails is never moved into place, see :mod:`edge_quamba.onnx.export`)
+                         written, sha256 of every file (quantized/ included), the validation report (always passed:
+                         an export whose validation fails is never moved into place, see
+                         :mod:`edge_quamba.onnx.export`), and its own seal (:mod:`edge_quamba.integrity`)
     model.onnx           ORT flavour (custom ops carry function bodies)         when the target is ort or all
     model.trt.onnx       TensorRT flavour (plain plugin nodes)                   when the target is tensorrt or all
     tokenizer.json
@@ -17,11 +18,13 @@ import json
 from pathlib import Path
 
 from edge_quamba.errors import CheckpointError, ConfigError
+from edge_quamba.folders import EXPORT
+from edge_quamba.integrity import seal, verify_listed_files
 from edge_quamba.models.config import MambaConfig, read_json
 
-EXPORT_KIND = "edge-quamba/export"
+EXPORT_KIND = EXPORT.kind
 EXPORT_FORMAT_VERSION = 1
-EXPORT_CONFIG = "export_config.json"
+EXPORT_CONFIG = EXPORT.config_file
 ORT_MODEL = "model.onnx"
 TRT_MODEL = "model.trt.onnx"
 QUANTIZED_DIR = "quantized"
@@ -32,8 +35,9 @@ TARGETS = ("ort", "tensorrt", "all")
 
 
 def write_export_config(folder: Path, config: dict) -> Path:
+    """Write export_config.json, sealed (its config_sha256 covers everything else in it)."""
     path = folder / EXPORT_CONFIG
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(seal(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
 
 
@@ -49,7 +53,15 @@ def read_export_config(folder: Path) -> tuple[MambaConfig, dict]:
     for key in ("model_config", "files"):
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{path} is missing the required key {key!r}")
-    return MambaConfig.from_dict(raw["model_config"]), raw
+    return MambaConfig.from_dict(raw["model_config"], str(path)), raw
+
+
+def verify_export(folder: Path) -> dict:
+    """export_config.json's seal and the sha256 of every file it lists, quantized/ included (each file hashed once
+    per process); returns export_config.json."""
+    _, raw = read_export_config(folder)
+    verify_listed_files(folder, raw, folder / EXPORT_CONFIG, EXPORT.remedy)
+    return raw
 
 
 def onnx_file(folder: Path, target: str) -> Path:
@@ -61,5 +73,5 @@ def onnx_file(folder: Path, target: str) -> Path:
         raise CheckpointError(f"{folder} holds no {name}: it was exported with --target "
                               f"{','.join(raw.get('targets', []))}; re-export with --target {target} or all")
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing (export_config.json lists it); re-export")
+        raise CheckpointError(f"{path} is missing (export_config.json lists it); {EXPORT.remedy}")
     return path

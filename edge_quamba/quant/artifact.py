@@ -1,14 +1,14 @@
 """The quantized artifact folder: quant_config.json + model.safetensors + tokenizer.json.
 
 quant_config.json says what the folder is (``kind``), its format version, the model config, every quantization
-knob, the calibration data's hash and the package version. model.safetensors holds the quantized model's state
-dict: int8 weights, float32 scales and small fp32 mixer tensors (A, D, dt_bias, biases), and the embeddings, norms
-and lm_head in fp16. The same inputs give byte-identical files (sorted JSON, no timestamps, safetensors' fixed order).
+knob, the calibration data's hash, the package version, the sha256 of every other file (``files``) and its own seal
+(``config_sha256``, :mod:`edge_quamba.integrity`); :func:`load_quantized_model` checks them all. model.safetensors
+holds the quantized model's state dict: int8 weights, float32 scales and small fp32 mixer tensors (A, D, dt_bias,
+biases), and the embeddings, norms and lm_head in fp16. The same inputs give byte-identical files (sorted JSON, no timestamps, safetensors' fixed order).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,12 +19,15 @@ from safetensors.torch import load_file, save_file
 
 from edge_quamba import __version__
 from edge_quamba.errors import CheckpointError, ConfigError
+from edge_quamba.folders import QUANTIZED
+from edge_quamba.integrity import file_sha256, seal, verify_listed_files
 from edge_quamba.models.config import MambaConfig, read_json
+from edge_quamba.models.loading import check_tensors, safetensors_header
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, QuantConfig, QuantMambaMixer, empty_quantized_model
 
-QUANT_KIND = "edge-quamba/quantized"
-QUANT_CONFIG = "quant_config.json"
+QUANT_KIND = QUANTIZED.kind
+QUANT_CONFIG = QUANTIZED.config_file
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
 ARTIFACT_FILES = (QUANT_CONFIG, WEIGHTS, TOKENIZER)
@@ -41,10 +44,6 @@ def artifact_state_dict(model: MambaLM) -> dict[str, torch.Tensor]:
     if model.config.tie_embeddings:
         state.pop("lm_head.weight")  # the same tensor as the embeddings
     return state
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibration: dict, source: dict,
@@ -64,38 +63,50 @@ def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibrati
         "source": source,
         "files": {WEIGHTS: file_sha256(folder / WEIGHTS), TOKENIZER: file_sha256(folder / TOKENIZER)},
     }
-    (folder / QUANT_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (folder / QUANT_CONFIG).write_text(json.dumps(seal(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def read_quant_config(folder: Path) -> tuple[MambaConfig, QuantConfig, dict]:
-    raw = read_json(folder / QUANT_CONFIG)
+    """(model config, quantization config, the whole quant_config.json); ConfigError names what is wrong. File
+    hashes are not checked here (:func:`verify_artifact`)."""
+    path = folder / QUANT_CONFIG
+    raw = read_json(path)
     if raw.get("kind") != QUANT_KIND:
-        raise ConfigError(f"{folder / QUANT_CONFIG}: kind is {raw.get('kind')!r}, expected {QUANT_KIND!r}")
+        raise ConfigError(f"{path}: kind is {raw.get('kind')!r}, expected {QUANT_KIND!r}")
     for key in ("model_config", "quantization"):
         if not isinstance(raw.get(key), dict):
-            raise ConfigError(f"{folder / QUANT_CONFIG} is missing the required key {key!r}")
-    return MambaConfig.from_dict(raw["model_config"]), QuantConfig.from_dict(raw["quantization"]), raw
+            raise ConfigError(f"{path} is missing the required key {key!r}")
+    config = MambaConfig.from_dict(raw["model_config"], str(path))
+    try:
+        qconfig = QuantConfig.from_dict(raw["quantization"])
+    except (TypeError, ValueError) as exc:  # a value of the wrong JSON type reached the dataclass
+        raise ConfigError(f"{path}: bad quantization config: {exc}") from None
+    return config, qconfig, raw
+
+
+def verify_artifact(folder: Path, raw: dict) -> None:
+    """quant_config.json's seal and the sha256 of every file it lists (hashed once per process)."""
+    verify_listed_files(folder, raw, folder / QUANT_CONFIG, QUANTIZED.remedy)
 
 
 def load_quantized_model(folder: Path) -> MambaLM:
-    """The quantized reference model stored in an artifact folder (float parts computed in float32)."""
-    config, qconfig, _ = read_quant_config(folder)
+    """The quantized reference model stored in an artifact folder (float parts computed in float32).
+
+    Order: quant_config.json's seal and file hashes, then the weights' header against the config (names, shapes,
+    dtypes), and only then the model is allocated and the tensors read."""
+    config, qconfig, raw = read_quant_config(folder)
+    verify_artifact(folder, raw)
+    weights = folder / WEIGHTS
+    check_tensors(safetensors_header(weights), lambda c: artifact_state_dict(empty_quantized_model(c, qconfig)),
+                  config, weights, QUANT_CONFIG, check_dtypes=True)
     try:
-        state = load_file(str(folder / WEIGHTS))
+        state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{folder / WEIGHTS} is not a readable safetensors file: {exc}") from None
-    model = empty_quantized_model(config, qconfig)
-    expected = artifact_state_dict(model)
-    if set(state) != set(expected):
-        diff = sorted(set(state) ^ set(expected))
-        raise CheckpointError(f"{folder / WEIGHTS} does not match quant_config.json (tensors differ: {diff[:3]})")
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from None
     for key, tensor in state.items():
-        want = expected[key]
-        if tensor.shape != want.shape or tensor.dtype != want.dtype:
-            raise CheckpointError(f"{folder / WEIGHTS}: {key} is {tensor.dtype}{tuple(tensor.shape)}, "
-                                  f"expected {want.dtype}{tuple(want.shape)}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{folder / WEIGHTS}: {key} holds NaN or Inf values")
+            raise CheckpointError(f"{weights}: {key} holds NaN or Inf values")
+    model = empty_quantized_model(config, qconfig)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
     return model
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
-from edge_quamba.atomic import atomic_output_dir
+from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError
-from edge_quamba.models.loading import load_fp_model, model_kind, resolve_model
+from edge_quamba.folders import FP, folder_kind
+from edge_quamba.models.loading import load_fp_model, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.artifact import file_sha256, write_artifact
 from edge_quamba.quant.calibrate import calibrate, load_calibration_data
@@ -26,22 +27,28 @@ def quantize_checkpoint(
     batch_size: int = 8,
     progress: bool = True,
 ) -> Path:
-    """Calibrate and quantize ``model`` (an fp checkpoint) into the artifact folder ``out``; returns ``out``."""
+    """Calibrate and quantize ``model`` (an fp checkpoint) into the artifact folder ``out``; returns ``out``.
+
+    ``out`` is checked first (:func:`edge_quamba.atomic.check_output_dir`), so a refused folder costs no
+    calibration."""
     path = resolve_model(model)
-    kind = model_kind(path)
-    if kind != "fp":
+    kind = folder_kind(path)
+    if kind != FP:
         raise InputError(f"--model {path} is a {kind} folder; quantize takes an fp checkpoint")
+    inputs = [("--model", path)]
+    check_output_dir(out, inputs)
     calib_file = Path(calib_data) if calib_data is not None else default_calibration_file()
     if not calib_file.is_file():
         raise InputError(f"--calib-data {calib_file}: no such file")
     fp_model = load_fp_model(path, dtype=torch.float32)
-    tok = load_tokenizer(path, tokenizer, eos_token_id=fp_model.config.eos_token_id)
+    tok = load_tokenizer(path, tokenizer, eos_token_id=fp_model.config.eos_token_id,
+                         model_vocab_size=fp_model.config.vocab_size)
     data = load_calibration_data(calib_file, tok, qconfig.calib_samples, qconfig.calib_seq_len)
     amaxes = calibrate(fp_model, data, qconfig, batch_size=batch_size, progress=progress)
     qmodel = quantize_model(fp_model, amaxes, qconfig)
     source = {"model": model if model is not None else "demo", "config_sha256": _config_hash(path)}
     out = Path(out)
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, inputs) as tmp:
         write_artifact(tmp, qmodel, qconfig, data.manifest(), source, Path(tok.source))
     return out
 

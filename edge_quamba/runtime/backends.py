@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from edge_quamba.errors import BackendUnavailableError
+from edge_quamba.folders import load_reference_model  # noqa: F401 (lives in folders; imported from here too)
 from edge_quamba.runtime import BACKENDS
 
 
@@ -47,20 +48,6 @@ class TorchReferenceBackend:
     def decode(self, token: int, states: Any) -> tuple[Tensor, Any]:
         logits, states = self.model.step(torch.tensor([token], dtype=torch.long), states)
         return logits[0].float(), states
-
-
-def load_reference_model(path: Path, kind: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The PyTorch model behind ``--backend ref`` for any folder kind (an export folder: the quantized artifact in
-    its ``quantized/``, the exact model its graph was validated against)."""
-    if kind == "fp":
-        from edge_quamba.models.loading import load_fp_model
-
-        return load_fp_model(path, dtype=dtype)
-    if kind in ("quantized", "export"):
-        from edge_quamba.quant.artifact import load_quantized_model
-
-        return load_quantized_model(path if kind == "quantized" else path / "quantized")
-    raise BackendUnavailableError(f"--backend ref cannot run a {kind} folder ({path})")
 
 
 def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.float32,

@@ -19,8 +19,7 @@ import torch
 
 from edge_quamba import __version__
 from edge_quamba.errors import InputError
-from edge_quamba.models.loading import load_config, model_kind, resolve_model
-from edge_quamba.models.tokenizer import load_tokenizer
+from edge_quamba.folders import load_model_tokenizer, open_model
 from edge_quamba.resources import default_evaluation_file
 from edge_quamba.runtime.backends import Backend, make_backend
 
@@ -73,14 +72,20 @@ def peak_memory_bytes(backend_name: str) -> int:
 
 
 def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128, new_tokens: int = 64,
-              repeats: int = 3, tokenizer: str | None = None, threads: int | None = None) -> dict:
-    """Median TTFT/TPOT over ``repeats`` timed runs after one warm-up; a JSON-ready report."""
+              repeats: int = 3, tokenizer: str | None = None, threads: int | None = None,
+              max_prompt_tokens: int = 4096) -> dict:
+    """Median TTFT/TPOT over ``repeats`` timed runs after one warm-up; a JSON-ready report.
+
+    max_prompt_tokens: the same cap as ``run``'s --max-prompt-tokens (a huge --prompt-len is refused at once instead
+    of tokenizing megabytes and allocating activations for it)."""
     if new_tokens < 2:
         raise InputError("--new-tokens must be >= 2 (TPOT needs at least one decode step)")
-    path = resolve_model(model)
-    kind = model_kind(path)
-    config = load_config(path)
-    tok = load_tokenizer(path, tokenizer, eos_token_id=config.eos_token_id)
+    if not 1 <= prompt_len <= max_prompt_tokens:
+        raise InputError(f"--prompt-len {prompt_len} must be between 1 and {max_prompt_tokens} "
+                         f"(--max-prompt-tokens)")
+    folder = open_model(model)
+    path, kind = folder.path, folder.kind
+    tok = load_model_tokenizer(folder, tokenizer)
     runner = make_backend(backend, path, kind, threads=threads)
     prompt = bench_prompt(tok, prompt_len)
     ttft, tpot = median_timings(runner, prompt, new_tokens, repeats)

@@ -14,7 +14,6 @@ option ``session.qdqisint8allowed = 1`` would fuse x_proj too but selects an s8 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -105,13 +104,6 @@ class OrtGraph:
         return values[0], new_states, dict(zip(self.output_names[1 + count:], values[1 + count:]))
 
 
-def check_file_hash(path: Path, expected: str | None) -> None:
-    """A model file that does not match the sha256 its export_config.json recorded is refused in one line."""
-    if expected is not None and hashlib.sha256(path.read_bytes()).hexdigest() != expected:
-        raise CheckpointError(f"{path} does not match the sha256 in export_config.json (changed or corrupt); "
-                              f"re-export the folder")
-
-
 class OrtBackend:
     """The Backend interface (prefill / decode, batch 1) over an export folder, plus ``forward`` for batches."""
 
@@ -119,12 +111,12 @@ class OrtBackend:
     device = torch.device("cpu")  # where callers put input ids (the CPU execution provider reads host memory)
 
     def __init__(self, folder: Path, threads: int | None = None):
-        from edge_quamba.onnx.folder import ORT_MODEL, onnx_file, read_export_config
+        from edge_quamba.onnx.folder import onnx_file, read_export_config, verify_export
 
         import_onnxruntime()
-        config, raw = read_export_config(folder)
+        config, _ = read_export_config(folder)
         path = onnx_file(folder, "ort")
-        check_file_hash(path, raw["files"].get(ORT_MODEL))
+        verify_export(folder)  # every listed file's sha256 (hashed once per process), model.onnx included
         self.graph = OrtGraph(path, config, threads)
 
     def forward(self, tokens: Tensor, states: dict[str, np.ndarray] | None = None

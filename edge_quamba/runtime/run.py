@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from edge_quamba.models.loading import load_config, model_kind, resolve_model
-from edge_quamba.models.tokenizer import load_tokenizer
+from edge_quamba.folders import load_model_tokenizer, open_model
 from edge_quamba.runtime.backends import make_backend
 from edge_quamba.runtime.generate import GenerationResult, encode_prompt, generate
 from edge_quamba.runtime.sampling import SamplingConfig
@@ -24,10 +23,8 @@ def run_prompt(
     threads: int | None = None,
 ) -> GenerationResult:
     """Generate a continuation of ``prompt``; ``emit`` receives text pieces as they are decoded."""
-    path = resolve_model(model)
-    kind = model_kind(path)
-    config = load_config(path)
-    tok = load_tokenizer(path, tokenizer, eos_token_id=config.eos_token_id)
+    folder = open_model(model)
+    tok = load_model_tokenizer(folder, tokenizer)
     prompt_ids = encode_prompt(tok, prompt, max_prompt_tokens)
-    runner = make_backend(backend, path, kind, threads=threads)
+    runner = make_backend(backend, folder.path, folder.kind, threads=threads)
     return generate(runner, tok, prompt_ids, max_new_tokens, sampling, emit=emit)

@@ -23,7 +23,6 @@ conv_state_out.i, ...); the backend ping-pongs two sets of buffers, so no plugin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -53,14 +52,6 @@ def import_tensorrt():
         raise BackendUnavailableError(f"TensorRT {tensorrt.__version__} is too old: edge-quamba needs >= "
                                       f"{'.'.join(map(str, MIN_TENSORRT))} (JetPack 6.1+)")
     return tensorrt
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _Logger:
@@ -99,13 +90,15 @@ def build_engine(*, model: str | None, out: str, plugins: str | None, max_prompt
                  workspace_mib: int = 1024) -> Path:
     """Build ``out`` (an engine folder) from the export folder ``model``; see the module docstring."""
     from edge_quamba.atomic import atomic_output_dir
-    from edge_quamba.models.loading import model_kind, resolve_model
+    from edge_quamba.integrity import file_sha256 as sha256, seal
+    from edge_quamba.folders import folder_kind
+    from edge_quamba.models.loading import resolve_model
     from edge_quamba.onnx import INPUT_IDS, state_names
     from edge_quamba.onnx.folder import onnx_file, read_export_config
 
     trt = import_tensorrt()
     source = resolve_model(model)
-    if model_kind(source) != "export":
+    if folder_kind(source) != "export":
         raise InputError(f"--model {source} is not an export folder: make one with "
                          f"`edge-quamba export --model {source} --out DIR --target tensorrt`")
     if plugins is None:
@@ -141,7 +134,7 @@ def build_engine(*, model: str | None, out: str, plugins: str | None, max_prompt
         raise CheckpointError(f"TensorRT could not build an engine from {graph}: {log.first_error()}")
 
     target = Path(out)
-    with atomic_output_dir(target) as tmp:
+    with atomic_output_dir(target, [("--model", source), ("--plugins", Path(plugins))]) as tmp:
         (tmp / ENGINE_FILE).write_bytes(bytes(plan))
         shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
         engine_config = {
@@ -155,7 +148,7 @@ def build_engine(*, model: str | None, out: str, plugins: str | None, max_prompt
             "strongly_typed": True, "batch": 1,
             "files": {ENGINE_FILE: sha256(tmp / ENGINE_FILE), "tokenizer.json": sha256(tmp / "tokenizer.json")},
         }
-        (tmp / ENGINE_CONFIG).write_text(json.dumps(engine_config, indent=2, sort_keys=True) + "\n",
+        (tmp / ENGINE_CONFIG).write_text(json.dumps(seal(engine_config), indent=2, sort_keys=True) + "\n",
                                          encoding="utf-8")
     return target
 

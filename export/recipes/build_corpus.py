@@ -11,9 +11,9 @@ then to evaluation likewise; every remaining document is train. No document is i
 
 Outputs (byte-identical on every rerun with the same package version):
 
-* ``edge_quamba/assets/calib_data/calibration.txt``  (shipped)
-* ``edge_quamba/assets/calib_data/evaluation.txt``   (shipped)
-* ``edge_quamba/assets/calib_data/manifest.json``    (shipped: source, licence, hashes, sizes, split method)
+* ``calib_data/calibration.txt``  (shipped)
+* ``calib_data/evaluation.txt``   (shipped)
+* ``calib_data/manifest.json``    (shipped: source, licence, hashes, sizes, split method)
 * ``.train_data/train.txt``                          (git-ignored; tokenizer and model training only)
 
 Usage::
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--package", default="python3.11-doc", help="Debian package (for version and licence)")
     parser.add_argument("--html-root", type=Path, default=Path("/usr/share/doc/python3.11/html"))
-    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "edge_quamba/assets/calib_data")
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "calib_data")
     parser.add_argument("--train-out", type=Path, default=REPO_ROOT / ".train_data/train.txt")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--calibration-bytes", type=_size_pair, default=(700_000, 1_000_000), metavar="TARGET,MAX")

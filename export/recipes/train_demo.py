@@ -344,7 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO_ROOT / "edge_quamba/assets/demo_model")
     p.add_argument("--tokenizer", type=Path, default=REPO_ROOT / "edge_quamba/assets/demo_model/tokenizer.json")
     p.add_argument("--train-text", type=Path, default=REPO_ROOT / ".train_data/train.txt")
-    p.add_argument("--eval-text", type=Path, default=REPO_ROOT / "edge_quamba/assets/calib_data/evaluation.txt")
+    p.add_argument("--eval-text", type=Path, default=REPO_ROOT / "calib_data/evaluation.txt")
     p.add_argument("--hidden-size", type=int, default=384)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=512)
