@@ -84,7 +84,7 @@ def folder_kind(path: Path) -> str:
 
 def verify_output(path: Path, kind: OutputKind, raw: dict) -> None:
     """The seal of ``raw`` and the sha256 of every file it lists (an export's quantized/ included)."""
-    verify_listed_files(path, raw, path / kind.config_file, f"{kind.remedy}")
+    verify_listed_files(path, raw, path / kind.config_file, kind.remedy)
 
 
 def output_model_config(path: Path, kind: OutputKind, raw: dict) -> MambaConfig:
