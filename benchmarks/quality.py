@@ -79,6 +79,10 @@ def perplexity(model, windows) -> float:
 def main() -> None:
     args = parse_args()
     started = time.time()
+    if args.device.startswith("cuda"):  # the quantized models' ops then run as our CUDA kernels (edge_quamba.ops)
+        from edge_quamba.ops import cuda_ops
+
+        cuda_ops.register_cuda_kernels()
     path = resolve_model(args.model)
     fp32 = load_fp_model(path, torch.float32).to(args.device)
     tok = load_tokenizer(path, eos_token_id=fp32.config.eos_token_id)
@@ -104,7 +108,8 @@ def main() -> None:
         "date": date.today().isoformat(), "seconds": round(time.time() - started, 1),
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "torch": torch.__version__, "edge_quamba": __version__,
-                    "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"},
+                    "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
+                    "int8_ops": "edge_quamba CUDA kernels" if args.device.startswith("cuda") else "CPU references"},
         "model": str(path), "eval_data": args.eval_data, "eval_tokens": len(ids), "windows": int(windows.shape[0]),
         "seq_len": args.seq_len, "calibration": calib.manifest(),
         "perplexity": rows,
