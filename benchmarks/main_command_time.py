@@ -52,7 +52,8 @@ def time_command(command: str, cwd: Path) -> dict:
     if proc.returncode != 0:
         sys.exit(f"{command} failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"command": command, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+    return {"command": command, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "stdout": proc.stdout.splitlines()}
 
 
 def main() -> None:
