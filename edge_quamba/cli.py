@@ -13,6 +13,7 @@ import click
 
 from edge_quamba import __version__
 from edge_quamba.onnx.folder import TARGETS
+from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, SITE_NAMES
 from edge_quamba.runtime import BACKENDS, SEED_MAX
 
 MODEL_HELP = (
@@ -129,16 +130,6 @@ def eval_(model, data, seq_len, max_tokens, batch_size, backend, tokenizer, thre
         )
 
 
-def not_implemented(name: str, summary: str):
-    """A command of the contract whose implementation has not landed yet: it says so and exits non-zero."""
-
-    def command(**_):
-        raise click.ClickException(f"`edge-quamba {name}` is not implemented yet")
-
-    command.__doc__ = f"{summary} (not implemented yet)."
-    return command
-
-
 CALIBRATION_OPTIONS = (
     click.option("--calib-data", type=click.Path(exists=True, dir_okay=False), default=None,
                  help="Calibration text (.txt, or .jsonl with a \"text\" field). Default: the shipped calibration "
@@ -150,10 +141,10 @@ CALIBRATION_OPTIONS = (
     click.option("--percentile", type=click.FloatRange(0, 1, min_open=True), default=0.99999, show_default=True,
                  help="Quantile of |u| (the selective-scan input) used as its clipping amax, as a fraction."),
     click.option("--no-percentile", is_flag=True, help="Ablation: abs-max (min-max) scales everywhere."),
-    click.option("--percentile-on", default="u", show_default=True, metavar="NAMES",
-                 help="Comma-separated activations clipped at --percentile, from in_proj_input, xz, u, dbc, dt, "
-                 "out_proj_input. The paper clips u only; in_proj_input,u,out_proj_input measured better on the "
-                 "demo model (README, benchmarks/results/quality.json)."),
+    click.option("--percentile-on", default=",".join(DEFAULT_PERCENTILE_SITES), show_default=True, metavar="NAMES",
+                 help=f"Comma-separated quantization sites clipped at --percentile, from {', '.join(SITE_NAMES)}. "
+                 "The paper clips u only; in_proj_input,u,out_proj_input measured better on the demo model "
+                 "(README, benchmarks/results/quality.json)."),
     click.option("--no-hadamard", is_flag=True,
                  help="Ablation: quantize the out_proj input without the Hadamard rotation."),
     click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
