@@ -1,21 +1,14 @@
 """The quantized reference model (Quamba W8A8): integer arithmetic emulated exactly, prefill and step.
 
-It is the fp :class:`MambaLM` with every mixer swapped for a :class:`QuantMambaMixer` (gpt-fast's "swap modules at
-load"); embeddings, norms, the residual stream and lm_head stay floating point (stored fp16, computed in float32).
+It is the fp :class:`MambaLM` with every block swapped for a :class:`QuantResidualBlock` (gpt-fast's "swap modules at
+load"); embeddings, norm weights, the residual stream and lm_head stay floating point (stored fp16, computed in
+float32).
 
-What is quantized, and why (Quamba, arXiv 2410.13229, and the official code's data flow):
-    norm output      -> int8 at ``in_proj_input_scale`` (static, abs-max)
-    in_proj          int8 x int8 GEMM; its output x|z -> int8 at ONE scale ``xz_scale`` (one requantize epilogue)
-    conv1d           int8 x, int8 weight, fp32 bias and accumulate, SiLU -> int8 u at ``u_scale``: this is the
-                     selective-scan input, the tensor Quamba clips at a percentile (outliers here are rare but large)
-    x_proj           int8 GEMM; its output Δ_r|B|C -> int8 at ONE scale ``dbc_scale``
-    dt_proj          int8 GEMM without its bias -> int8 Δ at ``dt_scale``; the bias is added inside the scan in fp32
-                     (folding it keeps the GEMM output a pure int32 * scale)
-    selective scan   int8 u, Δ, B, C, z in; fp32 state and arithmetic; y = scan * silu(z) in fp32
-    Hadamard         y -> H y (orthonormal) -> int8 at ``out_proj_input_scale``, calibrated AFTER the transform; the
-                     out_proj weight is rotated offline (W Hᵀ) so that out_proj(H y) = W y. Without Hadamard, y is
-                     quantized directly (its outlier channels then dominate the per-tensor scale).
-    out_proj         int8 GEMM with the rotated weight -> float32, added to the residual stream.
+What is quantized, at which scale and in which order is written once: the sites in :mod:`edge_quamba.quant.sites`,
+the data flow in :func:`edge_quamba.quant.flow.mamba1_mixer_flow` (Quamba, arXiv 2410.13229, and the official
+code's data flow). This module holds the weights and scales the flow reads, and :class:`QuantOps`, the flow's int8
+ops. The out_proj weight is rotated offline (W Hᵀ) so that out_proj(H y) = W y; dt_proj's bias is kept apart and
+added inside the scan in float32 (so that the GEMM output stays a pure int32 * scale).
 A_log, D and dt_bias stay float32 (d_in * (n + 2) numbers, about 0.1% of the weights): A is stored as the float32
 value -exp(A_log) so that every backend uses the identical A rather than recomputing exp. All weights are per-tensor
 int8 (``quantize_weight_per_tensor``); all activation scales are static per-tensor.
