@@ -13,7 +13,7 @@ export EDGE_QUAMBA_CUDA_BUILD_DIR=/tmp/eq_cuda_ext
 t0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - t0 )); }
 left() { echo $(( DEADLINE - $(date +%s) + t0 )); }
-{ date -u; git log -1 --format='commit %H' 2>/dev/null || true
+{ date -u
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -1
   python3 -c "import torch; print('torch', torch.__version__)"; } > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
