@@ -24,6 +24,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edge_quamba.runtime.bench import cpu_name
+
 RESULTS = Path(__file__).parent / "results"
 MAIN_JOB = (
     "edge-quamba export --out demo-export",
@@ -31,13 +33,6 @@ MAIN_JOB = (
     "--temperature 0",
 )
 """The README's main job after its two pip installs (tests/test_readme.py holds the README to it)."""
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def time_command(command: str, cwd: Path) -> dict:
@@ -65,7 +60,7 @@ def main() -> None:
         steps = [time_command(command, Path(scratch)) for command in MAIN_JOB]
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "steps": steps,
