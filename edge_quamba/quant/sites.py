@@ -4,13 +4,13 @@ taps, the ONNX lowering, validation and the CLI help all read.
 A *site* is one static per-tensor int8 scale and the tensor(s) quantized at it. The data flow that uses the sites
 is written once, in :func:`edge_quamba.quant.flow.mamba1_mixer_flow`; this table says what each site holds:
 
-    site             codes (graph tensors)        made by                      read by
-    in_proj_input    in_proj.input_q              quantize(norm output)        in_proj
-    xz               x_q | z_q  (one tensor xz_q) quantize(in_proj output)     conv1d (x), scan gate (z)
-    u                u_q                          Int8CausalConv1d             x_proj, scan
-    dbc              dt_r_q | B_q | C_q (dbc_q)   quantize(x_proj output)      dt_proj (Δ_r), scan (B, C)
-    dt               dt_q                         quantize(dt_proj output)     scan (dt_bias added inside)
-    out_proj_input   y_q                          HadamardQuantize (or quantize without Hadamard)    out_proj
+    site             codes (graph tensors)        made by                                      read by
+    in_proj_input    in_proj.input_q              rms_norm_quantize (the block's pre-norm)     in_proj
+    xz               x_q | z_q  (one tensor xz_q) int8_linear_quantize (in_proj)               conv1d (x), scan gate (z)
+    u                u_q                          Int8CausalConv1d                             x_proj, scan
+    dbc              dt_r_q | B_q | C_q (dbc_q)   int8_linear_quantize (x_proj)                dt_proj (Δ_r), scan (B, C)
+    dt               dt_q                         int8_linear_quantize (dt_proj, no bias)      scan (dt_bias added inside)
+    out_proj_input   y_q                          HadamardQuantize (quantize without Hadamard) out_proj
 
 The scale of a site is stored as the buffer ``<site>_scale`` of :class:`edge_quamba.quant.qmodel.QuantMambaMixer`.
 A site whose codes the graph splits (x|z, Δ_r|B|C) lists its ``pieces``: the graph quantizes each piece at the
