@@ -327,7 +327,7 @@ def test_export_config_records_what_the_folder_is(exported):
 
     out, _ = exported
     config = json.loads((out / "export_config.json").read_text())
-    assert config["kind"] == "edge-quamba/export" and config["format_version"] == 1
+    assert config["kind"] == "edge-quamba/export" and config["format_version"] == 2
     assert config["targets"] == ["ort", "tensorrt"]
     assert config["onnx"]["opset"] == 17 and config["onnx"]["tensorrt_tested"] is False
     assert config["validation"]["ort"]["passed"] is True and config["validation"]["tensorrt"]["passed"] is True

@@ -23,7 +23,8 @@ from edge_quamba.integrity import seal, verify_listed_files
 from edge_quamba.models.config import MambaConfig, read_json
 
 EXPORT_KIND = EXPORT.kind
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2
+"""2: model.trt.onnx returns last_logits (b, v) float16; validation is recorded per flavour."""
 EXPORT_CONFIG = EXPORT.config_file
 ORT_MODEL = "model.onnx"
 TRT_MODEL = "model.trt.onnx"
