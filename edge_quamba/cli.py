@@ -12,7 +12,7 @@ import sys
 import click
 
 from edge_quamba import __version__
-from edge_quamba.onnx.folder import TARGETS
+from edge_quamba.onnx import TARGETS
 from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, SITE_NAMES
 from edge_quamba.runtime import BACKENDS, SEED_MAX
 

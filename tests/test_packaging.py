@@ -151,3 +151,13 @@ def test_calibration_set_bad_input_is_one_line(tmp_path, monkeypatch, case):
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("make_calibration_set: error:")
     if case == "foreign out":
         assert (out / "mine.txt").read_text() == "keep"
+
+
+def test_cli_module_imports_no_torch():
+    """`edge-quamba --help` must be instant: the CLI module imports torch only inside the commands that need it."""
+    import subprocess
+    import sys
+
+    code = "import sys, edge_quamba.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

@@ -18,6 +18,10 @@ IR_VERSION = 8
 
 INPUT_IDS, LOGITS = "input_ids", "logits"
 LAST_LOGITS = "last_logits"
+
+TARGETS = ("ort", "tensorrt", "all")
+"""Values of ``export --target`` (all: both graphs). Here, in this import-light module, so that the CLI's --help
+needs no torch."""
 """The TensorRT flavour's first output: logits of the last position only, (b, v) float16."""
 
 

@@ -30,9 +30,9 @@ from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError, ValidationError
 from edge_quamba.folders import FP, open_model
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
+from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, TARGETS, state_names
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
-                                     TARGETS, TRT_MODEL, write_export_config)
+                                     TRT_MODEL, write_export_config)
 from edge_quamba.onnx.lower import FLAVOURS, lower_model
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.validate import ValidationReport, check_graph, validate_on_ort

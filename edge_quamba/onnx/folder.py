@@ -31,8 +31,6 @@ TRT_MODEL = "model.trt.onnx"
 QUANTIZED_DIR = "quantized"
 TARGET_FILES = {"ort": ORT_MODEL, "tensorrt": TRT_MODEL}
 """ONNX file written for each --target."""
-TARGETS = ("ort", "tensorrt", "all")
-"""Values of --target (all: both files)."""
 
 
 def write_export_config(folder: Path, config: dict) -> Path:
