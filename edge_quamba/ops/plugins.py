@@ -118,7 +118,7 @@ def plugin_spec_header(specs: dict[str, OpSpec] = SPECS) -> str:
         "#pragma once", "", "#include <NvInferRuntime.h>", "", "#include <cstdint>", "",
         "namespace edge_quamba", "{", "namespace trt", "{", "namespace spec", "{", "",
         "//! Shape symbols of the specs (glossary: edge_quamba.models.mamba).",
-        f"constexpr int32_t kNO_SYM = -1;",
+        "constexpr int32_t kNO_SYM = -1;",
         *[f"constexpr int32_t {sym[s]} = {i};" for i, s in enumerate(symbols)],
         f"constexpr int32_t kNB_SYMBOLS = {len(symbols)};",
         f"constexpr char const* kSYMBOL_NAMES[kNB_SYMBOLS] = {_cpp_strings(symbols)};",
