@@ -238,13 +238,20 @@ def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
     def generate(n: int) -> float:
         return timed(lambda: model.generate(ids, max_length=len(prompt) + n, cg=True, top_k=1))
 
-    generate(new_tokens)  # warm-up: captures the decode graph for this max_length
-    ttft = statistics.median(generate(1) for _ in range(repeats))
-    total = statistics.median(generate(new_tokens) for _ in range(repeats))
-    result = row(shape, impl, ttft, (total - ttft) / (new_tokens - 1), torch.cuda.max_memory_allocated(),
-                 weight_bytes_fp16_model(model), copy_bw)
+    result = generate_row(generate, shape, impl, weight_bytes_fp16_model(model), new_tokens, repeats, copy_bw)
     del model
     return result
+
+
+def generate_row(generate, shape, impl, weight_bytes, new_tokens, repeats, copy_bw) -> dict:
+    """A baseline's row from ``generate(n)`` (seconds to generate n tokens after the prompt): one warm-up run (for
+    mamba_ssm it also captures the decode graph for this length), TTFT = median of 1-token runs, TPOT = the median
+    full run minus TTFT over the remaining tokens."""
+    generate(new_tokens)
+    ttft = statistics.median(generate(1) for _ in range(repeats))
+    total = statistics.median(generate(new_tokens) for _ in range(repeats))
+    return row(shape, impl, ttft, (total - ttft) / (new_tokens - 1), torch.cuda.max_memory_allocated(), weight_bytes,
+               copy_bw)
 
 
 def bench_transformers(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
@@ -270,11 +277,7 @@ def bench_transformers(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dic
             return timed(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
                                                 min_new_tokens=n, do_sample=False, pad_token_id=0))
 
-    generate(new_tokens)  # warm-up
-    ttft = statistics.median(generate(1) for _ in range(repeats))
-    total = statistics.median(generate(new_tokens) for _ in range(repeats))
-    result = row(shape, impl, ttft, (total - ttft) / (new_tokens - 1), torch.cuda.max_memory_allocated(),
-                 weight_bytes_fp16_model(model), copy_bw)
+    result = generate_row(generate, shape, impl, weight_bytes_fp16_model(model), new_tokens, repeats, copy_bw)
     del model
     return result
 

@@ -9,7 +9,6 @@ give bit-identical scales on one machine and thread count.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from edge_quamba.errors import InputError
+from edge_quamba.integrity import file_sha256
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.quant.flow import float_flow
@@ -77,7 +77,7 @@ def load_calibration_data(path: Path, tokenizer: TextTokenizer, samples: int, se
             f"(lower --calib-samples or --calib-seq-len)"
         )
     tokens = torch.tensor(ids[:needed], dtype=torch.long).view(samples, seq_len)
-    return CalibrationData(tokens=tokens, source=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    return CalibrationData(tokens=tokens, source=str(path), sha256=file_sha256(path))
 
 
 class SiteObservers:
