@@ -46,8 +46,9 @@ MARKER = ".edge-quamba-partial"
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EBUSY, errno.ETXTBSY, errno.EACCES,
                 errno.EPERM, errno.EXDEV}
 """OSError codes that mean "this place cannot be written", reported in one line instead of a traceback."""
-SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-"""Signals that remove the temporary folder before the process ends (SIGINT already raises KeyboardInterrupt)."""
+SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+"""Signals that remove the temporary folder before the process ends. SIGINT too: left to Python's KeyboardInterrupt,
+an interrupted export sometimes ended killed by SIGINT (exit -2) after its clean-up message, where it must exit 130."""
 
 
 def check_output_dir(out: str | Path, inputs: Iterable[tuple[str, str | Path]] = (), option: str = "--out") -> Path:
