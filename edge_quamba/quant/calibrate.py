@@ -3,13 +3,15 @@
 The fp model runs its mixers through the one data flow (:func:`edge_quamba.quant.flow.float_flow`), whose
 ``quantize`` calls observe the float value at each site of :mod:`edge_quamba.quant.sites` (the out_proj input after
 the Hadamard transform when it is on). Scales come from the fp activations (static post-training quantization, as
-in the official code). Batches are fixed-length windows of the tokenized text in file order, so the same inputs
-give bit-identical scales on one machine and thread count.
+in the official code). Batches are fixed-length windows of the tokenized text: in file order by default, or at
+start offsets drawn with a seed (``QuantConfig.calib_seed``, to measure the spread over calibration draws). The same
+windows in the same order give bit-identical scales on one machine (README "Determinism" says what was measured).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,15 +31,30 @@ from edge_quamba.quant.sites import SITE_NAMES
 
 @dataclass(frozen=True)
 class CalibrationData:
-    """Token windows for calibration and where they came from. tokens: (samples, seq_len) int64."""
+    """Token windows for calibration and where they came from. tokens: (samples, seq_len) int64.
+
+    seed: None for the first windows in file order; else the seed that drew ``offsets`` (each window's first token's
+    index in the tokenized text, in calibration order)."""
 
     tokens: Tensor
     source: str
     sha256: str
+    seed: int | None = None
+    offsets: tuple[int, ...] = ()
 
     def manifest(self) -> dict:
-        return {"file": Path(self.source).name, "sha256": self.sha256, "samples": int(self.tokens.shape[0]),
-                "seq_len": int(self.tokens.shape[1])}
+        manifest = {"file": Path(self.source).name, "sha256": self.sha256, "samples": int(self.tokens.shape[0]),
+                    "seq_len": int(self.tokens.shape[1])}
+        if self.seed is not None:  # file-order manifests stay as they were (same artifact bytes as before)
+            manifest.update(seed=self.seed, window_offsets=list(self.offsets))
+        return manifest
+
+
+def draw_offsets(total: int, samples: int, seq_len: int, seed: int) -> list[int]:
+    """``samples`` window start offsets in [0, total - seq_len], drawn independently (windows may overlap) with
+    Python's ``random.Random(seed)``, whose sequence for an int seed is fixed across platforms and versions."""
+    rng = random.Random(seed)
+    return [rng.randrange(total - seq_len + 1) for _ in range(samples)]
 
 
 def read_calibration_texts(path: Path) -> list[str]:
@@ -62,8 +79,10 @@ def read_calibration_texts(path: Path) -> list[str]:
     return texts
 
 
-def load_calibration_data(path: Path, tokenizer: TextTokenizer, samples: int, seq_len: int) -> CalibrationData:
-    """The first ``samples`` windows of ``seq_len`` tokens of the file (documents joined by EOS)."""
+def load_calibration_data(path: Path, tokenizer: TextTokenizer, samples: int, seq_len: int,
+                          seed: int | None = None) -> CalibrationData:
+    """``samples`` windows of ``seq_len`` tokens of the file (documents joined by EOS): the first ones in file order
+    (seed None), or at offsets drawn with ``seed`` (:func:`draw_offsets`)."""
     texts = read_calibration_texts(path)
     ids: list[int] = []
     for text in texts:
@@ -76,8 +95,13 @@ def load_calibration_data(path: Path, tokenizer: TextTokenizer, samples: int, se
             f"calibration data {path} has {len(ids)} tokens; {samples} samples of {seq_len} need {needed} "
             f"(lower --calib-samples or --calib-seq-len)"
         )
-    tokens = torch.tensor(ids[:needed], dtype=torch.long).view(samples, seq_len)
-    return CalibrationData(tokens=tokens, source=str(path), sha256=file_sha256(path))
+    if seed is None:
+        tokens = torch.tensor(ids[:needed], dtype=torch.long).view(samples, seq_len)
+        return CalibrationData(tokens=tokens, source=str(path), sha256=file_sha256(path))
+    offsets = draw_offsets(len(ids), samples, seq_len, seed)
+    tokens = torch.tensor([ids[o:o + seq_len] for o in offsets], dtype=torch.long)  # (samples, seq_len)
+    return CalibrationData(tokens=tokens, source=str(path), sha256=file_sha256(path), seed=seed,
+                           offsets=tuple(offsets))
 
 
 class SiteObservers:
