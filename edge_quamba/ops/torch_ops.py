@@ -32,8 +32,17 @@ from torch import Tensor
 from edge_quamba.quant import primitives, qops
 
 
+REFERENCES: dict[str, object] = {}
+"""Every op's reference implementation (the plain Python function), by op name; device-agnostic torch code, which
+:mod:`edge_quamba.ops.reference_cuda` registers for CUDA tensors on explicit request."""
+
+
 def _op(name: str):
-    return torch.library.custom_op(f"edge_quamba::{name}", mutates_args=(), device_types="cpu")
+    def define(fn):
+        REFERENCES[name] = fn
+        return torch.library.custom_op(f"edge_quamba::{name}", mutates_args=(), device_types="cpu")(fn)
+
+    return define
 
 
 @_op("quantize")
