@@ -20,8 +20,9 @@ Variants are data (:data:`VARIANTS`: name -> QuantConfig keyword arguments), all
 Each quantized variant is calibrated once per --seeds entry (calibration windows drawn with that seed, "file" for
 the first windows in file order); the table reports the mean over seeds and half the min-max range (+-). Variants
 that share a Hadamard setting are calibrated from ONE pass over the data per seed (every observer statistic any of
-them needs is kept side by side; the amaxes equal separate passes'). JSON is rewritten after every variant, so
---deadline-seconds (or a kill) leaves what was measured.
+them needs is kept side by side; the amaxes equal separate passes'); all seeds are calibrated first, then each
+variant runs all its seeds. JSON is rewritten after every run, so --deadline-seconds (or a kill) leaves what was
+measured, whole variants first.
 
     python benchmarks/quality.py                                   # the demo model, shipped eval/calibration splits
     python benchmarks/quality.py --max-eval-tokens 40000 --variants fp32,fp16,"w8a8 naive","w8a8 quamba"
@@ -167,21 +168,26 @@ class Report:
 
     def variant(self, name: str, runs: dict, config: dict | None) -> None:
         """runs: seed label -> {"perplexity": {seq_len: ppl}, optional "last_word": {...}}."""
-        fp16 = self.data["variants"].get("fp16")
-        entry = {"config": config, "runs": runs, "perplexity": {}, "vs_fp16_percent": {}}
-        for seq_len in map(str, self.args.seq_lens):
-            values = [run["perplexity"][seq_len] for run in runs.values()]
-            entry["perplexity"][seq_len] = summary(values)
-            if fp16 is not None:
-                base = fp16["perplexity"][seq_len]["mean"]
-                entry["vs_fp16_percent"][seq_len] = summary([100 * (v / base - 1) for v in values])
-        accs = [run["last_word"]["acc"] for run in runs.values() if "last_word" in run]
-        if accs:
-            entry["last_word_acc"] = summary(accs)
-        self.data["variants"][name] = entry
+        self.data["variants"][name] = {"config": config, "runs": runs}
         self.write()
 
+    def summarize(self, entry: dict) -> None:
+        """Mean and spread over seeds of each perplexity, its change vs fp16 and the last-word accuracy."""
+        fp16 = self.data["variants"].get("fp16")
+        entry["perplexity"], entry["vs_fp16_percent"] = {}, {}
+        for seq_len in map(str, self.args.seq_lens):
+            values = [run["perplexity"][seq_len] for run in entry["runs"].values()]
+            entry["perplexity"][seq_len] = summary(values)
+            if fp16 is not None:
+                base = fp16["runs"]["-"]["perplexity"][seq_len]
+                entry["vs_fp16_percent"][seq_len] = summary([100 * (v / base - 1) for v in values])
+        accs = [run["last_word"]["acc"] for run in entry["runs"].values() if "last_word" in run]
+        if accs:
+            entry["last_word_acc"] = summary(accs)
+
     def write(self) -> None:
+        for entry in self.data["variants"].values():
+            self.summarize(entry)
         self.data["seconds"] = round(time.time() - self.started, 1)
         out = Path(self.args.out_prefix).with_suffix(".json")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -248,32 +254,35 @@ def main() -> None:
         del model
 
     quantized = [name for name in args.variants if name in VARIANTS]
-    runs: dict[str, dict] = {name: {} for name in quantized}
-    for seed in args.seeds:
+    amaxes: dict[tuple[str, str], list] = {}  # (variant, seed label) -> per-layer amaxes
+    for seed in args.seeds:  # all calibration first (small), so that each variant then runs all its seeds
         label = "file" if seed is None else str(seed)
         calib = load_calibration_data(Path(args.calib_data), tok, args.calib_samples, args.calib_seq_len, seed)
         report.data["calibration"].setdefault("windows", {})[label] = {
             k: v for k, v in calib.manifest().items() if k in ("seed", "window_offsets")}
         for hadamard in (False, True):
             group = [n for n in quantized if args.configs[n][seed].hadamard == hadamard]
-            if not group or past_deadline():
+            if group:
+                shared = calibrate_many(fp32, calib, [args.configs[n][seed] for n in group], progress=False)
+                amaxes.update({(name, label): amax for name, amax in zip(group, shared, strict=True)})
+        print(f"[{time.time() - started:6.0f} s] calibrated seed {label}", file=sys.stderr, flush=True)
+    for name in quantized:
+        runs: dict[str, dict] = {}
+        for seed in args.seeds:
+            label = "file" if seed is None else str(seed)
+            if past_deadline():
+                report.data["skipped"].append(f"{name} seed {label}")
                 continue
-            amaxes = calibrate_many(fp32, calib, [args.configs[n][seed] for n in group], progress=False)
-            for name, amax in zip(group, amaxes, strict=True):
-                if past_deadline():
-                    report.data["skipped"].append(f"{name} seed {label}")
-                    continue
-                qconfig = args.configs[name][seed]
-                qmodel = quantize_model(fp32, amax, qconfig).to(device)
-                run = {"perplexity": {n: perplexity(qmodel, w, args.batch_tokens) for n, w in windows.items()}}
-                if name in args.last_word_variants:
-                    run["last_word"] = last_word(qmodel, tok, task, task_manager)
-                if name not in report.data["sqnr_db"]:  # the first seed's per-layer SQNR
-                    report.data["sqnr_db"][name] = layer_sqnr(fp32, qmodel, sqnr_tokens)
-                runs[name][label] = run
-                report.variant(name, runs[name], VARIANTS[name])
-                log(report, f"{name} seed {label}", run)
-                del qmodel
+            qmodel = quantize_model(fp32, amaxes[(name, label)], args.configs[name][seed]).to(device)
+            run = {"perplexity": {n: perplexity(qmodel, w, args.batch_tokens) for n, w in windows.items()}}
+            if name in args.last_word_variants:
+                run["last_word"] = last_word(qmodel, tok, task, task_manager)
+            if name not in report.data["sqnr_db"]:  # the first seed's per-layer SQNR
+                report.data["sqnr_db"][name] = layer_sqnr(fp32, qmodel, sqnr_tokens)
+            runs[label] = run
+            report.variant(name, runs, VARIANTS[name])
+            log(report, f"{name} seed {label}", run)
+            del qmodel
     report.data["complete"] = not report.data["skipped"]
     report.write()
     print_table(report.data)
