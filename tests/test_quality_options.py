@@ -255,3 +255,32 @@ def test_artifact_bytes_do_not_depend_on_thread_count(tmp_path, checkpoint):
                             for f in ("model.safetensors", "quant_config.json")])
         print(seed, digests)
         assert digests[0] == digests[1]
+
+
+def test_quality_script_end_to_end(tmp_path, checkpoint):
+    """benchmarks/quality.py on a tiny model: every selected variant with both seeds, both window lengths, the
+    last-word task through lm-eval, and the JSON's summaries agreeing with its runs; an unknown variant is one error."""
+    model_dir, text = checkpoint
+    script = Path(__file__).parents[1] / "benchmarks" / "quality.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    args = [sys.executable, str(script), "--model", str(model_dir), "--eval-data", str(text), "--calib-data", str(text),
+            "--calib-samples", "2", "--calib-seq-len", "32", "--seq-lens", "32,64", "--max-eval-tokens", "256",
+            "--sqnr-windows", "1", "--last-word-examples", "5", "--out-prefix", str(tmp_path / "q")]
+    proc = subprocess.run([*args, "--variants", "fp16,w8a8 naive,quamba per-channel w",
+                           "--last-word-variants", "quamba per-channel w"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    print(proc.stdout, proc.stderr[-3000:])
+    assert proc.returncode == 0
+    data = json.loads((tmp_path / "q.json").read_text())
+    assert data["complete"] and list(data["variants"]) == ["fp16", "w8a8 naive", "quamba per-channel w"]
+    assert (tmp_path / "q.png").stat().st_size > 0
+    entry = data["variants"]["quamba per-channel w"]
+    assert sorted(entry["runs"]) == ["0", "1"] and entry["last_word_acc"]["n"] == 2
+    fp16 = data["variants"]["fp16"]["runs"]["-"]["perplexity"]["64"]
+    values = [run["perplexity"]["64"] for run in entry["runs"].values()]
+    assert entry["vs_fp16_percent"]["64"]["mean"] == pytest.approx(sum(100 * (v / fp16 - 1) for v in values) / 2)
+    assert data["calibration"]["windows"]["0"]["window_offsets"] != data["calibration"]["windows"]["1"]["window_offsets"]
+    assert len(data["sqnr_db"]["w8a8 naive"]) == 2
+    bad = subprocess.run([*args, "--variants", "fp16,no such variant"], capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert bad.returncode == 2 and "unknown variant" in bad.stderr.splitlines()[-1]
