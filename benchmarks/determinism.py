@@ -32,7 +32,8 @@ FILES = ("model.safetensors", "quant_config.json")
 
 def quantize(out: Path, threads: int, seed: str, args) -> dict[str, str]:
     """Run `edge-quamba quantize` in a fresh process with ``threads`` threads; sha256 of each artifact file."""
-    code = "import sys, torch; torch.set_num_threads(int(sys.argv[1])); from edge_quamba.cli import main; main(sys.argv[2:])"
+    code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); from edge_quamba.cli import main; "
+            "main(sys.argv[2:])")
     cmd = [sys.executable, "-c", code, str(threads), "quantize", "--out", str(out),
            "--calib-samples", str(args.calib_samples), *([] if seed == "file" else ["--calib-seed", seed])]
     if args.model:

@@ -97,8 +97,12 @@ def parse_args() -> argparse.Namespace:
                         help=f"comma-separated names (default: all): {', '.join([*FP_VARIANTS, *VARIANTS])}")
     parser.add_argument("--last-word-variants", default=f"fp16,{DEFAULT_VARIANT}",
                         help="variants also scored on the last-word task through lm-eval ('' for none)")
-    parser.add_argument("--last-word-examples", type=int, default=500)
+    parser.add_argument("--last-word-examples", type=int, default=200,
+                        help="passages of the last-word task (the adapter scores one passage per forward, batch 1)")
     parser.add_argument("--sqnr-windows", type=int, default=4, help="512-token eval windows for the SQNR table")
+    parser.add_argument("--calib-batch-size", type=int, default=None,
+                        help="calibration sequences per forward (default 8 on cpu, 32 on cuda); the amaxes do not "
+                             "depend on it (each sequence is observed in order)")
     parser.add_argument("--batch-tokens", type=int, default=None,
                         help="tokens per perplexity batch (default 4096 on cpu, 65536 on cuda)")
     parser.add_argument("--deadline-seconds", type=float, default=None,
@@ -126,11 +130,13 @@ def parse_args() -> argparse.Namespace:
     for name in args.variants:
         if name in VARIANTS:
             try:
-                args.configs[name] = {seed: QuantConfig(calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len,
-                                                        calib_seed=seed, **VARIANTS[name]) for seed in args.seeds}
+                args.configs[name] = {seed: QuantConfig(calib_samples=args.calib_samples,
+                                                        calib_seq_len=args.calib_seq_len, calib_seed=seed,
+                                                        **VARIANTS[name]) for seed in args.seeds}
             except TypeError as exc:  # a QuantConfig field this checkout does not have yet
                 parser.error(f"variant {name!r}: {exc} (leave it out with --variants)")
     args.batch_tokens = args.batch_tokens or (65536 if args.device == "cuda" else 4096)
+    args.calib_batch_size = args.calib_batch_size or (32 if args.device == "cuda" else 8)
     return args
 
 
@@ -263,7 +269,8 @@ def main() -> None:
         for hadamard in (False, True):
             group = [n for n in quantized if args.configs[n][seed].hadamard == hadamard]
             if group:
-                shared = calibrate_many(fp32, calib, [args.configs[n][seed] for n in group], progress=False)
+                shared = calibrate_many(fp32, calib, [args.configs[n][seed] for n in group],
+                                        batch_size=args.calib_batch_size, progress=False)
                 amaxes.update({(name, label): amax for name, amax in zip(group, shared, strict=True)})
         print(f"[{time.time() - started:6.0f} s] calibrated seed {label}", file=sys.stderr, flush=True)
     for name in quantized:

@@ -78,6 +78,18 @@ def test_per_channel_weight_convention():
     assert torch.equal(y_op, y)
 
 
+def test_sequence_quantiles_equal_torch_quantile_per_row():
+    from edge_quamba.quant.observers import batch_quantiles, sequence_quantiles
+
+    x = torch.randn(3, 50, 7, generator=torch.Generator().manual_seed(4)) ** 3
+    percentiles = [0.5, 0.9, 0.999, 1.0]
+    rows = sequence_quantiles(x, percentiles, "x")
+    for i, quantiles in enumerate(rows):
+        assert quantiles == batch_quantiles(x[i], percentiles, "x")
+        expected = torch.quantile(x[i].abs().flatten().double(), torch.tensor(percentiles, dtype=torch.float64))
+        assert quantiles == pytest.approx(expected.tolist(), rel=1e-12)
+
+
 def _fp_and_calibration(checkpoint):
     model_dir, text = checkpoint
     fp = load_fp_model(model_dir)
@@ -279,7 +291,8 @@ def test_quality_script_end_to_end(tmp_path, checkpoint):
     fp16 = data["variants"]["fp16"]["runs"]["-"]["perplexity"]["64"]
     values = [run["perplexity"]["64"] for run in entry["runs"].values()]
     assert entry["vs_fp16_percent"]["64"]["mean"] == pytest.approx(sum(100 * (v / fp16 - 1) for v in values) / 2)
-    assert data["calibration"]["windows"]["0"]["window_offsets"] != data["calibration"]["windows"]["1"]["window_offsets"]
+    windows = data["calibration"]["windows"]
+    assert windows["0"]["window_offsets"] != windows["1"]["window_offsets"]
     assert len(data["sqnr_db"]["w8a8 naive"]) == 2
     bad = subprocess.run([*args, "--variants", "fp16,no such variant"], capture_output=True, text=True, timeout=300,
                          env=env)

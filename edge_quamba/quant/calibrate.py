@@ -24,7 +24,7 @@ from edge_quamba.integrity import file_sha256
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.quant.flow import float_flow
-from edge_quamba.quant.observers import AbsMaxObserver, PercentileObserver, batch_quantiles
+from edge_quamba.quant.observers import AbsMaxObserver, PercentileObserver, sequence_quantiles
 from edge_quamba.quant.qmodel import QuantConfig
 from edge_quamba.quant.sites import SITE_NAMES
 
@@ -127,16 +127,15 @@ class SiteObservers:
 
     def __call__(self, layer: int, site: str, x: Tensor) -> None:
         """x: (b, l, ...). A percentile is taken per calibration sequence, as in the official recipe; the
-        percentiles of one site share one topk per sequence (:func:`batch_quantiles`)."""
+        percentiles of one site share one topk per batch (:func:`sequence_quantiles`)."""
         observers = self.observers[layer][site]
         percentile = [obs for obs in observers.values() if isinstance(obs, PercentileObserver)]
         for obs in observers.values():
             if isinstance(obs, AbsMaxObserver):
                 obs.observe(x)
         if percentile:
-            for sequence in x:
-                quantiles = batch_quantiles(sequence, [obs.percentile for obs in percentile], percentile[0].name)
-                for obs, q in zip(percentile, quantiles, strict=True):
+            for quantiles in sequence_quantiles(x, [obs.percentile for obs in percentile], percentile[0].name):
+                for obs, q in zip(percentile, quantiles, strict=True):  # sequences in order, as separate observes
                     obs.update(q)
 
     def amaxes(self, qconfig: QuantConfig) -> list[dict[str, Tensor]]:

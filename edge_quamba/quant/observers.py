@@ -76,25 +76,37 @@ def _abs_float(x: Tensor, name: str) -> tuple[Tensor, float]:
 
 def batch_quantiles(x: Tensor, percentiles: list[float], name: str) -> list[float]:
     """Each ``percentiles`` quantile of |x| over all N elements of one batch, interpolated as torch.quantile does
-    (position ``p * (N - 1)`` among the ascending values), from ONE topk of the largest values the lowest
-    percentile needs; each result equals a separate computation (topk's values do not depend on k beyond order).
+    (position ``p * (N - 1)`` among the ascending values). x: floating tensor of any shape; percentiles: fractions in
+    (0, 1]. Returns Python floats (float64 arithmetic). See :func:`sequence_quantiles`."""
+    return sequence_quantiles(x.reshape(1, -1), percentiles, name)[0]
 
-    x: floating tensor of any shape. percentiles: fractions in (0, 1]. Returns Python floats (float64 arithmetic).
+
+def sequence_quantiles(x: Tensor, percentiles: list[float], name: str) -> list[list[float]]:
+    """:func:`batch_quantiles` of each ``x[i]`` (one calibration sequence each, as the official recipe feeds them),
+    from ONE topk over the rows of the largest values the lowest percentile needs: one launch and one device sync
+    per batch instead of one per sequence and percentile. Each result equals a separate computation (topk's values
+    are a function of the row's multiset of values).
+
+    x: floating (b, ...), rows of N elements. Returns b lists, each with one float per percentile.
     """
-    a, m = _abs_float(x, name)
-    n = a.numel()
+    a, _ = _abs_float(x, name)  # rejects NaN, Inf and empty for the whole batch
+    rows = a.view(x.shape[0], -1)  # (b, N)
+    n = rows.shape[1]
     positions = [p * (n - 1) for p in percentiles]  # 0-based positions among ascending values
     lows = [min(int(math.floor(pos)), n - 1) for pos in positions]
     k_max = n - min(lows)  # the lo-th ascending value is the (n - lo)-th largest
-    top = torch.topk(a, k_max, largest=True, sorted=True).values.double().cpu() if k_max > 1 else None  # descending
+    top = torch.topk(rows, k_max, dim=1, largest=True, sorted=True).values.double().cpu()  # (b, k_max) descending
     results = []
-    for pos, lo in zip(positions, lows):
-        k = n - lo
-        if k == 1:
-            results.append(m)
-            continue
-        v_lo, v_hi = float(top[k - 1]), float(top[k - 2])  # ascending[lo], ascending[lo + 1]
-        results.append(v_lo + (pos - lo) * (v_hi - v_lo))
+    for row in top:
+        quantiles = []
+        for pos, lo in zip(positions, lows):
+            k = n - lo
+            if k == 1:
+                quantiles.append(float(row[0]))  # the row's max
+                continue
+            v_lo, v_hi = float(row[k - 1]), float(row[k - 2])  # ascending[lo], ascending[lo + 1]
+            quantiles.append(v_lo + (pos - lo) * (v_hi - v_lo))
+        results.append(quantiles)
     return results
 
 
