@@ -45,7 +45,6 @@ import argparse
 import gzip
 import hashlib
 import json
-import random
 import re
 import subprocess
 import sys

@@ -508,7 +508,10 @@ def train_demo(args) -> dict:
         "tokenizers": __import__("tokenizers").__version__,
     }
     for package in ("mambapy",) if args.backend == "transformers" else ("mamba_ssm", "triton"):
-        versions[package] = importlib.metadata.version(package)
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:  # importable, but installed without metadata
+            versions[package] = getattr(importlib.import_module(package), "__version__", None)
     train_log = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
