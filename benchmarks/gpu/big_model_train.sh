@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU-machine call (<= 570 s) that trains the large prose Mamba1 at the public 130m shape (d_model 768, 24 layers,
 # d_state 16, expand 2, d_conv 4, dt_rank 48, vocab 16384) with mamba_ssm's kernels and leaves it, in transformers
-# layout, in $MODEL_DIR for the calls that follow while the machine stays warm (it is ~185 MB: too large to come back).
+# layout, in $MODEL_DIR for the calls that follow while the machine stays warm (103 M parameters, 206 MB in fp16: too
+# large to come back). Smoke run and timings: export/recipes/README.md, benchmarks/results/big_model_train_smoke.txt.
 #
 #   bash benchmarks/gpu/big_model_train.sh          # from the repository root, on the GPU machine
 #
@@ -9,7 +10,7 @@
 # compressed, $CORPUS_XZ (default .train_data/prose/train.txt.xz; made here by build_prose_corpus.py, then
 # `xz -9 -k .train_data/prose/train.txt`). Both are git-ignored: carry them.
 #
-#   1. builds mamba_ssm for sm_90 in the background (build_mamba_ssm.sh, ~135 s),
+#   1. builds mamba_ssm for sm_90 in the background (build_mamba_ssm.sh; 165 s in the smoke run),
 #   2. meanwhile tokenizes the corpus into a token cache (train_demo.py --tokenize-only),
 #   3. with PROBE_BATCH_SIZES set, times 10 train steps at each of those batch sizes first,
 #   4. trains (train_demo.py --backend mamba_ssm) for TRAIN_SECONDS of wall clock: by default whatever DEADLINE leaves

@@ -489,7 +489,10 @@ def train_demo(args) -> dict:
     if size > args.max_bytes:
         raise SystemExit(f"{weights} is {size:,} bytes > {args.max_bytes:,}: use fewer layers")
 
-    # validate the artifact: reload the fp16 weights into an fp32 model, held-out loss without autocast
+    # validate the artifact: reload the fp16 weights into an fp32 model, held-out loss without autocast and with
+    # TF32 matmuls (on for training) off, so that "fp32" is fp32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     reloaded = reload_saved(args, device)
     conversion = check_conversion(args, reloaded, eval_stream, device) if args.backend == "mamba_ssm" else None
     heldout_saved = {}
