@@ -138,6 +138,12 @@ CALIBRATION_OPTIONS = (
                  help="Number of calibration windows."),
     click.option("--calib-seq-len", type=click.IntRange(min=2), default=512, show_default=True,
                  help="Tokens per calibration window."),
+    click.option("--calib-seed", type=click.IntRange(min=0), default=None, metavar="N",
+                 help="Draw the --calib-samples windows at random offsets of the tokenized calibration text with this "
+                 "seed (recorded in quant_config.json). Default: the first windows in file order."),
+    click.option("--weight-scales", type=click.Choice(("tensor", "channel")), default="tensor", show_default=True,
+                 help="One int8 scale per weight tensor (the paper's), or one per output channel of each linear "
+                 "(ONNX per-axis DequantizeLinear; --backend cuda has no kernel for it and refuses such models)."),
     click.option("--percentile", type=click.FloatRange(0, 1, min_open=True), default=0.99999, show_default=True,
                  help="Quantile of |u| (the selective-scan input) used as its clipping amax, as a fraction."),
     click.option("--no-percentile", is_flag=True, help="Ablation: abs-max (min-max) scales everywhere."),
@@ -160,12 +166,14 @@ def calibration_options(func):
     return func
 
 
-def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard):
+def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
+                 calib_seed=None, weight_scales="tensor"):
     from edge_quamba.quant.qmodel import QuantConfig
 
     return QuantConfig(percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
                        percentile_activations=tuple(name.strip() for name in percentile_on.split(",")),
-                       calib_samples=calib_samples, calib_seq_len=calib_seq_len)
+                       calib_samples=calib_samples, calib_seq_len=calib_seq_len, calib_seed=calib_seed,
+                       weight_scales=weight_scales)
 
 
 @cli.command()
@@ -173,14 +181,15 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Artifact folder to write (replaced atomically).")
 @calibration_options
-def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
-             no_hadamard, batch_size, tokenizer):
+def quantize(model, out, calib_data, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
+             no_percentile, percentile_on, no_hadamard, batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a Quamba W8A8 artifact (int8 weights, static per-tensor scales,
     percentile-clipped scan input, Hadamard-rotated out_proj)."""
     from edge_quamba.quant.artifact import ARTIFACT_FILES
     from edge_quamba.quant.pipeline import quantize_checkpoint
 
-    qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard)
+    qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
+                           calib_seed, weight_scales)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                                batch_size=batch_size)
     for name in ARTIFACT_FILES:
@@ -201,8 +210,9 @@ def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, n
               help="Greedy decode steps validated after the prompt, states threaded through the graph.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
-def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
-            no_hadamard, batch_size, tokenizer, validate_prompt_len, validate_decode_steps, threads, as_json):
+def export_(model, out, target, calib_data, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
+            no_percentile, percentile_on, no_hadamard, batch_size, tokenizer, validate_prompt_len,
+            validate_decode_steps, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
     Runtime against the quantized reference.
 
@@ -213,7 +223,8 @@ def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percen
 
     result = export_model(
         model=model, out=out, target=target, calib_data=calib_data,
-        qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard),
+        qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
+                             calib_seed, weight_scales),
         tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
         decode_steps=validate_decode_steps, threads=threads, echo=lambda line: click.echo(line, err=as_json),
     )

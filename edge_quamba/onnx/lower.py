@@ -94,11 +94,20 @@ class GraphBuilder(Body):
         return super().quantize(x, scale, out, low=self._lows[scale], zero_point=ZERO_POINT)
 
     def int8_linear(self, x_q: str, x_scale: str, linear: QuantLinear, name: str) -> str:
-        """x_q (..., K) int8 at x_scale -> (..., N) float32 = DQ(x_q) @ DQ(W_q^T) (+ bias)."""
+        """x_q (..., K) int8 at x_scale -> (..., N) float32 = DQ(x_q) @ DQ(W_q^T) (+ bias).
+
+        A per-channel weight scale (N,) becomes a per-axis DequantizeLinear on axis 1 of the pre-transposed (K, N)
+        weight (its output channels), with an (N,) zero point of zeros as ONNX requires; TensorRT's int8 GEMM reads
+        per-output-channel weight Q/DQ natively."""
         weight = self.init(f"{name}.weight_q", linear.weight.T.contiguous())  # (K, N) int8, pre-transposed
-        w_scale = self.init(f"{name}.weight_scale", np.array(np.float32(float(linear.weight_scale))))
         x = self.op("DequantizeLinear", x_q, x_scale, ZERO_POINT, out=f"{name}.input")
-        w = self.op("DequantizeLinear", weight, w_scale, ZERO_POINT, out=f"{name}.weight")
+        if linear.per_channel:
+            w_scale = self.init(f"{name}.weight_scale", linear.weight_scale.float())  # (N,) float32
+            zero_point = self.init(f"{name}.weight_zero_point", np.zeros(linear.weight.shape[0], np.int8))
+            w = self.op("DequantizeLinear", weight, w_scale, zero_point, axis=1, out=f"{name}.weight")
+        else:
+            w_scale = self.init(f"{name}.weight_scale", np.array(np.float32(float(linear.weight_scale))))
+            w = self.op("DequantizeLinear", weight, w_scale, ZERO_POINT, out=f"{name}.weight")
         y = self.op("MatMul", x, w, out=f"{name}.matmul")
         if linear.bias is None:
             return y

@@ -10,6 +10,8 @@ the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cu
     rms_norm_quantize            RMSNorm nodes -> QuantizeLinear       quantize(RMSNorm(x))  (Norm.forward's order)
     int8_linear                  DequantizeLinear -> MatMul (+ Add)    primitives.int8_linear (+ bias)
     int8_linear_quantize         ... -> QuantizeLinear                 quantize(int8_linear(...))  (fused epilogue)
+    int8_linear_per_channel      the same, weight DequantizeLinear     primitives.int8_linear, w_scale (N,)
+    int8_linear_per_channel_quantize   with axis=1 (per output column)  (--weight-scales channel; no CUDA kernel)
     int8_causal_conv1d           custom node Int8CausalConv1d          qops.int8_causal_conv1d
     int8_causal_conv1d_update    (the same node, l = 1)                qops.int8_causal_conv1d_update
     int8_selective_scan          custom node Int8SelectiveScan         qops.int8_selective_scan
@@ -30,8 +32,17 @@ from torch import Tensor
 from edge_quamba.quant import primitives, qops
 
 
+REFERENCES: dict[str, object] = {}
+"""Every op's reference implementation (the plain Python function), by op name; device-agnostic torch code, which
+:mod:`edge_quamba.ops.reference_cuda` registers for CUDA tensors on explicit request."""
+
+
 def _op(name: str):
-    return torch.library.custom_op(f"edge_quamba::{name}", mutates_args=(), device_types="cpu")
+    def define(fn):
+        REFERENCES[name] = fn
+        return torch.library.custom_op(f"edge_quamba::{name}", mutates_args=(), device_types="cpu")(fn)
+
+    return define
 
 
 @_op("quantize")
@@ -84,6 +95,38 @@ def int8_linear_quantize(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_s
 @int8_linear_quantize.register_fake
 def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
     return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
+
+
+@_op("int8_linear_per_channel")
+def int8_linear_per_channel(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float,
+                            weight_scale: Tensor) -> Tensor:
+    """int8_linear with one weight scale per output channel: weight_scale (N,) float32 ->
+    float32(exact int32 x_q @ weight_q^T) * float32(x_scale * weight_scale[None, :]) (+ bias), (..., N) float32."""
+    y = primitives.int8_linear(x_q, x_scale, weight_q, weight_scale)
+    return y if bias is None else y + bias.to(torch.float32)
+
+
+@int8_linear_per_channel.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.float32)
+
+
+@_op("int8_linear_per_channel_quantize")
+def int8_linear_per_channel_quantize(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float,
+                                     weight_scale: Tensor, out_scale: float) -> Tensor:
+    """int8_linear_per_channel, then quantize at ``out_scale`` (per tensor): (..., K) int8 -> (..., N) int8."""
+    return primitives.quantize(int8_linear_per_channel(x_q, weight_q, bias, x_scale, weight_scale), out_scale)
+
+
+@int8_linear_per_channel_quantize.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
+
+
+NO_CUDA_KERNEL = {"edge_quamba::int8_linear_per_channel": "--weight-scales channel",
+                  "edge_quamba::int8_linear_per_channel_quantize": "--weight-scales channel"}
+"""Ops without a CUDA kernel, and the option whose models call them: ``--backend cuda`` refuses such a model in one
+line naming the option (:func:`edge_quamba.runtime.cuda_backend.require_cuda_kernels`), never a fallback."""
 
 
 @_op("int8_causal_conv1d")

@@ -50,6 +50,14 @@ product and every partial sum is an integer below 2**31 < 2**53, so each float64
 summation order or blocking, and the result equals integer arithmetic (float32 would not be: 127 * 127 * 5120 > 2**24).
 A quantized linear layer is ``y = float32(x_q @ w_q^T) * (s_x * s_w)``, see :func:`int8_linear`.
 
+Weight scales: per tensor or per output channel
+-----------------------------------------------
+The paper's weights are per tensor: one ``s_w = max|W| / 127``. Per channel (``QuantConfig.weight_scales="channel"``)
+gives each output row ``o`` of a linear weight W (out_features, in_features) its own
+``s_w[o] = max(max_k |W[o, k]|, AMAX_FLOOR) / 127`` with the same rounding rules; the epilogue then multiplies output
+column ``o`` by ``float32(s_x * s_w[o])`` (a vector read instead of a scalar). The scale is per *output* channel, so
+it factors out of the reduction over K and the int32 accumulator is unchanged.
+
 Glossary: ``x`` float tensor, ``q`` int8 tensor, ``s``/``scale`` float32 scale (0-dim, or broadcastable to x),
 ``amax`` max |x| over what the scale must cover, ``K`` reduction length (in_features).
 """
@@ -187,6 +195,21 @@ def quantize_weight_per_tensor(w: Tensor) -> tuple[Tensor, Tensor]:
     return quantize(w, scale), scale
 
 
+def quantize_weight_per_channel(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-output-channel symmetric int8 weight: row ``o`` at scale ``max_k |w[o, k]| / 127`` (floored as
+    :func:`scale_from_amax`).
+
+    w: floating (out_features, in_features). Returns (q int8 (out_features, in_features), scale float32
+    (out_features,)). Raises ValueError if w holds NaN or Inf.
+    """
+    if not w.is_floating_point():
+        raise TypeError(f"quantize_weight_per_channel expects a floating tensor, got {w.dtype}")
+    if w.dim() != 2 or w.numel() == 0:
+        raise ValueError(f"quantize_weight_per_channel expects a non-empty 2-D weight, got shape {tuple(w.shape)}")
+    scale = scale_from_amax(w.detach().abs().amax(dim=1))  # (out_features,); NaN propagates and is rejected
+    return quantize(w, scale[:, None]), scale
+
+
 def int8_matmul(a_q: Tensor, b_q: Tensor) -> Tensor:
     """Exact int32 ``a_q @ b_q`` of int8 tensors (torch.matmul shapes and broadcasting).
 
@@ -207,7 +230,7 @@ def int8_linear(x_q: Tensor, x_scale: Tensor | float, w_q: Tensor, w_scale: Tens
     """int8 x int8 linear layer without bias: ``float32(x_q @ w_q^T) * float32(x_scale * w_scale)``.
 
     x_q: int8 (..., in_features). w_q: int8 (out_features, in_features), the nn.Linear layout.
-    x_scale, w_scale: per-tensor scales (floats or 0-dim tensors; w_scale may also be (out_features,)).
+    x_scale: per-tensor scale (float or 0-dim tensor). w_scale: float, 0-dim, or (out_features,) per output channel.
     Returns float32 (..., out_features). The combined scale is rounded to float32 once, then multiplies the int32
     accumulator converted to float32, the order a GEMM epilogue with ``alpha = s_x * s_w`` uses.
     """
