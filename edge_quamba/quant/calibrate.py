@@ -24,7 +24,7 @@ from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.quant.flow import float_flow
 from edge_quamba.quant.observers import AbsMaxObserver, PercentileObserver
 from edge_quamba.quant.qmodel import QuantConfig
-from edge_quamba.quant.sites import SITE_NAMES
+from edge_quamba.quant.sites import static_site_names
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ def load_calibration_data(path: Path, tokenizer: TextTokenizer, samples: int, se
 
 
 class SiteObservers:
-    """One observer per (layer, site): abs-max, or a percentile for the sites the config clips."""
+    """One observer per (layer, static site): abs-max, or a percentile for the sites the config clips. The float
+    flow also shows a site without a static scale (out_proj_input when its scale is per token): it is not observed."""
 
     def __init__(self, n_layer: int, qconfig: QuantConfig):
         def observer(layer: int, site: str):
@@ -90,11 +91,14 @@ class SiteObservers:
                 return PercentileObserver(name, qconfig.percentile, qconfig.percentile_momentum)
             return AbsMaxObserver(name)
 
-        self.observers = [{site: observer(i, site) for site in SITE_NAMES} for i in range(n_layer)]
+        sites = static_site_names(qconfig.out_proj_scale)
+        self.observers = [{site: observer(i, site) for site in sites} for i in range(n_layer)]
 
     def __call__(self, layer: int, site: str, x: Tensor) -> None:
         """x: (b, l, ...). A percentile is taken per calibration sequence, as in the official recipe."""
-        observer = self.observers[layer][site]
+        observer = self.observers[layer].get(site)
+        if observer is None:  # no static scale to calibrate (a per-token out_proj input scale)
+            return
         if isinstance(observer, PercentileObserver):
             for sequence in x:
                 observer.observe(sequence)
@@ -108,7 +112,7 @@ class SiteObservers:
 @torch.inference_mode()
 def calibrate(model: MambaLM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,
               progress: bool = True) -> list[dict[str, Tensor]]:
-    """Per-layer amaxes of every site (a list with one dict per layer, keys: the site names)."""
+    """Per-layer amaxes of every static site (a list with one dict per layer, keys: the site names)."""
     observers = SiteObservers(model.config.n_layer, qconfig)
     try:
         with float_flow(model, qconfig.hadamard, observers):
