@@ -143,7 +143,8 @@ def export_model(
         # both flavours are built and checked whatever the target; a per-token out_proj scale has the ORT one only
         built = FLAVOURS if out_proj_scale == "static" else ("ort",)
         lowered = {flavour: lower_model(reference, flavour, progress=progress) for flavour in built}
-        flavours = {name: to_tensorrt_flavour(graph) if name == "tensorrt" else graph for name, graph in lowered.items()}
+        flavours = {name: to_tensorrt_flavour(graph) if name == "tensorrt" else graph
+                    for name, graph in lowered.items()}
         for flavour, graph in flavours.items():
             onnx.checker.check_model(graph, full_check=True)
             problems = check_graph(graph, flavour)

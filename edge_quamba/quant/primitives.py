@@ -246,7 +246,8 @@ def int8_linear_per_token(x_q: Tensor, x_scale: Tensor, w_q: Tensor, w_scale: Te
     per-row scale does.
     """
     if x_scale.shape != x_q.shape[:-1]:
-        raise ValueError(f"per-token x_scale {tuple(x_scale.shape)} must be x_q's leading shape {tuple(x_q.shape[:-1])}")
+        raise ValueError(f"per-token x_scale {tuple(x_scale.shape)} must be x_q's leading shape "
+                         f"{tuple(x_q.shape[:-1])}")
     acc = int8_matmul(x_q, w_q.transpose(-1, -2))
     alpha = _as_scale(x_scale, x_q.device)[..., None] * _as_scale(w_scale, x_q.device)
     return acc.to(torch.float32) * alpha

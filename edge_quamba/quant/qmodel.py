@@ -257,9 +257,9 @@ class QuantMambaMixer(nn.Module):
         return q
 
     def scales(self) -> dict[str, float]:
-        """Every static scale as a Python float (sites by name; weights as ``<linear>.weight`` and ``conv.weight``), read
-        from the buffers once and cached: the ops take floats, and reading a GPU tensor on every call would
-        synchronize the device (and break CUDA-graph capture)."""
+        """Every static scale as a Python float (sites by name; weights as ``<linear>.weight`` and
+        ``conv.weight``), read from the buffers once and cached: the ops take floats, and reading a GPU tensor on
+        every call would synchronize the device (and break CUDA-graph capture)."""
         if self._scales is None:
             scales = {name: float(getattr(self, f"{name}_scale")) for name in self.static_sites}
             scales.update({f"{name}.weight": float(getattr(self, name).weight_scale)
