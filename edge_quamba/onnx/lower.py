@@ -124,7 +124,11 @@ class GraphBuilder(Body):
         x_u8 = self.op("Cast", shifted, to=TensorProto.UINT8, out=f"{name}.input_u8")  # q + 128 in [1, 255]
         acc = self.op("MatMulInteger", x_u8, weight, self.const(np.array(128, np.uint8), "zero_point_u8"),
                       out=f"{name}.matmul_integer")  # (..., N) int32, exact
-        alpha = self.op("Mul", self.op("Unsqueeze", x_scale, self.ints(-1)), w_scale, out=f"{name}.alpha")
+        # alpha: one float32 product per row, Unsqueezed AFTER the Mul. Not an accident: ORT (1.32) fuses
+        # MatMulInteger -> Cast -> Mul(., Mul(a_scale, b_scale)) (+ Add) into MatMulIntegerToFloat, which with a
+        # (b, l, 1) a_scale gave values off by up to ~2 (bias case) and was not bit-exact without a bias; a Mul whose
+        # scale comes from an Unsqueeze is not matched (tests/test_dynamic_scale.py holds the result bit-exact).
+        alpha = self.op("Unsqueeze", self.op("Mul", x_scale, w_scale), self.ints(-1), out=f"{name}.alpha")
         y = self.op("Mul", self.op("Cast", acc, to=TensorProto.FLOAT), alpha, out=f"{name}.matmul")
         if linear.bias is None:
             return y
