@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from edge_quamba.errors import ConfigError, InputError
+from edge_quamba.errors import ConfigError
 from edge_quamba.integrity import seal
 from edge_quamba.onnx import IR_VERSION, OPSET
 from edge_quamba.onnx.functions import hadamard_quantize_dynamic_function
