@@ -281,3 +281,48 @@ def test_cli_rejects_a_bad_value_and_the_ablation_combination(tmp_path):
     assert "--out-proj-scale dynamic needs the Hadamard rotation" in line
     help_text = cli_in_process("export", "--help").stdout
     assert "--out-proj-scale [static|dynamic]" in help_text
+
+
+class _Prefill:
+    """A reference model as a backend with ``prefill(tokens) -> (logits, states)``; ``scan_ulps``: the scan output
+    is scaled by (1 + scan_ulps * 2**-23), i.e. moved by a few units in the last place, as another backend's scan
+    (another exp, another summation order) moves it."""
+
+    def __init__(self, model, monkeypatch, scan_ulps: int = 0):
+        self.model, self.monkeypatch, self.scan_ulps = model, monkeypatch, scan_ulps
+
+    def prefill(self, tokens):
+        import edge_quamba.quant.qmodel as qmodel
+
+        ops, factor = torch.ops.edge_quamba, 1 + self.scan_ulps * 2.0 ** -23
+
+        class Moved:
+            def __getattr__(self, name):
+                if name != "int8_selective_scan":
+                    return getattr(ops, name)
+                return lambda *args: (lambda y, h: (y * factor, h))(*ops.int8_selective_scan(*args))
+
+        with self.monkeypatch.context() as patch:
+            if self.scan_ulps:
+                patch.setattr(qmodel, "eq", Moved())
+            with torch.inference_mode():
+                return self.model(torch.tensor([tokens]))
+
+
+def test_comparison_following_ties_matches_a_backend_that_differs_in_the_last_bits(models, monkeypatch):
+    """The comparison of the GPU test (test_cuda_dynamic_scale.prefill_following_ties), checked here without a GPU:
+    a 'backend' whose scan output differs from the reference's by a few ulps flips some codes at ties (and moves
+    the per-token scales by ulps); following the ties, nothing else differs and the logits agree to float rounding,
+    where without the rule they part by orders of magnitude more."""
+    from test_cuda_dynamic_scale import prefill_following_ties
+
+    _, _, dynamic, _ = models
+    tokens = torch.randint(0, 120, (1000,), generator=torch.Generator().manual_seed(7)).tolist()
+    plain, _ = _Prefill(dynamic, monkeypatch, scan_ulps=6).prefill(tokens)
+    reference, _ = _Prefill(dynamic, monkeypatch).prefill(tokens)
+    without_rule = report("without the tie rule", plain - reference)
+    got, expected, follower = prefill_following_ties(_Prefill(dynamic, monkeypatch, scan_ulps=6),
+                                                     _Prefill(dynamic, monkeypatch), tokens)
+    with_rule = report("ties followed", got - expected)
+    assert follower.ties >= 1 and follower.other_differences == 0
+    assert with_rule <= 1e-5 * max(1.0, expected.abs().max().item()) and with_rule < without_rule / 100
