@@ -174,6 +174,23 @@ def test_dynamic_model_has_no_static_out_proj_input_scale(models):
     assert "out_proj_input" not in dynamic.backbone.layers[0].mixer.scales()
 
 
+def test_static_model_keeps_the_static_ops_and_graph(models):
+    """The default stays the paper's static scale: the static ops run, its graph has no per-token node, and the
+    two models share every tensor but the static scale (same calibration of every other site)."""
+    _, static, dynamic, _ = models
+    tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode(), OpRecorder() as ops:
+        static(tokens)
+    assert {"hadamard_quantize", "int8_linear"} <= ops.edge_quamba
+    assert not {"hadamard_quantize_dynamic", "int8_linear_per_token"} & ops.edge_quamba
+    graph = lower_model(static)
+    assert [f.name for f in graph.functions] == ["Int8CausalConv1d", "Int8SelectiveScan", "HadamardQuantize"]
+    assert not {"HadamardQuantizeDynamic", "MatMulInteger"} & {node.op_type for node in graph.graph.node}
+    dynamic_state = dynamic.state_dict()
+    for key, value in dynamic_state.items():
+        assert torch.equal(value, static.state_dict()[key]), key
+
+
 def test_dynamic_model_calls_the_dynamic_ops_and_decode_equals_prefill(models):
     _, _, dynamic, _ = models
     tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
