@@ -59,10 +59,10 @@ from tqdm import tqdm
 import collections
 from dataclasses import dataclass
 
+from edge_quamba.errors import ConfigError
 from edge_quamba.models.mamba import LayerState, MambaLM, Norm
 from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
 from edge_quamba.onnx.functions import Body, custom_functions
-from edge_quamba.errors import ConfigError
 from edge_quamba.ops.specs import (DOMAIN, HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
                                    INT8_SELECTIVE_SCAN, OpSpec)
 from edge_quamba.quant.flow import mamba1_mixer_flow
