@@ -343,3 +343,8 @@ def test_comparison_following_ties_matches_a_backend_that_differs_in_the_last_bi
     with_rule = report("ties followed", got - expected)
     assert follower.ties >= 1 and follower.other_differences == 0
     assert with_rule <= 1e-5 * max(1.0, expected.abs().max().item()) and with_rule < without_rule / 100
+
+
+def test_dynamic_out_proj_with_per_channel_weights_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="--weight-scales channel with --out-proj-scale dynamic"):
+        QuantConfig(weight_scales="channel", out_proj_scale="dynamic")

@@ -102,6 +102,9 @@ class QuantConfig:
             raise ConfigError(f"--calib-seed {self.calib_seed!r} must be an integer >= 0")
         if self.weight_scales not in WEIGHT_SCALES:
             raise ConfigError(f"--weight-scales {self.weight_scales!r} must be one of {', '.join(WEIGHT_SCALES)}")
+        if self.weight_scales == "channel" and self.out_proj_scale == "dynamic":
+            raise ConfigError("--weight-scales channel with --out-proj-scale dynamic is not built: the per-token "
+                              "out_proj op takes one weight scale; choose one of the two")
         if self.format_version != QUANT_FORMAT_VERSION:
             raise ConfigError(f"quantized artifact format {self.format_version} is not {QUANT_FORMAT_VERSION}")
 
