@@ -18,26 +18,27 @@ from edge_quamba.errors import CheckpointError, ConfigError, named
 from edge_quamba.models.config import Mamba2Config, ModelConfig, checkpoint_layout, parse_model_config, read_json
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.models.mamba2 import Mamba2LM
-from edge_quamba.resources import demo_model_dir
+from edge_quamba.resources import DEFAULT_DEMO, DEMO_MODELS, demo_model_dir
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "*.model", "*.txt"]
 
 
 def resolve_model(model: str | None, option: str = "--model") -> Path:
-    """Turn ``--model`` into a local folder: None -> the demo model; an existing folder; else a hub id.
+    """Turn ``--model`` into a local folder: None -> the demo model; an existing folder; a shipped demo model's name
+    (``demo``, ``demo-mamba2``); else a hub id.
 
     A string that is not an existing folder and looks like ``owner/name`` is fetched with huggingface_hub (from its
     cache when offline); anything else is reported as a missing folder. ``option`` is the flag named in errors.
     """
-    if model is None:
-        path = demo_model_dir()
+    if model is not None and Path(model).expanduser().is_dir():
+        return Path(model).expanduser()
+    if model is None or model in DEMO_MODELS:
+        path = demo_model_dir(model or DEFAULT_DEMO)
         if not (path / "config.json").is_file():
             raise CheckpointError(f"the demo model is not installed at {path} (reinstall edge-quamba)")
         return path
     path = Path(model).expanduser()
-    if path.is_dir():
-        return path
     if path.exists():
         raise CheckpointError(f"{named(option, model)}: is a file; pass the folder that holds config.json")
     if not looks_like_hub_id(model):

@@ -4,10 +4,15 @@ Model (``--arch mamba``, the default): ``MambaForCausalLM``, Mamba1 blocks of th
 d_conv 4, conv bias, no projection bias, RMSNorm, residual in fp32, tied embeddings); hidden 384, 8 layers, so
 d_inner = 768 = 12 * 64 (a non-power-of-two Hadamard size for the quantizer).
 
-Model (``--arch mamba2``): ``Mamba2ForCausalLM``, Mamba2 blocks (headdim 64, so 12 heads of d_inner 768; d_state 64;
---n-groups groups of heads sharing B and C, 2 by default so that per-group B/C scales matter to the quantizer; SSD
-chunk 64; d_conv 4, conv bias, no projection bias, residual in fp32, tied embeddings). Initialization as mamba_ssm's
-recipe (weights std 0.02, out_proj rescaled by 1/sqrt(layers)) instead of transformers' default std 0.1.
+Model (``--arch mamba2``): Mamba2 blocks (headdim 64, so 12 heads of d_inner 768; d_state 64; --n-groups groups of
+heads sharing B and C, 2 by default so that per-group B/C scales matter to the quantizer; SSD chunk 64; d_conv 4,
+conv bias, no projection bias, residual in fp32, tied embeddings), saved as ``Mamba2ForCausalLM``. Initialized by
+``Mamba2ForCausalLM`` with mamba_ssm's recipe (weights std 0.02, out_proj rescaled by 1/sqrt(layers)) instead of
+transformers' default std 0.1, then trained through this project's fp reference (``edge_quamba.models.mamba2``):
+transformers up to 5.17 normalizes the gated RMSNorm over all of d_inner, where mamba_ssm, later transformers and
+the reference normalize each of the n_groups groups, so weights trained by one score worse in the other (the first
+Mamba2 demo, trained through transformers 5.17: held-out loss 4.43 there, 4.54 under grouped normalization).
+Training the reference trains exactly what ships. Run from the repository root with PYTHONPATH=. (or installed).
 
 Data: the tokenized train split (``.train_data/train.txt``, documents joined by ``<|endoftext|>``), sampled as
 random windows of seq_len tokens (a power of two: mamba.py's scan pads to one) from a seeded
@@ -16,8 +21,8 @@ non-overlapping windows, every token after the first of a window predicted once.
 
 Numerics: transformers' Mamba without mamba_ssm runs its pure-PyTorch path; training Mamba1 sets
 ``use_mambapy=True`` so the selective scan is mamba.py's parallel scan (the ``mambapy`` package must be importable:
-this script refuses to fall back to the sequential per-token loop). Mamba2's PyTorch path is already the chunked SSD
-(matrix products), so it needs no extra package. Matmuls in bf16 autocast, scan in fp32, AdamW, linear warm-up then
+this script refuses to fall back to the sequential per-token loop). Mamba2 runs the reference's chunked SSD (matrix
+products within a chunk), which needs no extra package. Matmuls in bf16 autocast, scan in fp32, AdamW, linear warm-up then
 cosine decay, a fixed number of steps; ``--train-seconds`` may lower that number once, from the measured time of the
 first steps (still inside the warm-up, so the schedule is whole), to fit a time budget; the log records both.
 
@@ -207,11 +212,74 @@ def model_class(arch: str):
     return getattr(transformers, ARCHES[arch][0])
 
 
+class ReferenceForTraining(torch.nn.Module):
+    """edge_quamba's fp reference behind the part of the transformers call signature this script uses:
+    ``forward(input_ids, labels=None, use_cache=False)`` -> an object with ``logits`` (b, l, v) and ``loss`` (labels
+    are the inputs, shifted here as transformers shifts them)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, use_cache: bool = False):
+        from types import SimpleNamespace
+
+        logits, _ = self.model(input_ids)
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten())
+        return SimpleNamespace(logits=logits, loss=loss)
+
+
+def build_model(arch: str, config) -> torch.nn.Module:
+    """A freshly initialized model: transformers' for Mamba1; for Mamba2, transformers' initialization copied into the
+    reference (module trees and names are equal)."""
+    hf = model_class(arch)(config)
+    if arch == "mamba":
+        return hf
+    from edge_quamba.models.config import parse_model_config
+    from edge_quamba.models.mamba2 import Mamba2LM
+
+    reference = Mamba2LM(parse_model_config(config.to_dict(), "make_mamba2_config"), dtype=torch.float32)
+    reference.load_state_dict(hf.state_dict())
+    return ReferenceForTraining(reference)
+
+
+def save_model(arch: str, model: torch.nn.Module, config, out: Path) -> None:
+    """fp16 weights and config.json in transformers' layout (a Mamba1 config set to run the public sequential scan on
+    reload; a Mamba2 config without the init-only rescale_prenorm_residual, which transformers' from_pretrained
+    would apply again to the loaded out_proj weights)."""
+    if arch == "mamba":
+        model.config.use_mambapy = False
+        model.to(torch.float16).save_pretrained(out)
+        return
+    from safetensors.torch import save_file
+
+    state = {k: v.to(torch.float16).contiguous() for k, v in model.model.state_dict().items()}
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight")
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.rescale_prenorm_residual = False
+    config.architectures = [ARCHES[arch][0]]
+    config.dtype = torch.float16
+    config.save_pretrained(out)
+
+
+def reload_model(arch: str, out: Path) -> torch.nn.Module:
+    """The saved folder read back in fp32 the way its users read it: transformers for Mamba1, the reference's loader
+    for Mamba2 (what `edge-quamba` runs)."""
+    if arch == "mamba":
+        return model_class(arch).from_pretrained(out, dtype=torch.float32)
+    from edge_quamba.models.loading import load_fp_model
+
+    return ReferenceForTraining(load_fp_model(out, dtype=torch.float32))
+
+
 def probe(args, config, stream, device, autocast_dtype) -> None:
     """Time train steps for each batch size in --probe-batch-sizes (warm-up steps dropped), then return."""
     for batch in args.probe_batch_sizes:
         torch.manual_seed(args.seed)
-        model = model_class(args.arch)(config).to(device)
+        model = build_model(args.arch, config).to(device)
         model.train()
         forward = torch.compile(model) if args.compile else model
         optimizer = make_optimizer(model, args.lr, args.weight_decay)
@@ -279,7 +347,7 @@ def train_demo(args) -> dict:
         return {}
 
     torch.manual_seed(args.seed)
-    model = model_class(args.arch)(config).to(device)
+    model = build_model(args.arch, config).to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params:,} (tied embedding counted once)  device {device}", flush=True)
@@ -342,11 +410,8 @@ def train_demo(args) -> dict:
     print(f"held-out loss (evaluation split, training weights, {args.precision}): {heldout:.4f}  "
           f"ppl {math.exp(heldout):.2f}", flush=True)
 
-    # save fp16, transformers layout; a saved Mamba1 config runs the public sequential scan on reload
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.arch == "mamba":
-        model.config.use_mambapy = False
-    model.to(torch.float16).save_pretrained(args.out)
+    save_model(args.arch, model, config, args.out)
     config_path = args.out / "config.json"
     saved = json.loads(config_path.read_text())
     if saved.get("model_type") != args.arch:
@@ -362,7 +427,7 @@ def train_demo(args) -> dict:
         raise SystemExit(f"{weights} is {size:,} bytes > {args.max_bytes:,}: use fewer layers")
 
     # validate the artifact: reload fp16 weights into an fp32 model, held-out loss without autocast
-    reloaded = model_class(args.arch).from_pretrained(args.out, dtype=torch.float32).to(device)
+    reloaded = reload_model(args.arch, args.out).to(device)
     heldout_saved = heldout_loss(reloaded, eval_windows, args.eval_batch_size, device, None)
     print(f"held-out loss (evaluation split, saved fp16 weights run in fp32): {heldout_saved:.4f}  "
           f"ppl {math.exp(heldout_saved):.2f}", flush=True)
