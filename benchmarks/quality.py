@@ -1,19 +1,35 @@
-"""Quality of the Quamba recipe on a model: held-out perplexity of each variant, and per-layer SQNR.
+"""Quality of the Quamba recipe and its variants: held-out perplexity at two window lengths, a LAMBADA-style
+last-word accuracy through lm-eval, per-layer SQNR, each quantized variant calibrated with several seeds.
 
-Variants (the Quamba paper's ablation, all W8A8 per-tensor static):
+Variants are data (:data:`VARIANTS`: name -> QuantConfig keyword arguments), all W8A8 with static activation scales:
     fp32, fp16                    the fp reference (fp16: weights and activations in half, scan state fp32)
+  the Quamba paper's ablation:
     w8a8 naive                    abs-max scales everywhere, no Hadamard
-    w8a8 +percentile              percentile clipping on the scan input u
-    w8a8 +hadamard                Hadamard-rotated out_proj only (abs-max on u)
-    w8a8 quamba (both)            the full recipe: percentile + Hadamard (what `edge-quamba quantize` makes)
-  and two variants beyond the paper (the gap analysis in the README):
-    quamba +clip in_proj          the same percentile also on in_proj's input (the normed residual stream)
-    quamba +clip all inputs       ... and on out_proj's (rotated) input
+    w8a8 +percentile              percentile clipping of the scan input u
+    w8a8 +hadamard                Hadamard-rotated out_proj input (abs-max on u)
+    w8a8 quamba                   both: the default recipe (what `edge-quamba quantize` makes)
+  beyond it (options, measured here; defaults change only with evidence):
+    quamba +clip out_proj         the percentile also on the rotated out_proj input
+    quamba +clip in_proj          ... on the in_proj input (the normed residual stream) instead
+    quamba +clip all inputs       ... on both
+    quamba per-channel w          one weight scale per output channel of each linear (QuantConfig.weight_scales)
+    clip all + per-channel w      both options together
+    quamba p=<P>                  the default recipe's percentile swept (0.99999 is `w8a8 quamba` itself)
+    quamba dynamic out_proj       a per-token out_proj input scale (QuantConfig.out_proj_scale, branch `dynscale`)
 
-    python benchmarks/quality.py                       # the shipped demo model, shipped eval/calibration splits
-    python benchmarks/quality.py --model DIR --max-eval-tokens 50000
+Each quantized variant is calibrated once per --seeds entry (calibration windows drawn with that seed, "file" for
+the first windows in file order); the table reports the mean over seeds and half the min-max range (+-). Variants
+that share a Hadamard setting are calibrated from ONE pass over the data per seed (every observer statistic any of
+them needs is kept side by side; the amaxes equal separate passes'). JSON is rewritten after every variant, so
+--deadline-seconds (or a kill) leaves what was measured.
 
-Prints a table and writes benchmarks/results/quality.json and quality.png (perplexity bars, SQNR per layer).
+    python benchmarks/quality.py                                   # the demo model, shipped eval/calibration splits
+    python benchmarks/quality.py --max-eval-tokens 40000 --variants fp32,fp16,"w8a8 naive","w8a8 quamba"
+    python benchmarks/quality.py --model DIR --device cuda --deadline-seconds 480     # a GPU: reference ops on CUDA
+
+Prints a table and writes <out-prefix>.json and <out-prefix>.png (default benchmarks/results/quality).
+--device cuda runs the same Python reference ops on the GPU (edge_quamba.ops.reference_cuda: explicit opt-in; not
+our CUDA kernels, which have no per-channel or dynamic-scale variant).
 """
 
 from __future__ import annotations
@@ -21,8 +37,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -30,133 +48,307 @@ from pathlib import Path
 import torch
 
 from edge_quamba import __version__
+from edge_quamba.eval.last_word import LastWordTask, build_examples, write_task
 from edge_quamba.eval.perplexity import make_windows, read_text, window_nll
 from edge_quamba.eval.sqnr import TENSORS, layer_sqnr
+from edge_quamba.integrity import file_sha256
 from edge_quamba.models.loading import load_fp_model, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.quant.calibrate import calibrate, load_calibration_data
+from edge_quamba.quant.calibrate import calibrate_many, load_calibration_data
 from edge_quamba.quant.qmodel import QuantConfig, quantize_model
 from edge_quamba.resources import default_calibration_file, default_evaluation_file
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = {
+FP_VARIANTS = ("fp32", "fp16")
+DEFAULT_VARIANT = "w8a8 quamba"
+CLIP_ALL = ("in_proj_input", "u", "out_proj_input")
+VARIANTS: dict[str, dict] = {
     "w8a8 naive": dict(percentile=None, hadamard=False),
-    "w8a8 +percentile": dict(percentile=0.99999, hadamard=False),
-    "w8a8 +hadamard": dict(percentile=None, hadamard=True),
-    "w8a8 quamba": dict(percentile=0.99999, hadamard=True),
-    # beyond the paper: the same percentile also on the in_proj input (the normed residual stream)
-    "quamba +clip in_proj": dict(percentile=0.99999, hadamard=True, percentile_activations=("u", "in_proj_input")),
-    "quamba +clip all inputs": dict(percentile=0.99999, hadamard=True,
-                                    percentile_activations=("in_proj_input", "u", "out_proj_input")),
+    "w8a8 +percentile": dict(hadamard=False),
+    "w8a8 +hadamard": dict(percentile=None),
+    DEFAULT_VARIANT: dict(),
+    "quamba +clip out_proj": dict(percentile_activations=("u", "out_proj_input")),
+    "quamba +clip in_proj": dict(percentile_activations=("in_proj_input", "u")),
+    "quamba +clip all inputs": dict(percentile_activations=CLIP_ALL),
+    "quamba per-channel w": dict(weight_scales="channel"),
+    "clip all + per-channel w": dict(percentile_activations=CLIP_ALL, weight_scales="channel"),
+    "quamba p=0.999": dict(percentile=0.999),
+    "quamba p=0.9999": dict(percentile=0.9999),
+    "quamba p=0.999999": dict(percentile=0.999999),
+    "quamba dynamic out_proj": dict(out_proj_scale="dynamic"),  # QuantConfig field of branch dynscale
 }
+"""Quantized variants: name -> QuantConfig keyword arguments (on top of the calibration size and seed)."""
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="fp checkpoint folder or hub id (default: the demo model)")
-    parser.add_argument("--eval-data", default=str(default_evaluation_file()))
-    parser.add_argument("--calib-data", default=str(default_calibration_file()))
+    parser.add_argument("--eval-data", default=str(default_evaluation_file()), help="held-out UTF-8 text")
+    parser.add_argument("--calib-data", default=str(default_calibration_file()), help="calibration text")
     parser.add_argument("--calib-samples", type=int, default=256)
     parser.add_argument("--calib-seq-len", type=int, default=512)
-    parser.add_argument("--seq-len", type=int, default=512, help="eval window (stride = window)")
-    parser.add_argument("--max-eval-tokens", type=int, default=None)
-    parser.add_argument("--sqnr-windows", type=int, default=4, help="eval windows used for the SQNR table")
-    parser.add_argument("--out", default=str(RESULTS / "quality"), help="path prefix for .json and .png")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="where the reference models run (default: cuda if available); the integer arithmetic is "
-                             "emulated exactly on either, so the numbers do not depend on it beyond float rounding")
+    parser.add_argument("--seeds", default="0,1",
+                        help="calibration draws, comma-separated: integers (QuantConfig.calib_seed) or 'file' (the "
+                             "first windows in file order, the CLI's default)")
+    parser.add_argument("--seq-lens", default="512,2048", help="perplexity window lengths (stride = window)")
+    parser.add_argument("--max-eval-tokens", type=int, default=None, help="use only the first N evaluation tokens")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated names (default: all): {', '.join([*FP_VARIANTS, *VARIANTS])}")
+    parser.add_argument("--last-word-variants", default=f"fp16,{DEFAULT_VARIANT}",
+                        help="variants also scored on the last-word task through lm-eval ('' for none)")
+    parser.add_argument("--last-word-examples", type=int, default=500)
+    parser.add_argument("--sqnr-windows", type=int, default=4, help="512-token eval windows for the SQNR table")
+    parser.add_argument("--batch-tokens", type=int, default=None,
+                        help="tokens per perplexity batch (default 4096 on cpu, 65536 on cuda)")
+    parser.add_argument("--deadline-seconds", type=float, default=None,
+                        help="start no new variant after this many seconds (the JSON then says what was skipped)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: fp models and the quantized references on the GPU (reference ops registered "
+                             "for CUDA tensors, edge_quamba.ops.reference_cuda)")
+    parser.add_argument("--out-prefix", default=str(RESULTS / "quality"), help="path prefix of the .json and .png")
     args = parser.parse_args()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: this machine has no CUDA GPU (use --device cpu)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this machine has no CUDA GPU (use --device cpu)")
+    names = [*FP_VARIANTS, *VARIANTS]
+    args.variants = names if args.variants is None else [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.last_word_variants = [v.strip() for v in args.last_word_variants.split(",") if v.strip()]
+    for option, chosen in (("--variants", args.variants), ("--last-word-variants", args.last_word_variants)):
+        unknown = [v for v in chosen if v not in names]
+        if unknown:
+            parser.error(f"{option}: unknown variant(s) {unknown}; known: {names}")
+    try:
+        args.seeds = [None if s.strip() == "file" else int(s) for s in args.seeds.split(",")]
+        args.seq_lens = [int(s) for s in args.seq_lens.split(",")]
+    except ValueError as exc:
+        parser.error(f"--seeds / --seq-lens: {exc}")
+    args.configs = {}
+    for name in args.variants:
+        if name in VARIANTS:
+            try:
+                args.configs[name] = {seed: QuantConfig(calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len,
+                                                        calib_seed=seed, **VARIANTS[name]) for seed in args.seeds}
+            except TypeError as exc:  # a QuantConfig field this checkout does not have yet
+                parser.error(f"variant {name!r}: {exc} (leave it out with --variants)")
+    args.batch_tokens = args.batch_tokens or (65536 if args.device == "cuda" else 4096)
     return args
 
 
-def perplexity(model, windows) -> float:
-    total, count = window_nll(model, windows, batch_size=8, progress=False)
+def perplexity(model, windows: torch.Tensor, batch_tokens: int) -> float:
+    total, count = window_nll(model, windows, batch_size=max(1, batch_tokens // windows.shape[1]), progress=False)
     return math.exp(total / count)
+
+
+def last_word(model, tok, task: LastWordTask, task_manager) -> dict:
+    """Accuracy (all target tokens greedy) and target perplexity on the last-word task, through lm-eval and the
+    edge-quamba adapter; stderr of the accuracy is the binomial sqrt(acc (1 - acc) / (n - 1))."""
+    import lm_eval
+
+    from edge_quamba.eval.harness import EdgeQuambaLM
+
+    out = lm_eval.simple_evaluate(model=EdgeQuambaLM.from_model(model, tok), tasks=[task.name],
+                                  task_manager=task_manager, bootstrap_iters=0, verbosity="ERROR")
+    result = out["results"][task.name]
+    acc, n = float(result["acc,none"]), task.manifest["examples"]
+    return {"acc": acc, "acc_stderr": math.sqrt(acc * (1 - acc) / max(n - 1, 1)),
+            "target_perplexity": float(result["perplexity,none"]), "examples": n}
+
+
+def summary(values: list[float]) -> dict:
+    """mean, min, max and half the range (the table's +-) of per-seed values."""
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values),
+            "half_range": (max(values) - min(values)) / 2, "n": len(values)}
+
+
+class Report:
+    """The JSON report, rewritten after every variant."""
+
+    def __init__(self, args, started: float, header: dict):
+        self.args, self.started, self.data = args, started, header
+
+    def variant(self, name: str, runs: dict, config: dict | None) -> None:
+        """runs: seed label -> {"perplexity": {seq_len: ppl}, optional "last_word": {...}}."""
+        fp16 = self.data["variants"].get("fp16")
+        entry = {"config": config, "runs": runs, "perplexity": {}, "vs_fp16_percent": {}}
+        for seq_len in map(str, self.args.seq_lens):
+            values = [run["perplexity"][seq_len] for run in runs.values()]
+            entry["perplexity"][seq_len] = summary(values)
+            if fp16 is not None:
+                base = fp16["perplexity"][seq_len]["mean"]
+                entry["vs_fp16_percent"][seq_len] = summary([100 * (v / base - 1) for v in values])
+        accs = [run["last_word"]["acc"] for run in runs.values() if "last_word" in run]
+        if accs:
+            entry["last_word_acc"] = summary(accs)
+        self.data["variants"][name] = entry
+        self.write()
+
+    def write(self) -> None:
+        self.data["seconds"] = round(time.time() - self.started, 1)
+        out = Path(self.args.out_prefix).with_suffix(".json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(self.data, indent=2) + "\n")
 
 
 def main() -> None:
     args = parse_args()
     started = time.time()
-    if args.device.startswith("cuda"):  # the quantized models' ops then run as our CUDA kernels (edge_quamba.ops)
-        from edge_quamba.ops import cuda_ops
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # lm-eval reads the local JSONL task; nothing is downloaded
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        from edge_quamba.ops.reference_cuda import register_reference_for_cuda
 
-        cuda_ops.register_cuda_kernels()
+        register_reference_for_cuda()
     path = resolve_model(args.model)
-    fp32 = load_fp_model(path, torch.float32).to(args.device)
+    fp32 = load_fp_model(path, torch.float32).to(device)
     tok = load_tokenizer(path, eos_token_id=fp32.config.eos_token_id)
-    ids = tok.encode(read_text(args.eval_data))
-    if args.max_eval_tokens:
-        ids = ids[: args.max_eval_tokens]
-    windows = make_windows(ids, args.seq_len)
-    calib = load_calibration_data(Path(args.calib_data), tok, args.calib_samples, args.calib_seq_len)
+    eval_text = read_text(args.eval_data)
+    ids = tok.encode(eval_text)[: args.max_eval_tokens]
+    windows = {str(n): make_windows(ids, n) for n in args.seq_lens}
+    sqnr_tokens = make_windows(ids, 512)[: args.sqnr_windows]
 
-    fp16 = load_fp_model(path, torch.float16).to(args.device)
-    rows = {"fp32": perplexity(fp32, windows), "fp16": perplexity(fp16, windows)}
-    print(f"fp32 {rows['fp32']:.3f}  fp16 {rows['fp16']:.3f}", file=sys.stderr)
-    sqnr = {}
-    for name, knobs in VARIANTS.items():
-        qconfig = QuantConfig(calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len, **knobs)
-        qmodel = quantize_model(fp32, calibrate(fp32, calib, qconfig, progress=False), qconfig).to(args.device)
-        rows[name] = perplexity(qmodel, windows)
-        sqnr[name] = layer_sqnr(fp32, qmodel, windows[: args.sqnr_windows])
-        print(f"{name}: {rows[name]:.3f}", file=sys.stderr)
+    task_dir = Path(tempfile.mkdtemp(prefix="edge_quamba_last_word_"))
+    task = write_task(task_dir, build_examples(eval_text, max_examples=args.last_word_examples), Path(args.eval_data))
+    task_manager = None
+    if args.last_word_variants:
+        from lm_eval.tasks import TaskManager
 
-    report = {
+        task_manager = TaskManager(include_path=str(task_dir))
+
+    header = {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "date": date.today().isoformat(), "seconds": round(time.time() - started, 1),
+        "date": date.today().isoformat(),
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "torch": torch.__version__, "edge_quamba": __version__,
-                    "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu",
-                    "int8_ops": "edge_quamba CUDA kernels" if args.device.startswith("cuda") else "CPU references"},
-        "model": str(path), "eval_data": args.eval_data, "eval_tokens": len(ids), "windows": int(windows.shape[0]),
-        "seq_len": args.seq_len, "calibration": calib.manifest(),
-        "perplexity": rows,
-        "perplexity_vs_fp16_percent": {k: 100 * (v / rows["fp16"] - 1) for k, v in rows.items()},
-        "sqnr_db": sqnr, "sqnr_tensors": list(TENSORS),
+                    "torch": torch.__version__, "edge_quamba": __version__, "threads": torch.get_num_threads(),
+                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                    "int8_ops": "Python reference ops" + (" on CUDA tensors (reference_cuda)"
+                                                          if device.type == "cuda" else " (CPU)")},
+        "model": str(path),
+        "eval_data": {"file": Path(args.eval_data).name, "sha256": file_sha256(Path(args.eval_data)),
+                      "tokens": len(ids), "max_eval_tokens": args.max_eval_tokens},
+        "windows": {n: {"count": int(w.shape[0]), "scored_tokens": int(w.shape[0] * (w.shape[1] - 1))}
+                    for n, w in windows.items()},
+        "calibration": {"file": Path(args.calib_data).name, "sha256": file_sha256(Path(args.calib_data)),
+                        "samples": args.calib_samples, "seq_len": args.calib_seq_len,
+                        "seeds": ["file" if s is None else s for s in args.seeds]},
+        "last_word_task": task.manifest,
+        "variants": {}, "sqnr_db": {}, "sqnr_tensors": list(TENSORS), "skipped": [], "complete": False,
     }
-    print_table(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, out.with_suffix(".png"))
-    print(f"wrote {out.with_suffix('.json')}\nwrote {out.with_suffix('.png')}")
+    report = Report(args, started, header)
+
+    def past_deadline() -> bool:
+        return args.deadline_seconds is not None and time.time() - started > args.deadline_seconds
+
+    for name in [v for v in FP_VARIANTS if v in args.variants]:  # fp16 first is not needed: fp rows have no seeds
+        model = fp32 if name == "fp32" else load_fp_model(path, torch.float16).to(device)
+        run = {"perplexity": {n: perplexity(model, w, args.batch_tokens) for n, w in windows.items()}}
+        if name in args.last_word_variants:
+            run["last_word"] = last_word(model, tok, task, task_manager)
+        report.variant(name, {"-": run}, None)
+        log(report, name, run)
+        del model
+
+    quantized = [name for name in args.variants if name in VARIANTS]
+    runs: dict[str, dict] = {name: {} for name in quantized}
+    for seed in args.seeds:
+        label = "file" if seed is None else str(seed)
+        calib = load_calibration_data(Path(args.calib_data), tok, args.calib_samples, args.calib_seq_len, seed)
+        report.data["calibration"].setdefault("windows", {})[label] = {
+            k: v for k, v in calib.manifest().items() if k in ("seed", "window_offsets")}
+        for hadamard in (False, True):
+            group = [n for n in quantized if args.configs[n][seed].hadamard == hadamard]
+            if not group or past_deadline():
+                continue
+            amaxes = calibrate_many(fp32, calib, [args.configs[n][seed] for n in group], progress=False)
+            for name, amax in zip(group, amaxes, strict=True):
+                if past_deadline():
+                    report.data["skipped"].append(f"{name} seed {label}")
+                    continue
+                qconfig = args.configs[name][seed]
+                qmodel = quantize_model(fp32, amax, qconfig).to(device)
+                run = {"perplexity": {n: perplexity(qmodel, w, args.batch_tokens) for n, w in windows.items()}}
+                if name in args.last_word_variants:
+                    run["last_word"] = last_word(qmodel, tok, task, task_manager)
+                if name not in report.data["sqnr_db"]:  # the first seed's per-layer SQNR
+                    report.data["sqnr_db"][name] = layer_sqnr(fp32, qmodel, sqnr_tokens)
+                runs[name][label] = run
+                report.variant(name, runs[name], VARIANTS[name])
+                log(report, f"{name} seed {label}", run)
+                del qmodel
+    report.data["complete"] = not report.data["skipped"]
+    report.write()
+    print_table(report.data)
+    png = Path(args.out_prefix).with_suffix(".png")
+    plot(report.data, png)
+    print(f"wrote {Path(args.out_prefix).with_suffix('.json')}\nwrote {png}")
 
 
-def print_table(report: dict) -> None:
-    print(f"\nheld-out perplexity, {report['eval_tokens']} tokens, windows of {report['seq_len']}:")
-    print(f"{'variant':<20}{'perplexity':>12}{'vs fp16':>10}")
-    for name, ppl in report["perplexity"].items():
-        print(f"{name:<20}{ppl:>12.3f}{report['perplexity_vs_fp16_percent'][name]:>+9.2f}%")
-    print("\nper-layer SQNR (dB) of the full recipe (w8a8 quamba):")
-    print(f"{'layer':<7}" + "".join(f"{t:>16}" for t in TENSORS))
-    for i, layer in enumerate(report["sqnr_db"]["w8a8 quamba"]):
-        print(f"{i:<7}" + "".join(f"{layer[t]:>16.1f}" for t in TENSORS))
+def log(report: Report, what: str, run: dict) -> None:
+    ppl = "  ".join(f"ppl@{n} {v:.3f}" for n, v in run["perplexity"].items())
+    acc = f"  last-word acc {run['last_word']['acc']:.3f}" if "last_word" in run else ""
+    print(f"[{time.time() - report.started:6.0f} s] {what}: {ppl}{acc}", file=sys.stderr, flush=True)
 
 
-def plot(report: dict, png: Path) -> None:
+def print_table(data: dict) -> None:
+    seq_lens = list(data["windows"])
+    print(f"\n{data['model']}: held-out perplexity on {data['eval_data']['file']} "
+          f"(sha256 {data['eval_data']['sha256'][:12]}, first {data['eval_data']['tokens']} tokens), windows "
+          + ", ".join(f"{n} ({w['count']} windows)" for n, w in data["windows"].items()))
+    calib = data["calibration"]
+    print(f"calibration: {calib['file']} (sha256 {calib['sha256'][:12]}), {calib['samples']} windows of "
+          f"{calib['seq_len']} tokens, seeds {calib['seeds']}; mean over seeds +- half the min-max range")
+    head = "".join(f"{'ppl@' + n:>18}{'vs fp16':>16}" for n in seq_lens)
+    print(f"{'variant':<26}{head}{'last-word acc':>16}")
+    for name, entry in data["variants"].items():
+        cells = ""
+        for n in seq_lens:
+            p, d = entry["perplexity"][n], entry["vs_fp16_percent"].get(n)
+            cells += f"{p['mean']:>11.3f} +-{p['half_range']:<5.3f}"
+            cells += f"{d['mean']:>+9.2f}% +-{d['half_range']:<4.2f}" if d else f"{'':>16}"
+        acc = entry.get("last_word_acc")
+        cells += f"{acc['mean']:>16.3f}" if acc else ""
+        print(f"{name:<26}{cells}")
+    lw = data["last_word_task"]
+    print(f"last-word task: {lw['examples']} passages of {lw['source']} (lm-eval, acc = every target token greedy)")
+    if data["skipped"]:
+        print(f"skipped at the deadline: {', '.join(data['skipped'])}")
+    if DEFAULT_VARIANT in data["sqnr_db"]:
+        print(f"\nper-layer SQNR (dB) of {DEFAULT_VARIANT}, first seed:")
+        print(f"{'layer':<7}" + "".join(f"{t:>16}" for t in TENSORS))
+        for i, layer in enumerate(data["sqnr_db"][DEFAULT_VARIANT]):
+            print(f"{i:<7}" + "".join(f"{layer[t]:>16.1f}" for t in TENSORS))
+
+
+def plot(data: dict, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
-    names = list(report["perplexity"])
-    bars = ax1.bar(names, [report["perplexity"][n] for n in names],
-                   color=["#555", "#888", "#c44", "#e93", "#39c", "#2a2", "#7b5", "#9c7"][: len(names)])
-    ax1.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax1.set_yscale("log")
-    ax1.set_ylabel("held-out perplexity")
-    ax1.tick_params(axis="x", rotation=30)
-    for name, style in (("w8a8 naive", "--"), ("w8a8 quamba", "-")):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [1.6, 1]})
+    names = [n for n in data["variants"] if n not in FP_VARIANTS]
+    seq_lens = list(data["windows"])
+    width = 0.8 / max(len(seq_lens), 1)
+    for j, n in enumerate(seq_lens):
+        stats = [data["variants"][v]["vs_fp16_percent"].get(n) for v in names]
+        means = [s["mean"] if s else math.nan for s in stats]
+        errors = [[s["mean"] - s["min"] if s else 0 for s in stats], [s["max"] - s["mean"] if s else 0 for s in stats]]
+        xs = [i + (j - (len(seq_lens) - 1) / 2) * width for i in range(len(names))]
+        ax1.bar(xs, means, width, yerr=errors, capsize=2, label=f"windows of {n}")
+    ax1.axhline(1.0, color="#c44", lw=0.8, ls="--", label="+1% target")
+    ax1.set_yscale("symlog", linthresh=2)
+    ax1.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    ax1.set_ylabel("perplexity vs fp16 (%), bars: min-max over seeds")
+    ax1.legend(fontsize=8)
+    for name, style in (("w8a8 naive", "--"), (DEFAULT_VARIANT, "-")):
         for tensor, color in (("u", "#e93"), ("out_proj_input", "#39c"), ("mixer_output", "#2a2")):
-            values = [layer[tensor] for layer in report["sqnr_db"][name]]
-            ax2.plot(values, style, color=color, label=f"{tensor} ({name})")
+            if name in data["sqnr_db"]:
+                ax2.plot([layer[tensor] for layer in data["sqnr_db"][name]], style, color=color,
+                         label=f"{tensor} ({name})")
     ax2.set_xlabel("layer")
-    ax2.set_ylabel("SQNR vs fp32 (dB)")
+    ax2.set_ylabel("SQNR vs fp32 (dB), first seed")
     ax2.legend(fontsize=7)
-    fig.suptitle(f"Quamba W8A8 on {Path(report['model']).name} ({report['date']})")
+    fig.suptitle(f"W8A8 variants on {Path(data['model']).name}, {data['eval_data']['tokens']} eval tokens, "
+                 f"{data['machine']['device']} ({data['date']})")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 

@@ -47,6 +47,16 @@ class EdgeQuambaLM(TemplateLM):
         self.tokenizer_ = load_model_tokenizer(folder, tokenizer, option="--model_args tokenizer=")
         self.model = load_reference_model(folder.path, folder.kind)
 
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, tokenizer, max_length: int = 2048) -> "EdgeQuambaLM":
+        """The adapter around a model already in memory (fp or quantized reference, on any device) and its
+        TextTokenizer: benchmarks/quality.py scores its variants this way without writing each to disk. Pass the
+        result to ``lm_eval.simple_evaluate(model=...)``."""
+        lm = cls.__new__(cls)
+        TemplateLM.__init__(lm)
+        lm.max_length, lm.tokenizer_, lm.model = int(max_length), tokenizer, model
+        return lm
+
     @property
     def eot_token_id(self) -> int:
         return self.tokenizer_.eos_token_id
@@ -61,12 +71,12 @@ class EdgeQuambaLM(TemplateLM):
     def _score(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
         """Sum of log p(continuation | context) and whether greedy decoding would produce it."""
         tokens = (context + continuation)[-(self.max_length + 1):]
-        logits, _ = self.model(torch.tensor([tokens[:-1]], dtype=torch.long))
+        logits, _ = self.model(torch.tensor([tokens[:-1]], dtype=torch.long, device=self.model.device))
         logits = logits[0, -len(continuation):].float()
         if not torch.isfinite(logits).all():
             raise NumericsError("the model's logits are NaN or Inf on this input (its activations overflow)")
         logp = F.log_softmax(logits, dim=-1)
-        target = torch.tensor(continuation)
+        target = torch.tensor(continuation, device=logp.device)
         return float(logp.gather(-1, target[:, None]).sum()), bool(torch.equal(logp.argmax(-1), target))
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:

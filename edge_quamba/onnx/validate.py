@@ -85,7 +85,8 @@ def _constant_values(nodes) -> dict[str, np.ndarray | str]:
 
 
 def _check_qdq(nodes, values: dict, where: str) -> list[str]:
-    """Zero points int8 0, scales float32 > 0 and finite (or a float attribute of the op), no Clip on int8 codes."""
+    """Zero points int8 0, scales float32 > 0 and finite (or a float attribute of the op; a vector only for a
+    per-axis DequantizeLinear), no Clip on int8 codes."""
     problems = []
     producers = {out: node for node in nodes for out in node.output}
     for node in nodes:
@@ -98,8 +99,11 @@ def _check_qdq(nodes, values: dict, where: str) -> list[str]:
                 problems.append(f"{where}: {node.op_type} {node.name} zero point is not an int8 0: {zero_point!r}")
             if isinstance(scale, str):
                 continue  # a float attribute of the custom op; checked on every call site by _check_custom_node
-            if not isinstance(scale, np.ndarray) or scale.dtype != np.float32 or scale.size != 1 or \
-                    not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            per_axis = node.op_type == "DequantizeLinear" and any(a.name == "axis" for a in node.attribute) and \
+                isinstance(scale, np.ndarray) and scale.ndim == 1 and isinstance(zero_point, np.ndarray) and \
+                zero_point.shape == scale.shape  # a per-channel weight (--weight-scales channel)
+            if not isinstance(scale, np.ndarray) or scale.dtype != np.float32 or (scale.size != 1 and not per_axis) \
+                    or not np.all(np.isfinite(scale)) or not np.all(scale > 0):
                 problems.append(f"{where}: {node.op_type} {node.name} scale is not a float32 scalar > 0: {scale!r}")
         if node.op_type == "Clip" and node.input[0] in producers and \
                 producers[node.input[0]].op_type == "QuantizeLinear":

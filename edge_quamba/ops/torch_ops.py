@@ -10,11 +10,18 @@ the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cu
     rms_norm_quantize            RMSNorm nodes -> QuantizeLinear       quantize(RMSNorm(x))  (Norm.forward's order)
     int8_linear                  DequantizeLinear -> MatMul (+ Add)    primitives.int8_linear (+ bias)
     int8_linear_quantize         ... -> QuantizeLinear                 quantize(int8_linear(...))  (fused epilogue)
+    int8_linear_per_channel      the same, weight DequantizeLinear     primitives.int8_linear, w_scale (N,)
+    int8_linear_per_channel_quantize   with axis=1 (per output column)  (--weight-scales channel; no CUDA kernel)
     int8_causal_conv1d           custom node Int8CausalConv1d          qops.int8_causal_conv1d
     int8_causal_conv1d_update    (the same node, l = 1)                qops.int8_causal_conv1d_update
     int8_selective_scan          custom node Int8SelectiveScan         qops.int8_selective_scan
     int8_selective_scan_update   (the same node, l = 1)                qops.int8_selective_scan_update
     hadamard_quantize            custom node HadamardQuantize          qops.hadamard_quantize
+    hadamard_quantize_dynamic    custom node HadamardQuantizeDynamic   qops.hadamard_quantize_dynamic
+    int8_linear_per_token        MatMulInteger -> Cast -> Mul (+ Add)  primitives.int8_linear_per_token (+ bias)
+
+The last two are the out_proj input with a per-token scale (``QuantConfig.out_proj_scale = "dynamic"``): the scale
+is a float32 tensor made by the Hadamard op and read by out_proj, not a constant.
 
 The schemas of the three custom nodes follow :mod:`edge_quamba.ops.specs` (tensors, then float scales; a test
 checks it). Scales are Python floats: static per-tensor scales are constants, as they are in the graph and in the
@@ -30,8 +37,17 @@ from torch import Tensor
 from edge_quamba.quant import primitives, qops
 
 
+REFERENCES: dict[str, object] = {}
+"""Every op's reference implementation (the plain Python function), by op name; device-agnostic torch code, which
+:mod:`edge_quamba.ops.reference_cuda` registers for CUDA tensors on explicit request."""
+
+
 def _op(name: str):
-    return torch.library.custom_op(f"edge_quamba::{name}", mutates_args=(), device_types="cpu")
+    def define(fn):
+        REFERENCES[name] = fn
+        return torch.library.custom_op(f"edge_quamba::{name}", mutates_args=(), device_types="cpu")(fn)
+
+    return define
 
 
 @_op("quantize")
@@ -84,6 +100,38 @@ def int8_linear_quantize(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_s
 @int8_linear_quantize.register_fake
 def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
     return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
+
+
+@_op("int8_linear_per_channel")
+def int8_linear_per_channel(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float,
+                            weight_scale: Tensor) -> Tensor:
+    """int8_linear with one weight scale per output channel: weight_scale (N,) float32 ->
+    float32(exact int32 x_q @ weight_q^T) * float32(x_scale * weight_scale[None, :]) (+ bias), (..., N) float32."""
+    y = primitives.int8_linear(x_q, x_scale, weight_q, weight_scale)
+    return y if bias is None else y + bias.to(torch.float32)
+
+
+@int8_linear_per_channel.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.float32)
+
+
+@_op("int8_linear_per_channel_quantize")
+def int8_linear_per_channel_quantize(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float,
+                                     weight_scale: Tensor, out_scale: float) -> Tensor:
+    """int8_linear_per_channel, then quantize at ``out_scale`` (per tensor): (..., K) int8 -> (..., N) int8."""
+    return primitives.quantize(int8_linear_per_channel(x_q, weight_q, bias, x_scale, weight_scale), out_scale)
+
+
+@int8_linear_per_channel_quantize.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
+
+
+NO_CUDA_KERNEL = {"edge_quamba::int8_linear_per_channel": "--weight-scales channel",
+                  "edge_quamba::int8_linear_per_channel_quantize": "--weight-scales channel"}
+"""Ops without a CUDA kernel, and the option whose models call them: ``--backend cuda`` refuses such a model in one
+line naming the option (:func:`edge_quamba.runtime.cuda_backend.require_cuda_kernels`), never a fallback."""
 
 
 @_op("int8_causal_conv1d")
@@ -152,6 +200,32 @@ def _(y, out_scale):
     return torch.empty_like(y, dtype=torch.int8)
 
 
+@_op("hadamard_quantize_dynamic")
+def hadamard_quantize_dynamic(y: Tensor) -> tuple[Tensor, Tensor]:
+    """y (b, l, d_in) float -> y_q (b, l, d_in) int8, y_scale (b, l) float32 (one scale per token)."""
+    return qops.hadamard_quantize_dynamic(y)
+
+
+@hadamard_quantize_dynamic.register_fake
+def _(y):
+    return torch.empty_like(y, dtype=torch.int8), y.new_empty(y.shape[:-1], dtype=torch.float32)
+
+
+@_op("int8_linear_per_token")
+def int8_linear_per_token(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: Tensor,
+                          weight_scale: float) -> Tensor:
+    """x_q (..., K) int8 with x_scale (...) float32 per token, weight_q (N, K) int8, bias (N,) float32 or None
+    -> (..., N) float32: float32(exact int32 x_q @ weight_q^T) * float32(x_scale[..., None] * weight_scale)
+    (+ bias)."""
+    y = primitives.int8_linear_per_token(x_q, x_scale, weight_q, weight_scale)
+    return y if bias is None else y + bias.to(torch.float32)
+
+
+@int8_linear_per_token.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.float32)
+
+
 OPS = {"Int8CausalConv1d": int8_causal_conv1d, "Int8SelectiveScan": int8_selective_scan,
-       "HadamardQuantize": hadamard_quantize}
+       "HadamardQuantize": hadamard_quantize, "HadamardQuantizeDynamic": hadamard_quantize_dynamic}
 """The torch custom op of each ONNX custom-op spec, by ONNX op_type."""

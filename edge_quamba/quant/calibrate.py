@@ -3,13 +3,15 @@
 The fp model runs its mixers through the one data flow (:func:`edge_quamba.quant.flow.float_flow`), whose
 ``quantize`` calls observe the float value at each site of :mod:`edge_quamba.quant.sites` (the out_proj input after
 the Hadamard transform when it is on). Scales come from the fp activations (static post-training quantization, as
-in the official code). Batches are fixed-length windows of the tokenized text in file order, so the same inputs
-give bit-identical scales on one machine and thread count.
+in the official code). Batches are fixed-length windows of the tokenized text: in file order by default, or at
+start offsets drawn with a seed (``QuantConfig.calib_seed``, to measure the spread over calibration draws). The same
+windows in the same order give bit-identical scales on one machine (README "Determinism" says what was measured).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,22 +24,37 @@ from edge_quamba.integrity import file_sha256
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.quant.flow import float_flow
-from edge_quamba.quant.observers import AbsMaxObserver, PercentileObserver
+from edge_quamba.quant.observers import AbsMaxObserver, PercentileObserver, batch_quantiles
 from edge_quamba.quant.qmodel import QuantConfig
-from edge_quamba.quant.sites import SITE_NAMES
+from edge_quamba.quant.sites import SITE_NAMES, static_site_names
 
 
 @dataclass(frozen=True)
 class CalibrationData:
-    """Token windows for calibration and where they came from. tokens: (samples, seq_len) int64."""
+    """Token windows for calibration and where they came from. tokens: (samples, seq_len) int64.
+
+    seed: None for the first windows in file order; else the seed that drew ``offsets`` (each window's first token's
+    index in the tokenized text, in calibration order)."""
 
     tokens: Tensor
     source: str
     sha256: str
+    seed: int | None = None
+    offsets: tuple[int, ...] = ()
 
     def manifest(self) -> dict:
-        return {"file": Path(self.source).name, "sha256": self.sha256, "samples": int(self.tokens.shape[0]),
-                "seq_len": int(self.tokens.shape[1])}
+        manifest = {"file": Path(self.source).name, "sha256": self.sha256, "samples": int(self.tokens.shape[0]),
+                    "seq_len": int(self.tokens.shape[1])}
+        if self.seed is not None:  # file-order manifests stay as they were (same artifact bytes as before)
+            manifest.update(seed=self.seed, window_offsets=list(self.offsets))
+        return manifest
+
+
+def draw_offsets(total: int, samples: int, seq_len: int, seed: int) -> list[int]:
+    """``samples`` window start offsets in [0, total - seq_len], drawn independently (windows may overlap) with
+    Python's ``random.Random(seed)``, whose sequence for an int seed is fixed across platforms and versions."""
+    rng = random.Random(seed)
+    return [rng.randrange(total - seq_len + 1) for _ in range(samples)]
 
 
 def read_calibration_texts(path: Path) -> list[str]:
@@ -62,8 +79,10 @@ def read_calibration_texts(path: Path) -> list[str]:
     return texts
 
 
-def load_calibration_data(path: Path, tokenizer: TextTokenizer, samples: int, seq_len: int) -> CalibrationData:
-    """The first ``samples`` windows of ``seq_len`` tokens of the file (documents joined by EOS)."""
+def load_calibration_data(path: Path, tokenizer: TextTokenizer, samples: int, seq_len: int,
+                          seed: int | None = None) -> CalibrationData:
+    """``samples`` windows of ``seq_len`` tokens of the file (documents joined by EOS): the first ones in file order
+    (seed None), or at offsets drawn with ``seed`` (:func:`draw_offsets`)."""
     texts = read_calibration_texts(path)
     ids: list[int] = []
     for text in texts:
@@ -76,47 +95,79 @@ def load_calibration_data(path: Path, tokenizer: TextTokenizer, samples: int, se
             f"calibration data {path} has {len(ids)} tokens; {samples} samples of {seq_len} need {needed} "
             f"(lower --calib-samples or --calib-seq-len)"
         )
-    tokens = torch.tensor(ids[:needed], dtype=torch.long).view(samples, seq_len)
-    return CalibrationData(tokens=tokens, source=str(path), sha256=file_sha256(path))
+    if seed is None:
+        tokens = torch.tensor(ids[:needed], dtype=torch.long).view(samples, seq_len)
+        return CalibrationData(tokens=tokens, source=str(path), sha256=file_sha256(path))
+    offsets = draw_offsets(len(ids), samples, seq_len, seed)
+    tokens = torch.tensor([ids[o:o + seq_len] for o in offsets], dtype=torch.long)  # (samples, seq_len)
+    return CalibrationData(tokens=tokens, source=str(path), sha256=file_sha256(path), seed=seed,
+                           offsets=tuple(offsets))
+
+
+def observer_spec(qconfig: QuantConfig, site: str) -> tuple:
+    """What statistic ``qconfig`` takes at ``site``: ("absmax",) or ("percentile", percentile, momentum)."""
+    if qconfig.percentile is not None and site in qconfig.percentile_activations:
+        return ("percentile", qconfig.percentile, qconfig.percentile_momentum)
+    return ("absmax",)
 
 
 class SiteObservers:
-    """One observer per (layer, site): abs-max, or a percentile for the sites the config clips."""
+    """Per (layer, site), one observer for each distinct statistic the configs ask for (abs-max, or a percentile
+    with its momentum), so that several recipes sharing one Hadamard setting calibrate from ONE pass over the data
+    with exactly the amaxes separate passes would give (same values, same order). A config reads only its static
+    sites (out_proj_input has no static scale when its scale is per token)."""
 
-    def __init__(self, n_layer: int, qconfig: QuantConfig):
-        def observer(layer: int, site: str):
+    def __init__(self, n_layer: int, qconfigs: list[QuantConfig]):
+        def observer(layer: int, site: str, spec: tuple):
             name = f"layers.{layer}.mixer.{site}"
-            if qconfig.percentile is not None and site in qconfig.percentile_activations:
-                return PercentileObserver(name, qconfig.percentile, qconfig.percentile_momentum)
-            return AbsMaxObserver(name)
+            return AbsMaxObserver(name) if spec[0] == "absmax" else PercentileObserver(name, spec[1], spec[2])
 
-        self.observers = [{site: observer(i, site) for site in SITE_NAMES} for i in range(n_layer)]
+        specs = {site: sorted({observer_spec(q, site) for q in qconfigs}) for site in SITE_NAMES}
+        self.observers = [{site: {spec: observer(i, site, spec) for spec in specs[site]} for site in SITE_NAMES}
+                          for i in range(n_layer)]
 
     def __call__(self, layer: int, site: str, x: Tensor) -> None:
-        """x: (b, l, ...). A percentile is taken per calibration sequence, as in the official recipe."""
-        observer = self.observers[layer][site]
-        if isinstance(observer, PercentileObserver):
+        """x: (b, l, ...). A percentile is taken per calibration sequence, as in the official recipe; the
+        percentiles of one site share one topk per sequence (:func:`batch_quantiles`)."""
+        observers = self.observers[layer][site]
+        percentile = [obs for obs in observers.values() if isinstance(obs, PercentileObserver)]
+        for obs in observers.values():
+            if isinstance(obs, AbsMaxObserver):
+                obs.observe(x)
+        if percentile:
             for sequence in x:
-                observer.observe(sequence)
-        else:
-            observer.observe(x)
+                quantiles = batch_quantiles(sequence, [obs.percentile for obs in percentile], percentile[0].name)
+                for obs, q in zip(percentile, quantiles, strict=True):
+                    obs.update(q)
 
-    def amaxes(self) -> list[dict[str, Tensor]]:
-        return [{site: obs.amax() for site, obs in layer.items()} for layer in self.observers]
+    def amaxes(self, qconfig: QuantConfig) -> list[dict[str, Tensor]]:
+        static = static_site_names(qconfig.out_proj_scale)
+        return [{site: layer[site][observer_spec(qconfig, site)].amax() for site in static}
+                for layer in self.observers]
 
 
 @torch.inference_mode()
 def calibrate(model: MambaLM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,
               progress: bool = True) -> list[dict[str, Tensor]]:
-    """Per-layer amaxes of every site (a list with one dict per layer, keys: the site names)."""
-    observers = SiteObservers(model.config.n_layer, qconfig)
+    """Per-layer amaxes of every static site (a list with one dict per layer, keys: the site names)."""
+    return calibrate_many(model, data, [qconfig], batch_size, progress)[0]
+
+
+@torch.inference_mode()
+def calibrate_many(model: MambaLM, data: CalibrationData, qconfigs: list[QuantConfig], batch_size: int = 8,
+                   progress: bool = True) -> list[list[dict[str, Tensor]]]:
+    """:func:`calibrate` for several configs that share one ``hadamard`` setting, in one pass over ``data``:
+    one amax list per config, each equal to what ``calibrate(model, data, qconfig)`` returns."""
+    if len({q.hadamard for q in qconfigs}) != 1:
+        raise ValueError("calibrate_many: the configs must share one hadamard setting (it changes what is observed)")
+    observers = SiteObservers(model.config.n_layer, qconfigs)
     try:
-        with float_flow(model, qconfig.hadamard, observers):
+        with float_flow(model, qconfigs[0].hadamard, observers):
             batches = data.tokens.split(batch_size)
             for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
                 resid, _ = model.residual_stream(batch.to(model.device))  # no lm_head: only the mixers are observed
                 if not torch.isfinite(resid).all():
                     raise InputError("calibration: the model's residual stream holds NaN or Inf")
-        return observers.amaxes()
+        return [observers.amaxes(q) for q in qconfigs]
     except ValueError as exc:  # an observer saw NaN/Inf; its message names the layer and tensor
         raise InputError(f"calibration stopped: {exc}") from None

@@ -74,6 +74,30 @@ def _abs_float(x: Tensor, name: str) -> tuple[Tensor, float]:
     return a, m
 
 
+def batch_quantiles(x: Tensor, percentiles: list[float], name: str) -> list[float]:
+    """Each ``percentiles`` quantile of |x| over all N elements of one batch, interpolated as torch.quantile does
+    (position ``p * (N - 1)`` among the ascending values), from ONE topk of the largest values the lowest
+    percentile needs; each result equals a separate computation (topk's values do not depend on k beyond order).
+
+    x: floating tensor of any shape. percentiles: fractions in (0, 1]. Returns Python floats (float64 arithmetic).
+    """
+    a, m = _abs_float(x, name)
+    n = a.numel()
+    positions = [p * (n - 1) for p in percentiles]  # 0-based positions among ascending values
+    lows = [min(int(math.floor(pos)), n - 1) for pos in positions]
+    k_max = n - min(lows)  # the lo-th ascending value is the (n - lo)-th largest
+    top = torch.topk(a, k_max, largest=True, sorted=True).values.double().cpu() if k_max > 1 else None  # descending
+    results = []
+    for pos, lo in zip(positions, lows):
+        k = n - lo
+        if k == 1:
+            results.append(m)
+            continue
+        v_lo, v_hi = float(top[k - 1]), float(top[k - 2])  # ascending[lo], ascending[lo + 1]
+        results.append(v_lo + (pos - lo) * (v_hi - v_lo))
+    return results
+
+
 class AbsMaxObserver:
     """Running max |x| over all observed batches (per tensor).
 
@@ -125,22 +149,14 @@ class PercentileObserver:
 
         x: floating tensor of any shape with N elements. Returns a Python float (computed in float64).
         """
-        a, m = _abs_float(x, self.name)
-        n = a.numel()
-        pos = self.percentile * (n - 1)  # 0-based position among ascending values
-        lo = min(int(math.floor(pos)), n - 1)
-        frac = pos - lo
-        k = n - lo  # the lo-th ascending value is the k-th largest
-        if k == 1:
-            return m
-        top = torch.topk(a, k, largest=True, sorted=True).values  # descending; top[k-1] is ascending[lo]
-        v_lo = float(top[k - 1])
-        v_hi = float(top[k - 2])  # ascending[lo + 1]
-        return v_lo + frac * (v_hi - v_lo)
+        return batch_quantiles(x, [self.percentile], self.name)[0]
 
     def observe(self, x: Tensor) -> None:
         """x: floating tensor of any shape, one calibration batch (one sequence in the official recipe)."""
-        q = self.batch_quantile(x)
+        self.update(self.batch_quantile(x))
+
+    def update(self, q: float) -> None:
+        """Fold one batch's quantile ``q`` (:func:`batch_quantiles`) into the EMA; the first batch initializes it."""
         if self.num_batches == 0:
             self._amax = q
         else:

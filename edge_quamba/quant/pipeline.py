@@ -45,7 +45,7 @@ def quantize_checkpoint(
     fp_model = load_fp_model(path, dtype=torch.float32)
     tok = load_tokenizer(path, tokenizer, eos_token_id=fp_model.config.eos_token_id,
                          model_vocab_size=fp_model.config.vocab_size)
-    data = load_calibration_data(calib_file, tok, qconfig.calib_samples, qconfig.calib_seq_len)
+    data = load_calibration_data(calib_file, tok, qconfig.calib_samples, qconfig.calib_seq_len, qconfig.calib_seed)
     amaxes = calibrate(fp_model, data, qconfig, batch_size=batch_size, progress=progress)
     qmodel = quantize_model(fp_model, amaxes, qconfig)
     source = {"model": model if model is not None else "demo", "config_sha256": _config_hash(path)}

@@ -58,9 +58,22 @@ def require_cuda_kernels() -> None:
         raise BackendUnavailableError(f"--backend cuda: the CUDA kernels are not built or do not load ({reason})"
                                       ) from None
     cuda_ops.register_cuda_kernels()  # builds or loads the extension; its failures are one-line errors already
-    missing = [name for name in namespace_ops() if not has_cuda_kernel(name)]
+    from edge_quamba.ops.torch_ops import NO_CUDA_KERNEL  # ops of options the backend refuses (refuse_options)
+
+    missing = [name for name in namespace_ops() if name not in NO_CUDA_KERNEL and not has_cuda_kernel(name)]
     if missing:
         raise BackendUnavailableError(f"--backend cuda: no CUDA kernel is registered for {', '.join(missing)}")
+
+
+def refuse_options(model: MambaLM) -> None:
+    """One line naming the quantization option when ``model`` would call an op that has no CUDA kernel
+    (``torch_ops.NO_CUDA_KERNEL``): per-channel weight scales."""
+    from edge_quamba.quant.qmodel import QuantLinear
+
+    if any(isinstance(m, QuantLinear) and m.per_channel for m in model.modules()):
+        raise BackendUnavailableError("--backend cuda has no kernel for per-channel weight scales (this model was "
+                                      "quantized with --weight-scales channel): use --backend ref or ort, or "
+                                      "quantize with --weight-scales tensor")
 
 
 def namespace_ops(namespace: str = "edge_quamba") -> list[str]:
@@ -131,6 +144,7 @@ class CudaBackend:
     name = "cuda"
 
     def __init__(self, model: MambaLM, device: str | torch.device = "cuda", graph: bool = True):
+        refuse_options(model)
         require_cuda_kernels()
         self.device = torch.device(device)
         if self.device.type != "cuda":
