@@ -17,8 +17,9 @@ from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, OUT_PROJ_SCALES, S
 from edge_quamba.runtime import BACKENDS, SEED_MAX
 
 MODEL_HELP = (
-    "Model: a folder (fp checkpoint in transformers or mamba_ssm layout, quantized artifact, or export folder) "
-    "or a Hugging Face hub id. Default: the demo model shipped with the package."
+    "Model: a folder (fp checkpoint of Mamba1 or Mamba2 in transformers or mamba_ssm layout, quantized artifact, or "
+    "export folder), a Hugging Face hub id, or a shipped demo model: demo (Mamba1, the default) or demo-mamba2 "
+    "(Mamba2: fp reference only for now)."
 )
 
 

@@ -29,6 +29,7 @@ from edge_quamba import __version__
 from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError, ValidationError
 from edge_quamba.folders import FP, open_model
+from edge_quamba.models.config import require_mamba1
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, TARGETS, state_names
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
@@ -120,6 +121,7 @@ def export_model(
     if prompt_len < 1 or decode_steps < 0:
         raise InputError("the validation needs a prompt of at least 1 token and decode steps >= 0")
     source = open_model(model)  # an artifact's or export's files are verified here, before anything is written
+    require_mamba1(source.config, "export")
     path, kind = source.path, source.kind
     inputs = [("--model", path)]
     check_output_dir(out, inputs)

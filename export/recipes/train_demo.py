@@ -1,8 +1,19 @@
-"""Train the project's demo Mamba LM (or the larger prose model) and save it in fp16, transformers layout.
+"""Train the project's demo Mamba LMs (or the larger prose model) and save them in fp16, transformers layout.
 
-Model: Mamba1 blocks of the public shape (d_state 16, expand 2, d_conv 4, conv bias, no projection bias, RMSNorm,
-residual in fp32, tied embeddings); hidden 384, 8 layers, so d_inner = 768 = 12 * 64 (a non-power-of-two
-Hadamard size for the quantizer).
+Model (``--arch mamba``, the default): Mamba1 blocks of the public shape (d_state 16, expand 2, d_conv 4, conv bias,
+no projection bias, RMSNorm, residual in fp32, tied embeddings); hidden 384, 8 layers, so d_inner = 768 = 12 * 64 (a
+non-power-of-two Hadamard size for the quantizer).
+
+Model (``--arch mamba2``, the Mamba2 demo): Mamba2 blocks (headdim 64, so 12 heads of d_inner 768; d_state 64;
+--n-groups groups of heads sharing B and C, 2 by default so that per-group B/C scales matter to the quantizer; SSD
+chunk 64; d_conv 4, conv bias, no projection bias, residual in fp32, tied embeddings), saved as ``Mamba2ForCausalLM``.
+Initialized by ``Mamba2ForCausalLM`` with mamba_ssm's recipe (weights std 0.02, out_proj rescaled by 1/sqrt(layers))
+instead of transformers' default std 0.1, then trained through this project's fp reference
+(``edge_quamba.models.mamba2``, so run from the repository root with PYTHONPATH=. or installed): transformers up to
+5.17 normalizes the gated RMSNorm over all of d_inner, where mamba_ssm, later transformers and the reference normalize
+each of the n_groups groups, so weights trained by one score worse in the other (the shipped Mamba2 demo, trained
+through transformers 5.17: held-out loss 4.43 there, 4.54 under grouped normalization). Training the reference trains
+exactly what ships. ``--backend`` applies to Mamba1 only.
 
 Data: the tokenized train split (``.train_data/train.txt``, documents joined by ``<|endoftext|>``), sampled as
 random windows of seq_len tokens (a power of two: mamba.py's scan pads to one) from a seeded
@@ -38,6 +49,8 @@ Usage (the GPU runs; see export/recipes/README.md)::
 
     python3 export/recipes/train_demo.py --out edge_quamba/assets/demo_model --batch-size 32 --steps 1000
     bash benchmarks/gpu/big_model_train.sh     # --backend mamba_ssm at the 130m shape, on the prose corpus
+    PYTHONPATH=. python3 export/recipes/train_demo.py --arch mamba2 --batch-size 32 --steps 400 --warmup 40 \
+        --max-seconds 95                     # the Mamba2 demo model (edge_quamba/assets/demo_model_mamba2)
 """
 
 from __future__ import annotations
@@ -66,6 +79,10 @@ import mamba_ssm_names  # noqa: E402  (the recipe folder is not a package)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EOT = "<|endoftext|>"
 BACKENDS = ("transformers", "mamba_ssm")
+ARCHES = {"mamba": ("MambaForCausalLM", "demo_model"), "mamba2": ("Mamba2ForCausalLM", "demo_model_mamba2")}
+"""--arch -> (transformers class it is saved as, folder under edge_quamba/assets/ that the default --out names)."""
+MAMBA2_HEADDIM = 64
+MAMBA2_CHUNK = 64
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -171,6 +188,52 @@ def make_config(*, vocab_size: int, hidden_size: int, layers: int, eot_id: int, 
     )
 
 
+def make_mamba2_config(*, vocab_size: int, hidden_size: int, layers: int, d_state: int, n_groups: int, eot_id: int):
+    from transformers import Mamba2Config
+
+    return Mamba2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        expand=2,
+        head_dim=MAMBA2_HEADDIM,
+        num_heads=2 * hidden_size // MAMBA2_HEADDIM,
+        state_size=d_state,
+        n_groups=n_groups,
+        conv_kernel=4,
+        chunk_size=MAMBA2_CHUNK,
+        use_bias=False,
+        use_conv_bias=True,
+        residual_in_fp32=True,
+        tie_word_embeddings=True,
+        layer_norm_epsilon=1e-5,
+        initializer_range=0.02,
+        rescale_prenorm_residual=True,
+        bos_token_id=eot_id,
+        eos_token_id=eot_id,
+        pad_token_id=eot_id,
+    )
+
+
+class ReferenceForTraining(torch.nn.Module):
+    """edge_quamba's fp reference called the way transformers' model is: ``forward(input_ids, labels=None,
+    use_cache=False)`` -> ``.logits`` (b, l, vocab) and ``.loss`` (labels shifted inside, as transformers does).
+    ``self.model`` holds the reference (transformers' names under ``model.``)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, use_cache: bool = False):
+        logits, _ = self.model(input_ids)
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+            )
+        return SimpleNamespace(logits=logits, loss=loss)
+
+
 class MambaSsmLM(torch.nn.Module):
     """mamba_ssm's ``MambaLMHeadModel`` called the way transformers' model is: ``forward(input_ids, labels=None,
     use_cache=False)`` -> ``.logits`` (b, l, vocab) and ``.loss`` (mean next-token cross-entropy, labels shifted
@@ -205,10 +268,20 @@ def mamba_ssm_conv_path() -> str:
 
 
 def build_model(args, vocab_size: int, eot_id: int, device: torch.device):
-    """(model to train, the transformers MambaConfig it is saved under)."""
-    from transformers import MambaConfig, MambaForCausalLM
+    """(model to train, the transformers config it is saved under). Mamba2: transformers' initialization copied
+    into the reference (module trees and names are equal)."""
+    from transformers import Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
 
     torch.manual_seed(args.seed)
+    if args.arch == "mamba2":
+        from edge_quamba.models.config import parse_model_config
+        from edge_quamba.models.mamba2 import Mamba2LM
+
+        config = make_mamba2_config(vocab_size=vocab_size, hidden_size=args.hidden_size, layers=args.layers,
+                                    d_state=args.d_state, n_groups=args.n_groups, eot_id=eot_id)
+        reference = Mamba2LM(parse_model_config(config.to_dict(), "make_mamba2_config"), dtype=torch.float32)
+        reference.load_state_dict(Mamba2ForCausalLM(config).state_dict())
+        return ReferenceForTraining(reference).to(device), config
     if args.backend == "transformers":
         config = make_config(vocab_size=vocab_size, hidden_size=args.hidden_size, layers=args.layers,
                              eot_id=eot_id, use_mambapy=True)
@@ -218,6 +291,22 @@ def build_model(args, vocab_size: int, eot_id: int, device: torch.device):
     config = MambaConfig(**mamba_ssm_names.transformers_config_kwargs(ssm_config), bos_token_id=eot_id,
                          eos_token_id=eot_id, pad_token_id=eot_id, use_mambapy=False)
     return MambaSsmLM(ssm_config, device), config
+
+
+def save_mamba2(model: ReferenceForTraining, config, out: Path) -> None:
+    """fp16 weights (tied lm_head saved once, as transformers saves it) and config.json in transformers' layout,
+    without the init-only rescale_prenorm_residual: transformers 5.24's from_pretrained applies it again to the
+    loaded out_proj weights (divides them by sqrt(layers))."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.model.state_dict().items()}
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight")
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.rescale_prenorm_residual = False
+    config.architectures = [ARCHES["mamba2"][0]]
+    config.dtype = torch.float16
+    config.save_pretrained(out)
 
 
 def as_transformers(model, config):
@@ -333,6 +422,10 @@ def reload_saved(args, device: torch.device):
     from safetensors.torch import load_file
     from transformers import MambaForCausalLM
 
+    if args.arch == "mamba2":  # read back by the loader every edge-quamba command uses
+        from edge_quamba.models.loading import load_fp_model
+
+        return ReferenceForTraining(load_fp_model(args.out, dtype=torch.float32)).to(device).eval()
     if args.backend == "transformers":
         return MambaForCausalLM.from_pretrained(args.out, dtype=torch.float32).to(device).eval()
     saved = load_file(str(args.out / "model.safetensors"))
@@ -391,7 +484,7 @@ def train_demo(args) -> dict:
             raise SystemExit(f"--backend mamba_ssm: mamba_ssm is not importable ({exc}); "
                              "bash benchmarks/gpu/build_mamba_ssm.sh builds it") from None
         print(f"mamba_ssm conv path: {mamba_ssm_conv_path()}", flush=True)
-    else:
+    elif args.arch == "mamba":
         from transformers.utils.import_utils import is_mambapy_available
 
         if not is_mambapy_available():
@@ -411,7 +504,7 @@ def train_demo(args) -> dict:
     model, config = build_model(args, vocab_size, eot_id, device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"backend {args.backend}  params {n_params:,} (tied embedding counted once)  device {device}", flush=True)
+    print(f"arch {args.arch}  backend {args.backend if args.arch == 'mamba' else 'reference'}  params {n_params:,} (tied embedding counted once)  device {device}", flush=True)
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
     forward = torch.compile(model) if args.compile else model
     generator = torch.Generator().manual_seed(args.seed)
@@ -467,18 +560,22 @@ def train_demo(args) -> dict:
     print(f"held-out loss (evaluation text, training weights, {args.precision}, windows of {args.seq_len}): "
           f"{heldout:.4f}  ppl {math.exp(heldout):.2f}", flush=True)
 
-    # save fp16, transformers layout; the saved config runs the public sequential scan on reload
+    # save fp16, transformers layout; a saved Mamba1 config runs the public sequential scan on reload
     args.out.mkdir(parents=True, exist_ok=True)
-    hf_model = as_transformers(model, config)
-    hf_model.config.use_mambapy = False
-    hf_model.to(torch.float16).save_pretrained(args.out)
-    del hf_model, optimizer, forward, model
+    if args.arch == "mamba2":
+        save_mamba2(model, config, args.out)
+    else:
+        hf_model = as_transformers(model, config)
+        hf_model.config.use_mambapy = False
+        hf_model.to(torch.float16).save_pretrained(args.out)
+        del hf_model
+    del optimizer, forward, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
     config_path = args.out / "config.json"
     saved = json.loads(config_path.read_text())
-    if saved.get("model_type") != "mamba":
-        raise RuntimeError(f"config.json model_type is {saved.get('model_type')!r}, expected 'mamba'")
+    if saved.get("model_type") != args.arch:
+        raise RuntimeError(f"config.json model_type is {saved.get('model_type')!r}, expected {args.arch!r}")
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         saved[key] = eot_id
     config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
@@ -494,7 +591,8 @@ def train_demo(args) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     reloaded = reload_saved(args, device)
-    conversion = check_conversion(args, reloaded, eval_stream, device) if args.backend == "mamba_ssm" else None
+    conversion = check_conversion(args, reloaded, eval_stream, device) if args.arch == "mamba" and \
+        args.backend == "mamba_ssm" else None
     heldout_saved = {}
     for length in args.eval_seq_lens:
         windows = heldout_windows(eval_stream, length + 1)
@@ -510,7 +608,9 @@ def train_demo(args) -> dict:
         "transformers": __import__("transformers").__version__,
         "tokenizers": __import__("tokenizers").__version__,
     }
-    for package in ("mambapy",) if args.backend == "transformers" else ("mamba_ssm", "triton"):
+    packages = () if args.arch == "mamba2" else ("mambapy",) if args.backend == "transformers" else ("mamba_ssm",
+                                                                                                      "triton")
+    for package in packages:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:  # importable, but installed without metadata
@@ -519,7 +619,8 @@ def train_demo(args) -> dict:
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "backend": args.backend,
+        "arch": args.arch,
+        "backend": args.backend if args.arch == "mamba" else "reference",
         "mamba_ssm_conv_path": mamba_ssm_conv_path() if args.backend == "mamba_ssm" else None,
         "versions": versions,
         "hyperparameters": {
@@ -566,10 +667,14 @@ def _int_list(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", choices=sorted(ARCHES), default="mamba",
+                   help="mamba: Mamba1 (the demo model, the prose model); mamba2: Mamba2 trained through "
+                        "edge_quamba's reference, saved as Mamba2ForCausalLM (the Mamba2 demo model)")
     p.add_argument("--backend", choices=BACKENDS, default="transformers",
-                   help="transformers: MambaForCausalLM + mambapy scan (the demo model); mamba_ssm: mamba_ssm's "
-                        "MambaLMHeadModel and CUDA kernels (GPU only), saved in transformers layout")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "edge_quamba/assets/demo_model")
+                   help="Mamba1 only. transformers: MambaForCausalLM + mambapy scan (the demo model); mamba_ssm: "
+                        "mamba_ssm's MambaLMHeadModel and CUDA kernels (GPU only), saved in transformers layout")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: edge_quamba/assets/demo_model (mamba) or demo_model_mamba2 (mamba2)")
     p.add_argument("--tokenizer", type=Path, default=REPO_ROOT / "edge_quamba/assets/demo_model/tokenizer.json")
     p.add_argument("--train-text", type=Path, default=REPO_ROOT / ".train_data/train.txt",
                    help="documents separated by blank lines; a name ending .xz is read xz-compressed")
@@ -580,6 +685,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokenize-only", action="store_true", help="stop after tokenizing (fills --tokens-cache)")
     p.add_argument("--hidden-size", type=int, default=384)
     p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--d-state", type=int, default=64, help="mamba2 only: SSM state size per head")
+    p.add_argument("--n-groups", type=int, default=2, help="mamba2 only: groups of heads sharing B and C")
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=32, help="windows per held-out batch at --seq-len "
@@ -619,8 +726,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("hidden_size", "layers", "seq_len", "batch_size", "eval_batch_size", "steps", "log_every"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be >= 1")
-    if args.hidden_size % 16:
+    if args.arch == "mamba" and args.hidden_size % 16:
         problems.append("--hidden-size must be a multiple of 16 (dt_rank = hidden / 16)")
+    if args.arch == "mamba2":
+        heads = 2 * args.hidden_size // MAMBA2_HEADDIM
+        if args.backend != "transformers":
+            problems.append("--backend is for --arch mamba only (Mamba2 trains through the reference)")
+        if 2 * args.hidden_size % MAMBA2_HEADDIM or args.n_groups < 1 or heads % args.n_groups:
+            problems.append(f"--arch mamba2 needs 2 x --hidden-size a multiple of {MAMBA2_HEADDIM} (the head size) "
+                            "and a head count that --n-groups divides")
+    if args.out is None:
+        args.out = REPO_ROOT / "edge_quamba/assets" / ARCHES[args.arch][1]
     if args.eval_seq_lens is None:
         args.eval_seq_lens = [args.seq_len]
     if problems:
