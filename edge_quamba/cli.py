@@ -13,12 +13,13 @@ import click
 
 from edge_quamba import __version__
 from edge_quamba.onnx import TARGETS
-from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, SITE_NAMES
+from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, OUT_PROJ_SCALES, SITE_NAMES
 from edge_quamba.runtime import BACKENDS, SEED_MAX
 
 MODEL_HELP = (
-    "Model: a folder (fp checkpoint in transformers or mamba_ssm layout, quantized artifact, or export folder) "
-    "or a Hugging Face hub id. Default: the demo model shipped with the package."
+    "Model: a folder (fp checkpoint of Mamba1 or Mamba2 in transformers or mamba_ssm layout, quantized artifact, or "
+    "export folder), a Hugging Face hub id, or a shipped demo model: demo (Mamba1, the default) or demo-mamba2 "
+    "(Mamba2: fp reference only for now)."
 )
 
 
@@ -153,6 +154,10 @@ CALIBRATION_OPTIONS = (
                  "(README, benchmarks/results/quality.json)."),
     click.option("--no-hadamard", is_flag=True,
                  help="Ablation: quantize the out_proj input without the Hadamard rotation."),
+    click.option("--out-proj-scale", type=click.Choice(OUT_PROJ_SCALES), default="static", show_default=True,
+                 help="Scale of the out_proj input: static (one calibrated per-tensor scale, the paper) or dynamic "
+                 "(one scale per token, amax / 127 of its Hadamard-rotated values, computed inside Hadamard + "
+                 "quantize; needs the Hadamard rotation; export --target ort only, no TensorRT graph)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
                  help="Calibration batch size."),
     tokenizer_option,
@@ -167,13 +172,13 @@ def calibration_options(func):
 
 
 def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-                 calib_seed=None, weight_scales="tensor"):
+                 calib_seed=None, weight_scales="tensor", out_proj_scale="static"):
     from edge_quamba.quant.qmodel import QuantConfig
 
     return QuantConfig(percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
                        percentile_activations=tuple(name.strip() for name in percentile_on.split(",")),
                        calib_samples=calib_samples, calib_seq_len=calib_seq_len, calib_seed=calib_seed,
-                       weight_scales=weight_scales)
+                       weight_scales=weight_scales, out_proj_scale=out_proj_scale)
 
 
 @cli.command()
@@ -182,14 +187,14 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
               help="Artifact folder to write (replaced atomically).")
 @calibration_options
 def quantize(model, out, calib_data, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
-             no_percentile, percentile_on, no_hadamard, batch_size, tokenizer):
+             no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a Quamba W8A8 artifact (int8 weights, static per-tensor scales,
     percentile-clipped scan input, Hadamard-rotated out_proj)."""
     from edge_quamba.quant.artifact import ARTIFACT_FILES
     from edge_quamba.quant.pipeline import quantize_checkpoint
 
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-                           calib_seed, weight_scales)
+                           calib_seed, weight_scales, out_proj_scale)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                                batch_size=batch_size)
     for name in ARTIFACT_FILES:
@@ -211,7 +216,7 @@ def quantize(model, out, calib_data, calib_samples, calib_seq_len, calib_seed, w
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
 def export_(model, out, target, calib_data, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
-            no_percentile, percentile_on, no_hadamard, batch_size, tokenizer, validate_prompt_len,
+            no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer, validate_prompt_len,
             validate_decode_steps, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
     Runtime against the quantized reference.
@@ -224,7 +229,7 @@ def export_(model, out, target, calib_data, calib_samples, calib_seq_len, calib_
     result = export_model(
         model=model, out=out, target=target, calib_data=calib_data,
         qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-                             calib_seed, weight_scales),
+                             calib_seed, weight_scales, out_proj_scale),
         tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
         decode_steps=validate_decode_steps, threads=threads, echo=lambda line: click.echo(line, err=as_json),
     )

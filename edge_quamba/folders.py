@@ -1,7 +1,8 @@
 """What a model folder is, read from its own JSON (never from its name), and the loading dispatch on it.
 
     kind       marker JSON          its "kind"               what the folder holds
-    fp         config.json          (none of ours)           an fp checkpoint, transformers or mamba_ssm layout
+    fp         config.json          (none of ours)           an fp checkpoint (Mamba1 or Mamba2), transformers or
+                                                             mamba_ssm layout
     quantized  quant_config.json    "edge-quamba/quantized"  the int8 artifact (edge_quamba.quant.artifact)
     export     export_config.json   "edge-quamba/export"     ONNX files + the artifact in quantized/ (onnx.folder)
     engine     engine_config.json   "edge-quamba/engine"     a TensorRT engine (reserved for `build-engine`)
@@ -25,7 +26,7 @@ import torch
 
 from edge_quamba.errors import BackendUnavailableError, ConfigError
 from edge_quamba.integrity import verify_listed_files
-from edge_quamba.models.config import MambaConfig, read_json
+from edge_quamba.models.config import ModelConfig, model_config_from_dict, read_json
 from edge_quamba.models.loading import load_fp_config, resolve_model
 from edge_quamba.models.tokenizer import TextTokenizer, load_tokenizer
 
@@ -87,7 +88,7 @@ def verify_output(path: Path, kind: OutputKind, raw: dict) -> None:
     verify_listed_files(path, raw, path / kind.config_file, kind.remedy)
 
 
-def output_model_config(path: Path, kind: OutputKind, raw: dict) -> MambaConfig:
+def output_model_config(path: Path, kind: OutputKind, raw: dict) -> ModelConfig:
     """The model config recorded in an output's marker JSON (each reader validates its own keys)."""
     if kind is QUANTIZED:
         from edge_quamba.quant.artifact import read_quant_config
@@ -99,10 +100,10 @@ def output_model_config(path: Path, kind: OutputKind, raw: dict) -> MambaConfig:
         return read_export_config(path)[0]
     if not isinstance(raw.get("model_config"), dict):
         raise ConfigError(f"{path / kind.config_file} is missing the required key 'model_config'")
-    return MambaConfig.from_dict(raw["model_config"], str(path / kind.config_file))
+    return model_config_from_dict(raw["model_config"], str(path / kind.config_file))
 
 
-def load_config(path: Path) -> MambaConfig:
+def load_config(path: Path) -> ModelConfig:
     """The model config of any folder kind (no file hashes checked: use :func:`open_model` to load a model)."""
     record = output_record(path)
     if record is None:
@@ -116,7 +117,7 @@ class ModelFolder:
 
     path: Path
     kind: str
-    config: MambaConfig
+    config: ModelConfig
     record: dict | None = None
 
 

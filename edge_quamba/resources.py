@@ -1,4 +1,4 @@
-"""Files shipped with the package: the demo model and the calibration / evaluation text splits.
+"""Files shipped with the package: the demo models (Mamba1 and Mamba2) and the calibration / evaluation text splits.
 
 The splits live in the repository's top-level ``calib_data/`` (manifest.json, the splits, and the script that
 builds a calibration set from a user's text). setup.py installs that folder inside the package as
@@ -14,15 +14,19 @@ from pathlib import Path
 from edge_quamba.errors import InputError
 
 CALIB_MANIFEST = "manifest.json"
+DEMO_MODELS = {"demo": "demo_model", "demo-mamba2": "demo_model_mamba2"}
+"""``--model`` names of the shipped demo models -> their folder under assets/. No ``--model`` means "demo"."""
+DEFAULT_DEMO = "demo"
 
 
 def assets_dir() -> Path:
     return Path(str(resources.files("edge_quamba") / "assets"))
 
 
-def demo_model_dir() -> Path:
-    """The small Mamba trained by export/recipes/train_demo.py (transformers layout, fp16 safetensors)."""
-    return assets_dir() / "demo_model"
+def demo_model_dir(name: str = DEFAULT_DEMO) -> Path:
+    """A small model trained by export/recipes/train_demo.py (transformers layout, fp16 safetensors, the same
+    tokenizer and corpus): "demo" is the Mamba1 one, "demo-mamba2" the Mamba2 one (``--arch mamba2``)."""
+    return assets_dir() / DEMO_MODELS[name]
 
 
 def calib_data_dir() -> Path:

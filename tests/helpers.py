@@ -44,6 +44,21 @@ def random_hf_model(seed: int = 0, noise: float = 0.1, **overrides) -> transform
     return model
 
 
+def random_hf_mamba2(seed: int = 0, noise: float = 0.1, **overrides) -> transformers.Mamba2ForCausalLM:
+    """A transformers Mamba2ForCausalLM with random weights (init + noise so that every parameter matters).
+    Default: d_model 32, 8 heads of 8 channels, 2 groups, d_state 8, chunk 5 (17 tokens span 4 chunks)."""
+    torch.manual_seed(seed)
+    kwargs = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, state_size=8, expand=2, num_heads=8,
+                  head_dim=8, n_groups=2, conv_kernel=4, chunk_size=5, tie_word_embeddings=True,
+                  eos_token_id=0, bos_token_id=0, pad_token_id=0)
+    kwargs.update(overrides)
+    model = transformers.Mamba2ForCausalLM(transformers.Mamba2Config(**kwargs)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    return model
+
+
 def save_transformers_layout(model, folder: Path, tokenizer: Tokenizer | None = None) -> Path:
     model.save_pretrained(folder, safe_serialization=True)
     if tokenizer is not None:
@@ -68,6 +83,28 @@ def save_mamba_ssm_layout(model, folder: Path, pad_vocab_size_multiple: int = 8)
                     "dt_rank": cfg.time_step_rank, "conv_bias": cfg.use_conv_bias, "bias": cfg.use_bias},
         "rms_norm": True, "residual_in_fp32": cfg.residual_in_fp32, "fused_add_norm": True,
         "pad_vocab_size_multiple": pad_vocab_size_multiple, "tie_embeddings": cfg.tie_word_embeddings,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    state = {k.replace("backbone.embeddings.", "backbone.embedding."): v.clone() for k, v in model.state_dict().items()}
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+def save_mamba_ssm_mamba2_layout(model, folder: Path) -> Path:
+    """A transformers Mamba2ForCausalLM's weights as mamba_ssm's MambaLMHeadModel (Mamba2 blocks) would save them:
+    config.json with ``ssm_cfg.layer = "Mamba2"`` and pytorch_model.bin with mamba_ssm's names. The config's
+    vocab_size is left unpadded (one row less than the embedding, rounded up by pad_vocab_size_multiple)."""
+    cfg = model.config
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "d_model": cfg.hidden_size, "d_intermediate": 0, "n_layer": cfg.num_hidden_layers,
+        "vocab_size": cfg.vocab_size - 1,
+        "ssm_cfg": {"layer": "Mamba2", "d_state": cfg.state_size, "d_conv": cfg.conv_kernel, "expand": cfg.expand,
+                    "headdim": cfg.head_dim, "ngroups": cfg.n_groups, "chunk_size": cfg.chunk_size,
+                    "bias": cfg.use_bias, "conv_bias": cfg.use_conv_bias, "A_init_range": [1, 16]},
+        "attn_layer_idx": [], "attn_cfg": {}, "rms_norm": True, "residual_in_fp32": cfg.residual_in_fp32,
+        "norm_epsilon": cfg.layer_norm_epsilon, "fused_add_norm": True, "pad_vocab_size_multiple": cfg.vocab_size,
+        "tie_embeddings": cfg.tie_word_embeddings,
     }
     (folder / "config.json").write_text(json.dumps(config))
     state = {k.replace("backbone.embeddings.", "backbone.embedding."): v.clone() for k, v in model.state_dict().items()}

@@ -121,7 +121,7 @@ BAD_MODELS = {
     "corrupt safetensors": (lambda f: (f / "model.safetensors").write_bytes(b"\x00garbage" * 10), "safetensors"),
     "missing key": (lambda f: _set_config(f, hidden_size=None), "missing the required key 'hidden_size'"),
     "unknown model_type": (lambda f: _set_config(f, model_type="llama"), "unknown model_type 'llama'"),
-    "mamba2 not yet": (lambda f: _set_config(f, model_type="mamba2"), "not implemented yet"),
+    "mamba1 config labelled mamba2": (lambda f: _set_config(f, model_type="mamba2"), "num_heads * head_dim"),
     "wrong shapes": (lambda f: _set_config(f, hidden_size=64), "shape"),
     "NaN weight": (_nan_weight, "backbone.layers.0.mixer.x_proj.weight holds NaN"),
     "bad json": (lambda f: (f / "config.json").write_text("{not json"), "not readable JSON"),

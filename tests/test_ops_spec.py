@@ -13,7 +13,7 @@ import yaml
 import edge_quamba.ops.torch_ops as torch_ops
 from edge_quamba.onnx.functions import custom_functions
 from edge_quamba.ops.plugins import plugin_config_yaml, plugin_info, plugin_node_attributes
-from edge_quamba.ops.specs import DOMAIN, SPECS
+from edge_quamba.ops.specs import DOMAIN, PLUGIN_SPECS, SPECS
 from edge_quamba.quant import qops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +58,8 @@ def sample_args(name: str):
         return (ints(b, l, d_in), ints(b, l, d_in), ints(b, l, n), ints(b, l, n), ints(b, l, d_in),
                 torch.randn(b, d_in, n, generator=g), -torch.rand(d_in, n, generator=g), torch.randn(d_in, generator=g),
                 torch.randn(d_in, generator=g), 0.01, 0.02, 0.03, 0.03, 0.05)
+    if name == "HadamardQuantizeDynamic":
+        return (torch.randn(b, l, d_in, generator=g),)
     return (torch.randn(b, l, d_in, generator=g), 0.05)
 
 
@@ -80,7 +82,8 @@ def test_torch_op_equals_reference_and_passes_opcheck(name):
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_onnx_function_follows_spec(name):
     spec = SPECS[name]
-    (function,) = [f for f in custom_functions(d_inner=96, hadamard=True) if f.name == name]
+    functions = custom_functions(d_inner=96, hadamard=True) + custom_functions(96, True, out_proj_scale="dynamic")
+    function = {f.name: f for f in functions}[name]
     assert function.domain == spec.domain == DOMAIN
     assert list(function.input) == [t.name for t in spec.inputs]
     assert list(function.output) == [t.name for t in spec.outputs]
@@ -103,8 +106,9 @@ def test_plugin_config_yaml_is_current_and_matches_specs():
     assert text == plugin_config_yaml(), ("plugins/tensorrt/PluginConfig.yaml is stale: regenerate it with "
                                           "python3 -m edge_quamba.ops.plugins plugins/tensorrt/PluginConfig.yaml")
     config = yaml.safe_load(text)
-    assert sorted(config) == SPEC_NAMES
-    for name, spec in SPECS.items():
+    assert sorted(config) == sorted(PLUGIN_SPECS)  # the ops with a TensorRT plugin
+    assert set(SPECS) - set(PLUGIN_SPECS) == {"HadamardQuantizeDynamic"}
+    for name, spec in PLUGIN_SPECS.items():
         entry = config[name]
         assert entry["plugin_version"] == str(spec.version) and entry["plugin_namespace"] == ""
         assert list(entry["inputs"]) == [t.name for t in spec.inputs]

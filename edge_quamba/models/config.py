@@ -1,15 +1,19 @@
-"""Model configuration: one dataclass for Mamba1, parsed from either public config.json layout.
+"""Model configuration: one dataclass per architecture (Mamba1, Mamba2), parsed from either public config.json layout.
 
-Two layouts exist for the same architecture:
+Two layouts exist for each architecture:
 
-* transformers (``model_type: "mamba"``): ``hidden_size``, ``num_hidden_layers``, ``state_size``, ``conv_kernel``,
-  ``time_step_rank``, ``use_bias``, ``use_conv_bias``, ``layer_norm_epsilon``, ``tie_word_embeddings``; ``vocab_size``
-  already counts the padded embedding rows.
-* mamba_ssm (no ``model_type``): ``d_model``, ``n_layer``, ``ssm_cfg`` (``d_state``, ``d_conv``, ``expand``,
-  ``dt_rank``, ``conv_bias``, ``bias``), ``rms_norm``, ``pad_vocab_size_multiple``; the embedding has
-  ``vocab_size`` rounded up to that multiple.
+* transformers (``model_type: "mamba"`` / ``"mamba2"``): ``hidden_size``, ``num_hidden_layers``, ``state_size``,
+  ``conv_kernel``, ``use_bias``, ``use_conv_bias``, ``layer_norm_epsilon``, ``tie_word_embeddings``; Mamba1 adds
+  ``time_step_rank``, Mamba2 ``num_heads``, ``head_dim``, ``n_groups``, ``chunk_size``, ``time_step_limit``;
+  ``vocab_size`` already counts the padded embedding rows.
+* mamba_ssm (no ``model_type``): ``d_model``, ``n_layer``, ``ssm_cfg`` (``layer``: "Mamba1" or "Mamba2",
+  ``d_state``, ``d_conv``, ``expand``, ``conv_bias``, ``bias``; Mamba1 ``dt_rank``; Mamba2 ``headdim``, ``ngroups``,
+  ``chunk_size``, ...), ``rms_norm``, ``pad_vocab_size_multiple``; the embedding has ``vocab_size`` rounded up to
+  that multiple.
 
-Parsing dispatches on ``model_type`` (a registry, so Mamba2 can join) and never on file names.
+Parsing dispatches on ``model_type`` (or mamba_ssm's ``ssm_cfg.layer``) and never on file names. Options of the public
+Mamba2 code that no released checkpoint uses (a gated-MLP share ``d_ssm``, ``D_has_hdim``, no gated norm,
+``norm_before_gate``, a ``dt_limit``) are refused with a one-line ConfigError rather than half-supported.
 """
 
 from __future__ import annotations
@@ -89,18 +93,132 @@ class MambaConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model_config") -> "MambaConfig":
         """Inverse of :meth:`to_dict` (the form stored inside our own artifacts' JSON)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown model config keys: {', '.join(unknown)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.default is dataclasses.MISSING and f.name not in data)
-        if missing:
-            raise ConfigError(f"{source} is missing the model config keys {', '.join(missing)}")
-        try:
-            return cls(**data)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        return _from_dict(cls, data, source)
+
+
+@dataclass(frozen=True)
+class Mamba2Config:
+    """Hyper-parameters of a Mamba2 (SSD) language model (names follow the Mamba2 paper and mamba_ssm).
+
+    d_model:   residual stream width (D).
+    n_layer:   number of residual blocks.
+    vocab_size: rows of the embedding matrix (after padding).
+    d_state:   SSM state size per head (N).
+    d_conv:    causal depthwise convolution width, over x | B | C.
+    expand:    d_inner = expand * d_model.
+    headdim:   channels per head (P); nheads = d_inner / headdim (H), one scalar A, Δ bias and D per head.
+    ngroups:   groups of heads sharing one B and one C (G, like grouped-query attention); also the number of
+               groups of the gated RMSNorm before out_proj (group size d_inner / ngroups), as in mamba_ssm.
+    chunk_size: chunk length of the chunked SSD forward (changes the float summation order, not the math).
+    norm_eps:  epsilon of the block norms and norm_f. gate_norm_eps: epsilon of the gated RMSNorm (transformers
+               uses layer_norm_epsilon for both; mamba_ssm fixes the gated one at 1e-5).
+    """
+
+    d_model: int
+    n_layer: int
+    vocab_size: int
+    d_state: int = 128
+    d_conv: int = 4
+    expand: int = 2
+    headdim: int = 64
+    ngroups: int = 1
+    chunk_size: int = 256
+    conv_bias: bool = True
+    proj_bias: bool = False  # bias on in_proj and out_proj
+    norm: NormKind = "rmsnorm"
+    norm_eps: float = 1e-5
+    gate_norm_eps: float = 1e-5
+    residual_in_fp32: bool = True
+    tie_embeddings: bool = True
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+    model_type: str = "mamba2"
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand", "headdim", "ngroups",
+                     "chunk_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ConfigError(f"config value {name}={value!r} must be a positive integer")
+        for name in ("conv_bias", "proj_bias", "residual_in_fp32", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config value {name}={getattr(self, name)!r} must be true or false")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 0):
+                raise ConfigError(f"config value {name}={value!r} must be a non-negative integer token id")
+        if self.norm not in ("rmsnorm", "layernorm"):
+            raise ConfigError(f"config value norm={self.norm!r} must be 'rmsnorm' or 'layernorm'")
+        for name in ("norm_eps", "gate_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ConfigError(f"config value {name}={value!r} must be a number in (0, 1)")
+        if self.model_type != "mamba2":
+            raise ConfigError(f"config value model_type={self.model_type!r} must be 'mamba2'")
+        if self.d_inner % self.headdim:
+            raise ConfigError(f"d_inner = expand * d_model = {self.d_inner} is not a multiple of headdim "
+                              f"{self.headdim}")
+        if self.nheads % self.ngroups:
+            raise ConfigError(f"nheads = {self.nheads} is not a multiple of ngroups {self.ngroups}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def nheads(self) -> int:
+        return self.d_inner // self.headdim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal conv: x (d_inner) | B (ngroups * d_state) | C (ngroups * d_state)."""
+        return self.d_inner + 2 * self.ngroups * self.d_state
+
+    @property
+    def d_in_proj(self) -> int:
+        """Rows of in_proj: z (d_inner) | xBC (conv_dim) | dt (nheads)."""
+        return self.d_inner + self.conv_dim + self.nheads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model_config") -> "Mamba2Config":
+        """Inverse of :meth:`to_dict` (the form stored inside our own artifacts' JSON)."""
+        return _from_dict(cls, data, source)
+
+
+ModelConfig = MambaConfig | Mamba2Config
+
+
+def model_config_from_dict(data: dict[str, Any], source: str = "model_config") -> ModelConfig:
+    """Our own stored form (``to_dict``) of either config, told apart by its ``model_type`` (Mamba1 when absent,
+    as artifacts written before Mamba2 existed hold it)."""
+    cls = Mamba2Config if data.get("model_type") == "mamba2" else MambaConfig
+    return cls.from_dict(data, source)
+
+
+def require_mamba1(config: ModelConfig, what: str) -> None:
+    """One-line refusal for the paths that exist for Mamba1 only (quantization, export)."""
+    if isinstance(config, Mamba2Config):
+        raise ConfigError(f"{what} of a Mamba2 model is not supported yet (its fp reference runs: eval, run and "
+                          f"bench with --backend ref)")
+
+
+def _from_dict(cls, data: dict[str, Any], source: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown model config keys: {', '.join(unknown)}")
+    missing = sorted(f.name for f in dataclasses.fields(cls)
+                     if f.default is dataclasses.MISSING and f.name not in data)
+    if missing:
+        raise ConfigError(f"{source} is missing the model config keys {', '.join(missing)}")
+    try:
+        return cls(**data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _is_int(value: Any) -> bool:
@@ -158,13 +276,75 @@ def parse_transformers_mamba(raw: dict[str, Any], source: str) -> MambaConfig:
     )
 
 
-def parse_mamba_ssm(raw: dict[str, Any], source: str) -> MambaConfig:
-    """config.json of a mamba_ssm ``MambaLMHeadModel`` checkpoint (defaults are mamba_ssm's own)."""
+def parse_transformers_mamba2(raw: dict[str, Any], source: str) -> Mamba2Config:
+    """config.json of ``transformers.Mamba2ForCausalLM`` (defaults are transformers' own: n_groups 8, untied)."""
+    act = raw.get("hidden_act", "silu")
+    if act != "silu":
+        raise ConfigError(f"{source}: hidden_act={act!r} is not supported (Mamba2 uses 'silu')")
+    if raw.get("rms_norm", True) is not True:
+        raise ConfigError(f"{source}: rms_norm={raw['rms_norm']!r} is not supported (Mamba2 uses the gated RMSNorm)")
+    _check_dt_limit(raw.get("time_step_limit", [0.0, math.inf]), "time_step_limit", source)
+    d_model, expand = _require(raw, "hidden_size", source), raw.get("expand", 2)
+    heads, headdim = raw.get("num_heads", 128), raw.get("head_dim", 64)
+    if all(_is_int(v) for v in (d_model, expand, heads, headdim)) and heads * headdim != expand * d_model:
+        raise ConfigError(f"{source}: num_heads * head_dim = {heads} * {headdim} must equal expand * hidden_size = "
+                          f"{expand} * {d_model}")
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    return Mamba2Config(
+        d_model=d_model,
+        n_layer=_require(raw, "num_hidden_layers", source),
+        vocab_size=_require(raw, "vocab_size", source),
+        d_state=raw.get("state_size", 128),
+        d_conv=raw.get("conv_kernel", 4),
+        expand=expand,
+        headdim=headdim,
+        ngroups=raw.get("n_groups", 8),
+        chunk_size=raw.get("chunk_size", 256),
+        conv_bias=raw.get("use_conv_bias", True),
+        proj_bias=raw.get("use_bias", False),
+        norm="rmsnorm",
+        norm_eps=eps,
+        gate_norm_eps=eps,
+        residual_in_fp32=raw.get("residual_in_fp32", True),
+        tie_embeddings=raw.get("tie_word_embeddings", False),
+        bos_token_id=_first_id(raw.get("bos_token_id"), "bos_token_id", source),
+        eos_token_id=_first_id(raw.get("eos_token_id"), "eos_token_id", source),
+        pad_token_id=_first_id(raw.get("pad_token_id"), "pad_token_id", source),
+    )
+
+
+def _check_dt_limit(value: Any, key: str, source: str) -> None:
+    """Only the default Δ limit (0, inf), a no-op: the public step paths ignore a limit that their chunked forward
+    applies, so a checkpoint trained with one has no single meaning."""
+    if isinstance(value, (list, tuple)):
+        value = [_json_float(v) for v in value]
+    if value != [0.0, math.inf]:
+        raise ConfigError(f"{source}: {key}={value!r} is not supported (only the default (0.0, inf))")
+
+
+def _json_float(value: Any) -> Any:
+    """A float as JSON configs spell it: a number, Python's ``Infinity`` literal, or transformers' encoding of
+    non-finite floats ``{"__float__": "Infinity"}``."""
+    if isinstance(value, dict) and set(value) == {"__float__"} and value["__float__"] in ("Infinity", "-Infinity",
+                                                                                        "NaN"):
+        return float(value["__float__"])
+    return value
+
+
+# mamba_ssm Mamba2 options that change the computation, and the only value supported (the default of every release).
+MAMBA_SSM_MAMBA2_FIXED = {"d_ssm": None, "D_has_hdim": False, "rmsnorm": True, "norm_before_gate": False}
+MAMBA_SSM_GATE_NORM_EPS = 1e-5
+"""mamba_ssm's Mamba2 builds its gated RMSNorm with eps=1e-5 whatever the config says."""
+
+
+def parse_mamba_ssm(raw: dict[str, Any], source: str) -> ModelConfig:
+    """config.json of a mamba_ssm ``MambaLMHeadModel`` checkpoint, Mamba1 or Mamba2 blocks (``ssm_cfg.layer``);
+    defaults are mamba_ssm's own."""
     d_model = _require(raw, "d_model", source)
     ssm_cfg = _section(raw, "ssm_cfg", source)
     layer = ssm_cfg.get("layer", "Mamba1")
-    if layer != "Mamba1":
-        raise ConfigError(f"{source}: ssm_cfg.layer={layer!r} is not supported yet (supported: Mamba1)")
+    if layer not in ("Mamba1", "Mamba2"):
+        raise ConfigError(f"{source}: ssm_cfg.layer={layer!r} is not supported (supported: Mamba1, Mamba2)")
     if raw.get("d_intermediate", 0) or raw.get("attn_layer_idx"):
         raise ConfigError(f"{source}: hybrid checkpoints (d_intermediate / attn_layer_idx) are not supported")
     vocab = _require(raw, "vocab_size", source)
@@ -172,16 +352,12 @@ def parse_mamba_ssm(raw: dict[str, Any], source: str) -> MambaConfig:
     for key, value in (("vocab_size", vocab), ("pad_vocab_size_multiple", multiple)):
         if not _is_int(value) or value <= 0:
             raise ConfigError(f"{source}: {key}={value!r} must be a positive integer")
-    padded_vocab = vocab + (-vocab) % multiple
-    dt_rank = ssm_cfg.get("dt_rank", "auto")
-    return MambaConfig(
+    common = dict(
         d_model=d_model,
         n_layer=_require(raw, "n_layer", source),
-        vocab_size=padded_vocab,
-        d_state=ssm_cfg.get("d_state", 16),
+        vocab_size=vocab + (-vocab) % multiple,
         d_conv=ssm_cfg.get("d_conv", 4),
         expand=ssm_cfg.get("expand", 2),
-        dt_rank=0 if dt_rank == "auto" else dt_rank,
         conv_bias=ssm_cfg.get("conv_bias", True),
         proj_bias=ssm_cfg.get("bias", False),
         norm="rmsnorm" if raw.get("rms_norm", True) else "layernorm",
@@ -189,11 +365,24 @@ def parse_mamba_ssm(raw: dict[str, Any], source: str) -> MambaConfig:
         residual_in_fp32=raw.get("residual_in_fp32", True),
         tie_embeddings=raw.get("tie_embeddings", True),
     )
+    if layer == "Mamba1":
+        dt_rank = ssm_cfg.get("dt_rank", "auto")
+        return MambaConfig(d_state=ssm_cfg.get("d_state", 16), dt_rank=0 if dt_rank == "auto" else dt_rank,
+                           **common)
+    for key, supported in MAMBA_SSM_MAMBA2_FIXED.items():
+        if ssm_cfg.get(key, supported) != supported:
+            raise ConfigError(f"{source}: ssm_cfg.{key}={ssm_cfg[key]!r} is not supported (only {supported!r})")
+    _check_dt_limit(ssm_cfg.get("dt_limit", [0.0, math.inf]), "ssm_cfg.dt_limit", source)
+    return Mamba2Config(d_state=ssm_cfg.get("d_state", 128), headdim=ssm_cfg.get("headdim", 64),
+                        ngroups=ssm_cfg.get("ngroups", 1), chunk_size=ssm_cfg.get("chunk_size", 256),
+                        gate_norm_eps=MAMBA_SSM_GATE_NORM_EPS, **common)
 
 
 # model_type -> parser. mamba_ssm configs carry no model_type; they are recognised by their keys below.
-CONFIG_PARSERS: dict[str, Callable[[dict[str, Any], str], MambaConfig]] = {"mamba": parse_transformers_mamba}
-NOT_YET_SUPPORTED = {"mamba2": "Mamba2 support is planned (Quamba2) but not implemented yet"}
+CONFIG_PARSERS: dict[str, Callable[[dict[str, Any], str], ModelConfig]] = {
+    "mamba": parse_transformers_mamba,
+    "mamba2": parse_transformers_mamba2,
+}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -209,7 +398,7 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def parse_model_config(raw: dict[str, Any], source: str) -> MambaConfig:
+def parse_model_config(raw: dict[str, Any], source: str) -> ModelConfig:
     """Dispatch on ``model_type`` (transformers layout) or on the mamba_ssm keys; every bad value is a one-line
     ConfigError that names ``source``."""
     try:
@@ -219,7 +408,7 @@ def parse_model_config(raw: dict[str, Any], source: str) -> MambaConfig:
         raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
-def _parse(raw: dict[str, Any], source: str) -> MambaConfig:
+def _parse(raw: dict[str, Any], source: str) -> ModelConfig:
     model_type = raw.get("model_type")
     if model_type is not None and not isinstance(model_type, str):
         raise ConfigError(f"{source}: model_type={model_type!r} must be a string")
@@ -227,8 +416,6 @@ def _parse(raw: dict[str, Any], source: str) -> MambaConfig:
         if "d_model" in raw and "n_layer" in raw:
             return parse_mamba_ssm(raw, source)
         raise ConfigError(f"{source} has no model_type and is not a mamba_ssm config (no d_model / n_layer)")
-    if model_type in NOT_YET_SUPPORTED:
-        raise ConfigError(f"{source}: model_type {model_type!r}: {NOT_YET_SUPPORTED[model_type]}")
     parser = CONFIG_PARSERS.get(model_type)
     if parser is None:
         raise ConfigError(

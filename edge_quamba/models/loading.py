@@ -15,28 +15,30 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from edge_quamba.errors import CheckpointError, ConfigError, named
-from edge_quamba.models.config import MambaConfig, checkpoint_layout, parse_model_config, read_json
+from edge_quamba.models.config import Mamba2Config, ModelConfig, checkpoint_layout, parse_model_config, read_json
 from edge_quamba.models.mamba import MambaLM
-from edge_quamba.resources import demo_model_dir
+from edge_quamba.models.mamba2 import Mamba2LM
+from edge_quamba.resources import DEFAULT_DEMO, DEMO_MODELS, demo_model_dir
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "*.model", "*.txt"]
 
 
 def resolve_model(model: str | None, option: str = "--model") -> Path:
-    """Turn ``--model`` into a local folder: None -> the demo model; an existing folder; else a hub id.
+    """Turn ``--model`` into a local folder: None -> the demo model; an existing folder; a shipped demo model's name
+    (``demo``, ``demo-mamba2``); else a hub id.
 
     A string that is not an existing folder and looks like ``owner/name`` is fetched with huggingface_hub (from its
     cache when offline); anything else is reported as a missing folder. ``option`` is the flag named in errors.
     """
-    if model is None:
-        path = demo_model_dir()
+    if model is not None and Path(model).expanduser().is_dir():
+        return Path(model).expanduser()
+    if model is None or model in DEMO_MODELS:
+        path = demo_model_dir(model or DEFAULT_DEMO)
         if not (path / "config.json").is_file():
             raise CheckpointError(f"the demo model is not installed at {path} (reinstall edge-quamba)")
         return path
     path = Path(model).expanduser()
-    if path.is_dir():
-        return path
     if path.exists():
         raise CheckpointError(f"{named(option, model)}: is a file; pass the folder that holds config.json")
     if not looks_like_hub_id(model):
@@ -69,8 +71,8 @@ def download_from_hub(repo_id: str, option: str = "--model") -> Path:
         raise CheckpointError(f"{named(option, repo_id)}: hub download failed: {exc}") from None
 
 
-def load_fp_config(path: Path) -> MambaConfig:
-    """The model config of an fp checkpoint folder (config.json, either layout)."""
+def load_fp_config(path: Path) -> ModelConfig:
+    """The model config of an fp checkpoint folder (config.json, either layout, Mamba1 or Mamba2)."""
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"{path} holds no config.json")
@@ -175,7 +177,7 @@ def checkpoint_header(path: Path) -> dict[str, TensorInfo] | None:
     return None
 
 
-def expected_tensors(build, config: MambaConfig) -> dict[str, TensorInfo]:
+def expected_tensors(build, config: ModelConfig) -> dict[str, TensorInfo]:
     """Shapes and dtypes of ``build(config)``'s state dict without allocating it: ``build`` runs on the meta device
     with one layer, whose entries are repeated for every layer. Call only after :func:`check_layer_count` (a
     config claiming a million layers must not make a million-entry dict)."""
@@ -194,7 +196,7 @@ def expected_tensors(build, config: MambaConfig) -> dict[str, TensorInfo]:
     return expected
 
 
-def check_tensors(found: dict[str, TensorInfo], build, config: MambaConfig, source: Path, config_name: str,
+def check_tensors(found: dict[str, TensorInfo], build, config: ModelConfig, source: Path, config_name: str,
                   check_dtypes: bool) -> None:
     """The tensors a weight file holds (``found``) against what ``config_name`` implies, before any allocation:
     layer count first, then names, shapes and (``check_dtypes``) dtypes. One-line CheckpointError on a mismatch."""
@@ -222,7 +224,7 @@ def check_tensors(found: dict[str, TensorInfo], build, config: MambaConfig, sour
             raise CheckpointError(f"{source}: weight {key} has {what}, {config_name} implies {want}")
 
 
-def to_reference_keys(state: dict, config: MambaConfig, layout: str) -> dict:
+def to_reference_keys(state: dict, config: ModelConfig, layout: str) -> dict:
     """Rename checkpoint keys to the reference module's names and drop a tied lm_head (values are kept as they
     are: tensors, or header infos)."""
     renamed = {}
@@ -241,15 +243,21 @@ def check_finite(state: dict[str, torch.Tensor], source: Path) -> None:
             raise CheckpointError(f"{source}: weight {key} holds NaN or Inf values")
 
 
-def _fp_state_template(config: MambaConfig) -> dict[str, torch.Tensor]:
-    state = MambaLM(config).state_dict()
+def fp_model_class(config: ModelConfig) -> type[MambaLM]:
+    """The reference model class for a config: :class:`Mamba2LM` for Mamba2, :class:`MambaLM` for Mamba1."""
+    return Mamba2LM if isinstance(config, Mamba2Config) else MambaLM
+
+
+def _fp_state_template(config: ModelConfig) -> dict[str, torch.Tensor]:
+    state = fp_model_class(config)(config).state_dict()
     if config.tie_embeddings:
         state.pop("lm_head.weight")
     return state
 
 
 def load_fp_model(path: Path, dtype: torch.dtype = torch.float32) -> MambaLM:
-    """Build the fp reference model from a checkpoint folder (either layout), in ``dtype``, in eval mode.
+    """Build the fp reference model (Mamba1 or Mamba2) from a checkpoint folder (either layout), in ``dtype``, in
+    eval mode.
 
     The weights' names and shapes are checked against config.json before the model is allocated (from the
     safetensors header when there is one), so a config that claims huge sizes fails at once."""
@@ -264,6 +272,6 @@ def load_fp_model(path: Path, dtype: torch.dtype = torch.float32) -> MambaLM:
         infos = {key: (tuple(tensor.shape), "") for key, tensor in state.items()}
         check_tensors(infos, _fp_state_template, config, path, "config.json", check_dtypes=False)
     check_finite(state, path)
-    model = MambaLM(config, dtype=dtype)
+    model = fp_model_class(config)(config, dtype=dtype)
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
     return model.eval()

@@ -194,10 +194,10 @@ class MambaMixer(nn.Module):
 class ResidualBlock(nn.Module):
     """Pre-norm residual block: resid + mixer(norm(resid)). The residual stream is float32 when residual_in_fp32."""
 
-    def __init__(self, config: MambaConfig, dtype: torch.dtype):
+    def __init__(self, config: MambaConfig, dtype: torch.dtype, mixer_class: type[nn.Module] = MambaMixer):
         super().__init__()
         self.norm = Norm(config.d_model, config.norm, config.norm_eps, dtype)
-        self.mixer = MambaMixer(config, dtype)
+        self.mixer = mixer_class(config, dtype)
 
     def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
         """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state."""
@@ -211,8 +211,11 @@ class MambaLM(nn.Module):
     """Mamba language model: embeddings -> n_layer residual blocks -> final norm -> lm_head (tied by default).
 
     The module tree (``backbone.embeddings``, ``backbone.layers.i.{norm,mixer}``, ``backbone.norm_f``, ``lm_head``)
-    equals transformers' MambaForCausalLM, so its state dict loads directly.
+    equals transformers' MambaForCausalLM, so its state dict loads directly. A subclass changes only
+    ``mixer_class`` (:class:`edge_quamba.models.mamba2.Mamba2LM`).
     """
+
+    mixer_class: type[nn.Module] = MambaMixer
 
     def __init__(self, config: MambaConfig, dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -220,7 +223,8 @@ class MambaLM(nn.Module):
         self.dtype = dtype
         self.backbone = nn.Module()
         self.backbone.embeddings = nn.Embedding(config.vocab_size, config.d_model, dtype=dtype)
-        self.backbone.layers = nn.ModuleList(ResidualBlock(config, dtype) for _ in range(config.n_layer))
+        self.backbone.layers = nn.ModuleList(ResidualBlock(config, dtype, self.mixer_class)
+                                             for _ in range(config.n_layer))
         self.backbone.norm_f = Norm(config.d_model, config.norm, config.norm_eps, dtype)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False, dtype=dtype)
         if config.tie_embeddings:

@@ -29,11 +29,12 @@ from edge_quamba import __version__
 from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError, ValidationError
 from edge_quamba.folders import FP, open_model
+from edge_quamba.models.config import require_mamba1
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, TARGETS, state_names
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
                                      TRT_MODEL, write_export_config)
-from edge_quamba.onnx.lower import FLAVOURS, lower_model
+from edge_quamba.onnx.lower import FLAVOURS, TENSORRT_DYNAMIC_REFUSAL, lower_model
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.validate import ValidationReport, check_graph, validate_on_ort
 from edge_quamba.ops.specs import DOMAIN, SPECS
@@ -120,12 +121,17 @@ def export_model(
     if prompt_len < 1 or decode_steps < 0:
         raise InputError("the validation needs a prompt of at least 1 token and decode steps >= 0")
     source = open_model(model)  # an artifact's or export's files are verified here, before anything is written
+    require_mamba1(source.config, "export")
     path, kind = source.path, source.kind
     inputs = [("--model", path)]
     check_output_dir(out, inputs)
     if calib_data is not None:
         read_calib_text(calib_data, 1 << 16)  # a binary --calib-data fails now, not after the quantization
     targets = ["ort", "tensorrt"] if target == "all" else [target]
+    artifact_dir = None if kind == FP else (path if kind == "quantized" else path / QUANTIZED_DIR)
+    out_proj_scale = (qconfig if artifact_dir is None else read_quant_config(artifact_dir)[1]).out_proj_scale
+    if out_proj_scale == "dynamic" and "tensorrt" in targets:  # refused before any work (no TensorRT graph exists)
+        raise InputError(TENSORRT_DYNAMIC_REFUSAL.replace("--target tensorrt", f"--target {target}", 1))
     log = _stderr if progress else (lambda _: None)
     out = Path(out)
     with atomic_output_dir(out, inputs) as tmp:
@@ -136,8 +142,11 @@ def export_model(
                        batch_size=batch_size, progress=progress)
         reference = load_quantized_model(qdir)
         log("lowering to ONNX")
-        lowered = {flavour: lower_model(reference, flavour, progress=progress) for flavour in FLAVOURS}
-        flavours = {"ort": lowered["ort"], "tensorrt": to_tensorrt_flavour(lowered["tensorrt"])}
+        # both flavours are built and checked whatever the target; a per-token out_proj scale has the ORT one only
+        built = FLAVOURS if out_proj_scale == "static" else ("ort",)
+        lowered = {flavour: lower_model(reference, flavour, progress=progress) for flavour in built}
+        flavours = {name: to_tensorrt_flavour(graph) if name == "tensorrt" else graph
+                    for name, graph in lowered.items()}
         for flavour, graph in flavours.items():
             onnx.checker.check_model(graph, full_check=True)
             problems = check_graph(graph, flavour)

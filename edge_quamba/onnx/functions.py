@@ -19,6 +19,11 @@ Numerics (what is exact, and why):
       one multiply by float32(1/sqrt(n)): bit-identical to the reference on ORT CPU, unlike a MatMul with normalized
       factor matrices (rounded entries, different summation order: about 1e-5 of codes off by one). It also needs no
       (p, p) constant (16 MiB for p = 2048) and costs n log2(p) adds instead of n p multiply-adds.
+    * per-token scale (HadamardQuantizeDynamic): ReduceMax of |v| over channels (exact in any order), Max with the
+      float32 AMAX_FLOOR, Div by 127 (one rounded division, as the reference), and the codes as
+      QuantizeLinear(Max(v / s, -127), 1.0): opset 17's QuantizeLinear takes only a per-tensor or per-axis scale,
+      so the division by the (b, l, 1) scale is its own Div (correctly rounded, the reference's x / s) and the unit
+      scale leaves the quotient unchanged for QuantizeLinear's half-to-even rounding.
     * scan: float32 throughout. The decay exp(delta A) and the drive delta B u are computed for all l before the
       Scan, as the reference computes them, so the loop body is two ops and a readout. exp, softplus and the sum
       over n differ from torch's in the last bits: a stated tolerance on y and the state, and the codes quantized
@@ -37,9 +42,10 @@ import torch
 from onnx import FunctionProto, TensorProto, helper, numpy_helper
 
 from edge_quamba.onnx import OPSET
-from edge_quamba.ops.specs import HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, OpSpec
+from edge_quamba.ops.specs import (HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
+                                   INT8_SELECTIVE_SCAN, OpSpec)
 from edge_quamba.quant.hadamard import hadamard_factors, hadamard_matrix
-from edge_quamba.quant.primitives import INT8_MAX
+from edge_quamba.quant.primitives import AMAX_FLOOR, INT8_MAX
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -163,10 +169,10 @@ def int8_selective_scan_function() -> FunctionProto:
     return _function(INT8_SELECTIVE_SCAN, b)
 
 
-def hadamard_quantize_function(d_inner: int) -> FunctionProto:
-    """HadamardQuantize for width n = d_inner = m * p, the reference's operation order (see module docstring)."""
+def _hadamard(b: Body, d_inner: int) -> str:
+    """Nodes of the orthonormal Hadamard transform of input ``y`` (..., n), n = d_inner = m * p, in the reference's
+    operation order (see module docstring); returns the name of the rotated (..., n) float32 tensor."""
     m, p = hadamard_factors(d_inner)
-    b = Body()
     x = "y"
     h = 1
     while h < p:  # Sylvester stage: pairs (i, i + h) inside blocks of 2h -> (a + b, a - b)
@@ -178,14 +184,34 @@ def hadamard_quantize_function(d_inner: int) -> FunctionProto:
     if m > 1:  # H_m from the left: entries +-1, so each product is exact
         x = b.op("MatMul", b.const(hadamard_matrix(m, torch.float32).numpy(), "hadamard_m"), x)
     scale = np.array(1.0 / math.sqrt(d_inner), dtype=np.float32)  # rounded once, as the reference's float32 multiply
-    x = b.op("Mul", b.op("Reshape", x, b.op("Shape", "y")), b.const(scale, "inv_sqrt_n"))
-    b.quantize(x, b.attr_float("out_scale"), out="y_q")
+    return b.op("Mul", b.op("Reshape", x, b.op("Shape", "y")), b.const(scale, "inv_sqrt_n"))
+
+
+def hadamard_quantize_function(d_inner: int) -> FunctionProto:
+    """HadamardQuantize for width n = d_inner = m * p, the reference's operation order (see module docstring)."""
+    b = Body()
+    b.quantize(_hadamard(b, d_inner), b.attr_float("out_scale"), out="y_q")
     return _function(HADAMARD_QUANTIZE, b)
 
 
-def custom_functions(d_inner: int, hadamard: bool) -> list[FunctionProto]:
-    """The FunctionProtos a model of width d_inner uses (HadamardQuantize only when its out_proj input is rotated)."""
+def hadamard_quantize_dynamic_function(d_inner: int) -> FunctionProto:
+    """HadamardQuantizeDynamic for width n = d_inner: the same transform, then per token
+    y_scale = max(amax |v|, AMAX_FLOOR) / 127 and y_q = quantize(v, y_scale) (see module docstring)."""
+    b = Body()
+    v = _hadamard(b, d_inner)  # (b, l, n)
+    amax = b.op("ReduceMax", b.op("Abs", v), axes=[-1], keepdims=1)  # (b, l, 1): a max is exact in any order
+    floor = b.const(np.array(AMAX_FLOOR, np.float32), "amax_floor")
+    scale = b.op("Div", b.op("Max", amax, floor), b.const(np.array(INT8_MAX, np.float32), "int8_max"))
+    b.op("Squeeze", scale, b.ints(-1), out="y_scale")  # (b, l)
+    b.quantize(b.op("Div", v, scale), b.const(np.array(1.0, np.float32), "unit_scale"), out="y_q")
+    return _function(HADAMARD_QUANTIZE_DYNAMIC, b)
+
+
+def custom_functions(d_inner: int, hadamard: bool, out_proj_scale: str = "static") -> list[FunctionProto]:
+    """The FunctionProtos a model of width d_inner uses: the Hadamard op only when its out_proj input is rotated,
+    HadamardQuantize for a static out_proj input scale, HadamardQuantizeDynamic for a per-token one."""
     functions = [int8_causal_conv1d_function(d_inner), int8_selective_scan_function()]
     if hadamard:
-        functions.append(hadamard_quantize_function(d_inner))
+        dynamic = out_proj_scale == "dynamic"
+        functions.append((hadamard_quantize_dynamic_function if dynamic else hadamard_quantize_function)(d_inner))
     return functions

@@ -34,6 +34,15 @@ What ONNX Runtime (1.32, CPU) fuses, found by reading its optimized graph (tests
       the copy, but on x86 that selects an s8 x s8 kernel 56x slower than the uint8 one, so the ort backend keeps
       ORT's default. The TensorRT flavour has no copy.
 
+Per-token out_proj input scale (``QuantConfig.out_proj_scale = "dynamic"``, ORT flavour only): HadamardQuantizeDynamic
+makes y_q and y_scale (b, l), and out_proj is ``MatMulInteger(y_q + 128 as uint8, W_q, a_zero_point 128) -> Cast ->
+Mul(y_scale[..., None] * w_scale) (+ bias)``: a DequantizeLinear takes no (b, l) scale in opset 17, and ORT's
+MatMulIntegerToFloat takes a per-tensor or per-column one only. The exact int32 sum, then one float32 product of the
+two scales per row multiplying it: bit-identical to :func:`edge_quamba.quant.primitives.int8_linear_per_token`. The
+uint8 shift (exact: (q + 128) - 128 = q) is what ORT's own x86 Q/DQ rewrite does, and for the same reason: its
+int8 x int8 MatMulInteger measured 12x (l = 512) to 15x (l = 1) slower than uint8 x int8 on this project's x86 CPU.
+The TensorRT flavour refuses a per-token scale (README, TensorRT).
+
 Names: ``layers.{i}.mixer.<tensor>`` as in the reference state dict; every scale a float32 scalar initializer,
 one shared int8 zero point. Batch b and length l are symbolic: one graph serves prefill (l >= 1) and decode (l = 1).
 """
@@ -50,14 +59,16 @@ from tqdm import tqdm
 import collections
 from dataclasses import dataclass
 
+from edge_quamba.errors import ConfigError
 from edge_quamba.models.mamba import LayerState, MambaLM, Norm
 from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
 from edge_quamba.onnx.functions import Body, custom_functions
-from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, OpSpec
+from edge_quamba.ops.specs import (DOMAIN, HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
+                                   INT8_SELECTIVE_SCAN, OpSpec)
 from edge_quamba.quant.flow import mamba1_mixer_flow
 from edge_quamba.quant.primitives import INT8_MAX
 from edge_quamba.quant.qmodel import QuantLinear, QuantMambaMixer
-from edge_quamba.quant.sites import SITE_BY_NAME, SITE_NAMES, tensor_name
+from edge_quamba.quant.sites import SITE_BY_NAME, tensor_name
 
 ZERO_POINT = "zero_point_int8"
 
@@ -109,6 +120,25 @@ class GraphBuilder(Body):
             w_scale = self.init(f"{name}.weight_scale", np.array(np.float32(float(linear.weight_scale))))
             w = self.op("DequantizeLinear", weight, w_scale, ZERO_POINT, out=f"{name}.weight")
         y = self.op("MatMul", x, w, out=f"{name}.matmul")
+        if linear.bias is None:
+            return y
+        return self.op("Add", y, self.init(f"{name}.bias", linear.bias.float()), out=f"{name}.out")
+
+    def int8_linear_per_token(self, x_q: str, x_scale: str, linear: QuantLinear, name: str) -> str:
+        """x_q (..., K) int8 with a per-token scale x_scale (...) float32 -> (..., N) float32
+        = float32(exact int32 x_q @ W_q^T) * (x_scale[..., None] * w_scale) (+ bias); see the module docstring."""
+        weight = self.init(f"{name}.weight_q", linear.weight.T.contiguous())  # (K, N) int8, pre-transposed
+        w_scale = self.init(f"{name}.weight_scale", np.array(np.float32(float(linear.weight_scale))))
+        shifted = self.op("Add", self.op("Cast", x_q, to=TensorProto.INT16), self.const(np.array(128, np.int16)))
+        x_u8 = self.op("Cast", shifted, to=TensorProto.UINT8, out=f"{name}.input_u8")  # q + 128 in [1, 255]
+        acc = self.op("MatMulInteger", x_u8, weight, self.const(np.array(128, np.uint8), "zero_point_u8"),
+                      out=f"{name}.matmul_integer")  # (..., N) int32, exact
+        # alpha: one float32 product per row, Unsqueezed AFTER the Mul. Not an accident: ORT (1.32) fuses
+        # MatMulInteger -> Cast -> Mul(., Mul(a_scale, b_scale)) (+ Add) into MatMulIntegerToFloat, which with a
+        # (b, l, 1) a_scale gave values off by up to ~2 (bias case) and was not bit-exact without a bias; a Mul whose
+        # scale comes from an Unsqueeze is not matched (tests/test_dynamic_scale.py holds the result bit-exact).
+        alpha = self.op("Unsqueeze", self.op("Mul", x_scale, w_scale), self.ints(-1), out=f"{name}.alpha")
+        y = self.op("Mul", self.op("Cast", acc, to=TensorProto.FLOAT), alpha, out=f"{name}.matmul")
         if linear.bias is None:
             return y
         return self.op("Add", y, self.init(f"{name}.bias", linear.bias.float()), out=f"{name}.out")
@@ -175,7 +205,7 @@ class GraphOps:
         self.g, self.m, self.norm, self.layer = g, mixer, norm, layer
         self.prefix = f"layers.{layer}.mixer."
         self.scales = {site: g.scale(f"{self.prefix}{site}_scale", getattr(mixer, f"{site}_scale"))
-                       for site in SITE_NAMES}
+                       for site in mixer.static_sites}
 
     def _codes(self, value: str | _Pending, code: str | None = None) -> str:
         if not isinstance(value, _Pending):
@@ -227,6 +257,15 @@ class GraphOps:
                                f"{self.prefix}hadamard_quantize", out_scale=self.m.out_proj_input_scale)
         return y_q
 
+    def hadamard_quantize_dynamic(self, y: str) -> tuple[str, str]:
+        codes = tensor_name(self.layer, SITE_BY_NAME["out_proj_input"].code)
+        y_q, y_scale = self.g.custom(HADAMARD_QUANTIZE_DYNAMIC, [y], [codes, f"{self.prefix}y_scale"],
+                                     f"{self.prefix}hadamard_quantize")
+        return y_q, y_scale
+
+    def linear_per_token(self, name: str, x_q: str, x_scale: str) -> str:
+        return self.g.int8_linear_per_token(x_q, x_scale, getattr(self.m, name), f"{self.prefix}{name}")
+
 
 def _mixer(g: GraphBuilder, block, resid: str, i: int) -> str:
     """One block's norm and mixer: resid (b, l, d) float32 -> the mixer's output (b, l, d) float32; reads and
@@ -234,9 +273,15 @@ def _mixer(g: GraphBuilder, block, resid: str, i: int) -> str:
     c = block.mixer.config
     out, _ = mamba1_mixer_flow(GraphOps(g, block.mixer, block.norm, i), resid,
                                LayerState(f"conv_state.{i}", f"ssm_state.{i}"), c.d_inner, c.dt_rank, c.d_state,
-                               block.mixer.hadamard)
+                               block.mixer.hadamard, block.mixer.out_proj_scale)
     return out
 
+
+TENSORRT_DYNAMIC_REFUSAL = (
+    "--target tensorrt: a per-token (dynamic) out_proj input scale has no TensorRT graph (TensorRT's int8 GEMMs take "
+    "static per-tensor activation scales; README, TensorRT); export with --target ort or quantize with "
+    "--out-proj-scale static")
+"""The one-line error for a TensorRT export of a model with ``out_proj_scale = "dynamic"``."""
 
 FLAVOURS = ("ort", "tensorrt")
 """What each graph is lowered for (the TensorRT flavour then becomes plugin nodes: :mod:`edge_quamba.onnx.tensorrt`)."""
@@ -252,6 +297,7 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     values the reference computes with), and only the last position goes through the lm_head, in float16:
     ``last_logits`` (b, v) float16 (generation needs nothing else; a 50k x 2560 head in float32 would read 512 MB
     per token). Everything between is identical. progress: a progress bar on stderr.
+    A model with a per-token out_proj input scale has only the "ort" flavour (ConfigError for "tensorrt").
     """
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour {flavour!r} is not one of {FLAVOURS}")
@@ -259,6 +305,9 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     mixers = [block.mixer for block in model.backbone.layers]
     if not all(isinstance(m, QuantMambaMixer) for m in mixers):
         raise TypeError("lower_model needs the quantized reference model (load_quantized_model)")
+    out_proj_scale = mixers[0].out_proj_scale
+    if flavour == "tensorrt" and out_proj_scale == "dynamic":
+        raise ConfigError(TENSORRT_DYNAMIC_REFUSAL)
     g = GraphBuilder()
     table = model.backbone.embeddings.weight  # (v, d) float32 holding float16 values (the artifact stores fp16)
     if flavour == "ort":
@@ -301,7 +350,7 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     hadamard = any(m.hadamard for m in mixers)
     onnx_model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, 1)],
-        functions=custom_functions(c.d_inner, hadamard), producer_name="edge-quamba",
+        functions=custom_functions(c.d_inner, hadamard, out_proj_scale), producer_name="edge-quamba",
     )
     onnx_model.ir_version = IR_VERSION
     return onnx_model

@@ -47,7 +47,8 @@ HADAMARD_MAX_DIM = 16384
 RMS_NORM_MAX_DIM = 8192
 """Largest d of the RMSNorm + quantize kernel (one row in the registers of a 1024-thread block)."""
 OP_NAMES = ("quantize", "rms_norm_quantize", "int8_linear", "int8_linear_quantize", "int8_causal_conv1d",
-            "int8_causal_conv1d_update", "int8_selective_scan", "int8_selective_scan_update", "hadamard_quantize")
+            "int8_causal_conv1d_update", "int8_selective_scan", "int8_selective_scan_update", "hadamard_quantize",
+            "hadamard_quantize_dynamic", "int8_linear_per_token")
 """Every op of the edge_quamba namespace (edge_quamba.ops.torch_ops), by torch op name."""
 
 
@@ -161,6 +162,18 @@ def int8_linear(x_q, weight_q, bias, x_scale, weight_scale):
     return load_extension().int8_linear(x_q, weight_q, bias, x_scale, weight_scale)
 
 
+def int8_linear_per_token(x_q, weight_q, bias, x_scale, weight_scale):
+    """x_q (..., K) int8 with a per-token scale x_scale (...) float32 (each > 0, e.g. from hadamard_quantize_dynamic),
+    weight_q (N, K) int8, bias (N) float32 or None -> float32 (..., N); row m's epilogue multiplies by
+    float32(x_scale[m] * weight_scale). GEMV for up to 16 rows; above, torch._int_mm and the same epilogue."""
+    _cuda("int8_linear_per_token: x_scale", x_scale, torch.float32)
+    _check_linear("int8_linear_per_token", x_q, weight_q, bias, 1.0, weight_scale)
+    _require(tuple(x_scale.shape) == tuple(x_q.shape[:-1]),
+             f"int8_linear_per_token: x_scale {tuple(x_scale.shape)} is not x_q's leading shape "
+             f"{tuple(x_q.shape[:-1])}")
+    return load_extension().int8_linear_per_token(x_q, weight_q, bias, x_scale, weight_scale)
+
+
 def int8_linear_quantize(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
     """quantize(int8_linear(...), out_scale) -> int8 (..., N): the GEMV with an int8 epilogue for up to 16 rows;
     above, torch._int_mm and one fused epilogue kernel (float32 epilogue + quantize in one pass)."""
@@ -244,10 +257,26 @@ def hadamard_quantize(y, out_scale):
     return load_extension().hadamard_quantize(y, out_scale)
 
 
+def hadamard_quantize_dynamic(y):
+    """y (..., n) float32 -> (int8 (..., n), float32 (...)): the Hadamard kernel with a per-token scale (one block
+    reduction of the row's amax before the divide)."""
+    _cuda("hadamard_quantize_dynamic: y", y, torch.float32)
+    _require(y.dim() >= 1, "hadamard_quantize_dynamic: y must have a channel dim")
+    n = y.shape[-1]
+    try:
+        hadamard_factors(n)
+    except ValueError as e:
+        raise ValueError(f"hadamard_quantize_dynamic: {e}") from None
+    _require(n <= HADAMARD_MAX_DIM,
+             f"hadamard_quantize_dynamic: n={n} > {HADAMARD_MAX_DIM} (the kernel's shared memory)")
+    return load_extension().hadamard_quantize_dynamic(y)
+
+
 _KERNELS = {"quantize": quantize, "rms_norm_quantize": rms_norm_quantize, "int8_linear": int8_linear,
             "int8_linear_quantize": int8_linear_quantize, "int8_causal_conv1d": int8_causal_conv1d,
             "int8_causal_conv1d_update": int8_causal_conv1d_update, "int8_selective_scan": int8_selective_scan,
-            "int8_selective_scan_update": int8_selective_scan_update, "hadamard_quantize": hadamard_quantize}
+            "int8_selective_scan_update": int8_selective_scan_update, "hadamard_quantize": hadamard_quantize,
+            "hadamard_quantize_dynamic": hadamard_quantize_dynamic, "int8_linear_per_token": int8_linear_per_token}
 _registered: set[str] = set()
 
 

@@ -7,6 +7,7 @@ a node whose op_type is neither a built-in op nor a model-local function is look
 name: FLOAT -> kFLOAT32, INT -> kINT32, STRING -> kCHAR. So each plugin's fields are exactly the op's attributes, with
 the same names; plugin_version and plugin_namespace only select the creator.
 
+Only the ops with a plugin (``PLUGIN_SPECS``; not HadamardQuantizeDynamic) are listed in the generated files.
 Regenerate the checked-in config with ``python3 -m edge_quamba.ops.plugins plugins/tensorrt/PluginConfig.yaml``
 (tests/test_ops_spec.py fails when it is stale), and the C++ header the plugins are built from (names, fields,
 dtypes, ranks and shape symbols of every op) with
@@ -20,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_quamba.ops.specs import SPECS, OpSpec
+from edge_quamba.ops.specs import PLUGIN_SPECS, OpSpec
 
 PLUGIN_NAMESPACE = ""
 """Every edge-quamba plugin registers in the default (empty) namespace."""
@@ -65,7 +66,7 @@ def _tensors_yaml(tensors) -> list[str]:
     return lines
 
 
-def plugin_config_yaml(specs: dict[str, OpSpec] = SPECS) -> str:
+def plugin_config_yaml(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
     """PluginConfig.yaml text (the TensorRT plugin generator's layout, IPluginV3), deterministic."""
     lines = ["# Generated from edge_quamba/ops/specs.py by `python3 -m edge_quamba.ops.plugins`; do not edit by hand.",
              "# Plugin fields are the op's ONNX attributes, same names (see edge_quamba/ops/plugins.py)."]
@@ -102,7 +103,7 @@ def _cpp_enum(struct: str, names) -> list[str]:
             *[f"        static constexpr int32_t {c} = {i};" for i, c in enumerate(constants)], "    };"]
 
 
-def plugin_spec_header(specs: dict[str, OpSpec] = SPECS) -> str:
+def plugin_spec_header(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
     """plugins/tensorrt/common/opSpecs.h: every op spec as C++ constants, so that the plugins take their names,
     fields, dtypes, ranks and shape relations from the spec instead of restating them (deterministic text)."""
     symbols: list[str] = []

@@ -8,7 +8,8 @@ checks that they agree.
 Conventions:
     * inputs, then attributes, in the order of the qops reference function's parameters;
     * scales are float attributes (static per-tensor scales are constants of the exported graph, so a TensorRT plugin
-      receives them as plugin fields at build time, not as tensors);
+      receives them as plugin fields at build time, not as tensors); a per-token scale is made at run time and is
+      an output tensor (HadamardQuantizeDynamic's y_scale);
     * shapes are symbols of the glossary in :mod:`edge_quamba.models.mamba` (b, l, d_in, n, k);
     * dtypes are "int8" or "float32" (the int8 convention: :mod:`edge_quamba.quant.primitives`).
 """
@@ -65,6 +66,8 @@ class OpSpec:
     doc: str
     domain: str = DOMAIN
     version: int = 1
+    tensorrt_plugin: bool = True
+    """Whether plugins/tensorrt has an IPluginV3 plugin for the op (PluginConfig.yaml and opSpecs.h list those)."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", self.name):
@@ -147,5 +150,21 @@ HADAMARD_QUANTIZE = OpSpec(
     doc="Orthonormal Hadamard transform over channels (edge_quamba.quant.hadamard), then int8 at out_scale.",
 )
 
-SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, HADAMARD_QUANTIZE)}
+HADAMARD_QUANTIZE_DYNAMIC = OpSpec(
+    name="HadamardQuantizeDynamic",
+    reference="hadamard_quantize_dynamic",
+    inputs=(_f32("y", "b", "l", "d_in"),),
+    outputs=(_i8("y_q", "b", "l", "d_in"), _f32("y_scale", "b", "l")),
+    attributes=(),
+    doc="Orthonormal Hadamard transform over channels, then int8 at a per-token scale "
+        "y_scale = max(amax_channels |H y|, 1e-5) / 127 (an output: out_proj reads it per row).",
+    # No TensorRT plugin: TensorRT's int8 GEMMs take static per-tensor activation scales only (README, TensorRT).
+    tensorrt_plugin=False,
+)
+
+SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, HADAMARD_QUANTIZE,
+                                                HADAMARD_QUANTIZE_DYNAMIC)}
 """Every custom op, by ONNX op_type."""
+
+PLUGIN_SPECS: dict[str, OpSpec] = {name: s for name, s in SPECS.items() if s.tensorrt_plugin}
+"""The custom ops that have a TensorRT plugin (plugins/tensorrt/PluginConfig.yaml, common/opSpecs.h)."""

@@ -17,6 +17,11 @@ the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cu
     int8_selective_scan          custom node Int8SelectiveScan         qops.int8_selective_scan
     int8_selective_scan_update   (the same node, l = 1)                qops.int8_selective_scan_update
     hadamard_quantize            custom node HadamardQuantize          qops.hadamard_quantize
+    hadamard_quantize_dynamic    custom node HadamardQuantizeDynamic   qops.hadamard_quantize_dynamic
+    int8_linear_per_token        MatMulInteger -> Cast -> Mul (+ Add)  primitives.int8_linear_per_token (+ bias)
+
+The last two are the out_proj input with a per-token scale (``QuantConfig.out_proj_scale = "dynamic"``): the scale
+is a float32 tensor made by the Hadamard op and read by out_proj, not a constant.
 
 The schemas of the three custom nodes follow :mod:`edge_quamba.ops.specs` (tensors, then float scales; a test
 checks it). Scales are Python floats: static per-tensor scales are constants, as they are in the graph and in the
@@ -195,6 +200,32 @@ def _(y, out_scale):
     return torch.empty_like(y, dtype=torch.int8)
 
 
+@_op("hadamard_quantize_dynamic")
+def hadamard_quantize_dynamic(y: Tensor) -> tuple[Tensor, Tensor]:
+    """y (b, l, d_in) float -> y_q (b, l, d_in) int8, y_scale (b, l) float32 (one scale per token)."""
+    return qops.hadamard_quantize_dynamic(y)
+
+
+@hadamard_quantize_dynamic.register_fake
+def _(y):
+    return torch.empty_like(y, dtype=torch.int8), y.new_empty(y.shape[:-1], dtype=torch.float32)
+
+
+@_op("int8_linear_per_token")
+def int8_linear_per_token(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: Tensor,
+                          weight_scale: float) -> Tensor:
+    """x_q (..., K) int8 with x_scale (...) float32 per token, weight_q (N, K) int8, bias (N,) float32 or None
+    -> (..., N) float32: float32(exact int32 x_q @ weight_q^T) * float32(x_scale[..., None] * weight_scale)
+    (+ bias)."""
+    y = primitives.int8_linear_per_token(x_q, x_scale, weight_q, weight_scale)
+    return y if bias is None else y + bias.to(torch.float32)
+
+
+@int8_linear_per_token.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.float32)
+
+
 OPS = {"Int8CausalConv1d": int8_causal_conv1d, "Int8SelectiveScan": int8_selective_scan,
-       "HadamardQuantize": hadamard_quantize}
+       "HadamardQuantize": hadamard_quantize, "HadamardQuantizeDynamic": hadamard_quantize_dynamic}
 """The torch custom op of each ONNX custom-op spec, by ONNX op_type."""

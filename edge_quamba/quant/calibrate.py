@@ -26,7 +26,7 @@ from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.quant.flow import float_flow
 from edge_quamba.quant.observers import AbsMaxObserver, PercentileObserver, sequence_quantiles
 from edge_quamba.quant.qmodel import QuantConfig
-from edge_quamba.quant.sites import SITE_NAMES
+from edge_quamba.quant.sites import SITE_NAMES, static_site_names
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ def observer_spec(qconfig: QuantConfig, site: str) -> tuple:
 class SiteObservers:
     """Per (layer, site), one observer for each distinct statistic the configs ask for (abs-max, or a percentile
     with its momentum), so that several recipes sharing one Hadamard setting calibrate from ONE pass over the data
-    with exactly the amaxes separate passes would give (same values, same order)."""
+    with exactly the amaxes separate passes would give (same values, same order). A config reads only its static
+    sites (out_proj_input has no static scale when its scale is per token)."""
 
     def __init__(self, n_layer: int, qconfigs: list[QuantConfig]):
         def observer(layer: int, site: str, spec: tuple):
@@ -139,14 +140,15 @@ class SiteObservers:
                     obs.update(q)
 
     def amaxes(self, qconfig: QuantConfig) -> list[dict[str, Tensor]]:
-        return [{site: observers[observer_spec(qconfig, site)].amax() for site, observers in layer.items()}
+        static = static_site_names(qconfig.out_proj_scale)
+        return [{site: layer[site][observer_spec(qconfig, site)].amax() for site in static}
                 for layer in self.observers]
 
 
 @torch.inference_mode()
 def calibrate(model: MambaLM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,
               progress: bool = True) -> list[dict[str, Tensor]]:
-    """Per-layer amaxes of every site (a list with one dict per layer, keys: the site names)."""
+    """Per-layer amaxes of every static site (a list with one dict per layer, keys: the site names)."""
     return calibrate_many(model, data, [qconfig], batch_size, progress)[0]
 
 

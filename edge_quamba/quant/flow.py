@@ -43,10 +43,12 @@ class MixerOps(Protocol):
     def causal_conv1d(self, x_q: Any, conv_state: Any) -> tuple[Any, Any]: ...
     def selective_scan(self, u_q: Any, dt_q: Any, B_q: Any, C_q: Any, z_q: Any, ssm_state: Any) -> tuple[Any, Any]: ...
     def hadamard_quantize(self, y: Any) -> Any: ...
+    def hadamard_quantize_dynamic(self, y: Any) -> tuple[Any, Any]: ...
+    def linear_per_token(self, name: str, x_q: Any, x_scale: Any) -> Any: ...
 
 
 def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int, dt_rank: int, d_state: int,
-                      hadamard: bool) -> tuple[Any, LayerState]:
+                      hadamard: bool, out_proj_scale: str = "static") -> tuple[Any, LayerState]:
     """One Quamba W8A8 Mamba1 mixer with its pre-norm: resid (b, l, d) float -> the mixer's output (b, l, d) float
     (the caller adds it to the residual stream), and the state after the last token.
 
@@ -55,6 +57,10 @@ def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int
     scale; int8 x_proj writing Δ_r, B, C at one scale; int8 dt_proj without its bias (added inside the scan); the
     scan on int8 inputs with a float32 state, gated by silu(z); Hadamard + quantize of y; int8 out_proj with the
     rotated weight, float out.
+
+    ``out_proj_scale="dynamic"`` (needs ``hadamard``): Hadamard + quantize also computes one scale per token from the
+    rotated values, and out_proj multiplies each row's accumulator by that token's scale (no static scale for the
+    site out_proj_input).
     """
     x_q = ops.norm_quantize(resid, "in_proj_input")  # (b, l, d) int8
     xz_q = ops.linear("in_proj", x_q, "in_proj_input", out_site="xz")  # (b, l, 2 d_in) int8
@@ -64,6 +70,9 @@ def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int
     dt_r_q, B_q, C_q = ops.split(dbc_q, [dt_rank, d_state, d_state])
     dt_q = ops.linear("dt_proj", dt_r_q, "dbc", bias=False, out_site="dt")  # (b, l, d_in) int8
     y, ssm_state = ops.selective_scan(u_q, dt_q, B_q, C_q, z_q, state.ssm_state)  # y (b, l, d_in) float32
+    if out_proj_scale == "dynamic":
+        y_q, y_scale = ops.hadamard_quantize_dynamic(y)  # (b, l, d_in) int8, (b, l) float32
+        return ops.linear_per_token("out_proj", y_q, y_scale), LayerState(conv_state, ssm_state)
     y_q = ops.hadamard_quantize(y) if hadamard else ops.quantize(y, "out_proj_input")
     return ops.linear("out_proj", y_q, "out_proj_input"), LayerState(conv_state, ssm_state)
 
@@ -75,7 +84,8 @@ class FloatOps:
     The arithmetic is the fp reference's (same norm, linears, conv, scan); only the dt_proj bias moves into the
     scan, as in the quantized flow (dt_proj(x) - bias is what the dt site quantizes). With ``hadamard``, the
     out_proj input site sees H y (the tensor the quantized model quantizes) and out_proj gets the unrotated y
-    (W y = W' H y).
+    (W y = W' H y). It always runs the static branch: the value it observes at out_proj_input, H y, is the same
+    for a dynamic out_proj scale (calibration then ignores it, the SQNR table compares it with the dynamic codes).
     """
 
     def __init__(self, mixer: MambaMixer, norm: Norm, hadamard: bool, tap: Tap | None):

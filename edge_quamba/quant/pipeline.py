@@ -9,7 +9,8 @@ import torch
 from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError
 from edge_quamba.folders import FP, folder_kind
-from edge_quamba.models.loading import load_fp_model, resolve_model
+from edge_quamba.models.config import require_mamba1
+from edge_quamba.models.loading import load_fp_config, load_fp_model, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.artifact import file_sha256, write_artifact
 from edge_quamba.quant.calibrate import calibrate, load_calibration_data
@@ -35,6 +36,7 @@ def quantize_checkpoint(
     kind = folder_kind(path)
     if kind != FP:
         raise InputError(f"--model {path} is a {kind} folder; quantize takes an fp checkpoint")
+    require_mamba1(load_fp_config(path), "quantization")
     inputs = [("--model", path)]
     check_output_dir(out, inputs)
     calib_file = Path(calib_data) if calib_data is not None else default_calibration_file()

@@ -58,6 +58,15 @@ gives each output row ``o`` of a linear weight W (out_features, in_features) its
 column ``o`` by ``float32(s_x * s_w[o])`` (a vector read instead of a scalar). The scale is per *output* channel, so
 it factors out of the reduction over K and the int32 accumulator is unchanged.
 
+Per-token (dynamic) scales
+--------------------------
+An activation may instead carry one scale per token, computed at run time from the values themselves
+(:func:`per_token_scale`): ``s_tok = max(amax over the token's last-axis values, AMAX_FLOOR) / 127`` in float32, the
+same formula as a static scale (:func:`scale_from_amax`) over one row instead of a calibration set, and codes are
+``quantize(x, s_tok[..., None])``: still a true division, half to even, [-127, 127]. Since the token's largest value
+maps to exactly +-127, nothing saturates. A linear layer on such codes multiplies each row's int32 accumulator by
+``float32(s_tok * s_w)`` (:func:`int8_linear_per_token`), the static formula with a per-row scale.
+
 Glossary: ``x`` float tensor, ``q`` int8 tensor, ``s``/``scale`` float32 scale (0-dim, or broadcastable to x),
 ``amax`` max |x| over what the scale must cover, ``K`` reduction length (in_features).
 """
@@ -210,6 +219,17 @@ def quantize_weight_per_channel(w: Tensor) -> tuple[Tensor, Tensor]:
     return quantize(w, scale[:, None]), scale
 
 
+def per_token_scale(x: Tensor) -> Tensor:
+    """One scale per token: ``max(float32(amax |x| over the last axis), AMAX_FLOOR) / 127``.
+
+    x: floating (..., d), finite. Returns float32 (...): x ~ quantize(x, s[..., None]) * s[..., None].
+    Raises ValueError if a row's amax is NaN or Inf (:func:`scale_from_amax`).
+    """
+    if not x.is_floating_point():
+        raise TypeError(f"per_token_scale expects a floating tensor, got {x.dtype}")
+    return scale_from_amax(x.detach().to(torch.float32).abs().amax(dim=-1))
+
+
 def int8_matmul(a_q: Tensor, b_q: Tensor) -> Tensor:
     """Exact int32 ``a_q @ b_q`` of int8 tensors (torch.matmul shapes and broadcasting).
 
@@ -236,4 +256,21 @@ def int8_linear(x_q: Tensor, x_scale: Tensor | float, w_q: Tensor, w_scale: Tens
     """
     acc = int8_matmul(x_q, w_q.transpose(-1, -2))
     alpha = _as_scale(x_scale, x_q.device) * _as_scale(w_scale, x_q.device)
+    return acc.to(torch.float32) * alpha
+
+
+def int8_linear_per_token(x_q: Tensor, x_scale: Tensor, w_q: Tensor, w_scale: Tensor | float) -> Tensor:
+    """:func:`int8_linear` with one input scale per token (row of x_q):
+    ``float32(x_q @ w_q^T) * float32(x_scale[..., None] * w_scale)``.
+
+    x_q: int8 (..., in_features). x_scale: float32 (...), each > 0 (:func:`per_token_scale`). w_q: int8
+    (out_features, in_features); w_scale: per-tensor. Returns float32 (..., out_features); the product of the two
+    scales is rounded to float32 once per row, then multiplies the int32 accumulator, as a GEMM epilogue that reads a
+    per-row scale does.
+    """
+    if x_scale.shape != x_q.shape[:-1]:
+        raise ValueError(f"per-token x_scale {tuple(x_scale.shape)} must be x_q's leading shape "
+                         f"{tuple(x_q.shape[:-1])}")
+    acc = int8_matmul(x_q, w_q.transpose(-1, -2))
+    alpha = _as_scale(x_scale, x_q.device)[..., None] * _as_scale(w_scale, x_q.device)
     return acc.to(torch.float32) * alpha

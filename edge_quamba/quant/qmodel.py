@@ -12,7 +12,9 @@ added inside the scan in float32 (so that the GEMM output stays a pure int32 * s
 A_log, D and dt_bias stay float32 (d_in * (n + 2) numbers, about 0.1% of the weights): A is stored as the float32
 value -exp(A_log) so that every backend uses the identical A rather than recomputing exp. All weights are per-tensor
 int8 (``quantize_weight_per_tensor``) unless ``weight_scales="channel"`` (the linears per output channel); all
-activation scales are static per-tensor.
+activation scales are static per-tensor, except, with ``QuantConfig(out_proj_scale="dynamic")``, out_proj's input,
+whose scale is computed per token from the Hadamard-rotated values at run time (op ``hadamard_quantize_dynamic``; no
+``out_proj_input_scale`` buffer then).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from edge_quamba.quant.hadamard import rotate_linear_input
 from edge_quamba.quant.observers import DEFAULT_MOMENTUM, DEFAULT_PERCENTILE
 from edge_quamba.quant.primitives import (code_label, dequantize, quantize_weight_per_channel,
                                            quantize_weight_per_tensor, scale_from_amax)
-from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, SITE_BY_NAME, SITE_NAMES, tensor_name
+from edge_quamba.quant.sites import (DEFAULT_PERCENTILE_SITES, OUT_PROJ_SCALES, SITE_BY_NAME, SITE_NAMES,
+                                     static_site_names, tensor_name)
 
 QUANT_FORMAT_VERSION = 1
 
@@ -56,6 +59,10 @@ class QuantConfig:
     measure how much the result depends on the calibration draw.
     ``weight_scales``: "tensor" (one scale per weight, the paper's) or "channel" (one scale per output row of each
     linear, :func:`edge_quamba.quant.primitives.quantize_weight_per_channel`); the conv1d weight stays per tensor.
+    ``out_proj_scale``: "static" quantizes out_proj's input at the calibrated per-tensor scale of the site
+    out_proj_input (the paper); "dynamic" at a per-token scale computed inside Hadamard + quantize (needs
+    ``hadamard``; the site then has no static scale to calibrate or clip). An artifact written before this key
+    existed reads as "static".
     """
 
     method: str = "quamba-w8a8"
@@ -63,6 +70,7 @@ class QuantConfig:
     percentile_momentum: float = DEFAULT_MOMENTUM
     percentile_activations: tuple[str, ...] = DEFAULT_PERCENTILE_SITES
     hadamard: bool = True
+    out_proj_scale: str = "static"
     calib_samples: int = 256
     calib_seq_len: int = 512
     calib_seed: int | None = None
@@ -79,6 +87,14 @@ class QuantConfig:
         if unknown or not self.percentile_activations:
             raise ConfigError(f"percentile activations {list(self.percentile_activations)} must be a non-empty "
                               f"subset of {', '.join(SITE_NAMES)}")
+        if self.out_proj_scale not in OUT_PROJ_SCALES:
+            raise ConfigError(f"--out-proj-scale {self.out_proj_scale!r} is not one of {', '.join(OUT_PROJ_SCALES)}")
+        if self.out_proj_scale == "dynamic" and not self.hadamard:
+            raise ConfigError("--out-proj-scale dynamic needs the Hadamard rotation (the per-token scale is computed "
+                              "inside Hadamard + quantize); drop --no-hadamard")
+        if self.out_proj_scale == "dynamic" and "out_proj_input" in self.percentile_activations:
+            raise ConfigError("--percentile-on out_proj_input: with --out-proj-scale dynamic that site has no static "
+                              "scale to clip")
         if self.calib_samples < 1 or self.calib_seq_len < 2:
             raise ConfigError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
         if self.calib_seed is not None and (isinstance(self.calib_seed, bool) or not isinstance(self.calib_seed, int)
@@ -86,6 +102,9 @@ class QuantConfig:
             raise ConfigError(f"--calib-seed {self.calib_seed!r} must be an integer >= 0")
         if self.weight_scales not in WEIGHT_SCALES:
             raise ConfigError(f"--weight-scales {self.weight_scales!r} must be one of {', '.join(WEIGHT_SCALES)}")
+        if self.weight_scales == "channel" and self.out_proj_scale == "dynamic":
+            raise ConfigError("--weight-scales channel with --out-proj-scale dynamic is not built: the per-token "
+                              "out_proj op takes one weight scale; choose one of the two")
         if self.format_version != QUANT_FORMAT_VERSION:
             raise ConfigError(f"quantized artifact format {self.format_version} is not {QUANT_FORMAT_VERSION}")
 
@@ -139,9 +158,11 @@ class QuantOps:
         self.m, self.norm, self.step = mixer, norm, step
         self.scales = mixer.scales()
 
-    def _made(self, site: str, q: Tensor) -> Tensor:
+    def _made(self, site: str, q: Tensor, scale: Tensor | None = None) -> Tensor:
+        """q, after showing the tap its dequantized values (``scale``: a per-token scale (...) instead of the
+        site's static one)."""
         if self.m.tap is not None:
-            self.m.tap(site, dequantize(q, self.scales[site]))
+            self.m.tap(site, dequantize(q, self.scales[site] if scale is None else scale[..., None]))
         return q
 
     def _label(self, site: str):
@@ -193,19 +214,34 @@ class QuantOps:
         with self._label("out_proj_input"):
             return self._made("out_proj_input", eq.hadamard_quantize(y, self.scales["out_proj_input"]))
 
+    def hadamard_quantize_dynamic(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """y (..., d_in) float -> codes of the out_proj_input site at a per-token scale, and that scale (...)."""
+        with self._label("out_proj_input"):
+            y_q, y_scale = eq.hadamard_quantize_dynamic(y)
+        return self._made("out_proj_input", y_q, y_scale), y_scale
+
+    def linear_per_token(self, name: str, x_q: Tensor, x_scale: Tensor) -> Tensor:
+        """int8 linear, float out, on codes with a per-token scale x_scale (...)."""
+        linear: QuantLinear = getattr(self.m, name)
+        return eq.int8_linear_per_token(x_q, linear.weight, linear.bias, x_scale, self.scales[f"{name}.weight"])
+
 
 class QuantMambaMixer(nn.Module):
     """The quantized twin of :class:`MambaMixer`: same interface (forward / step / empty_state), int8 inside.
 
     Both forward and step run :func:`edge_quamba.quant.flow.mamba1_mixer_flow` with :class:`QuantOps`.
     ``layer`` is the mixer's index in the model (it names its int8 tensors); ``tap`` is None except while a
-    measurement (SQNR) watches the sites.
+    measurement (SQNR) watches the sites. ``out_proj_scale`` ("static" | "dynamic", :class:`QuantConfig`) selects
+    how out_proj's input is quantized; the mixer holds a ``<site>_scale`` buffer for every static site only.
     """
 
-    def __init__(self, config: MambaConfig, hadamard: bool, layer: int, per_channel: bool = False):
+    def __init__(self, config: MambaConfig, hadamard: bool, layer: int, per_channel: bool = False,
+                 out_proj_scale: str = "static"):
         super().__init__()
         d, d_in, n, r, k = config.d_model, config.d_inner, config.d_state, config.dt_rank, config.d_conv
         self.config, self.hadamard, self.layer = config, hadamard, layer
+        self.out_proj_scale = out_proj_scale
+        self.static_sites = static_site_names(out_proj_scale)
         self.tap: Tap | None = None
         self.in_proj = QuantLinear(d, 2 * d_in, config.proj_bias, per_channel)
         self.register_buffer("conv_weight", torch.zeros(d_in, k, dtype=torch.int8))
@@ -217,20 +253,20 @@ class QuantMambaMixer(nn.Module):
         self.register_buffer("A", torch.zeros(d_in, n))
         self.register_buffer("D", torch.zeros(d_in))
         self.out_proj = QuantLinear(d_in, d, config.proj_bias, per_channel)
-        for name in SITE_NAMES:
+        for name in self.static_sites:
             self.register_buffer(f"{name}_scale", _scalar())
         self._scales: dict[str, float] | None = None
         self.register_load_state_dict_post_hook(lambda module, keys: module.forget_scales())
 
     @classmethod
     def from_float(cls, mixer: MambaMixer, amax: dict[str, Tensor], hadamard: bool, layer: int,
-                   per_channel: bool = False) -> "QuantMambaMixer":
+                   per_channel: bool = False, out_proj_scale: str = "static") -> "QuantMambaMixer":
         """Quantize an fp mixer's weights (the linears per output channel with ``per_channel``) and set its
-        activation scales from calibrated amaxes (keys: every site)."""
-        missing = [name for name in SITE_NAMES if name not in amax]
+        activation scales from calibrated amaxes (keys: every static site; others are ignored)."""
+        q = cls(mixer.config, hadamard, layer, per_channel, out_proj_scale)
+        missing = [name for name in q.static_sites if name not in amax]
         if missing:
             raise ConfigError(f"layer {layer}: no calibrated amax for {', '.join(missing)}")
-        q = cls(mixer.config, hadamard, layer, per_channel)
         q.in_proj = QuantLinear.from_weight(mixer.in_proj.weight, mixer.in_proj.bias, per_channel)
         q.conv_weight, q.conv_weight_scale = quantize_weight_per_tensor(mixer.conv1d.weight.detach()[:, 0, :])
         if mixer.conv1d.bias is not None:
@@ -244,17 +280,17 @@ class QuantMambaMixer(nn.Module):
         out_weight = mixer.out_proj.weight.detach().double()
         out_weight = rotate_linear_input(out_weight) if hadamard else out_weight
         q.out_proj = QuantLinear.from_weight(out_weight, mixer.out_proj.bias, per_channel)
-        for name in SITE_NAMES:
+        for name in q.static_sites:
             setattr(q, f"{name}_scale", scale_from_amax(amax[name]))
         return q
 
     def scales(self) -> dict[str, float]:
-        """Every scale as a Python float (sites by name; per-tensor weights as ``<linear>.weight``, and
+        """Every static scale as a Python float (sites by name; per-tensor weights as ``<linear>.weight``, and
         ``conv.weight``; a per-channel weight scale stays a tensor, read by QuantOps from its buffer), read
         from the buffers once and cached: the ops take floats, and reading a GPU tensor on every call would
         synchronize the device (and break CUDA-graph capture)."""
         if self._scales is None:
-            scales = {name: float(getattr(self, f"{name}_scale")) for name in SITE_NAMES}
+            scales = {name: float(getattr(self, f"{name}_scale")) for name in self.static_sites}
             scales.update({f"{name}.weight": float(getattr(self, name).weight_scale)
                            for name in ("in_proj", "x_proj", "dt_proj", "out_proj")
                            if not getattr(self, name).per_channel})
@@ -277,7 +313,7 @@ class QuantMambaMixer(nn.Module):
     def _flow(self, resid: Tensor, state: LayerState, norm: Norm, step: bool) -> tuple[Tensor, LayerState]:
         c = self.config
         return mamba1_mixer_flow(QuantOps(self, norm, step), resid, state, c.d_inner, c.dt_rank, c.d_state,
-                                 self.hadamard)
+                                 self.hadamard, self.out_proj_scale)
 
     def forward(self, resid: Tensor, state: LayerState, norm: Norm) -> tuple[Tensor, LayerState]:
         """Prefill: the residual stream (b, l, d) float and the block's pre-norm -> the mixer's output (b, l, d)
@@ -293,10 +329,11 @@ class QuantResidualBlock(nn.Module):
     """The quantized model's block: resid + mixer(resid), the pre-norm inside the mixer's flow (so that it can be
     fused with the quantize after it). Same state-dict keys as :class:`ResidualBlock` (``norm.*``, ``mixer.*``)."""
 
-    def __init__(self, config: MambaConfig, hadamard: bool, layer: int, per_channel: bool = False):
+    def __init__(self, config: MambaConfig, hadamard: bool, layer: int, per_channel: bool = False,
+                 out_proj_scale: str = "static"):
         super().__init__()
         self.norm = Norm(config.d_model, config.norm, config.norm_eps, torch.float32)
-        self.mixer = QuantMambaMixer(config, hadamard, layer, per_channel)
+        self.mixer = QuantMambaMixer(config, hadamard, layer, per_channel, out_proj_scale)
 
     def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
         """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state."""
@@ -318,7 +355,8 @@ def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: 
     for i, (block, fp_block, layer_amax) in enumerate(zip(model.backbone.layers, fp_model.backbone.layers, amaxes,
                                                           strict=True)):
         block.mixer = QuantMambaMixer.from_float(copy.deepcopy(fp_block.mixer).float(), layer_amax, qconfig.hadamard,
-                                                 layer=i, per_channel=qconfig.weight_scales == "channel")
+                                                 layer=i, per_channel=qconfig.weight_scales == "channel",
+                                                 out_proj_scale=qconfig.out_proj_scale)
     return model.eval()
 
 
@@ -326,6 +364,7 @@ def empty_quantized_model(config: MambaConfig, qconfig: QuantConfig) -> MambaLM:
     """The module tree of a quantized model with placeholder values, ready for load_state_dict."""
     model = MambaLM(config, dtype=torch.float32)
     model.backbone.layers = nn.ModuleList(
-        QuantResidualBlock(config, qconfig.hadamard, layer=i, per_channel=qconfig.weight_scales == "channel")
+        QuantResidualBlock(config, qconfig.hadamard, layer=i, per_channel=qconfig.weight_scales == "channel",
+                           out_proj_scale=qconfig.out_proj_scale)
         for i in range(config.n_layer))
     return model.eval()

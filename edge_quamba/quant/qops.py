@@ -22,7 +22,7 @@ from torch import Tensor
 
 from edge_quamba.models.mamba import selective_scan
 from edge_quamba.quant.hadamard import hadamard_transform
-from edge_quamba.quant.primitives import dequantize, quantize
+from edge_quamba.quant.primitives import dequantize, per_token_scale, quantize
 
 
 def int8_causal_conv1d(
@@ -122,3 +122,18 @@ def hadamard_quantize(y: Tensor, out_scale: float) -> Tensor:
     out_proj weight is rotated offline to match (``rotate_linear_input``).
     """
     return quantize(hadamard_transform(y.float()), out_scale)
+
+
+def hadamard_quantize_dynamic(y: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`hadamard_quantize` with a per-token scale computed from the rotated values: op
+    ``HadamardQuantizeDynamic`` (``QuantConfig.out_proj_scale = "dynamic"``).
+
+    y: (b, l, d_in) float -> y_q (b, l, d_in) int8 and y_scale (b, l) float32, where v = y @ H_n^T / sqrt(n) (the
+    same float order as the static op), y_scale = max(amax_channels |v|, AMAX_FLOOR) / 127 per token and
+    y_q = quantize(v, y_scale[..., None]) (:func:`edge_quamba.quant.primitives.per_token_scale`). Each token's
+    largest rotated value becomes +-127, so no token saturates and a quiet token keeps its resolution; out_proj
+    then reads y_scale per row (:func:`edge_quamba.quant.primitives.int8_linear_per_token`).
+    """
+    v = hadamard_transform(y.float())
+    y_scale = per_token_scale(v)
+    return quantize(v, y_scale[..., None]), y_scale

@@ -12,6 +12,11 @@ is written once, in :func:`edge_quamba.quant.flow.mamba1_mixer_flow`; this table
     dt               dt_q                         int8_linear_quantize (dt_proj, no bias)      scan (dt_bias added inside)
     out_proj_input   y_q                          HadamardQuantize (quantize without Hadamard) out_proj
 
+``out_proj_input`` is the one site that can instead be quantized with a per-token scale made at run time
+(``QuantConfig.out_proj_scale = "dynamic"``, op HadamardQuantizeDynamic): its codes y_q and their name stay the same,
+but it then has no static scale, so calibration does not observe it, the mixer holds no ``out_proj_input_scale`` and
+the graph no such initializer (:func:`static_site_names`).
+
 The scale of a site is stored as the buffer ``<site>_scale`` of :class:`edge_quamba.quant.qmodel.QuantMambaMixer`.
 A site whose codes the graph splits (x|z, Δ_r|B|C) lists its ``pieces``: the graph quantizes each piece at the
 site's scale (elementwise, so identical to quantizing the whole and splitting), and validation concatenates them.
@@ -57,6 +62,19 @@ SITES: tuple[Site, ...] = (
 SITE_NAMES: tuple[str, ...] = tuple(site.name for site in SITES)
 SITE_BY_NAME: dict[str, Site] = {site.name: site for site in SITES}
 DEFAULT_PERCENTILE_SITES: tuple[str, ...] = tuple(site.name for site in SITES if site.percentile)
+
+
+OUT_PROJ_SCALES: tuple[str, ...] = ("static", "dynamic")
+"""Values of ``QuantConfig.out_proj_scale`` / ``--out-proj-scale``: out_proj's input quantized at the calibrated
+per-tensor scale of the site ``out_proj_input``, or at a per-token scale computed inside Hadamard + quantize."""
+
+
+def static_site_names(out_proj_scale: str = "static") -> tuple[str, ...]:
+    """The sites that have a static (calibrated, stored) scale: all of them, less ``out_proj_input`` when out_proj's
+    input scale is dynamic."""
+    if out_proj_scale not in OUT_PROJ_SCALES:
+        raise ValueError(f"out_proj_scale {out_proj_scale!r} is not one of {OUT_PROJ_SCALES}")
+    return SITE_NAMES if out_proj_scale == "static" else tuple(n for n in SITE_NAMES if n != "out_proj_input")
 
 
 def tensor_name(layer: int, code: str) -> str:

@@ -80,15 +80,24 @@ class _SphinxBodyText(HTMLParser):
     def _state(self) -> tuple[bool, bool]:
         return (self._stack[-1][1], self._stack[-1][2]) if self._stack else (False, False)
 
+    def opens_body(self, tag: str, attrs: dict[str, str | None], classes: list[str]) -> bool:
+        """Whether this element holds the page's prose (Sphinx: ``<div class="body">``)."""
+        return tag == "div" and "body" in classes
+
+    def skips(self, tag: str, attrs: dict[str, str | None], classes: list[str]) -> bool:
+        """Whether this element and everything inside it is dropped (code, scripts, permalinks)."""
+        return (
+            tag in SKIPPED_TAGS
+            or (tag == "div" and any(c.startswith("highlight") for c in classes))
+            or (tag == "a" and "headerlink" in classes)
+        )
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         in_body, skipped = self._state()
-        classes = (dict(attrs).get("class") or "").split()
-        if tag == "div" and "body" in classes:
-            in_body = True
-        if tag in SKIPPED_TAGS or (tag == "div" and any(c.startswith("highlight") for c in classes)):
-            skipped = True
-        if tag == "a" and "headerlink" in classes:
-            skipped = True
+        attributes = dict(attrs)
+        classes = (attributes.get("class") or "").split()
+        in_body = in_body or self.opens_body(tag, attributes, classes)
+        skipped = skipped or self.skips(tag, attributes, classes)
         if tag in BLOCK_TAGS and in_body and not skipped:
             self._flush()
         if tag in ("td", "th") and in_body and not skipped:
@@ -116,9 +125,9 @@ class _SphinxBodyText(HTMLParser):
         self._flush()
 
 
-def html_to_prose(html: str) -> str:
+def html_to_prose(html: str, parser_class: type[_SphinxBodyText] = _SphinxBodyText) -> str:
     """One document's prose: paragraphs one per line, no blank lines, no trailing newline."""
-    parser = _SphinxBodyText()
+    parser = parser_class()
     parser.feed(html)
     parser.close()
     return "\n".join(parser.paragraphs)

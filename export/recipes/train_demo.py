@@ -1,8 +1,19 @@
-"""Train the project's demo Mamba LM with the public ``transformers.MambaForCausalLM`` and save it in fp16.
+"""Train the project's demo Mamba LMs (or the larger prose model) and save them in fp16, transformers layout.
 
-Model: Mamba1 blocks of the public shape (d_state 16, expand 2, d_conv 4, conv bias, no projection bias, RMSNorm,
-residual in fp32, tied embeddings); hidden 384, 8 layers, so d_inner = 768 = 12 * 64 (a non-power-of-two
-Hadamard size for the quantizer).
+Model (``--arch mamba``, the default): Mamba1 blocks of the public shape (d_state 16, expand 2, d_conv 4, conv bias,
+no projection bias, RMSNorm, residual in fp32, tied embeddings); hidden 384, 8 layers, so d_inner = 768 = 12 * 64 (a
+non-power-of-two Hadamard size for the quantizer).
+
+Model (``--arch mamba2``, the Mamba2 demo): Mamba2 blocks (headdim 64, so 12 heads of d_inner 768; d_state 64;
+--n-groups groups of heads sharing B and C, 2 by default so that per-group B/C scales matter to the quantizer; SSD
+chunk 64; d_conv 4, conv bias, no projection bias, residual in fp32, tied embeddings), saved as ``Mamba2ForCausalLM``.
+Initialized by ``Mamba2ForCausalLM`` with mamba_ssm's recipe (weights std 0.02, out_proj rescaled by 1/sqrt(layers))
+instead of transformers' default std 0.1, then trained through this project's fp reference
+(``edge_quamba.models.mamba2``, so run from the repository root with PYTHONPATH=. or installed): transformers up to
+5.17 normalizes the gated RMSNorm over all of d_inner, where mamba_ssm, later transformers and the reference normalize
+each of the n_groups groups, so weights trained by one score worse in the other (the shipped Mamba2 demo, trained
+through transformers 5.17: held-out loss 4.43 there, 4.54 under grouped normalization). Training the reference trains
+exactly what ships. ``--backend`` applies to Mamba1 only.
 
 Data: the tokenized train split (``.train_data/train.txt``, documents joined by ``<|endoftext|>``), sampled as
 random windows of seq_len tokens (a power of two: mamba.py's scan pads to one) from a seeded
@@ -14,20 +25,42 @@ the selective scan is mamba.py's parallel scan (the ``mambapy`` package must be 
 fall back to the sequential per-token loop). Matmuls in bf16 autocast, scan in fp32, AdamW, linear warm-up then
 cosine decay, a fixed number of steps.
 
+Backends (``--backend``):
+
+* ``transformers`` (default; the demo model): ``MambaForCausalLM`` with mamba.py's parallel scan, as above.
+* ``mamba_ssm``: mamba_ssm's ``MambaLMHeadModel`` (its init, its CUDA selective scan, Triton fused add + RMSNorm).
+  Without the ``causal_conv1d`` package its Mamba block runs ``nn.Conv1d`` + ``selective_scan_fn`` (the unfused
+  path of mamba_ssm/modules/mamba_simple.py); this script says which path runs. The trained weights are renamed to
+  transformers' names (export/recipes/mamba_ssm_names.py) and saved through ``MambaForCausalLM``, so the output is
+  the same folder either way. Needs a CUDA GPU.
+
+Budget: ``--steps`` fixes the schedule's length; ``--max-seconds`` instead bounds the training loop's wall clock
+(held-out evaluations included): the cosine runs over the time budget (progress = elapsed / max-seconds) and
+training stops when it is spent, so a run always ends with a fully decayed learning rate.
+
+Held-out perplexity at the end: the saved fp16 weights, run in fp32 (transformers; or mamba_ssm's kernels, checked
+against transformers on one window), on the evaluation text cut into windows of each ``--eval-seq-lens``.
+
 Outputs in --out: config.json (model_type "mamba", bos/eos/pad = 0), model.safetensors (fp16), tokenizer.json,
 train_log.json. The saved config has ``use_mambapy=False`` so that a reload runs the public sequential scan,
 whether mambapy is installed or not.
 
-Usage (the GPU run, see export/recipes/README.md)::
+Usage (the GPU runs; see export/recipes/README.md)::
 
     python3 export/recipes/train_demo.py --out edge_quamba/assets/demo_model --batch-size 32 --steps 1000
+    bash benchmarks/gpu/big_model_train.sh     # --backend mamba_ssm at the 130m shape, on the prose corpus
+    PYTHONPATH=. python3 export/recipes/train_demo.py --arch mamba2 --batch-size 32 --steps 400 --warmup 40 \
+        --max-seconds 95                     # the Mamba2 demo model (edge_quamba/assets/demo_model_mamba2)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
+import importlib.metadata
 import json
+import lzma
 import math
 import os
 import platform
@@ -36,20 +69,37 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mamba_ssm_names  # noqa: E402  (the recipe folder is not a package)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EOT = "<|endoftext|>"
+BACKENDS = ("transformers", "mamba_ssm")
+ARCHES = {"mamba": ("MambaForCausalLM", "demo_model"), "mamba2": ("Mamba2ForCausalLM", "demo_model_mamba2")}
+"""--arch -> (transformers class it is saved as, folder under edge_quamba/assets/ that the default --out names)."""
+MAMBA2_HEADDIM = 64
+MAMBA2_CHUNK = 64
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------------------------
+def read_text(path: Path) -> str:
+    """A UTF-8 text file, or an xz-compressed one (name ending .xz: how the corpus travels to the GPU machine)."""
+    if path.suffix == ".xz":
+        with lzma.open(path, "rt", encoding="utf-8") as handle:
+            return handle.read()
+    return path.read_text(encoding="utf-8")
+
+
 def tokenize_documents(tokenizer, path: Path) -> torch.Tensor:
     """Token stream (n,) int64: <|endoftext|> doc_0 <|endoftext|> doc_1 ... <|endoftext|>."""
     eot = tokenizer.token_to_id(EOT)
-    documents = path.read_text(encoding="utf-8").rstrip("\n").split("\n\n")
+    documents = read_text(path).rstrip("\n").split("\n\n")
     ids = [eot]
     for encoding in tokenizer.encode_batch(documents, add_special_tokens=False):
         ids.extend(encoding.ids)
@@ -88,6 +138,30 @@ def heldout_loss(model, windows: torch.Tensor, batch: int, device: torch.device,
     return total / count
 
 
+def load_streams(args, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, eval) token streams; with --tokens-cache, read from it when it was made from the same tokenizer and
+    texts (sha256 of each), else tokenized and written there (torch.save of int32 tensors; read weights_only)."""
+    import hashlib
+
+    key = {name: hashlib.sha256(path.read_bytes()).hexdigest()
+           for name, path in (("tokenizer", args.tokenizer), ("train_text", args.train_text),
+                              ("eval_text", args.eval_text))}
+    cache = args.tokens_cache
+    if cache is not None and cache.is_file():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        if saved.get("key") == key:
+            print(f"token streams read from {cache}", flush=True)
+            return saved["train"].long(), saved["eval"].long()
+        print(f"{cache} was made from other inputs: tokenizing again", flush=True)
+    train_stream = tokenize_documents(tokenizer, args.train_text)
+    eval_stream = tokenize_documents(tokenizer, args.eval_text)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "train": train_stream.int(), "eval": eval_stream.int()}, cache)
+        print(f"wrote {cache}", flush=True)
+    return train_stream, eval_stream
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # model and optimizer
 # ----------------------------------------------------------------------------------------------------------------
@@ -114,6 +188,139 @@ def make_config(*, vocab_size: int, hidden_size: int, layers: int, eot_id: int, 
     )
 
 
+def make_mamba2_config(*, vocab_size: int, hidden_size: int, layers: int, d_state: int, n_groups: int, eot_id: int):
+    from transformers import Mamba2Config
+
+    return Mamba2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        expand=2,
+        head_dim=MAMBA2_HEADDIM,
+        num_heads=2 * hidden_size // MAMBA2_HEADDIM,
+        state_size=d_state,
+        n_groups=n_groups,
+        conv_kernel=4,
+        chunk_size=MAMBA2_CHUNK,
+        use_bias=False,
+        use_conv_bias=True,
+        residual_in_fp32=True,
+        tie_word_embeddings=True,
+        layer_norm_epsilon=1e-5,
+        initializer_range=0.02,
+        rescale_prenorm_residual=True,
+        bos_token_id=eot_id,
+        eos_token_id=eot_id,
+        pad_token_id=eot_id,
+    )
+
+
+class ReferenceForTraining(torch.nn.Module):
+    """edge_quamba's fp reference called the way transformers' model is: ``forward(input_ids, labels=None,
+    use_cache=False)`` -> ``.logits`` (b, l, vocab) and ``.loss`` (labels shifted inside, as transformers does).
+    ``self.model`` holds the reference (transformers' names under ``model.``)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, use_cache: bool = False):
+        logits, _ = self.model(input_ids)
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+            )
+        return SimpleNamespace(logits=logits, loss=loss)
+
+
+class MambaSsmLM(torch.nn.Module):
+    """mamba_ssm's ``MambaLMHeadModel`` called the way transformers' model is: ``forward(input_ids, labels=None,
+    use_cache=False)`` -> ``.logits`` (b, l, vocab) and ``.loss`` (mean next-token cross-entropy, labels shifted
+    inside, as transformers does). ``self.lm`` holds the mamba_ssm model (mamba_ssm names under ``lm.``)."""
+
+    def __init__(self, ssm_config: dict, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        import copy
+
+        from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+        self.lm = MambaLMHeadModel(SsmConfig(**copy.deepcopy(ssm_config)), device=device, dtype=dtype)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, use_cache: bool = False):
+        logits = self.lm(input_ids).logits
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+            )
+        return SimpleNamespace(logits=logits, loss=loss)
+
+
+def mamba_ssm_conv_path() -> str:
+    """Which causal conv1d mamba_ssm's Mamba block runs (it falls back silently; this records it)."""
+    from mamba_ssm.modules import mamba_simple
+
+    if mamba_simple.causal_conv1d_fn is None:
+        return "nn.Conv1d (causal_conv1d not installed; mamba_ssm's unfused path: conv, then selective_scan_fn)"
+    return "causal_conv1d_fn (fused mamba_inner_fn)"
+
+
+def build_model(args, vocab_size: int, eot_id: int, device: torch.device):
+    """(model to train, the transformers config it is saved under). Mamba2: transformers' initialization copied
+    into the reference (module trees and names are equal)."""
+    from transformers import Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
+
+    torch.manual_seed(args.seed)
+    if args.arch == "mamba2":
+        from edge_quamba.models.config import parse_model_config
+        from edge_quamba.models.mamba2 import Mamba2LM
+
+        config = make_mamba2_config(vocab_size=vocab_size, hidden_size=args.hidden_size, layers=args.layers,
+                                    d_state=args.d_state, n_groups=args.n_groups, eot_id=eot_id)
+        reference = Mamba2LM(parse_model_config(config.to_dict(), "make_mamba2_config"), dtype=torch.float32)
+        reference.load_state_dict(Mamba2ForCausalLM(config).state_dict())
+        return ReferenceForTraining(reference).to(device), config
+    if args.backend == "transformers":
+        config = make_config(vocab_size=vocab_size, hidden_size=args.hidden_size, layers=args.layers,
+                             eot_id=eot_id, use_mambapy=True)
+        return MambaForCausalLM(config).to(device), config
+    ssm_config = mamba_ssm_names.mamba_ssm_config(d_model=args.hidden_size, n_layer=args.layers,
+                                                  vocab_size=vocab_size)
+    config = MambaConfig(**mamba_ssm_names.transformers_config_kwargs(ssm_config), bos_token_id=eot_id,
+                         eos_token_id=eot_id, pad_token_id=eot_id, use_mambapy=False)
+    return MambaSsmLM(ssm_config, device), config
+
+
+def save_mamba2(model: ReferenceForTraining, config, out: Path) -> None:
+    """fp16 weights (tied lm_head saved once, as transformers saves it) and config.json in transformers' layout,
+    without the init-only rescale_prenorm_residual: transformers 5.24's from_pretrained applies it again to the
+    loaded out_proj weights (divides them by sqrt(layers))."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.model.state_dict().items()}
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight")
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.rescale_prenorm_residual = False
+    config.architectures = [ARCHES["mamba2"][0]]
+    config.dtype = torch.float16
+    config.save_pretrained(out)
+
+
+def as_transformers(model, config):
+    """The trained model as a CPU ``MambaForCausalLM`` (a mamba_ssm model's weights renamed, strict load)."""
+    from transformers import MambaForCausalLM
+
+    if isinstance(model, MambaForCausalLM):
+        return model
+    hf = MambaForCausalLM(config)
+    state = {k: v.detach().cpu() for k, v in mamba_ssm_names.to_transformers_names(model.lm.state_dict()).items()}
+    hf.load_state_dict(state, strict=True)
+    return hf
+
+
 def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not on A_log, D, norms, biases), as in mamba_ssm's recipes."""
     decay, no_decay = [], []
@@ -124,12 +331,14 @@ def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=fused)
 
 
-def lr_at(step: int, *, steps: int, warmup: int, lr: float, min_lr: float) -> float:
-    """Linear warm-up to lr over `warmup` steps, then cosine decay to min_lr at `steps`."""
+def lr_at(step: int, *, steps: int, warmup: int, lr: float, min_lr: float, progress: float | None = None) -> float:
+    """Linear warm-up to lr over `warmup` steps, then cosine decay to min_lr at progress 1; progress defaults to
+    (step - warmup) / (steps - warmup) and is the elapsed fraction of the time budget under --max-seconds."""
     if step < warmup:
         return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if progress is None:
+        progress = (step - warmup) / max(1, steps - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def train_step(forward, model, optimizer, ids: torch.Tensor, autocast_dtype, clip: float) -> torch.Tensor:
@@ -151,13 +360,11 @@ def _sync(device: torch.device) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # throughput probe
 # ----------------------------------------------------------------------------------------------------------------
-def probe(args, config, stream, device, autocast_dtype) -> None:
-    """Time train steps for each batch size in --probe-batch-sizes (warm-up steps dropped), then return."""
-    from transformers import MambaForCausalLM
-
+def probe(args, vocab_size, eot_id, stream, device, autocast_dtype) -> list[dict]:
+    """Time train steps for each batch size in --probe-batch-sizes (warm-up steps dropped); returns the rows."""
+    rows = []
     for batch in args.probe_batch_sizes:
-        torch.manual_seed(args.seed)
-        model = MambaForCausalLM(config).to(device)
+        model, _ = build_model(args, vocab_size, eot_id, device)
         model.train()
         forward = torch.compile(model) if args.compile else model
         optimizer = make_optimizer(model, args.lr, args.weight_decay)
@@ -174,23 +381,82 @@ def probe(args, config, stream, device, autocast_dtype) -> None:
                 ids = random_windows(stream, batch, args.seq_len, generator).to(device, non_blocking=True)
                 loss = train_step(forward, model, optimizer, ids, autocast_dtype, args.clip)
             _sync(device)
+            out_of_memory = False
         except torch.OutOfMemoryError:
-            print(f"probe batch={batch} seq_len={args.seq_len}: out of memory", flush=True)
-            del model, optimizer, forward
+            out_of_memory = True
+        dt = time.perf_counter() - t0 if not out_of_memory else 0.0
+        del model, optimizer, forward
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device) / 2**30
             torch.cuda.empty_cache()
+        else:
+            peak = float("nan")
+        if out_of_memory:
+            print(f"probe batch={batch} seq_len={args.seq_len}: out of memory", flush=True)
+            rows.append({"batch_size": batch, "seq_len": args.seq_len, "out_of_memory": True})
             continue
-        dt = time.perf_counter() - t0
         tokens = args.probe_steps * batch * args.seq_len
-        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        row = {"batch_size": batch, "seq_len": args.seq_len, "ms_per_step": round(dt / args.probe_steps * 1e3, 1),
+               "tokens_per_second": round(tokens / dt), "warmup_steps": args.probe_warmup,
+               "warmup_seconds": round(warm_s, 1), "peak_gib": round(peak, 1), "last_loss": round(loss.item(), 3)}
+        rows.append(row)
         print(
-            f"probe batch={batch} seq_len={args.seq_len} compile={args.compile}: "
-            f"{dt / args.probe_steps * 1e3:.1f} ms/step, {tokens / dt:,.0f} tokens/s, "
+            f"probe backend={args.backend} batch={batch} seq_len={args.seq_len} compile={args.compile}: "
+            f"{row['ms_per_step']} ms/step, {row['tokens_per_second']:,} tokens/s, "
             f"warm-up {args.probe_warmup} steps {warm_s:.1f} s, peak {peak:.1f} GiB, last loss {loss.item():.3f}",
             flush=True,
         )
-        del model, optimizer, forward
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# evaluation of the saved weights
+# ----------------------------------------------------------------------------------------------------------------
+CONVERSION_TOLERANCE = 1e-3
+"""Bound on max|logits(transformers reload) - logits(mamba_ssm reload)| / max|logits| in fp32 on one window: the
+two implementations differ only in summation order (mamba_ssm's scan kernel, Triton RMSNorm)."""
+
+
+def reload_saved(args, device: torch.device):
+    """The saved fp16 weights in an fp32 model of the training backend, eval mode."""
+    from safetensors.torch import load_file
+    from transformers import MambaForCausalLM
+
+    if args.arch == "mamba2":  # read back by the loader every edge-quamba command uses
+        from edge_quamba.models.loading import load_fp_model
+
+        return ReferenceForTraining(load_fp_model(args.out, dtype=torch.float32)).to(device).eval()
+    if args.backend == "transformers":
+        return MambaForCausalLM.from_pretrained(args.out, dtype=torch.float32).to(device).eval()
+    saved = load_file(str(args.out / "model.safetensors"))
+    config = json.loads((args.out / "config.json").read_text())
+    ssm_config = mamba_ssm_names.mamba_ssm_config(d_model=config["hidden_size"], n_layer=config["num_hidden_layers"],
+                                                  vocab_size=config["vocab_size"])
+    model = MambaSsmLM(ssm_config, device)
+    state = mamba_ssm_names.to_mamba_ssm_names({k: v.float() for k, v in saved.items()})
+    state.setdefault("lm_head.weight", state["backbone.embedding.weight"])  # tied: saved once
+    model.lm.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def check_conversion(args, reloaded, eval_stream: torch.Tensor, device: torch.device) -> dict:
+    """mamba_ssm reload vs transformers' MambaForCausalLM on the saved folder (fp32, one 256-token window)."""
+    from transformers import MambaForCausalLM
+
+    hf = MambaForCausalLM.from_pretrained(args.out, dtype=torch.float32).to(device).eval()
+    ids = eval_stream[:256].unsqueeze(0).to(device)
+    expected = hf(input_ids=ids, use_cache=False).logits
+    got = reloaded(input_ids=ids).logits
+    max_diff = (got - expected).abs().max().item()
+    scale = expected.abs().max().item()
+    print(f"saved folder: transformers vs mamba_ssm fp32 logits on 256 tokens: max |diff| {max_diff:.3e} "
+          f"(max |logit| {scale:.2f}, tolerance {CONVERSION_TOLERANCE:g} x that)", flush=True)
+    if not max_diff <= CONVERSION_TOLERANCE * scale:
+        raise SystemExit(f"the saved transformers folder does not reproduce the trained mamba_ssm model "
+                         f"(max |diff| {max_diff:.3e} > {CONVERSION_TOLERANCE:g} x {scale:.2f})")
+    del hf
+    return {"tokens": 256, "max_abs_diff": max_diff, "max_abs_logit": scale, "tolerance": CONVERSION_TOLERANCE}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -199,39 +465,46 @@ def probe(args, config, stream, device, autocast_dtype) -> None:
 def train_demo(args) -> dict:
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
     from tokenizers import Tokenizer
-    from transformers import MambaForCausalLM
-    from transformers.utils.import_utils import is_mambapy_available
 
-    if not is_mambapy_available():
-        raise SystemExit("mambapy is not importable: pip install mambapy (no silent fallback to the per-token loop)")
     t_begin = time.perf_counter()
+    tokenizer = Tokenizer.from_file(str(args.tokenizer))
+    eot_id = tokenizer.token_to_id(EOT)
+    train_stream, eval_stream = load_streams(args, tokenizer)
+    print(f"train tokens {train_stream.numel():,}  eval tokens {eval_stream.numel():,}", flush=True)
+    if args.tokenize_only:
+        return {}
+
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.backend == "mamba_ssm":
+        if device.type != "cuda":
+            raise SystemExit("--backend mamba_ssm needs a CUDA GPU (its selective scan is a CUDA kernel)")
+        try:
+            importlib.import_module("mamba_ssm")
+        except ImportError as exc:
+            raise SystemExit(f"--backend mamba_ssm: mamba_ssm is not importable ({exc}); "
+                             "bash benchmarks/gpu/build_mamba_ssm.sh builds it") from None
+        print(f"mamba_ssm conv path: {mamba_ssm_conv_path()}", flush=True)
+    elif args.arch == "mamba":
+        from transformers.utils.import_utils import is_mambapy_available
+
+        if not is_mambapy_available():
+            raise SystemExit("mambapy is not importable: pip install mambapy (no silent fallback to the per-token "
+                             "loop)")
     autocast_dtype = {"bf16": torch.bfloat16, "fp32": None}[args.precision]
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    vocab_size = tokenizer.get_vocab_size()
 
-    tokenizer = Tokenizer.from_file(str(args.tokenizer))
-    eot_id = tokenizer.token_to_id(EOT)
-    train_stream = tokenize_documents(tokenizer, args.train_text)
-    eval_stream = tokenize_documents(tokenizer, args.eval_text)
-    print(f"train tokens {train_stream.numel():,}  eval tokens {eval_stream.numel():,}", flush=True)
-
-    config = make_config(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=args.hidden_size,
-        layers=args.layers,
-        eot_id=eot_id,
-        use_mambapy=True,
-    )
+    probe_rows = []
     if args.probe_batch_sizes:
-        probe(args, config, train_stream, device, autocast_dtype)
-        return {}
+        probe_rows = probe(args, vocab_size, eot_id, train_stream, device, autocast_dtype)
+        if not args.train_after_probe:
+            return {"probe": probe_rows}
 
-    torch.manual_seed(args.seed)
-    model = MambaForCausalLM(config).to(device)
+    model, config = build_model(args, vocab_size, eot_id, device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"params {n_params:,} (tied embedding counted once)  device {device}", flush=True)
+    print(f"arch {args.arch}  backend {args.backend if args.arch == 'mamba' else 'reference'}  params {n_params:,} (tied embedding counted once)  device {device}", flush=True)
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
     forward = torch.compile(model) if args.compile else model
     generator = torch.Generator().manual_seed(args.seed)
@@ -241,48 +514,68 @@ def train_demo(args) -> dict:
     eval_log = {"steps": [], "heldout_loss": []}
     window_losses: list[torch.Tensor] = []
     tokens_per_step = args.batch_size * args.seq_len
+    budget = f"{args.max_seconds:g} s" if args.max_seconds else f"{args.steps} steps"
+    stopped_by = "steps"
     _sync(device)
-    t_train = time.perf_counter()
-    for step in range(args.steps):
-        lr = lr_at(step, steps=args.steps, warmup=args.warmup, lr=args.lr, min_lr=args.lr * args.min_lr_ratio)
+    t_wall = t_train = time.perf_counter()
+    step = 0
+    while step < args.steps:
+        wall = time.perf_counter() - t_wall
+        if args.max_seconds and wall >= args.max_seconds:
+            stopped_by = "max_seconds"
+            break
+        progress = wall / args.max_seconds if args.max_seconds else None
+        lr = lr_at(step, steps=args.steps, warmup=args.warmup, lr=args.lr, min_lr=args.lr * args.min_lr_ratio,
+                   progress=progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         ids = random_windows(train_stream, args.batch_size, args.seq_len, generator).to(device, non_blocking=True)
         window_losses.append(train_step(forward, model, optimizer, ids, autocast_dtype, args.clip))
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+        step += 1
+        if step % args.log_every == 0 or step == args.steps:
             loss = torch.stack(window_losses).mean().item()
             window_losses.clear()
             elapsed = time.perf_counter() - t_train
-            tokens = (step + 1) * tokens_per_step
-            for key, value in zip(log, (step + 1, loss, lr, tokens, round(elapsed, 2))):
+            tokens = step * tokens_per_step
+            for key, value in zip(log, (step, loss, lr, tokens, round(elapsed, 2))):
                 log[key].append(value)
             print(
-                f"step {step + 1:5d}/{args.steps}  loss {loss:.4f}  lr {lr:.2e}  "
-                f"tokens {tokens:,}  {tokens / elapsed:,.0f} tok/s  {elapsed:.0f} s",
+                f"step {step:5d} ({budget})  loss {loss:.4f}  lr {lr:.2e}  "
+                f"tokens {tokens:,}  {tokens / elapsed:,.0f} tok/s  {time.perf_counter() - t_wall:.0f} s",
                 flush=True,
             )
-        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
             t_eval = time.perf_counter()
             loss = heldout_loss(model, eval_windows, args.eval_batch_size, device, autocast_dtype)
-            t_train += time.perf_counter() - t_eval  # evaluation time is not training time
-            eval_log["steps"].append(step + 1)
+            t_train += time.perf_counter() - t_eval  # evaluation time is not training time (it is wall time)
+            eval_log["steps"].append(step)
             eval_log["heldout_loss"].append(round(loss, 4))
-            print(f"step {step + 1:5d}/{args.steps}  held-out loss {loss:.4f}", flush=True)
+            print(f"step {step:5d}  held-out loss {loss:.4f}", flush=True)
     _sync(device)
     train_s = time.perf_counter() - t_train
+    if step == 0:
+        raise SystemExit("no training step ran within --max-seconds")
 
     heldout = heldout_loss(model, eval_windows, args.eval_batch_size, device, autocast_dtype)
-    print(f"held-out loss (evaluation split, training weights, {args.precision}): {heldout:.4f}  "
-          f"ppl {math.exp(heldout):.2f}", flush=True)
+    print(f"held-out loss (evaluation text, training weights, {args.precision}, windows of {args.seq_len}): "
+          f"{heldout:.4f}  ppl {math.exp(heldout):.2f}", flush=True)
 
-    # save fp16, transformers layout; the saved config runs the public sequential scan on reload
+    # save fp16, transformers layout; a saved Mamba1 config runs the public sequential scan on reload
     args.out.mkdir(parents=True, exist_ok=True)
-    model.config.use_mambapy = False
-    model.to(torch.float16).save_pretrained(args.out)
+    if args.arch == "mamba2":
+        save_mamba2(model, config, args.out)
+    else:
+        hf_model = as_transformers(model, config)
+        hf_model.config.use_mambapy = False
+        hf_model.to(torch.float16).save_pretrained(args.out)
+        del hf_model
+    del optimizer, forward, model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     config_path = args.out / "config.json"
     saved = json.loads(config_path.read_text())
-    if saved.get("model_type") != "mamba":
-        raise RuntimeError(f"config.json model_type is {saved.get('model_type')!r}, expected 'mamba'")
+    if saved.get("model_type") != args.arch:
+        raise RuntimeError(f"config.json model_type is {saved.get('model_type')!r}, expected {args.arch!r}")
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         saved[key] = eot_id
     config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
@@ -293,23 +586,43 @@ def train_demo(args) -> dict:
     if size > args.max_bytes:
         raise SystemExit(f"{weights} is {size:,} bytes > {args.max_bytes:,}: use fewer layers")
 
-    # validate the artifact: reload fp16 weights into an fp32 model, held-out loss without autocast
-    reloaded = MambaForCausalLM.from_pretrained(args.out, dtype=torch.float32).to(device)
-    heldout_saved = heldout_loss(reloaded, eval_windows, args.eval_batch_size, device, None)
-    print(f"held-out loss (evaluation split, saved fp16 weights run in fp32): {heldout_saved:.4f}  "
-          f"ppl {math.exp(heldout_saved):.2f}", flush=True)
+    # validate the artifact: reload the fp16 weights into an fp32 model, held-out loss without autocast and with
+    # TF32 matmuls (on for training) off, so that "fp32" is fp32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    reloaded = reload_saved(args, device)
+    conversion = check_conversion(args, reloaded, eval_stream, device) if args.arch == "mamba" and \
+        args.backend == "mamba_ssm" else None
+    heldout_saved = {}
+    for length in args.eval_seq_lens:
+        windows = heldout_windows(eval_stream, length + 1)
+        loss = heldout_loss(reloaded, windows, max(1, args.eval_batch_size * args.seq_len // length), device, None)
+        heldout_saved[str(length)] = {"loss": round(loss, 4), "perplexity": round(math.exp(loss), 3),
+                                      "windows": windows.shape[0], "scored_tokens": windows.shape[0] * length}
+        print(f"held-out loss (evaluation text, saved fp16 weights run in fp32, windows of {length}): {loss:.4f}  "
+              f"ppl {math.exp(loss):.2f}", flush=True)
 
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "tokenizers": __import__("tokenizers").__version__,
+    }
+    packages = () if args.arch == "mamba2" else ("mambapy",) if args.backend == "transformers" else ("mamba_ssm",
+                                                                                                      "triton")
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:  # importable, but installed without metadata
+            versions[package] = getattr(importlib.import_module(package), "__version__", None)
     train_log = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
-            "tokenizers": __import__("tokenizers").__version__,
-            "mambapy": __import__("importlib.metadata").metadata.version("mambapy"),
-        },
+        "arch": args.arch,
+        "backend": args.backend if args.arch == "mamba" else "reference",
+        "mamba_ssm_conv_path": mamba_ssm_conv_path() if args.backend == "mamba_ssm" else None,
+        "versions": versions,
         "hyperparameters": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "probe_batch_sizes"
         },
@@ -318,13 +631,20 @@ def train_demo(args) -> dict:
         "train_tokens_in_split": train_stream.numel(),
         "eval_tokens_in_split": eval_stream.numel(),
         "tokens_per_step": tokens_per_step,
-        "tokens_seen": args.steps * tokens_per_step,
+        "steps": step,
+        "stopped_by": stopped_by,
+        "tokens_seen": step * tokens_per_step,
+        "epochs_of_train_split": round(step * tokens_per_step / train_stream.numel(), 2),
         "train_seconds": round(train_s, 2),
-        "train_tokens_per_second": round(args.steps * tokens_per_step / train_s),
+        "train_tokens_per_second": round(step * tokens_per_step / train_s),
         "total_seconds": round(time.perf_counter() - t_begin, 2),
         "heldout_loss_training_weights": round(heldout, 4),
-        "heldout_loss_saved_fp16_in_fp32": round(heldout_saved, 4),
+        "heldout_loss_saved_fp16_in_fp32": heldout_saved[str(args.seq_len)]["loss"]
+        if str(args.seq_len) in heldout_saved else None,
+        "heldout_saved_fp16_in_fp32_by_window": heldout_saved,
         "heldout_tokens": eval_windows.shape[0] * args.seq_len,
+        "conversion_check": conversion,
+        "probe": probe_rows,
         "log": log,
         "heldout_log": eval_log,
     }
@@ -336,21 +656,48 @@ def train_demo(args) -> dict:
 
 
 def _int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
+    try:
+        values = [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "edge_quamba/assets/demo_model")
+    p.add_argument("--arch", choices=sorted(ARCHES), default="mamba",
+                   help="mamba: Mamba1 (the demo model, the prose model); mamba2: Mamba2 trained through "
+                        "edge_quamba's reference, saved as Mamba2ForCausalLM (the Mamba2 demo model)")
+    p.add_argument("--backend", choices=BACKENDS, default="transformers",
+                   help="Mamba1 only. transformers: MambaForCausalLM + mambapy scan (the demo model); mamba_ssm: "
+                        "mamba_ssm's MambaLMHeadModel and CUDA kernels (GPU only), saved in transformers layout")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: edge_quamba/assets/demo_model (mamba) or demo_model_mamba2 (mamba2)")
     p.add_argument("--tokenizer", type=Path, default=REPO_ROOT / "edge_quamba/assets/demo_model/tokenizer.json")
-    p.add_argument("--train-text", type=Path, default=REPO_ROOT / ".train_data/train.txt")
+    p.add_argument("--train-text", type=Path, default=REPO_ROOT / ".train_data/train.txt",
+                   help="documents separated by blank lines; a name ending .xz is read xz-compressed")
     p.add_argument("--eval-text", type=Path, default=REPO_ROOT / "calib_data/evaluation.txt")
+    p.add_argument("--tokens-cache", type=Path, default=None,
+                   help="read the token streams from this file if it was made from the same tokenizer and texts, "
+                        "else write them there")
+    p.add_argument("--tokenize-only", action="store_true", help="stop after tokenizing (fills --tokens-cache)")
     p.add_argument("--hidden-size", type=int, default=384)
     p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--d-state", type=int, default=64, help="mamba2 only: SSM state size per head")
+    p.add_argument("--n-groups", type=int, default=2, help="mamba2 only: groups of heads sharing B and C")
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--eval-batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--eval-batch-size", type=int, default=32, help="windows per held-out batch at --seq-len "
+                   "(scaled inversely with the window length for --eval-seq-lens)")
+    p.add_argument("--eval-seq-lens", type=_int_list, default=None, metavar="L1,L2",
+                   help="window lengths of the final held-out evaluation of the saved weights (default: --seq-len)")
+    p.add_argument("--steps", type=int, default=1000,
+                   help="number of steps; with --max-seconds an upper bound only")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="wall-clock budget of the training loop: the cosine follows elapsed / max-seconds and "
+                        "training stops when it is spent")
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
@@ -358,23 +705,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="autocast dtype of matmuls")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model forward")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model forward (transformers only)")
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--eval-every", type=int, default=100, help="held-out loss every N steps (0: only at the end)")
     p.add_argument("--max-bytes", type=int, default=25_000_000, help="fail if model.safetensors is larger")
     p.add_argument("--probe-batch-sizes", type=_int_list, default=[], metavar="B1,B2",
-                   help="only time train steps at these batch sizes and exit")
+                   help="time train steps at these batch sizes, then exit (or train, with --train-after-probe)")
+    p.add_argument("--train-after-probe", action="store_true")
     p.add_argument("--probe-steps", type=int, default=10)
     p.add_argument("--probe-warmup", type=int, default=3)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    problems = []
+    if args.backend == "mamba_ssm" and args.compile:
+        problems.append("--compile is for --backend transformers only (mamba_ssm's kernels are custom ops)")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        problems.append("--max-seconds must be > 0")
+    if not 0 <= args.warmup < args.steps:
+        problems.append("--warmup must be >= 0 and < --steps")
+    for name in ("hidden_size", "layers", "seq_len", "batch_size", "eval_batch_size", "steps", "log_every"):
+        if getattr(args, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be >= 1")
+    if args.arch == "mamba" and args.hidden_size % 16:
+        problems.append("--hidden-size must be a multiple of 16 (dt_rank = hidden / 16)")
+    if args.arch == "mamba2":
+        heads = 2 * args.hidden_size // MAMBA2_HEADDIM
+        if args.backend != "transformers":
+            problems.append("--backend is for --arch mamba only (Mamba2 trains through the reference)")
+        if 2 * args.hidden_size % MAMBA2_HEADDIM or args.n_groups < 1 or heads % args.n_groups:
+            problems.append(f"--arch mamba2 needs 2 x --hidden-size a multiple of {MAMBA2_HEADDIM} (the head size) "
+                            "and a head count that --n-groups divides")
+    if args.out is None:
+        args.out = REPO_ROOT / "edge_quamba/assets" / ARCHES[args.arch][1]
+    if args.eval_seq_lens is None:
+        args.eval_seq_lens = [args.seq_len]
+    if problems:
+        p.error("; ".join(problems))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for path in (args.tokenizer, args.train_text, args.eval_text):
         if not path.is_file():
-            raise SystemExit(f"{path} not found (run build_corpus.py and train_tokenizer.py first)")
+            raise SystemExit(f"{path} not found (run build_corpus.py / build_prose_corpus.py and "
+                             "train_tokenizer.py first)")
     train_demo(args)
     return 0
 

@@ -15,6 +15,12 @@
 // computes Z[i, j] = sum_r H_m[i, r] X[r, j] in the order r = 0, 1, ..., m - 1 for the rows i of its group (sign
 // flips: exact); then v = Z * c, c = float32(1/sqrt(n)), and q = quantize(v, out_scale) (int8 row contiguous).
 // Shared memory: n float32 when m > 1 or p > 32 E, none otherwise; n <= 16384 (64 KB).
+// DYNAMIC (per-token scale): the scaled values v = Z * c stay in registers (m = 1, p <= 32 E), go back into X
+// (m = 1, p > 32 E: each column element is read and written by one thread) or into a second buffer of n float32 after
+// X (m > 1: the threads of one column group still read X while others write), so shared memory is 2 n float32 there
+// (<= 128 KB, within sm_87's and sm_90's opt-in limit); then amax = block max of |v| (__reduce_max_sync on the
+// float bits, which order like the values for v >= 0, then one shared atomicMax per warp), s = max(amax, 1e-5) / 127,
+// and each thread quantizes E consecutive values.
 #include <cmath>
 
 #include "hadamard_quantize.h"
@@ -28,6 +34,8 @@ namespace {
 constexpr int kMaxThreads = 1024;
 constexpr int kMaxDim = 16384;
 constexpr int kMaxColumn = 32;  // longest cross-warp column p / (32 E): m = 1, n = 8192 (E 8) or 16384 (E 16)
+constexpr float kAmaxFloor = 1e-5f;  // edge_quamba.quant.primitives.AMAX_FLOOR as float32
+constexpr size_t kStaticSmem = sizeof(unsigned) * (28 + 1);  // the kernel's sign_mask (m <= 28) and amax_bits
 
 template <int M> __device__ __forceinline__ int8_t h_entry(int i, int r);
 template <> __device__ __forceinline__ int8_t h_entry<12>(int i, int r) { return kHadamard12[i * 12 + r]; }
@@ -54,14 +62,47 @@ __device__ __forceinline__ void store_row(float* X, int t, const float (&v)[E]) 
     }
 }
 
+// Per-token scale of a row from this thread's partial amax (>= 0): block max, then max(amax, floor) / 127 in
+// float32 (primitives.per_token_scale). Every thread of the block must call it; amax_bits was zeroed by thread 0
+// before (the first __syncthreads here publishes that); lane_mask: the lanes of this thread's warp that exist.
+__device__ __forceinline__ float block_token_scale(float amax, unsigned* amax_bits, unsigned lane_mask) {
+    const unsigned warp_max = __reduce_max_sync(lane_mask, __float_as_uint(amax));  // float order for amax >= 0
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) atomicMax(amax_bits, warp_max);
+    __syncthreads();
+    return __fdiv_rn(fmaxf(__uint_as_float(*amax_bits), kAmaxFloor), 127.0f);
+}
+
+// Codes of E consecutive scaled values v[0..E-1] at scale s into out[0..E-1] (char4 stores when E % 4 == 0).
+template <int E>
+__device__ __forceinline__ void store_codes(int8_t* out, const float (&v)[E], float s) {
+    if constexpr (E % 4 == 0) {
+#pragma unroll
+        for (int k = 0; k < E; k += 4) {
+            reinterpret_cast<char4*>(out)[k / 4] = make_char4(
+                static_cast<signed char>(quantize_rn(v[k], s)), static_cast<signed char>(quantize_rn(v[k + 1], s)),
+                static_cast<signed char>(quantize_rn(v[k + 2], s)), static_cast<signed char>(quantize_rn(v[k + 3], s)));
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < E; ++k) out[k] = quantize_rn(v[k], s);
+    }
+}
+
 // M: the H_m factor (1, 12, 20, 28); E: elements per thread; log_p = log2(p), p = n / M; blockDim.x * E == n.
-template <int M, int E>
+// DYNAMIC: per-token scale (prm.y_scale), see the file comment.
+template <int M, int E, bool DYNAMIC>
 __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(HadamardQuantizeParams prm, int log_p,
                                                                        float c, bool vec_loads) {
     extern __shared__ float4 smem[];  // declared float4: 16-byte aligned for store_row's float4 stores
     float* X = reinterpret_cast<float*>(smem);  // (M, p) row-major, when used
     __shared__ unsigned sign_mask[M > 1 ? M : 1];  // bit r of sign_mask[i]: H_m[i, r] = +1
+    __shared__ unsigned amax_bits;  // DYNAMIC: the row's amax as float bits
     const int n = prm.dim, p = 1 << log_p, t = threadIdx.x, T = blockDim.x;
+    if constexpr (DYNAMIC) {
+        if (t == 0) amax_bits = 0u;
+    }
+    float amax = 0.0f;  // DYNAMIC: this thread's max |v|
     if constexpr (M > 1) {
         if (t < M) {  // read by phase 3, after at least one __syncthreads
             unsigned bits = 0;
@@ -137,16 +178,43 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
 #pragma unroll
             for (int s = 0; s < kMaxColumn; ++s) {
                 if (s < S) {
-                    if constexpr (M == 1) out[base + s * seg] = quantize_rn(__fmul_rn(col[s], c), prm.out_scale);
-                    else X[base + s * seg] = col[s];
+                    if constexpr (M == 1 && DYNAMIC) {
+                        const float scaled = __fmul_rn(col[s], c);
+                        X[base + s * seg] = scaled;
+                        amax = fmaxf(amax, fabsf(scaled));
+                    } else if constexpr (M == 1) {
+                        out[base + s * seg] = quantize_rn(__fmul_rn(col[s], c), prm.out_scale);
+                    } else {
+                        X[base + s * seg] = col[s];
+                    }
                 }
             }
+        }
+        if constexpr (M == 1 && DYNAMIC) {
+            const float s = block_token_scale(amax, &amax_bits, mask);  // its __syncthreads publish X too
+            if (t == 0) prm.y_scale[blockIdx.x] = s;
+            float scaled[E];
+#pragma unroll
+            for (int k = 0; k < E; ++k) scaled[k] = X[t * E + k];
+            store_codes<E>(out + t * E, scaled, s);
+            return;
         }
         if constexpr (M == 1) return;
         __syncthreads();
     } else if constexpr (M > 1) {
         store_row(X, t, v);
         __syncthreads();
+    } else if constexpr (DYNAMIC) {
+        // m = 1, the whole transform in registers: scale, the row's amax, quantize, store E consecutive codes.
+#pragma unroll
+        for (int k = 0; k < E; ++k) {
+            v[k] = __fmul_rn(v[k], c);
+            amax = fmaxf(amax, fabsf(v[k]));
+        }
+        const float s = block_token_scale(amax, &amax_bits, mask);
+        if (t == 0) prm.y_scale[blockIdx.x] = s;
+        store_codes<E>(out + t * E, v, s);
+        return;
     } else {
         // m = 1 and the whole transform was in registers: scale, quantize, store E consecutive codes.
         if constexpr (E % 4 == 0) {
@@ -190,29 +258,52 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
                     const int i = i0 + u * G;
-                    if (i < M) out[(i << log_p) + j] = quantize_rn(__fmul_rn(z[u], c), prm.out_scale);
+                    if (i < M) {
+                        if constexpr (DYNAMIC) {
+                            const float scaled = __fmul_rn(z[u], c);
+                            X[n + (i << log_p) + j] = scaled;  // the second buffer: X is still being read
+                            amax = fmaxf(amax, fabsf(scaled));
+                        } else {
+                            out[(i << log_p) + j] = quantize_rn(__fmul_rn(z[u], c), prm.out_scale);
+                        }
+                    }
                 }
             }
+        }
+        if constexpr (DYNAMIC) {
+            const float s = block_token_scale(amax, &amax_bits, mask);  // its __syncthreads publish the buffer too
+            if (t == 0) prm.y_scale[blockIdx.x] = s;
+            float scaled[E];
+#pragma unroll
+            for (int k = 0; k < E; ++k) scaled[k] = X[n + t * E + k];
+            store_codes<E>(out + t * E, scaled, s);
         }
     }
 }
 
-template <int M, int E>
+template <int M, int E, bool DYNAMIC>
 cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, cudaStream_t stream) {
     const int p = 1 << log_p, threads = prm.dim / E;
     const float c = static_cast<float>(1.0 / std::sqrt(static_cast<double>(prm.dim)));  // rounded once
-    const size_t smem = (M > 1 || p > 32 * E) ? sizeof(float) * prm.dim : 0;
-    // Opt in above the 48 KB default, counting the kernel's static sign_mask too (n = 12288 needs exactly 48 KB
+    const size_t buffers = (M > 1 && DYNAMIC) ? 2 : 1;  // X, and for DYNAMIC m > 1 the scaled values after it
+    const size_t smem = (M > 1 || p > 32 * E) ? buffers * sizeof(float) * prm.dim : 0;
+    // Opt in above the 48 KB default, counting the kernel's static shared memory too (n = 12288 needs exactly 48 KB
     // dynamic: without the opt-in that launch failed with "invalid argument" on the H200).
-    if (smem + sizeof(unsigned) * 28 > 48 * 1024) {
-        const cudaError_t err = cudaFuncSetAttribute(hadamard_quantize_kernel<M, E>,
+    if (smem + kStaticSmem > 48 * 1024) {
+        const cudaError_t err = cudaFuncSetAttribute(hadamard_quantize_kernel<M, E, DYNAMIC>,
                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         if (err != cudaSuccess) return err;
     }
     const bool vec_loads = prm.y_row_stride % 4 == 0 && reinterpret_cast<uintptr_t>(prm.y) % 16 == 0;
-    hadamard_quantize_kernel<M, E><<<static_cast<unsigned>(prm.rows), threads, smem, stream>>>(prm, log_p, c,
-                                                                                               vec_loads);
+    hadamard_quantize_kernel<M, E, DYNAMIC><<<static_cast<unsigned>(prm.rows), threads, smem, stream>>>(
+        prm, log_p, c, vec_loads);
     return cudaGetLastError();
+}
+
+template <int M, int E>
+cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, cudaStream_t stream) {
+    return prm.y_scale != nullptr ? launch_me<M, E, true>(prm, log_p, stream)
+                                  : launch_me<M, E, false>(prm, log_p, stream);
 }
 
 template <int M>
@@ -250,8 +341,9 @@ bool hadamard_dim_supported(int n) {
 }
 
 cudaError_t launch_hadamard_quantize(const HadamardQuantizeParams& prm, cudaStream_t stream) {
+    const bool static_scale_ok = prm.out_scale > 0.0f && std::isfinite(prm.out_scale);
     if (prm.rows < 0 || !hadamard_dim_supported(prm.dim) || prm.y_row_stride < prm.dim || prm.rows > 2147483647 ||
-        !(prm.out_scale > 0.0f) || !std::isfinite(prm.out_scale)) {
+        (prm.y_scale == nullptr && !static_scale_ok)) {
         return cudaErrorInvalidValue;
     }
     if (prm.rows == 0) return cudaSuccess;

@@ -11,7 +11,8 @@
 //   (split-K up to 256 threads per row) and long, wide layers keep ~8 chunks per thread.
 // Numerics: int32 dot products (__dp4a), exact, reduced in any order (integer addition is associative); the
 // epilogue is float32(acc) * alpha then + bias, each rounded (no FMA), alpha = x_scale * weight_scale in float32;
-// int8_linear_quantize's epilogue (template flag QUANT) then divides by out_scale and rounds (quantize_rn).
+// int8_linear_quantize's epilogue (template flag QUANT) then divides by out_scale and rounds (quantize_rn). A per-row
+// input scale (x_scale_rows, int8_linear only) replaces alpha by float32(x_scale_rows[m] * weight_scale) for row m.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -38,6 +39,7 @@ struct Gemv {
     int8_t* y_q;
     int64_t y_row_stride;
     float x_scale, weight_scale, out_scale;
+    const float* x_scale_rows;  // per-row input scales or nullptr (int8_linear only)
 };
 
 template <int VEC> struct Chunk;
@@ -128,7 +130,9 @@ __global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Gemv p) {
 #pragma unroll
         for (int mb = 0; mb < MB; ++mb) {
             if (m0 + mb < p.M) {
-                float v = __fmul_rn(static_cast<float>(acc[mb]), alpha);
+                const float alpha_m = p.x_scale_rows != nullptr ? __fmul_rn(__ldg(p.x_scale_rows + m0 + mb),
+                                                                            p.weight_scale) : alpha;
+                float v = __fmul_rn(static_cast<float>(acc[mb]), alpha_m);
                 if (p.bias != nullptr) v = __fadd_rn(v, b);
                 if constexpr (QUANT) p.y_q[(m0 + mb) * p.y_row_stride + n] = quantize_rn(v, p.out_scale);
                 else p.y[(m0 + mb) * p.y_row_stride + n] = v;
@@ -213,13 +217,13 @@ __global__ void int32_epilogue_quantize_kernel(Int32EpilogueQuantizeParams p) {
 
 cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream) {
     const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, p.y, nullptr, p.y_row_stride,
-                 p.x_scale, p.weight_scale, 1.0f};
+                 p.x_scale, p.weight_scale, 1.0f, p.x_scale_rows};
     return launch_gemv<false>(g, stream);
 }
 
 cudaError_t launch_int8_linear_quantize(const Int8LinearQuantizeParams& p, cudaStream_t stream) {
     const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, nullptr, p.y_q, p.y_row_stride,
-                 p.x_scale, p.weight_scale, p.out_scale};
+                 p.x_scale, p.weight_scale, p.out_scale, nullptr};
     return launch_gemv<true>(g, stream);
 }
 

@@ -1,6 +1,8 @@
 // int8_linear: y (M, N) float32 = float32(x_q (M, K) @ w_q (N, K)^T as exact int32) * alpha (+ bias)
 //   alpha = float32(x_scale * weight_scale), rounded once; each epilogue op is rounded separately (no FMA), so the
 //   result is bit-exact with edge_quamba.quant.primitives.int8_linear (+ bias added afterwards in float32).
+//   With x_scale_rows (a per-token input scale, op int8_linear_per_token), row m's epilogue reads its own
+//   alpha_m = float32(x_scale_rows[m] * weight_scale): primitives.int8_linear_per_token.
 // int8_linear_quantize: the same GEMV whose epilogue then quantizes at out_scale (q = clamp(rn(y / out_scale)))
 //   and writes int8 instead of float32: bit-exact with quantize(int8_linear(...), out_scale) (op
 //   edge_quamba::int8_linear_quantize), one launch and a quarter of the output bytes.
@@ -34,6 +36,7 @@ struct Int8LinearParams {
     float* y;              // (M, N), row stride y_row_stride
     int64_t y_row_stride;
     float x_scale, weight_scale;
+    const float* x_scale_rows;  // (M) float32 per-row input scales (> 0), or nullptr: x_scale for every row
 };
 
 cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream);

@@ -135,6 +135,48 @@ at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const 
     return y;
 }
 
+// int8_linear with a per-token input scale x_scale (...) float32 (the leading shape of x_q): row m's epilogue
+// multiplies by float32(x_scale[m] * weight_scale). GEMV (the kernel reads the per-row scale) for M <= 16; above,
+// torch._int_mm (exact int32) and the same epilogue as aten ops: acc * (x_scale[:, None] * weight_scale) (+ bias).
+at::Tensor int8_linear_per_token(const at::Tensor& x_q, const at::Tensor& weight_q,
+                                 const std::optional<at::Tensor>& bias, const at::Tensor& x_scale,
+                                 double weight_scale) {
+    check_linear(x_q, weight_q, bias);
+    check_cuda(x_scale, "int8_linear_per_token: x_scale", at::kFloat);
+    EQ_CHECK(x_scale.sizes() == x_q.sizes().slice(0, x_q.dim() - 1), "int8_linear_per_token: x_scale ",
+             x_scale.sizes(), " is not x_q's leading shape ", x_q.sizes());
+    const c10::cuda::CUDAGuard guard(x_q.device());
+    const int64_t N = weight_q.size(0), K = weight_q.size(1);
+    auto out_sizes = x_q.sizes().vec();
+    out_sizes.back() = N;
+    auto [xr, row_stride] = as_rows(x_q);
+    const int64_t M = K == 0 ? 0 : xr.numel() / K;
+    const at::Tensor scale_rows = x_scale.contiguous().reshape({M});
+    const float w_scale = static_cast<float>(weight_scale);
+    if (M > 16 && K % 8 == 0 && N % 8 == 0) {
+        at::Tensor acc = at::_int_mm(xr.reshape({M, K}).contiguous(), weight_q.t());
+        at::Tensor y = acc.to(at::kFloat).mul_(scale_rows.reshape({M, 1}).mul(w_scale));  // float32 products
+        if (bias.has_value()) y.add_(*bias);
+        return y.view(out_sizes);
+    }
+    at::Tensor y = at::empty(out_sizes, x_q.options().dtype(at::kFloat));
+    ek::Int8LinearParams p{};
+    p.M = M;
+    p.N = static_cast<int>(N);
+    p.K = static_cast<int>(K);
+    p.x = xr.data_ptr<int8_t>();
+    p.x_row_stride = row_stride;
+    p.w = weight_q.data_ptr<int8_t>();
+    p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+    p.y = y.data_ptr<float>();
+    p.y_row_stride = N;
+    p.x_scale = 1.0f;  // unused: every row reads its own scale
+    p.weight_scale = w_scale;
+    p.x_scale_rows = scale_rows.data_ptr<float>();
+    check_launch(ek::launch_int8_linear(p, c10::cuda::getCurrentCUDAStream()), "int8_linear_per_token");
+    return y;
+}
+
 // quantize(int8_linear(...), out_scale) in one kernel: the GEMV with the int8 epilogue for M <= 16, otherwise
 // torch._int_mm (exact int32) followed by one fused epilogue kernel (float32 epilogue + quantize in one pass).
 at::Tensor int8_linear_quantize(const at::Tensor& x_q, const at::Tensor& weight_q,
@@ -313,6 +355,28 @@ at::Tensor hadamard_quantize(const at::Tensor& y, double out_scale) {
     return q;
 }
 
+// hadamard_quantize with a per-token scale: (y_q (..., n) int8, y_scale (...) float32), one kernel.
+std::tuple<at::Tensor, at::Tensor> hadamard_quantize_dynamic(const at::Tensor& y) {
+    check_cuda(y, "hadamard_quantize_dynamic: y", at::kFloat);
+    EQ_CHECK(y.dim() >= 1, "hadamard_quantize_dynamic: y must have a channel dim");
+    const int64_t n = y.size(-1);
+    EQ_CHECK(n <= INT32_MAX && ek::hadamard_dim_supported(static_cast<int>(n)), "hadamard_quantize_dynamic: n=", n,
+             " is not m * 2^k with m in {1, 12, 20, 28} and n <= 16384");
+    const c10::cuda::CUDAGuard guard(y.device());
+    auto [yr, row_stride] = as_rows(y);
+    at::Tensor q = at::empty(y.sizes(), y.options().dtype(at::kChar));
+    at::Tensor scale = at::empty(y.sizes().slice(0, y.dim() - 1), y.options());
+    ek::HadamardQuantizeParams p{};
+    p.rows = yr.numel() / n;
+    p.dim = static_cast<int>(n);
+    p.y_row_stride = row_stride;
+    p.y = yr.data_ptr<float>();
+    p.y_q = q.data_ptr<int8_t>();
+    p.y_scale = scale.data_ptr<float>();
+    check_launch(ek::launch_hadamard_quantize(p, c10::cuda::getCurrentCUDAStream()), "hadamard_quantize_dynamic");
+    return {q, scale};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -324,4 +388,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("int8_causal_conv1d", &int8_causal_conv1d, "-> (u_q (b, l, d_in), conv_state_out (b, d_in, k))");
     m.def("int8_selective_scan", &int8_selective_scan, "-> (y (b, l, d_in), ssm_state_out (b, d_in, n))");
     m.def("hadamard_quantize", &hadamard_quantize, "y (..., n) float32 -> int8 (..., n)");
+    m.def("hadamard_quantize_dynamic", &hadamard_quantize_dynamic,
+          "y (..., n) float32 -> (int8 (..., n), per-token scale float32 (...))");
+    m.def("int8_linear_per_token", &int8_linear_per_token,
+          "x_q (..., K), weight_q (N, K), bias?, x_scale (...) float32 -> float32 (..., N)");
 }
