@@ -296,6 +296,14 @@ def test_artifact_round_trip_records_the_config(bits, fp_folder, calib_file, tmp
                          "--temperature", "0", "--json")
     assert run.returncode == 0, run.stderr
     assert len(json.loads(run.stdout)["tokens"]) == 3
+    ev = cli_in_process("eval", "--model", str(out), "--data", str(calib_file), "--seq-len", "16", "--max-tokens",
+                        "64", "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert 1 < json.loads(ev.stdout)["perplexity"] < 1e4
+    bench = cli_in_process("bench", "--model", str(out), "--prompt-len", "4", "--new-tokens", "2", "--repeats", "1",
+                           "--json")
+    assert bench.returncode == 0, bench.stderr
+    assert json.loads(bench.stdout)["model_bytes"] == (out / "model.safetensors").stat().st_size
 
 
 def test_format_1_artifacts_still_load(fp_folder, calib_file, tmp_path):
