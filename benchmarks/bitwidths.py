@@ -119,7 +119,6 @@ def main() -> None:
                     "linear_weight_bytes": sum(getattr(b.mixer, n).weight.numel() * 2
                                                for b in fp32.backbone.layers for n in LINEARS),
                     "onnx_bytes": None, "ort": None}
-    rows["fp16"]["ref_fp32_speed"] = timing_row("ref fp32", TorchReferenceBackend(fp32), prompt, args)
 
     default_sites = QuantConfig().percentile_activations
     clip_sites = tuple(args.clip_sites.split(","))
@@ -136,6 +135,7 @@ def main() -> None:
     from edge_quamba.quant.pipeline import quantize_checkpoint
     from edge_quamba.runtime.ort_backend import OrtBackend
 
+    exports: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, bits, gptq, sites, group_size in variants:
             print(f"{name}: quantizing ...", file=sys.stderr, flush=True)
@@ -159,9 +159,13 @@ def main() -> None:
                                       threads=args.threads, progress=False, echo=lambda _: None)
                 row["onnx_bytes"] = (export / "model.onnx").stat().st_size
                 row["validation"] = {k: v for k, v in result.validation["ort"].to_dict().items() if k != "checks"}
-                row["ort"] = timing_row(f"{name} ort", OrtBackend(export, threads=args.threads), prompt, args)
+                exports[name] = export
             rows[name] = row
             print(f"{name}: perplexity {row['perplexity']:.3f}", file=sys.stderr, flush=True)
+        # all timings back to back at the end, so that they share one stretch of the (shared) machine's load
+        rows["fp16"]["ref_fp32_speed"] = timing_row("ref fp32", TorchReferenceBackend(fp32), prompt, args)
+        for name, export in exports.items():
+            rows[name]["ort"] = timing_row(f"{name} ort", OrtBackend(export, threads=args.threads), prompt, args)
 
     base = rows["fp16"]["perplexity"]
     fp_decode = rows["fp16"]["ref_fp32_speed"]["decode_tokens_per_s"]
