@@ -66,6 +66,11 @@ class QuantConfig:
     ``percentile`` clips the activations named in ``percentile_activations`` (default: the scan input u, as the paper
     does); ``percentile=None`` means abs-max scales everywhere. Clipping other inputs (e.g. in_proj_input) is an
     extension beyond the paper, measured in benchmarks/quality.py.
+
+    ``bits`` picks the config (module docstring); ``group_size``, ``gptq`` and ``gptq_damp`` shape the int4 weights
+    of w4a8 / w4a16 (ignored at w8a8). ``method`` "quamba2" is accepted here and refused for Mamba1 models by
+    :func:`check_method`. At w4a16 nothing is quantized on the activation side: ``hadamard`` is recorded False and
+    the percentile fields are unused.
     """
 
     method: str = "quamba"
