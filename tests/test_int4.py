@@ -417,3 +417,15 @@ def test_int4_linear_state_dict_is_packed():
     fresh = Int4Linear(7, 10, False, 4)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.codes(), quantize_weight_int4(w, 4)[0])
+
+
+def test_int4_torch_ops_pass_opcheck():
+    """Schemas, fake (meta) implementations and the CPU kernels agree (torch.library.opcheck)."""
+    gen = torch.Generator().manual_seed(16)
+    x_q = torch.randint(-127, 128, (2, 3, 40), dtype=torch.int8, generator=gen)
+    w_q = torch.randint(-7, 8, (6, 40), dtype=torch.int8, generator=gen)
+    w_s = torch.rand(6, 3, generator=gen) + 0.01
+    bias = torch.randn(6, generator=gen)
+    torch.library.opcheck(eq.w4a8_linear, (x_q, w_q, w_s, bias, 0.02, 16))
+    torch.library.opcheck(eq.w4a8_linear_quantize, (x_q, w_q, w_s, None, 0.02, 16, 0.1))
+    torch.library.opcheck(eq.w4a16_linear, (torch.randn(2, 40, generator=gen).half(), w_q, w_s, bias, 16))
