@@ -8,7 +8,7 @@ Per config:
     bytes        the artifact's model.safetensors (fp16: the checkpoint's tensors at 2 bytes each), its mixer
                  linear weights alone (the part 4 bits shrink), and the exported model.onnx where one exists
     CPU speed    batch 1, --prompt-len prompt tokens, --new-tokens decoded: the export's model.onnx on ONNX Runtime
-                 (CPUExecutionProvider, --threads intra-op threads) for the configs that export (w8a8, w4a8), and the
+                 (CPUExecutionProvider, --threads intra-op threads) for each config's default row, and the
                  fp32 PyTorch reference as the float baseline (the project has no fp ONNX graph; benchmarks/ort_cpu.py
                  times the same baseline); medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench)
 Ablation rows (--no-ablations skips them): "<bits> rtn" rounds the int4 weights to nearest instead of GPTQ;
@@ -152,7 +152,7 @@ def main() -> None:
                    "linear_weight_bytes": linear_weight_bytes(folder / WEIGHTS), "onnx_bytes": None, "ort": None}
             print(f"{name}: perplexity ...", file=sys.stderr, flush=True)
             row["perplexity"] = perplexity(load_quantized_model(folder))
-            if name in ("w8a8", "w4a8"):  # the graph's speed does not depend on the scales: one export each
+            if name in ("w8a8", "w4a8", "w4a16"):  # a graph's speed does not depend on the scales: one export each
                 print(f"{name}: exporting ...", file=sys.stderr, flush=True)
                 export = Path(scratch) / f"{folder.name}-export"
                 result = export_model(model=str(folder), out=export, target="ort", prompt_len=64, decode_steps=4,

@@ -209,7 +209,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, calib_sa
 @click.option("--target", type=click.Choice(TARGETS), default="all", show_default=True,
               help="ort: model.onnx (custom ops as ONNX functions, runs on stock ONNX Runtime); tensorrt: "
               "model.trt.onnx (custom ops as TensorRT plugin nodes; not tested with TensorRT here); all: both (4-bit "
-              "configs: ort only; w4a16 has no graph yet).")
+              "configs: ort only).")
 @calibration_options
 @click.option("--validate-prompt-len", type=click.IntRange(min=1), default=128, show_default=True,
               help="Validation prompt: this many tokens of the calibration text.")

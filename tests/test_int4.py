@@ -356,6 +356,31 @@ def test_w4a8_export_validates_on_onnx_runtime(fp_folder, calib_file, tmp_path):
     assert json.loads(run_ort.stdout)["tokens"] == json.loads(run_ref.stdout)["tokens"]
 
 
+def test_w4a16_export_validates_on_onnx_runtime(fp_folder, calib_file, tmp_path):
+    out = tmp_path / "export16"
+    proc = cli_in_process("export", "--model", str(fp_folder), "--out", str(out), "--bits", "w4a16",
+                          "--group-size", str(GROUP), "--calib-data", str(calib_file), "--calib-samples", "2",
+                          "--calib-seq-len", "32", "--validate-prompt-len", "24", "--validate-decode-steps", "4",
+                          "--json")
+    print(proc.stderr)
+    assert proc.returncode == 0, proc.stderr
+    checks = json.loads(proc.stdout)["validation"]["ort"]["checks"]
+    assert [c["name"] for c in checks][:2] == ["logits", "conv_state_out.0"] and all(c["passed"] for c in checks)
+    graph = onnx.load(str(out / "model.onnx"))
+    assert check_graph(graph, "ort") == [] and not graph.functions
+    assert {n.domain for n in graph.graph.node} == {""}  # no custom op: standard ops only
+    assert sum(t.data_type == TensorProto.INT4 for t in graph.graph.initializer) == 2 * 4 * 2
+    inputs = {i.name: i.type.tensor_type.elem_type for i in graph.graph.input}
+    assert inputs["conv_state.0"] == TensorProto.FLOAT16 and inputs["ssm_state.0"] == TensorProto.FLOAT
+    run_ort = cli_in_process("run", "--model", str(out), "--backend", "ort", "--prompt", "The quick",
+                             "--max-new-tokens", "4", "--temperature", "0", "--json")
+    run_ref = cli_in_process("run", "--model", str(out), "--backend", "ref", "--prompt", "The quick",
+                             "--max-new-tokens", "4", "--temperature", "0", "--json")
+    assert run_ort.returncode == 0, run_ort.stderr
+    print(run_ort.stdout, run_ref.stdout)
+    assert json.loads(run_ort.stdout)["tokens"][0] == json.loads(run_ref.stdout)["tokens"][0]
+
+
 def test_ort_runs_int4_weights_at_float32_accuracy():
     """ONNX Runtime fuses an INT4 DequantizeLinear -> MatMul into MatMulNBits, whose default accuracy level
     re-quantizes the float input to int8: our session options keep float32 (printed: both errors)."""
@@ -392,8 +417,9 @@ def test_errors_for_what_is_not_built(fp_folder, calib_file, tmp_path):
     assert cli_in_process("quantize", "--model", str(fp_folder), "--out", str(art), "--bits", "w4a16",
                           "--calib-data", str(calib_file), "--calib-samples", "2",
                           "--calib-seq-len", "32").returncode == 0
-    line = one_error_line(cli_in_process("export", "--model", str(art), "--out", str(tmp_path / "e")))
-    assert "w4a16" in line
+    line = one_error_line(cli_in_process("export", "--model", str(art), "--out", str(tmp_path / "e"),
+                                         "--target", "tensorrt"))
+    assert "tensorrt" in line
     line = one_error_line(cli_in_process("export", "--model", str(fp_folder), "--out", str(tmp_path / "e"),
                                          "--bits", "w4a8", "--target", "tensorrt"))
     assert "tensorrt" in line

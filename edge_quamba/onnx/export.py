@@ -33,9 +33,10 @@ from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, state_names
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
                                      TRT_MODEL, write_export_config)
-from edge_quamba.onnx.lower import FLAVOURS, NO_4BIT_TENSORRT, NO_W4A16_GRAPH, lower_model
+from edge_quamba.onnx.lower import FLAVOURS, NO_4BIT_TENSORRT, lower_model
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
-from edge_quamba.onnx.validate import ValidationReport, check_graph, validate_on_ort
+from edge_quamba.onnx.validate import (ValidationReport, check_graph, validate_float_graph_on_ort,
+                                       validate_on_ort)
 from edge_quamba.ops.specs import DOMAIN, SPECS
 from edge_quamba.quant.artifact import ARTIFACT_FILES, TOKENIZER, file_sha256, load_quantized_model, read_quant_config
 from edge_quamba.quant.qmodel import QuantConfig
@@ -125,8 +126,6 @@ def export_model(
     check_output_dir(out, inputs)
     bits = qconfig.bits if kind == FP else \
         read_quant_config(path if kind == "quantized" else path / QUANTIZED_DIR)[1].bits
-    if bits == "w4a16":
-        raise InputError(NO_W4A16_GRAPH)
     if bits != "w8a8" and target == "tensorrt":
         raise InputError(NO_4BIT_TENSORRT)
     if calib_data is not None:
@@ -172,8 +171,12 @@ def export_model(
             model_file = tmp / ORT_MODEL if flavour == "ort" else tmp / ".tensorrt-validation.onnx"
             if flavour == "tensorrt":
                 onnx.save(lowered["tensorrt"], str(model_file))
-            report = validate_on_ort(lowered[flavour], model_file, reference, prompt, decode_steps, threads=threads,
-                                     progress=progress, flavour=flavour, bits=bits)
+            if bits == "w4a16":
+                report = validate_float_graph_on_ort(model_file, reference, prompt, decode_steps, threads=threads,
+                                                     progress=progress)
+            else:
+                report = validate_on_ort(lowered[flavour], model_file, reference, prompt, decode_steps,
+                                         threads=threads, progress=progress, flavour=flavour, bits=bits)
             if flavour == "tensorrt":
                 model_file.unlink()
             echo(f"[{flavour}]")

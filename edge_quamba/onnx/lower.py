@@ -57,7 +57,7 @@ from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D,
 from edge_quamba.quant.flow import mamba1_mixer_flow
 from edge_quamba.quant.primitives import INT8_MAX
 from edge_quamba.errors import InputError
-from edge_quamba.quant.qmodel import Int4Linear, QuantLinear, QuantMambaMixer
+from edge_quamba.quant.qmodel import Int4Linear, QuantLinear, QuantMambaMixer, W4A16Mixer
 from edge_quamba.quant.sites import SITE_BY_NAME, SITE_NAMES, tensor_name
 
 ZERO_POINT = "zero_point_int8"
@@ -267,8 +267,6 @@ def _mixer(g: GraphBuilder, block, resid: str, i: int) -> str:
     return out
 
 
-NO_W4A16_GRAPH = ("ONNX export of w4a16 is not implemented yet: its graph needs float16 conv1d and scan bodies "
-                  "(the custom ops take int8 codes); run the artifact with --backend ref")
 NO_4BIT_TENSORRT = ("--target tensorrt is not built for 4-bit weights yet: TensorRT 10 takes INT4 block-quantized "
                     "weights only in weight-only (float-activation) GEMMs, the W4A8 linears have int8 activations, "
                     "and nothing 4-bit has run on TensorRT here; export with --target ort")
@@ -292,9 +290,12 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         raise ValueError(f"flavour {flavour!r} is not one of {FLAVOURS}")
     c = model.config
     mixers = [block.mixer for block in model.backbone.layers]
-    if any(isinstance(getattr(m, "in_proj", None), Int4Linear) and not isinstance(m, QuantMambaMixer)
-           for m in mixers):
-        raise InputError(NO_W4A16_GRAPH)
+    if all(isinstance(m, W4A16Mixer) for m in mixers):
+        if flavour != "ort":
+            raise InputError(NO_4BIT_TENSORRT)
+        from edge_quamba.onnx.lower_w4a16 import lower_w4a16
+
+        return lower_w4a16(model)
     if not all(isinstance(m, QuantMambaMixer) for m in mixers):
         raise TypeError("lower_model needs the quantized reference model (load_quantized_model)")
     four_bit = isinstance(mixers[0].in_proj, Int4Linear)
