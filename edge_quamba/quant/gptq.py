@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from edge_quamba.quant.primitives import (INT4_MAX, AMAX_FLOOR, DEFAULT_GROUP_SIZE, int4_group_count,
+from edge_quamba.quant.primitives import (AMAX_FLOOR, DEFAULT_GROUP_SIZE, INT4_MAX, int4_group_count,
                                           quantize_int4)
 
 DEFAULT_DAMP = 0.01

@@ -36,9 +36,9 @@ from torch import Tensor, nn
 from edge_quamba.errors import ConfigError
 from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer, Norm
-from edge_quamba.quant.gptq import DEFAULT_DAMP, gptq_quantize
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.quant.flow import Tap, mamba1_mixer_flow
+from edge_quamba.quant.gptq import DEFAULT_DAMP, gptq_quantize
 from edge_quamba.quant.hadamard import rotate_linear_input
 from edge_quamba.quant.observers import DEFAULT_MOMENTUM, DEFAULT_PERCENTILE
 from edge_quamba.quant.primitives import (DEFAULT_GROUP_SIZE, code_label, dequantize, int4_group_count, pack_int4,
