@@ -13,8 +13,8 @@ from edge_quamba.models.config import require_mamba1
 from edge_quamba.models.loading import load_fp_config, load_fp_model, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.artifact import file_sha256, write_artifact
-from edge_quamba.quant.calibrate import calibrate, load_calibration_data
-from edge_quamba.quant.qmodel import QuantConfig, quantize_model
+from edge_quamba.quant.calibrate import LinearHessians, calibrate, load_calibration_data
+from edge_quamba.quant.qmodel import QuantConfig, check_method, quantize_model
 from edge_quamba.resources import default_calibration_file
 
 
@@ -43,11 +43,14 @@ def quantize_checkpoint(
     if not calib_file.is_file():
         raise InputError(f"--calib-data {calib_file}: no such file")
     fp_model = load_fp_model(path, dtype=torch.float32)
+    check_method(fp_model.config, qconfig)
     tok = load_tokenizer(path, tokenizer, eos_token_id=fp_model.config.eos_token_id,
                          model_vocab_size=fp_model.config.vocab_size)
     data = load_calibration_data(calib_file, tok, qconfig.calib_samples, qconfig.calib_seq_len, qconfig.calib_seed)
-    amaxes = calibrate(fp_model, data, qconfig, batch_size=batch_size, progress=progress)
-    qmodel = quantize_model(fp_model, amaxes, qconfig)
+    hessians = LinearHessians(fp_model.config.n_layer, fp_model.config.dt_rank) if qconfig.four_bit and qconfig.gptq \
+        else None
+    amaxes = calibrate(fp_model, data, qconfig, batch_size=batch_size, progress=progress, hessians=hessians)
+    qmodel = quantize_model(fp_model, amaxes, qconfig, None if hessians is None else hessians.hessians())
     source = {"model": model if model is not None else "demo", "config_sha256": _config_hash(path)}
     out = Path(out)
     with atomic_output_dir(out, inputs) as tmp:

@@ -1,0 +1,457 @@
+"""4-bit group-wise weights: the int4 convention, GPTQ, the W4A8/W4A16 reference ops against literal loops, the
+configs end to end (quantize -> artifact -> reference, decode = prefill; W4A8 -> ONNX -> ONNX Runtime validation),
+format-1 artifacts, and the one-line errors of what is not built."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+
+from edge_quamba.errors import ConfigError
+from edge_quamba.models.config import parse_model_config
+from edge_quamba.models.mamba import MambaLM
+from edge_quamba.onnx.validate import check_graph
+from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
+from edge_quamba.quant.artifact import QUANT_CONFIG, load_quantized_model
+from edge_quamba.quant.calibrate import CalibrationData, LinearHessians, calibrate
+from edge_quamba.quant.gptq import HessianAccumulator, gptq_quantize
+from edge_quamba.quant.pipeline import quantize_checkpoint
+from edge_quamba.quant.primitives import (AMAX_FLOOR, dequantize_int4, int4_group_count, int4_group_linear,
+                                          int4_group_scales, pack_int4, quantize, quantize_int4,
+                                          quantize_weight_int4, unpack_int4)
+from edge_quamba.quant.qmodel import FOUR_BIT_LINEARS, Int4Linear, QuantConfig, QuantMambaMixer, quantize_model
+from helpers import (cli_in_process, decode_stepwise, make_tokenizer, one_error_line, random_hf_model, report,
+                     save_transformers_layout)
+
+eq = torch.ops.edge_quamba
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The convention
+
+
+def test_group_scales_and_codes_follow_the_convention_exactly():
+    # K = 5, group 2: groups [0, 2), [2, 4) and the partial [4, 5)
+    w = torch.tensor([[0.7, -0.35, 0.0, 0.0, -1.4],
+                      [0.05, 0.1, 3.5, -7.0, 0.25]])
+    scales = int4_group_scales(w, 2)
+    expected = torch.tensor([[0.7, AMAX_FLOOR, 1.4], [0.1, 7.0, 0.25]], dtype=torch.float32) / 7
+    assert scales.dtype == torch.float32 and torch.equal(scales, expected)
+    q, s = quantize_weight_int4(w, 2)
+    assert torch.equal(s, scales)
+    # 0.7 / 0.1 = 7; -0.35 / 0.1 = -3.5 -> -4 (half to even); 0 -> 0; -1.4 / 0.2 = -7
+    # 0.05 / (0.1/7) = 3.5 -> 4; 0.1 -> 7; 3.5 / 1 -> 4 (half to even), -7 / 1 -> -7; 0.25 -> 7
+    assert q.tolist() == [[7, -4, 0, 0, -7], [4, 7, 4, -7, 7]]
+    w_hat = dequantize_int4(q, s, 2)
+    literal = torch.tensor([[q[n, k].item() * s[n, k // 2].item() for k in range(5)] for n in range(2)],
+                           dtype=torch.float32)  # float32(q) * float32(scale): one rounding, as Python's product
+    assert torch.equal(w_hat, literal)
+
+
+def test_codes_never_leave_minus_seven_to_seven():
+    w = torch.randn(64, 300, generator=torch.Generator().manual_seed(0)) * 3
+    q, s = quantize_weight_int4(w, 128)
+    assert s.shape == (64, int4_group_count(300, 128)) == (64, 3)
+    assert int(q.min()) >= -7 and int(q.max()) <= 7
+    assert int((q.abs() == 7).sum()) >= 64 * 3  # each (row, group) reaches its amax
+    saturated = quantize_int4(torch.tensor([100.0, -100.0, float("inf"), float("nan")]), torch.tensor(1.0))
+    assert saturated.tolist() == [7, -7, 7, 0]
+
+
+def test_k_below_the_group_size_is_one_partial_group():
+    w = torch.randn(8, 24)
+    q, s = quantize_weight_int4(w, 128)
+    assert s.shape == (8, 1)
+    assert torch.equal(s[:, 0], w.abs().amax(1) / 7)
+
+
+def test_packing_is_low_nibble_first_twos_complement():
+    q = torch.tensor([[1, -1, 7, -8, -7], [0, 2, -2, 3, 0]], dtype=torch.int8)
+    packed = pack_int4(q)
+    # row 0: (1, -1) -> 0xF1; (7, -8) -> 0x87; (-7, pad 0) -> 0x09
+    assert packed.dtype == torch.uint8 and packed.tolist() == [[0xF1, 0x87, 0x09], [0x20, 0x3E, 0x00]]
+    assert torch.equal(unpack_int4(packed, 5), q)
+    big = torch.randint(-8, 8, (33, 257), dtype=torch.int8, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(unpack_int4(pack_int4(big), 257), big)
+    with pytest.raises(ValueError):
+        pack_int4(torch.tensor([[8]], dtype=torch.int8))
+
+
+def test_packing_matches_onnx_int4():
+    q = torch.randint(-7, 8, (6, 9), dtype=torch.int8, generator=torch.Generator().manual_seed(4))
+    tensor = onnx.helper.make_tensor("w", TensorProto.INT4, [6, 9], q.flatten().tolist())
+    assert torch.equal(torch.from_numpy(numpy_helper.to_array(tensor).astype(np.int8)), q)
+    # ONNX packs the flattened tensor; ours packs per row: the same bytes whenever K is even
+    q_even = q[:, :8].contiguous()
+    onnx_bytes = onnx.helper.make_tensor("w", TensorProto.INT4, [6, 8], q_even.flatten().tolist()).int32_data
+    assert list(onnx_bytes) == pack_int4(q_even).flatten().tolist()  # one packed byte per int32_data entry
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# W4A8 / W4A16 ops against literal loops
+
+
+def test_w4a8_linear_is_the_stated_float_order():
+    gen = torch.Generator().manual_seed(5)
+    k, n, group = 40, 6, 16  # groups of 16, 16, 8
+    x_q = torch.randint(-127, 128, (3, k), dtype=torch.int8, generator=gen)
+    w_q = torch.randint(-7, 8, (n, k), dtype=torch.int8, generator=gen)
+    w_s = torch.rand(n, 3, generator=gen) * 0.01 + 1e-4
+    x_s = 0.0371
+    y = int4_group_linear(x_q, x_s, w_q, w_s, group)
+    expected = np.zeros((3, n), np.float32)
+    for b in range(3):
+        for j in range(n):
+            acc_y = None
+            for g, start in enumerate(range(0, k, group)):
+                acc = sum(int(x_q[b, i]) * int(w_q[j, i]) for i in range(start, min(start + group, k)))
+                alpha = np.float32(x_s) * np.float32(w_s[j, g])
+                term = np.float32(np.float32(acc) * alpha)
+                acc_y = term if acc_y is None else np.float32(acc_y + term)
+            expected[b, j] = acc_y
+    assert np.array_equal(y.numpy(), expected)
+    bias = torch.randn(n)
+    out_scale = 0.05
+    fused = eq.w4a8_linear_quantize(x_q, w_q, w_s, bias, x_s, group, out_scale)
+    assert torch.equal(fused, quantize(eq.w4a8_linear(x_q, w_q, w_s, bias, x_s, group), out_scale))
+    assert torch.equal(eq.w4a8_linear(x_q, w_q, w_s, bias, x_s, group), y + bias)
+
+
+def test_w4a16_linear_accumulates_in_float32_and_rounds_once():
+    gen = torch.Generator().manual_seed(6)
+    w = torch.randn(5, 20, generator=gen)
+    q, s = quantize_weight_int4(w, 8)
+    x = torch.randn(2, 20, generator=gen).half()
+    bias = torch.randn(5, generator=gen)
+    y = eq.w4a16_linear(x, q, s, bias, 8)
+    w_hat = dequantize_int4(q, s, 8).double()
+    exact = (x.double() @ w_hat.T + bias.float().double())
+    assert y.dtype == torch.float16
+    report("w4a16 vs float64", y.double() - exact)
+    assert torch.allclose(y.double(), exact.half().double(), atol=0, rtol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GPTQ
+
+
+def correlated_inputs(k: int, tokens: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    mix = torch.randn(k, k, generator=gen) / k ** 0.5 + torch.eye(k)
+    scales = torch.rand(k, generator=gen) * 3 + 0.1  # channels of different magnitude, as activations have
+    return (torch.randn(tokens, k, generator=gen) @ mix) * scales
+
+
+def test_gptq_output_error_is_below_round_to_nearest():
+    x = correlated_inputs(160, 4096, seed=7)
+    w = torch.randn(48, 160, generator=torch.Generator().manual_seed(8))
+    acc = HessianAccumulator(160)
+    for chunk in x.split(1000):
+        acc.add(chunk)
+    assert torch.allclose(acc.H, 2 * x.double().T @ x.double() / x.shape[0], rtol=1e-10, atol=1e-9)
+
+    def output_error(q, s):
+        return float(((x.double() @ (w.double() - dequantize_int4(q, s, 64).double()).T) ** 2).mean())
+
+    gptq = output_error(*gptq_quantize(w, acc.H, 64))
+    rtn = output_error(*quantize_weight_int4(w, 64))
+    print(f"output MSE: GPTQ {gptq:.4e}, round-to-nearest {rtn:.4e}")
+    assert gptq < 0.8 * rtn
+
+
+def test_gptq_with_identity_hessian_is_round_to_nearest():
+    w = torch.randn(32, 100, generator=torch.Generator().manual_seed(9))
+    q, s = gptq_quantize(w, torch.eye(100, dtype=torch.float64), 32)
+    q_rtn, s_rtn = quantize_weight_int4(w, 32)
+    assert torch.equal(s, s_rtn) and torch.equal(q, q_rtn)
+
+
+def test_gptq_is_deterministic_and_handles_dead_inputs():
+    x = correlated_inputs(64, 512, seed=10)
+    x[:, 5] = 0  # an input channel that is always zero
+    w = torch.randn(16, 64, generator=torch.Generator().manual_seed(11))
+    acc = HessianAccumulator(64)
+    acc.add(x)
+    first, second = gptq_quantize(w, acc.H, 32), gptq_quantize(w, acc.H, 32)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert int(first[0][:, 5].abs().sum()) == 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configs end to end on a tiny model
+
+HF = dict(hidden_size=64, num_hidden_layers=2, state_size=8)  # d_inner 128, dt_rank 4
+GROUP = 32  # in_proj K=64: 2 groups; x_proj/out_proj K=128: 4; dt_proj K=4: one partial group
+
+
+def tiny_fp_model():
+    hf = random_hf_model(seed=12, noise=0.1, **HF)
+    fp = MambaLM(parse_model_config(hf.config.to_dict(), "test"))
+    fp.load_state_dict(hf.state_dict())
+    return fp.eval()
+
+
+def calibration(config):
+    return CalibrationData(torch.randint(0, config.vocab_size, (4, 48), generator=torch.Generator().manual_seed(13)),
+                           source="random.txt", sha256="0" * 64)
+
+
+def quantized(bits: str, gptq: bool = True):
+    fp = tiny_fp_model()
+    qconfig = QuantConfig(bits=bits, group_size=GROUP, gptq=gptq, calib_samples=4, calib_seq_len=48)
+    hessians = LinearHessians(fp.config.n_layer, fp.config.dt_rank) if gptq else None
+    amaxes = calibrate(fp, calibration(fp.config), qconfig, progress=False, hessians=hessians)
+    return fp, quantize_model(fp, amaxes, qconfig, None if hessians is None else hessians.hessians())
+
+
+@pytest.mark.parametrize("bits", ["w4a8", "w4a16"])
+def test_four_bit_models_decode_equals_prefill_and_track_fp(bits):
+    fp, model = quantized(bits)
+    linears = [getattr(block.mixer, name) for block in model.backbone.layers for name in FOUR_BIT_LINEARS]
+    assert all(isinstance(linear, Int4Linear) for linear in linears)
+    assert isinstance(model.backbone.layers[0].mixer, QuantMambaMixer) == (bits == "w4a8")
+    tokens = torch.randint(0, fp.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(14))
+    with torch.inference_mode():
+        logits, _ = model(tokens)
+        stepped, _ = decode_stepwise(model, tokens)
+        ref, _ = fp(tokens)
+    # w4a8: the scan's C·h sums in another order in step (as w8a8); w4a16: float16 rounding in another order
+    tolerance = 1e-5 if bits == "w4a8" else 1e-2
+    assert report(f"{bits} decode vs prefill", stepped.float() - logits.float()) <= tolerance * logits.abs().max()
+    rel = report(f"{bits} vs fp32", logits.float() - ref) / float(ref.abs().max())
+    assert rel < 0.2
+
+
+def test_w4a8_mixer_calls_only_the_int4_ops_for_its_linears(monkeypatch):
+    _, model = quantized("w4a8")
+    block = model.backbone.layers[0]
+    called = []
+    from edge_quamba.quant import qmodel as qmodel_module
+
+    class Recorder:  # torch.ops.edge_quamba, recording which op each call reaches
+        def __getattr__(self, name):
+            op = getattr(torch.ops.edge_quamba, name)
+
+            def call(*args):
+                called.append(name)
+                return op(*args)
+            return call
+
+    monkeypatch.setattr(qmodel_module, "eq", Recorder())
+    with torch.inference_mode():
+        block.mixer(torch.randn(1, 5, 64), block.mixer.empty_state(1), block.norm)
+    print(called)
+    assert called.count("w4a8_linear_quantize") == 3 and called.count("w4a8_linear") == 1
+    assert "int8_linear" not in called and "int8_linear_quantize" not in called
+
+
+def test_gptq_lowers_the_models_output_error_against_rtn():
+    fp, gptq_model = quantized("w4a16", gptq=True)
+    _, rtn_model = quantized("w4a16", gptq=False)
+    tokens = calibration(fp.config).tokens  # the calibration windows: GPTQ's objective
+    with torch.inference_mode():
+        ref = fp(tokens)[0]
+        errors = {name: float(((m(tokens)[0].float() - ref) ** 2).mean())
+                  for name, m in (("gptq", gptq_model), ("rtn", rtn_model))}
+    print(errors)
+    assert errors["gptq"] < errors["rtn"]
+
+
+@pytest.fixture(scope="module")
+def fp_folder(tmp_path_factory):
+    tokenizer = make_tokenizer(120)
+    hf = random_hf_model(seed=21, vocab_size=tokenizer.get_vocab_size(), noise=0.2, **HF)
+    return save_transformers_layout(hf, tmp_path_factory.mktemp("fp"), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def calib_file(tmp_path_factory):
+    from helpers import TEXT
+
+    path = tmp_path_factory.mktemp("calib") / "calib.txt"
+    path.write_text(TEXT * 4)
+    return path
+
+
+@pytest.mark.parametrize("bits", ["w8a8", "w4a8", "w4a16"])
+def test_artifact_round_trip_records_the_config(bits, fp_folder, calib_file, tmp_path):
+    out = tmp_path / bits
+    proc = cli_in_process("quantize", "--model", str(fp_folder), "--out", str(out), "--bits", bits,
+                          "--group-size", str(GROUP), "--calib-data", str(calib_file), "--calib-samples", "2",
+                          "--calib-seq-len", "32")
+    assert proc.returncode == 0, proc.stderr
+    recorded = json.loads((out / QUANT_CONFIG).read_text())
+    assert recorded["format_version"] == 2
+    assert recorded["quantization"]["bits"] == bits and recorded["quantization"]["method"] == "quamba"
+    assert recorded["quantization"]["group_size"] == GROUP
+    model = load_quantized_model(out)
+    tokens = torch.tensor([[3, 17, 42, 5, 9]])
+    with torch.inference_mode():
+        logits, _ = model(tokens)
+    assert torch.isfinite(logits).all()
+    run = cli_in_process("run", "--model", str(out), "--prompt", "The quick", "--max-new-tokens", "3",
+                         "--temperature", "0", "--json")
+    assert run.returncode == 0, run.stderr
+    assert len(json.loads(run.stdout)["tokens"]) == 3
+    ev = cli_in_process("eval", "--model", str(out), "--data", str(calib_file), "--seq-len", "16", "--max-tokens",
+                        "64", "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert 1 < json.loads(ev.stdout)["perplexity"] < 1e4
+    bench = cli_in_process("bench", "--model", str(out), "--prompt-len", "4", "--new-tokens", "2", "--repeats", "1",
+                           "--json")
+    assert bench.returncode == 0, bench.stderr
+    assert json.loads(bench.stdout)["model_bytes"] == (out / "model.safetensors").stat().st_size
+
+
+def test_format_1_artifacts_still_load(fp_folder, calib_file, tmp_path):
+    """A version-1 quant_config.json (method "quamba-w8a8", no bits) is read as Quamba W8A8."""
+    out = tmp_path / "v2"
+    quantize_checkpoint(model=str(fp_folder), out=out, calib_data=calib_file,
+                        qconfig=QuantConfig(calib_samples=2, calib_seq_len=32), progress=False)
+    raw = json.loads((out / QUANT_CONFIG).read_text())
+    old = {k: v for k, v in raw["quantization"].items() if k not in ("bits", "group_size", "gptq", "gptq_damp")}
+    old.update(method="quamba-w8a8", format_version=1)
+    qconfig = QuantConfig.from_dict(old)
+    assert (qconfig.method, qconfig.bits, qconfig.format_version) == ("quamba", "w8a8", 1)
+    with pytest.raises(ConfigError):
+        QuantConfig.from_dict({**old, "bits": "w4a8"})
+    with pytest.raises(ConfigError):
+        QuantConfig(bits="w3a8")
+
+
+def test_w4a16_records_no_hadamard():
+    assert QuantConfig(bits="w4a16").hadamard is False
+    assert QuantConfig(bits="w4a8").hadamard is True
+
+
+def test_w4a8_export_validates_on_onnx_runtime(fp_folder, calib_file, tmp_path):
+    out = tmp_path / "export"
+    proc = cli_in_process("export", "--model", str(fp_folder), "--out", str(out), "--bits", "w4a8",
+                          "--group-size", str(GROUP), "--calib-data", str(calib_file), "--calib-samples", "2",
+                          "--calib-seq-len", "32", "--validate-prompt-len", "24", "--validate-decode-steps", "4",
+                          "--json")
+    print(proc.stderr)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["validation"]["ort"]["passed"] and list(result["validation"]) == ["ort"]
+    assert not (out / "model.trt.onnx").exists()
+    graph = onnx.load(str(out / "model.onnx"))
+    assert [o.version for o in graph.opset_import if o.domain == ""] == [21]
+    assert check_graph(graph, "ort") == []
+    int4 = [t for t in graph.graph.initializer if t.data_type == TensorProto.INT4]
+    assert len(int4) == 2 * 4 * 2  # weight and zero point of 4 linears in 2 layers
+    blocked = [n for n in graph.graph.node if n.op_type == "DequantizeLinear"
+               and any(a.name == "block_size" for a in n.attribute)]
+    assert len(blocked) == 8 and all({a.name: a.i for a in n.attribute} == {"axis": 0, "block_size": GROUP}
+                                     for n in blocked)
+    config = json.loads((out / "export_config.json").read_text())
+    assert config["onnx"]["opset"] == 21 and config["quantization"]["bits"] == "w4a8"
+    run_ort = cli_in_process("run", "--model", str(out), "--backend", "ort", "--prompt", "The quick",
+                             "--max-new-tokens", "4", "--temperature", "0", "--json")
+    run_ref = cli_in_process("run", "--model", str(out), "--backend", "ref", "--prompt", "The quick",
+                             "--max-new-tokens", "4", "--temperature", "0", "--json")
+    assert json.loads(run_ort.stdout)["tokens"] == json.loads(run_ref.stdout)["tokens"]
+
+
+def test_w4a16_export_validates_on_onnx_runtime(fp_folder, calib_file, tmp_path):
+    out = tmp_path / "export16"
+    proc = cli_in_process("export", "--model", str(fp_folder), "--out", str(out), "--bits", "w4a16",
+                          "--group-size", str(GROUP), "--calib-data", str(calib_file), "--calib-samples", "2",
+                          "--calib-seq-len", "32", "--validate-prompt-len", "24", "--validate-decode-steps", "4",
+                          "--json")
+    print(proc.stderr)
+    assert proc.returncode == 0, proc.stderr
+    checks = json.loads(proc.stdout)["validation"]["ort"]["checks"]
+    assert [c["name"] for c in checks][:2] == ["logits", "conv_state_out.0"] and all(c["passed"] for c in checks)
+    graph = onnx.load(str(out / "model.onnx"))
+    assert check_graph(graph, "ort") == [] and not graph.functions
+    assert {n.domain for n in graph.graph.node} == {""}  # no custom op: standard ops only
+    assert sum(t.data_type == TensorProto.INT4 for t in graph.graph.initializer) == 2 * 4 * 2
+    inputs = {i.name: i.type.tensor_type.elem_type for i in graph.graph.input}
+    assert inputs["conv_state.0"] == TensorProto.FLOAT16 and inputs["ssm_state.0"] == TensorProto.FLOAT
+    run_ort = cli_in_process("run", "--model", str(out), "--backend", "ort", "--prompt", "The quick",
+                             "--max-new-tokens", "4", "--temperature", "0", "--json")
+    run_ref = cli_in_process("run", "--model", str(out), "--backend", "ref", "--prompt", "The quick",
+                             "--max-new-tokens", "4", "--temperature", "0", "--json")
+    assert run_ort.returncode == 0, run_ort.stderr
+    print(run_ort.stdout, run_ref.stdout)
+    assert json.loads(run_ort.stdout)["tokens"][0] == json.loads(run_ref.stdout)["tokens"][0]
+
+
+def test_ort_runs_int4_weights_at_float32_accuracy():
+    """ONNX Runtime fuses an INT4 DequantizeLinear -> MatMul into MatMulNBits, whose default accuracy level
+    re-quantizes the float input to int8: our session options keep float32 (printed: both errors)."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    from edge_quamba.runtime.ort_backend import session_options
+
+    gen = torch.Generator().manual_seed(15)
+    k, n = 256, 64
+    w = torch.randn(n, k, generator=gen)
+    q, s = quantize_weight_int4(w, 128)
+    inits = [helper.make_tensor("w", TensorProto.INT4, [k, n], q.T.flatten().tolist()),
+             numpy_helper.from_array(s.T.contiguous().numpy(), "s"),
+             helper.make_tensor("z", TensorProto.INT4, [2, n], [0] * (2 * n))]
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wd"], axis=0, block_size=128),
+             helper.make_node("MatMul", ["x", "wd"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, n])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    x = torch.randn(4, k, generator=gen)
+    exact = (x.double() @ dequantize_int4(q, s, 128).double().T).numpy()
+    errors = {}
+    for name, options in (("ours", session_options(threads=1)), ("ort default", ort.SessionOptions())):
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        errors[name] = float(np.abs(session.run(None, {"x": x.numpy()})[0] - exact).max())
+    print(errors, float(np.abs(exact).max()))
+    assert errors["ours"] < 1e-4 * np.abs(exact).max() < errors["ort default"]
+
+
+def test_errors_for_what_is_not_built(fp_folder, calib_file, tmp_path):
+    art = tmp_path / "w4a16"
+    assert cli_in_process("quantize", "--model", str(fp_folder), "--out", str(art), "--bits", "w4a16",
+                          "--calib-data", str(calib_file), "--calib-samples", "2",
+                          "--calib-seq-len", "32").returncode == 0
+    line = one_error_line(cli_in_process("export", "--model", str(art), "--out", str(tmp_path / "e"),
+                                         "--target", "tensorrt"))
+    assert "tensorrt" in line
+    line = one_error_line(cli_in_process("export", "--model", str(fp_folder), "--out", str(tmp_path / "e"),
+                                         "--bits", "w4a8", "--target", "tensorrt"))
+    assert "tensorrt" in line
+    line = one_error_line(cli_in_process("run", "--model", str(art), "--backend", "cuda", "--prompt", "x"))
+    assert "w4a16" in line and "cuda" in line
+    line = one_error_line(cli_in_process("quantize", "--model", str(fp_folder), "--out", str(tmp_path / "q2"),
+                                         "--method", "quamba2"))
+    assert "Mamba2-only" in line
+    line = one_error_line(cli_in_process("quantize", "--model", str(fp_folder), "--out", str(tmp_path / "b"),
+                                         "--bits", "w2a8"))
+    assert "w2a8" in line
+    assert not (tmp_path / "q2").exists() and not (tmp_path / "e").exists()
+
+
+def test_int4_linear_state_dict_is_packed():
+    w = torch.randn(10, 7)
+    linear = Int4Linear.from_weight(w, None, 4, None)
+    state = linear.state_dict()
+    assert state["weight_packed"].shape == (10, 4) and state["weight_packed"].dtype == torch.uint8
+    assert state["weight_scale"].shape == (10, 2) and state["weight_scale"].dtype == torch.float32
+    fresh = Int4Linear(7, 10, False, 4)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.codes(), quantize_weight_int4(w, 4)[0])
+
+
+def test_int4_torch_ops_pass_opcheck():
+    """Schemas, fake (meta) implementations and the CPU kernels agree (torch.library.opcheck)."""
+    gen = torch.Generator().manual_seed(16)
+    x_q = torch.randint(-127, 128, (2, 3, 40), dtype=torch.int8, generator=gen)
+    w_q = torch.randint(-7, 8, (6, 40), dtype=torch.int8, generator=gen)
+    w_s = torch.rand(6, 3, generator=gen) + 0.01
+    bias = torch.randn(6, generator=gen)
+    torch.library.opcheck(eq.w4a8_linear, (x_q, w_q, w_s, bias, 0.02, 16))
+    torch.library.opcheck(eq.w4a8_linear_quantize, (x_q, w_q, w_s, None, 0.02, 16, 0.1))
+    torch.library.opcheck(eq.w4a16_linear, (torch.randn(2, 40, generator=gen).half(), w_q, w_s, bias, 16))
