@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edge_quamba.models.mamba import selective_scan
+from edge_quamba.models.mamba2 import ssd_sequential, ssd_step
 from edge_quamba.quant.hadamard import hadamard_transform
 from edge_quamba.quant.primitives import dequantize, quantize
 
@@ -122,3 +123,87 @@ def hadamard_quantize(y: Tensor, out_scale: float) -> Tensor:
     out_proj weight is rotated offline to match (``rotate_linear_input``).
     """
     return quantize(hadamard_transform(y.float()), out_scale)
+
+
+# Mamba2 (Quamba2) ops. Glossary: :mod:`edge_quamba.models.mamba2` (h heads of p channels, g groups of n states,
+# conv_dim = d_in + 2 g n). Their scales are per channel (float32 vectors, one entry per channel, expanded from the
+# group scales of :mod:`edge_quamba.quant.mamba2_qmodel`), so a group's scale is a gather, not a second convention.
+
+
+def int8_causal_conv1d_channel_scales(
+    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
+    x_scale: float, weight_scale: float, out_scales: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Mamba2's int8 conv over x | B | C: :func:`int8_causal_conv1d` whose output is quantized per channel.
+
+    x_q: (b, l, conv_dim) int8 at ``x_scale``; conv_state_q: (b, conv_dim, k) int8; weight_q: (conv_dim, k) int8;
+    out_scales: (conv_dim,) float32, the scale of each output channel (x at its sort-and-cluster group's scale,
+    B and C at their state group's). Returns the codes (b, l, conv_dim) int8 and the new state.
+    """
+    return int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scales.float())
+
+
+def int8_causal_conv1d_channel_scales_update(
+    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
+    x_scale: float, weight_scale: float, out_scales: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """One decode token of :func:`int8_causal_conv1d_channel_scales`: x_q (b, conv_dim) int8."""
+    return int8_causal_conv1d_update(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scales.float())
+
+
+def _ssd_inputs(x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, dt_bias: Tensor, x_scales: Tensor,
+                dt_scale: float, B_scales: Tensor, C_scales: Tensor, nheads: int, ngroups: int
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Dequantized SSD inputs, float32: x (..., h, p), Δ = softplus(dt + dt_bias) (..., h), B and C (..., g, n)."""
+    x = dequantize(x_q, x_scales.float()).unflatten(-1, (nheads, -1))
+    delta = F.softplus(dequantize(dt_q, dt_scale) + dt_bias.to(torch.float32))
+    B = dequantize(B_q, B_scales.float()).unflatten(-1, (ngroups, -1))
+    C = dequantize(C_q, C_scales.float()).unflatten(-1, (ngroups, -1))
+    return x, delta, B, C
+
+
+def int8_ssd_scan(
+    x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor,
+    x_scales: Tensor, dt_scale: float, B_scales: Tensor, C_scales: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """The Mamba2 SSD recurrence on int8 inputs with a float32 state (no gate: Mamba2 gates in its norm).
+
+    Args:
+        x_q: (b, l, d_in) int8, channel c = head c // p, at ``x_scales[c]`` ((d_in,) float32).
+        dt_q: (b, l, h) int8 in_proj output (without dt_bias) at ``dt_scale``.
+        B_q, C_q: (b, l, g n) int8, channel j = group j // n, at ``B_scales[j]``, ``C_scales[j]`` ((g n,) float32).
+        ssm_state: (b, h, p, n) float32 state before these tokens.
+        A: (h,) float32 = -exp(A_log).  D: (h,).  dt_bias: (h,).
+    Returns:
+        y: (b, l, d_in) float32 = h_t C_t + D x_t with Δ = softplus(dt + dt_bias), and the new state (b, h, p, n).
+    The recurrence runs token by token (:func:`edge_quamba.models.mamba2.ssd_sequential`, float32): the reference's
+    float order, the same per-token arithmetic as :func:`int8_ssd_scan_update`, so decode equals prefill bit for bit.
+    """
+    nheads, d_state = ssm_state.shape[1], ssm_state.shape[3]
+    x, delta, B, C = _ssd_inputs(x_q, dt_q, B_q, C_q, dt_bias, x_scales, dt_scale, B_scales, C_scales, nheads,
+                                 B_q.shape[-1] // d_state)
+    y, state = ssd_sequential(x, delta, A.float(), B, C, D.float(), ssm_state.float())
+    return y.flatten(-2), state
+
+
+def int8_ssd_scan_update(
+    x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor,
+    x_scales: Tensor, dt_scale: float, B_scales: Tensor, C_scales: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """One decode token of :func:`int8_ssd_scan`: x_q (b, d_in), dt_q (b, h), B_q, C_q (b, g n) int8 -> y (b, d_in)
+    float32 and the new state (b, h, p, n) (:func:`edge_quamba.models.mamba2.ssd_step`)."""
+    nheads, d_state = ssm_state.shape[1], ssm_state.shape[3]
+    x, delta, B, C = _ssd_inputs(x_q, dt_q, B_q, C_q, dt_bias, x_scales, dt_scale, B_scales, C_scales, nheads,
+                                 B_q.shape[-1] // d_state)
+    y, state = ssd_step(x, delta, A.float(), B, C, D.float(), ssm_state.float())
+    return y.flatten(-2), state
+
+
+def gated_rms_norm(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: float, group_size: int) -> Tensor:
+    """Mamba2's gated RMSNorm on the scan output and the int8 gate: y (..., d_in) float32, z_q (..., d_in) int8 at
+    ``z_scale``, weight (d_in,) -> (..., d_in) float32 = rmsnorm_groups(y * silu(z)) * weight, the RMS over groups
+    of ``group_size`` channels (:class:`edge_quamba.models.mamba2.GatedRMSNorm`, in float32)."""
+    gated = y.float() * F.silu(dequantize(z_q, z_scale))
+    groups = gated.unflatten(-1, (-1, group_size))
+    normed = groups * torch.rsqrt(groups.pow(2).mean(-1, keepdim=True) + eps)
+    return weight.float() * normed.flatten(-2)

@@ -1,0 +1,209 @@
+"""Quamba2 on Mamba2: the int8 Mamba2 ops against the fp reference on dequantized inputs, sort-and-cluster (the
+reordered fp model is the same model, the clustering is optimal and deterministic), the quantized reference
+(decode == prefill, ablation switches change what they name, quality floor), and the config."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from edge_quamba.errors import ConfigError
+from edge_quamba.models.config import parse_model_config
+from edge_quamba.models.mamba2 import GatedRMSNorm, Mamba2LM, ssd_chunked
+from edge_quamba.quant.calibrate import CalibrationData
+from edge_quamba.quant.cluster import cut_sorted, permute_mamba2_mixer, sort_and_cluster
+from edge_quamba.quant.mamba2_qmodel import Quamba2Config
+from edge_quamba.quant.primitives import dequantize, quantize
+from edge_quamba.quant.qops import (gated_rms_norm, int8_causal_conv1d, int8_causal_conv1d_channel_scales,
+                                    int8_ssd_scan)
+from edge_quamba.quant.quamba2 import calibrate_mamba2, quamba2_quantize
+from helpers import decode_stepwise, random_hf_mamba2, report
+
+
+def fp_mamba2(dtype=torch.float64, **overrides) -> Mamba2LM:
+    hf = random_hf_mamba2(**overrides)
+    model = Mamba2LM(parse_model_config(hf.config.to_dict(), "test"), dtype=dtype)
+    model.load_state_dict(hf.to(dtype).state_dict(), strict=False)
+    return model.eval()
+
+
+def calib_data(samples=8, seq_len=32, seed=0) -> CalibrationData:
+    tokens = torch.randint(0, 120, (samples, seq_len), generator=torch.Generator().manual_seed(seed))
+    return CalibrationData(tokens=tokens, source="random", sha256="0" * 64)
+
+
+def sqnr_db(ref, approx) -> float:
+    return 10 * math.log10(float(ref.double().pow(2).sum() / (ref.double() - approx.double()).pow(2).sum()))
+
+
+def test_int8_ssd_scan_equals_fp_ssd_on_dequantized_inputs():
+    g = torch.Generator().manual_seed(0)
+    b, l, h, p, ng, n = 2, 11, 4, 3, 2, 5
+    ints = lambda *shape: torch.randint(-127, 128, shape, generator=g, dtype=torch.int8)
+    x_q, dt_q, B_q, C_q = ints(b, l, h * p), ints(b, l, h), ints(b, l, ng * n), ints(b, l, ng * n)
+    A, D, dt_bias = -torch.rand(h, generator=g) * 2, torch.randn(h, generator=g), torch.randn(h, generator=g)
+    state = torch.randn(b, h, p, n, generator=g)
+    x_scales = torch.rand(h * p, generator=g) * 0.05 + 1e-3  # every channel its own scale
+    B_scales = torch.tensor([0.01] * n + [0.04] * n)  # one per state group
+    C_scales = torch.tensor([0.03] * n + [0.02] * n)
+    y, new_state = int8_ssd_scan(x_q, dt_q, B_q, C_q, state, A, D, dt_bias, x_scales, 0.02, B_scales, C_scales)
+    deq = lambda q, s: dequantize(q, s).double()
+    delta = torch.nn.functional.softplus(deq(dt_q, 0.02) + dt_bias.double())
+    y_ref, state_ref = ssd_chunked(deq(x_q, x_scales).unflatten(-1, (h, p)), delta, A.double(),
+                                   deq(B_q, B_scales).unflatten(-1, (ng, n)), deq(C_q, C_scales).unflatten(-1, (ng, n)),
+                                   D.double(), state.double(), chunk_size=4)
+    assert report("int8 SSD y (float32 sequential vs float64 chunked)", y.double() - y_ref.flatten(-2)) <= 1e-4
+    assert report("int8 SSD state", new_state.double() - state_ref) <= 1e-4
+
+
+def test_conv_channel_scales_quantize_each_channel_at_its_scale():
+    """Channel c of the Mamba2 conv output equals the per-tensor conv quantized at out_scales[c]."""
+    g = torch.Generator().manual_seed(1)
+    b, l, c, k = 2, 6, 10, 4
+    x_q = torch.randint(-127, 128, (b, l, c), generator=g, dtype=torch.int8)
+    state_q = torch.randint(-127, 128, (b, c, k), generator=g, dtype=torch.int8)
+    w_q = torch.randint(-127, 128, (c, k), generator=g, dtype=torch.int8)
+    bias = torch.randn(c, generator=g)
+    out_scales = torch.rand(c, generator=g) * 0.05 + 1e-3
+    out, new_state = int8_causal_conv1d_channel_scales(x_q, state_q, w_q, bias, 0.02, 0.01, out_scales)
+    for ch in range(c):
+        expected, expected_state = int8_causal_conv1d(x_q, state_q, w_q, bias, 0.02, 0.01, float(out_scales[ch]))
+        assert torch.equal(out[..., ch], expected[..., ch])
+    assert torch.equal(new_state, expected_state)
+
+
+def test_gated_rms_norm_equals_fp_module():
+    g = torch.Generator().manual_seed(2)
+    y, z = torch.randn(2, 5, 16, generator=g), torch.randn(2, 5, 16, generator=g)
+    norm = GatedRMSNorm(16, 8, 1e-5, torch.float64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16, generator=g))
+    z_scale = float(z.abs().max() / 127)
+    z_q = quantize(z, z_scale)
+    ours = gated_rms_norm(y, z_q, norm.weight.float(), z_scale, 1e-5, 8)
+    assert report("gated norm", ours.double() - norm(y.double(), dequantize(z_q, z_scale).double())) <= 1e-5
+
+
+def test_cut_sorted_is_the_optimal_contiguous_cut():
+    values = sorted([0.1, 0.12, 0.5, 0.55, 3.0, 3.2, 40.0])
+
+    def cost(labels):
+        groups = {}
+        for v, lab in zip(values, labels):
+            groups.setdefault(lab, []).append(v)
+        return sum(math.log(max(vs) / v) for vs in groups.values() for v in vs)
+
+    for k in (1, 2, 3, 4):
+        labels = cut_sorted(values, k)
+        assert labels == sorted(labels) and len(set(labels)) == k  # contiguous, k clusters
+        best = min(cost([sum(i >= c for c in cuts) for i in range(len(values))])
+                   for cuts in itertools.combinations(range(1, len(values)), k - 1))
+        assert cost(labels) == pytest.approx(best)
+    assert cut_sorted(values, 3) == [0, 0, 0, 0, 1, 1, 2]
+    assert cut_sorted([1.0, 2.0], 5) == [0, 1]  # capped at the number of values
+
+
+def test_sort_and_cluster_plan_is_a_valid_deterministic_grouping():
+    h, p, ng = 8, 6, 2
+    amax = torch.rand(h, p, generator=torch.Generator().manual_seed(3)) * torch.logspace(-1, 1, h)[:, None]
+    plan = sort_and_cluster(amax, ng, head_groups=2, dim_groups=3)
+    again = sort_and_cluster(amax.clone(), ng, head_groups=2, dim_groups=3)
+    assert torch.equal(plan.channel_order, again.channel_order) and torch.equal(plan.group, again.group)
+    assert plan.shape == (2, 2, 3)
+    assert sorted(plan.channel_order.tolist()) == list(range(h * p))  # a permutation
+    assert torch.equal(plan.channel_order.view(h, p)[:, 0] // p, plan.head_order)  # channels move with their head
+    heads_per_group = h // ng
+    assert all(old // heads_per_group == new // heads_per_group for new, old in enumerate(plan.head_order.tolist()))
+    for row in plan.group.view(h, p).tolist():  # within a head, each dim group is one contiguous run of channels
+        assert row == sorted(row)
+    head_group = (plan.group.view(h, p)[:, 0] // 3).tolist()  # and heads of one head group are adjacent
+    assert head_group == sorted(head_group) and len(set(head_group)) == 4
+    # within a head group, channel ranges are sorted: every group's smallest range is above the previous one's
+    new_amax = amax.flatten()[plan.channel_order]
+    for hg in range(4):
+        rows = new_amax.view(h, p)[torch.tensor(head_group) == hg].amax(0)
+        assert torch.equal(rows, rows.sort().values)
+    assert sort_and_cluster(amax, ng, head_groups=99, dim_groups=99).shape == (2, 4, 6)  # capped
+
+
+def test_reordered_fp_model_is_the_same_model():
+    """The channel order is applied to every weight that makes or reads x: float64 logits equal to 1e-12."""
+    model = fp_mamba2(seed=4)
+    tokens = torch.randint(0, 120, (2, 17), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before, _ = model(tokens)
+        amaxes = calibrate_mamba2(model, calib_data(), hadamard=False, progress=False)
+        c = model.config
+        for block, amax in zip(model.backbone.layers, amaxes):
+            plan = sort_and_cluster(amax["ssm_input"][:c.d_inner].view(c.nheads, c.headdim), c.ngroups, 2, 3)
+            assert not torch.equal(plan.channel_order, torch.arange(c.d_inner))  # a real reordering
+            permute_mamba2_mixer(block.mixer, plan)
+        after, _ = model(tokens)
+    assert report("reordered fp64 logits", after - before) <= 1e-12
+
+
+@pytest.fixture(scope="module")
+def fp32_model():
+    model = fp_mamba2(dtype=torch.float32, seed=5)
+    with torch.no_grad():  # one outlier head per SSD group: the case sort-and-cluster exists for
+        c = model.config
+        for block in model.backbone.layers:
+            for head in (1, 6):
+                rows = slice(c.d_inner + head * c.headdim, c.d_inner + (head + 1) * c.headdim)
+                block.mixer.in_proj.weight[rows] *= 8
+    return model
+
+
+@pytest.fixture(scope="module")
+def quantized(fp32_model):
+    return {name: quamba2_quantize(fp32_model, calib_data(), config, progress=False) for name, config in {
+        "quamba2": Quamba2Config(), "no_cluster": Quamba2Config(sort_cluster=False),
+        "no_group_bc": Quamba2Config(per_group_bc=False)}.items()}
+
+
+def test_quantized_mamba2_step_decode_equals_prefill(quantized):
+    q = quantized["quamba2"]
+    tokens = torch.randint(0, 120, (2, 12), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        full, final = q(tokens)
+    stepped, states = decode_stepwise(q, tokens)
+    assert report("quantized Mamba2 step vs prefill logits", stepped - full) <= 1e-4
+    for a, b in zip(final, states, strict=True):
+        assert a.conv_state.dtype == torch.int8 and torch.equal(a.conv_state, b.conv_state)
+        assert a.ssm_state.shape[1:] == (8, 8, 8)  # (b, h, p, n)
+        assert report("quantized Mamba2 ssm_state", a.ssm_state - b.ssm_state) <= 1e-5
+
+
+def test_ablation_switches_change_the_scales_they_name(quantized, fp32_model):
+    c = fp32_model.config
+    full, no_cluster, no_bc = (quantized[k].backbone.layers[0].mixer for k in ("quamba2", "no_cluster", "no_group_bc"))
+    assert tuple(full.x_scale.shape) == (c.ngroups, 4, 4) and tuple(no_cluster.x_scale.shape) == (1, 1, 1)
+    assert len(set(full.x_scale.flatten().tolist())) > 1
+    assert tuple(full.B_scale.shape) == (c.ngroups,) and tuple(no_bc.B_scale.shape) == (1,)
+    assert float(no_bc.B_scale) == float(full.B_scale.max())  # one scale covers every group
+    assert float(no_cluster.x_scale) == pytest.approx(float(full.x_scale.max()), rel=1e-6)
+
+
+def test_quantized_mamba2_tracks_fp_and_clustering_helps(quantized, fp32_model):
+    """A floor, not a quality claim (benchmarks/quamba2.py measures the trained demo model): with an outlier head,
+    grouped x scales must beat one x scale."""
+    tokens = torch.randint(0, 120, (2, 32), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ref = fp32_model(tokens)[0]
+        db = {name: sqnr_db(ref, model(tokens)[0]) for name, model in quantized.items()}
+    print({k: round(v, 2) for k, v in db.items()})
+    assert db["quamba2"] > 12
+    assert db["quamba2"] > db["no_cluster"] + 1
+
+
+def test_quamba2_config_round_trip_and_refusals():
+    config = Quamba2Config(head_groups=2, per_group_bc=False)
+    assert Quamba2Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="--method quamba2"):
+        Quamba2Config(method="quamba")
+    with pytest.raises(ConfigError, match="--head-groups"):
+        Quamba2Config(head_groups=0)
+    with pytest.raises(ConfigError, match="unknown Quamba2 config keys"):
+        Quamba2Config.from_dict({"percentile": 0.9})
