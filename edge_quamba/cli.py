@@ -147,6 +147,17 @@ CALIBRATION_OPTIONS = (
                  "(README, benchmarks/results/quality.json)."),
     click.option("--no-hadamard", is_flag=True,
                  help="Ablation: quantize the out_proj input without the Hadamard rotation."),
+    click.option("--method", type=click.Choice(["quamba", "quamba2"]), default="quamba", show_default=True,
+                 help="quamba: Quamba (Mamba1 models); quamba2: Quamba2 (Mamba2 models: sort-and-cluster x, "
+                 "per-state-group B/C scales; the --percentile options do not apply)."),
+    click.option("--bits", type=click.Choice(["w8a8"]), default="w8a8", show_default=True,
+                 help="Weight/activation bit widths."),
+    click.option("--head-groups", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="quamba2: head clusters of x per SSD group."),
+    click.option("--dim-groups", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="quamba2: channel clusters of x per head cluster."),
+    click.option("--no-sort-cluster", is_flag=True, help="quamba2 ablation: one scale for x."),
+    click.option("--no-group-bc", is_flag=True, help="quamba2 ablation: one scale each for B and C."),
     click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
                  help="Calibration batch size."),
     tokenizer_option,
@@ -160,7 +171,14 @@ def calibration_options(func):
     return func
 
 
-def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard):
+def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard, method="quamba",
+                 bits="w8a8", head_groups=4, dim_groups=4, no_sort_cluster=False, no_group_bc=False):
+    if method == "quamba2":
+        from edge_quamba.quant.mamba2_qmodel import Quamba2Config
+
+        return Quamba2Config(bits=bits, sort_cluster=not no_sort_cluster, head_groups=head_groups,
+                             dim_groups=dim_groups, per_group_bc=not no_group_bc, hadamard=not no_hadamard,
+                             calib_samples=calib_samples, calib_seq_len=calib_seq_len)
     from edge_quamba.quant.qmodel import QuantConfig
 
     return QuantConfig(percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
@@ -174,13 +192,15 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
               help="Artifact folder to write (replaced atomically).")
 @calibration_options
 def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
-             no_hadamard, batch_size, tokenizer):
-    """Calibrate an fp checkpoint and write a Quamba W8A8 artifact (int8 weights, static per-tensor scales,
-    percentile-clipped scan input, Hadamard-rotated out_proj)."""
+             no_hadamard, method, bits, head_groups, dim_groups, no_sort_cluster, no_group_bc, batch_size, tokenizer):
+    """Calibrate an fp checkpoint and write a W8A8 artifact: Quamba for Mamba1 (int8 weights, static per-tensor
+    scales, percentile-clipped scan input, Hadamard-rotated out_proj), Quamba2 for Mamba2 (--method quamba2: the
+    scan input x reordered and grouped, one scale per group; B and C per state group)."""
     from edge_quamba.quant.artifact import ARTIFACT_FILES
     from edge_quamba.quant.pipeline import quantize_checkpoint
 
-    qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard)
+    qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
+                           method, bits, head_groups, dim_groups, no_sort_cluster, no_group_bc)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                                batch_size=batch_size)
     for name in ARTIFACT_FILES:
@@ -202,7 +222,8 @@ def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, n
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
 def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
-            no_hadamard, batch_size, tokenizer, validate_prompt_len, validate_decode_steps, threads, as_json):
+            no_hadamard, method, bits, head_groups, dim_groups, no_sort_cluster, no_group_bc, batch_size, tokenizer,
+            validate_prompt_len, validate_decode_steps, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
     Runtime against the quantized reference.
 
@@ -213,7 +234,8 @@ def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percen
 
     result = export_model(
         model=model, out=out, target=target, calib_data=calib_data,
-        qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard),
+        qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
+                             method, bits, head_groups, dim_groups, no_sort_cluster, no_group_bc),
         tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
         decode_steps=validate_decode_steps, threads=threads, echo=lambda line: click.echo(line, err=as_json),
     )

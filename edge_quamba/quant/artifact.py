@@ -21,9 +21,10 @@ from edge_quamba import __version__
 from edge_quamba.errors import CheckpointError, ConfigError
 from edge_quamba.folders import QUANTIZED
 from edge_quamba.integrity import file_sha256, seal, verify_listed_files
-from edge_quamba.models.config import MambaConfig, read_json
+from edge_quamba.models.config import Mamba2Config, ModelConfig, model_config_from_dict, read_json
 from edge_quamba.models.loading import check_tensors, safetensors_header
 from edge_quamba.models.mamba import MambaLM
+from edge_quamba.quant.mamba2_qmodel import Quamba2Config, empty_quantized_mamba2_model
 from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, QuantConfig, QuantMambaMixer, empty_quantized_model
 
 QUANT_KIND = QUANTIZED.kind
@@ -46,7 +47,18 @@ def artifact_state_dict(model: MambaLM) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibration: dict, source: dict,
+AnyQuantConfig = QuantConfig | Quamba2Config
+"""Quamba (Mamba1) or Quamba2 (Mamba2): the model config's ``model_type`` says which one a folder holds."""
+
+
+def empty_model(config: ModelConfig, qconfig: AnyQuantConfig) -> MambaLM:
+    """The quantized module tree (placeholder values) for a model config and its quantization config."""
+    if isinstance(config, Mamba2Config):
+        return empty_quantized_mamba2_model(config, qconfig)
+    return empty_quantized_model(config, qconfig)
+
+
+def write_artifact(folder: Path, model: MambaLM, qconfig: AnyQuantConfig, calibration: dict, source: dict,
                    tokenizer_file: Path) -> None:
     """Write a complete artifact into ``folder`` (callers pass a temporary folder, see atomic_output_dir)."""
     # One metadata entry only: safetensors writes its metadata map in hash order, which varies between processes,
@@ -66,7 +78,7 @@ def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibrati
     (folder / QUANT_CONFIG).write_text(json.dumps(seal(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def read_quant_config(folder: Path) -> tuple[MambaConfig, QuantConfig, dict]:
+def read_quant_config(folder: Path) -> tuple[ModelConfig, AnyQuantConfig, dict]:
     """(model config, quantization config, the whole quant_config.json); ConfigError names what is wrong. File
     hashes are not checked here (:func:`verify_artifact`)."""
     path = folder / QUANT_CONFIG
@@ -76,9 +88,10 @@ def read_quant_config(folder: Path) -> tuple[MambaConfig, QuantConfig, dict]:
     for key in ("model_config", "quantization"):
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{path} is missing the required key {key!r}")
-    config = MambaConfig.from_dict(raw["model_config"], str(path))
+    config = model_config_from_dict(raw["model_config"], str(path))
     try:
-        qconfig = QuantConfig.from_dict(raw["quantization"])
+        config_class = Quamba2Config if isinstance(config, Mamba2Config) else QuantConfig
+        qconfig = config_class.from_dict(raw["quantization"])
     except (TypeError, ValueError) as exc:  # a value of the wrong JSON type reached the dataclass
         raise ConfigError(f"{path}: bad quantization config: {exc}") from None
     return config, qconfig, raw
@@ -97,7 +110,7 @@ def load_quantized_model(folder: Path) -> MambaLM:
     config, qconfig, raw = read_quant_config(folder)
     verify_artifact(folder, raw)
     weights = folder / WEIGHTS
-    check_tensors(safetensors_header(weights), lambda c: artifact_state_dict(empty_quantized_model(c, qconfig)),
+    check_tensors(safetensors_header(weights), lambda c: artifact_state_dict(empty_model(c, qconfig)),
                   config, weights, QUANT_CONFIG, check_dtypes=True)
     try:
         state = load_file(str(weights))
@@ -106,7 +119,7 @@ def load_quantized_model(folder: Path) -> MambaLM:
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{weights}: {key} holds NaN or Inf values")
-    model = empty_quantized_model(config, qconfig)
+    model = empty_model(config, qconfig)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
     return model
 
