@@ -1,26 +1,34 @@
-"""Train the project's demo Mamba LM with the public ``transformers.MambaForCausalLM`` and save it in fp16.
+"""Train the project's demo Mamba LMs with the public ``transformers`` models and save them in fp16.
 
-Model: Mamba1 blocks of the public shape (d_state 16, expand 2, d_conv 4, conv bias, no projection bias, RMSNorm,
-residual in fp32, tied embeddings); hidden 384, 8 layers, so d_inner = 768 = 12 * 64 (a non-power-of-two
-Hadamard size for the quantizer).
+Model (``--arch mamba``, the default): ``MambaForCausalLM``, Mamba1 blocks of the public shape (d_state 16, expand 2,
+d_conv 4, conv bias, no projection bias, RMSNorm, residual in fp32, tied embeddings); hidden 384, 8 layers, so
+d_inner = 768 = 12 * 64 (a non-power-of-two Hadamard size for the quantizer).
+
+Model (``--arch mamba2``): ``Mamba2ForCausalLM``, Mamba2 blocks (headdim 64, so 12 heads of d_inner 768; d_state 64;
+--n-groups groups of heads sharing B and C, 2 by default so that per-group B/C scales matter to the quantizer; SSD
+chunk 64; d_conv 4, conv bias, no projection bias, residual in fp32, tied embeddings). Initialization as mamba_ssm's
+recipe (weights std 0.02, out_proj rescaled by 1/sqrt(layers)) instead of transformers' default std 0.1.
 
 Data: the tokenized train split (``.train_data/train.txt``, documents joined by ``<|endoftext|>``), sampled as
 random windows of seq_len tokens (a power of two: mamba.py's scan pads to one) from a seeded
 generator; labels are the inputs, shifted inside the model. Held-out loss: the evaluation split cut into
 non-overlapping windows, every token after the first of a window predicted once.
 
-Numerics: transformers' Mamba without mamba_ssm runs its pure-PyTorch path; training sets ``use_mambapy=True`` so
-the selective scan is mamba.py's parallel scan (the ``mambapy`` package must be importable: this script refuses to
-fall back to the sequential per-token loop). Matmuls in bf16 autocast, scan in fp32, AdamW, linear warm-up then
-cosine decay, a fixed number of steps.
+Numerics: transformers' Mamba without mamba_ssm runs its pure-PyTorch path; training Mamba1 sets
+``use_mambapy=True`` so the selective scan is mamba.py's parallel scan (the ``mambapy`` package must be importable:
+this script refuses to fall back to the sequential per-token loop). Mamba2's PyTorch path is already the chunked SSD
+(matrix products), so it needs no extra package. Matmuls in bf16 autocast, scan in fp32, AdamW, linear warm-up then
+cosine decay, a fixed number of steps; ``--train-seconds`` may lower that number once, from the measured time of the
+first steps (still inside the warm-up, so the schedule is whole), to fit a time budget; the log records both.
 
-Outputs in --out: config.json (model_type "mamba", bos/eos/pad = 0), model.safetensors (fp16), tokenizer.json,
-train_log.json. The saved config has ``use_mambapy=False`` so that a reload runs the public sequential scan,
-whether mambapy is installed or not.
+Outputs in --out: config.json (model_type "mamba" or "mamba2", bos/eos/pad = 0), model.safetensors (fp16),
+tokenizer.json, train_log.json. The saved Mamba1 config has ``use_mambapy=False`` so that a reload runs the public
+sequential scan, whether mambapy is installed or not.
 
-Usage (the GPU run, see export/recipes/README.md)::
+Usage (the GPU runs, see export/recipes/README.md)::
 
-    python3 export/recipes/train_demo.py --out edge_quamba/assets/demo_model --batch-size 32 --steps 1000
+    python3 export/recipes/train_demo.py --out edge_quamba/assets/demo_model --batch-size 32 --steps 400
+    python3 export/recipes/train_demo.py --arch mamba2 --batch-size 32 --steps 400 --train-seconds 110
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EOT = "<|endoftext|>"
+ARCHES = {"mamba": ("MambaForCausalLM", "demo_model"), "mamba2": ("Mamba2ForCausalLM", "demo_model_mamba2")}
+"""--arch -> (transformers class, folder under edge_quamba/assets/ that the default --out names)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -91,7 +101,47 @@ def heldout_loss(model, windows: torch.Tensor, batch: int, device: torch.device,
 # ----------------------------------------------------------------------------------------------------------------
 # model and optimizer
 # ----------------------------------------------------------------------------------------------------------------
-def make_config(*, vocab_size: int, hidden_size: int, layers: int, eot_id: int, use_mambapy: bool):
+def make_config(args, *, vocab_size: int, eot_id: int):
+    """The transformers config of --arch at --hidden-size / --layers (the rest of the shape is fixed above)."""
+    if args.arch == "mamba2":
+        return make_mamba2_config(vocab_size=vocab_size, hidden_size=args.hidden_size, layers=args.layers,
+                                  d_state=args.d_state, n_groups=args.n_groups, eot_id=eot_id)
+    return make_mamba_config(vocab_size=vocab_size, hidden_size=args.hidden_size, layers=args.layers, eot_id=eot_id,
+                             use_mambapy=True)
+
+
+MAMBA2_HEADDIM = 64
+MAMBA2_CHUNK = 64
+
+
+def make_mamba2_config(*, vocab_size: int, hidden_size: int, layers: int, d_state: int, n_groups: int, eot_id: int):
+    from transformers import Mamba2Config
+
+    return Mamba2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        expand=2,
+        head_dim=MAMBA2_HEADDIM,
+        num_heads=2 * hidden_size // MAMBA2_HEADDIM,
+        state_size=d_state,
+        n_groups=n_groups,
+        conv_kernel=4,
+        chunk_size=MAMBA2_CHUNK,
+        use_bias=False,
+        use_conv_bias=True,
+        residual_in_fp32=True,
+        tie_word_embeddings=True,
+        layer_norm_epsilon=1e-5,
+        initializer_range=0.02,
+        rescale_prenorm_residual=True,
+        bos_token_id=eot_id,
+        eos_token_id=eot_id,
+        pad_token_id=eot_id,
+    )
+
+
+def make_mamba_config(*, vocab_size: int, hidden_size: int, layers: int, eot_id: int, use_mambapy: bool):
     from transformers import MambaConfig
 
     return MambaConfig(
@@ -151,13 +201,17 @@ def _sync(device: torch.device) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # throughput probe
 # ----------------------------------------------------------------------------------------------------------------
+def model_class(arch: str):
+    import transformers
+
+    return getattr(transformers, ARCHES[arch][0])
+
+
 def probe(args, config, stream, device, autocast_dtype) -> None:
     """Time train steps for each batch size in --probe-batch-sizes (warm-up steps dropped), then return."""
-    from transformers import MambaForCausalLM
-
     for batch in args.probe_batch_sizes:
         torch.manual_seed(args.seed)
-        model = MambaForCausalLM(config).to(device)
+        model = model_class(args.arch)(config).to(device)
         model.train()
         forward = torch.compile(model) if args.compile else model
         optimizer = make_optimizer(model, args.lr, args.weight_decay)
@@ -196,13 +250,16 @@ def probe(args, config, stream, device, autocast_dtype) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------------------------
+BUDGET_SKIP_STEPS = 2
+"""Steps left out of the --train-seconds measurement (the first ones pay for CUDA and allocator warm-up)."""
+
+
 def train_demo(args) -> dict:
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
     from tokenizers import Tokenizer
-    from transformers import MambaForCausalLM
     from transformers.utils.import_utils import is_mambapy_available
 
-    if not is_mambapy_available():
+    if args.arch == "mamba" and not is_mambapy_available():
         raise SystemExit("mambapy is not importable: pip install mambapy (no silent fallback to the per-token loop)")
     t_begin = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -216,19 +273,13 @@ def train_demo(args) -> dict:
     eval_stream = tokenize_documents(tokenizer, args.eval_text)
     print(f"train tokens {train_stream.numel():,}  eval tokens {eval_stream.numel():,}", flush=True)
 
-    config = make_config(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=args.hidden_size,
-        layers=args.layers,
-        eot_id=eot_id,
-        use_mambapy=True,
-    )
+    config = make_config(args, vocab_size=tokenizer.get_vocab_size(), eot_id=eot_id)
     if args.probe_batch_sizes:
         probe(args, config, train_stream, device, autocast_dtype)
         return {}
 
     torch.manual_seed(args.seed)
-    model = MambaForCausalLM(config).to(device)
+    model = model_class(args.arch)(config).to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params {n_params:,} (tied embedding counted once)  device {device}", flush=True)
@@ -241,15 +292,30 @@ def train_demo(args) -> dict:
     eval_log = {"steps": [], "heldout_loss": []}
     window_losses: list[torch.Tensor] = []
     tokens_per_step = args.batch_size * args.seq_len
+    steps = args.steps  # may be lowered once by --train-seconds, inside the warm-up
+    budget_note = None
     _sync(device)
     t_train = time.perf_counter()
-    for step in range(args.steps):
-        lr = lr_at(step, steps=args.steps, warmup=args.warmup, lr=args.lr, min_lr=args.lr * args.min_lr_ratio)
+    step = 0
+    while step < steps:
+        if args.train_seconds and step == BUDGET_SKIP_STEPS:
+            _sync(device)
+            t_probe = time.perf_counter()
+        if args.train_seconds and step == args.budget_probe_steps:
+            _sync(device)
+            now = time.perf_counter()
+            step_s = (now - t_probe) / (args.budget_probe_steps - BUDGET_SKIP_STEPS)
+            fit = step + int((args.train_seconds - (now - t_train)) / step_s)
+            steps = max(step + 1, min(args.steps, fit))
+            budget_note = {"measured_step_seconds": round(step_s, 4), "steps_requested": args.steps,
+                           "steps_run": steps, "train_seconds_budget": args.train_seconds}
+            print(f"time budget: {step_s * 1e3:.1f} ms/step -> {steps} steps (asked {args.steps})", flush=True)
+        lr = lr_at(step, steps=steps, warmup=args.warmup, lr=args.lr, min_lr=args.lr * args.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
         ids = random_windows(train_stream, args.batch_size, args.seq_len, generator).to(device, non_blocking=True)
         window_losses.append(train_step(forward, model, optimizer, ids, autocast_dtype, args.clip))
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.log_every == 0 or step + 1 == steps:
             loss = torch.stack(window_losses).mean().item()
             window_losses.clear()
             elapsed = time.perf_counter() - t_train
@@ -257,17 +323,18 @@ def train_demo(args) -> dict:
             for key, value in zip(log, (step + 1, loss, lr, tokens, round(elapsed, 2))):
                 log[key].append(value)
             print(
-                f"step {step + 1:5d}/{args.steps}  loss {loss:.4f}  lr {lr:.2e}  "
+                f"step {step + 1:5d}/{steps}  loss {loss:.4f}  lr {lr:.2e}  "
                 f"tokens {tokens:,}  {tokens / elapsed:,.0f} tok/s  {elapsed:.0f} s",
                 flush=True,
             )
-        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
             t_eval = time.perf_counter()
             loss = heldout_loss(model, eval_windows, args.eval_batch_size, device, autocast_dtype)
             t_train += time.perf_counter() - t_eval  # evaluation time is not training time
             eval_log["steps"].append(step + 1)
             eval_log["heldout_loss"].append(round(loss, 4))
-            print(f"step {step + 1:5d}/{args.steps}  held-out loss {loss:.4f}", flush=True)
+            print(f"step {step + 1:5d}/{steps}  held-out loss {loss:.4f}", flush=True)
+        step += 1
     _sync(device)
     train_s = time.perf_counter() - t_train
 
@@ -275,14 +342,15 @@ def train_demo(args) -> dict:
     print(f"held-out loss (evaluation split, training weights, {args.precision}): {heldout:.4f}  "
           f"ppl {math.exp(heldout):.2f}", flush=True)
 
-    # save fp16, transformers layout; the saved config runs the public sequential scan on reload
+    # save fp16, transformers layout; a saved Mamba1 config runs the public sequential scan on reload
     args.out.mkdir(parents=True, exist_ok=True)
-    model.config.use_mambapy = False
+    if args.arch == "mamba":
+        model.config.use_mambapy = False
     model.to(torch.float16).save_pretrained(args.out)
     config_path = args.out / "config.json"
     saved = json.loads(config_path.read_text())
-    if saved.get("model_type") != "mamba":
-        raise RuntimeError(f"config.json model_type is {saved.get('model_type')!r}, expected 'mamba'")
+    if saved.get("model_type") != args.arch:
+        raise RuntimeError(f"config.json model_type is {saved.get('model_type')!r}, expected {args.arch!r}")
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         saved[key] = eot_id
     config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
@@ -294,7 +362,7 @@ def train_demo(args) -> dict:
         raise SystemExit(f"{weights} is {size:,} bytes > {args.max_bytes:,}: use fewer layers")
 
     # validate the artifact: reload fp16 weights into an fp32 model, held-out loss without autocast
-    reloaded = MambaForCausalLM.from_pretrained(args.out, dtype=torch.float32).to(device)
+    reloaded = model_class(args.arch).from_pretrained(args.out, dtype=torch.float32).to(device)
     heldout_saved = heldout_loss(reloaded, eval_windows, args.eval_batch_size, device, None)
     print(f"held-out loss (evaluation split, saved fp16 weights run in fp32): {heldout_saved:.4f}  "
           f"ppl {math.exp(heldout_saved):.2f}", flush=True)
@@ -308,7 +376,8 @@ def train_demo(args) -> dict:
             "torch": torch.__version__,
             "transformers": __import__("transformers").__version__,
             "tokenizers": __import__("tokenizers").__version__,
-            "mambapy": __import__("importlib.metadata").metadata.version("mambapy"),
+            **({"mambapy": __import__("importlib.metadata").metadata.version("mambapy")} if args.arch == "mamba"
+               else {}),
         },
         "hyperparameters": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "probe_batch_sizes"
@@ -318,9 +387,11 @@ def train_demo(args) -> dict:
         "train_tokens_in_split": train_stream.numel(),
         "eval_tokens_in_split": eval_stream.numel(),
         "tokens_per_step": tokens_per_step,
-        "tokens_seen": args.steps * tokens_per_step,
+        "steps": steps,
+        "time_budget": budget_note,
+        "tokens_seen": steps * tokens_per_step,
         "train_seconds": round(train_s, 2),
-        "train_tokens_per_second": round(args.steps * tokens_per_step / train_s),
+        "train_tokens_per_second": round(steps * tokens_per_step / train_s),
         "total_seconds": round(time.perf_counter() - t_begin, 2),
         "heldout_loss_training_weights": round(heldout, 4),
         "heldout_loss_saved_fp16_in_fp32": round(heldout_saved, 4),
@@ -341,12 +412,17 @@ def _int_list(text: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "edge_quamba/assets/demo_model")
+    p.add_argument("--arch", choices=sorted(ARCHES), default="mamba",
+                   help="mamba: MambaForCausalLM (the shipped demo model); mamba2: Mamba2ForCausalLM")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: edge_quamba/assets/demo_model (mamba) or demo_model_mamba2 (mamba2)")
     p.add_argument("--tokenizer", type=Path, default=REPO_ROOT / "edge_quamba/assets/demo_model/tokenizer.json")
     p.add_argument("--train-text", type=Path, default=REPO_ROOT / ".train_data/train.txt")
     p.add_argument("--eval-text", type=Path, default=REPO_ROOT / "calib_data/evaluation.txt")
     p.add_argument("--hidden-size", type=int, default=384)
     p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--d-state", type=int, default=64, help="mamba2 only: SSM state size per head")
+    p.add_argument("--n-groups", type=int, default=2, help="mamba2 only: groups of heads sharing B and C")
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=32)
@@ -367,7 +443,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only time train steps at these batch sizes and exit")
     p.add_argument("--probe-steps", type=int, default=10)
     p.add_argument("--probe-warmup", type=int, default=3)
-    return p.parse_args(argv)
+    p.add_argument("--train-seconds", type=float, default=None,
+                   help="time budget for the training steps (evaluations excluded): after --budget-probe-steps "
+                   "steps, lower --steps once to what fits, inside the warm-up so the schedule stays whole")
+    p.add_argument("--budget-probe-steps", type=int, default=12)
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = REPO_ROOT / "edge_quamba/assets" / ARCHES[args.arch][1]
+    if args.train_seconds is not None and not BUDGET_SKIP_STEPS < args.budget_probe_steps < args.warmup:
+        p.error(f"--budget-probe-steps must lie between {BUDGET_SKIP_STEPS} and --warmup")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
