@@ -138,6 +138,25 @@ CALIBRATION_OPTIONS = (
                  help="Number of calibration windows."),
     click.option("--calib-seq-len", type=click.IntRange(min=2), default=512, show_default=True,
                  help="Tokens per calibration window."),
+    click.option("--method", type=click.Choice(["quamba", "quamba2"]), default="quamba", show_default=True,
+                 help="Recipe: quamba (Quamba, arXiv 2410.13229, plus the bit-width configs) for Mamba1 models; "
+                 "quamba2 (arXiv 2503.22879: sort-and-cluster of the scan input x, per-state-group B/C scales) for "
+                 "Mamba2 models (the --percentile options apply to quamba only)."),
+    click.option("--bits", type=click.Choice(["w8a8", "w4a8", "w4a16"]), default="w8a8", show_default=True,
+                 help="w8a8: int8 weights and activations. w4a8: group-wise int4 weights (GPTQ), int8 activations. "
+                 "w4a16: group-wise int4 weights (GPTQ), float16 activations (no activation quantization, so the "
+                 "percentile and Hadamard options do not apply)."),
+    click.option("--group-size", type=click.IntRange(min=1), default=128, show_default=True,
+                 help="Input features per int4 weight scale (w4a8, w4a16); a last partial group is allowed."),
+    click.option("--no-gptq", is_flag=True,
+                 help="Ablation: round int4 weights to nearest instead of GPTQ's error-compensating rounding."),
+    click.option("--head-groups", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="quamba2: head clusters of the scan input x per SSD group (sort-and-cluster)."),
+    click.option("--dim-groups", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="quamba2: channel clusters of x per head cluster, each with its own scale."),
+    click.option("--no-sort-cluster", is_flag=True, help="quamba2 ablation: one scale for x, channels not reordered."),
+    click.option("--no-group-bc", is_flag=True, help="quamba2 ablation: one scale each for B and C (not one per state "
+                 "group)."),
     click.option("--percentile", type=click.FloatRange(0, 1, min_open=True), default=0.99999, show_default=True,
                  help="Quantile of |u| (the selective-scan input) used as its clipping amax, as a fraction."),
     click.option("--no-percentile", is_flag=True, help="Ablation: abs-max (min-max) scales everywhere."),
@@ -147,17 +166,6 @@ CALIBRATION_OPTIONS = (
                  "(README, benchmarks/results/quality.json)."),
     click.option("--no-hadamard", is_flag=True,
                  help="Ablation: quantize the out_proj input without the Hadamard rotation."),
-    click.option("--method", type=click.Choice(["quamba", "quamba2"]), default="quamba", show_default=True,
-                 help="quamba: Quamba (Mamba1 models); quamba2: Quamba2 (Mamba2 models: sort-and-cluster x, "
-                 "per-state-group B/C scales; the --percentile options do not apply)."),
-    click.option("--bits", type=click.Choice(["w8a8"]), default="w8a8", show_default=True,
-                 help="Weight/activation bit widths."),
-    click.option("--head-groups", type=click.IntRange(min=1), default=4, show_default=True,
-                 help="quamba2: head clusters of x per SSD group."),
-    click.option("--dim-groups", type=click.IntRange(min=1), default=4, show_default=True,
-                 help="quamba2: channel clusters of x per head cluster."),
-    click.option("--no-sort-cluster", is_flag=True, help="quamba2 ablation: one scale for x."),
-    click.option("--no-group-bc", is_flag=True, help="quamba2 ablation: one scale each for B and C."),
     click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
                  help="Calibration batch size."),
     tokenizer_option,
@@ -171,17 +179,15 @@ def calibration_options(func):
     return func
 
 
-def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard, method="quamba",
-                 bits="w8a8", head_groups=4, dim_groups=4, no_sort_cluster=False, no_group_bc=False):
-    if method == "quamba2":
-        from edge_quamba.quant.mamba2_qmodel import Quamba2Config
-
-        return Quamba2Config(bits=bits, sort_cluster=not no_sort_cluster, head_groups=head_groups,
-                             dim_groups=dim_groups, per_group_bc=not no_group_bc, hadamard=not no_hadamard,
-                             calib_samples=calib_samples, calib_seq_len=calib_seq_len)
+def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
+                 method="quamba", bits="w8a8", group_size=128, no_gptq=False, head_groups=4, dim_groups=4,
+                 no_sort_cluster=False, no_group_bc=False):
     from edge_quamba.quant.qmodel import QuantConfig
 
-    return QuantConfig(percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
+    return QuantConfig(method=method, bits=bits, group_size=group_size, gptq=not no_gptq,
+                       head_groups=head_groups, dim_groups=dim_groups, sort_cluster=not no_sort_cluster,
+                       per_group_bc=not no_group_bc,
+                       percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
                        percentile_activations=tuple(name.strip() for name in percentile_on.split(",")),
                        calib_samples=calib_samples, calib_seq_len=calib_seq_len)
 
@@ -191,16 +197,17 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Artifact folder to write (replaced atomically).")
 @calibration_options
-def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
-             no_hadamard, method, bits, head_groups, dim_groups, no_sort_cluster, no_group_bc, batch_size, tokenizer):
-    """Calibrate an fp checkpoint and write a W8A8 artifact: Quamba for Mamba1 (int8 weights, static per-tensor
-    scales, percentile-clipped scan input, Hadamard-rotated out_proj), Quamba2 for Mamba2 (--method quamba2: the
-    scan input x reordered and grouped, one scale per group; B and C per state group)."""
+def quantize(model, out, calib_data, method, bits, group_size, no_gptq, head_groups, dim_groups, no_sort_cluster,
+             no_group_bc, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
+             batch_size, tokenizer):
+    """Calibrate an fp checkpoint and write a quantized artifact: Quamba W8A8 by default (int8 weights, static
+    per-tensor scales, percentile-clipped scan input, Hadamard-rotated out_proj), or --bits w4a8 / w4a16
+    (group-wise int4 linear weights rounded with GPTQ)."""
     from edge_quamba.quant.artifact import ARTIFACT_FILES
     from edge_quamba.quant.pipeline import quantize_checkpoint
 
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-                           method, bits, head_groups, dim_groups, no_sort_cluster, no_group_bc)
+                           method, bits, group_size, no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                                batch_size=batch_size)
     for name in ARTIFACT_FILES:
@@ -221,9 +228,10 @@ def quantize(model, out, calib_data, calib_samples, calib_seq_len, percentile, n
               help="Greedy decode steps validated after the prompt, states threaded through the graph.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
-def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
-            no_hadamard, method, bits, head_groups, dim_groups, no_sort_cluster, no_group_bc, batch_size, tokenizer,
-            validate_prompt_len, validate_decode_steps, threads, as_json):
+def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, head_groups, dim_groups,
+            no_sort_cluster, no_group_bc, calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
+            no_hadamard, batch_size, tokenizer, validate_prompt_len,
+            validate_decode_steps, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
     Runtime against the quantized reference.
 
@@ -235,7 +243,7 @@ def export_(model, out, target, calib_data, calib_samples, calib_seq_len, percen
     result = export_model(
         model=model, out=out, target=target, calib_data=calib_data,
         qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-                             method, bits, head_groups, dim_groups, no_sort_cluster, no_group_bc),
+                             method, bits, group_size, no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc),
         tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
         decode_steps=validate_decode_steps, threads=threads, echo=lambda line: click.echo(line, err=as_json),
     )

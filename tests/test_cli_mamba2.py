@@ -77,7 +77,7 @@ def test_quamba_on_mamba2_is_refused(tiny_mamba2, tmp_path, command):
     """Mamba2 is quantized by --method quamba2 only (tests/test_quamba2.py runs it end to end)."""
     folder, _, _ = tiny_mamba2
     line = one_error_line(cli_in_process(command, "--model", str(folder), "--out", str(tmp_path / "out")))
-    assert "Mamba2 model: quantize it with --method quamba2" in line or "Mamba2 model is not supported yet" in line
+    assert "Mamba2 model is quantized with --method quamba2" in line or "Mamba2 model is not supported yet" in line
     assert not (tmp_path / "out").exists()
 
 

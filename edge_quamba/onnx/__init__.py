@@ -16,6 +16,13 @@ OPSET = 17
 IR_VERSION = 8
 """The IR version that goes with opset 17 (what TensorRT 10.3's parser and ONNX Runtime both read)."""
 
+INT4_OPSET = 21
+"""Default-domain opset of a graph with int4 weights: INT4 initializers and DequantizeLinear's ``block_size``
+(blocked, i.e. group-wise, scales) are opset 21. The int8 graphs stay at :data:`OPSET`."""
+
+INT4_IR_VERSION = 10
+"""IR version 10 introduced the INT4 element type."""
+
 INPUT_IDS, LOGITS = "input_ids", "logits"
 LAST_LOGITS = "last_logits"
 

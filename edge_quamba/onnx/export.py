@@ -31,10 +31,10 @@ from edge_quamba.errors import InputError, ValidationError
 from edge_quamba.folders import FP, open_model
 from edge_quamba.models.config import require_mamba1
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, TARGETS, state_names
+from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, state_names
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
                                      TRT_MODEL, write_export_config)
-from edge_quamba.onnx.lower import FLAVOURS, lower_model
+from edge_quamba.onnx.lower import FLAVOURS, NO_4BIT_TENSORRT, NO_W4A16_GRAPH, lower_model
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.validate import ValidationReport, check_graph, validate_on_ort
 from edge_quamba.ops.specs import DOMAIN, SPECS
@@ -125,6 +125,12 @@ def export_model(
     path, kind = source.path, source.kind
     inputs = [("--model", path)]
     check_output_dir(out, inputs)
+    bits = qconfig.bits if kind == FP else \
+        read_quant_config(path if kind == "quantized" else path / QUANTIZED_DIR)[1].bits
+    if bits == "w4a16":
+        raise InputError(NO_W4A16_GRAPH)
+    if bits != "w8a8" and target == "tensorrt":
+        raise InputError(NO_4BIT_TENSORRT)
     if calib_data is not None:
         read_calib_text(calib_data, 1 << 16)  # a binary --calib-data fails now, not after the quantization
     targets = ["ort", "tensorrt"] if target == "all" else [target]
@@ -137,9 +143,16 @@ def export_model(
         _make_artifact(path, kind, qdir, model=model, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                        batch_size=batch_size, progress=progress)
         reference = load_quantized_model(qdir)
+        if bits != "w8a8":  # 4-bit graphs have an ORT flavour only (lower_model says why in one line)
+            if target == "all":
+                log(f"{bits}: exporting the ort target only (--target tensorrt is not built for 4-bit weights yet)")
+            targets = ["ort" if target == "all" else target]
         log("lowering to ONNX")
-        lowered = {flavour: lower_model(reference, flavour, progress=progress) for flavour in FLAVOURS}
-        flavours = {"ort": lowered["ort"], "tensorrt": to_tensorrt_flavour(lowered["tensorrt"])}
+        lowered = {flavour: lower_model(reference, flavour, progress=progress)
+                   for flavour in (FLAVOURS if bits == "w8a8" else targets)}
+        flavours = {"ort": lowered["ort"]}
+        if "tensorrt" in lowered:
+            flavours["tensorrt"] = to_tensorrt_flavour(lowered["tensorrt"])
         for flavour, graph in flavours.items():
             onnx.checker.check_model(graph, full_check=True)
             problems = check_graph(graph, flavour)
@@ -162,7 +175,7 @@ def export_model(
             if flavour == "tensorrt":
                 onnx.save(lowered["tensorrt"], str(model_file))
             report = validate_on_ort(lowered[flavour], model_file, reference, prompt, decode_steps, threads=threads,
-                                     progress=progress, flavour=flavour)
+                                     progress=progress, flavour=flavour, bits=bits)
             if flavour == "tensorrt":
                 model_file.unlink()
             echo(f"[{flavour}]")
@@ -175,14 +188,15 @@ def export_model(
                     f"{failed[0].name}: max abs diff {failed[0].max_abs_diff:.3e} > {failed[0].tolerance:.3e}; "
                     f"nothing was written to {out}")
             reports[flavour] = report
-        config_file = write_export_config(tmp, _export_config(tmp, reference, targets, written, reports))
+        config_file = write_export_config(tmp, _export_config(tmp, reference, targets, written, reports,
+                                                              lowered["ort"]))
     files = [out / name for name in written] + [out / TOKENIZER, out / config_file.name]
     files += [out / QUANTIZED_DIR / name for name in ARTIFACT_FILES]
     return ExportResult(out=out, files=files, validation=reports)
 
 
 def _export_config(folder: Path, reference, targets: list[str], written: list[str],
-                   reports: dict[str, ValidationReport]) -> dict:
+                   reports: dict[str, ValidationReport], graph: onnx.ModelProto) -> dict:
     _, qconfig, raw_quant = read_quant_config(folder / QUANTIZED_DIR)
     shipped = written + [TOKENIZER] + [f"{QUANTIZED_DIR}/{n}" for n in ARTIFACT_FILES]
     state_in, state_out = state_names(reference.config.n_layer)
@@ -196,7 +210,8 @@ def _export_config(folder: Path, reference, targets: list[str], written: list[st
         "source": raw_quant.get("source"),
         "targets": targets,
         "onnx": {
-            "opset": OPSET, "ir_version": IR_VERSION, "custom_domain": DOMAIN,
+            "opset": next(o.version for o in graph.opset_import if o.domain == ""), "ir_version": graph.ir_version,
+            "custom_domain": DOMAIN,
             "custom_ops": {name: spec.version for name, spec in SPECS.items()},
             "inputs": [INPUT_IDS, *state_in],
             "outputs": {"ort": [LOGITS, *state_out], "tensorrt": [LAST_LOGITS, *state_out]},

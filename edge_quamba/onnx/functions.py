@@ -102,11 +102,11 @@ class Body:
         return self.op("Div", x, self.op("Add", self.op("Exp", self.op("Neg", x)), one))
 
 
-def _function(spec: OpSpec, body: Body) -> FunctionProto:
+def _function(spec: OpSpec, body: Body, opset: int = OPSET) -> FunctionProto:
     return helper.make_function(
         spec.domain, spec.name,
         inputs=[t.name for t in spec.inputs], outputs=[t.name for t in spec.outputs],
-        nodes=body.nodes, opset_imports=[helper.make_opsetid("", OPSET)],
+        nodes=body.nodes, opset_imports=[helper.make_opsetid("", opset)],
         attributes=[a.name for a in spec.attributes], doc_string=spec.doc,
     )
 
@@ -141,26 +141,33 @@ def _scan_step_body() -> onnx.GraphProto:
                              [value("h_out"), value("y_t")])
 
 
-def int8_selective_scan_function() -> FunctionProto:
+def int8_selective_scan_function(opset: int = OPSET) -> FunctionProto:
     """Int8SelectiveScan: dequantize; delta = softplus(dt + dt_bias); the discretized decay exp(delta A) and drive
     delta B u for all l at once (as the reference computes them); a Scan over l (axis 1) carries the fp32 state
-    through the two-op recurrence; then y = (C.h + D u) * silu(z)."""
+    through the two-op recurrence; then y = (C.h + D u) * silu(z).
+
+    opset >= 21 (graphs with int4 weights): B and C are unsqueezed as int8 codes, then dequantized (the same
+    values). ONNX Runtime 1.32's QDQ propagation, which moves a DequantizeLinear past an Unsqueeze, writes a
+    QuantizeLinear whose output_dtype contradicts its uint8 zero point at opset 21 and the session fails to load."""
     b = Body()
     zero_point = b.const(np.array(0, np.int8), "zero_point")
-    deq = {name: b.op("DequantizeLinear", f"{name}_q", b.attr_float(f"{name}_scale"), zero_point)
+    last, inner = b.ints(-1), b.ints(2)
+    codes = {name: f"{name}_q" for name in ("u", "dt", "B", "C", "z")}
+    if opset >= 21:
+        codes["B"], codes["C"] = b.op("Unsqueeze", "B_q", inner), b.op("Unsqueeze", "C_q", inner)
+    deq = {name: b.op("DequantizeLinear", codes[name], b.attr_float(f"{name}_scale"), zero_point)
            for name in ("u", "dt", "B", "C", "z")}
     delta = b.op("Softplus", b.op("Add", deq["dt"], "dt_bias"))  # (b, l, d_in)
-    last, inner = b.ints(-1), b.ints(2)
     decay = b.op("Exp", b.op("Mul", b.op("Unsqueeze", delta, last), "A"))  # (b, l, d_in, n)
-    drive = b.op("Mul", b.op("Unsqueeze", b.op("Mul", delta, deq["u"]), last),
-                 b.op("Unsqueeze", deq["B"], inner))  # (b, l, d_in, n)
-    c = b.op("Unsqueeze", deq["C"], inner)  # (b, l, 1, n)
+    B = deq["B"] if opset >= 21 else b.op("Unsqueeze", deq["B"], inner)  # (b, l, 1, n)
+    drive = b.op("Mul", b.op("Unsqueeze", b.op("Mul", delta, deq["u"]), last), B)  # (b, l, d_in, n)
+    c = deq["C"] if opset >= 21 else b.op("Unsqueeze", deq["C"], inner)  # (b, l, 1, n)
     y_scan = "y_scan"
     b.ops("Scan", ["ssm_state", decay, drive, c], ["ssm_state_out", y_scan],
           body=_scan_step_body(), num_scan_inputs=3, scan_input_axes=[1, 1, 1], scan_output_axes=[1])
     gated = b.silu(deq["z"])
     b.op("Mul", b.op("Add", y_scan, b.op("Mul", deq["u"], "D")), gated, out="y")  # (C.h + D u) * silu(z)
-    return _function(INT8_SELECTIVE_SCAN, b)
+    return _function(INT8_SELECTIVE_SCAN, b, opset)
 
 
 def hadamard_quantize_function(d_inner: int) -> FunctionProto:
@@ -183,9 +190,16 @@ def hadamard_quantize_function(d_inner: int) -> FunctionProto:
     return _function(HADAMARD_QUANTIZE, b)
 
 
-def custom_functions(d_inner: int, hadamard: bool) -> list[FunctionProto]:
-    """The FunctionProtos a model of width d_inner uses (HadamardQuantize only when its out_proj input is rotated)."""
-    functions = [int8_causal_conv1d_function(d_inner), int8_selective_scan_function()]
+def custom_functions(d_inner: int, hadamard: bool, opset: int = OPSET) -> list[FunctionProto]:
+    """The FunctionProtos a model of width d_inner uses (HadamardQuantize only when its out_proj input is rotated).
+    opset: the model's default-domain opset (the bodies use no op whose meaning changed between 17 and 21)."""
+    functions = [int8_causal_conv1d_function(d_inner), int8_selective_scan_function(opset)]
     if hadamard:
         functions.append(hadamard_quantize_function(d_inner))
+    if opset != OPSET:
+        for function in functions:
+            function.opset_import[0].version = opset
+            for node in function.node:  # from opset 18 an even Split names its number of outputs
+                if node.op_type == "Split" and len(node.input) == 1:
+                    node.attribute.append(helper.make_attribute("num_outputs", len(node.output)))
     return functions

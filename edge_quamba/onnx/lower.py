@@ -51,12 +51,13 @@ import collections
 from dataclasses import dataclass
 
 from edge_quamba.models.mamba import LayerState, MambaLM, Norm
-from edge_quamba.onnx import INPUT_IDS, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
+from edge_quamba.onnx import INPUT_IDS, INT4_IR_VERSION, INT4_OPSET, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
 from edge_quamba.onnx.functions import Body, custom_functions
 from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, OpSpec
 from edge_quamba.quant.flow import mamba1_mixer_flow
 from edge_quamba.quant.primitives import INT8_MAX
-from edge_quamba.quant.qmodel import QuantLinear, QuantMambaMixer
+from edge_quamba.errors import InputError
+from edge_quamba.quant.qmodel import Int4Linear, QuantLinear, QuantMambaMixer
 from edge_quamba.quant.sites import SITE_BY_NAME, SITE_NAMES, tensor_name
 
 ZERO_POINT = "zero_point_int8"
@@ -69,8 +70,9 @@ def _array(t: Tensor) -> np.ndarray:
 class GraphBuilder(Body):
     """A Body with initializers, and the node groups the lowering repeats (quantize, int8 linear, norm)."""
 
-    def __init__(self):
+    def __init__(self, opset: int = OPSET):
         super().__init__()
+        self.opset = opset
         self.initializers: list[onnx.TensorProto] = []
         self._scales: dict[str, np.float32] = {}
         self._lows: dict[str, str] = {}
@@ -104,6 +106,36 @@ class GraphBuilder(Body):
             return y
         return self.op("Add", y, self.init(f"{name}.bias", linear.bias.float()), out=f"{name}.out")
 
+    def int4_linear(self, x_q: str, x_scale: str, linear: Int4Linear, name: str) -> str:
+        """W4A8: x_q (..., K) int8 at x_scale -> (..., N) float32 = (x_q * x_scale) @ DQ(W (K, N) INT4, blocked)
+        (+ bias).
+
+        The weight is stored pre-transposed, (K, N), as the int8 linears are, so its groups run along axis 0:
+        ``DequantizeLinear(axis=0, block_size=group_size)`` with scales (G, N) float32 and an INT4 zero point 0
+        of the same shape (the last block may be partial, as in our convention). ONNX Runtime fuses DQ -> MatMul
+        into MatMulNBits (com.microsoft); :func:`edge_quamba.runtime.ort_backend.session_options` pins its
+        accuracy level to float32 (its default, 4, would quantize the float input to int8 again, per block and
+        dynamically). The MatMul sums float32 products in its own order, not per group as the reference: floats
+        are compared with a tolerance and requantized codes follow ties (:mod:`edge_quamba.onnx.validate`)."""
+        codes = linear.codes().T.contiguous()  # (K, N) int8 in [-7, 7]
+        k, n = codes.shape
+        self.initializers.append(helper.make_tensor(f"{name}.weight_q", TensorProto.INT4, [k, n],
+                                                    codes.flatten().tolist()))  # packed two per byte by onnx
+        scales = linear.weight_scale.T.contiguous()  # (G, N) float32
+        w_scale = self.init(f"{name}.weight_scale", scales)
+        self.initializers.append(helper.make_tensor(f"{name}.weight_zero_point", TensorProto.INT4,
+                                                    list(scales.shape), [0] * scales.numel()))
+        # The codes' float values as Cast * scale, which is DequantizeLinear's float32(q) * s exactly: ONNX Runtime
+        # claims a MatMul with a DequantizeLinear on its input for its int8 QDQ fusion, fails on the INT4 weight,
+        # and then also skips the MatMulNBits fusion, dequantizing the whole weight on every call.
+        x = self.op("Mul", self.op("Cast", x_q, to=TensorProto.FLOAT), x_scale, out=f"{name}.input")
+        w = self.op("DequantizeLinear", f"{name}.weight_q", w_scale, f"{name}.weight_zero_point",
+                    out=f"{name}.weight", axis=0, block_size=linear.group_size)
+        y = self.op("MatMul", x, w, out=f"{name}.matmul")
+        if linear.bias is None:
+            return y
+        return self.op("Add", y, self.init(f"{name}.bias", linear.bias.float()), out=f"{name}.out")
+
     def give_linears_own_codes(self) -> None:
         """ORT flavour: before each int8 linear whose input codes were made by a custom op and are also read by
         another node, insert an exact copy ``Q(DQ(codes))`` at the same scale (see the module docstring)."""
@@ -122,12 +154,17 @@ class GraphBuilder(Body):
         """Norm.forward in float32: RMSNorm x * 1/sqrt(mean(x^2) + eps) * w, or LayerNorm (two-pass mean and
         variance, as torch's layer_norm) * w + b."""
         eps = self.init(f"{name}.eps", np.array(norm.eps, np.float32))
+        def mean(t: str) -> str:  # over the last axis; the axes became an input in opset 18
+            if self.opset >= 18:
+                return self.op("ReduceMean", t, self.ints(-1), keepdims=1)
+            return self.op("ReduceMean", t, axes=[-1], keepdims=1)
+
         if norm.kind == "rmsnorm":
             centered = x
-            mean_square = self.op("ReduceMean", self.op("Mul", x, x), axes=[-1], keepdims=1)
+            mean_square = mean(self.op("Mul", x, x))
         else:
-            centered = self.op("Sub", x, self.op("ReduceMean", x, axes=[-1], keepdims=1))
-            mean_square = self.op("ReduceMean", self.op("Mul", centered, centered), axes=[-1], keepdims=1)
+            centered = self.op("Sub", x, mean(x))
+            mean_square = mean(self.op("Mul", centered, centered))
         rstd = self.op("Reciprocal", self.op("Sqrt", self.op("Add", mean_square, eps)))
         y = self.op("Mul", self.op("Mul", centered, rstd), self.init(f"{name}.weight", norm.weight.float()),
                     out=f"{name}.scaled")
@@ -187,10 +224,11 @@ class GraphOps:
 
     def linear(self, name: str, x_q: str | _Pending, in_site: str, bias: bool = True,
                out_site: str | None = None) -> str | _Pending:
-        linear: QuantLinear = getattr(self.m, name)
+        linear: QuantLinear | Int4Linear = getattr(self.m, name)
         if not bias and linear.bias is not None:
             raise AssertionError(f"{name}: a bias-free use of a linear that has a bias")
-        y = self.g.int8_linear(self._codes(x_q), self.scales[in_site], linear, f"{self.prefix}{name}")
+        lower = self.g.int4_linear if isinstance(linear, Int4Linear) else self.g.int8_linear
+        y = lower(self._codes(x_q), self.scales[in_site], linear, f"{self.prefix}{name}")
         return y if out_site is None else _Pending(y, out_site)
 
     def causal_conv1d(self, x_q: str, conv_state: str) -> tuple[str, str]:
@@ -229,6 +267,12 @@ def _mixer(g: GraphBuilder, block, resid: str, i: int) -> str:
     return out
 
 
+NO_W4A16_GRAPH = ("ONNX export of w4a16 is not implemented yet: its graph needs float16 conv1d and scan bodies "
+                  "(the custom ops take int8 codes); run the artifact with --backend ref")
+NO_4BIT_TENSORRT = ("--target tensorrt is not built for 4-bit weights yet: TensorRT 10 takes INT4 block-quantized "
+                    "weights only in weight-only (float-activation) GEMMs, the W4A8 linears have int8 activations, "
+                    "and nothing 4-bit has run on TensorRT here; export with --target ort")
+
 FLAVOURS = ("ort", "tensorrt")
 """What each graph is lowered for (the TensorRT flavour then becomes plugin nodes: :mod:`edge_quamba.onnx.tensorrt`)."""
 
@@ -248,9 +292,16 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         raise ValueError(f"flavour {flavour!r} is not one of {FLAVOURS}")
     c = model.config
     mixers = [block.mixer for block in model.backbone.layers]
+    if any(isinstance(getattr(m, "in_proj", None), Int4Linear) and not isinstance(m, QuantMambaMixer)
+           for m in mixers):
+        raise InputError(NO_W4A16_GRAPH)
     if not all(isinstance(m, QuantMambaMixer) for m in mixers):
         raise TypeError("lower_model needs the quantized reference model (load_quantized_model)")
-    g = GraphBuilder()
+    four_bit = isinstance(mixers[0].in_proj, Int4Linear)
+    opset, ir_version = (INT4_OPSET, INT4_IR_VERSION) if four_bit else (OPSET, IR_VERSION)
+    if four_bit and flavour != "ort":
+        raise InputError(NO_4BIT_TENSORRT)
+    g = GraphBuilder(opset)
     table = model.backbone.embeddings.weight  # (v, d) float32 holding float16 values (the artifact stores fp16)
     if flavour == "ort":
         embeddings = g.init("embeddings.weight", table.float())
@@ -291,8 +342,8 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     graph = helper.make_graph(g.nodes, "edge_quamba_mamba", inputs, outputs, initializer=g.initializers)
     hadamard = any(m.hadamard for m in mixers)
     onnx_model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, 1)],
-        functions=custom_functions(c.d_inner, hadamard), producer_name="edge-quamba",
+        graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
+        functions=custom_functions(c.d_inner, hadamard, opset), producer_name="edge-quamba",
     )
-    onnx_model.ir_version = IR_VERSION
+    onnx_model.ir_version = ir_version
     return onnx_model

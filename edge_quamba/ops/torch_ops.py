@@ -15,6 +15,9 @@ the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cu
     int8_selective_scan          custom node Int8SelectiveScan         qops.int8_selective_scan
     int8_selective_scan_update   (the same node, l = 1)                qops.int8_selective_scan_update
     hadamard_quantize            custom node HadamardQuantize          qops.hadamard_quantize
+    w4a8_linear                  DQ(x_q) -> MatMul(DQ(INT4 W, blocked)) primitives.int4_group_linear (+ bias)
+    w4a8_linear_quantize         ... -> QuantizeLinear                 quantize(w4a8_linear(...))  (fused epilogue)
+    w4a16_linear                 (no ONNX lowering yet)                float32 x16 @ dequantize_int4(W)^T (+ bias)
   Mamba2 (Quamba2), per-channel scales as float32 tensors:
     int8_causal_conv1d_channel_scales(_update)   the conv over x | B | C   qops.int8_causal_conv1d_channel_scales
     int8_ssd_scan(_update)                       the SSD recurrence        qops.int8_ssd_scan
@@ -156,6 +159,50 @@ def _(y, out_scale):
     return torch.empty_like(y, dtype=torch.int8)
 
 
+@_op("w4a8_linear")
+def w4a8_linear(x_q: Tensor, weight_q: Tensor, weight_scale: Tensor, bias: Tensor | None, x_scale: float,
+                group_size: int) -> Tensor:
+    """W4A8: x_q (..., K) int8 at ``x_scale``, weight_q (N, K) int4 codes held in int8, weight_scale (N, G) float32
+    -> (..., N) float32: per group the exact int32 partial sum times float32(x_scale * weight_scale[n, g]), groups
+    summed in float32 in ascending order (:func:`edge_quamba.quant.primitives.int4_group_linear`) (+ bias)."""
+    y = primitives.int4_group_linear(x_q, x_scale, weight_q, weight_scale, group_size)
+    return y if bias is None else y + bias.to(torch.float32)
+
+
+@w4a8_linear.register_fake
+def _(x_q, weight_q, weight_scale, bias, x_scale, group_size):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.float32)
+
+
+@_op("w4a8_linear_quantize")
+def w4a8_linear_quantize(x_q: Tensor, weight_q: Tensor, weight_scale: Tensor, bias: Tensor | None, x_scale: float,
+                         group_size: int, out_scale: float) -> Tensor:
+    """w4a8_linear followed by quantize at ``out_scale`` in one op (the requantizing epilogue W8A8 has):
+    x_q (..., K) int8 -> (..., N) int8."""
+    return primitives.quantize(w4a8_linear(x_q, weight_q, weight_scale, bias, x_scale, group_size), out_scale)
+
+
+@w4a8_linear_quantize.register_fake
+def _(x_q, weight_q, weight_scale, bias, x_scale, group_size, out_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
+
+
+@_op("w4a16_linear")
+def w4a16_linear(x: Tensor, weight_q: Tensor, weight_scale: Tensor, bias: Tensor | None, group_size: int) -> Tensor:
+    """W4A16: x (..., K) float16 activations, weight_q (N, K) int4 codes held in int8 at weight_scale (N, G) float32
+    -> (..., N) in x's dtype: ``(float32(x) @ dequantize_int4(W)^T + bias)`` accumulated in float32 (the weight
+    dequantized in float32, one rounding per element), rounded once to x's dtype at the end (an fp16 GEMM with
+    float32 accumulation and an fp16 output)."""
+    w = primitives.dequantize_int4(weight_q, weight_scale, group_size)  # (N, K) float32
+    y = torch.matmul(x.to(torch.float32), w.T)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y.to(x.dtype)
+
+
+@w4a16_linear.register_fake
+def _(x, weight_q, weight_scale, bias, group_size):
+    return x.new_empty((*x.shape[:-1], weight_q.shape[0]))
 # Mamba2 (Quamba2): per-channel scales are float32 tensors (a vector is not a plugin-field scalar).
 
 

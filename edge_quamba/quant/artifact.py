@@ -24,7 +24,7 @@ from edge_quamba.integrity import file_sha256, seal, verify_listed_files
 from edge_quamba.models.config import Mamba2Config, ModelConfig, model_config_from_dict, read_json
 from edge_quamba.models.loading import check_tensors, safetensors_header
 from edge_quamba.models.mamba import MambaLM
-from edge_quamba.quant.mamba2_qmodel import Quamba2Config, empty_quantized_mamba2_model
+from edge_quamba.quant.mamba2_qmodel import empty_quantized_mamba2_model
 from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, QuantConfig, QuantMambaMixer, empty_quantized_model
 
 QUANT_KIND = QUANTIZED.kind
@@ -47,18 +47,14 @@ def artifact_state_dict(model: MambaLM) -> dict[str, torch.Tensor]:
     return state
 
 
-AnyQuantConfig = QuantConfig | Quamba2Config
-"""Quamba (Mamba1) or Quamba2 (Mamba2): the model config's ``model_type`` says which one a folder holds."""
-
-
-def empty_model(config: ModelConfig, qconfig: AnyQuantConfig) -> MambaLM:
+def empty_model(config: ModelConfig, qconfig: QuantConfig) -> MambaLM:
     """The quantized module tree (placeholder values) for a model config and its quantization config."""
     if isinstance(config, Mamba2Config):
         return empty_quantized_mamba2_model(config, qconfig)
     return empty_quantized_model(config, qconfig)
 
 
-def write_artifact(folder: Path, model: MambaLM, qconfig: AnyQuantConfig, calibration: dict, source: dict,
+def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibration: dict, source: dict,
                    tokenizer_file: Path) -> None:
     """Write a complete artifact into ``folder`` (callers pass a temporary folder, see atomic_output_dir)."""
     # One metadata entry only: safetensors writes its metadata map in hash order, which varies between processes,
@@ -78,7 +74,7 @@ def write_artifact(folder: Path, model: MambaLM, qconfig: AnyQuantConfig, calibr
     (folder / QUANT_CONFIG).write_text(json.dumps(seal(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def read_quant_config(folder: Path) -> tuple[ModelConfig, AnyQuantConfig, dict]:
+def read_quant_config(folder: Path) -> tuple[ModelConfig, QuantConfig, dict]:
     """(model config, quantization config, the whole quant_config.json); ConfigError names what is wrong. File
     hashes are not checked here (:func:`verify_artifact`)."""
     path = folder / QUANT_CONFIG
@@ -90,8 +86,7 @@ def read_quant_config(folder: Path) -> tuple[ModelConfig, AnyQuantConfig, dict]:
             raise ConfigError(f"{path} is missing the required key {key!r}")
     config = model_config_from_dict(raw["model_config"], str(path))
     try:
-        config_class = Quamba2Config if isinstance(config, Mamba2Config) else QuantConfig
-        qconfig = config_class.from_dict(raw["quantization"])
+        qconfig = QuantConfig.from_dict(raw["quantization"])
     except (TypeError, ValueError) as exc:  # a value of the wrong JSON type reached the dataclass
         raise ConfigError(f"{path}: bad quantization config: {exc}") from None
     return config, qconfig, raw

@@ -22,8 +22,9 @@ from edge_quamba.integrity import file_sha256
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.quant.flow import float_flow
+from edge_quamba.quant.gptq import HessianAccumulator
 from edge_quamba.quant.observers import AbsMaxObserver, PercentileObserver
-from edge_quamba.quant.qmodel import QuantConfig
+from edge_quamba.quant.qmodel import FOUR_BIT_LINEARS, QuantConfig
 from edge_quamba.quant.sites import SITE_NAMES
 
 
@@ -105,13 +106,54 @@ class SiteObservers:
         return [{site: obs.amax() for site, obs in layer.items()} for layer in self.observers]
 
 
+LINEAR_INPUT_SITES = {"in_proj_input": "in_proj", "u": "x_proj", "dbc": "dt_proj", "out_proj_input": "out_proj"}
+"""The site whose float value is each linear's input in :func:`edge_quamba.quant.flow.mamba1_mixer_flow`
+(dt_proj reads the first dt_rank columns of dbc; out_proj's input site sees H y when Hadamard is on, the input of
+the rotated weight)."""
+
+
+class LinearHessians:
+    """GPTQ's statistics: per layer and linear, H = 2 X^T X / tokens of the linear's *float* input, observed at the
+    sites of :data:`LINEAR_INPUT_SITES` in the same pass as the scales.
+
+    Float inputs rather than the int8-dequantized ones the W4A8 model will feed: one calibration pass serves the
+    scales and the Hessians, both 4-bit configs get the same weights (their quality differs only by the activation
+    path), and int8 rounding noise (independent, variance ~ s^2 / 12 per element) would only add a small multiple of
+    the identity to H, which GPTQ's damping already does."""
+
+    def __init__(self, n_layer: int, dt_rank: int):
+        self.dt_rank = dt_rank
+        self.layers: list[dict[str, HessianAccumulator]] = [{} for _ in range(n_layer)]
+
+    def __call__(self, layer: int, site: str, x: Tensor) -> None:
+        linear = LINEAR_INPUT_SITES.get(site)
+        if linear is None:
+            return
+        x = x[..., : self.dt_rank] if linear == "dt_proj" else x
+        self.layers[layer].setdefault(linear, HessianAccumulator(x.shape[-1])).add(x)
+
+    def hessians(self) -> list[dict[str, Tensor]]:
+        """Per layer, by linear name: H (K, K) float64."""
+        missing = [name for layer in self.layers for name in FOUR_BIT_LINEARS if name not in layer]
+        if missing:
+            raise AssertionError(f"no calibration input seen for {missing[0]}")
+        return [{name: acc.H for name, acc in layer.items()} for layer in self.layers]
+
+
 @torch.inference_mode()
 def calibrate(model: MambaLM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,
-              progress: bool = True) -> list[dict[str, Tensor]]:
-    """Per-layer amaxes of every site (a list with one dict per layer, keys: the site names)."""
+              progress: bool = True, hessians: LinearHessians | None = None) -> list[dict[str, Tensor]]:
+    """Per-layer amaxes of every site (a list with one dict per layer, keys: the site names). ``hessians``, when
+    given, also accumulates every linear's input Hessian (GPTQ) in the same pass."""
     observers = SiteObservers(model.config.n_layer, qconfig)
+
+    def tap(layer: int, site: str, x: Tensor) -> None:
+        observers(layer, site, x)
+        if hessians is not None:
+            hessians(layer, site, x)
+
     try:
-        with float_flow(model, qconfig.hadamard, observers):
+        with float_flow(model, qconfig.hadamard, tap):
             batches = data.tokens.split(batch_size)
             for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
                 resid, _ = model.residual_stream(batch.to(model.device))  # no lm_head: only the mixers are observed

@@ -23,9 +23,6 @@ vectors), so a group scale is a lookup, not a second quantization convention.
 from __future__ import annotations
 
 import copy
-import dataclasses
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
@@ -38,67 +35,23 @@ from edge_quamba.quant.cluster import ClusterPlan
 from edge_quamba.quant.flow import Tap, mamba2_mixer_flow
 from edge_quamba.quant.hadamard import rotate_linear_input
 from edge_quamba.quant.primitives import code_label, dequantize, quantize_weight_per_tensor, scale_from_amax
-from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, QuantLinear
+from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, W4A16_DTYPE, Int4Linear, QuantConfig, QuantLinear
 from edge_quamba.quant.sites import MAMBA2_SITE_BY_NAME, MAMBA2_SITE_NAMES, tensor_name
 
-QUAMBA2_FORMAT_VERSION = 1
-METHOD = "quamba2"
-BITS = ("w8a8",)
-"""The bit widths implemented for Mamba2 (W4A8 and W4A16 follow the int4 work)."""
+FOUR_BIT_LINEARS_MAMBA2 = ("in_proj", "out_proj")
+"""The Mamba2 linears that hold int4 weights at w4a8 and w4a16."""
 PER_TENSOR_SITES = tuple(name for name in MAMBA2_SITE_NAMES if name != "ssm_input")
 
 eq = torch.ops.edge_quamba
 
 
-@dataclass(frozen=True)
-class Quamba2Config:
-    """Every knob of the Quamba2 recipe for Mamba2; serialized into quant_config.json.
-
-    sort_cluster: reorder and group the x channels (``head_groups`` x ``dim_groups`` scales per SSD group, each
-    capped at the heads per group and at headdim); off: one x scale. per_group_bc: one B and one C scale per state
-    group; off: one each. Activation scales are abs-max (the groups take the place of Quamba's percentile clipping).
-    """
-
-    method: str = METHOD
-    bits: str = "w8a8"
-    sort_cluster: bool = True
-    head_groups: int = 4
-    dim_groups: int = 4
-    per_group_bc: bool = True
-    hadamard: bool = True
-    calib_samples: int = 256
-    calib_seq_len: int = 512
-    format_version: int = QUAMBA2_FORMAT_VERSION
-
-    def __post_init__(self) -> None:
-        if self.method != METHOD:
-            raise ConfigError(f"a Mamba2 model is quantized with --method {METHOD}, not {self.method!r}")
-        if self.bits not in BITS:
-            raise ConfigError(f"--bits {self.bits} is not implemented for Mamba2 yet (implemented: {', '.join(BITS)})")
-        if self.head_groups < 1 or self.dim_groups < 1:
-            raise ConfigError("--head-groups and --dim-groups must be >= 1")
-        if self.calib_samples < 1 or self.calib_seq_len < 2:
-            raise ConfigError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
-        if self.format_version != QUAMBA2_FORMAT_VERSION:
-            raise ConfigError(f"Quamba2 artifact format {self.format_version} is not {QUAMBA2_FORMAT_VERSION}")
-
-    def x_groups(self, config: Mamba2Config) -> tuple[int, int, int]:
-        """The shape of the x group scales for a model: (g, head_groups, dim_groups), capped; (1, 1, 1) when off."""
-        if not self.sort_cluster:
-            return (1, 1, 1)
-        return (config.ngroups, min(self.head_groups, config.nheads // config.ngroups),
-                min(self.dim_groups, config.headdim))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Quamba2Config":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown Quamba2 config keys: {', '.join(unknown)}")
-        return cls(**data)
+def x_group_shape(config: Mamba2Config, qconfig: QuantConfig) -> tuple[int, int, int]:
+    """The shape of a model's x group scales: (g, head_groups, dim_groups), capped at the heads per SSD group and at
+    headdim; (1, 1, 1) without sort-and-cluster."""
+    if not qconfig.sort_cluster:
+        return (1, 1, 1)
+    return (config.ngroups, min(qconfig.head_groups, config.nheads // config.ngroups),
+            min(qconfig.dim_groups, config.headdim))
 
 
 def _scalar(value: float = 1.0) -> Tensor:
@@ -136,12 +89,19 @@ class Mamba2QuantOps:
         return list(x.split(sizes, dim=-1))
 
     def linear(self, name: str, x_q: Tensor, in_site: str, bias: bool = True, out_site: str | None = None) -> Tensor:
-        linear: QuantLinear = getattr(self.m, name)
-        args = (x_q, linear.weight, linear.bias if bias else None, self.scales[in_site], self.scales[f"{name}.weight"])
+        """int8 (W8A8) or int4 group-wise (W4A8) weights on int8 input; with ``out_site`` requantized in the op."""
+        linear: QuantLinear | Int4Linear = getattr(self.m, name)
+        b = linear.bias if bias else None
+        if isinstance(linear, Int4Linear):
+            args = (x_q, linear.codes(), linear.weight_scale, b, self.scales[in_site], linear.group_size)
+            single, fused = eq.w4a8_linear, eq.w4a8_linear_quantize
+        else:
+            args = (x_q, linear.weight, b, self.scales[in_site], self.scales[f"{name}.weight"])
+            single, fused = eq.int8_linear, eq.int8_linear_quantize
         if out_site is None:
-            return eq.int8_linear(*args)
+            return single(*args)
         with self._label(out_site):
-            return self._made(out_site, eq.int8_linear_quantize(*args, self.scales[out_site]))
+            return self._made(out_site, fused(*args, self.scales[out_site]))
 
     def causal_conv1d(self, xBC_q: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.m, self.scales
@@ -170,12 +130,18 @@ class QuantMamba2Mixer(nn.Module):
     """The quantized twin of :class:`Mamba2Mixer` (forward / step / empty_state), int8 inside; both run
     :func:`edge_quamba.quant.flow.mamba2_mixer_flow` with :class:`Mamba2QuantOps`."""
 
-    def __init__(self, config: Mamba2Config, qconfig: Quamba2Config, layer: int):
+    def __init__(self, config: Mamba2Config, qconfig: QuantConfig, layer: int):
         super().__init__()
         c = config
         self.config, self.hadamard, self.layer = config, qconfig.hadamard, layer
         self.tap: Tap | None = None
-        self.in_proj = QuantLinear(c.d_model, c.d_in_proj, c.proj_bias)
+
+        def linear(k_in: int, n_out: int, bias: bool) -> QuantLinear | Int4Linear:
+            if qconfig.bits == "w4a8":
+                return Int4Linear(k_in, n_out, bias, qconfig.group_size)
+            return QuantLinear(k_in, n_out, bias)
+
+        self.in_proj = linear(c.d_model, c.d_in_proj, c.proj_bias)
         self.register_buffer("conv_weight", torch.zeros(c.conv_dim, c.d_conv, dtype=torch.int8))
         self.register_buffer("conv_weight_scale", _scalar())
         self.register_buffer("conv_bias", torch.zeros(c.conv_dim) if c.conv_bias else None)
@@ -183,10 +149,10 @@ class QuantMamba2Mixer(nn.Module):
         self.register_buffer("A", torch.zeros(c.nheads))
         self.register_buffer("D", torch.zeros(c.nheads))
         self.register_buffer("norm_weight", torch.ones(c.d_inner))
-        self.out_proj = QuantLinear(c.d_inner, c.d_model, c.proj_bias)
+        self.out_proj = linear(c.d_inner, c.d_model, c.proj_bias)
         for name in PER_TENSOR_SITES:
             self.register_buffer(f"{name}_scale", _scalar())
-        self.register_buffer("x_scale", torch.ones(qconfig.x_groups(config)))
+        self.register_buffer("x_scale", torch.ones(x_group_shape(config, qconfig)))
         self.register_buffer("x_group", torch.zeros(c.d_inner, dtype=torch.int64))
         bc_groups = c.ngroups if qconfig.per_group_bc else 1
         self.register_buffer("B_scale", torch.ones(bc_groups))
@@ -196,15 +162,24 @@ class QuantMamba2Mixer(nn.Module):
 
     @classmethod
     def from_float(cls, mixer: Mamba2Mixer, amax: dict[str, Tensor], plan: ClusterPlan | None,
-                   qconfig: Quamba2Config, layer: int) -> "QuantMamba2Mixer":
+                   qconfig: QuantConfig, layer: int, hessians: dict[str, Tensor] | None = None
+                   ) -> "QuantMamba2Mixer":
         """Quantize an fp mixer (already in the ``plan``'s channel order when sort-and-cluster is on) with calibrated
-        amaxes: a 0-dim one per per-tensor site, and for ``ssm_input`` one per channel (conv_dim,)."""
+        amaxes: a 0-dim one per per-tensor site, and for ``ssm_input`` one per channel (conv_dim,). At w4a8,
+        ``hessians`` (by linear name; out_proj's is of H y when Hadamard is on) select GPTQ over round-to-nearest."""
         missing = [name for name in MAMBA2_SITE_NAMES if name not in amax]
         if missing:
             raise ConfigError(f"layer {layer}: no calibrated amax for {', '.join(missing)}")
         c = mixer.config
         q = cls(c, qconfig, layer)
-        q.in_proj = QuantLinear.from_weight(mixer.in_proj.weight, mixer.in_proj.bias)
+
+        def linear(name: str, weight: Tensor, bias: Tensor | None) -> QuantLinear | Int4Linear:
+            if qconfig.bits != "w4a8":
+                return QuantLinear.from_weight(weight, bias)
+            hessian = None if hessians is None else hessians[name]
+            return Int4Linear.from_weight(weight, bias, qconfig.group_size, hessian, qconfig.gptq_damp)
+
+        q.in_proj = linear("in_proj", mixer.in_proj.weight, mixer.in_proj.bias)
         q.conv_weight, q.conv_weight_scale = quantize_weight_per_tensor(mixer.conv1d.weight.detach()[:, 0, :])
         if mixer.conv1d.bias is not None:
             q.conv_bias = mixer.conv1d.bias.detach().float().clone()
@@ -214,7 +189,7 @@ class QuantMamba2Mixer(nn.Module):
         q.norm_weight = mixer.norm.weight.detach().float().clone()
         out_weight = mixer.out_proj.weight.detach().double()  # rotated in float64: one rounding, the int8 one
         out_weight = rotate_linear_input(out_weight) if qconfig.hadamard else out_weight
-        q.out_proj = QuantLinear.from_weight(out_weight, mixer.out_proj.bias)
+        q.out_proj = linear("out_proj", out_weight, mixer.out_proj.bias)
         for name in PER_TENSOR_SITES:
             setattr(q, f"{name}_scale", scale_from_amax(amax[name]))
         channel = amax["ssm_input"].float()  # (conv_dim,)
@@ -239,7 +214,7 @@ class QuantMamba2Mixer(nn.Module):
             scales: dict[str, float | Tensor] = {name: float(getattr(self, f"{name}_scale"))
                                                  for name in PER_TENSOR_SITES}
             scales.update({f"{name}.weight": float(getattr(self, name).weight_scale)
-                           for name in ("in_proj", "out_proj")})
+                           for name in ("in_proj", "out_proj") if isinstance(getattr(self, name), QuantLinear)})
             scales["conv.weight"] = float(self.conv_weight_scale)
             scales["x"] = self.x_scale.flatten()[self.x_group].contiguous()
             for name in ("B", "C"):
@@ -277,7 +252,7 @@ class QuantMamba2Mixer(nn.Module):
 class QuantMamba2Block(nn.Module):
     """resid + mixer(resid), the pre-norm inside the mixer's flow; state-dict keys ``norm.*``, ``mixer.*``."""
 
-    def __init__(self, config: Mamba2Config, qconfig: Quamba2Config, layer: int):
+    def __init__(self, config: Mamba2Config, qconfig: QuantConfig, layer: int):
         super().__init__()
         self.norm = Norm(config.d_model, config.norm, config.norm_eps, torch.float32)
         self.mixer = QuantMamba2Mixer(config, qconfig, layer)
@@ -287,24 +262,59 @@ class QuantMamba2Block(nn.Module):
         return resid + out, state
 
 
+class W4A16Mamba2Mixer(Mamba2Mixer):
+    """W4A16: the fp :class:`Mamba2Mixer` in float16 (forward and step unchanged) whose in_proj and out_proj are
+    :class:`Int4Linear`; state-dict keys as the fp mixer's except ``<linear>.weight`` -> ``weight_packed``,
+    ``weight_scale``."""
+
+    def __init__(self, config: Mamba2Config, group_size: int):
+        super().__init__(config, W4A16_DTYPE)
+        for name in FOUR_BIT_LINEARS_MAMBA2:
+            fp_linear = getattr(self, name)
+            setattr(self, name, Int4Linear(fp_linear.in_features, fp_linear.out_features, fp_linear.bias is not None,
+                                           group_size))
+
+    def empty_state(self, batch: int) -> LayerState:
+        """conv_state (b, conv_dim, k) float16, ssm_state (b, h, p, n) float32 (as the fp16 reference)."""
+        c, weight = self.config, self.conv1d.weight
+        return LayerState(
+            conv_state=torch.zeros(batch, c.conv_dim, c.d_conv, dtype=weight.dtype, device=weight.device),
+            ssm_state=torch.zeros(batch, c.nheads, c.headdim, c.d_state, device=weight.device))
+
+
 def quantize_mamba2_model(fp_model: Mamba2LM, amaxes: list[dict[str, Tensor]], plans: list[ClusterPlan | None],
-                          qconfig: Quamba2Config) -> Mamba2LM:
-    """The quantized reference from an fp model (its mixers already in the plans' channel order) and per-layer
-    amaxes."""
+                          qconfig: QuantConfig, hessians: list[dict[str, Tensor]] | None = None) -> Mamba2LM:
+    """The quantized reference from an fp model (its mixers already in the plans' channel order), per-layer amaxes
+    and, for the 4-bit configs, per-layer Hessians of the int4 linears' inputs (None: round-to-nearest)."""
     n_layer = fp_model.config.n_layer
     if len(amaxes) != n_layer or len(plans) != n_layer:
         raise ConfigError(f"calibration gave {len(amaxes)} layers of amaxes and {len(plans)} plans, the model has "
                           f"{n_layer} layers")
     model = empty_quantized_mamba2_model(fp_model.config, qconfig)
+    if qconfig.bits == "w4a16":
+        model.load_state_dict({k: v.to(W4A16_DTYPE) for k, v in fp_model.state_dict().items()}, strict=False)
+        for i, (block, fp_block) in enumerate(zip(model.backbone.layers, fp_model.backbone.layers, strict=True)):
+            for name in FOUR_BIT_LINEARS_MAMBA2:
+                fp_linear = getattr(fp_block.mixer, name)
+                hessian = None if hessians is None else hessians[i][name]
+                setattr(block.mixer, name, Int4Linear.from_weight(fp_linear.weight.float(), fp_linear.bias,
+                                                                 qconfig.group_size, hessian, qconfig.gptq_damp))
+        return model.eval()
     fp_state = {k: v.to(FLOAT_STORAGE_DTYPE).float() for k, v in fp_model.state_dict().items() if ".mixer." not in k}
     model.load_state_dict(fp_state, strict=False)
     for i, (block, fp_block) in enumerate(zip(model.backbone.layers, fp_model.backbone.layers, strict=True)):
-        block.mixer = QuantMamba2Mixer.from_float(copy.deepcopy(fp_block.mixer).float(), amaxes[i], plans[i], qconfig, layer=i)
+        block.mixer = QuantMamba2Mixer.from_float(copy.deepcopy(fp_block.mixer).float(), amaxes[i], plans[i], qconfig,
+                                                  layer=i, hessians=None if hessians is None else hessians[i])
     return model.eval()
 
 
-def empty_quantized_mamba2_model(config: Mamba2Config, qconfig: Quamba2Config) -> Mamba2LM:
+def empty_quantized_mamba2_model(config: Mamba2Config, qconfig: QuantConfig) -> Mamba2LM:
     """The module tree of a quantized Mamba2 model with placeholder values, ready for load_state_dict."""
+    if qconfig.bits == "w4a16":
+        model = Mamba2LM(config, dtype=W4A16_DTYPE)
+        for block in model.backbone.layers:
+            block.mixer = W4A16Mamba2Mixer(config, qconfig.group_size)
+        return model.eval()
     model = Mamba2LM(config, dtype=torch.float32)
     model.backbone.layers = nn.ModuleList(QuantMamba2Block(config, qconfig, layer=i) for i in range(config.n_layer))
     return model.eval()

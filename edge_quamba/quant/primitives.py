@@ -214,3 +214,133 @@ def int8_linear(x_q: Tensor, x_scale: Tensor | float, w_q: Tensor, w_scale: Tens
     acc = int8_matmul(x_q, w_q.transpose(-1, -2))
     alpha = _as_scale(x_scale, x_q.device) * _as_scale(w_scale, x_q.device)
     return acc.to(torch.float32) * alpha
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# int4 group-wise weights (W4A8, W4A16)
+#
+# The convention
+# --------------
+#     symmetric, zero point 0, q in [-7, 7], per (row, group) along the input dim K
+#     group g of row n holds columns [g * group_size, min((g + 1) * group_size, K))
+#     scale[n, g] = max(amax[n, g], AMAX_FLOOR) / 7      (float32, shape (N, G), G = ceil(K / group_size))
+#     q[n, k]     = clamp(round_half_to_even(float32(w[n, k]) / scale[n, k // group_size]), -7, 7)
+#     w_hat[n, k] = float32(q[n, k]) * scale[n, k // group_size]
+#
+# * **-8 is excluded** for the reasons the int8 range excludes -128: the range is symmetric (one scale meaning,
+#   amax / 7, for both signs) and -q never overflows. It costs one of 16 codes. ONNX INT4 holds [-8, 7], so every
+#   code fits an INT4 initializer unchanged, and since weights are quantized offline no clip is ever needed.
+# * **K % group_size != 0**: the last group is partial (K - (G - 1) * group_size columns), and K < group_size gives
+#   one group of K columns (Mamba1's dt_proj: K = dt_rank, e.g. 24). This is ONNX blocked quantization's own rule
+#   (the scale has ceil(K / block_size) entries along the blocked axis), so the graph needs no padding.
+# * **float32 scales**, not float16: the int8 convention's scales are float32 and the W4A8 epilogue multiplies
+#   s_x * s_w in float32; float16 would underflow to subnormals below amax ~ 4e-4 (AMAX_FLOOR / 7 = 1.4e-6 is
+#   subnormal in float16) and saves only 2 bytes per 64 bytes of packed weights (3%).
+# * **Packing**: two codes per byte along K, low nibble first (element 2j in bits 0-3, 2j + 1 in bits 4-7, two's
+#   complement nibbles), the order ONNX packs INT4; a row of odd K ends with a zero high nibble. Stored per row:
+#   (N, ceil(K / 2)) uint8 in safetensors. In memory the reference keeps the unpacked int8 codes.
+#
+# W4A8 linear (:func:`int4_group_linear`): int8 activations x_q at a per-tensor scale s_x, int4 weights. Per group g
+# the int32 partial sum acc_g = sum_{k in g} x_q[k] * q[n, k] is exact (|acc_g| <= 127 * 7 * group_size < 2**24, so
+# float32(acc_g) is exact too), and the groups are combined in float32 in this order:
+#     alpha_g = float32(s_x * scale[n, g])        (the scale product rounded once)
+#     y = float32(acc_0) * alpha_0;  then for g = 1 .. G-1:  y = y + float32(acc_g) * alpha_g   (each op rounded)
+# A kernel that accumulates the whole row in int32 would need one scale for all groups; the per-group float sum is
+# what group-wise W4A8 GEMMs (and ONNX DequantizeLinear -> MatMul) compute, in their own order: graphs are compared
+# with a tolerance on floats.
+
+INT4_MAX = 7
+"""Largest int4 code used; the range is [-INT4_MAX, INT4_MAX] (ONNX INT4's -8 is never produced)."""
+
+DEFAULT_GROUP_SIZE = 128
+"""Columns (input features) per int4 weight scale."""
+
+
+def int4_group_count(in_features: int, group_size: int) -> int:
+    """G = ceil(K / group_size): the number of scales per row (the last group may be partial)."""
+    if group_size < 1:
+        raise ValueError(f"group size must be >= 1, got {group_size}")
+    return -(-in_features // group_size)
+
+
+def int4_expand_scales(scales: Tensor, in_features: int, group_size: int) -> Tensor:
+    """Per-(row, group) scales (N, G) -> per-element scales (N, K): column k reads group k // group_size."""
+    return scales.repeat_interleave(group_size, dim=-1)[..., :in_features]
+
+
+def int4_group_scales(w: Tensor, group_size: int) -> Tensor:
+    """Round-to-nearest scales of a weight: ``max(amax(row, group), AMAX_FLOOR) / 7``.
+
+    w: floating (N, K). Returns float32 (N, G). Raises ValueError if w holds NaN or Inf."""
+    n, k = w.shape
+    g = int4_group_count(k, group_size)
+    padded = torch.zeros(n, g * group_size, dtype=torch.float32, device=w.device)
+    padded[:, :k] = w.detach().abs().to(torch.float32)  # |w| >= 0, so zero padding never raises a group's amax
+    amax = padded.view(n, g, group_size).amax(-1)
+    _check_finite(amax, "weight")
+    return amax.clamp(min=AMAX_FLOOR) / INT4_MAX
+
+
+def quantize_int4(w: Tensor, scale: Tensor) -> Tensor:
+    """int4 codes of ``w`` at elementwise (broadcastable) float32 scales:
+    ``clamp(round_half_to_even(float32(w) / scale), -7, 7)``, held in an int8 tensor of w's shape."""
+    if not w.is_floating_point():
+        raise TypeError(f"quantize_int4 expects a floating tensor, got {w.dtype}")
+    s = _as_scale(scale, w.device)
+    r = torch.round(w.to(torch.float32) / s)
+    r = torch.nan_to_num(r, nan=0.0, posinf=float(INT4_MAX), neginf=float(-INT4_MAX))
+    return r.clamp_(-INT4_MAX, INT4_MAX).to(torch.int8)
+
+
+def quantize_weight_int4(w: Tensor, group_size: int = DEFAULT_GROUP_SIZE) -> tuple[Tensor, Tensor]:
+    """Round-to-nearest group-wise int4 weight: w (N, K) float -> (q (N, K) int8 in [-7, 7], scales (N, G) float32).
+    GPTQ (:mod:`edge_quamba.quant.gptq`) uses the same scales rule and :func:`quantize_int4`."""
+    scales = int4_group_scales(w, group_size)
+    return quantize_int4(w, int4_expand_scales(scales, w.shape[1], group_size)), scales
+
+
+def dequantize_int4(q: Tensor, scales: Tensor, group_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """q (N, K) int8 codes in [-7, 7], scales (N, G) float32 -> ``(float32(q) * scale).to(dtype)`` (N, K)."""
+    if q.dtype != torch.int8:
+        raise TypeError(f"dequantize_int4 expects int8-held codes, got {q.dtype}")
+    s = _as_scale(int4_expand_scales(scales, q.shape[-1], group_size), q.device)
+    return (q.to(torch.float32) * s).to(dtype)
+
+
+def pack_int4(q: Tensor) -> Tensor:
+    """q (N, K) int8 codes in [-8, 7] -> (N, ceil(K / 2)) uint8, two per byte along K, low nibble first."""
+    if q.dtype != torch.int8 or q.dim() != 2:
+        raise TypeError(f"pack_int4 expects a 2-d int8 tensor, got {q.dtype} with {q.dim()} dims")
+    if bool(((q < -8) | (q > 7)).any()):
+        raise ValueError("pack_int4: codes outside the int4 range [-8, 7]")
+    n, k = q.shape
+    nibbles = torch.zeros(n, k + k % 2, dtype=torch.uint8, device=q.device)
+    nibbles[:, :k] = (q.to(torch.int16) & 0xF).to(torch.uint8)  # two's complement low 4 bits
+    return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+
+
+def unpack_int4(packed: Tensor, in_features: int) -> Tensor:
+    """(N, ceil(K / 2)) uint8 from :func:`pack_int4` -> (N, K) int8 codes (sign-extended nibbles)."""
+    if packed.dtype != torch.uint8 or packed.dim() != 2 or packed.shape[1] != -(-in_features // 2):
+        raise ValueError(f"unpack_int4: expected (N, {-(-in_features // 2)}) uint8, got {packed.dtype} "
+                         f"{tuple(packed.shape)}")
+    nibbles = torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(1)[:, :in_features].to(torch.int8)
+    return torch.where(nibbles > 7, nibbles - 16, nibbles)
+
+
+def int4_group_linear(x_q: Tensor, x_scale: Tensor | float, w_q: Tensor, w_scales: Tensor,
+                      group_size: int) -> Tensor:
+    """W4A8 linear without bias: int8 x_q (..., K) at a per-tensor x_scale, int4 codes w_q (N, K) (int8-held) at
+    w_scales (N, G) -> float32 (..., N), groups combined in the order of the section above."""
+    k = x_q.shape[-1]
+    if w_q.shape[1] != k or w_scales.shape[1] != int4_group_count(k, group_size):
+        raise ValueError(f"int4_group_linear: x (..., {k}), w {tuple(w_q.shape)}, scales {tuple(w_scales.shape)} "
+                         f"with group size {group_size} do not fit")
+    alpha = _as_scale(x_scale, x_q.device) * _as_scale(w_scales, x_q.device)  # (N, G) float32
+    y = None
+    for g, start in enumerate(range(0, k, group_size)):
+        cols = slice(start, min(start + group_size, k))
+        acc = int8_matmul(x_q[..., cols], w_q[:, cols].transpose(0, 1))  # (..., N) exact int32
+        term = acc.to(torch.float32) * alpha[:, g]
+        y = term if y is None else y + term
+    return y

@@ -12,6 +12,16 @@ added inside the scan in float32 (so that the GEMM output stays a pure int32 * s
 A_log, D and dt_bias stay float32 (d_in * (n + 2) numbers, about 0.1% of the weights): A is stored as the float32
 value -exp(A_log) so that every backend uses the identical A rather than recomputing exp. All weights are per-tensor
 int8 (``quantize_weight_per_tensor``); all activation scales are static per-tensor.
+
+Bit widths (``QuantConfig.bits``, Quamba2 arXiv 2503.22879's three configs):
+    w8a8    the above.
+    w4a8    the same flow and int8 activations; in_proj, x_proj, dt_proj and out_proj hold group-wise int4 weights
+            (:class:`Int4Linear`, rounded with GPTQ from calibration Hessians, or round-to-nearest), computed by
+            ``w4a8_linear(_quantize)`` (per-group int32 partial sums, float32 combine, the same requantizing
+            epilogue). The depthwise conv weight stays int8 (k * d_in numbers).
+    w4a16   no activation quantization: the fp model in float16 (norm, conv, scan and residual as the fp16
+            reference computes them) whose four linears are :class:`Int4Linear` computed by ``w4a16_linear``.
+            Hadamard is off (it exists for the int8 out_proj input).
 """
 
 from __future__ import annotations
@@ -24,16 +34,27 @@ import torch
 from torch import Tensor, nn
 
 from edge_quamba.errors import ConfigError
-from edge_quamba.models.config import MambaConfig
+from edge_quamba.models.config import Mamba2Config, MambaConfig, ModelConfig
 from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer, Norm
+from edge_quamba.quant.gptq import DEFAULT_DAMP, gptq_quantize
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.quant.flow import Tap, mamba1_mixer_flow
 from edge_quamba.quant.hadamard import rotate_linear_input
 from edge_quamba.quant.observers import DEFAULT_MOMENTUM, DEFAULT_PERCENTILE
-from edge_quamba.quant.primitives import code_label, dequantize, quantize_weight_per_tensor, scale_from_amax
+from edge_quamba.quant.primitives import (DEFAULT_GROUP_SIZE, code_label, dequantize, int4_group_count, pack_int4,
+                                          quantize_weight_int4, quantize_weight_per_tensor, scale_from_amax,
+                                          unpack_int4)
 from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, SITE_BY_NAME, SITE_NAMES, tensor_name
 
-QUANT_FORMAT_VERSION = 1
+QUANT_FORMAT_VERSION = 2
+"""2: ``method`` is "quamba" (1 wrote "quamba-w8a8"), new keys ``bits``, ``group_size``, ``gptq``, ``gptq_damp``;
+int4 weights stored packed. Version-1 configs still load (as method "quamba", bits "w8a8")."""
+READABLE_FORMAT_VERSIONS = (1, 2)
+METHODS = ("quamba", "quamba2")
+BITS = ("w8a8", "w4a8", "w4a16")
+"""Weight and activation bit widths: int8/int8, int4 group-wise/int8, int4 group-wise/float16."""
+FOUR_BIT_LINEARS = ("in_proj", "x_proj", "dt_proj", "out_proj")
+"""The linears that hold int4 weights at w4a8 and w4a16."""
 
 eq = torch.ops.edge_quamba
 
@@ -44,21 +65,39 @@ class QuantConfig:
 
     ``percentile`` clips the activations named in ``percentile_activations`` (default: the scan input u, as the paper
     does); ``percentile=None`` means abs-max scales everywhere. Clipping other inputs (e.g. in_proj_input) is an
-    extension beyond the paper, measured in benchmarks/quality.py.
+    extension beyond the paper, measured in benchmarks/quality.py. The percentile knobs apply to Quamba (Mamba1).
+
+    Quamba2 (``method="quamba2"``, Mamba2 models, :mod:`edge_quamba.quant.mamba2_qmodel`): ``sort_cluster`` reorders
+    and groups the SSD input x (``head_groups`` x ``dim_groups`` scales per SSD group, capped at the heads per group
+    and at headdim; off: one x scale); ``per_group_bc`` gives B and C one scale per state group (off: one each).
     """
 
-    method: str = "quamba-w8a8"
+    method: str = "quamba"
+    bits: str = "w8a8"
+    group_size: int = DEFAULT_GROUP_SIZE
+    gptq: bool = True
+    gptq_damp: float = DEFAULT_DAMP
     percentile: float | None = DEFAULT_PERCENTILE
     percentile_momentum: float = DEFAULT_MOMENTUM
     percentile_activations: tuple[str, ...] = DEFAULT_PERCENTILE_SITES
     hadamard: bool = True
     calib_samples: int = 256
     calib_seq_len: int = 512
+    sort_cluster: bool = True
+    head_groups: int = 4
+    dim_groups: int = 4
+    per_group_bc: bool = True
     format_version: int = QUANT_FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.method != "quamba-w8a8":
-            raise ConfigError(f"quantization method {self.method!r} is not supported (supported: quamba-w8a8)")
+        if self.method not in METHODS:
+            raise ConfigError(f"quantization method {self.method!r} is not supported (supported: {', '.join(METHODS)})")
+        if self.bits not in BITS:
+            raise ConfigError(f"--bits {self.bits!r} is not one of {', '.join(BITS)}")
+        if self.group_size < 1 or not self.gptq_damp > 0:
+            raise ConfigError("--group-size must be >= 1 and the GPTQ damping > 0")
+        if self.bits == "w4a16":  # no activation is quantized, so there is no int8 out_proj input to rotate
+            object.__setattr__(self, "hadamard", False)
         if self.percentile is not None and not 0.0 < self.percentile <= 1.0:
             raise ConfigError(f"--percentile {self.percentile} must be a fraction in (0, 1], e.g. 0.99999")
         object.__setattr__(self, "percentile_activations", tuple(self.percentile_activations))  # JSON gives a list
@@ -68,8 +107,18 @@ class QuantConfig:
                               f"subset of {', '.join(SITE_NAMES)}")
         if self.calib_samples < 1 or self.calib_seq_len < 2:
             raise ConfigError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
-        if self.format_version != QUANT_FORMAT_VERSION:
-            raise ConfigError(f"quantized artifact format {self.format_version} is not {QUANT_FORMAT_VERSION}")
+        if self.head_groups < 1 or self.dim_groups < 1:
+            raise ConfigError("--head-groups and --dim-groups must be >= 1")
+        if self.format_version not in READABLE_FORMAT_VERSIONS:
+            raise ConfigError(f"quantized artifact format {self.format_version} is not one of "
+                              f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
+        if self.format_version == 1 and (self.method, self.bits) != ("quamba", "w8a8"):
+            raise ConfigError("a format-1 quantized artifact can only be Quamba W8A8")
+
+    @property
+    def four_bit(self) -> bool:
+        """int4 group-wise weights (w4a8, w4a16)."""
+        return self.bits in ("w4a8", "w4a16")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -80,6 +129,8 @@ class QuantConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown quantization config keys: {', '.join(unknown)}")
+        if data.get("format_version") == 1 and data.get("method") == "quamba-w8a8":
+            data = {**data, "method": "quamba"}  # format 1 named the one recipe it had "quamba-w8a8"
         return cls(**data)
 
 
@@ -104,6 +155,47 @@ class QuantLinear(nn.Module):
         if bias is not None:
             module.bias = bias.detach().float().clone()
         return module
+
+
+class Int4Linear(nn.Module):
+    """The group-wise int4 weight of an nn.Linear (:mod:`edge_quamba.quant.primitives`, int4 section):
+    ``weight_packed`` (out, ceil(in / 2)) uint8 (two codes per byte, low nibble first), ``weight_scale`` (out, G)
+    float32, ``bias`` (out,) float32 or None. ``codes()`` unpacks once (cached until the buffers are reloaded).
+
+    Called as a module (``forward``), it is the W4A16 linear (``torch.ops.edge_quamba.w4a16_linear``); the W4A8
+    mixer passes its buffers to ``w4a8_linear(_quantize)`` instead."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int):
+        super().__init__()
+        self.in_features, self.group_size = in_features, group_size
+        self.register_buffer("weight_packed", torch.zeros(out_features, -(-in_features // 2), dtype=torch.uint8))
+        self.register_buffer("weight_scale", torch.ones(out_features, int4_group_count(in_features, group_size)))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._codes: Tensor | None = None
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_codes", None))
+
+    @classmethod
+    def from_weight(cls, weight: Tensor, bias: Tensor | None, group_size: int, hessian: Tensor | None,
+                    damp: float = DEFAULT_DAMP) -> "Int4Linear":
+        """Quantize ``weight`` (out, in): GPTQ with ``hessian`` (in, in), or round-to-nearest when it is None."""
+        module = cls(weight.shape[1], weight.shape[0], bias is not None, group_size)
+        w = weight.detach().float()
+        q, scales = quantize_weight_int4(w, group_size) if hessian is None else \
+            gptq_quantize(w, hessian, group_size, damp)
+        module.weight_packed, module.weight_scale = pack_int4(q), scales
+        if bias is not None:
+            module.bias = bias.detach().float().clone()
+        return module
+
+    def codes(self) -> Tensor:
+        """(out, in) int8 codes in [-7, 7]."""
+        if self._codes is None or self._codes.device != self.weight_packed.device:
+            self._codes = unpack_int4(self.weight_packed, self.in_features)
+        return self._codes
+
+    def forward(self, x: Tensor) -> Tensor:
+        """W4A16: x (..., in) float16 -> (..., out) float16."""
+        return eq.w4a16_linear(x, self.codes(), self.weight_scale, self.bias, self.group_size)
 
 
 class QuantOps:
@@ -144,12 +236,18 @@ class QuantOps:
 
     def linear(self, name: str, x_q: Tensor, in_site: str, bias: bool = True, out_site: str | None = None) -> Tensor:
         """int8 linear; with ``out_site`` its output is requantized in the same op (a GEMM epilogue)."""
-        linear: QuantLinear = getattr(self.m, name)
-        args = (x_q, linear.weight, linear.bias if bias else None, self.scales[in_site], self.scales[f"{name}.weight"])
+        linear: QuantLinear | Int4Linear = getattr(self.m, name)
+        b = linear.bias if bias else None
+        if isinstance(linear, Int4Linear):  # W4A8
+            args = (x_q, linear.codes(), linear.weight_scale, b, self.scales[in_site], linear.group_size)
+            single, fused = eq.w4a8_linear, eq.w4a8_linear_quantize
+        else:
+            args = (x_q, linear.weight, b, self.scales[in_site], self.scales[f"{name}.weight"])
+            single, fused = eq.int8_linear, eq.int8_linear_quantize
         if out_site is None:
-            return eq.int8_linear(*args)
+            return single(*args)
         with self._label(out_site):
-            return self._made(out_site, eq.int8_linear_quantize(*args, self.scales[out_site]))
+            return self._made(out_site, fused(*args, self.scales[out_site]))
 
     def causal_conv1d(self, x_q: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.m, self.scales
@@ -177,46 +275,64 @@ class QuantMambaMixer(nn.Module):
     measurement (SQNR) watches the sites.
     """
 
-    def __init__(self, config: MambaConfig, hadamard: bool, layer: int):
+    def __init__(self, config: MambaConfig, hadamard: bool, layer: int, group_size: int | None = None):
+        """group_size: None for int8 linears (W8A8), else the int4 group size (W4A8)."""
         super().__init__()
         d, d_in, n, r, k = config.d_model, config.d_inner, config.d_state, config.dt_rank, config.d_conv
         self.config, self.hadamard, self.layer = config, hadamard, layer
         self.tap: Tap | None = None
-        self.in_proj = QuantLinear(d, 2 * d_in, config.proj_bias)
+
+        def linear(k_in: int, n_out: int, bias: bool):
+            return QuantLinear(k_in, n_out, bias) if group_size is None else Int4Linear(k_in, n_out, bias, group_size)
+
+        self.in_proj = linear(d, 2 * d_in, config.proj_bias)
         self.register_buffer("conv_weight", torch.zeros(d_in, k, dtype=torch.int8))
         self.register_buffer("conv_weight_scale", _scalar())
         self.register_buffer("conv_bias", torch.zeros(d_in) if config.conv_bias else None)
-        self.x_proj = QuantLinear(d_in, r + 2 * n, bias=False)
-        self.dt_proj = QuantLinear(r, d_in, bias=False)  # its bias lives in dt_bias, added inside the scan
+        self.x_proj = linear(d_in, r + 2 * n, bias=False)
+        self.dt_proj = linear(r, d_in, bias=False)  # its bias lives in dt_bias, added inside the scan
         self.register_buffer("dt_bias", torch.zeros(d_in))
         self.register_buffer("A", torch.zeros(d_in, n))
         self.register_buffer("D", torch.zeros(d_in))
-        self.out_proj = QuantLinear(d_in, d, config.proj_bias)
+        self.out_proj = linear(d_in, d, config.proj_bias)
         for name in SITE_NAMES:
             self.register_buffer(f"{name}_scale", _scalar())
         self._scales: dict[str, float] | None = None
         self.register_load_state_dict_post_hook(lambda module, keys: module.forget_scales())
 
     @classmethod
-    def from_float(cls, mixer: MambaMixer, amax: dict[str, Tensor], hadamard: bool, layer: int) -> "QuantMambaMixer":
-        """Quantize an fp mixer's weights and set its activation scales from calibrated amaxes (keys: every site)."""
+    def from_float(cls, mixer: MambaMixer, amax: dict[str, Tensor], hadamard: bool, layer: int,
+                   qconfig: QuantConfig | None = None,
+                   hessians: dict[str, Tensor] | None = None) -> "QuantMambaMixer":
+        """Quantize an fp mixer's weights and set its activation scales from calibrated amaxes (keys: every site).
+        W4A8 (``qconfig.bits``): the four linears become :class:`Int4Linear`, with GPTQ when ``hessians`` (by
+        linear name, the Hessian of its input as the quantized mixer feeds it: out_proj's is of H y when
+        ``hadamard``) are given."""
         missing = [name for name in SITE_NAMES if name not in amax]
         if missing:
             raise ConfigError(f"layer {layer}: no calibrated amax for {', '.join(missing)}")
-        q = cls(mixer.config, hadamard, layer)
-        q.in_proj = QuantLinear.from_weight(mixer.in_proj.weight, mixer.in_proj.bias)
+        four_bit = qconfig is not None and qconfig.bits == "w4a8"
+        q = cls(mixer.config, hadamard, layer, qconfig.group_size if four_bit else None)
+
+        def linear(name: str, weight: Tensor, bias: Tensor | None):
+            if not four_bit:
+                return QuantLinear.from_weight(weight, bias)
+            hessian = None if hessians is None else hessians[name]
+            return Int4Linear.from_weight(weight, bias, qconfig.group_size, hessian, qconfig.gptq_damp)
+
+        q.in_proj = linear("in_proj", mixer.in_proj.weight, mixer.in_proj.bias)
         q.conv_weight, q.conv_weight_scale = quantize_weight_per_tensor(mixer.conv1d.weight.detach()[:, 0, :])
         if mixer.conv1d.bias is not None:
             q.conv_bias = mixer.conv1d.bias.detach().float().clone()
-        q.x_proj = QuantLinear.from_weight(mixer.x_proj.weight, None)
-        q.dt_proj = QuantLinear.from_weight(mixer.dt_proj.weight, None)
+        q.x_proj = linear("x_proj", mixer.x_proj.weight, None)
+        q.dt_proj = linear("dt_proj", mixer.dt_proj.weight, None)
         q.dt_bias = mixer.dt_proj.bias.detach().float().clone()
         q.A = -torch.exp(mixer.A_log.detach().float())
         q.D = mixer.D.detach().float().clone()
         # Rotate in float64 so that the only rounding is the int8 quantization of the rotated weight.
         out_weight = mixer.out_proj.weight.detach().double()
         out_weight = rotate_linear_input(out_weight) if hadamard else out_weight
-        q.out_proj = QuantLinear.from_weight(out_weight, mixer.out_proj.bias)
+        q.out_proj = linear("out_proj", out_weight, mixer.out_proj.bias)
         for name in SITE_NAMES:
             setattr(q, f"{name}_scale", scale_from_amax(amax[name]))
         return q
@@ -228,7 +344,8 @@ class QuantMambaMixer(nn.Module):
         if self._scales is None:
             scales = {name: float(getattr(self, f"{name}_scale")) for name in SITE_NAMES}
             scales.update({f"{name}.weight": float(getattr(self, name).weight_scale)
-                           for name in ("in_proj", "x_proj", "dt_proj", "out_proj")})
+                           for name in ("in_proj", "x_proj", "dt_proj", "out_proj")
+                           if isinstance(getattr(self, name), QuantLinear)})  # int4 scales are tensors
             scales["conv.weight"] = float(self.conv_weight_scale)
             self._scales = scales
         return self._scales
@@ -264,10 +381,10 @@ class QuantResidualBlock(nn.Module):
     """The quantized model's block: resid + mixer(resid), the pre-norm inside the mixer's flow (so that it can be
     fused with the quantize after it). Same state-dict keys as :class:`ResidualBlock` (``norm.*``, ``mixer.*``)."""
 
-    def __init__(self, config: MambaConfig, hadamard: bool, layer: int):
+    def __init__(self, config: MambaConfig, hadamard: bool, layer: int, group_size: int | None = None):
         super().__init__()
         self.norm = Norm(config.d_model, config.norm, config.norm_eps, torch.float32)
-        self.mixer = QuantMambaMixer(config, hadamard, layer)
+        self.mixer = QuantMambaMixer(config, hadamard, layer, group_size)
 
     def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
         """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state."""
@@ -279,23 +396,88 @@ class QuantResidualBlock(nn.Module):
 FLOAT_STORAGE_DTYPE = torch.float16
 
 
-def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: QuantConfig) -> MambaLM:
-    """The quantized reference from an fp model and per-layer calibrated amaxes (one dict per layer)."""
+W4A16_DTYPE = torch.float16
+"""The W4A16 model's activation and float weight dtype (the fp16 reference's)."""
+
+
+def check_method(config: ModelConfig, qconfig: QuantConfig) -> None:
+    """A one-line error for a recipe this model cannot take (called before calibration)."""
+    if isinstance(config, Mamba2Config):
+        if qconfig.method != "quamba2":
+            raise ConfigError("a Mamba2 model is quantized with --method quamba2 (Quamba's recipe is for Mamba1)")
+        return
+    if qconfig.method == "quamba2":
+        # Quamba2's additions over Quamba are sort-and-cluster of the scan input x by head and per-state-group
+        # scales of B and C: both act on Mamba2's head/group structure. For Mamba1 it contributes the bit-width
+        # configs and GPTQ weights, which --method quamba --bits w4a8|w4a16 already gives.
+        raise ConfigError("--method quamba2 is Mamba2-only for now (sort-and-cluster and per-state-group B/C act on "
+                          "Mamba2's heads); for Mamba1 use --method quamba with --bits w8a8, w4a8 or w4a16")
+
+
+def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: QuantConfig,
+                   hessians: list[dict[str, Tensor]] | None = None) -> MambaLM:
+    """The quantized reference from an fp model and per-layer calibrated amaxes (one dict per layer).
+
+    hessians: per layer, by linear name (:data:`FOUR_BIT_LINEARS`), the (K, K) Hessian of its calibration inputs;
+    used by GPTQ at 4 bits (None: round-to-nearest int4 weights). Ignored at w8a8."""
+    check_method(fp_model.config, qconfig)
     if len(amaxes) != fp_model.config.n_layer:
         raise ConfigError(f"calibration gave amaxes for {len(amaxes)} layers, the model has {fp_model.config.n_layer}")
+    if qconfig.bits == "w4a16":
+        return _w4a16_model(fp_model, qconfig, hessians)
     model = empty_quantized_model(fp_model.config, qconfig)
     fp_state = {k: v.to(FLOAT_STORAGE_DTYPE).float() for k, v in fp_model.state_dict().items() if ".mixer." not in k}
     model.load_state_dict(fp_state, strict=False)
     for i, (block, fp_block, layer_amax) in enumerate(zip(model.backbone.layers, fp_model.backbone.layers, amaxes,
                                                           strict=True)):
         block.mixer = QuantMambaMixer.from_float(copy.deepcopy(fp_block.mixer).float(), layer_amax, qconfig.hadamard,
-                                                 layer=i)
+                                                 layer=i, qconfig=qconfig,
+                                                 hessians=None if hessians is None else hessians[i])
+    return model.eval()
+
+
+class W4A16Mixer(MambaMixer):
+    """The fp mixer in float16 (:class:`MambaMixer`, forward and step unchanged) whose four linears are
+    :class:`Int4Linear` (W4A16); same state-dict keys as the fp mixer except ``<linear>.weight`` ->
+    ``<linear>.weight_packed`` and ``<linear>.weight_scale``."""
+
+    def __init__(self, config: MambaConfig, group_size: int):
+        super().__init__(config, W4A16_DTYPE)
+        for name in FOUR_BIT_LINEARS:
+            fp_linear = getattr(self, name)
+            setattr(self, name, Int4Linear(fp_linear.in_features, fp_linear.out_features, fp_linear.bias is not None,
+                                           group_size))
+
+    def empty_state(self, batch: int) -> LayerState:
+        """conv_state (b, d_in, k) float16, ssm_state (b, d_in, n) float32 (as the fp16 reference)."""
+        c, weight = self.config, self.conv1d.weight
+        return LayerState(conv_state=torch.zeros(batch, c.d_inner, c.d_conv, dtype=weight.dtype, device=weight.device),
+                          ssm_state=torch.zeros(batch, c.d_inner, c.d_state, device=weight.device))
+
+
+def _w4a16_model(fp_model: MambaLM, qconfig: QuantConfig, hessians: list[dict[str, Tensor]] | None) -> MambaLM:
+    """The fp model in float16 with its four mixer linears replaced by int4 ones (quantized from the float32
+    weights, GPTQ when ``hessians`` are given)."""
+    model = empty_quantized_model(fp_model.config, qconfig)
+    model.load_state_dict({k: v.to(W4A16_DTYPE) for k, v in fp_model.state_dict().items()}, strict=False)
+    for i, (block, fp_block) in enumerate(zip(model.backbone.layers, fp_model.backbone.layers, strict=True)):
+        for name in FOUR_BIT_LINEARS:
+            fp_linear = getattr(fp_block.mixer, name)
+            hessian = None if hessians is None else hessians[i][name]
+            setattr(block.mixer, name, Int4Linear.from_weight(fp_linear.weight.float(), fp_linear.bias,
+                                                             qconfig.group_size, hessian, qconfig.gptq_damp))
     return model.eval()
 
 
 def empty_quantized_model(config: MambaConfig, qconfig: QuantConfig) -> MambaLM:
     """The module tree of a quantized model with placeholder values, ready for load_state_dict."""
+    if qconfig.bits == "w4a16":
+        model = MambaLM(config, dtype=W4A16_DTYPE)
+        for block in model.backbone.layers:
+            block.mixer = W4A16Mixer(config, qconfig.group_size)
+        return model.eval()
+    group_size = qconfig.group_size if qconfig.bits == "w4a8" else None
     model = MambaLM(config, dtype=torch.float32)
-    model.backbone.layers = nn.ModuleList(QuantResidualBlock(config, qconfig.hadamard, layer=i)
+    model.backbone.layers = nn.ModuleList(QuantResidualBlock(config, qconfig.hadamard, layer=i, group_size=group_size)
                                           for i in range(config.n_layer))
     return model.eval()

@@ -10,6 +10,10 @@ quantize.
        range changes; every other site's statistics are the first pass's, permuted;
     4. the quantized reference (:func:`edge_quamba.quant.mamba2_qmodel.quantize_mamba2_model`).
 
+At w4a8 and w4a16 pass 2 also accumulates the Hessians of in_proj's and out_proj's float inputs for GPTQ (as
+:class:`edge_quamba.quant.calibrate.LinearHessians` does for Mamba1). At w4a16 nothing is quantized to group, so
+steps 1 and 2 are skipped.
+
 The fp model runs through the one Mamba2 flow with float ops (:func:`edge_quamba.quant.flow.float_flow`), whose
 ``quantize`` calls observe the float value at each site of ``MAMBA2_SITES``. Deterministic: fixed windows in file
 order, abs-max statistics, a clustering without random starts.
@@ -28,8 +32,10 @@ from edge_quamba.models.mamba2 import Mamba2LM
 from edge_quamba.quant.calibrate import CalibrationData
 from edge_quamba.quant.cluster import ClusterPlan, permute_mamba2_mixer, sort_and_cluster
 from edge_quamba.quant.flow import float_flow
-from edge_quamba.quant.mamba2_qmodel import Quamba2Config, quantize_mamba2_model
+from edge_quamba.quant.gptq import HessianAccumulator
+from edge_quamba.quant.mamba2_qmodel import FOUR_BIT_LINEARS_MAMBA2, quantize_mamba2_model
 from edge_quamba.quant.observers import AbsMaxObserver, ChannelAbsMaxObserver
+from edge_quamba.quant.qmodel import QuantConfig
 from edge_quamba.quant.sites import MAMBA2_SITE_NAMES
 
 
@@ -50,13 +56,40 @@ class Mamba2SiteObservers:
         return [{site: obs.amax() for site, obs in layer.items()} for layer in self.observers]
 
 
+LINEAR_INPUT_SITES_MAMBA2 = {"in_proj_input": "in_proj", "out_proj_input": "out_proj"}
+"""The site whose float value is each int4 linear's input (out_proj's sees H y when Hadamard is on)."""
+
+
+class Mamba2LinearHessians:
+    """Per layer, H = 2 X^T X / tokens of in_proj's and out_proj's float inputs (GPTQ's statistic)."""
+
+    def __init__(self, n_layer: int):
+        self.layers: list[dict[str, HessianAccumulator]] = [{} for _ in range(n_layer)]
+
+    def __call__(self, layer: int, site: str, x: Tensor) -> None:
+        linear = LINEAR_INPUT_SITES_MAMBA2.get(site)
+        if linear is not None:
+            self.layers[layer].setdefault(linear, HessianAccumulator(x.shape[-1])).add(x)
+
+    def hessians(self) -> list[dict[str, Tensor]]:
+        return [{name: layer[name].H for name in FOUR_BIT_LINEARS_MAMBA2} for layer in self.layers]
+
+
 @torch.inference_mode()
 def calibrate_mamba2(model: Mamba2LM, data: CalibrationData, hadamard: bool, batch_size: int = 8,
-                     progress: bool = True, desc: str = "calibrating") -> list[dict[str, Tensor]]:
-    """Per-layer amaxes of every Mamba2 site: 0-dim tensors, (conv_dim,) for ``ssm_input``."""
+                     progress: bool = True, desc: str = "calibrating",
+                     hessians: Mamba2LinearHessians | None = None) -> list[dict[str, Tensor]]:
+    """Per-layer amaxes of every Mamba2 site: 0-dim tensors, (conv_dim,) for ``ssm_input``; ``hessians``, when
+    given, accumulates the int4 linears' input Hessians in the same pass."""
     observers = Mamba2SiteObservers(model.config.n_layer)
+
+    def tap(layer: int, site: str, x: Tensor) -> None:
+        observers(layer, site, x)
+        if hessians is not None:
+            hessians(layer, site, x)
+
     try:
-        with float_flow(model, hadamard, observers):
+        with float_flow(model, hadamard, tap):
             for batch in tqdm(data.tokens.split(batch_size), desc=desc, unit="batch", disable=not progress):
                 resid, _ = model.residual_stream(batch.to(model.device))
                 if not torch.isfinite(resid).all():
@@ -66,18 +99,19 @@ def calibrate_mamba2(model: Mamba2LM, data: CalibrationData, hadamard: bool, bat
         raise InputError(f"calibration stopped: {exc}") from None
 
 
-def quamba2_quantize(fp_model: Mamba2LM, data: CalibrationData, qconfig: Quamba2Config, batch_size: int = 8,
+def quamba2_quantize(fp_model: Mamba2LM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,
                      progress: bool = True) -> Mamba2LM:
     """The Quamba2 quantized reference of ``fp_model`` (left unchanged) from the calibration windows ``data``."""
     model = copy.deepcopy(fp_model).float()
     c = model.config
     plans: list[ClusterPlan | None] = [None] * c.n_layer
-    if qconfig.sort_cluster:
+    if qconfig.sort_cluster and qconfig.bits != "w4a16":
         first = calibrate_mamba2(model, data, qconfig.hadamard, batch_size, progress, "calibrating (x ranges)")
         for i, block in enumerate(model.backbone.layers):
             x_amax = first[i]["ssm_input"][:c.d_inner].view(c.nheads, c.headdim)
             plans[i] = sort_and_cluster(x_amax, c.ngroups, qconfig.head_groups, qconfig.dim_groups)
             with torch.no_grad():
                 permute_mamba2_mixer(block.mixer, plans[i])
-    amaxes = calibrate_mamba2(model, data, qconfig.hadamard, batch_size, progress)
-    return quantize_mamba2_model(model, amaxes, plans, qconfig)
+    hessians = Mamba2LinearHessians(c.n_layer) if qconfig.four_bit and qconfig.gptq else None
+    amaxes = calibrate_mamba2(model, data, qconfig.hadamard, batch_size, progress, hessians=hessians)
+    return quantize_mamba2_model(model, amaxes, plans, qconfig, None if hessians is None else hessians.hessians())

@@ -192,7 +192,13 @@ def load_cuda_backend(path, kind: str) -> CudaBackend:
                                       f"make one first with `edge-quamba quantize --model {path} --out DIR`")
     if kind not in ("quantized", "export"):
         raise BackendUnavailableError(f"--backend cuda cannot run a {kind} folder ({path})")
+    from edge_quamba.quant.artifact import load_quantized_model, read_quant_config
+
+    artifact = path if kind == "quantized" else path / "quantized"
+    bits = read_quant_config(artifact)[1].bits
+    if bits != "w8a8":
+        raise BackendUnavailableError(f"--backend cuda has no kernels for {bits} yet (only w8a8); run this artifact "
+                                      f"with --backend ref or export it and use --backend ort")
     require_cuda_kernels()  # before reading the weights: fail fast on a machine that cannot run them
-    from edge_quamba.quant.artifact import load_quantized_model
 
     return CudaBackend(load_quantized_model(path if kind == "quantized" else path / "quantized"))
