@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edge_quamba.models.mamba import selective_scan
-from edge_quamba.models.mamba2 import ssd_sequential, ssd_step
+from edge_quamba.models.mamba2 import heads_from_groups
 from edge_quamba.quant.hadamard import hadamard_transform
 from edge_quamba.quant.primitives import dequantize, quantize
 
@@ -162,6 +162,17 @@ def _ssd_inputs(x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, dt_bias: Te
     return x, delta, B, C
 
 
+def _ssd_token(state: Tensor, decay: Tensor, dtx: Tensor, B: Tensor, C: Tensor, out: Tensor, scratch: Tensor
+               ) -> None:
+    """One token of the SSD recurrence in place, the float order shared by prefill and decode (float32, the product
+    rounded before the add: no fused multiply-add): state (b, h, p, n) <- decay (b, h, 1, 1) * state + dtx (b, h, p, 1)
+    * B (b, h, 1, n); out (b, h, p, 1) = state C with C (b, h, n, 1), a dot product over n (its summation order is
+    the library's). ``scratch`` is a buffer shaped like the state."""
+    torch.mul(dtx, B, out=scratch)
+    state.mul_(decay).add_(scratch)
+    torch.matmul(state, C, out=out)
+
+
 def int8_ssd_scan(
     x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor,
     x_scales: Tensor, dt_scale: float, B_scales: Tensor, C_scales: Tensor,
@@ -176,14 +187,24 @@ def int8_ssd_scan(
         A: (h,) float32 = -exp(A_log).  D: (h,).  dt_bias: (h,).
     Returns:
         y: (b, l, d_in) float32 = h_t C_t + D x_t with Δ = softplus(dt + dt_bias), and the new state (b, h, p, n).
-    The recurrence runs token by token (:func:`edge_quamba.models.mamba2.ssd_sequential`, float32): the reference's
-    float order, the same per-token arithmetic as :func:`int8_ssd_scan_update`, so decode equals prefill bit for bit.
+    Per token (:func:`edge_quamba.models.mamba2.ssd_step`'s recurrence, float32, each step rounded):
+        decay = exp(Δ A);  h = decay h + (Δ x) Bᵀ;  y = h C;  then y + D x.
+    The recurrence runs token by token (the definition; :func:`int8_ssd_scan_update` is the same token step, so
+    decode equals prefill), with one state buffer updated in place (never a (b, l, h, p, n) tensor).
     """
     nheads, d_state = ssm_state.shape[1], ssm_state.shape[3]
     x, delta, B, C = _ssd_inputs(x_q, dt_q, B_q, C_q, dt_bias, x_scales, dt_scale, B_scales, C_scales, nheads,
                                  B_q.shape[-1] // d_state)
-    y, state = ssd_sequential(x, delta, A.float(), B, C, D.float(), ssm_state.float())
-    return y.flatten(-2), state
+    b, l, h, p = x.shape
+    B, C = heads_from_groups(B, h), heads_from_groups(C, h)  # (b, l, h, n)
+    decay = torch.exp(delta * A.float())  # (b, l, h)
+    dtx = delta[..., None] * x  # (b, l, h, p)
+    state = ssm_state.float().clone()
+    y, scratch = torch.empty(b, l, h, p, 1), torch.empty_like(state)
+    for t in range(l):
+        _ssd_token(state, decay[:, t, :, None, None], dtx[:, t, :, :, None], B[:, t, :, None, :],
+                   C[:, t, :, :, None], y[:, t], scratch)
+    return (y[..., 0] + D.float()[:, None] * x).flatten(-2), state
 
 
 def int8_ssd_scan_update(
@@ -191,12 +212,17 @@ def int8_ssd_scan_update(
     x_scales: Tensor, dt_scale: float, B_scales: Tensor, C_scales: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """One decode token of :func:`int8_ssd_scan`: x_q (b, d_in), dt_q (b, h), B_q, C_q (b, g n) int8 -> y (b, d_in)
-    float32 and the new state (b, h, p, n) (:func:`edge_quamba.models.mamba2.ssd_step`)."""
+    float32 and the new state (b, h, p, n), through the same token step."""
     nheads, d_state = ssm_state.shape[1], ssm_state.shape[3]
     x, delta, B, C = _ssd_inputs(x_q, dt_q, B_q, C_q, dt_bias, x_scales, dt_scale, B_scales, C_scales, nheads,
                                  B_q.shape[-1] // d_state)
-    y, state = ssd_step(x, delta, A.float(), B, C, D.float(), ssm_state.float())
-    return y.flatten(-2), state
+    B, C = heads_from_groups(B, nheads), heads_from_groups(C, nheads)  # (b, h, n)
+    decay = torch.exp(delta * A.float())  # (b, h)
+    state = ssm_state.float().clone()
+    y = torch.empty(*x.shape, 1)
+    _ssd_token(state, decay[:, :, None, None], (delta[..., None] * x)[..., None], B[:, :, None, :], C[..., None], y,
+               torch.empty_like(state))
+    return (y[..., 0] + D.float()[:, None] * x).flatten(-2), state
 
 
 def gated_rms_norm(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: float, group_size: int) -> Tensor:
