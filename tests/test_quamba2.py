@@ -52,7 +52,7 @@ def test_int8_ssd_scan_equals_fp_ssd_on_dequantized_inputs():
     x_scales = torch.rand(h * p, generator=g) * 0.05 + 1e-3  # every channel its own scale
     B_scales = torch.tensor([0.01] * n + [0.04] * n)  # one per state group
     C_scales = torch.tensor([0.03] * n + [0.02] * n)
-    y, new_state = int8_ssd_scan(x_q, dt_q, B_q, C_q, state, A, D, dt_bias, x_scales, 0.02, B_scales, C_scales)
+    y, new_state = int8_ssd_scan(x_q, dt_q, B_q, C_q, state, A, D, dt_bias, x_scales, B_scales, C_scales, 0.02)
     deq = lambda q, s: dequantize(q, s).double()
     delta = torch.nn.functional.softplus(deq(dt_q, 0.02) + dt_bias.double())
     y_ref, state_ref = ssd_chunked(deq(x_q, x_scales).unflatten(-1, (h, p)), delta, A.double(),
@@ -71,7 +71,7 @@ def test_conv_channel_scales_quantize_each_channel_at_its_scale():
     w_q = torch.randint(-127, 128, (c, k), generator=g, dtype=torch.int8)
     bias = torch.randn(c, generator=g)
     out_scales = torch.rand(c, generator=g) * 0.05 + 1e-3
-    out, new_state = int8_causal_conv1d_channel_scales(x_q, state_q, w_q, bias, 0.02, 0.01, out_scales)
+    out, new_state = int8_causal_conv1d_channel_scales(x_q, state_q, w_q, bias, out_scales, 0.02, 0.01)
     for ch in range(c):
         expected, expected_state = int8_causal_conv1d(x_q, state_q, w_q, bias, 0.02, 0.01, float(out_scales[ch]))
         assert torch.equal(out[..., ch], expected[..., ch])

@@ -208,59 +208,59 @@ def _(x, weight_q, weight_scale, bias, group_size):
 
 @_op("int8_causal_conv1d_channel_scales")
 def int8_causal_conv1d_channel_scales(x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
-                                      x_scale: float, weight_scale: float, out_scales: Tensor
+                                      out_scales: Tensor, x_scale: float, weight_scale: float
                                       ) -> tuple[Tensor, Tensor]:
     """x_q (b, l, conv_dim) int8, conv_state_q (b, conv_dim, k) int8, out_scales (conv_dim,) float32
     -> codes (b, l, conv_dim) int8 (x | B | C, each channel at its scale), conv_state_out (b, conv_dim, k)."""
-    return qops.int8_causal_conv1d_channel_scales(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale,
-                                                  out_scales)
+    return qops.int8_causal_conv1d_channel_scales(x_q, conv_state_q, weight_q, bias, out_scales, x_scale,
+                                                  weight_scale)
 
 
 @int8_causal_conv1d_channel_scales.register_fake
-def _(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scales):
+def _(x_q, conv_state_q, weight_q, bias, out_scales, x_scale, weight_scale):
     return torch.empty_like(x_q, memory_format=torch.contiguous_format), torch.empty_like(conv_state_q)
 
 
 @_op("int8_causal_conv1d_channel_scales_update")
 def int8_causal_conv1d_channel_scales_update(x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor,
-                                             bias: Tensor | None, x_scale: float, weight_scale: float,
-                                             out_scales: Tensor) -> tuple[Tensor, Tensor]:
+                                             bias: Tensor | None, out_scales: Tensor, x_scale: float,
+                                             weight_scale: float) -> tuple[Tensor, Tensor]:
     """One token: x_q (b, conv_dim) int8 -> codes (b, conv_dim) int8, new state."""
-    return qops.int8_causal_conv1d_channel_scales_update(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale,
-                                                         out_scales)
+    return qops.int8_causal_conv1d_channel_scales_update(x_q, conv_state_q, weight_q, bias, out_scales, x_scale,
+                                                         weight_scale)
 
 
 @int8_causal_conv1d_channel_scales_update.register_fake
-def _(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scales):
+def _(x_q, conv_state_q, weight_q, bias, out_scales, x_scale, weight_scale):
     return torch.empty_like(x_q, memory_format=torch.contiguous_format), torch.empty_like(conv_state_q)
 
 
 @_op("int8_ssd_scan")
 def int8_ssd_scan(x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor, D: Tensor,
-                  dt_bias: Tensor, x_scales: Tensor, dt_scale: float, B_scales: Tensor, C_scales: Tensor
+                  dt_bias: Tensor, x_scales: Tensor, B_scales: Tensor, C_scales: Tensor, dt_scale: float
                   ) -> tuple[Tensor, Tensor]:
     """x_q (b, l, d_in), dt_q (b, l, h), B_q, C_q (b, l, g n) int8; ssm_state (b, h, p, n) float32
     -> y (b, l, d_in) float32, ssm_state_out (b, h, p, n) float32."""
-    return qops.int8_ssd_scan(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, dt_scale, B_scales,
-                              C_scales)
+    return qops.int8_ssd_scan(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales, C_scales,
+                              dt_scale)
 
 
 @int8_ssd_scan.register_fake
-def _(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, dt_scale, B_scales, C_scales):
+def _(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales, C_scales, dt_scale):
     return x_q.new_empty(x_q.shape, dtype=torch.float32), torch.empty_like(ssm_state, dtype=torch.float32)
 
 
 @_op("int8_ssd_scan_update")
 def int8_ssd_scan_update(x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor,
-                         D: Tensor, dt_bias: Tensor, x_scales: Tensor, dt_scale: float, B_scales: Tensor,
-                         C_scales: Tensor) -> tuple[Tensor, Tensor]:
+                         D: Tensor, dt_bias: Tensor, x_scales: Tensor, B_scales: Tensor, C_scales: Tensor,
+                         dt_scale: float) -> tuple[Tensor, Tensor]:
     """One token: x_q (b, d_in), dt_q (b, h), B_q, C_q (b, g n) int8 -> y (b, d_in) float32, new state."""
-    return qops.int8_ssd_scan_update(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, dt_scale, B_scales,
-                                     C_scales)
+    return qops.int8_ssd_scan_update(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales,
+                                     C_scales, dt_scale)
 
 
 @int8_ssd_scan_update.register_fake
-def _(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, dt_scale, B_scales, C_scales):
+def _(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales, C_scales, dt_scale):
     return x_q.new_empty(x_q.shape, dtype=torch.float32), torch.empty_like(ssm_state, dtype=torch.float32)
 
 

@@ -107,14 +107,14 @@ class Mamba2QuantOps:
         m, s = self.m, self.scales
         op = eq.int8_causal_conv1d_channel_scales_update if self.step else eq.int8_causal_conv1d_channel_scales
         with self._label("ssm_input"):
-            out_q, conv_state = op(xBC_q, conv_state, m.conv_weight, m.conv_bias, s["xBC"], s["conv.weight"],
-                                   s["ssm_input"])
+            out_q, conv_state = op(xBC_q, conv_state, m.conv_weight, m.conv_bias, s["ssm_input"], s["xBC"],
+                                   s["conv.weight"])
         return self._made("ssm_input", out_q), conv_state
 
     def ssd_scan(self, x_q, dt_q, B_q, C_q, ssm_state) -> tuple[Tensor, Tensor]:
         m, s = self.m, self.scales
         op = eq.int8_ssd_scan_update if self.step else eq.int8_ssd_scan
-        return op(x_q, dt_q, B_q, C_q, ssm_state, m.A, m.D, m.dt_bias, s["x"], s["dt"], s["B"], s["C"])
+        return op(x_q, dt_q, B_q, C_q, ssm_state, m.A, m.D, m.dt_bias, s["x"], s["B"], s["C"], s["dt"])
 
     def gated_norm(self, y: Tensor, z_q: Tensor) -> Tensor:
         m = self.m

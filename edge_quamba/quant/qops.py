@@ -131,8 +131,8 @@ def hadamard_quantize(y: Tensor, out_scale: float) -> Tensor:
 
 
 def int8_causal_conv1d_channel_scales(
-    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
-    x_scale: float, weight_scale: float, out_scales: Tensor,
+    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None, out_scales: Tensor,
+    x_scale: float, weight_scale: float,
 ) -> tuple[Tensor, Tensor]:
     """Mamba2's int8 conv over x | B | C: :func:`int8_causal_conv1d` whose output is quantized per channel.
 
@@ -144,8 +144,8 @@ def int8_causal_conv1d_channel_scales(
 
 
 def int8_causal_conv1d_channel_scales_update(
-    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
-    x_scale: float, weight_scale: float, out_scales: Tensor,
+    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None, out_scales: Tensor,
+    x_scale: float, weight_scale: float,
 ) -> tuple[Tensor, Tensor]:
     """One decode token of :func:`int8_causal_conv1d_channel_scales`: x_q (b, conv_dim) int8."""
     return int8_causal_conv1d_update(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scales.float())
@@ -175,7 +175,7 @@ def _ssd_token(state: Tensor, decay: Tensor, dtx: Tensor, B: Tensor, C: Tensor, 
 
 def int8_ssd_scan(
     x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor,
-    x_scales: Tensor, dt_scale: float, B_scales: Tensor, C_scales: Tensor,
+    x_scales: Tensor, B_scales: Tensor, C_scales: Tensor, dt_scale: float,
 ) -> tuple[Tensor, Tensor]:
     """The Mamba2 SSD recurrence on int8 inputs with a float32 state (no gate: Mamba2 gates in its norm).
 
@@ -209,7 +209,7 @@ def int8_ssd_scan(
 
 def int8_ssd_scan_update(
     x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor,
-    x_scales: Tensor, dt_scale: float, B_scales: Tensor, C_scales: Tensor,
+    x_scales: Tensor, B_scales: Tensor, C_scales: Tensor, dt_scale: float,
 ) -> tuple[Tensor, Tensor]:
     """One decode token of :func:`int8_ssd_scan`: x_q (b, d_in), dt_q (b, h), B_q, C_q (b, g n) int8 -> y (b, d_in)
     float32 and the new state (b, h, p, n), through the same token step."""
