@@ -2,6 +2,7 @@
 reordered fp model is the same model, the clustering is optimal and deterministic), the quantized reference
 (decode == prefill, ablation switches change what they name, quality floor), and the config."""
 
+import inspect
 import itertools
 import json
 import math
@@ -12,6 +13,7 @@ import torch
 from edge_quamba.errors import ConfigError
 from edge_quamba.models.config import parse_model_config
 from edge_quamba.models.mamba2 import GatedRMSNorm, Mamba2LM, ssd_chunked
+from edge_quamba.ops.specs import MAMBA2_SPECS
 from edge_quamba.quant.calibrate import CalibrationData
 from edge_quamba.quant.cluster import cut_sorted, permute_mamba2_mixer, sort_and_cluster
 from edge_quamba.quant.qmodel import QuantConfig
@@ -276,3 +278,83 @@ def test_quantize_quamba2_cli_end_to_end(tmp_path):
     line = one_error_line(cli_in_process("quantize", "--model", str(mamba1), "--out", str(tmp_path / "q1"),
                                          "--method", "quamba2", "--calib-data", str(text)))
     assert "--method quamba2 is Mamba2-only" in line
+
+
+@pytest.mark.parametrize("name", sorted(MAMBA2_SPECS))
+def test_mamba2_ops_follow_their_spec(name):
+    """The torch schema, the qops reference's signature and the ONNX function body of each Mamba2 custom op follow
+    its spec (tensors in spec order, then the float attributes)."""
+    from edge_quamba.onnx.functions import mamba2_custom_functions
+    from edge_quamba.quant import qops
+
+    spec = MAMBA2_SPECS[name]
+    schema = getattr(torch.ops.edge_quamba, spec.reference).default._schema
+    expected = [(t.name, "Optional[Tensor]" if t.optional else "Tensor") for t in spec.inputs]
+    assert [(a.name, str(a.type)) for a in schema.arguments] == expected + [(a.name, a.kind) for a in spec.attributes]
+    assert tuple(inspect.signature(getattr(qops, spec.reference)).parameters) == spec.parameters
+    config = fp_mamba2().config
+    (function,) = [f for f in mamba2_custom_functions(config, hadamard=True) if f.name == name]
+    assert list(function.input) == [t.name for t in spec.inputs]
+    assert list(function.output) == [t.name for t in spec.outputs]
+    assert list(function.attribute) == [a.name for a in spec.attributes]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`export --method quamba2` of a tiny Mamba2 (validated on ONNX Runtime inside the command)."""
+    from helpers import TEXT, cli_in_process, make_tokenizer, save_transformers_layout
+
+    tmp = tmp_path_factory.mktemp("mamba2_export")
+    tokenizer = make_tokenizer(120)
+    folder = save_transformers_layout(random_hf_mamba2(seed=13, vocab_size=tokenizer.get_vocab_size()),
+                                      tmp / "fp", tokenizer)
+    text = tmp / "text.txt"
+    text.write_text(TEXT * 3)
+    proc = cli_in_process("export", "--model", str(folder), "--out", str(tmp / "export"), "--method", "quamba2",
+                          "--calib-data", str(text), "--calib-samples", "4", "--calib-seq-len", "16",
+                          "--validate-prompt-len", "24", "--validate-decode-steps", "4", "--json")
+    return tmp, folder, text, proc
+
+
+def test_mamba2_w8a8_exports_and_validates_on_ort(exported):
+    tmp, _, _, proc = exported
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    validation = report["validation"]["ort"]
+    print(json.dumps(validation, indent=1)[:1500])
+    checks = {c["name"]: c for c in validation["checks"]}
+    assert all(c["passed"] for c in checks.values())
+    codes = checks["int8 codes inside the graph"]
+    assert codes["max_abs_diff"] == 0 and "conv_state_out.1" in checks and "ssm_state_out.1" in checks
+    assert (tmp / "export" / "model.onnx").is_file() and not (tmp / "export" / "model.trt.onnx").exists()
+    import onnx
+
+    graph = onnx.load(str(tmp / "export" / "model.onnx"))
+    used = {node.op_type for node in graph.graph.node if node.domain == "edge_quamba"}
+    assert used == {"Int8CausalConv1dChannelScales", "Int8SSDScan", "HadamardQuantize"}
+
+
+def test_mamba2_ort_backend_equals_reference(exported):
+    """eval --backend ort on the export and --backend ref on its quantized artifact score the same tokens alike."""
+    from helpers import cli_in_process
+
+    tmp, _, text, proc = exported
+    assert proc.returncode == 0, proc.stderr
+    args = ("eval", "--data", str(text), "--seq-len", "16", "--max-tokens", "48", "--json")
+    ort = cli_in_process(*args, "--model", str(tmp / "export"), "--backend", "ort")
+    ref = cli_in_process(*args, "--model", str(tmp / "export" / "quantized"), "--backend", "ref")
+    assert ort.returncode == 0 and ref.returncode == 0, ort.stderr + ref.stderr
+    got, want = json.loads(ort.stdout)["nll_per_token"], json.loads(ref.stdout)["nll_per_token"]
+    print("ort", got, "ref", want)
+    assert abs(got - want) <= 1e-4
+
+
+@pytest.mark.parametrize("extra", [("--bits", "w4a8"), ("--target", "tensorrt")])
+def test_mamba2_export_refuses_what_is_not_built(exported, extra):
+    from helpers import cli_in_process, one_error_line
+
+    tmp, folder, text, _ = exported
+    line = one_error_line(cli_in_process("export", "--model", str(folder), "--out", str(tmp / "refused"),
+                                         "--method", "quamba2", "--calib-data", str(text), *extra))
+    assert "ONNX export of a Mamba2 model is built for w8a8 and --target ort only" in line
+    assert not (tmp / "refused").exists()
