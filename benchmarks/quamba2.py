@@ -13,8 +13,14 @@ Per row: perplexity on the first --eval-tokens tokens of --eval-data (non-overla
 change against fp16 with the issue's targets (W8A8 within +1.5 %, 4-bit within +3 %), and bytes (model.safetensors;
 fp16: the checkpoint's tensors at 2 bytes each).
 
+CPU speed (--speed, written to <out>_speed.json, e.g. quamba2_speed.json): batch 1, --prompt-len prompt tokens and --new-tokens decoded,
+medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench): the W8A8 export's model.onnx on ONNX
+Runtime (made by export_model, which validates it against the reference first) against the fp32 PyTorch reference
+(the project has no fp ONNX graph). W4A8/W4A16 of Mamba2 have no ONNX graph yet, so no ORT row.
+
     python benchmarks/quamba2.py --model edge_quamba/assets/demo_model_mamba2
     python benchmarks/quamba2.py --model DIR --eval-tokens 8192 --calib-samples 16 --rows fp16,w8a8
+    python benchmarks/quamba2.py --model DIR --speed          # only the CPU speed
 
 Prints a table; writes benchmarks/results/quamba2.json and quamba2.png (perplexity per row).
 """
@@ -70,7 +76,40 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--out", default=str(RESULTS / "quamba2.json"))
+    parser.add_argument("--speed", action="store_true", help="measure CPU speed only (written to <out>_speed.json)")
+    parser.add_argument("--prompt-len", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args()
+
+
+def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
+    """W8A8 on ONNX Runtime (exported and validated here) vs the fp32 reference, batch 1."""
+    from edge_quamba.onnx.export import export_model
+    from edge_quamba.runtime.backends import make_backend
+    from edge_quamba.runtime.bench import bench_prompt, median_timings
+
+    torch.set_num_threads(args.threads)
+    prompt = bench_prompt(tok, args.prompt_len)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        qconfig = QuantConfig(method="quamba2", calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len)
+        export_model(model=str(path), out=Path(tmp) / "export", target="ort", calib_data=args.calib_data,
+                     qconfig=qconfig, prompt_len=args.prompt_len, decode_steps=4, threads=args.threads,
+                     progress=False, echo=print)
+        for name, backend, folder, kind in (("fp32 reference (torch)", "ref", path, "fp"),
+                                            ("w8a8 onnxruntime", "ort", Path(tmp) / "export", "export")):
+            runner = make_backend(backend, folder, kind, threads=args.threads)
+            ttft, tpot = median_timings(runner, prompt, args.new_tokens, args.repeats)
+            rows.append({"row": name, "ttft_ms": ttft * 1e3, "prefill_tokens_per_s": args.prompt_len / ttft,
+                         "tpot_ms": tpot * 1e3, "decode_tokens_per_s": 1 / tpot})
+            print(f"{name:24s} TTFT {ttft * 1e3:8.1f} ms  TPOT {tpot * 1e3:7.1f} ms  "
+                  f"decode {1 / tpot:6.1f} tokens/s", flush=True)
+    return {"command": "python " + " ".join(sys.argv), "date_utc": datetime.now(timezone.utc).isoformat(
+        timespec="seconds"), "cpu": cpu_name(), "threads": args.threads, "batch": 1, "prompt_len": args.prompt_len,
+        "new_tokens": args.new_tokens, "repeats": args.repeats,
+        "note": "shared 2-core CPU with other jobs running: indicative only", "rows": rows}
 
 
 def perplexity(model, windows: torch.Tensor, batch_size: int) -> float:
@@ -88,6 +127,11 @@ def main() -> int:
     fp32 = load_fp_model(path, dtype=torch.float32)
     tok = load_tokenizer(path, None, eos_token_id=fp32.config.eos_token_id, model_vocab_size=fp32.config.vocab_size)
     windows = make_windows(tok.encode(read_text(args.eval_data))[:args.eval_tokens], args.seq_len)
+    if args.speed:
+        out = Path(args.out).with_name(Path(args.out).stem + "_speed.json")
+        out.write_text(json.dumps(cpu_speed(args, path, tok), indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
     data = load_calibration_data(Path(args.calib_data), tok, args.calib_samples, args.calib_seq_len)
     results = []
     for row in rows:

@@ -204,6 +204,25 @@ def test_quantized_mamba2_tracks_fp_and_clustering_helps(quantized, fp32_model):
     assert db["quamba2"] > db["no_cluster"] + 1
 
 
+def test_mamba2_model_calls_only_the_edge_quamba_ops(quantized):
+    """The Mamba2 data flow exists once: prefill and decode call torch.ops.edge_quamba.* (decode the one-token
+    ops), and aten makes no int8 tensor except views and the zero states."""
+    from test_data_flow import VIEWS, OpRecorder
+
+    q = quantized["quamba2"]
+    tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        with OpRecorder() as prefill:
+            _, states = q(tokens)
+        with OpRecorder() as decode:
+            q.step(tokens[:, -1], states)
+    print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
+    common = {"rms_norm_quantize", "int8_linear", "quantize", "gated_rms_norm", "hadamard_quantize"}
+    assert prefill.edge_quamba == common | {"int8_causal_conv1d_channel_scales", "int8_ssd_scan"}
+    assert decode.edge_quamba == common | {"int8_causal_conv1d_channel_scales_update", "int8_ssd_scan_update"}
+    assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
+
+
 @pytest.mark.parametrize("bits", ["w4a8", "w4a16"])
 def test_four_bit_mamba2_models(fp32_model, quantized, bits):
     """W4A8 and W4A16: in_proj and out_proj hold int4 group-wise weights (GPTQ), decode equals prefill, and the
