@@ -34,6 +34,10 @@ What ONNX Runtime (1.32, CPU) fuses, found by reading its optimized graph (tests
       the copy, but on x86 that selects an s8 x s8 kernel 56x slower than the uint8 one, so the ort backend keeps
       ORT's default. The TensorRT flavour has no copy.
 
+Mamba2 (Quamba2 W8A8, ORT flavour only): :class:`Mamba2GraphOps` runs :func:`edge_quamba.quant.flow.mamba2_mixer_flow`
+the same way; its conv and SSD scan are the custom nodes Int8CausalConv1dChannelScales and Int8SSDScan
+(``MAMBA2_SPECS``), per-channel scales as float32 initializers; states are (b, conv_dim, k) int8 and (b, h, p, n).
+
 Names: ``layers.{i}.mixer.<tensor>`` as in the reference state dict; every scale a float32 scalar initializer,
 one shared int8 zero point. Batch b and length l are symbolic: one graph serves prefill (l >= 1) and decode (l = 1).
 """
