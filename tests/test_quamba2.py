@@ -370,12 +370,32 @@ def test_mamba2_ort_backend_equals_reference(exported):
     assert abs(got - want) <= 1e-4
 
 
-@pytest.mark.parametrize("extra", [("--bits", "w4a8"), ("--target", "tensorrt")])
-def test_mamba2_export_refuses_what_is_not_built(exported, extra):
+def test_mamba2_w4a8_exports_and_validates_on_ort(exported):
+    """W4A8: int4 in_proj/out_proj (INT4 + blocked DequantizeLinear, opset 21) around the same int8 Mamba2 ops."""
+    from helpers import cli_in_process
+
+    tmp, folder, text, _ = exported
+    proc = cli_in_process("export", "--model", str(folder), "--out", str(tmp / "w4a8"), "--method", "quamba2",
+                          "--bits", "w4a8", "--group-size", "16", "--calib-data", str(text), "--calib-samples", "4",
+                          "--calib-seq-len", "16", "--validate-prompt-len", "24", "--validate-decode-steps", "4",
+                          "--json")
+    assert proc.returncode == 0, proc.stderr
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["validation"]["ort"]["checks"]}
+    assert all(c["passed"] for c in checks.values()) and checks["int8 codes inside the graph"]["max_abs_diff"] == 0
+    import onnx
+
+    graph = onnx.load(str(tmp / "w4a8" / "model.onnx"))
+    assert any(init.data_type == onnx.TensorProto.INT4 for init in graph.graph.initializer)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--target", "tensorrt"), "ONNX export of a Mamba2 model is built for --target ort only"),
+    (("--bits", "w4a16"), "ONNX export of w4a16 is not implemented yet")])
+def test_mamba2_export_refuses_what_is_not_built(exported, extra, message):
     from helpers import cli_in_process, one_error_line
 
     tmp, folder, text, _ = exported
     line = one_error_line(cli_in_process("export", "--model", str(folder), "--out", str(tmp / "refused"),
                                          "--method", "quamba2", "--calib-data", str(text), *extra))
-    assert "ONNX export of a Mamba2 model is built for w8a8 and --target ort only" in line
+    assert message in line
     assert not (tmp / "refused").exists()

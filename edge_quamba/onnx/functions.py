@@ -248,13 +248,13 @@ def int8_ssd_scan_function(nheads: int, headdim: int, ngroups: int, d_state: int
     return _function(INT8_SSD_SCAN, b)
 
 
-def mamba2_custom_functions(config, hadamard: bool) -> list[FunctionProto]:
-    """The FunctionProtos of a Mamba2 model (``config``: its Mamba2Config)."""
+def mamba2_custom_functions(config, hadamard: bool, opset: int = OPSET) -> list[FunctionProto]:
+    """The FunctionProtos of a Mamba2 model (``config``: its Mamba2Config), at the model's opset."""
     functions = [int8_conv1d_channel_scales_function(config.conv_dim),
                  int8_ssd_scan_function(config.nheads, config.headdim, config.ngroups, config.d_state)]
     if hadamard:
         functions.append(hadamard_quantize_function(config.d_inner))
-    return functions
+    return _at_opset(functions, opset)
 
 
 def custom_functions(d_inner: int, hadamard: bool, opset: int = OPSET) -> list[FunctionProto]:
@@ -263,6 +263,11 @@ def custom_functions(d_inner: int, hadamard: bool, opset: int = OPSET) -> list[F
     functions = [int8_causal_conv1d_function(d_inner), int8_selective_scan_function(opset)]
     if hadamard:
         functions.append(hadamard_quantize_function(d_inner))
+    return _at_opset(functions, opset)
+
+
+def _at_opset(functions: list[FunctionProto], opset: int) -> list[FunctionProto]:
+    """Bodies written at opset 17, moved to ``opset`` (no op they use changed meaning between 17 and 21)."""
     if opset != OPSET:
         for function in functions:
             function.opset_import[0].version = opset

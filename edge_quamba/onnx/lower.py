@@ -34,7 +34,7 @@ What ONNX Runtime (1.32, CPU) fuses, found by reading its optimized graph (tests
       the copy, but on x86 that selects an s8 x s8 kernel 56x slower than the uint8 one, so the ort backend keeps
       ORT's default. The TensorRT flavour has no copy.
 
-Mamba2 (Quamba2 W8A8, ORT flavour only): :class:`Mamba2GraphOps` runs :func:`edge_quamba.quant.flow.mamba2_mixer_flow`
+Mamba2 (Quamba2 W8A8 and W4A8, ORT flavour only): :class:`Mamba2GraphOps` runs :func:`edge_quamba.quant.flow.mamba2_mixer_flow`
 the same way; its conv and SSD scan are the custom nodes Int8CausalConv1dChannelScales and Int8SSDScan
 (``MAMBA2_SPECS``), per-channel scales as float32 initializers; states are (b, conv_dim, k) int8 and (b, h, p, n).
 
@@ -318,7 +318,9 @@ class Mamba2GraphOps(GraphOps):
         z = g.op("DequantizeLinear", self._codes(z_q), self.scales["z"], ZERO_POINT, out=f"{p}z.dequantized")
         gated = g.op("Mul", y, g.silu(z), out=f"{p}gated")
         groups = g.op("Reshape", gated, g.ints(0, 0, c.ngroups, c.d_inner // c.ngroups))
-        mean_square = g.op("ReduceMean", g.op("Mul", groups, groups), axes=[-1], keepdims=1)  # opset 17 form
+        square = g.op("Mul", groups, groups)
+        mean_square = g.op("ReduceMean", square, g.ints(-1), keepdims=1) if g.opset >= 18 else \
+            g.op("ReduceMean", square, axes=[-1], keepdims=1)  # the axes became an input in opset 18
         eps = g.init(f"{p}norm.eps", np.array(c.gate_norm_eps, np.float32))
         rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean_square, eps)))
         normed = g.op("Reshape", g.op("Mul", groups, rstd), g.ints(0, 0, c.d_inner))
@@ -346,9 +348,8 @@ NO_4BIT_TENSORRT = ("--target tensorrt is not built for 4-bit weights yet: Tenso
                     "weights only in weight-only (float-activation) GEMMs, the W4A8 linears have int8 activations, "
                     "and nothing 4-bit has run on TensorRT here; export with --target ort")
 
-NO_MAMBA2_GRAPH = ("ONNX export of a Mamba2 model is built for w8a8 and --target ort only (its int4 linears and a "
-                   "TensorRT plugin for its conv and SSD scan are not written yet); run the artifact with --backend "
-                   "ref")
+NO_MAMBA2_GRAPH = ("ONNX export of a Mamba2 model is built for --target ort only (w8a8, w4a8): no TensorRT plugin "
+                   "for its conv and SSD scan is written yet")
 
 FLAVOURS = ("ort", "tensorrt")
 """What each graph is lowered for (the TensorRT flavour then becomes plugin nodes: :mod:`edge_quamba.onnx.tensorrt`)."""
@@ -369,14 +370,14 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         raise ValueError(f"flavour {flavour!r} is not one of {FLAVOURS}")
     c = model.config
     mixers = [block.mixer for block in model.backbone.layers]
-    if any(isinstance(getattr(m, "in_proj", None), Int4Linear) and not isinstance(m, QuantMambaMixer)
-           for m in mixers):
+    int8_mixers = (QuantMambaMixer, QuantMamba2Mixer)  # W4A16 mixers are float16 fp mixers with int4 linears
+    if any(isinstance(getattr(m, "in_proj", None), Int4Linear) and not isinstance(m, int8_mixers) for m in mixers):
         raise InputError(NO_W4A16_GRAPH)
     mamba2 = all(isinstance(m, QuantMamba2Mixer) for m in mixers)
     if not mamba2 and not all(isinstance(m, QuantMambaMixer) for m in mixers):
         raise TypeError("lower_model needs the quantized reference model (load_quantized_model)")
     four_bit = isinstance(mixers[0].in_proj, Int4Linear)
-    if mamba2 and (four_bit or flavour != "ort"):
+    if mamba2 and flavour != "ort":
         raise InputError(NO_MAMBA2_GRAPH)
     opset, ir_version = (INT4_OPSET, INT4_IR_VERSION) if four_bit else (OPSET, IR_VERSION)
     if four_bit and flavour != "ort":
@@ -424,7 +425,8 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     hadamard = any(m.hadamard for m in mixers)
     onnx_model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
-        functions=mamba2_custom_functions(c, hadamard) if mamba2 else custom_functions(c.d_inner, hadamard, opset),
+        functions=mamba2_custom_functions(c, hadamard, opset) if mamba2 else
+        custom_functions(c.d_inner, hadamard, opset),
         producer_name="edge-quamba",
     )
     onnx_model.ir_version = ir_version
