@@ -14,9 +14,9 @@ change against fp16 with the issue's targets (W8A8 within +1.5 %, 4-bit within +
 fp16: the checkpoint's tensors at 2 bytes each).
 
 CPU speed (--speed, written to <out>_speed.json, e.g. quamba2_speed.json): batch 1, --prompt-len prompt tokens and --new-tokens decoded,
-medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench): the W8A8 export's model.onnx on ONNX
-Runtime (made by export_model, which validates it against the reference first) against the fp32 PyTorch reference
-(the project has no fp ONNX graph). W4A8/W4A16 of Mamba2 have no ONNX graph yet, so no ORT row.
+medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench): the W8A8 and W4A8 exports' model.onnx on
+ONNX Runtime (made by export_model, which validates each against the reference first) against the fp32 PyTorch
+reference (the project has no fp ONNX graph). W4A16 has no ONNX graph yet, so no ORT row.
 
     python benchmarks/quamba2.py --model edge_quamba/assets/demo_model_mamba2
     python benchmarks/quamba2.py --model DIR --eval-tokens 8192 --calib-samples 16 --rows fp16,w8a8
@@ -85,7 +85,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
-    """W8A8 on ONNX Runtime (exported and validated here) vs the fp32 reference, batch 1."""
+    """W8A8 and W4A8 on ONNX Runtime (exported and validated here) vs the fp32 reference, batch 1."""
     from edge_quamba.onnx.export import export_model
     from edge_quamba.runtime.backends import make_backend
     from edge_quamba.runtime.bench import bench_prompt, median_timings
@@ -94,12 +94,15 @@ def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
     prompt = bench_prompt(tok, args.prompt_len)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        qconfig = QuantConfig(method="quamba2", calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len)
-        export_model(model=str(path), out=Path(tmp) / "export", target="ort", calib_data=args.calib_data,
-                     qconfig=qconfig, prompt_len=args.prompt_len, decode_steps=4, threads=args.threads,
-                     progress=False, echo=print)
-        for name, backend, folder, kind in (("fp32 reference (torch)", "ref", path, "fp"),
-                                            ("w8a8 onnxruntime", "ort", Path(tmp) / "export", "export")):
+        runs = [("fp32 reference (torch)", "ref", path, "fp")]
+        for bits in ("w8a8", "w4a8"):
+            qconfig = QuantConfig(method="quamba2", bits=bits, group_size=args.group_size,
+                                  calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len)
+            export_model(model=str(path), out=Path(tmp) / bits, target="ort", calib_data=args.calib_data,
+                         qconfig=qconfig, prompt_len=args.prompt_len, decode_steps=4, threads=args.threads,
+                         progress=False, echo=print)
+            runs.append((f"{bits} onnxruntime", "ort", Path(tmp) / bits, "export"))
+        for name, backend, folder, kind in runs:
             runner = make_backend(backend, folder, kind, threads=args.threads)
             ttft, tpot = median_timings(runner, prompt, args.new_tokens, args.repeats)
             rows.append({"row": name, "ttft_ms": ttft * 1e3, "prefill_tokens_per_s": args.prompt_len / ttft,

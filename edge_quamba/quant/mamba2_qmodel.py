@@ -23,6 +23,7 @@ vectors), so a group scale is a lookup, not a second quantization convention.
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import Tensor, nn
 
