@@ -146,8 +146,9 @@ CALIBRATION_OPTIONS = (
                  help="One int8 scale per weight tensor (the paper's), or one per output channel of each linear "
                  "(ONNX per-axis DequantizeLinear; --backend cuda has no kernel for it and refuses such models)."),
     click.option("--method", type=click.Choice(["quamba", "quamba2"]), default="quamba", show_default=True,
-                 help="Recipe: quamba (Quamba, arXiv 2410.13229, plus the bit-width configs); quamba2 (arXiv "
-                 "2503.22879) is Mamba2-only for now."),
+                 help="Recipe: quamba (Quamba, arXiv 2410.13229, plus the bit-width configs) for Mamba1 models; "
+                 "quamba2 (arXiv 2503.22879: sort-and-cluster of the scan input x, per-state-group B/C scales) for "
+                 "Mamba2 models (the --percentile options apply to quamba only)."),
     click.option("--bits", type=click.Choice(["w8a8", "w4a8", "w4a16"]), default="w8a8", show_default=True,
                  help="w8a8: int8 weights and activations. w4a8: group-wise int4 weights (GPTQ), int8 activations. "
                  "w4a16: group-wise int4 weights (GPTQ), float16 activations (no activation quantization, so the "
@@ -156,6 +157,13 @@ CALIBRATION_OPTIONS = (
                  help="Input features per int4 weight scale (w4a8, w4a16); a last partial group is allowed."),
     click.option("--no-gptq", is_flag=True,
                  help="Ablation: round int4 weights to nearest instead of GPTQ's error-compensating rounding."),
+    click.option("--head-groups", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="quamba2: head clusters of the scan input x per SSD group (sort-and-cluster)."),
+    click.option("--dim-groups", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="quamba2: channel clusters of x per head cluster, each with its own scale."),
+    click.option("--no-sort-cluster", is_flag=True, help="quamba2 ablation: one scale for x, channels not reordered."),
+    click.option("--no-group-bc", is_flag=True, help="quamba2 ablation: one scale each for B and C (not one per state "
+                 "group)."),
     click.option("--percentile", type=click.FloatRange(0, 1, min_open=True), default=0.99999, show_default=True,
                  help="Quantile of |u| (the selective-scan input) used as its clipping amax, as a fraction."),
     click.option("--no-percentile", is_flag=True, help="Ablation: abs-max (min-max) scales everywhere."),
@@ -184,10 +192,12 @@ def calibration_options(func):
 
 def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
                  calib_seed=None, weight_scales="tensor", out_proj_scale="static", method="quamba", bits="w8a8",
-                 group_size=128, no_gptq=False):
+                 group_size=128, no_gptq=False, head_groups=4, dim_groups=4, no_sort_cluster=False, no_group_bc=False):
     from edge_quamba.quant.qmodel import QuantConfig
 
     return QuantConfig(method=method, bits=bits, group_size=group_size, gptq=not no_gptq,
+                       head_groups=head_groups, dim_groups=dim_groups, sort_cluster=not no_sort_cluster,
+                       per_group_bc=not no_group_bc,
                        percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
                        percentile_activations=tuple(name.strip() for name in percentile_on.split(",")),
                        calib_samples=calib_samples, calib_seq_len=calib_seq_len, calib_seed=calib_seed,
@@ -199,8 +209,9 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Artifact folder to write (replaced atomically).")
 @calibration_options
-def quantize(model, out, calib_data, method, bits, group_size, no_gptq, calib_samples, calib_seq_len, calib_seed,
-             weight_scales, percentile, no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer):
+def quantize(model, out, calib_data, method, bits, group_size, no_gptq, head_groups, dim_groups, no_sort_cluster,
+             no_group_bc, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile, no_percentile,
+             percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a quantized artifact: Quamba W8A8 by default (int8 weights, static
     per-tensor scales, percentile-clipped scan input, Hadamard-rotated out_proj), or --bits w4a8 / w4a16
     (group-wise int4 linear weights rounded with GPTQ)."""
@@ -208,7 +219,8 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, calib_sa
     from edge_quamba.quant.pipeline import quantize_checkpoint
 
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-                           calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq)
+                           calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq, head_groups,
+                           dim_groups, no_sort_cluster, no_group_bc)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                                batch_size=batch_size)
     for name in ARTIFACT_FILES:
@@ -230,9 +242,9 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, calib_sa
               help="Greedy decode steps validated after the prompt, states threaded through the graph.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
-def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, calib_samples, calib_seq_len,
-            calib_seed, weight_scales, percentile, no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size,
-            tokenizer, validate_prompt_len,
+def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, head_groups, dim_groups,
+            no_sort_cluster, no_group_bc, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
+            no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer, validate_prompt_len,
             validate_decode_steps, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
     Runtime against the quantized reference.
@@ -245,7 +257,8 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, c
     result = export_model(
         model=model, out=out, target=target, calib_data=calib_data,
         qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-                             calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq),
+                             calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq, head_groups,
+                             dim_groups, no_sort_cluster, no_group_bc),
         tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
         decode_steps=validate_decode_steps, threads=threads, echo=lambda line: click.echo(line, err=as_json),
     )

@@ -1,5 +1,5 @@
 """The commands on an fp Mamba2 folder: `run` and `eval` agree with transformers' Mamba2ForCausalLM, `bench --backend
-ref` measures it, and `quantize` / `export` refuse it in one line (Mamba2 quantization is not written yet)."""
+ref` measures it, and `quantize` / `export` without --method quamba2 refuse it in one line."""
 
 import json
 
@@ -73,10 +73,11 @@ def test_bench_ref_measures_mamba2(tiny_mamba2):
 
 
 @pytest.mark.parametrize("command", ["quantize", "export"])
-def test_quantize_and_export_refuse_mamba2(tiny_mamba2, tmp_path, command):
+def test_quamba_on_mamba2_is_refused(tiny_mamba2, tmp_path, command):
+    """Mamba2 is quantized by --method quamba2 only (tests/test_quamba2.py runs it end to end)."""
     folder, _, _ = tiny_mamba2
     line = one_error_line(cli_in_process(command, "--model", str(folder), "--out", str(tmp_path / "out")))
-    assert "Mamba2 model is not supported yet" in line
+    assert "Mamba2 model is quantized with --method quamba2" in line or "Mamba2 model is not supported yet" in line
     assert not (tmp_path / "out").exists()
 
 

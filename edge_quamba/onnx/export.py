@@ -29,12 +29,13 @@ from edge_quamba import __version__
 from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError, ValidationError
 from edge_quamba.folders import FP, open_model
-from edge_quamba.models.config import require_mamba1
+from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, state_names
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
                                      TRT_MODEL, write_export_config)
-from edge_quamba.onnx.lower import FLAVOURS, NO_4BIT_TENSORRT, TENSORRT_DYNAMIC_REFUSAL, lower_model
+from edge_quamba.onnx.lower import (FLAVOURS, NO_4BIT_TENSORRT, NO_MAMBA2_GRAPH, TENSORRT_DYNAMIC_REFUSAL,
+                                    lower_model)
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.validate import (ValidationReport, check_graph, validate_float_graph_on_ort,
                                        validate_on_ort)
@@ -122,7 +123,6 @@ def export_model(
     if prompt_len < 1 or decode_steps < 0:
         raise InputError("the validation needs a prompt of at least 1 token and decode steps >= 0")
     source = open_model(model)  # an artifact's or export's files are verified here, before anything is written
-    require_mamba1(source.config, "export")
     path, kind = source.path, source.kind
     inputs = [("--model", path)]
     check_output_dir(out, inputs)
@@ -130,6 +130,9 @@ def export_model(
         read_quant_config(path if kind == "quantized" else path / QUANTIZED_DIR)[1].bits
     if bits != "w8a8" and target == "tensorrt":
         raise InputError(NO_4BIT_TENSORRT)
+    mamba2 = isinstance(source.config, Mamba2Config)
+    if mamba2 and target == "tensorrt":
+        raise InputError(NO_MAMBA2_GRAPH)
     if calib_data is not None:
         read_calib_text(calib_data, 1 << 16)  # a binary --calib-data fails now, not after the quantization
     targets = ["ort", "tensorrt"] if target == "all" else [target]
@@ -146,14 +149,15 @@ def export_model(
         _make_artifact(path, kind, qdir, model=model, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                        batch_size=batch_size, progress=progress)
         reference = load_quantized_model(qdir)
-        if bits != "w8a8":  # 4-bit graphs have an ORT flavour only (lower_model says why in one line)
+        if bits != "w8a8" or mamba2:  # an ORT flavour only (lower_model says why in one line)
             if target == "all":
-                log(f"{bits}: exporting the ort target only (--target tensorrt is not built for 4-bit weights yet)")
+                log("exporting the ort target only (--target tensorrt is not built for "
+                    f"{'Mamba2' if mamba2 else '4-bit weights'} yet)")
             targets = ["ort" if target == "all" else target]
         log("lowering to ONNX")
-        # both flavours are built and checked whatever the target (W8A8 with a static out_proj scale); a per-token
-        # out_proj scale and the 4-bit graphs have the ORT flavour only
-        built = FLAVOURS if bits == "w8a8" and out_proj_scale == "static" else ("ort",)
+        # both flavours are built and checked whatever the target (Mamba1 W8A8 with a static out_proj scale); a
+        # per-token out_proj scale, the 4-bit graphs and Mamba2 have the ORT flavour only
+        built = FLAVOURS if bits == "w8a8" and out_proj_scale == "static" and not mamba2 else ("ort",)
         lowered = {flavour: lower_model(reference, flavour, progress=progress) for flavour in built}
         flavours = {name: to_tensorrt_flavour(graph) if name == "tensorrt" else graph
                     for name, graph in lowered.items()}

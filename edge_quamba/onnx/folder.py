@@ -20,7 +20,7 @@ from pathlib import Path
 from edge_quamba.errors import CheckpointError, ConfigError
 from edge_quamba.folders import EXPORT
 from edge_quamba.integrity import seal, verify_listed_files
-from edge_quamba.models.config import MambaConfig, read_json
+from edge_quamba.models.config import ModelConfig, model_config_from_dict, read_json
 
 EXPORT_KIND = EXPORT.kind
 EXPORT_FORMAT_VERSION = 2
@@ -40,7 +40,7 @@ def write_export_config(folder: Path, config: dict) -> Path:
     return path
 
 
-def read_export_config(folder: Path) -> tuple[MambaConfig, dict]:
+def read_export_config(folder: Path) -> tuple[ModelConfig, dict]:
     """(model config, the whole export_config.json) of an export folder; ConfigError names what is wrong."""
     path = folder / EXPORT_CONFIG
     raw = read_json(path)
@@ -52,7 +52,7 @@ def read_export_config(folder: Path) -> tuple[MambaConfig, dict]:
     for key in ("model_config", "files"):
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{path} is missing the required key {key!r}")
-    return MambaConfig.from_dict(raw["model_config"], str(path)), raw
+    return model_config_from_dict(raw["model_config"], str(path)), raw
 
 
 def verify_export(folder: Path) -> dict:

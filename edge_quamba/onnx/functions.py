@@ -43,7 +43,7 @@ from onnx import FunctionProto, TensorProto, helper, numpy_helper
 
 from edge_quamba.onnx import OPSET
 from edge_quamba.ops.specs import (HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
-                                   INT8_SELECTIVE_SCAN, OpSpec)
+                                   INT8_CONV1D_CHANNEL_SCALES, INT8_SELECTIVE_SCAN, INT8_SSD_SCAN, OpSpec)
 from edge_quamba.quant.hadamard import hadamard_factors, hadamard_matrix
 from edge_quamba.quant.primitives import AMAX_FLOOR, INT8_MAX
 
@@ -101,6 +101,18 @@ class Body:
             low = self.op("Mul", scale, self.const(np.array(-INT8_MAX, np.float32)))
         zero_point = zero_point or self.const(np.array(0, np.int8), "zero_point")
         return self.op("QuantizeLinear", self.op("Max", x, low, out=f"{out}.max"), scale, zero_point, out=out)
+
+    def quantize_per_channel(self, x: str, scales: str, out: str) -> str:
+        """int8 codes of x (..., c) at per-channel scales (c,): Cast(Clip(Round(x / s), -127, 127)), the reference's
+        division, half-to-even rounding and symmetric range written out (a per-axis QuantizeLinear would need an
+        int8 zero-point vector and saturates to -128)."""
+        low, high = self.const(np.array(-INT8_MAX, np.float32)), self.const(np.array(INT8_MAX, np.float32))
+        rounded = self.op("Clip", self.op("Round", self.op("Div", x, scales)), low, high)
+        return self.op("Cast", rounded, to=TensorProto.INT8, out=out)
+
+    def dequantize_per_channel(self, q: str, scales: str) -> str:
+        """float32(q) * s, per channel (the last axis)."""
+        return self.op("Mul", self.op("Cast", q, to=TensorProto.FLOAT), scales)
 
     def silu(self, x: str) -> str:
         """x / (1 + exp(-x)), the formula of torch's silu."""
@@ -214,11 +226,65 @@ def hadamard_quantize_dynamic_function(d_inner: int) -> FunctionProto:
     return _function(HADAMARD_QUANTIZE_DYNAMIC, b)
 
 
+def int8_conv1d_channel_scales_function(conv_dim: int) -> FunctionProto:
+    """Int8CausalConv1dChannelScales for a Mamba2 model (Conv's group = conv_dim): Int8CausalConv1d's body with the
+    output quantized per channel at the ``out_scales`` input."""
+    b = Body()
+    alpha = b.op("Mul", b.attr_float("x_scale"), b.attr_float("weight_scale"))  # rounded to float32 once
+    history = b.op("Concat", "conv_state_q", b.op("Transpose", "x_q", perm=[0, 2, 1]), axis=2)  # (b, c, k+l)
+    k = b.op("Shape", "weight_q", start=1)
+    b.op("Slice", history, b.op("Neg", k), b.ints(INT64_MAX), b.ints(2), out="conv_state_out")
+    window = b.op("Cast", b.op("Slice", history, b.ints(1), b.ints(INT64_MAX), b.ints(2)), to=TensorProto.FLOAT)
+    weight = b.op("Unsqueeze", b.op("Cast", "weight_q", to=TensorProto.FLOAT), b.ints(1))  # (c, 1, k)
+    acc = b.op("Conv", window, weight, group=conv_dim)  # (b, c, l): exact integers
+    y = b.op("Add", b.op("Mul", b.op("Transpose", acc, perm=[0, 2, 1]), alpha), "bias")  # (b, l, c)
+    b.quantize_per_channel(b.silu(y), "out_scales", out="out_q")
+    return _function(INT8_CONV1D_CHANNEL_SCALES, b)
+
+
+def int8_ssd_scan_function(nheads: int, headdim: int, ngroups: int, d_state: int) -> FunctionProto:
+    """Int8SSDScan for one Mamba2 shape: dequantize (x and B, C per channel); Δ = softplus(dt + dt_bias); the decay
+    exp(Δ A) (b, l, h, 1, 1) and the drive (Δ x) Bᵀ (b, l, h, p, n) for all l at once, as the reference computes
+    them (its order: Δ x first, then times B); the same two-op Scan step as the Mamba1 scan over l with the
+    (b, h, p, n) state; then y = h C + D x. B and C reach the heads of their group by Expand (head i reads group
+    i // (h / g))."""
+    h, p, g, n = nheads, headdim, ngroups, d_state
+    b = Body()
+    zero_point = b.const(np.array(0, np.int8), "zero_point")
+    x = b.op("Reshape", b.dequantize_per_channel("x_q", "x_scales"), b.ints(0, 0, h, p))  # (b, l, h, p)
+    dt = b.op("DequantizeLinear", "dt_q", b.attr_float("dt_scale"), zero_point)
+    delta = b.op("Softplus", b.op("Add", dt, "dt_bias"))  # (b, l, h)
+    decay = b.op("Unsqueeze", b.op("Exp", b.op("Mul", delta, "A")), b.ints(3, 4))  # (b, l, h, 1, 1)
+    dtx = b.op("Mul", b.op("Unsqueeze", delta, b.ints(3)), x)  # (b, l, h, p)
+
+    def per_head(codes: str, scales: str) -> str:  # (b, l, g n) -> (b, l, h, 1, n)
+        groups = b.op("Reshape", b.dequantize_per_channel(codes, scales), b.ints(0, 0, g, 1, n))
+        heads = b.op("Reshape", b.op("Expand", groups, b.ints(1, 1, 1, h // g, 1)), b.ints(0, 0, h, n))
+        return b.op("Unsqueeze", heads, b.ints(3))
+
+    drive = b.op("Mul", b.op("Unsqueeze", dtx, b.ints(4)), per_head("B_q", "B_scales"))  # (b, l, h, p, n)
+    y_scan = "y_scan"
+    b.ops("Scan", ["ssm_state", decay, drive, per_head("C_q", "C_scales")], ["ssm_state_out", y_scan],
+          body=_scan_step_body(), num_scan_inputs=3, scan_input_axes=[1, 1, 1], scan_output_axes=[1])
+    y = b.op("Add", y_scan, b.op("Mul", b.op("Unsqueeze", "D", b.ints(1)), x))  # (b, l, h, p)
+    b.op("Reshape", y, b.ints(0, 0, h * p), out="y")
+    return _function(INT8_SSD_SCAN, b)
+
+
+def mamba2_custom_functions(config, hadamard: bool, opset: int = OPSET) -> list[FunctionProto]:
+    """The FunctionProtos of a Mamba2 model (``config``: its Mamba2Config), at the model's opset."""
+    functions = [int8_conv1d_channel_scales_function(config.conv_dim),
+                 int8_ssd_scan_function(config.nheads, config.headdim, config.ngroups, config.d_state)]
+    if hadamard:
+        functions.append(hadamard_quantize_function(config.d_inner))
+    return _at_opset(functions, opset)
+
+
 def custom_functions(d_inner: int, hadamard: bool, out_proj_scale: str = "static", opset: int = OPSET
                      ) -> list[FunctionProto]:
-    """The FunctionProtos a model of width d_inner uses: the Hadamard op only when its out_proj input is rotated,
-    HadamardQuantize for a static out_proj input scale, HadamardQuantizeDynamic for a per-token one (opset 17 only:
-    its ReduceMax takes ``axes`` as an attribute; QuantConfig refuses the per-token scale with 4-bit weights).
+    """The FunctionProtos a Mamba1 model of width d_inner uses: the Hadamard op only when its out_proj input is
+    rotated, HadamardQuantize for a static out_proj input scale, HadamardQuantizeDynamic for a per-token one (opset 17
+    only: its ReduceMax takes ``axes`` as an attribute; QuantConfig refuses the per-token scale with 4-bit weights).
     opset: the model's default-domain opset (the static bodies use no op whose meaning changed between 17 and 21)."""
     functions = [int8_causal_conv1d_function(d_inner), int8_selective_scan_function(opset)]
     if hadamard:
@@ -226,6 +292,11 @@ def custom_functions(d_inner: int, hadamard: bool, out_proj_scale: str = "static
         if dynamic and opset != OPSET:
             raise ValueError(f"HadamardQuantizeDynamic is built for opset {OPSET}, not {opset}")
         functions.append((hadamard_quantize_dynamic_function if dynamic else hadamard_quantize_function)(d_inner))
+    return _at_opset(functions, opset)
+
+
+def _at_opset(functions: list[FunctionProto], opset: int) -> list[FunctionProto]:
+    """Bodies written at opset 17, moved to ``opset`` (no op they use changed meaning between 17 and 21)."""
     if opset != OPSET:
         for function in functions:
             function.opset_import[0].version = opset

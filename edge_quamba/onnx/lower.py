@@ -42,6 +42,9 @@ two scales per row multiplying it: bit-identical to :func:`edge_quamba.quant.pri
 uint8 shift (exact: (q + 128) - 128 = q) is what ORT's own x86 Q/DQ rewrite does, and for the same reason: its
 int8 x int8 MatMulInteger measured 12x (l = 512) to 15x (l = 1) slower than uint8 x int8 on this project's x86 CPU.
 The TensorRT flavour refuses a per-token scale (README, TensorRT).
+Mamba2 (Quamba2 W8A8 and W4A8, ORT flavour only): :class:`Mamba2GraphOps` runs :func:`edge_quamba.quant.flow.mamba2_mixer_flow`
+the same way; its conv and SSD scan are the custom nodes Int8CausalConv1dChannelScales and Int8SSDScan
+(``MAMBA2_SPECS``), per-channel scales as float32 initializers; states are (b, conv_dim, k) int8 and (b, h, p, n).
 
 Names: ``layers.{i}.mixer.<tensor>`` as in the reference state dict; every scale a float32 scalar initializer,
 one shared int8 zero point. Batch b and length l are symbolic: one graph serves prefill (l >= 1) and decode (l = 1).
@@ -62,14 +65,15 @@ from dataclasses import dataclass
 from edge_quamba.errors import ConfigError
 from edge_quamba.models.mamba import LayerState, MambaLM, Norm
 from edge_quamba.onnx import INPUT_IDS, INT4_IR_VERSION, INT4_OPSET, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
-from edge_quamba.onnx.functions import Body, custom_functions
+from edge_quamba.onnx.functions import Body, custom_functions, mamba2_custom_functions
 from edge_quamba.ops.specs import (DOMAIN, HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
-                                   INT8_SELECTIVE_SCAN, OpSpec)
-from edge_quamba.quant.flow import mamba1_mixer_flow
+                                   INT8_CONV1D_CHANNEL_SCALES, INT8_SELECTIVE_SCAN, INT8_SSD_SCAN, OpSpec)
+from edge_quamba.quant.flow import mamba1_mixer_flow, mamba2_mixer_flow
+from edge_quamba.quant.mamba2_qmodel import PER_TENSOR_SITES, QuantMamba2Mixer
 from edge_quamba.quant.primitives import INT8_MAX
 from edge_quamba.errors import InputError
 from edge_quamba.quant.qmodel import Int4Linear, QuantLinear, QuantMambaMixer, W4A16Mixer
-from edge_quamba.quant.sites import SITE_BY_NAME, SITE_NAMES, tensor_name
+from edge_quamba.quant.sites import MAMBA2_SITE_BY_NAME, SITE_BY_NAME, SITE_NAMES, tensor_name
 
 ZERO_POINT = "zero_point_int8"
 
@@ -305,10 +309,79 @@ class GraphOps:
         return self.g.int8_linear_per_token(x_q, x_scale, getattr(self.m, name), f"{self.prefix}{name}")
 
 
+class Mamba2GraphOps(GraphOps):
+    """:func:`edge_quamba.quant.flow.mamba2_mixer_flow`'s ops emitting the nodes of a Mamba2 layer. in_proj's float
+    output is split in float and each piece quantized at its site (z, xBC, dt); the conv's int8 output (ssm_input)
+    is split as codes into x_q | B_q | C_q; the gated norm is standard float32 nodes."""
+
+    def __init__(self, g: GraphBuilder, mixer: QuantMamba2Mixer, norm: Norm, layer: int):
+        self.g, self.m, self.norm, self.layer = g, mixer, norm, layer
+        self.prefix = f"layers.{layer}.mixer."
+        self.scales = {site: g.scale(f"{self.prefix}{site}_scale", getattr(mixer, f"{site}_scale"))
+                       for site in PER_TENSOR_SITES}
+        self._ssm_input: str | None = None
+
+    def _codes(self, value: str | _Pending, code: str | None = None) -> str:
+        if not isinstance(value, _Pending):
+            return value
+        out = tensor_name(self.layer, code or MAMBA2_SITE_BY_NAME[value.site].code)
+        return self.g.quantize(value.x, self.scales[value.site], out=out)
+
+    def split(self, x: str, sizes: list[int]) -> list[str]:
+        if x == self._ssm_input:  # the conv's codes: x | B | C
+            names = MAMBA2_SITE_BY_NAME["ssm_input"].pieces
+        else:  # in_proj's float output: z | xBC | dt, each quantized at its own site by the flow
+            names = ("z", "xBC", "dt")
+        return self.g.split(x, sizes, [tensor_name(self.layer, name) for name in names])
+
+    def causal_conv1d(self, xBC_q: _Pending, conv_state: str) -> tuple[str, str]:
+        m, g, p = self.m, self.g, self.prefix
+        bias = m.conv_bias if m.conv_bias is not None else torch.zeros(m.config.conv_dim)  # + 0 is exact
+        out_q, state = g.custom(
+            INT8_CONV1D_CHANNEL_SCALES,
+            [self._codes(xBC_q), conv_state, g.init(f"{p}conv_weight_q", m.conv_weight), g.init(f"{p}conv_bias", bias),
+             g.init(f"{p}ssm_input_scales", m.scales()["ssm_input"])],
+            [tensor_name(self.layer, MAMBA2_SITE_BY_NAME["ssm_input"].code), f"conv_state_out.{self.layer}"],
+            f"{p}conv1d", x_scale=m.xBC_scale, weight_scale=m.conv_weight_scale)
+        self._ssm_input = out_q
+        return out_q, state
+
+    def ssd_scan(self, x_q: str, dt_q: _Pending, B_q: str, C_q: str, ssm_state: str) -> tuple[str, str]:
+        m, g, p = self.m, self.g, self.prefix
+        s = m.scales()
+        return tuple(g.custom(
+            INT8_SSD_SCAN,
+            [x_q, self._codes(dt_q), B_q, C_q, ssm_state, g.init(f"{p}A", m.A.float()), g.init(f"{p}D", m.D.float()),
+             g.init(f"{p}dt_bias", m.dt_bias.float()), g.init(f"{p}x_scales", s["x"]),
+             g.init(f"{p}B_scales", s["B"]), g.init(f"{p}C_scales", s["C"])],
+            [f"{p}y", f"ssm_state_out.{self.layer}"], f"{p}ssd_scan", dt_scale=m.dt_scale))
+
+    def gated_norm(self, y: str, z_q: _Pending) -> str:
+        """rmsnorm over groups of d_in / g channels of y * silu(z), times the weight (qops.gated_rms_norm's order:
+        the gate, the mean of squares per group, * 1/sqrt(mean + eps), then * weight)."""
+        m, g, p = self.m, self.g, self.prefix
+        c = m.config
+        z = g.op("DequantizeLinear", self._codes(z_q), self.scales["z"], ZERO_POINT, out=f"{p}z.dequantized")
+        gated = g.op("Mul", y, g.silu(z), out=f"{p}gated")
+        groups = g.op("Reshape", gated, g.ints(0, 0, c.ngroups, c.d_inner // c.ngroups))
+        square = g.op("Mul", groups, groups)
+        mean_square = g.op("ReduceMean", square, g.ints(-1), keepdims=1) if g.opset >= 18 else \
+            g.op("ReduceMean", square, axes=[-1], keepdims=1)  # the axes became an input in opset 18
+        eps = g.init(f"{p}norm.eps", np.array(c.gate_norm_eps, np.float32))
+        rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean_square, eps)))
+        normed = g.op("Reshape", g.op("Mul", groups, rstd), g.ints(0, 0, c.d_inner))
+        return g.op("Mul", g.init(f"{p}norm.weight", m.norm_weight.float()), normed, out=f"{p}norm.out")
+
+
 def _mixer(g: GraphBuilder, block, resid: str, i: int) -> str:
     """One block's norm and mixer: resid (b, l, d) float32 -> the mixer's output (b, l, d) float32; reads and
     writes layer i's states."""
     c = block.mixer.config
+    state = LayerState(f"conv_state.{i}", f"ssm_state.{i}")
+    if isinstance(block.mixer, QuantMamba2Mixer):
+        out, _ = mamba2_mixer_flow(Mamba2GraphOps(g, block.mixer, block.norm, i), resid, state, c.d_inner,
+                                   c.ngroups * c.d_state, c.nheads, block.mixer.hadamard)
+        return out
     out, _ = mamba1_mixer_flow(GraphOps(g, block.mixer, block.norm, i), resid,
                                LayerState(f"conv_state.{i}", f"ssm_state.{i}"), c.d_inner, c.dt_rank, c.d_state,
                                block.mixer.hadamard, block.mixer.out_proj_scale)
@@ -321,9 +394,14 @@ TENSORRT_DYNAMIC_REFUSAL = (
     "--out-proj-scale static")
 """The one-line error for a TensorRT export of a model with ``out_proj_scale = "dynamic"``."""
 
+NO_W4A16_GRAPH = ("ONNX export of a Mamba2 w4a16 model is not implemented yet (Mamba1 w4a16 exports): its graph "
+                  "needs float16 Mamba2 conv1d and scan bodies; run the artifact with --backend ref")
 NO_4BIT_TENSORRT = ("--target tensorrt is not built for 4-bit weights yet: TensorRT 10 takes INT4 block-quantized "
                     "weights only in weight-only (float-activation) GEMMs, the W4A8 linears have int8 activations, "
                     "and nothing 4-bit has run on TensorRT here; export with --target ort")
+
+NO_MAMBA2_GRAPH = ("ONNX export of a Mamba2 model is built for --target ort only (w8a8, w4a8): no TensorRT plugin "
+                   "for its conv and SSD scan is written yet")
 
 FLAVOURS = ("ort", "tensorrt")
 """What each graph is lowered for (the TensorRT flavour then becomes plugin nodes: :mod:`edge_quamba.onnx.tensorrt`)."""
@@ -345,18 +423,24 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         raise ValueError(f"flavour {flavour!r} is not one of {FLAVOURS}")
     c = model.config
     mixers = [block.mixer for block in model.backbone.layers]
-    if all(isinstance(m, W4A16Mixer) for m in mixers):
+    if all(isinstance(m, W4A16Mixer) for m in mixers):  # Mamba1 W4A16: the fp16 graph with int4 linears
         if flavour != "ort":
             raise InputError(NO_4BIT_TENSORRT)
         from edge_quamba.onnx.lower_w4a16 import lower_w4a16
 
         return lower_w4a16(model)
-    if not all(isinstance(m, QuantMambaMixer) for m in mixers):
+    int8_mixers = (QuantMambaMixer, QuantMamba2Mixer)  # Mamba2 W4A16 mixers are float16 mixers with int4 linears
+    if any(isinstance(getattr(m, "in_proj", None), Int4Linear) and not isinstance(m, int8_mixers) for m in mixers):
+        raise InputError(NO_W4A16_GRAPH)
+    mamba2 = all(isinstance(m, QuantMamba2Mixer) for m in mixers)
+    if not mamba2 and not all(isinstance(m, QuantMambaMixer) for m in mixers):
         raise TypeError("lower_model needs the quantized reference model (load_quantized_model)")
-    out_proj_scale = mixers[0].out_proj_scale
+    out_proj_scale = getattr(mixers[0], "out_proj_scale", "static")  # a Quamba W8A8 option (Mamba1)
     if flavour == "tensorrt" and out_proj_scale == "dynamic":
         raise ConfigError(TENSORRT_DYNAMIC_REFUSAL)
     four_bit = isinstance(mixers[0].in_proj, Int4Linear)
+    if mamba2 and flavour != "ort":
+        raise InputError(NO_MAMBA2_GRAPH)
     opset, ir_version = (INT4_OPSET, INT4_IR_VERSION) if four_bit else (OPSET, IR_VERSION)
     if four_bit and flavour != "ort":
         raise InputError(NO_4BIT_TENSORRT)
@@ -389,20 +473,23 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         logits = helper.make_tensor_value_info(LAST_LOGITS, TensorProto.FLOAT16, ["b", c.vocab_size])
 
     state_in, state_out = state_names(c.n_layer)
-    d_in, n, k = c.d_inner, c.d_state, c.d_conv
+    conv_shape, ssm_shape = (["b", c.conv_dim, c.d_conv], ["b", c.nheads, c.headdim, c.d_state]) if mamba2 else \
+        (["b", c.d_inner, c.d_conv], ["b", c.d_inner, c.d_state])
     info = helper.make_tensor_value_info
     inputs = [info(INPUT_IDS, TensorProto.INT64, ["b", "l"])]
     outputs = [logits]
     for i in range(c.n_layer):
-        inputs += [info(state_in[2 * i], TensorProto.INT8, ["b", d_in, k]),
-                   info(state_in[2 * i + 1], TensorProto.FLOAT, ["b", d_in, n])]
-        outputs += [info(state_out[2 * i], TensorProto.INT8, ["b", d_in, k]),
-                    info(state_out[2 * i + 1], TensorProto.FLOAT, ["b", d_in, n])]
+        inputs += [info(state_in[2 * i], TensorProto.INT8, conv_shape),
+                   info(state_in[2 * i + 1], TensorProto.FLOAT, ssm_shape)]
+        outputs += [info(state_out[2 * i], TensorProto.INT8, conv_shape),
+                    info(state_out[2 * i + 1], TensorProto.FLOAT, ssm_shape)]
     graph = helper.make_graph(g.nodes, "edge_quamba_mamba", inputs, outputs, initializer=g.initializers)
     hadamard = any(m.hadamard for m in mixers)
     onnx_model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
-        functions=custom_functions(c.d_inner, hadamard, out_proj_scale, opset), producer_name="edge-quamba",
+        functions=mamba2_custom_functions(c, hadamard, opset) if mamba2 else
+        custom_functions(c.d_inner, hadamard, out_proj_scale, opset),
+        producer_name="edge-quamba",
     )
     onnx_model.ir_version = ir_version
     return onnx_model

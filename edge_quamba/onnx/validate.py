@@ -45,9 +45,12 @@ from tqdm import tqdm
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.onnx import LAST_LOGITS, LOGITS, state_names
 from edge_quamba.ops.plugins import plugin_node_attributes
-from edge_quamba.ops.specs import DOMAIN, SPECS
+from edge_quamba.ops.specs import DOMAIN, MAMBA2_SPECS, SPECS
 from edge_quamba.quant.primitives import quantize_hook
-from edge_quamba.quant.sites import graph_code_tensors
+from edge_quamba.models.config import Mamba2Config
+from edge_quamba.quant.sites import MAMBA2_SITES, SITES, graph_code_tensors
+
+ALL_SPECS = {**SPECS, **MAMBA2_SPECS}
 
 TIE_TOLERANCE = 1e-4
 """Largest distance of the reference's quotient x / s from k + .5 (in codes) at which the reference may take the
@@ -132,7 +135,7 @@ def _check_qdq(nodes, values: dict, where: str) -> list[str]:
 
 
 def _check_custom_node(node: onnx.NodeProto, flavour: str) -> list[str]:
-    spec = SPECS.get(node.op_type)
+    spec = ALL_SPECS.get(node.op_type)
     if spec is None:
         return [f"node {node.name}: {node.op_type} is not an edge_quamba op"]
     problems = []
@@ -174,7 +177,7 @@ def check_graph(model: onnx.ModelProto, flavour: str) -> list[str]:
             problems.append(f"the TensorRT flavour must carry no function bodies, has {sorted(functions)}")
         return problems
     for name in used:
-        function, spec = functions.get(name), SPECS.get(name)
+        function, spec = functions.get(name), ALL_SPECS.get(name)
         if spec is None:
             continue
         if function is None:
@@ -314,9 +317,12 @@ def expose_codes(optimized: onnx.ModelProto, model: onnx.ModelProto,
         else:
             raise AssertionError(f"cannot find the codes of {site} in ONNX Runtime's optimized graph")
         producer = produced[tensor]
-        if producer.op_type != "QuantizeLinear":
+        if producer.op_type == "QuantizeLinear":
+            zero_point = values[producer.input[2]]
+        elif producer.op_type in ("Split", "Cast"):  # int8 codes split as codes, or a per-channel quantize's Cast
+            zero_point = np.zeros(1, np.int8)  # (Mamba2's conv output x | B | C)
+        else:
             raise AssertionError(f"{site}: {tensor} is made by {producer.op_type}, not QuantizeLinear")
-        zero_point = values[producer.input[2]]
         elem = TensorProto.INT8 if zero_point.dtype == np.int8 else TensorProto.UINT8
         exposed.graph.output.append(helper.make_tensor_value_info(tensor, elem, None))
         found[site] = (tensor, int(zero_point.reshape(-1)[0]))
@@ -361,7 +367,7 @@ def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM
     from edge_quamba.runtime.ort_backend import OrtGraph, import_onnxruntime
 
     config = reference.config
-    code_tensors = graph_code_tensors(config.n_layer)
+    code_tensors = graph_code_tensors(config.n_layer, MAMBA2_SITES if isinstance(config, Mamba2Config) else SITES)
     site_names = [tensor for tensors in code_tensors.values() for tensor in tensors]
     with tempfile.TemporaryDirectory() as scratch:
         optimized_file = Path(scratch) / "optimized.onnx"

@@ -168,3 +168,48 @@ SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CAUSAL_CONV1D, INT8_SELECTI
 
 PLUGIN_SPECS: dict[str, OpSpec] = {name: s for name, s in SPECS.items() if s.tensorrt_plugin}
 """The custom ops that have a TensorRT plugin (plugins/tensorrt/PluginConfig.yaml, common/opSpecs.h)."""
+
+# Mamba2 (Quamba2). Per-channel scales are float32 tensor inputs (the group scales gathered per channel), not
+# attributes. Shapes: conv_dim = d_in + 2 g n, h heads of p channels, g groups of n states. ONNX Runtime only: no
+# TensorRT plugin is built for them yet, so they are kept out of SPECS (which the plugin tooling reads).
+
+INT8_CONV1D_CHANNEL_SCALES = OpSpec(
+    name="Int8CausalConv1dChannelScales",
+    reference="int8_causal_conv1d_channel_scales",
+    inputs=(
+        _i8("x_q", "b", "l", "conv_dim"),
+        _i8("conv_state_q", "b", "conv_dim", "k"),
+        _i8("weight_q", "conv_dim", "k"),
+        _f32("bias", "conv_dim", optional=True),
+        _f32("out_scales", "conv_dim"),
+    ),
+    outputs=(_i8("out_q", "b", "l", "conv_dim"), _i8("conv_state_out", "b", "conv_dim", "k")),
+    attributes=(_scale("x_scale", "x_q and conv_state_q"), _scale("weight_scale", "weight_q")),
+    doc="Mamba2's conv over x | B | C: Int8CausalConv1d whose output channel c is quantized at out_scales[c] (x at "
+        "its sort-and-cluster group's scale, B and C at their state group's).",
+)
+
+INT8_SSD_SCAN = OpSpec(
+    name="Int8SSDScan",
+    reference="int8_ssd_scan",
+    inputs=(
+        _i8("x_q", "b", "l", "d_in"),
+        _i8("dt_q", "b", "l", "h"),
+        _i8("B_q", "b", "l", "gn"),
+        _i8("C_q", "b", "l", "gn"),
+        _f32("ssm_state", "b", "h", "p", "n"),
+        _f32("A", "h"),
+        _f32("D", "h"),
+        _f32("dt_bias", "h"),
+        _f32("x_scales", "d_in"),
+        _f32("B_scales", "gn"),
+        _f32("C_scales", "gn"),
+    ),
+    outputs=(_f32("y", "b", "l", "d_in"), _f32("ssm_state_out", "b", "h", "p", "n")),
+    attributes=(_scale("dt_scale", "dt_q"),),
+    doc="The Mamba2 SSD recurrence on dequantized int8 x (per channel), dt, B and C (per state group) with a float32 "
+        "state: delta = softplus(dt + dt_bias), h_t = exp(delta A) h_{t-1} + delta x_t B_t^T, y = h_t C_t + D x_t.",
+)
+
+MAMBA2_SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CONV1D_CHANNEL_SCALES, INT8_SSD_SCAN)}
+"""The Mamba2 custom ops, by ONNX op_type (ONNX Runtime functions; no TensorRT plugin yet)."""

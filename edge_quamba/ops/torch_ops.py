@@ -25,6 +25,10 @@ is a float32 tensor made by the Hadamard op and read by out_proj, not a constant
     w4a8_linear                  DQ(x_q) -> MatMul(DQ(INT4 W, blocked)) primitives.int4_group_linear (+ bias)
     w4a8_linear_quantize         ... -> QuantizeLinear                 quantize(w4a8_linear(...))  (fused epilogue)
     w4a16_linear                 (no ONNX lowering yet)                float32 x16 @ dequantize_int4(W)^T (+ bias)
+  Mamba2 (Quamba2), per-channel scales as float32 tensors:
+    int8_causal_conv1d_channel_scales(_update)   the conv over x | B | C   qops.int8_causal_conv1d_channel_scales
+    int8_ssd_scan(_update)                       the SSD recurrence        qops.int8_ssd_scan
+    gated_rms_norm                               rmsnorm(y * silu(z)) * w  qops.gated_rms_norm
 
 The schemas of the three custom nodes follow :mod:`edge_quamba.ops.specs` (tensors, then float scales; a test
 checks it). Scales are Python floats: static per-tensor scales are constants, as they are in the graph and in the
@@ -273,6 +277,76 @@ def w4a16_linear(x: Tensor, weight_q: Tensor, weight_scale: Tensor, bias: Tensor
 @w4a16_linear.register_fake
 def _(x, weight_q, weight_scale, bias, group_size):
     return x.new_empty((*x.shape[:-1], weight_q.shape[0]))
+# Mamba2 (Quamba2): per-channel scales are float32 tensors (a vector is not a plugin-field scalar).
+
+
+@_op("int8_causal_conv1d_channel_scales")
+def int8_causal_conv1d_channel_scales(x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None,
+                                      out_scales: Tensor, x_scale: float, weight_scale: float
+                                      ) -> tuple[Tensor, Tensor]:
+    """x_q (b, l, conv_dim) int8, conv_state_q (b, conv_dim, k) int8, out_scales (conv_dim,) float32
+    -> codes (b, l, conv_dim) int8 (x | B | C, each channel at its scale), conv_state_out (b, conv_dim, k)."""
+    return qops.int8_causal_conv1d_channel_scales(x_q, conv_state_q, weight_q, bias, out_scales, x_scale,
+                                                  weight_scale)
+
+
+@int8_causal_conv1d_channel_scales.register_fake
+def _(x_q, conv_state_q, weight_q, bias, out_scales, x_scale, weight_scale):
+    return torch.empty_like(x_q, memory_format=torch.contiguous_format), torch.empty_like(conv_state_q)
+
+
+@_op("int8_causal_conv1d_channel_scales_update")
+def int8_causal_conv1d_channel_scales_update(x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor,
+                                             bias: Tensor | None, out_scales: Tensor, x_scale: float,
+                                             weight_scale: float) -> tuple[Tensor, Tensor]:
+    """One token: x_q (b, conv_dim) int8 -> codes (b, conv_dim) int8, new state."""
+    return qops.int8_causal_conv1d_channel_scales_update(x_q, conv_state_q, weight_q, bias, out_scales, x_scale,
+                                                         weight_scale)
+
+
+@int8_causal_conv1d_channel_scales_update.register_fake
+def _(x_q, conv_state_q, weight_q, bias, out_scales, x_scale, weight_scale):
+    return torch.empty_like(x_q, memory_format=torch.contiguous_format), torch.empty_like(conv_state_q)
+
+
+@_op("int8_ssd_scan")
+def int8_ssd_scan(x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor, D: Tensor,
+                  dt_bias: Tensor, x_scales: Tensor, B_scales: Tensor, C_scales: Tensor, dt_scale: float
+                  ) -> tuple[Tensor, Tensor]:
+    """x_q (b, l, d_in), dt_q (b, l, h), B_q, C_q (b, l, g n) int8; ssm_state (b, h, p, n) float32
+    -> y (b, l, d_in) float32, ssm_state_out (b, h, p, n) float32."""
+    return qops.int8_ssd_scan(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales, C_scales,
+                              dt_scale)
+
+
+@int8_ssd_scan.register_fake
+def _(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales, C_scales, dt_scale):
+    return x_q.new_empty(x_q.shape, dtype=torch.float32), torch.empty_like(ssm_state, dtype=torch.float32)
+
+
+@_op("int8_ssd_scan_update")
+def int8_ssd_scan_update(x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor,
+                         D: Tensor, dt_bias: Tensor, x_scales: Tensor, B_scales: Tensor, C_scales: Tensor,
+                         dt_scale: float) -> tuple[Tensor, Tensor]:
+    """One token: x_q (b, d_in), dt_q (b, h), B_q, C_q (b, g n) int8 -> y (b, d_in) float32, new state."""
+    return qops.int8_ssd_scan_update(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales,
+                                     C_scales, dt_scale)
+
+
+@int8_ssd_scan_update.register_fake
+def _(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales, C_scales, dt_scale):
+    return x_q.new_empty(x_q.shape, dtype=torch.float32), torch.empty_like(ssm_state, dtype=torch.float32)
+
+
+@_op("gated_rms_norm")
+def gated_rms_norm(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: float, group_size: int) -> Tensor:
+    """y (..., d_in) float32, z_q (..., d_in) int8 -> (..., d_in) float32 (Mamba2's norm before out_proj)."""
+    return qops.gated_rms_norm(y, z_q, weight, z_scale, eps, group_size)
+
+
+@gated_rms_norm.register_fake
+def _(y, z_q, weight, z_scale, eps, group_size):
+    return torch.empty_like(y, dtype=torch.float32)
 
 
 OPS = {"Int8CausalConv1d": int8_causal_conv1d, "Int8SelectiveScan": int8_selective_scan,

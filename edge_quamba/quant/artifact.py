@@ -21,9 +21,10 @@ from edge_quamba import __version__
 from edge_quamba.errors import CheckpointError, ConfigError
 from edge_quamba.folders import QUANTIZED
 from edge_quamba.integrity import file_sha256, seal, verify_listed_files
-from edge_quamba.models.config import MambaConfig, read_json
+from edge_quamba.models.config import Mamba2Config, ModelConfig, model_config_from_dict, read_json
 from edge_quamba.models.loading import check_tensors, safetensors_header
 from edge_quamba.models.mamba import MambaLM
+from edge_quamba.quant.mamba2_qmodel import empty_quantized_mamba2_model
 from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, QuantConfig, QuantMambaMixer, empty_quantized_model
 
 QUANT_KIND = QUANTIZED.kind
@@ -46,6 +47,13 @@ def artifact_state_dict(model: MambaLM) -> dict[str, torch.Tensor]:
     return state
 
 
+def empty_model(config: ModelConfig, qconfig: QuantConfig) -> MambaLM:
+    """The quantized module tree (placeholder values) for a model config and its quantization config."""
+    if isinstance(config, Mamba2Config):
+        return empty_quantized_mamba2_model(config, qconfig)
+    return empty_quantized_model(config, qconfig)
+
+
 def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibration: dict, source: dict,
                    tokenizer_file: Path) -> None:
     """Write a complete artifact into ``folder`` (callers pass a temporary folder, see atomic_output_dir)."""
@@ -66,7 +74,7 @@ def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibrati
     (folder / QUANT_CONFIG).write_text(json.dumps(seal(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def read_quant_config(folder: Path) -> tuple[MambaConfig, QuantConfig, dict]:
+def read_quant_config(folder: Path) -> tuple[ModelConfig, QuantConfig, dict]:
     """(model config, quantization config, the whole quant_config.json); ConfigError names what is wrong. File
     hashes are not checked here (:func:`verify_artifact`)."""
     path = folder / QUANT_CONFIG
@@ -76,7 +84,7 @@ def read_quant_config(folder: Path) -> tuple[MambaConfig, QuantConfig, dict]:
     for key in ("model_config", "quantization"):
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{path} is missing the required key {key!r}")
-    config = MambaConfig.from_dict(raw["model_config"], str(path))
+    config = model_config_from_dict(raw["model_config"], str(path))
     try:
         qconfig = QuantConfig.from_dict(raw["quantization"])
     except (TypeError, ValueError) as exc:  # a value of the wrong JSON type reached the dataclass
@@ -97,7 +105,7 @@ def load_quantized_model(folder: Path) -> MambaLM:
     config, qconfig, raw = read_quant_config(folder)
     verify_artifact(folder, raw)
     weights = folder / WEIGHTS
-    check_tensors(safetensors_header(weights), lambda c: artifact_state_dict(empty_quantized_model(c, qconfig)),
+    check_tensors(safetensors_header(weights), lambda c: artifact_state_dict(empty_model(c, qconfig)),
                   config, weights, QUANT_CONFIG, check_dtypes=True)
     try:
         state = load_file(str(weights))
@@ -106,7 +114,7 @@ def load_quantized_model(folder: Path) -> MambaLM:
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{weights}: {key} holds NaN or Inf values")
-    model = empty_quantized_model(config, qconfig)
+    model = empty_model(config, qconfig)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
     return model
 

@@ -1,6 +1,6 @@
-"""The quantized Mamba1 mixer's data flow, written once, and the three ways it is run.
+"""The quantized mixers' data flows, written once, and the three ways each is run.
 
-:func:`mamba1_mixer_flow` is the Quamba W8A8 mixer: which tensors are quantized at which site
+:func:`mamba1_mixer_flow` is the Quamba W8A8 Mamba1 mixer, :func:`mamba2_mixer_flow` the Quamba2 W8A8 Mamba2 mixer: which tensors are quantized at which site
 (:mod:`edge_quamba.quant.sites`), which op consumes them, which scales each op reads. It calls an ``ops`` object
 and nothing else, so one function serves every use:
 
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from edge_quamba.models.mamba import (LayerState, MambaLM, MambaMixer, Norm, ResidualBlock, causal_conv1d,
                                       selective_scan)
+from edge_quamba.models.mamba2 import Mamba2Mixer, ssd_chunked
 from edge_quamba.quant.hadamard import hadamard_transform
 
 Tap = Callable[[str, Tensor], None]
@@ -73,6 +74,45 @@ def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int
     if out_proj_scale == "dynamic":
         y_q, y_scale = ops.hadamard_quantize_dynamic(y)  # (b, l, d_in) int8, (b, l) float32
         return ops.linear_per_token("out_proj", y_q, y_scale), LayerState(conv_state, ssm_state)
+    y_q = ops.hadamard_quantize(y) if hadamard else ops.quantize(y, "out_proj_input")
+    return ops.linear("out_proj", y_q, "out_proj_input"), LayerState(conv_state, ssm_state)
+
+
+class Mamba2MixerOps(Protocol):
+    """What :func:`mamba2_mixer_flow` needs (norm_quantize, quantize, split, linear, hadamard_quantize as
+    :class:`MixerOps`)."""
+
+    def norm_quantize(self, resid: Any, site: str) -> Any: ...
+    def quantize(self, x: Any, site: str) -> Any: ...
+    def split(self, x: Any, sizes: list[int]) -> list[Any]: ...
+    def linear(self, name: str, x_q: Any, in_site: str, bias: bool = True, out_site: str | None = None) -> Any: ...
+    def causal_conv1d(self, xBC_q: Any, conv_state: Any) -> tuple[Any, Any]: ...
+    def ssd_scan(self, x_q: Any, dt_q: Any, B_q: Any, C_q: Any, ssm_state: Any) -> tuple[Any, Any]: ...
+    def gated_norm(self, y: Any, z_q: Any) -> Any: ...
+    def hadamard_quantize(self, y: Any) -> Any: ...
+
+
+def mamba2_mixer_flow(ops: Mamba2MixerOps, resid: Any, state: LayerState, d_inner: int, bc_width: int, nheads: int,
+                      hadamard: bool) -> tuple[Any, LayerState]:
+    """One Quamba2 W8A8 Mamba2 mixer with its pre-norm: resid (b, l, d) float -> the mixer's output (b, l, d) float
+    and the state after the last token. ``bc_width`` = g n, the width of B (and of C).
+
+    Quamba2 (arXiv 2503.22879): the norm writes int8; int8 in_proj, its float output split into z, xBC and Δ
+    (without dt_bias), each quantized at its own per-tensor scale; the int8 depthwise conv over xBC + SiLU writes
+    x at the per-group scales of the sorted-and-clustered channels and B, C at per-state-group scales (one
+    ``ssm_input`` tensor with per-channel scales); the SSD scan on int8 x, Δ, B, C with a float32 state (dt_bias,
+    softplus, A and D per head inside); the gated RMSNorm of y with the int8 gate z; Hadamard + quantize; int8
+    out_proj with the rotated weight, float out. The sort-and-cluster channel order is applied to the weights
+    offline (:mod:`edge_quamba.quant.cluster`), so the flow never permutes.
+    """
+    x_q = ops.norm_quantize(resid, "in_proj_input")  # (b, l, d) int8
+    zxbcdt = ops.linear("in_proj", x_q, "in_proj_input")  # (b, l, d_in + conv_dim + h) float32
+    z, xBC, dt = ops.split(zxbcdt, [d_inner, d_inner + 2 * bc_width, nheads])
+    z_q, xBC_q, dt_q = ops.quantize(z, "z"), ops.quantize(xBC, "xBC"), ops.quantize(dt, "dt")
+    ssm_in_q, conv_state = ops.causal_conv1d(xBC_q, state.conv_state)  # reads xBC, writes ssm_input
+    xs_q, B_q, C_q = ops.split(ssm_in_q, [d_inner, bc_width, bc_width])
+    y, ssm_state = ops.ssd_scan(xs_q, dt_q, B_q, C_q, state.ssm_state)  # y (b, l, d_in) float32
+    y = ops.gated_norm(y, z_q)  # (b, l, d_in) float32
     y_q = ops.hadamard_quantize(y) if hadamard else ops.quantize(y, "out_proj_input")
     return ops.linear("out_proj", y_q, "out_proj_input"), LayerState(conv_state, ssm_state)
 
@@ -129,6 +169,44 @@ class FloatOps:
         return y
 
 
+class Mamba2FloatOps(FloatOps):
+    """:class:`FloatOps` for :func:`mamba2_mixer_flow` over an fp :class:`Mamba2Mixer` (its weights already in the
+    sort-and-cluster order when that is on): the conv observes ``ssm_input`` (x | B | C after SiLU), the SSD runs
+    chunked as the fp reference's forward does."""
+
+    mixer: Mamba2Mixer
+
+    def causal_conv1d(self, xBC: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
+        conv = self.mixer.conv1d
+        y, conv_state = causal_conv1d(xBC, conv.weight[:, 0, :], conv.bias, conv_state)
+        out = F.silu(y)
+        self._observe("ssm_input", out)
+        return out, conv_state
+
+    def ssd_scan(self, x, dt, B, C, ssm_state) -> tuple[Tensor, Tensor]:
+        m, c = self.mixer, self.mixer.config
+        A = -torch.exp(m.A_log)
+        delta = F.softplus(dt + m.dt_bias)  # the fp reference's Δ (Mamba2Mixer.ssm_inputs)
+        y, ssm_state = ssd_chunked(x.unflatten(-1, (c.nheads, c.headdim)), delta, A,
+                                   B.unflatten(-1, (c.ngroups, c.d_state)), C.unflatten(-1, (c.ngroups, c.d_state)),
+                                   m.D, ssm_state, c.chunk_size)
+        return y.flatten(-2), ssm_state
+
+    def gated_norm(self, y: Tensor, z: Tensor) -> Tensor:
+        return self.mixer.norm(y, z)
+
+
+def _run_float_flow(block: ResidualBlock, resid: Tensor, state: LayerState, hadamard: bool, tap: Tap | None
+                    ) -> tuple[Tensor, LayerState]:
+    """The flow of the block's mixer kind with the float ops."""
+    c = block.mixer.config
+    if isinstance(block.mixer, Mamba2Mixer):
+        ops = Mamba2FloatOps(block.mixer, block.norm, hadamard, tap)
+        return mamba2_mixer_flow(ops, resid, state, c.d_inner, c.ngroups * c.d_state, c.nheads, hadamard)
+    ops = FloatOps(block.mixer, block.norm, hadamard, tap)
+    return mamba1_mixer_flow(ops, resid, state, c.d_inner, c.dt_rank, c.d_state, hadamard)
+
+
 class FloatFlowMixer(nn.Module):
     """An fp block's norm and mixer run through the flow with :class:`FloatOps`: resid -> mixer output."""
 
@@ -140,9 +218,7 @@ class FloatFlowMixer(nn.Module):
         return self.block.mixer.empty_state(batch)
 
     def forward(self, resid: Tensor, state: LayerState) -> tuple[Tensor, LayerState]:
-        c = self.block.mixer.config
-        ops = FloatOps(self.block.mixer, self.block.norm, self.hadamard, self.tap)
-        out, state = mamba1_mixer_flow(ops, resid, state, c.d_inner, c.dt_rank, c.d_state, self.hadamard)
+        out, state = _run_float_flow(self.block, resid, state, self.hadamard, self.tap)
         return out.to(resid.dtype), state
 
 

@@ -184,3 +184,32 @@ class PercentileObserver:
     def __repr__(self) -> str:
         return (f"PercentileObserver(name={self.name!r}, percentile={self.percentile}, momentum={self.momentum}, "
                 f"num_batches={self.num_batches})")
+
+
+class ChannelAbsMaxObserver:
+    """Running max |x| per channel (the last axis) over all observed batches: the statistics from which Quamba2
+    groups channels (:mod:`edge_quamba.quant.cluster`) and takes its group scales.
+
+    name: the tensor's name, used in error messages.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.num_batches = 0
+        self._amax: Tensor | None = None
+
+    def observe(self, x: Tensor) -> None:
+        """x: floating (..., c); every element of a channel counts for that channel."""
+        _abs_float(x, self.name)  # the same checks (finite, non-empty) as the per-tensor observers
+        batch = x.detach().abs().reshape(-1, x.shape[-1]).amax(0).to(torch.float32)
+        self._amax = batch if self._amax is None else torch.maximum(self._amax, batch)
+        self.num_batches += 1
+
+    def amax(self) -> Tensor:
+        """(c,) float32: max |x| of each channel over every observed element."""
+        if self._amax is None:
+            raise RuntimeError(f"{self.name}: amax() called before any observe(); run calibration first")
+        return self._amax.clone()
+
+    def __repr__(self) -> str:
+        return f"ChannelAbsMaxObserver(name={self.name!r}, num_batches={self.num_batches})"

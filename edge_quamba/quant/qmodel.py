@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from edge_quamba.errors import ConfigError
-from edge_quamba.models.config import MambaConfig
+from edge_quamba.models.config import Mamba2Config, MambaConfig, ModelConfig
 from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer, Norm
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.quant.flow import Tap, mamba1_mixer_flow
@@ -72,7 +72,7 @@ class QuantConfig:
 
     ``percentile`` clips the activations named in ``percentile_activations`` (default: the scan input u, as the paper
     does); ``percentile=None`` means abs-max scales everywhere. Clipping other inputs (e.g. in_proj_input) is an
-    extension beyond the paper, measured in benchmarks/quality.py.
+    extension beyond the paper, measured in benchmarks/quality.py. The percentile knobs apply to Quamba (Mamba1).
 
     ``calib_seed``: None takes the first ``calib_samples`` windows of the calibration text in file order; an int
     draws the windows' start offsets with that seed (:func:`edge_quamba.quant.calibrate.load_calibration_data`), to
@@ -82,11 +82,15 @@ class QuantConfig:
     ``out_proj_scale``: "static" quantizes out_proj's input at the calibrated per-tensor scale of the site
     out_proj_input (the paper); "dynamic" at a per-token scale computed inside Hadamard + quantize (needs
     ``hadamard``; the site then has no static scale to calibrate or clip). An artifact written before this key
-    existed reads as "static".
+    existed reads as "static". Per-channel weights and the per-token scale are Quamba (Mamba1) W8A8 options.
     ``bits`` picks the config (module docstring); ``group_size``, ``gptq`` and ``gptq_damp`` shape the int4 weights
     of w4a8 / w4a16 (ignored at w8a8). ``method`` "quamba2" is accepted here and refused for Mamba1 models by
     :func:`check_method`. At w4a16 nothing is quantized on the activation side: ``hadamard`` is recorded False and
     the percentile fields are unused.
+
+    Quamba2 (``method="quamba2"``, Mamba2 models, :mod:`edge_quamba.quant.mamba2_qmodel`): ``sort_cluster`` reorders
+    and groups the SSD input x (``head_groups`` x ``dim_groups`` scales per SSD group, capped at the heads per group
+    and at headdim; off: one x scale); ``per_group_bc`` gives B and C one scale per state group (off: one each).
     """
 
     method: str = "quamba"
@@ -103,6 +107,10 @@ class QuantConfig:
     calib_seq_len: int = 512
     calib_seed: int | None = None
     weight_scales: str = "tensor"
+    sort_cluster: bool = True
+    head_groups: int = 4
+    dim_groups: int = 4
+    per_group_bc: bool = True
     format_version: int = QUANT_FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -141,8 +149,11 @@ class QuantConfig:
                               "out_proj op takes one weight scale; choose one of the two")
         w8a8_only = [flag for flag, on in (("--weight-scales channel", self.weight_scales == "channel"),
                                            ("--out-proj-scale dynamic", self.out_proj_scale == "dynamic")) if on]
-        if w8a8_only and self.bits != "w8a8":
-            raise ConfigError(f"{w8a8_only[0]} is a W8A8 option; it is not built for --bits {self.bits}")
+        if w8a8_only and (self.bits != "w8a8" or self.method != "quamba"):
+            raise ConfigError(f"{w8a8_only[0]} is a Quamba W8A8 option; it is not built for --method {self.method} "
+                              f"--bits {self.bits}")
+        if self.head_groups < 1 or self.dim_groups < 1:
+            raise ConfigError("--head-groups and --dim-groups must be >= 1")
         if self.format_version not in READABLE_FORMAT_VERSIONS:
             raise ConfigError(f"quantized artifact format {self.format_version} is not one of "
                               f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
@@ -466,8 +477,12 @@ W4A16_DTYPE = torch.float16
 """The W4A16 model's activation and float weight dtype (the fp16 reference's)."""
 
 
-def check_method(config: MambaConfig, qconfig: QuantConfig) -> None:
+def check_method(config: ModelConfig, qconfig: QuantConfig) -> None:
     """A one-line error for a recipe this model cannot take (called before calibration)."""
+    if isinstance(config, Mamba2Config):
+        if qconfig.method != "quamba2":
+            raise ConfigError("a Mamba2 model is quantized with --method quamba2 (Quamba's recipe is for Mamba1)")
+        return
     if qconfig.method == "quamba2":
         # Quamba2's additions over Quamba are sort-and-cluster of the scan input x by head and per-state-group
         # scales of B and C: both act on Mamba2's head/group structure. For Mamba1 it contributes the bit-width

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edge_quamba.models.mamba import selective_scan
+from edge_quamba.models.mamba2 import heads_from_groups
 from edge_quamba.quant.hadamard import hadamard_transform
 from edge_quamba.quant.primitives import dequantize, per_token_scale, quantize
 
@@ -137,3 +138,111 @@ def hadamard_quantize_dynamic(y: Tensor) -> tuple[Tensor, Tensor]:
     v = hadamard_transform(y.float())
     y_scale = per_token_scale(v)
     return quantize(v, y_scale[..., None]), y_scale
+# Mamba2 (Quamba2) ops. Glossary: :mod:`edge_quamba.models.mamba2` (h heads of p channels, g groups of n states,
+# conv_dim = d_in + 2 g n). Their scales are per channel (float32 vectors, one entry per channel, expanded from the
+# group scales of :mod:`edge_quamba.quant.mamba2_qmodel`), so a group's scale is a gather, not a second convention.
+
+
+def int8_causal_conv1d_channel_scales(
+    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None, out_scales: Tensor,
+    x_scale: float, weight_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """Mamba2's int8 conv over x | B | C: :func:`int8_causal_conv1d` whose output is quantized per channel.
+
+    x_q: (b, l, conv_dim) int8 at ``x_scale``; conv_state_q: (b, conv_dim, k) int8; weight_q: (conv_dim, k) int8;
+    out_scales: (conv_dim,) float32, the scale of each output channel (x at its sort-and-cluster group's scale,
+    B and C at their state group's). Returns the codes (b, l, conv_dim) int8 and the new state.
+    """
+    return int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scales.float())
+
+
+def int8_causal_conv1d_channel_scales_update(
+    x_q: Tensor, conv_state_q: Tensor, weight_q: Tensor, bias: Tensor | None, out_scales: Tensor,
+    x_scale: float, weight_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """One decode token of :func:`int8_causal_conv1d_channel_scales`: x_q (b, conv_dim) int8."""
+    return int8_causal_conv1d_update(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scales.float())
+
+
+def _ssd_inputs(x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, dt_bias: Tensor, x_scales: Tensor,
+                dt_scale: float, B_scales: Tensor, C_scales: Tensor, nheads: int, ngroups: int
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Dequantized SSD inputs, float32: x (..., h, p), Δ = softplus(dt + dt_bias) (..., h), B and C (..., g, n)."""
+    x = dequantize(x_q, x_scales.float()).unflatten(-1, (nheads, -1))
+    delta = F.softplus(dequantize(dt_q, dt_scale) + dt_bias.to(torch.float32))
+    B = dequantize(B_q, B_scales.float()).unflatten(-1, (ngroups, -1))
+    C = dequantize(C_q, C_scales.float()).unflatten(-1, (ngroups, -1))
+    return x, delta, B, C
+
+
+def _ssd_token(state: Tensor, decay: Tensor, dtx: Tensor, B: Tensor, C: Tensor, out: Tensor, scratch: Tensor
+               ) -> None:
+    """One token of the SSD recurrence in place, the float order shared by prefill and decode (float32, the product
+    rounded before the add: no fused multiply-add): state (b, h, p, n) <- decay (b, h, 1, 1) * state + dtx (b, h, p, 1)
+    * B (b, h, 1, n); out (b, h, p, 1) = state C with C (b, h, n, 1), a dot product over n (its summation order is
+    the library's). ``scratch`` is a buffer shaped like the state."""
+    torch.mul(dtx, B, out=scratch)
+    state.mul_(decay).add_(scratch)
+    torch.matmul(state, C, out=out)
+
+
+def int8_ssd_scan(
+    x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor,
+    x_scales: Tensor, B_scales: Tensor, C_scales: Tensor, dt_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """The Mamba2 SSD recurrence on int8 inputs with a float32 state (no gate: Mamba2 gates in its norm).
+
+    Args:
+        x_q: (b, l, d_in) int8, channel c = head c // p, at ``x_scales[c]`` ((d_in,) float32).
+        dt_q: (b, l, h) int8 in_proj output (without dt_bias) at ``dt_scale``.
+        B_q, C_q: (b, l, g n) int8, channel j = group j // n, at ``B_scales[j]``, ``C_scales[j]`` ((g n,) float32).
+        ssm_state: (b, h, p, n) float32 state before these tokens.
+        A: (h,) float32 = -exp(A_log).  D: (h,).  dt_bias: (h,).
+    Returns:
+        y: (b, l, d_in) float32 = h_t C_t + D x_t with Δ = softplus(dt + dt_bias), and the new state (b, h, p, n).
+    Per token (:func:`edge_quamba.models.mamba2.ssd_step`'s recurrence, float32, each step rounded):
+        decay = exp(Δ A);  h = decay h + (Δ x) Bᵀ;  y = h C;  then y + D x.
+    The recurrence runs token by token (the definition; :func:`int8_ssd_scan_update` is the same token step, so
+    decode equals prefill), with one state buffer updated in place (never a (b, l, h, p, n) tensor).
+    """
+    nheads, d_state = ssm_state.shape[1], ssm_state.shape[3]
+    x, delta, B, C = _ssd_inputs(x_q, dt_q, B_q, C_q, dt_bias, x_scales, dt_scale, B_scales, C_scales, nheads,
+                                 B_q.shape[-1] // d_state)
+    b, l, h, p = x.shape
+    B, C = heads_from_groups(B, h), heads_from_groups(C, h)  # (b, l, h, n)
+    decay = torch.exp(delta * A.float())  # (b, l, h)
+    dtx = delta[..., None] * x  # (b, l, h, p)
+    state = ssm_state.float().clone()
+    y, scratch = torch.empty(b, l, h, p, 1), torch.empty_like(state)
+    for t in range(l):
+        _ssd_token(state, decay[:, t, :, None, None], dtx[:, t, :, :, None], B[:, t, :, None, :],
+                   C[:, t, :, :, None], y[:, t], scratch)
+    return (y[..., 0] + D.float()[:, None] * x).flatten(-2), state
+
+
+def int8_ssd_scan_update(
+    x_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tensor, ssm_state: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor,
+    x_scales: Tensor, B_scales: Tensor, C_scales: Tensor, dt_scale: float,
+) -> tuple[Tensor, Tensor]:
+    """One decode token of :func:`int8_ssd_scan`: x_q (b, d_in), dt_q (b, h), B_q, C_q (b, g n) int8 -> y (b, d_in)
+    float32 and the new state (b, h, p, n), through the same token step."""
+    nheads, d_state = ssm_state.shape[1], ssm_state.shape[3]
+    x, delta, B, C = _ssd_inputs(x_q, dt_q, B_q, C_q, dt_bias, x_scales, dt_scale, B_scales, C_scales, nheads,
+                                 B_q.shape[-1] // d_state)
+    B, C = heads_from_groups(B, nheads), heads_from_groups(C, nheads)  # (b, h, n)
+    decay = torch.exp(delta * A.float())  # (b, h)
+    state = ssm_state.float().clone()
+    y = torch.empty(*x.shape, 1)
+    _ssd_token(state, decay[:, :, None, None], (delta[..., None] * x)[..., None], B[:, :, None, :], C[..., None], y,
+               torch.empty_like(state))
+    return (y[..., 0] + D.float()[:, None] * x).flatten(-2), state
+
+
+def gated_rms_norm(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: float, group_size: int) -> Tensor:
+    """Mamba2's gated RMSNorm on the scan output and the int8 gate: y (..., d_in) float32, z_q (..., d_in) int8 at
+    ``z_scale``, weight (d_in,) -> (..., d_in) float32 = rmsnorm_groups(y * silu(z)) * weight, the RMS over groups
+    of ``group_size`` channels (:class:`edge_quamba.models.mamba2.GatedRMSNorm`, in float32)."""
+    gated = y.float() * F.silu(dequantize(z_q, z_scale))
+    groups = gated.unflatten(-1, (-1, group_size))
+    normed = groups * torch.rsqrt(groups.pow(2).mean(-1, keepdim=True) + eps)
+    return weight.float() * normed.flatten(-2)

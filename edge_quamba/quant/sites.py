@@ -75,6 +75,20 @@ def static_site_names(out_proj_scale: str = "static") -> tuple[str, ...]:
     if out_proj_scale not in OUT_PROJ_SCALES:
         raise ValueError(f"out_proj_scale {out_proj_scale!r} is not one of {OUT_PROJ_SCALES}")
     return SITE_NAMES if out_proj_scale == "static" else tuple(n for n in SITE_NAMES if n != "out_proj_input")
+MAMBA2_SITES: tuple[Site, ...] = (
+    Site("in_proj_input", "the norm output entering in_proj", "in_proj.input_q"),
+    Site("z", "in_proj's gate output z", "z_q"),
+    Site("xBC", "in_proj's conv input x | B | C (one scale: the conv state keeps these codes)", "xBC_q"),
+    Site("dt", "in_proj's Δ output without dt_bias (the bias is added inside the scan)", "dt_q"),
+    Site("ssm_input", "the conv output silu(conv1d(xBC)) = x | B | C, per channel group: x at its sort-and-cluster "
+                      "group's scale, B and C at their state group's", "ssm_input_q", ("x_q", "B_q", "C_q")),
+    Site("out_proj_input", "the gated-norm output, Hadamard-rotated when on (out_proj's input)", "y_q"),
+)
+"""Every site of a Mamba2 mixer (:func:`edge_quamba.quant.mamba2_flow.mamba2_mixer_flow`), in data-flow order. All
+per tensor except ``ssm_input``, whose scales are per group (:mod:`edge_quamba.quant.mamba2_qmodel`)."""
+
+MAMBA2_SITE_NAMES: tuple[str, ...] = tuple(site.name for site in MAMBA2_SITES)
+MAMBA2_SITE_BY_NAME: dict[str, Site] = {site.name: site for site in MAMBA2_SITES}
 
 
 def tensor_name(layer: int, code: str) -> str:
@@ -82,7 +96,7 @@ def tensor_name(layer: int, code: str) -> str:
     return f"layers.{layer}.mixer.{code}"
 
 
-def graph_code_tensors(n_layer: int) -> dict[str, tuple[str, ...]]:
+def graph_code_tensors(n_layer: int, sites: tuple[Site, ...] = SITES) -> dict[str, tuple[str, ...]]:
     """Per code label (one per site and layer), the graph tensors that hold its codes, in concatenation order."""
     return {tensor_name(i, site.code): tuple(tensor_name(i, piece) for piece in site.graph_tensors)
-            for i in range(n_layer) for site in SITES}
+            for i in range(n_layer) for site in sites}

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_quamba.errors import BackendUnavailableError, InputError
+from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.mamba import LayerState, MambaLM
 
 WARMUP_STEPS = 2
@@ -209,7 +210,11 @@ def load_cuda_backend(path, kind: str) -> CudaBackend:
     from edge_quamba.quant.artifact import load_quantized_model, read_quant_config
 
     artifact = path if kind == "quantized" else path / "quantized"
-    bits = read_quant_config(artifact)[1].bits
+    config, qconfig, _ = read_quant_config(artifact)
+    bits = qconfig.bits
+    if isinstance(config, Mamba2Config):
+        raise BackendUnavailableError("--backend cuda has no kernels for Mamba2 (Quamba2) yet; run this artifact "
+                                      "with --backend ref or export it and use --backend ort")
     if bits != "w8a8":
         raise BackendUnavailableError(f"--backend cuda has no kernels for {bits} yet (only w8a8); run this artifact "
                                       f"with --backend ref or export it and use --backend ort")

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from edge_quamba.errors import BackendUnavailableError, CheckpointError
 from edge_quamba.models.config import MambaConfig
+from edge_quamba.models.config import Mamba2Config
 from edge_quamba.onnx import INPUT_IDS, state_names
 
 
@@ -90,12 +91,16 @@ class OrtGraph:
 
     def empty_states(self, batch: int) -> dict[str, np.ndarray]:
         """Zero states: conv_state.i (b, d_in, k) int8 (float16 in a W4A16 graph: the input's declared type) and
-        ssm_state.i (b, d_in, n) float32."""
+        ssm_state.i (b, d_in, n) float32; Mamba2: (b, conv_dim, k) and (b, h, p, n)."""
         c = self.config
+        if isinstance(c, Mamba2Config):
+            conv_shape, ssm_shape = (batch, c.conv_dim, c.d_conv), (batch, c.nheads, c.headdim, c.d_state)
+        else:
+            conv_shape, ssm_shape = (batch, c.d_inner, c.d_conv), (batch, c.d_inner, c.d_state)
         states = {}
         for conv, ssm in zip(self.state_inputs[0::2], self.state_inputs[1::2]):
-            states[conv] = np.zeros((batch, c.d_inner, c.d_conv), self.conv_dtype)
-            states[ssm] = np.zeros((batch, c.d_inner, c.d_state), np.float32)
+            states[conv] = np.zeros(conv_shape, self.conv_dtype)
+            states[ssm] = np.zeros(ssm_shape, np.float32)
         return states
 
     def run(self, tokens: np.ndarray, states: dict[str, np.ndarray] | None = None
