@@ -297,3 +297,20 @@ def test_quality_script_end_to_end(tmp_path, checkpoint):
     bad = subprocess.run([*args, "--variants", "fp16,no such variant"], capture_output=True, text=True, timeout=300,
                          env=env)
     assert bad.returncode == 2 and "unknown variant" in bad.stderr.splitlines()[-1]
+
+
+def test_cli_weight_scales_and_calib_seed(tmp_path, checkpoint):
+    from helpers import cli_in_process, one_error_line
+
+    model_dir, text = checkpoint
+    out = tmp_path / "q"
+    proc = cli_in_process("quantize", "--model", str(model_dir), "--out", str(out), "--calib-data", str(text),
+                          "--calib-samples", "2", "--calib-seq-len", "32", "--calib-seed", "5",
+                          "--weight-scales", "channel")
+    print(proc.stdout, proc.stderr[-1000:])
+    assert proc.returncode == 0
+    config = json.loads((out / "quant_config.json").read_text())
+    assert config["quantization"]["weight_scales"] == "channel" and config["quantization"]["calib_seed"] == 5
+    assert config["calibration"]["seed"] == 5 and len(config["calibration"]["window_offsets"]) == 2
+    bad = cli_in_process("quantize", "--model", str(model_dir), "--out", str(tmp_path / "r"), "--weight-scales", "row")
+    assert "--weight-scales" in one_error_line(bad)
