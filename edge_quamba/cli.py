@@ -165,12 +165,13 @@ CALIBRATION_OPTIONS = (
     click.option("--no-group-bc", is_flag=True, help="quamba2 ablation: one scale each for B and C (not one per state "
                  "group)."),
     click.option("--percentile", type=click.FloatRange(0, 1, min_open=True), default=0.99999, show_default=True,
-                 help="Quantile of |u| (the selective-scan input) used as its clipping amax, as a fraction."),
+                 help="Quantile of |x| used as the clipping amax of each --percentile-on site, as a fraction."),
     click.option("--no-percentile", is_flag=True, help="Ablation: abs-max (min-max) scales everywhere."),
-    click.option("--percentile-on", default=",".join(DEFAULT_PERCENTILE_SITES), show_default=True, metavar="NAMES",
+    click.option("--percentile-on", default=None, metavar="NAMES",
                  help=f"Comma-separated quantization sites clipped at --percentile, from {', '.join(SITE_NAMES)}. "
-                 "The paper clips u only; in_proj_input,u,out_proj_input measured better on the demo model "
-                 "(README, benchmarks/results/quality.json)."),
+                 f"Default: {','.join(DEFAULT_PERCENTILE_SITES)} (u only with --out-proj-scale dynamic). The paper "
+                 "clips u only (--percentile-on u); clipping the rotated out_proj input too measured better on the "
+                 "demo and the large model (README, Quality)."),
     click.option("--no-hadamard", is_flag=True,
                  help="Ablation: quantize the out_proj input without the Hadamard rotation."),
     click.option("--out-proj-scale", type=click.Choice(OUT_PROJ_SCALES), default="static", show_default=True,
@@ -199,7 +200,8 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
                        head_groups=head_groups, dim_groups=dim_groups, sort_cluster=not no_sort_cluster,
                        per_group_bc=not no_group_bc,
                        percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
-                       percentile_activations=tuple(name.strip() for name in percentile_on.split(",")),
+                       percentile_activations=None if percentile_on is None else
+                       tuple(name.strip() for name in percentile_on.split(",")),
                        calib_samples=calib_samples, calib_seq_len=calib_seq_len, calib_seed=calib_seed,
                        weight_scales=weight_scales, out_proj_scale=out_proj_scale)
 

@@ -47,7 +47,7 @@ from edge_quamba.quant.observers import DEFAULT_MOMENTUM, DEFAULT_PERCENTILE
 from edge_quamba.quant.primitives import (DEFAULT_GROUP_SIZE, code_label, dequantize, int4_group_count, pack_int4,
                                           quantize_weight_int4, quantize_weight_per_channel,
                                           quantize_weight_per_tensor, scale_from_amax, unpack_int4)
-from edge_quamba.quant.sites import (DEFAULT_PERCENTILE_SITES, OUT_PROJ_SCALES, SITE_BY_NAME, SITE_NAMES,
+from edge_quamba.quant.sites import (OUT_PROJ_SCALES, SITE_BY_NAME, SITE_NAMES, default_percentile_sites,
                                      static_site_names, tensor_name)
 
 QUANT_FORMAT_VERSION = 2
@@ -70,9 +70,13 @@ eq = torch.ops.edge_quamba
 class QuantConfig:
     """Every knob of the recipe; serialized into quant_config.json.
 
-    ``percentile`` clips the activations named in ``percentile_activations`` (default: the scan input u, as the paper
-    does); ``percentile=None`` means abs-max scales everywhere. Clipping other inputs (e.g. in_proj_input) is an
-    extension beyond the paper, measured in benchmarks/quality.py. The percentile knobs apply to Quamba (Mamba1).
+    ``percentile`` clips the activations named in ``percentile_activations``; ``percentile=None`` means abs-max
+    scales everywhere. Default (None here, resolved in ``__post_init__`` and stored resolved):
+    :func:`edge_quamba.quant.sites.default_percentile_sites`: the scan input u (the paper) and the rotated out_proj
+    input (beyond the paper: it measured better on both the demo and the large model, README "Quality"; the
+    paper's recipe is ``percentile_activations=("u",)``), less out_proj_input when its scale is per token.
+    Artifacts record the tuple they used, so older ones keep the paper's. The percentile knobs apply to Quamba
+    (Mamba1).
 
     ``calib_seed``: None takes the first ``calib_samples`` windows of the calibration text in file order; an int
     draws the windows' start offsets with that seed (:func:`edge_quamba.quant.calibrate.load_calibration_data`), to
@@ -100,7 +104,7 @@ class QuantConfig:
     gptq_damp: float = DEFAULT_DAMP
     percentile: float | None = DEFAULT_PERCENTILE
     percentile_momentum: float = DEFAULT_MOMENTUM
-    percentile_activations: tuple[str, ...] = DEFAULT_PERCENTILE_SITES
+    percentile_activations: tuple[str, ...] | None = None
     hadamard: bool = True
     out_proj_scale: str = "static"
     calib_samples: int = 256
@@ -124,6 +128,10 @@ class QuantConfig:
             object.__setattr__(self, "hadamard", False)
         if self.percentile is not None and not 0.0 < self.percentile <= 1.0:
             raise ConfigError(f"--percentile {self.percentile} must be a fraction in (0, 1], e.g. 0.99999")
+        if self.out_proj_scale not in OUT_PROJ_SCALES:
+            raise ConfigError(f"--out-proj-scale {self.out_proj_scale!r} is not one of {', '.join(OUT_PROJ_SCALES)}")
+        if self.percentile_activations is None:
+            object.__setattr__(self, "percentile_activations", default_percentile_sites(self.out_proj_scale))
         object.__setattr__(self, "percentile_activations", tuple(self.percentile_activations))  # JSON gives a list
         unknown = [a for a in self.percentile_activations if a not in SITE_NAMES]
         if unknown or not self.percentile_activations:

@@ -35,7 +35,8 @@ class Site:
     holds: what tensor it quantizes, in words.
     code: the int8 tensor's name (``layers.<i>.mixer.<code>`` in the graph and in validation).
     pieces: the graph tensors the codes are split into, in order (empty: the code tensor itself).
-    percentile: clipped at a percentile by default (the paper's recipe clips only the scan input u).
+    percentile: clipped at a percentile by default (the paper's recipe clips only the scan input u; the rotated
+        out_proj input too since 2026-12-01, from the quality table).
     """
 
     name: str
@@ -55,13 +56,26 @@ SITES: tuple[Site, ...] = (
     Site("u", "the selective-scan input u = silu(conv1d(x))", "u_q", percentile=True),
     Site("dbc", "x_proj's output: Δ_r, B and C share one scale", "dbc_q", ("dt_r_q", "B_q", "C_q")),
     Site("dt", "dt_proj's output without its bias (the bias is added inside the scan)", "dt_q"),
-    Site("out_proj_input", "the gated scan output y, Hadamard-rotated when on (out_proj's input)", "y_q"),
+    Site("out_proj_input", "the gated scan output y, Hadamard-rotated when on (out_proj's input)", "y_q",
+         percentile=True),
 )
 """Every site of a mixer, in data-flow order."""
 
 SITE_NAMES: tuple[str, ...] = tuple(site.name for site in SITES)
 SITE_BY_NAME: dict[str, Site] = {site.name: site for site in SITES}
 DEFAULT_PERCENTILE_SITES: tuple[str, ...] = tuple(site.name for site in SITES if site.percentile)
+"""Clipped at the percentile by default: the scan input u (the paper) and the rotated out_proj input (beyond the
+paper, the default since it measured better on both models, README "Quality"). PAPER_PERCENTILE_SITES is the
+paper's recipe."""
+
+PAPER_PERCENTILE_SITES: tuple[str, ...] = ("u",)
+
+
+def default_percentile_sites(out_proj_scale: str = "static") -> tuple[str, ...]:
+    """The default clipped sites for an out_proj scale: a per-token out_proj scale has no static scale to clip."""
+    if out_proj_scale == "static":
+        return DEFAULT_PERCENTILE_SITES
+    return tuple(name for name in DEFAULT_PERCENTILE_SITES if name != "out_proj_input")
 
 
 OUT_PROJ_SCALES: tuple[str, ...] = ("static", "dynamic")
