@@ -215,8 +215,8 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, head_gro
              no_group_bc, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile, no_percentile,
              percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a quantized artifact: Quamba W8A8 by default (int8 weights, static
-    per-tensor scales, percentile-clipped scan input, Hadamard-rotated out_proj), or --bits w4a8 / w4a16
-    (group-wise int4 linear weights rounded with GPTQ)."""
+    per-tensor scales, Hadamard-rotated out_proj, percentile clipping of the scan input and of the rotated
+    out_proj input), or --bits w4a8 / w4a16 (group-wise int4 linear weights rounded with GPTQ)."""
     from edge_quamba.quant.artifact import ARTIFACT_FILES
     from edge_quamba.quant.pipeline import quantize_checkpoint
 
