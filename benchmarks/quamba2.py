@@ -14,9 +14,9 @@ change against fp16 with the issue's targets (W8A8 within +1.5 %, 4-bit within +
 fp16: the checkpoint's tensors at 2 bytes each).
 
 CPU speed (--speed, written to <out>_speed.json, e.g. quamba2_speed.json): batch 1, --prompt-len prompt tokens and --new-tokens decoded,
-medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench): the W8A8 and W4A8 exports' model.onnx on
-ONNX Runtime (made by export_model, which validates each against the reference first) against the fp32 PyTorch
-reference (the project has no fp ONNX graph). W4A16 has no ONNX graph yet, so no ORT row.
+medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench): the W8A8, W4A8 and W4A16 exports'
+model.onnx on ONNX Runtime (made by export_model, which validates each against the reference first) against the fp32
+PyTorch reference (the project has no fp ONNX graph).
 
     python benchmarks/quamba2.py --model edge_quamba/assets/demo_model_mamba2
     python benchmarks/quamba2.py --model DIR --eval-tokens 8192 --calib-samples 16 --rows fp16,w8a8
@@ -85,7 +85,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
-    """W8A8 and W4A8 on ONNX Runtime (exported and validated here) vs the fp32 reference, batch 1."""
+    """W8A8, W4A8 and W4A16 on ONNX Runtime (exported and validated here) vs the fp32 reference, batch 1."""
     from edge_quamba.onnx.export import export_model
     from edge_quamba.runtime.backends import make_backend
     from edge_quamba.runtime.bench import bench_prompt, median_timings
@@ -95,7 +95,7 @@ def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = [("fp32 reference (torch)", "ref", path, "fp")]
-        for bits in ("w8a8", "w4a8"):
+        for bits in ("w8a8", "w4a8", "w4a16"):
             qconfig = QuantConfig(method="quamba2", bits=bits, group_size=args.group_size,
                                   calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len)
             export_model(model=str(path), out=Path(tmp) / bits, target="ort", calib_data=args.calib_data,

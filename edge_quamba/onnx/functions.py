@@ -242,31 +242,41 @@ def int8_conv1d_channel_scales_function(conv_dim: int) -> FunctionProto:
     return _function(INT8_CONV1D_CHANNEL_SCALES, b)
 
 
+def ssd_scan_nodes(b: Body, x: str, delta: str, A: str, B: str, C: str, D: str, ssm_state: str,
+                   ssm_state_out: str, y_scan: str, nheads: int, ngroups: int, d_state: int) -> str:
+    """The SSD recurrence in float32 nodes (:func:`edge_quamba.models.mamba2.ssd_step` over l), shared by the
+    Int8SSDScan body and the float16 W4A16 graph: x (b, l, h, p), Δ (b, l, h), A and D (h,), B and C (b, l, g n), ssm_state
+    (b, h, p, n), all float32 -> y = h C + D x (b, l, h, p); the final state is named ``ssm_state_out``.
+
+    The decay exp(Δ A) (b, l, h, 1, 1) and the drive (Δ x) Bᵀ (b, l, h, p, n) for all l at once, as the reference
+    computes them (its order: Δ x first, then times B); the same two-op Scan step as the Mamba1 scan over l with the
+    (b, h, p, n) state. B and C reach the heads of their group by Expand (head i reads group i // (h / g))."""
+    h, g, n = nheads, ngroups, d_state
+    decay = b.op("Unsqueeze", b.op("Exp", b.op("Mul", delta, A)), b.ints(3, 4))  # (b, l, h, 1, 1)
+    dtx = b.op("Mul", b.op("Unsqueeze", delta, b.ints(3)), x)  # (b, l, h, p)
+
+    def per_head(t: str) -> str:  # (b, l, g n) -> (b, l, h, 1, n)
+        groups = b.op("Reshape", t, b.ints(0, 0, g, 1, n))
+        heads = b.op("Reshape", b.op("Expand", groups, b.ints(1, 1, 1, h // g, 1)), b.ints(0, 0, h, n))
+        return b.op("Unsqueeze", heads, b.ints(3))
+
+    drive = b.op("Mul", b.op("Unsqueeze", dtx, b.ints(4)), per_head(B))  # (b, l, h, p, n)
+    b.ops("Scan", [ssm_state, decay, drive, per_head(C)], [ssm_state_out, y_scan],
+          body=_scan_step_body(), num_scan_inputs=3, scan_input_axes=[1, 1, 1], scan_output_axes=[1])
+    return b.op("Add", y_scan, b.op("Mul", b.op("Unsqueeze", D, b.ints(1)), x))  # (b, l, h, p)
+
+
 def int8_ssd_scan_function(nheads: int, headdim: int, ngroups: int, d_state: int) -> FunctionProto:
-    """Int8SSDScan for one Mamba2 shape: dequantize (x and B, C per channel); Δ = softplus(dt + dt_bias); the decay
-    exp(Δ A) (b, l, h, 1, 1) and the drive (Δ x) Bᵀ (b, l, h, p, n) for all l at once, as the reference computes
-    them (its order: Δ x first, then times B); the same two-op Scan step as the Mamba1 scan over l with the
-    (b, h, p, n) state; then y = h C + D x. B and C reach the heads of their group by Expand (head i reads group
-    i // (h / g))."""
-    h, p, g, n = nheads, headdim, ngroups, d_state
+    """Int8SSDScan for one Mamba2 shape: dequantize (x and B, C per channel); Δ = softplus(dt + dt_bias); then the
+    float32 recurrence :func:`ssd_scan_nodes`."""
+    h, p = nheads, headdim
     b = Body()
     zero_point = b.const(np.array(0, np.int8), "zero_point")
     x = b.op("Reshape", b.dequantize_per_channel("x_q", "x_scales"), b.ints(0, 0, h, p))  # (b, l, h, p)
     dt = b.op("DequantizeLinear", "dt_q", b.attr_float("dt_scale"), zero_point)
     delta = b.op("Softplus", b.op("Add", dt, "dt_bias"))  # (b, l, h)
-    decay = b.op("Unsqueeze", b.op("Exp", b.op("Mul", delta, "A")), b.ints(3, 4))  # (b, l, h, 1, 1)
-    dtx = b.op("Mul", b.op("Unsqueeze", delta, b.ints(3)), x)  # (b, l, h, p)
-
-    def per_head(codes: str, scales: str) -> str:  # (b, l, g n) -> (b, l, h, 1, n)
-        groups = b.op("Reshape", b.dequantize_per_channel(codes, scales), b.ints(0, 0, g, 1, n))
-        heads = b.op("Reshape", b.op("Expand", groups, b.ints(1, 1, 1, h // g, 1)), b.ints(0, 0, h, n))
-        return b.op("Unsqueeze", heads, b.ints(3))
-
-    drive = b.op("Mul", b.op("Unsqueeze", dtx, b.ints(4)), per_head("B_q", "B_scales"))  # (b, l, h, p, n)
-    y_scan = "y_scan"
-    b.ops("Scan", ["ssm_state", decay, drive, per_head("C_q", "C_scales")], ["ssm_state_out", y_scan],
-          body=_scan_step_body(), num_scan_inputs=3, scan_input_axes=[1, 1, 1], scan_output_axes=[1])
-    y = b.op("Add", y_scan, b.op("Mul", b.op("Unsqueeze", "D", b.ints(1)), x))  # (b, l, h, p)
+    B, C = b.dequantize_per_channel("B_q", "B_scales"), b.dequantize_per_channel("C_q", "C_scales")  # (b, l, g n)
+    y = ssd_scan_nodes(b, x, delta, "A", B, C, "D", "ssm_state", "ssm_state_out", "y_scan", nheads, ngroups, d_state)
     b.op("Reshape", y, b.ints(0, 0, h * p), out="y")
     return _function(INT8_SSD_SCAN, b)
 

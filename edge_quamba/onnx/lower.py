@@ -45,6 +45,8 @@ The TensorRT flavour refuses a per-token scale (README, TensorRT).
 Mamba2 (Quamba2 W8A8 and W4A8, ORT flavour only): :class:`Mamba2GraphOps` runs :func:`edge_quamba.quant.flow.mamba2_mixer_flow`
 the same way; its conv and SSD scan are the custom nodes Int8CausalConv1dChannelScales and Int8SSDScan
 (``MAMBA2_SPECS``), per-channel scales as float32 initializers; states are (b, conv_dim, k) int8 and (b, h, p, n).
+W4A16 graphs (no int8 codes, no custom op) are lowered apart: :mod:`edge_quamba.onnx.lower_w4a16` (Mamba1) and
+:mod:`edge_quamba.onnx.lower_mamba2_w4a16` (Mamba2).
 
 Names: ``layers.{i}.mixer.<tensor>`` as in the reference state dict; every scale a float32 scalar initializer,
 one shared int8 zero point. Batch b and length l are symbolic: one graph serves prefill (l >= 1) and decode (l = 1).
@@ -69,7 +71,7 @@ from edge_quamba.onnx.functions import Body, custom_functions, mamba2_custom_fun
 from edge_quamba.ops.specs import (DOMAIN, HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
                                    INT8_CONV1D_CHANNEL_SCALES, INT8_SELECTIVE_SCAN, INT8_SSD_SCAN, OpSpec)
 from edge_quamba.quant.flow import mamba1_mixer_flow, mamba2_mixer_flow
-from edge_quamba.quant.mamba2_qmodel import PER_TENSOR_SITES, QuantMamba2Mixer
+from edge_quamba.quant.mamba2_qmodel import PER_TENSOR_SITES, QuantMamba2Mixer, W4A16Mamba2Mixer
 from edge_quamba.quant.primitives import INT8_MAX
 from edge_quamba.errors import InputError
 from edge_quamba.quant.qmodel import Int4Linear, QuantLinear, QuantMambaMixer, W4A16Mixer
@@ -214,6 +216,17 @@ class GraphBuilder(Body):
         if norm.bias is None:
             return y
         return self.op("Add", y, self.init(f"{name}.bias", norm.bias.float()), out=f"{name}.out")
+
+    def group_rms_normalize(self, x: str, ngroups: int, width: int, eps: float, name: str) -> str:
+        """x (b, l, width) float32 -> x / sqrt(mean(x^2) + eps), the mean over each of ``ngroups`` consecutive groups
+        of width / ngroups channels (Mamba2's gated norm without its weight), float32."""
+        groups = self.op("Reshape", x, self.ints(0, 0, ngroups, width // ngroups))
+        square = self.op("Mul", groups, groups)
+        mean_square = self.op("ReduceMean", square, self.ints(-1), keepdims=1) if self.opset >= 18 else \
+            self.op("ReduceMean", square, axes=[-1], keepdims=1)  # the axes became an input in opset 18
+        eps_name = self.init(f"{name}.eps", np.array(eps, np.float32))
+        rstd = self.op("Reciprocal", self.op("Sqrt", self.op("Add", mean_square, eps_name)))
+        return self.op("Reshape", self.op("Mul", groups, rstd), self.ints(0, 0, width))
 
     def split(self, x: str, sizes: list[int], outs: list[str]) -> list[str]:
         return self.ops("Split", [x, self.ints(*sizes)], outs, axis=-1)
@@ -363,13 +376,7 @@ class Mamba2GraphOps(GraphOps):
         c = m.config
         z = g.op("DequantizeLinear", self._codes(z_q), self.scales["z"], ZERO_POINT, out=f"{p}z.dequantized")
         gated = g.op("Mul", y, g.silu(z), out=f"{p}gated")
-        groups = g.op("Reshape", gated, g.ints(0, 0, c.ngroups, c.d_inner // c.ngroups))
-        square = g.op("Mul", groups, groups)
-        mean_square = g.op("ReduceMean", square, g.ints(-1), keepdims=1) if g.opset >= 18 else \
-            g.op("ReduceMean", square, axes=[-1], keepdims=1)  # the axes became an input in opset 18
-        eps = g.init(f"{p}norm.eps", np.array(c.gate_norm_eps, np.float32))
-        rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", mean_square, eps)))
-        normed = g.op("Reshape", g.op("Mul", groups, rstd), g.ints(0, 0, c.d_inner))
+        normed = g.group_rms_normalize(gated, c.ngroups, c.d_inner, c.gate_norm_eps, f"{p}norm")
         return g.op("Mul", g.init(f"{p}norm.weight", m.norm_weight.float()), normed, out=f"{p}norm.out")
 
 
@@ -394,14 +401,12 @@ TENSORRT_DYNAMIC_REFUSAL = (
     "--out-proj-scale static")
 """The one-line error for a TensorRT export of a model with ``out_proj_scale = "dynamic"``."""
 
-NO_W4A16_GRAPH = ("ONNX export of a Mamba2 w4a16 model is not implemented yet (Mamba1 w4a16 exports): its graph "
-                  "needs float16 Mamba2 conv1d and scan bodies; run the artifact with --backend ref")
 NO_4BIT_TENSORRT = ("--target tensorrt is not built for 4-bit weights yet: TensorRT 10 takes INT4 block-quantized "
                     "weights only in weight-only (float-activation) GEMMs, the W4A8 linears have int8 activations, "
                     "and nothing 4-bit has run on TensorRT here; export with --target ort")
 
-NO_MAMBA2_GRAPH = ("ONNX export of a Mamba2 model is built for --target ort only (w8a8, w4a8): no TensorRT plugin "
-                   "for its conv and SSD scan is written yet")
+NO_MAMBA2_GRAPH = ("ONNX export of a Mamba2 model is built for --target ort only (w8a8, w4a8, w4a16): no TensorRT "
+                   "plugin for its conv and SSD scan is written yet")
 
 FLAVOURS = ("ort", "tensorrt")
 """What each graph is lowered for (the TensorRT flavour then becomes plugin nodes: :mod:`edge_quamba.onnx.tensorrt`)."""
@@ -429,9 +434,12 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         from edge_quamba.onnx.lower_w4a16 import lower_w4a16
 
         return lower_w4a16(model)
-    int8_mixers = (QuantMambaMixer, QuantMamba2Mixer)  # Mamba2 W4A16 mixers are float16 mixers with int4 linears
-    if any(isinstance(getattr(m, "in_proj", None), Int4Linear) and not isinstance(m, int8_mixers) for m in mixers):
-        raise InputError(NO_W4A16_GRAPH)
+    if all(isinstance(m, W4A16Mamba2Mixer) for m in mixers):  # Mamba2 W4A16: the same, with Mamba2 mixers
+        if flavour != "ort":
+            raise InputError(NO_4BIT_TENSORRT)
+        from edge_quamba.onnx.lower_mamba2_w4a16 import lower_mamba2_w4a16
+
+        return lower_mamba2_w4a16(model)
     mamba2 = all(isinstance(m, QuantMamba2Mixer) for m in mixers)
     if not mamba2 and not all(isinstance(m, QuantMambaMixer) for m in mixers):
         raise TypeError("lower_model needs the quantized reference model (load_quantized_model)")

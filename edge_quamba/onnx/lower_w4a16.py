@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+from torch import nn
 
 from edge_quamba.models.mamba import MambaLM, Norm
 from edge_quamba.onnx import INPUT_IDS, INT4_IR_VERSION, INT4_OPSET, LOGITS, state_names
@@ -74,24 +75,33 @@ class W4A16Graph(GraphBuilder):
         one = self.init(self._name("one"), np.array(1.0, np.float32))
         return self.op("Div", x, self.op("Add", self.op("Exp", self.op("Neg", x)), one))
 
-    def mixer(self, m: W4A16Mixer, hidden: str, i: int) -> str:
-        """MambaMixer.forward on hidden (b, l, d) float16 -> (b, l, d) float16; reads and writes layer i's states."""
-        c, p = m.config, f"layers.{i}.mixer."
-        d_in, n, r, k = c.d_inner, c.d_state, c.dt_rank, c.d_conv
-        xz = self.int4_linear16(hidden, m.in_proj, f"{p}in_proj")  # (b, l, 2 d_in)
-        x_in, z = self.ops("Split", [xz, self.ints(d_in, d_in)], [f"{p}x", f"{p}z"], axis=-1)
-        # causal conv over [conv_state | x^T] (b, d_in, k + l): output t sees inputs t-k+1..t
-        history = self.op("Concat", f"conv_state.{i}", self.op("Transpose", x_in, perm=[0, 2, 1]), axis=2)
+    def conv_silu16(self, x16: str, conv1d: nn.Conv1d, i: int, name: str, out: str) -> str:
+        """The depthwise causal conv (:func:`edge_quamba.models.mamba.causal_conv1d`) then SiLU, on x16 (b, l, c)
+        float16 continuing from ``conv_state.{i}`` (b, c, k) float16 -> (b, l, c) float16; writes
+        ``conv_state_out.{i}``; its weight and bias are ``{name}.weight`` / ``{name}.bias``. The Conv sums in
+        float32 (bias included) and rounds once to float16, then silu in float32 rounded to float16: the
+        reference's two float16 ops."""
+        c, k = conv1d.weight.shape[0], conv1d.weight.shape[-1]
+        # causal conv over [conv_state | x^T] (b, c, k + l): output t sees inputs t-k+1..t
+        history = self.op("Concat", f"conv_state.{i}", self.op("Transpose", x16, perm=[0, 2, 1]), axis=2)
         self.op("Slice", history, self.ints(-k), self.ints(np.iinfo(np.int64).max), self.ints(2),
                 out=f"conv_state_out.{i}")
         window = self.cast(self.op("Slice", history, self.ints(1), self.ints(np.iinfo(np.int64).max), self.ints(2)),
                            FLOAT)
-        weight = self.init(f"{p}conv1d.weight", m.conv1d.weight.detach().float())  # (d_in, 1, k) float16 values
-        conv_inputs = [window, weight] + ([self.init(f"{p}conv1d.bias", m.conv1d.bias.detach().float())]
-                                          if m.conv1d.bias is not None else [])
-        conv = self.cast(self.op("Conv", *conv_inputs, group=d_in), FLOAT16)  # (b, d_in, l)
+        weight = self.init(f"{name}.weight", conv1d.weight.detach().float())  # (c, 1, k) float16 values
+        conv_inputs = [window, weight] + ([self.init(f"{name}.bias", conv1d.bias.detach().float())]
+                                          if conv1d.bias is not None else [])
+        conv = self.cast(self.op("Conv", *conv_inputs, group=c), FLOAT16)  # (b, c, l)
         u16 = self.cast(self.silu32(self.cast(conv, FLOAT)), FLOAT16)
-        u16 = self.op("Transpose", u16, perm=[0, 2, 1], out=f"{p}u")  # (b, l, d_in)
+        return self.op("Transpose", u16, perm=[0, 2, 1], out=out)  # (b, l, c)
+
+    def mixer(self, m: W4A16Mixer, hidden: str, i: int) -> str:
+        """MambaMixer.forward on hidden (b, l, d) float16 -> (b, l, d) float16; reads and writes layer i's states."""
+        c, p = m.config, f"layers.{i}.mixer."
+        d_in, n, r = c.d_inner, c.d_state, c.dt_rank
+        xz = self.int4_linear16(hidden, m.in_proj, f"{p}in_proj")  # (b, l, 2 d_in)
+        x_in, z = self.ops("Split", [xz, self.ints(d_in, d_in)], [f"{p}x", f"{p}z"], axis=-1)
+        u16 = self.conv_silu16(x_in, m.conv1d, i, f"{p}conv1d", out=f"{p}u")  # (b, l, d_in)
         dbc = self.int4_linear16(u16, m.x_proj, f"{p}x_proj")
         dt_r, B, C = self.ops("Split", [dbc, self.ints(r, n, n)], [f"{p}dt_r", f"{p}B", f"{p}C"], axis=-1)
         delta = self.op("Softplus", self.cast(self.int4_linear16(dt_r, m.dt_proj, f"{p}dt_proj"), FLOAT))
@@ -109,10 +119,12 @@ class W4A16Graph(GraphBuilder):
         return self.int4_linear16(self.cast(gated, FLOAT16), m.out_proj, f"{p}out_proj")
 
 
-def lower_w4a16(model: MambaLM) -> onnx.ModelProto:
-    """The graph of a W4A16 reference model (``load_quantized_model`` of a w4a16 artifact), ORT flavour."""
+def lower_float16_lm(model: MambaLM, g: W4A16Graph, conv_shape: list, ssm_shape: list, name: str
+                     ) -> onnx.ModelProto:
+    """The float16 language model around ``g.mixer`` (MambaLM.forward): embeddings, per layer norm16 -> mixer ->
+    residual add (float32 when ``residual_in_fp32``), norm_f, lm_head; states as graph I/O, conv_state.{i}
+    ``conv_shape`` float16 and ssm_state.{i} ``ssm_shape`` float32 (symbolic batch "b")."""
     c = model.config
-    g = W4A16Graph(INT4_OPSET)
     resid_type = FLOAT if c.residual_in_fp32 else FLOAT16
     table = g.init("embeddings.weight", model.backbone.embeddings.weight.detach().half())  # (v, d)
     resid = g.cast(g.op("Gather", table, INPUT_IDS, axis=0), resid_type, "embeddings.out")
@@ -132,12 +144,17 @@ def lower_w4a16(model: MambaLM) -> onnx.ModelProto:
     inputs = [info(INPUT_IDS, TensorProto.INT64, ["b", "l"])]
     outputs = [info(LOGITS, FLOAT, ["b", "l", c.vocab_size])]
     for i in range(c.n_layer):
-        inputs += [info(state_in[2 * i], FLOAT16, ["b", c.d_inner, c.d_conv]),
-                   info(state_in[2 * i + 1], FLOAT, ["b", c.d_inner, c.d_state])]
-        outputs += [info(state_out[2 * i], FLOAT16, ["b", c.d_inner, c.d_conv]),
-                    info(state_out[2 * i + 1], FLOAT, ["b", c.d_inner, c.d_state])]
-    graph = helper.make_graph(g.nodes, "edge_quamba_mamba_w4a16", inputs, outputs, initializer=g.initializers)
+        inputs += [info(state_in[2 * i], FLOAT16, conv_shape), info(state_in[2 * i + 1], FLOAT, ssm_shape)]
+        outputs += [info(state_out[2 * i], FLOAT16, conv_shape), info(state_out[2 * i + 1], FLOAT, ssm_shape)]
+    graph = helper.make_graph(g.nodes, name, inputs, outputs, initializer=g.initializers)
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", INT4_OPSET)],
                                    producer_name="edge-quamba")
     onnx_model.ir_version = INT4_IR_VERSION
     return onnx_model
+
+
+def lower_w4a16(model: MambaLM) -> onnx.ModelProto:
+    """The graph of a Mamba1 W4A16 reference model (``load_quantized_model`` of a w4a16 artifact), ORT flavour."""
+    c = model.config
+    return lower_float16_lm(model, W4A16Graph(INT4_OPSET), ["b", c.d_inner, c.d_conv], ["b", c.d_inner, c.d_state],
+                            "edge_quamba_mamba_w4a16")
