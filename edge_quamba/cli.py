@@ -19,7 +19,7 @@ from edge_quamba.runtime import BACKENDS, SEED_MAX
 MODEL_HELP = (
     "Model: a folder (fp checkpoint of Mamba1 or Mamba2 in transformers or mamba_ssm layout, quantized artifact, or "
     "export folder), a Hugging Face hub id, or a shipped demo model: demo (Mamba1, the default) or demo-mamba2 "
-    "(Mamba2: fp reference only for now)."
+    "(Mamba2; quantize it with --method quamba2)."
 )
 
 
