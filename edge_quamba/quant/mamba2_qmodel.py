@@ -35,8 +35,9 @@ from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_q
 from edge_quamba.quant.cluster import ClusterPlan
 from edge_quamba.quant.flow import Tap, mamba2_mixer_flow
 from edge_quamba.quant.hadamard import rotate_linear_input
-from edge_quamba.quant.primitives import code_label, dequantize, quantize_weight_per_tensor, scale_from_amax
-from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, W4A16_DTYPE, Int4Linear, QuantConfig, QuantLinear
+from edge_quamba.quant.primitives import code_label, quantize_weight_per_tensor, scale_from_amax
+from edge_quamba.quant.qmodel import (FLOAT_STORAGE_DTYPE, W4A16_DTYPE, Int4Linear, QuantConfig, QuantLinear,
+                                      QuantOps)
 from edge_quamba.quant.sites import MAMBA2_SITE_BY_NAME, MAMBA2_SITE_NAMES, tensor_name
 
 FOUR_BIT_LINEARS_MAMBA2 = ("in_proj", "out_proj")
@@ -59,50 +60,13 @@ def _scalar(value: float = 1.0) -> Tensor:
     return torch.tensor(float(value), dtype=torch.float32)
 
 
-class Mamba2QuantOps:
-    """The Mamba2 flow's ops on int8 tensors (:class:`edge_quamba.quant.qmodel.QuantOps`' conventions: every int8
-    tensor labelled ``layers.<i>.mixer.<code>``, ``tap`` sees dequantized codes, ``step`` picks the one-token ops)."""
-
-    def __init__(self, mixer: "QuantMamba2Mixer", norm: Norm, step: bool):
-        self.m, self.norm, self.step = mixer, norm, step
-        self.scales = mixer.scales()
-
-    def _made(self, site: str, q: Tensor) -> Tensor:
-        if self.m.tap is not None:
-            self.m.tap(site, dequantize(q, self.scales[site]))
-        return q
+class Mamba2QuantOps(QuantOps):
+    """The Mamba2 flow's ops on int8 tensors: :class:`edge_quamba.quant.qmodel.QuantOps` (the same norm, quantize,
+    split and linear ops and conventions: every int8 tensor labelled ``layers.<i>.mixer.<code>``, ``tap`` sees
+    dequantized codes, ``step`` picks the one-token ops) with Mamba2's sites, conv, SSD scan and gated norm."""
 
     def _label(self, site: str):
         return code_label(tensor_name(self.m.layer, MAMBA2_SITE_BY_NAME[site].code))
-
-    def norm_quantize(self, resid: Tensor, site: str) -> Tensor:
-        norm = self.norm
-        if norm.kind != "rmsnorm":
-            return self.quantize(norm(resid), site)
-        with self._label(site):
-            return self._made(site, eq.rms_norm_quantize(resid, norm.weight, norm.eps, self.scales[site]))
-
-    def quantize(self, x: Tensor, site: str) -> Tensor:
-        with self._label(site):
-            return self._made(site, eq.quantize(x, self.scales[site]))
-
-    def split(self, x: Tensor, sizes: list[int]) -> list[Tensor]:
-        return list(x.split(sizes, dim=-1))
-
-    def linear(self, name: str, x_q: Tensor, in_site: str, bias: bool = True, out_site: str | None = None) -> Tensor:
-        """int8 (W8A8) or int4 group-wise (W4A8) weights on int8 input; with ``out_site`` requantized in the op."""
-        linear: QuantLinear | Int4Linear = getattr(self.m, name)
-        b = linear.bias if bias else None
-        if isinstance(linear, Int4Linear):
-            args = (x_q, linear.codes(), linear.weight_scale, b, self.scales[in_site], linear.group_size)
-            single, fused = eq.w4a8_linear, eq.w4a8_linear_quantize
-        else:
-            args = (x_q, linear.weight, b, self.scales[in_site], self.scales[f"{name}.weight"])
-            single, fused = eq.int8_linear, eq.int8_linear_quantize
-        if out_site is None:
-            return single(*args)
-        with self._label(out_site):
-            return self._made(out_site, fused(*args, self.scales[out_site]))
 
     def causal_conv1d(self, xBC_q: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.m, self.scales
@@ -121,10 +85,6 @@ class Mamba2QuantOps:
         m = self.m
         return eq.gated_rms_norm(y, z_q, m.norm_weight, self.scales["z"], m.config.gate_norm_eps,
                                  m.config.d_inner // m.config.ngroups)
-
-    def hadamard_quantize(self, y: Tensor) -> Tensor:
-        with self._label("out_proj_input"):
-            return self._made("out_proj_input", eq.hadamard_quantize(y, self.scales["out_proj_input"]))
 
 
 class QuantMamba2Mixer(nn.Module):

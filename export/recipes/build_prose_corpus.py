@@ -53,6 +53,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_corpus import (  # noqa: E402  (the recipe folder is not a package)
     EXCLUDED_PAGES,
+    _size_pair,
     _SphinxBodyText,
     html_to_prose,
     join_documents,
@@ -412,13 +413,6 @@ def build_prose_corpus(*, root: Path, out_dir: Path, train_out: Path, seed: int,
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {manifest_path}")
     return manifest
-
-
-def _size_pair(text: str) -> tuple[int, int]:
-    target, maximum = (int(v) for v in text.split(","))
-    if not 0 < target <= maximum:
-        raise argparse.ArgumentTypeError("expected TARGET,MAX bytes with 0 < TARGET <= MAX")
-    return target, maximum
 
 
 def main(argv: list[str] | None = None) -> int:
