@@ -30,6 +30,27 @@ from edge_quamba.errors import ConfigError
 NormKind = Literal["rmsnorm", "layernorm"]
 
 
+def _check_fields(config, positive_ints: tuple[str, ...], epsilons: tuple[str, ...]) -> None:
+    """The checks every model config shares: sizes are positive integers, flags are booleans, token ids are
+    non-negative integers or None, the norm kind is known and every epsilon is a number in (0, 1)."""
+    for name in positive_ints:
+        value = getattr(config, name)
+        if not _is_int(value) or value <= 0:
+            raise ConfigError(f"config value {name}={value!r} must be a positive integer")
+    for name in ("conv_bias", "proj_bias", "residual_in_fp32", "tie_embeddings"):
+        if not isinstance(getattr(config, name), bool):
+            raise ConfigError(f"config value {name}={getattr(config, name)!r} must be true or false")
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(config, name)
+        if value is not None and (not _is_int(value) or value < 0):
+            raise ConfigError(f"config value {name}={value!r} must be a non-negative integer token id")
+    if config.norm not in ("rmsnorm", "layernorm"):
+        raise ConfigError(f"config value norm={config.norm!r} must be 'rmsnorm' or 'layernorm'")
+    for name in epsilons:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ConfigError(f"config value {name}={value!r} must be a number in (0, 1)")
+
 @dataclass(frozen=True)
 class MambaConfig:
     """Hyper-parameters of a Mamba1 language model (names follow the paper and mamba_ssm).
@@ -64,22 +85,8 @@ class MambaConfig:
     def __post_init__(self) -> None:
         if self.dt_rank == 0:
             object.__setattr__(self, "dt_rank", math.ceil(self.d_model / 16) if _is_int(self.d_model) else 0)
-        for name in ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand", "dt_rank"):
-            value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
-                raise ConfigError(f"config value {name}={value!r} must be a positive integer")
-        for name in ("conv_bias", "proj_bias", "residual_in_fp32", "tie_embeddings"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"config value {name}={getattr(self, name)!r} must be true or false")
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 0):
-                raise ConfigError(f"config value {name}={value!r} must be a non-negative integer token id")
-        if self.norm not in ("rmsnorm", "layernorm"):
-            raise ConfigError(f"config value norm={self.norm!r} must be 'rmsnorm' or 'layernorm'")
-        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or \
-                not 0 < self.norm_eps < 1:
-            raise ConfigError(f"config value norm_eps={self.norm_eps!r} must be a number in (0, 1)")
+        _check_fields(self, ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand", "dt_rank"),
+                      ("norm_eps",))
         if not isinstance(self.model_type, str):
             raise ConfigError(f"config value model_type={self.model_type!r} must be a string")
 
@@ -136,24 +143,8 @@ class Mamba2Config:
     model_type: str = "mamba2"
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand", "headdim", "ngroups",
-                     "chunk_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value <= 0:
-                raise ConfigError(f"config value {name}={value!r} must be a positive integer")
-        for name in ("conv_bias", "proj_bias", "residual_in_fp32", "tie_embeddings"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"config value {name}={getattr(self, name)!r} must be true or false")
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 0):
-                raise ConfigError(f"config value {name}={value!r} must be a non-negative integer token id")
-        if self.norm not in ("rmsnorm", "layernorm"):
-            raise ConfigError(f"config value norm={self.norm!r} must be 'rmsnorm' or 'layernorm'")
-        for name in ("norm_eps", "gate_norm_eps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ConfigError(f"config value {name}={value!r} must be a number in (0, 1)")
+        _check_fields(self, ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand", "headdim", "ngroups",
+                             "chunk_size"), ("norm_eps", "gate_norm_eps"))
         if self.model_type != "mamba2":
             raise ConfigError(f"config value model_type={self.model_type!r} must be 'mamba2'")
         if self.d_inner % self.headdim:
