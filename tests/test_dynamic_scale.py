@@ -348,3 +348,13 @@ def test_comparison_following_ties_matches_a_backend_that_differs_in_the_last_bi
 def test_dynamic_out_proj_with_per_channel_weights_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="--weight-scales channel with --out-proj-scale dynamic"):
         QuantConfig(weight_scales="channel", out_proj_scale="dynamic")
+
+
+@pytest.mark.parametrize("options, bits, method", [
+    (dict(out_proj_scale="dynamic"), "w4a8", "quamba"),
+    (dict(weight_scales="channel"), "w4a16", "quamba"),
+    (dict(weight_scales="channel"), "w8a8", "quamba2"),
+])
+def test_quamba_w8a8_options_are_refused_elsewhere_in_one_line(options, bits, method):
+    with pytest.raises(ConfigError, match="is a Quamba W8A8 option; it is not built for"):
+        QuantConfig(bits=bits, method=method, **options)
