@@ -19,7 +19,9 @@ Details: H is accumulated in float64 over the calibration tokens and divided by 
 nothing but the damping's meaning); a column whose input was always zero (H[k, k] = 0) gets H[k, k] = 1 and weight
 0 (it never contributes); damping adds ``damp * mean(diag H)`` to the diagonal (the paper's 1%) so that the
 Cholesky factorization exists. No activation reordering ("act order": it would make the group of a column depend on
-H, and a kernel would need a permutation). All arithmetic is float64 on the CPU, in a fixed order: deterministic.
+H, and a kernel would need a permutation). All arithmetic is float64 on the device of the calibration inputs (the
+CPU, or a GPU when the model is calibrated there), in a fixed order: deterministic on one device; a GPU's float64
+sums may differ from the CPU's in the last bits, which can flip a code sitting on a rounding tie.
 With H = I, U is diagonal, no error moves, and GPTQ is exactly round-to-nearest (a test holds this).
 
 Glossary: W (N, K) the nn.Linear weight (out_features, in_features); X (tokens, K) its input; H (K, K); U (K, K).
@@ -38,14 +40,18 @@ DEFAULT_DAMP = 0.01
 
 
 class HessianAccumulator:
-    """Running H = 2 X^T X / tokens of one linear layer's inputs, in float64. x: (..., K), any float dtype."""
+    """Running H = 2 X^T X / tokens of one linear layer's inputs, in float64 on the device of the first input (a
+    GPU's float64 GEMM keeps calibrating a 100 M-parameter model on the GPU fast). x: (..., K), any float dtype."""
 
     def __init__(self, in_features: int):
-        self.H = torch.zeros(in_features, in_features, dtype=torch.float64)
+        self.in_features = in_features
+        self.H: Tensor | None = None
         self.tokens = 0
 
     def add(self, x: Tensor) -> None:
-        rows = x.detach().reshape(-1, x.shape[-1]).to(device="cpu", dtype=torch.float64)
+        if self.H is None:
+            self.H = torch.zeros(self.in_features, self.in_features, dtype=torch.float64, device=x.device)
+        rows = x.detach().reshape(-1, x.shape[-1]).to(device=self.H.device, dtype=torch.float64)
         if not bool(torch.isfinite(rows).all()):
             raise ValueError("GPTQ calibration input holds NaN or Inf")
         total = self.tokens + rows.shape[0]
@@ -58,14 +64,16 @@ def gptq_quantize(w: Tensor, H: Tensor, group_size: int = DEFAULT_GROUP_SIZE,
     """GPTQ of one weight: w (N, K) float, H (K, K) -> (q (N, K) int8 codes in [-7, 7], scales (N, G) float32).
 
     The codes and scales follow the int4 convention exactly (:func:`quantize_int4` at float32 scales
-    ``max(amax, AMAX_FLOOR) / 7``); only which weights are rounded (the compensated ones) differs from RTN."""
+    ``max(amax, AMAX_FLOOR) / 7``); only which weights are rounded (the compensated ones) differs from RTN.
+    Computed on H's device; returned on the CPU."""
     n, k = w.shape
     if H.shape != (k, k):
         raise ValueError(f"GPTQ: Hessian {tuple(H.shape)} does not fit the weight {tuple(w.shape)}")
     if not damp > 0:
         raise ValueError(f"GPTQ damping must be > 0, got {damp}")
-    W = w.detach().to(device="cpu", dtype=torch.float64).clone()
-    H = H.detach().to(device="cpu", dtype=torch.float64).clone()
+    device = H.device
+    W = w.detach().to(device=device, dtype=torch.float64).clone()
+    H = H.detach().to(dtype=torch.float64).clone()
     dead = torch.diagonal(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
@@ -73,8 +81,8 @@ def gptq_quantize(w: Tensor, H: Tensor, group_size: int = DEFAULT_GROUP_SIZE,
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)  # H^-1 = U^T U
 
     groups = int4_group_count(k, group_size)
-    scales = torch.empty(n, groups, dtype=torch.float32)
-    q = torch.empty(n, k, dtype=torch.int8)
+    scales = torch.empty(n, groups, dtype=torch.float32, device=device)
+    q = torch.empty(n, k, dtype=torch.int8, device=device)
     for start in range(0, k, group_size):  # one block = one group (see the module docstring)
         end = min(start + group_size, k)
         block = W[:, start:end].clone()  # (N, B), updated column by column
@@ -90,4 +98,4 @@ def gptq_quantize(w: Tensor, H: Tensor, group_size: int = DEFAULT_GROUP_SIZE,
             block[:, i:] -= error[:, None] * U[start + i, start + i:end][None, :]
             errors[:, i] = error
         W[:, end:] -= errors @ U[start:end, end:]
-    return q, scales
+    return q.cpu(), scales.cpu()
