@@ -191,9 +191,10 @@ class Report:
     def __init__(self, args, started: float, header: dict):
         self.args, self.started, self.data = args, started, header
 
-    def variant(self, name: str, runs: dict, config: dict | None) -> None:
-        """runs: seed label -> {"perplexity": {seq_len: ppl}, optional "last_word": {...}}."""
-        self.data["variants"][name] = {"config": config, "runs": runs}
+    def variant(self, name: str, runs: dict, config: dict | None, quant_config: dict | None = None) -> None:
+        """runs: seed label -> {"perplexity": {seq_len: ppl}, optional "last_word": {...}}; config: the variant's
+        QuantConfig keywords; quant_config: the whole QuantConfig of its last run (defaults of this checkout)."""
+        self.data["variants"][name] = {"config": config, "runs": runs, "quant_config": quant_config}
         self.write()
 
     def summarize(self, entry: dict) -> None:
@@ -328,7 +329,7 @@ def main() -> None:
             if name not in report.data["sqnr_db"] and config.bits != "w4a16":  # first seed's; w4a16: no int8 site
                 report.data["sqnr_db"][name] = layer_sqnr(fp32, qmodel, sqnr_tokens)
             runs[label] = run
-            report.variant(name, runs, VARIANTS[name])
+            report.variant(name, runs, VARIANTS[name], config.to_dict())
             log(report, f"{name} seed {label}", run)
             del qmodel
     report.data["complete"] = not report.data["skipped"]
