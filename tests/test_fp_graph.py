@@ -5,6 +5,7 @@ the export folder the CLI writes, and the refused combinations. Tiny random mode
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,28 @@ def test_fp32_export_runs_on_ort_with_the_fp_checkpoints_tokens(arch, fp_folders
                            "3", "--repeats", "1", "--threads", "1", "--json")
     assert bench.returncode == 0, bench.stderr
     assert json.loads(bench.stdout)["model_bytes"] == (out / "model.onnx").stat().st_size
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="a statement about x86 CPUs")
+def test_ort_cpu_runs_a_float16_matmul_as_float32_between_casts(tmp_path):
+    """Why the CPU baseline is float32 (edge_quamba/onnx/lower_w4a16.py): ONNX Runtime's CPU execution provider has
+    no float16 MatMul kernel; it inserts Cast -> float32 MatMul -> Cast. When this fails, ORT gained one: revisit."""
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from edge_quamba.runtime.ort_backend import session_options
+
+    weight = numpy_helper.from_array(np.ones((8, 16), np.float16), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 16])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    optimized = tmp_path / "optimized.onnx"
+    ort.InferenceSession(model.SerializeToString(), session_options(1, optimized), providers=["CPUExecutionProvider"])
+    ops = [(n.op_type, {a.name: a.i for a in n.attribute}.get("to")) for n in onnx.load(str(optimized)).graph.node]
+    print(ops)
+    assert ops == [("Cast", TensorProto.FLOAT), ("MatMul", None), ("Cast", TensorProto.FLOAT16)]
 
 
 def test_refused_combinations_of_bits_fp32_error_in_one_line(fp_folders, tmp_path):

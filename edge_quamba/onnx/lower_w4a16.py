@@ -13,9 +13,9 @@ by what each linear holds:
         embeddings, norms and lm_head float32 too. Every Cast of the float16 graph is then from float32 to float32
         and is left out. Float32, not float16, is the CPU baseline because it is what a CPU user runs: ONNX
         Runtime's CPU execution provider computes float32 MatMuls with its SGEMM, and has no float16 MatMul kernel
-        on x86: it wraps a float16 MatMul in Cast -> float32 MatMul -> Cast (seen in ORT 1.32's optimized graph of a
-        1x384 @ 384x1536 MatMul, 82 us against 80 us in float32, one thread). A float16 graph would thus run float32
-        arithmetic plus casts, and its float16 roundings would make it another model than the fp checkpoint.
+        on x86: it wraps a float16 MatMul in Cast -> float32 MatMul -> Cast (ORT 1.32's optimized graph; a test in
+        tests/test_fp_graph.py holds it). A float16 graph would thus run float32 arithmetic plus casts, and its
+        float16 roundings would make it another model than the fp checkpoint.
         Validated against the float32 reference within :data:`edge_quamba.onnx.validate.FP32_RTOL`
         (:func:`edge_quamba.onnx.validate.validate_float_graph_on_ort`).
 
