@@ -8,9 +8,10 @@ Per config:
     bytes        the artifact's model.safetensors (fp16: the checkpoint's tensors at 2 bytes each), its mixer
                  linear weights alone (the part 4 bits shrink), and the exported model.onnx where one exists
     CPU speed    batch 1, --prompt-len prompt tokens, --new-tokens decoded: the export's model.onnx on ONNX Runtime
-                 (CPUExecutionProvider, --threads intra-op threads) for each config's default row, and the
-                 fp32 PyTorch reference as the float baseline (the project has no fp ONNX graph; benchmarks/ort_cpu.py
-                 times the same baseline); medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench)
+                 (CPUExecutionProvider, --threads intra-op threads) for each config's default row, against two
+                 float baselines: the fp checkpoint's float32 graph on ONNX Runtime (`export --bits fp32`, the fp
+                 row's ort columns: ORT against ORT) and the fp32 PyTorch reference (benchmarks/ort_cpu.py times the
+                 same); medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench)
 Ablation rows (--no-ablations skips them): "<bits> rtn" rounds the int4 weights to nearest instead of GPTQ;
 "<bits> g<N>" uses int4 groups of --small-group-size columns (more scales, finer grid);
 "<bits> +clip" (int8-activation configs) clips the activations of --clip-sites at the percentile instead of the
@@ -131,7 +132,7 @@ def main() -> None:
             variants.append((f"{bits} rtn", bits, False, default_sites, args.group_size))
             variants.append((f"{bits} g{args.small_group_size}", bits, True, default_sites, args.small_group_size))
 
-    from edge_quamba.onnx.export import export_model
+    from edge_quamba.onnx.export import export_fp32_model, export_model
     from edge_quamba.quant.pipeline import quantize_checkpoint
     from edge_quamba.runtime.ort_backend import OrtBackend
 
@@ -162,14 +163,23 @@ def main() -> None:
                 exports[name] = export
             rows[name] = row
             print(f"{name}: perplexity {row['perplexity']:.3f}", file=sys.stderr, flush=True)
+        print("fp32: exporting the float32 graph ...", file=sys.stderr, flush=True)
+        fp32_export = Path(scratch) / "fp32-export"
+        result = export_fp32_model(model=args.model, out=fp32_export, prompt_len=64, decode_steps=4,
+                                   threads=args.threads, progress=False, echo=lambda _: None)
+        rows["fp16"]["onnx_bytes"] = (fp32_export / "model.onnx").stat().st_size  # the fp32 graph's
+        rows["fp16"]["validation"] = {k: v for k, v in result.validation["ort"].to_dict().items() if k != "checks"}
         # all timings back to back at the end, so that they share one stretch of the (shared) machine's load
         rows["fp16"]["ref_fp32_speed"] = timing_row("ref fp32", TorchReferenceBackend(fp32), prompt, args)
+        rows["fp16"]["ort"] = timing_row("fp32 ort", OrtBackend(fp32_export, threads=args.threads), prompt, args)
         for name, export in exports.items():
             rows[name]["ort"] = timing_row(f"{name} ort", OrtBackend(export, threads=args.threads), prompt, args)
 
     base = rows["fp16"]["perplexity"]
     fp_decode = rows["fp16"]["ref_fp32_speed"]["decode_tokens_per_s"]
     fp_prefill = rows["fp16"]["ref_fp32_speed"]["prefill_tokens_per_s"]
+    ort_decode = rows["fp16"]["ort"]["decode_tokens_per_s"]  # the fp32 graph on ONNX Runtime
+    ort_prefill = rows["fp16"]["ort"]["prefill_tokens_per_s"]
     for name, row in rows.items():
         row["perplexity_vs_fp16_percent"] = 100 * (row["perplexity"] / base - 1)
         target = TARGET_PERCENT.get(row["bits"])
@@ -178,6 +188,8 @@ def main() -> None:
         if row["ort"] is not None:
             row["ort"]["decode_vs_ref_fp32"] = row["ort"]["decode_tokens_per_s"] / fp_decode
             row["ort"]["prefill_vs_ref_fp32"] = row["ort"]["prefill_tokens_per_s"] / fp_prefill
+            row["ort"]["decode_vs_ort_fp32"] = row["ort"]["decode_tokens_per_s"] / ort_decode
+            row["ort"]["prefill_vs_ort_fp32"] = row["ort"]["prefill_tokens_per_s"] / ort_prefill
 
     c = fp32.config
     report = {
@@ -214,17 +226,20 @@ def print_table(report: dict) -> None:
           f"speed batch 1, prompt {s['prompt_len']}, {s['new_tokens']} new tokens, {s['threads']} thread(s), "
           f"{report['machine']['processor']}")
     print(f"{'config':<13}{'ppl':>9}{'vs fp16':>9}{'target':>8}{'artifact B':>12}{'linears B':>11}{'onnx B':>11}"
-          f"{'ort prefill t/s':>16}{'ort decode t/s':>15}")
+          f"{'ort prefill t/s':>16}{'ort decode t/s':>15}{'decode x fp32 ort':>18}")
     for name, r in report["rows"].items():
         ort = r["ort"]
         target = "" if r["target_percent"] is None else f"{r['target_percent']:+.1f}%"
         prefill = f"{ort['prefill_tokens_per_s']:.0f}" if ort else "-"
         decode = f"{ort['decode_tokens_per_s']:.0f}" if ort else "-"
+        ratio = f"{ort['decode_vs_ort_fp32']:.2f}x" if ort else "-"
         print(f"{name:<13}{r['perplexity']:>9.3f}{r['perplexity_vs_fp16_percent']:>+8.2f}%{target:>8}"
               f"{r['artifact_bytes']:>12}{r['linear_weight_bytes']:>11}{r['onnx_bytes'] or '-':>11}"
-              f"{prefill:>16}{decode:>15}")
+              f"{prefill:>16}{decode:>15}{ratio:>18}")
     fp = report["rows"]["fp16"]["ref_fp32_speed"]
-    print(f"float baseline (PyTorch fp32 reference): prefill {fp['prefill_tokens_per_s']:.0f} tokens/s, "
+    print("fp16 row: perplexity of the float16 reference; onnx B and ort columns: the float32 graph (export --bits "
+          "fp32), the ORT baseline")
+    print(f"second float baseline (PyTorch fp32 reference): prefill {fp['prefill_tokens_per_s']:.0f} tokens/s, "
           f"decode {fp['decode_tokens_per_s']:.0f} tokens/s")
 
 
@@ -248,9 +263,10 @@ def plot(report: dict, path: Path) -> None:
     axes[1].set_xlabel("mixer linear weights (MiB)")
     timed = [n for n in names if rows[n]["ort"] is not None]
     decode = [rows[n]["ort"]["decode_tokens_per_s"] for n in timed]
-    labels = [f"{n} (ort)" for n in timed] + ["fp32 (torch ref)"]
+    labels = [f"{'fp32' if n == 'fp16' else n} (ort)" for n in timed] + ["fp32 (torch ref)"]
     decode.append(rows["fp16"]["ref_fp32_speed"]["decode_tokens_per_s"])
-    bars = axes[2].barh(labels, decode, color=["tab:green"] * len(timed) + ["tab:gray"])
+    colors = ["tab:gray" if n == "fp16" else "tab:green" for n in timed] + ["tab:gray"]  # gray: float baselines
+    bars = axes[2].barh(labels, decode, color=colors)
     axes[2].bar_label(bars, fmt="%.0f", padding=3)
     axes[2].set_xlabel(f"CPU decode tokens/s ({report['speed']['threads']} thread, shared CPU)")
     for ax in axes:

@@ -15,8 +15,9 @@ fp16: the checkpoint's tensors at 2 bytes each).
 
 CPU speed (--speed, written to <out>_speed.json, e.g. quamba2_speed.json): batch 1, --prompt-len prompt tokens and --new-tokens decoded,
 medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench): the W8A8, W4A8 and W4A16 exports'
-model.onnx on ONNX Runtime (made by export_model, which validates each against the reference first) against the fp32
-PyTorch reference (the project has no fp ONNX graph).
+model.onnx on ONNX Runtime (made by export_model, which validates each against the reference first) against two
+float baselines: the fp checkpoint's float32 graph on ONNX Runtime (export_fp32_model, `export --bits fp32`: ORT
+against ORT, the ``*_vs_ort_fp32`` ratios) and the fp32 PyTorch reference (the ``*_vs_ref_fp32`` ratios).
 
     python benchmarks/quamba2.py --model edge_quamba/assets/demo_model_mamba2
     python benchmarks/quamba2.py --model DIR --eval-tokens 8192 --calib-samples 16 --rows fp16,w8a8
@@ -85,8 +86,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
-    """W8A8, W4A8 and W4A16 on ONNX Runtime (exported and validated here) vs the fp32 reference, batch 1."""
-    from edge_quamba.onnx.export import export_model
+    """W8A8, W4A8 and W4A16 on ONNX Runtime (exported and validated here) vs the fp32 graph on ONNX Runtime and the
+    fp32 PyTorch reference, batch 1."""
+    from edge_quamba.onnx.export import export_fp32_model, export_model
     from edge_quamba.runtime.backends import make_backend
     from edge_quamba.runtime.bench import bench_prompt, median_timings
 
@@ -95,6 +97,9 @@ def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = [("fp32 reference (torch)", "ref", path, "fp")]
+        export_fp32_model(model=str(path), out=Path(tmp) / "fp32", calib_data=args.calib_data,
+                          prompt_len=args.prompt_len, decode_steps=4, threads=args.threads, progress=False, echo=print)
+        runs.append(("fp32 onnxruntime", "ort", Path(tmp) / "fp32", "export"))
         for bits in ("w8a8", "w4a8", "w4a16"):
             qconfig = QuantConfig(method="quamba2", bits=bits, group_size=args.group_size,
                                   calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len)
@@ -109,6 +114,13 @@ def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
                          "tpot_ms": tpot * 1e3, "decode_tokens_per_s": 1 / tpot})
             print(f"{name:24s} TTFT {ttft * 1e3:8.1f} ms  TPOT {tpot * 1e3:7.1f} ms  "
                   f"decode {1 / tpot:6.1f} tokens/s", flush=True)
+    ref, ort = rows[0], rows[1]  # the two float baselines: torch fp32 reference, fp32 graph on ONNX Runtime
+    for row in rows:
+        for base, suffix in ((ort, "ort_fp32"), (ref, "ref_fp32")):
+            row[f"decode_vs_{suffix}"] = row["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+            row[f"prefill_vs_{suffix}"] = row["prefill_tokens_per_s"] / base["prefill_tokens_per_s"]
+        print(f"{row['row']:24s} decode {row['decode_vs_ort_fp32']:5.2f}x fp32 ort, {row['decode_vs_ref_fp32']:5.2f}x "
+              f"fp32 torch; prefill {row['prefill_vs_ort_fp32']:5.2f}x fp32 ort", flush=True)
     return {"command": "python " + " ".join(sys.argv), "date_utc": datetime.now(timezone.utc).isoformat(
         timespec="seconds"), "cpu": cpu_name(), "threads": args.threads, "batch": 1, "prompt_len": args.prompt_len,
         "new_tokens": args.new_tokens, "repeats": args.repeats,

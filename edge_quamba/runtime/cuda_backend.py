@@ -213,8 +213,12 @@ def load_cuda_backend(path, kind: str) -> CudaBackend:
                                       f"make one first with `edge-quamba quantize --model {path} --out DIR`")
     if kind not in ("quantized", "export"):
         raise BackendUnavailableError(f"--backend cuda cannot run a {kind} folder ({path})")
+    from edge_quamba.onnx.folder import is_fp32_export, read_export_config
     from edge_quamba.quant.artifact import load_quantized_model, read_quant_config
 
+    if kind == "export" and is_fp32_export(read_export_config(path)[1]):
+        raise BackendUnavailableError(f"--backend cuda runs a quantized model and {path} is an fp32 export "
+                                      f"(--bits fp32): run it with --backend ort or ref")
     artifact = path if kind == "quantized" else path / "quantized"
     config, qconfig, _ = read_quant_config(artifact)
     bits = qconfig.bits
