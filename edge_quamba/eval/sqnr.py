@@ -91,13 +91,14 @@ def _mixer_outputs(model: MambaLM, store: dict):
 
 @contextlib.contextmanager
 def _quantized_taps(model: MambaLM, store: dict):
-    mixers = [block.mixer for block in model.backbone.layers if hasattr(block.mixer, "tap")]  # none at W4A16
-    for i, mixer in enumerate(mixers):
+    mixers = {i: block.mixer for i, block in enumerate(model.backbone.layers)
+              if hasattr(block.mixer, "tap")}  # a weight-only mixer has no site to tap
+    for i, mixer in mixers.items():
         mixer.tap = lambda site, value, i=i: store[i].__setitem__(site, value.float())
     try:
         yield
     finally:
-        for mixer in mixers:
+        for mixer in mixers.values():
             mixer.tap = None
 
 
@@ -105,7 +106,8 @@ def _quantized_taps(model: MambaLM, store: dict):
 def layer_sqnr(fp_model: MambaLM, q_model: MambaLM, tokens: Tensor) -> list[dict[str, float]]:
     """tokens: (b, l) -> one dict per layer: tensor name -> SQNR in dB (keys: :func:`sqnr_tensors`). Both models
     run the one data flow of their mixer kind (:mod:`edge_quamba.quant.flow`): the fp model with float ops, the
-    quantized one with its int8 ops; both report the value at every site. A weight-only model runs its own mixer."""
+    quantized one with its int8 ops; both report the value at every site. A weight-only model runs its own mixer (the fp one's code with int4
+    linears): only its output is compared."""
     tensors = sqnr_tensors(q_model)
     _check_channel_order(fp_model, q_model)
     hadamard = bool(getattr(q_model.backbone.layers[0].mixer, "hadamard", False))  # what the fp sites observe
