@@ -29,7 +29,7 @@ under "sqnr" and a panel of the PNG; --sqnr measures only it (written to <out>_s
     python benchmarks/quamba2.py --model DIR --speed          # only the CPU speed
     python benchmarks/quamba2.py --model demo-mamba2 --sqnr --sqnr-rows w8a8,w4a8,w4a16   # only per-layer SQNR
 
-Prints a table; writes benchmarks/results/quamba2.json and quamba2.png (perplexity per row).
+Prints a table; writes benchmarks/results/quamba2.json and quamba2.png (perplexity per row, per-layer SQNR).
 """
 
 from __future__ import annotations
