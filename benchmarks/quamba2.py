@@ -173,8 +173,10 @@ def main() -> int:
     if unknown:
         sys.exit(f"unknown rows {unknown}; choose from fp16, {', '.join(ROWS)}")
     sqnr_rows = [r.strip() for r in args.sqnr_rows.split(",")]
-    if [r for r in sqnr_rows if r not in ROWS] or (args.sqnr and args.sqnr_windows < 1):
-        sys.exit(f"--sqnr-rows {args.sqnr_rows!r}: choose from {', '.join(ROWS)}; --sqnr needs --sqnr-windows >= 1")
+    if [r for r in sqnr_rows if r not in ROWS]:
+        sys.exit(f"--sqnr-rows {args.sqnr_rows!r}: choose from {', '.join(ROWS)}")
+    if args.sqnr and args.sqnr_windows < 1:
+        sys.exit("--sqnr needs --sqnr-windows >= 1")
     path = resolve_model(args.model)
     fp32 = load_fp_model(path, dtype=torch.float32)
     tok = load_tokenizer(path, None, eos_token_id=fp32.config.eos_token_id, model_vocab_size=fp32.config.vocab_size)
