@@ -27,7 +27,7 @@ MODEL_DIR=/tmp/edge_quamba_big
 QUALITY=(benchmarks/quality.py --device cuda --model "$MODEL_DIR" --eval-data calib_data/prose/evaluation.txt
          --calib-data calib_data/prose/calibration.txt --seq-lens 512,2048 --sqnr-windows 2
          --variants "fp16,w8a8 naive,w8a8 +percentile,w8a8 +hadamard,w8a8 quamba,quamba +clip out_proj,quamba +clip in_proj,quamba +clip all inputs,quamba per-channel w,clip all + per-channel w,quamba p=0.999,quamba p=0.9999,quamba p=0.999999,quamba dynamic out_proj,w4a8,w4a16,w4a16 g64"
-         --out-prefix "$OUT/quality_big_h200")
+         --last-word-examples 100 --out-prefix "$OUT/quality_big_h200")
 t0=$(date +%s)
 
 case $STAGE in
@@ -47,7 +47,7 @@ case $STAGE in
     [ -f "$MODEL_DIR/config.json" ] || { echo "no model at $MODEL_DIR: stage 1 must run first on this machine"; exit 1; }
     python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .whl/* 2>&1 | tail -3
     PYTHONPATH=/tmp/site:$PWD timeout 560 python3 "${QUALITY[@]}" --seeds 0 --deadline-seconds 470 \
-        --last-word-variants "fp16,quamba +clip out_proj" --last-word-examples 100 2>&1 | tee "$OUT/stage2.log"
+        --last-word-variants "fp16,quamba +clip out_proj" 2>&1 | tee "$OUT/stage2.log"
     cp "$OUT/quality_big_h200.json" /tmp/quality_big_stage2.json
     ;;
 3)
