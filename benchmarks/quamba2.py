@@ -9,6 +9,8 @@ written as an artifact with :func:`edge_quamba.quant.artifact.write_artifact`, t
     w8a8 -both                    ablation: both off (Quamba's per-tensor scales, without its percentile clipping)
     w4a8, w4a16                   int4 group-wise in_proj/out_proj with GPTQ (group --group-size); w4a8 keeps w8a8's
                                   activation path
+    <bits>[ g64] natural|act-order  ablation: GPTQ's columns in natural order or by decreasing Hessian diagonal
+                                  (static group scales), at --group-size or at 64
 Per row: perplexity on the first --eval-tokens tokens of --eval-data (non-overlapping windows of --seq-len), its
 change against fp16 with the issue's targets (W8A8 within +1.5 %, 4-bit within +3 %), and bytes (model.safetensors;
 fp16: the checkpoint's tensors at 2 bytes each).
@@ -59,6 +61,9 @@ ROWS = {
     "w8a8 -both": dict(bits="w8a8", sort_cluster=False, per_group_bc=False),
     "w4a8": dict(bits="w4a8"),
     "w4a16": dict(bits="w4a16"),
+    **{f"{bits}{group} {order}": dict(bits=bits, gptq_act_order=order == "act-order", **size)
+       for bits in ("w4a8", "w4a16") for group, size in (("", {}), (" g64", {"group_size": 64}))
+       for order in ("natural", "act-order")},
 }
 TARGET_PERCENT = {"w8a8": 1.5, "w4a8": 3.0, "w4a16": 3.0}
 
@@ -145,8 +150,8 @@ def main() -> int:
                 2 * model.lm_head.weight.numel() if model.config.tie_embeddings else 0)
             bits = "fp16"
         else:
-            qconfig = QuantConfig(method="quamba2", group_size=args.group_size, calib_samples=args.calib_samples,
-                                  calib_seq_len=args.calib_seq_len, **ROWS[row])
+            qconfig = QuantConfig(method="quamba2", calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len,
+                                  **{"group_size": args.group_size, **ROWS[row]})
             qmodel = quamba2_quantize(fp32, data, qconfig, batch_size=args.batch_size, progress=False)
             with tempfile.TemporaryDirectory() as tmp:
                 write_artifact(Path(tmp), qmodel, qconfig, data.manifest(), {"model": str(path)},
@@ -156,6 +161,8 @@ def main() -> int:
             bits = qconfig.bits
         ppl = perplexity(model, windows, args.batch_size)
         results.append({"row": row, "bits": bits, "perplexity": ppl, "bytes": size,
+                        "group_size": None if row == "fp16" else qconfig.group_size,
+                        "gptq_act_order": None if row == "fp16" else qconfig.gptq_act_order,
                         "seconds": round(time.time() - start, 1)})
         print(f"{row:20s} ppl {ppl:9.3f}  bytes {size:>10,d}  ({results[-1]['seconds']} s)", flush=True)
     base = next((r["perplexity"] for r in results if r["row"] == "fp16"), None)
