@@ -72,6 +72,8 @@ def parse_args() -> argparse.Namespace:
                         help="sites clipped at the percentile in the +clip rows")
     parser.add_argument("--calib-data", default=str(default_calibration_file()))
     parser.add_argument("--calib-samples", type=int, default=32)
+    parser.add_argument("--calib-seed", type=int, default=None,
+                        help="draw the calibration windows at random offsets with this seed (default: the first ones)")
     parser.add_argument("--calib-seq-len", type=int, default=512)
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--eval-data", default=str(default_evaluation_file()))
@@ -159,7 +161,8 @@ def main() -> None:
         for name, bits, gptq, sites, group_size, gptq_act_order in variants:
             print(f"{name}: quantizing ...", file=sys.stderr, flush=True)
             qconfig = QuantConfig(bits=bits, gptq=gptq, group_size=group_size, calib_samples=args.calib_samples,
-                                  calib_seq_len=args.calib_seq_len, percentile_activations=sites,
+                                  calib_seq_len=args.calib_seq_len, calib_seed=args.calib_seed,
+                                  percentile_activations=sites,
                                   gptq_act_order=gptq_act_order)
             folder = Path(scratch) / name.replace(" ", "-").replace("+", "")
             t0 = time.time()
@@ -212,7 +215,7 @@ def main() -> None:
         "eval": {"data": Path(args.eval_data).name, "tokens": int(windows.numel()), "windows": int(windows.shape[0]),
                  "seq_len": args.seq_len},
         "calibration": {"data": Path(args.calib_data).name, "samples": args.calib_samples,
-                        "seq_len": args.calib_seq_len},
+                        "seq_len": args.calib_seq_len, "seed": args.calib_seed},
         "group_size": args.group_size, "speed": {"batch": 1, "prompt_len": args.prompt_len,
                                                  "new_tokens": args.new_tokens, "repeats": args.repeats,
                                                  "threads": args.threads},

@@ -118,7 +118,7 @@ def _act_order(W: Tensor, H: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     order = torch.argsort(torch.diagonal(H), descending=True, stable=True)  # P: (K,)
     W = W[:, order]  # W' (N, K)
     U = _upper_inverse_factor(H[order][:, order])
-    column_scales = int4_expand_scales(scales, k, group_size)[:, order]  # (N, K): column k' of W' reads group P[k'] // G
+    column_scales = int4_expand_scales(scales, k, group_size)[:, order]  # (N, K): column k' reads group P[k'] // G
     q_permuted = torch.empty(n, k, dtype=torch.int8, device=W.device)
     for start in range(0, k, group_size):  # blocks of group_size columns of W' (only the lazy-batch size here)
         end = min(start + group_size, k)

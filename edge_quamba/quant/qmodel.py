@@ -90,8 +90,8 @@ class QuantConfig:
     ``bits`` picks the config (module docstring); ``group_size``, ``gptq``, ``gptq_damp`` and ``gptq_act_order``
     shape the int4 weights of w4a8 / w4a16 (ignored at w8a8). ``gptq_act_order``: GPTQ's columns by decreasing
     Hessian diagonal with static group scales (:mod:`edge_quamba.quant.gptq`; the stored layout is the same); an
-    artifact written before this key existed reads as False (natural order, what it was quantized with). ``method`` "quamba2" is accepted here and refused for Mamba1 models by
-    :func:`check_method`. At w4a16 nothing is quantized on the activation side: ``hadamard`` is recorded False and
+    artifact written before this key existed reads as False (natural order, what it was quantized with).
+    ``method`` "quamba2" is accepted here and refused for Mamba1 models by :func:`check_method`. At w4a16 nothing is quantized on the activation side: ``hadamard`` is recorded False and
     the percentile fields are unused.
 
     Quamba2 (``method="quamba2"``, Mamba2 models, :mod:`edge_quamba.quant.mamba2_qmodel`): ``sort_cluster`` reorders
