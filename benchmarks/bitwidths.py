@@ -12,9 +12,9 @@ Per config:
                  fp32 PyTorch reference as the float baseline (the project has no fp ONNX graph; benchmarks/ort_cpu.py
                  times the same baseline); medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench)
 Ablation rows (--no-ablations skips them): "<bits> rtn" rounds the int4 weights to nearest instead of GPTQ;
-"<bits> g<N>" uses int4 groups of --small-group-size columns (more scales, finer grid);
+"<bits> g<N>" uses int4 groups of --alt-group-size columns instead of --group-size;
 "<bits> natural" / "<bits> act-order" run GPTQ in the other column order than the default row (QuantConfig's
-gptq_act_order; "g<N> natural" / "g<N> act-order" the same at the small group size);
+gptq_act_order; "g<N> natural" / "g<N> act-order" the same at --alt-group-size);
 "<bits> +clip" (int8-activation configs) clips the activations of --clip-sites at the percentile instead of the
 paper's u only (the recipe README's quality table measured best for W8A8: `--percentile-on` of quantize/export).
 
@@ -67,7 +67,7 @@ def parse_args() -> argparse.Namespace:
                         help="comma-separated row names to measure (default: every row of --configs; fp16 always)")
     parser.add_argument("--no-speed", action="store_true",
                         help="perplexity and bytes only: no export and no CPU timing")
-    parser.add_argument("--small-group-size", type=int, default=64, help="group size of the g<N> rows")
+    parser.add_argument("--alt-group-size", type=int, default=128, help="group size of the g<N> rows")
     parser.add_argument("--clip-sites", default="in_proj_input,u,out_proj_input",
                         help="sites clipped at the percentile in the +clip rows")
     parser.add_argument("--calib-data", default=str(default_calibration_file()))
@@ -75,7 +75,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calib-seed", type=int, default=None,
                         help="draw the calibration windows at random offsets with this seed (default: the first ones)")
     parser.add_argument("--calib-seq-len", type=int, default=512)
-    parser.add_argument("--group-size", type=int, default=128)
+    parser.add_argument("--group-size", type=int, default=QuantConfig().group_size,
+                        help="int4 group size of the default rows (default: the library's)")
     parser.add_argument("--eval-data", default=str(default_evaluation_file()))
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--seq-len", type=int, default=512)
@@ -133,7 +134,7 @@ def main() -> None:
     clip_sites = tuple(args.clip_sites.split(","))
     act_order = QuantConfig().gptq_act_order
     other_order = "natural" if act_order else "act-order"
-    small = f"g{args.small_group_size}"
+    alt = f"g{args.alt_group_size}"
     variants = []  # (row name, bits, gptq, percentile sites, group size, GPTQ act order)
     for bits in args.configs.split(","):
         variants.append((bits, bits, True, default_sites, args.group_size, act_order))
@@ -142,8 +143,8 @@ def main() -> None:
         if not args.no_ablations and bits != "w8a8":
             variants.append((f"{bits} rtn", bits, False, default_sites, args.group_size, act_order))
             variants.append((f"{bits} {other_order}", bits, True, default_sites, args.group_size, not act_order))
-            variants.append((f"{bits} {small}", bits, True, default_sites, args.small_group_size, act_order))
-            variants.append((f"{bits} {small} {other_order}", bits, True, default_sites, args.small_group_size,
+            variants.append((f"{bits} {alt}", bits, True, default_sites, args.alt_group_size, act_order))
+            variants.append((f"{bits} {alt} {other_order}", bits, True, default_sites, args.alt_group_size,
                              not act_order))
     if args.rows is not None:
         wanted = [name.strip() for name in args.rows.split(",")]

@@ -13,7 +13,7 @@ Lazy batches: columns are processed in blocks of ``block_size``; the update of c
 once per block (``W[:, end:] -= E @ U[block, end:]``), which is the same sum computed in another order.
 Group-wise scales are taken as GPTQ does, when a group's first column is reached, from the group's *current*
 (already error-compensated) weights. We use block size = group size so that a group is always inside one block and
-its columns are fully up to date when its scale is computed (GPTQ's default: both 128).
+its columns are fully up to date when its scale is computed (GPTQ's default: both 128; ours: both 64).
 
 Activation order with static groups (``act_order=True``, GPTQ's "act order" / "static groups" options): the columns
 are processed by decreasing H[k, k] (the mean squared input of feature k, times 2) instead of k = 0, 1, ...: the

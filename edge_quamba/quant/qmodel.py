@@ -89,10 +89,11 @@ class QuantConfig:
     existed reads as "static". Per-channel weights and the per-token scale are Quamba (Mamba1) W8A8 options.
     ``bits`` picks the config (module docstring); ``group_size``, ``gptq``, ``gptq_damp`` and ``gptq_act_order``
     shape the int4 weights of w4a8 / w4a16 (ignored at w8a8). ``gptq_act_order``: GPTQ's columns by decreasing
-    Hessian diagonal with static group scales (:mod:`edge_quamba.quant.gptq`; the stored layout is the same); an
-    artifact written before this key existed reads as False (natural order, what it was quantized with).
-    ``method`` "quamba2" is accepted here and refused for Mamba1 models by :func:`check_method`. At w4a16 nothing is quantized on the activation side: ``hadamard`` is recorded False and
-    the percentile fields are unused.
+    Hessian diagonal with static group scales (:mod:`edge_quamba.quant.gptq`; the stored layout is the same); off by
+    default (no consistent gain on the demo models, README "Bit widths"); an artifact written before this key
+    existed reads as False (natural order, what it was quantized with).
+    ``method`` "quamba2" is accepted here and refused for Mamba1 models by :func:`check_method`. At w4a16 nothing is
+    quantized on the activation side: ``hadamard`` is recorded False and the percentile fields are unused.
 
     Quamba2 (``method="quamba2"``, Mamba2 models, :mod:`edge_quamba.quant.mamba2_qmodel`): ``sort_cluster`` reorders
     and groups the SSD input x (``head_groups`` x ``dim_groups`` scales per SSD group, capped at the heads per group
@@ -104,7 +105,7 @@ class QuantConfig:
     group_size: int = DEFAULT_GROUP_SIZE
     gptq: bool = True
     gptq_damp: float = DEFAULT_DAMP
-    gptq_act_order: bool = True
+    gptq_act_order: bool = False
     percentile: float | None = DEFAULT_PERCENTILE
     percentile_momentum: float = DEFAULT_MOMENTUM
     percentile_activations: tuple[str, ...] | None = None
