@@ -8,9 +8,10 @@ Per config:
     bytes        the artifact's model.safetensors (fp16: the checkpoint's tensors at 2 bytes each), its mixer
                  linear weights alone (the part 4 bits shrink), and the exported model.onnx where one exists
     CPU speed    batch 1, --prompt-len prompt tokens, --new-tokens decoded: the export's model.onnx on ONNX Runtime
-                 (CPUExecutionProvider, --threads intra-op threads) for each config's default row, and the
-                 fp32 PyTorch reference as the float baseline (the project has no fp ONNX graph; benchmarks/ort_cpu.py
-                 times the same baseline); medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench)
+                 (CPUExecutionProvider, --threads intra-op threads) for each config's default row, against two
+                 float baselines: the fp checkpoint's float32 graph on ONNX Runtime (`export --bits fp32`, the fp
+                 row's ort columns: ORT against ORT) and the fp32 PyTorch reference (benchmarks/ort_cpu.py times the
+                 same); medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench)
 Ablation rows (--no-ablations skips them): "<bits> rtn" rounds the int4 weights to nearest instead of GPTQ;
 "<bits> g<N>" uses int4 groups of --alt-group-size columns instead of --group-size;
 "<bits> natural" / "<bits> act-order" run GPTQ in the other column order than the default row (QuantConfig's
@@ -153,7 +154,7 @@ def main() -> None:
             sys.exit(f"--rows: unknown rows {unknown}; these --configs have {', '.join(v[0] for v in variants)}")
         variants = [v for v in variants if v[0] in wanted]
 
-    from edge_quamba.onnx.export import export_model
+    from edge_quamba.onnx.export import export_fp32_model, export_model
     from edge_quamba.quant.pipeline import quantize_checkpoint
     from edge_quamba.runtime.ort_backend import OrtBackend
 
@@ -189,11 +190,19 @@ def main() -> None:
                 exports[name] = export
             rows[name] = row
             print(f"{name}: perplexity {row['perplexity']:.3f}", file=sys.stderr, flush=True)
-        # all timings back to back at the end, so that they share one stretch of the (shared) machine's load
-        rows["fp16"]["ref_fp32_speed"] = None if args.no_speed else \
-            timing_row("ref fp32", TorchReferenceBackend(fp32), prompt, args)
-        for name, export in exports.items():
-            rows[name]["ort"] = timing_row(f"{name} ort", OrtBackend(export, threads=args.threads), prompt, args)
+        rows["fp16"]["ref_fp32_speed"] = None  # --no-speed: no fp32 graph and no timing
+        if not args.no_speed:
+            print("fp32: exporting the float32 graph ...", file=sys.stderr, flush=True)
+            fp32_export = Path(scratch) / "fp32-export"
+            result = export_fp32_model(model=args.model, out=fp32_export, prompt_len=64, decode_steps=4,
+                                       threads=args.threads, progress=False, echo=lambda _: None)
+            rows["fp16"]["onnx_bytes"] = (fp32_export / "model.onnx").stat().st_size  # the fp32 graph's
+            rows["fp16"]["validation"] = {k: v for k, v in result.validation["ort"].to_dict().items() if k != "checks"}
+            # all timings back to back at the end, so that they share one stretch of the (shared) machine's load
+            rows["fp16"]["ref_fp32_speed"] = timing_row("ref fp32", TorchReferenceBackend(fp32), prompt, args)
+            rows["fp16"]["ort"] = timing_row("fp32 ort", OrtBackend(fp32_export, threads=args.threads), prompt, args)
+            for name, export in exports.items():
+                rows[name]["ort"] = timing_row(f"{name} ort", OrtBackend(export, threads=args.threads), prompt, args)
 
     base = rows["fp16"]["perplexity"]
     for name, row in rows.items():
@@ -202,9 +211,11 @@ def main() -> None:
         row["target_percent"] = target
         row["within_target"] = None if target is None else row["perplexity_vs_fp16_percent"] <= target
         if row["ort"] is not None:
-            fp_speed = rows["fp16"]["ref_fp32_speed"]
+            fp_speed, fp_ort = rows["fp16"]["ref_fp32_speed"], rows["fp16"]["ort"]  # the second: the fp32 graph
             row["ort"]["decode_vs_ref_fp32"] = row["ort"]["decode_tokens_per_s"] / fp_speed["decode_tokens_per_s"]
             row["ort"]["prefill_vs_ref_fp32"] = row["ort"]["prefill_tokens_per_s"] / fp_speed["prefill_tokens_per_s"]
+            row["ort"]["decode_vs_ort_fp32"] = row["ort"]["decode_tokens_per_s"] / fp_ort["decode_tokens_per_s"]
+            row["ort"]["prefill_vs_ort_fp32"] = row["ort"]["prefill_tokens_per_s"] / fp_ort["prefill_tokens_per_s"]
 
     c = fp32.config
     report = {
@@ -242,19 +253,22 @@ def print_table(report: dict) -> None:
           f"{report['machine']['processor']}")
     width = max(13, 1 + max(map(len, report["rows"])))
     print(f"{'config':<{width}}{'ppl':>9}{'vs fp16':>9}{'target':>8}{'artifact B':>12}{'linears B':>11}{'onnx B':>11}"
-          f"{'ort prefill t/s':>16}{'ort decode t/s':>15}")
+          f"{'ort prefill t/s':>16}{'ort decode t/s':>15}{'decode x fp32 ort':>18}")
     for name, r in report["rows"].items():
         ort = r["ort"]
         target = "" if r["target_percent"] is None else f"{r['target_percent']:+.1f}%"
         prefill = f"{ort['prefill_tokens_per_s']:.0f}" if ort else "-"
         decode = f"{ort['decode_tokens_per_s']:.0f}" if ort else "-"
+        ratio = f"{ort['decode_vs_ort_fp32']:.2f}x" if ort and "decode_vs_ort_fp32" in ort else "-"
         print(f"{name:<{width}}{r['perplexity']:>9.3f}{r['perplexity_vs_fp16_percent']:>+8.2f}%{target:>8}"
               f"{r['artifact_bytes']:>12}{r['linear_weight_bytes']:>11}{r['onnx_bytes'] or '-':>11}"
-              f"{prefill:>16}{decode:>15}")
+              f"{prefill:>16}{decode:>15}{ratio:>18}")
     fp = report["rows"]["fp16"]["ref_fp32_speed"]
     if fp is None:
         return
-    print(f"float baseline (PyTorch fp32 reference): prefill {fp['prefill_tokens_per_s']:.0f} tokens/s, "
+    print("fp16 row: perplexity of the float16 reference; onnx B and ort columns: the float32 graph (export --bits "
+          "fp32), the ORT baseline")
+    print(f"second float baseline (PyTorch fp32 reference): prefill {fp['prefill_tokens_per_s']:.0f} tokens/s, "
           f"decode {fp['decode_tokens_per_s']:.0f} tokens/s")
 
 
@@ -280,9 +294,10 @@ def plot(report: dict, path: Path) -> None:
     if speed:
         timed = [n for n in names if rows[n]["ort"] is not None]
         decode = [rows[n]["ort"]["decode_tokens_per_s"] for n in timed]
-        labels = [f"{n} (ort)" for n in timed] + ["fp32 (torch ref)"]
+        labels = [f"{'fp32' if n == 'fp16' else n} (ort)" for n in timed] + ["fp32 (torch ref)"]
         decode.append(rows["fp16"]["ref_fp32_speed"]["decode_tokens_per_s"])
-        bars = axes[2].barh(labels, decode, color=["tab:green"] * len(timed) + ["tab:gray"])
+        colors = ["tab:gray" if n == "fp16" else "tab:green" for n in timed] + ["tab:gray"]  # gray: float baselines
+        bars = axes[2].barh(labels, decode, color=colors)
         axes[2].bar_label(bars, fmt="%.0f", padding=3)
         axes[2].set_xlabel(f"CPU decode tokens/s ({report['speed']['threads']} thread, shared CPU)")
     for ax in axes:

@@ -9,25 +9,31 @@ Variants are data (:data:`VARIANTS`: name -> QuantConfig keyword arguments), all
     w8a8 +hadamard                Hadamard-rotated out_proj input (abs-max on u)
     w8a8 quamba                   both: the paper's recipe (the default until the table below changed it)
   beyond it (options, measured here; defaults change only with evidence):
-    quamba +clip out_proj         ... also on the rotated out_proj input: the default since 2026-12-01
-    quamba +clip out_proj         the percentile also on the rotated out_proj input
+    quamba +clip out_proj         the percentile also on the rotated out_proj input: the default since 2026-12-01
     quamba +clip in_proj          ... on the in_proj input (the normed residual stream) instead
     quamba +clip all inputs       ... on both
     quamba per-channel w          one weight scale per output channel of each linear (QuantConfig.weight_scales)
     clip all + per-channel w      both options together
     quamba p=<P>                  the paper recipe's percentile swept (0.99999 is `w8a8 quamba` itself)
-    quamba dynamic out_proj       a per-token out_proj input scale (QuantConfig.out_proj_scale, branch `dynscale`)
+    quamba dynamic out_proj       a per-token out_proj input scale (QuantConfig.out_proj_scale)
+  the 4-bit configs (issue 13; GPTQ weights from Hessians gathered in the same calibration pass):
+    w4a8                          int4 group-wise weights, int8 activations, the default recipe's sites
+    w4a16                         int4 group-wise weights, float16 activations
+    w4a16 g64                     ... with groups of 64 columns instead of 128
 
 Each quantized variant is calibrated once per --seeds entry (calibration windows drawn with that seed, "file" for
 the first windows in file order); the table reports the mean over seeds and half the min-max range (+-). Variants
 that share a Hadamard setting are calibrated from ONE pass over the data per seed (every observer statistic any of
 them needs is kept side by side; the amaxes equal separate passes'); all seeds are calibrated first, then each
 variant runs all its seeds. JSON is rewritten after every run, so --deadline-seconds (or a kill) leaves what was
-measured, whole variants first.
+measured, whole variants first, and --resume continues such a JSON: the same command plus ``--resume <json>``
+(checked to be the same model bytes, evaluation and calibration data) measures only the (variant, seed) runs the
+file lacks, e.g. more seeds or variants in a second call.
 
     python benchmarks/quality.py                                   # the demo model, shipped eval/calibration splits
     python benchmarks/quality.py --max-eval-tokens 40000 --variants fp32,fp16,"w8a8 naive","w8a8 quamba"
     python benchmarks/quality.py --model DIR --device cuda --deadline-seconds 480     # a GPU: reference ops on CUDA
+    python benchmarks/quality.py --model DIR --device cuda --seeds 0,1 --resume OUT.json  # add seed 1 to OUT.json
 
 Prints a table and writes <out-prefix>.json and <out-prefix>.png (default benchmarks/results/quality).
 --device cuda runs the same Python reference ops on the GPU (edge_quamba.ops.reference_cuda: explicit opt-in; not
@@ -37,6 +43,7 @@ our CUDA kernels, which have no per-channel or dynamic-scale variant).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -54,9 +61,10 @@ from edge_quamba.eval.last_word import LastWordTask, build_examples, write_task
 from edge_quamba.eval.perplexity import make_windows, read_text, window_nll
 from edge_quamba.eval.sqnr import TENSORS, layer_sqnr
 from edge_quamba.integrity import file_sha256
+from edge_quamba.models.loading import weights_file
 from edge_quamba.models.loading import load_fp_model, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.quant.calibrate import calibrate_many, load_calibration_data
+from edge_quamba.quant.calibrate import LinearHessians, calibrate_many, load_calibration_data
 from edge_quamba.quant.qmodel import QuantConfig, quantize_model
 from edge_quamba.resources import default_calibration_file, default_evaluation_file
 
@@ -82,6 +90,9 @@ VARIANTS: dict[str, dict] = {
     "quamba p=0.9999": dict(percentile=0.9999, percentile_activations=U_ONLY),
     "quamba p=0.999999": dict(percentile=0.999999, percentile_activations=U_ONLY),
     "quamba dynamic out_proj": dict(out_proj_scale="dynamic", percentile_activations=U_ONLY),
+    "w4a8": dict(bits="w4a8", percentile_activations=("u", "out_proj_input")),
+    "w4a16": dict(bits="w4a16"),
+    "w4a16 g64": dict(bits="w4a16", group_size=64),
 }
 """Quantized variants: name -> QuantConfig keyword arguments (on top of the calibration size and seed)."""
 
@@ -116,6 +127,9 @@ def parse_args() -> argparse.Namespace:
                         help="cuda: fp models and the quantized references on the GPU (reference ops registered "
                              "for CUDA tensors, edge_quamba.ops.reference_cuda)")
     parser.add_argument("--out-prefix", default=str(RESULTS / "quality"), help="path prefix of the .json and .png")
+    parser.add_argument("--resume", default=None, metavar="JSON",
+                        help="a JSON this script wrote for the same model, data and device: keep its runs and "
+                             "measure only the (variant, seed) runs it lacks (the result is written to --out-prefix)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: this machine has no CUDA GPU (use --device cpu)")
@@ -177,9 +191,10 @@ class Report:
     def __init__(self, args, started: float, header: dict):
         self.args, self.started, self.data = args, started, header
 
-    def variant(self, name: str, runs: dict, config: dict | None) -> None:
-        """runs: seed label -> {"perplexity": {seq_len: ppl}, optional "last_word": {...}}."""
-        self.data["variants"][name] = {"config": config, "runs": runs}
+    def variant(self, name: str, runs: dict, config: dict | None, quant_config: dict | None = None) -> None:
+        """runs: seed label -> {"perplexity": {seq_len: ppl}, optional "last_word": {...}}; config: the variant's
+        QuantConfig keywords; quant_config: the whole QuantConfig of its last run (defaults of this checkout)."""
+        self.data["variants"][name] = {"config": config, "runs": runs, "quant_config": quant_config}
         self.write()
 
     def summarize(self, entry: dict) -> None:
@@ -250,12 +265,16 @@ def main() -> None:
         "last_word_task": task.manifest,
         "variants": {}, "sqnr_db": {}, "sqnr_tensors": list(TENSORS), "skipped": [], "complete": False,
     }
+    header["model_sha256"] = model_sha256(path)
+    if args.resume:
+        resume_into(header, Path(args.resume))
     report = Report(args, started, header)
 
     def past_deadline() -> bool:
         return args.deadline_seconds is not None and time.time() - started > args.deadline_seconds
 
-    for name in [v for v in FP_VARIANTS if v in args.variants]:  # fp16 first is not needed: fp rows have no seeds
+    measured = report.data["variants"]  # resumed runs are kept, not measured again
+    for name in [v for v in FP_VARIANTS if v in args.variants and v not in measured]:  # fp rows have no seeds
         model = fp32 if name == "fp32" else load_fp_model(path, torch.float16).to(device)
         run = {"perplexity": {n: perplexity(model, w, args.batch_tokens) for n, w in windows.items()}}
         if name in args.last_word_variants:
@@ -265,34 +284,52 @@ def main() -> None:
         del model
 
     quantized = [name for name in args.variants if name in VARIANTS]
+
+    def missing(name: str, seed) -> bool:
+        return seed_label(seed) not in measured.get(name, {}).get("runs", {})
+
     amaxes: dict[tuple[str, str], list] = {}  # (variant, seed label) -> per-layer amaxes
+    hessians: dict[tuple[str, str], list] = {}  # (variant, seed label) -> per-layer GPTQ Hessians (4-bit only)
     for seed in args.seeds:  # all calibration first (small), so that each variant then runs all its seeds
-        label = "file" if seed is None else str(seed)
+        label = seed_label(seed)
+        todo = [n for n in quantized if missing(n, seed)]
+        if not todo:
+            continue
         calib = load_calibration_data(Path(args.calib_data), tok, args.calib_samples, args.calib_seq_len, seed)
         report.data["calibration"].setdefault("windows", {})[label] = {
             k: v for k, v in calib.manifest().items() if k in ("seed", "window_offsets")}
         for hadamard in (False, True):
-            group = [n for n in quantized if args.configs[n][seed].hadamard == hadamard]
-            if group:
-                shared = calibrate_many(fp32, calib, [args.configs[n][seed] for n in group],
-                                        batch_size=args.calib_batch_size, progress=False)
-                amaxes.update({(name, label): amax for name, amax in zip(group, shared, strict=True)})
+            group = [n for n in todo if args.configs[n][seed].hadamard == hadamard]
+            if not group:
+                continue
+            gptq = any(args.configs[n][seed].four_bit and args.configs[n][seed].gptq for n in group)
+            taps = LinearHessians(fp32.config.n_layer, fp32.config.dt_rank) if gptq else None
+            shared = calibrate_many(fp32, calib, [args.configs[n][seed] for n in group],
+                                    batch_size=args.calib_batch_size, progress=False, hessians=taps)
+            amaxes.update({(name, label): amax for name, amax in zip(group, shared, strict=True)})
+            if taps is not None:  # the same Hessians serve every 4-bit config of this pass
+                hessians.update({(name, label): taps.hessians() for name in group})
         print(f"[{time.time() - started:6.0f} s] calibrated seed {label}", file=sys.stderr, flush=True)
     for name in quantized:
-        runs: dict[str, dict] = {}
+        runs: dict[str, dict] = dict(measured.get(name, {}).get("runs", {}))
         for seed in args.seeds:
-            label = "file" if seed is None else str(seed)
+            label = seed_label(seed)
+            if label in runs:
+                continue
             if past_deadline():
                 report.data["skipped"].append(f"{name} seed {label}")
                 continue
-            qmodel = quantize_model(fp32, amaxes[(name, label)], args.configs[name][seed]).to(device)
+            config = args.configs[name][seed]
+            qmodel = quantize_model(fp32, amaxes[(name, label)], config,
+                                    hessians.get((name, label)) if config.four_bit and config.gptq else None
+                                    ).to(device)
             run = {"perplexity": {n: perplexity(qmodel, w, args.batch_tokens) for n, w in windows.items()}}
             if name in args.last_word_variants:
                 run["last_word"] = last_word(qmodel, tok, task, task_manager)
-            if name not in report.data["sqnr_db"]:  # the first seed's per-layer SQNR
+            if name not in report.data["sqnr_db"] and config.bits != "w4a16":  # first seed's; w4a16: no int8 site
                 report.data["sqnr_db"][name] = layer_sqnr(fp32, qmodel, sqnr_tokens)
             runs[label] = run
-            report.variant(name, runs, VARIANTS[name])
+            report.variant(name, runs, VARIANTS[name], config.to_dict())
             log(report, f"{name} seed {label}", run)
             del qmodel
     report.data["complete"] = not report.data["skipped"]
@@ -301,6 +338,52 @@ def main() -> None:
     png = Path(args.out_prefix).with_suffix(".png")
     plot(report.data, png)
     print(f"wrote {Path(args.out_prefix).with_suffix('.json')}\nwrote {png}")
+
+
+def seed_label(seed: int | None) -> str:
+    """How a calibration seed is named in the JSON: "file" (first windows in file order) or the integer's digits."""
+    return "file" if seed is None else str(seed)
+
+
+def model_sha256(path: Path) -> str:
+    """sha256 over the checkpoint's config.json and weight file(s) (shards too): what --resume compares, since a
+    retrained model may live at the same path."""
+    weights = weights_file(path)
+    files = [path / "config.json", weights]
+    if weights.name.endswith(".index.json"):
+        files += sorted({path / shard for shard in json.loads(weights.read_text())["weight_map"].values()})
+    return hashlib.sha256("".join(f"{f.name}:{file_sha256(f)}\n" for f in files).encode()).hexdigest()
+
+
+RESUME_MUST_MATCH = ("model_sha256", "eval_data", "windows", "last_word_task")
+"""Header fields a resumed JSON must share with this run (and the calibration file, window count and length)."""
+
+
+def resume_into(header: dict, source: Path) -> None:
+    """Merge a previous JSON's runs into ``header`` after checking that it measured the same thing; a one-line
+    SystemExit naming the first difference otherwise."""
+    try:
+        previous = json.loads(source.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--resume {source}: not a readable JSON ({exc})") from None
+    calib_keys = ("file", "sha256", "samples", "seq_len")
+    pairs = [(k, previous.get(k), header[k]) for k in RESUME_MUST_MATCH]
+    pairs += [(f"calibration.{k}", previous.get("calibration", {}).get(k), header["calibration"][k])
+              for k in calib_keys]
+    pairs.append(("machine.device", previous.get("machine", {}).get("device"), header["machine"]["device"]))
+    for key, before, now in pairs:
+        if before != now:
+            raise SystemExit(f"--resume {source}: {key} differs ({before!r} there, {now!r} here); a resumed table "
+                             "must measure the same model, data and device")
+    header["variants"] = previous["variants"]
+    header["sqnr_db"] = previous["sqnr_db"]
+    header["calibration"]["windows"] = previous["calibration"].get("windows", {})
+    header["calibration"]["seeds"] = list(dict.fromkeys([*previous["calibration"]["seeds"],
+                                                         *header["calibration"]["seeds"]]))
+    header["resumed"] = {"from": source.name, "commands": [*previous.get("resumed", {}).get("commands", []),
+                                                           {"command": previous["command"],
+                                                            "date": previous["date"],
+                                                            "seconds": previous.get("seconds")}]}
 
 
 def log(report: Report, what: str, run: dict) -> None:

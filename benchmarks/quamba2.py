@@ -17,14 +17,22 @@ fp16: the checkpoint's tensors at 2 bytes each).
 
 CPU speed (--speed, written to <out>_speed.json, e.g. quamba2_speed.json): batch 1, --prompt-len prompt tokens and --new-tokens decoded,
 medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench): the W8A8, W4A8 and W4A16 exports'
-model.onnx on ONNX Runtime (made by export_model, which validates each against the reference first) against the fp32
-PyTorch reference (the project has no fp ONNX graph).
+model.onnx on ONNX Runtime (made by export_model, which validates each against the reference first) against two
+float baselines: the fp checkpoint's float32 graph on ONNX Runtime (export_fp32_model, `export --bits fp32`: ORT
+against ORT, the ``*_vs_ort_fp32`` ratios) and the fp32 PyTorch reference (the ``*_vs_ref_fp32`` ratios).
+
+Per-layer SQNR (edge_quamba.eval.sqnr, on by default, --sqnr-windows 0 skips it): for each --sqnr-rows config (default
+w8a8), every Mamba2 site (fp value vs dequantized int8 codes, ssm_input at its per-group scales) and the mixer output,
+per layer, on the first --sqnr-windows eval windows; the fp32 reference is the model in that config's sort-and-cluster
+channel order (the same model). w4a16 has no int8 site: its table is the mixer output only. Printed, in the JSON
+under "sqnr" and a panel of the PNG; --sqnr measures only it (written to <out>_sqnr.json and .png).
 
     python benchmarks/quamba2.py --model edge_quamba/assets/demo_model_mamba2
     python benchmarks/quamba2.py --model DIR --eval-tokens 8192 --calib-samples 16 --rows fp16,w8a8
     python benchmarks/quamba2.py --model DIR --speed          # only the CPU speed
+    python benchmarks/quamba2.py --model demo-mamba2 --sqnr --sqnr-rows w8a8,w4a8,w4a16   # only per-layer SQNR
 
-Prints a table; writes benchmarks/results/quamba2.json and quamba2.png (perplexity per row).
+Prints a table; writes benchmarks/results/quamba2.json and quamba2.png (perplexity per row, per-layer SQNR).
 """
 
 from __future__ import annotations
@@ -43,13 +51,14 @@ import torch
 
 from edge_quamba import __version__
 from edge_quamba.eval.perplexity import make_windows, read_text, window_nll
+from edge_quamba.eval.sqnr import layer_sqnr, sqnr_tensors
 from edge_quamba.integrity import file_sha256
 from edge_quamba.models.loading import load_fp_model, resolve_model, weights_file
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.artifact import WEIGHTS, load_quantized_model, write_artifact
 from edge_quamba.quant.calibrate import load_calibration_data
 from edge_quamba.quant.qmodel import QuantConfig
-from edge_quamba.quant.quamba2 import quamba2_quantize
+from edge_quamba.quant.quamba2 import quamba2_quantize, quantize_reordered, reorder_for_quamba2
 from edge_quamba.resources import default_calibration_file, default_evaluation_file
 from edge_quamba.runtime.bench import cpu_name
 
@@ -88,12 +97,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sqnr", action="store_true",
+                        help="measure the per-layer SQNR only (written to <out>_sqnr.json and .png)")
+    parser.add_argument("--sqnr-rows", default="w8a8", help="comma-separated quantized rows with a per-layer SQNR table")
+    parser.add_argument("--sqnr-windows", type=int, default=2,
+                        help="eval windows (of --seq-len tokens) for the SQNR tables; 0: no SQNR tables")
     return parser.parse_args()
 
 
 def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
-    """W8A8, W4A8 and W4A16 on ONNX Runtime (exported and validated here) vs the fp32 reference, batch 1."""
-    from edge_quamba.onnx.export import export_model
+    """W8A8, W4A8 and W4A16 on ONNX Runtime (exported and validated here) vs the fp32 graph on ONNX Runtime and the
+    fp32 PyTorch reference, batch 1."""
+    from edge_quamba.onnx.export import export_fp32_model, export_model
     from edge_quamba.runtime.backends import make_backend
     from edge_quamba.runtime.bench import bench_prompt, median_timings
 
@@ -102,6 +117,9 @@ def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = [("fp32 reference (torch)", "ref", path, "fp")]
+        export_fp32_model(model=str(path), out=Path(tmp) / "fp32", calib_data=args.calib_data,
+                          prompt_len=args.prompt_len, decode_steps=4, threads=args.threads, progress=False, echo=print)
+        runs.append(("fp32 onnxruntime", "ort", Path(tmp) / "fp32", "export"))
         for bits in ("w8a8", "w4a8", "w4a16"):
             qconfig = QuantConfig(method="quamba2", bits=bits, group_size=args.group_size,
                                   calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len)
@@ -116,10 +134,50 @@ def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
                          "tpot_ms": tpot * 1e3, "decode_tokens_per_s": 1 / tpot})
             print(f"{name:24s} TTFT {ttft * 1e3:8.1f} ms  TPOT {tpot * 1e3:7.1f} ms  "
                   f"decode {1 / tpot:6.1f} tokens/s", flush=True)
+    ref, ort = rows[0], rows[1]  # the two float baselines: torch fp32 reference, fp32 graph on ONNX Runtime
+    for row in rows:
+        for base, suffix in ((ort, "ort_fp32"), (ref, "ref_fp32")):
+            row[f"decode_vs_{suffix}"] = row["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+            row[f"prefill_vs_{suffix}"] = row["prefill_tokens_per_s"] / base["prefill_tokens_per_s"]
+        print(f"{row['row']:24s} decode {row['decode_vs_ort_fp32']:5.2f}x fp32 ort, {row['decode_vs_ref_fp32']:5.2f}x "
+              f"fp32 torch; prefill {row['prefill_vs_ort_fp32']:5.2f}x fp32 ort", flush=True)
     return {"command": "python " + " ".join(sys.argv), "date_utc": datetime.now(timezone.utc).isoformat(
         timespec="seconds"), "cpu": cpu_name(), "threads": args.threads, "batch": 1, "prompt_len": args.prompt_len,
         "new_tokens": args.new_tokens, "repeats": args.repeats,
         "note": "shared 2-core CPU with other jobs running: indicative only", "rows": rows}
+
+
+def sqnr_tables(args: argparse.Namespace, rows: list[str], fp32, data, windows: torch.Tensor) -> dict:
+    """Per config of ``rows``, the per-layer SQNR table (dB) of the quantized model against its fp32 reference in
+    the same channel order (reorder_for_quamba2: the model quamba2_quantize quantizes; the recipe is deterministic,
+    so the model is the row's), on the first --sqnr-windows windows; printed."""
+    tokens = windows[:args.sqnr_windows]
+    tables = {}
+    for row in rows:
+        qconfig = QuantConfig(method="quamba2", group_size=args.group_size, calib_samples=args.calib_samples,
+                              calib_seq_len=args.calib_seq_len, **ROWS[row])
+        reference, plans = reorder_for_quamba2(fp32, data, qconfig, batch_size=args.batch_size, progress=False)
+        qmodel = quantize_reordered(reference, plans, data, qconfig, batch_size=args.batch_size, progress=False)
+        tensors = sqnr_tensors(qmodel)
+        table = layer_sqnr(reference, qmodel, tokens)
+        tables[row] = {"tensors": list(tensors), "layers": table}
+        print(f"\nper-layer SQNR (dB) of {row} vs fp32, {tokens.numel()} tokens:")
+        print(f"{'layer':<7}" + "".join(f"{t:>16}" for t in tensors))
+        for i, layer in enumerate(table):
+            print(f"{i:<7}" + "".join(f"{layer[t]:>16.1f}" for t in tensors), flush=True)
+    return {"windows": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]), "tokens": int(tokens.numel()),
+            "tables": tables}
+
+
+def plot_sqnr(ax, row: str, table: dict, tokens: int) -> None:
+    """One line per tensor of ``row``'s table: SQNR per layer."""
+    for tensor in table["tensors"]:
+        ax.plot([layer[tensor] for layer in table["layers"]], marker="o", label=tensor)
+    ax.set_xticks(range(len(table["layers"])))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("SQNR vs fp32 (dB)")
+    ax.set_title(f"{row}: per-layer SQNR ({tokens} tokens)")
+    ax.legend(fontsize=7)
 
 
 def perplexity(model, windows: torch.Tensor, batch_size: int) -> float:
@@ -133,6 +191,11 @@ def main() -> int:
     unknown = [r for r in rows if r != "fp16" and r not in ROWS]
     if unknown:
         sys.exit(f"unknown rows {unknown}; choose from fp16, {', '.join(ROWS)}")
+    sqnr_rows = [r.strip() for r in args.sqnr_rows.split(",")]
+    if [r for r in sqnr_rows if r not in ROWS]:
+        sys.exit(f"--sqnr-rows {args.sqnr_rows!r}: choose from {', '.join(ROWS)}")
+    if args.sqnr and args.sqnr_windows < 1:
+        sys.exit("--sqnr needs --sqnr-windows >= 1")
     path = resolve_model(args.model)
     fp32 = load_fp_model(path, dtype=torch.float32)
     tok = load_tokenizer(path, None, eos_token_id=fp32.config.eos_token_id, model_vocab_size=fp32.config.vocab_size)
@@ -143,6 +206,20 @@ def main() -> int:
         print(f"wrote {out}")
         return 0
     data = load_calibration_data(Path(args.calib_data), tok, args.calib_samples, args.calib_seq_len, args.calib_seed)
+    if args.sqnr:
+        out = Path(args.out).with_name(Path(args.out).stem + "_sqnr.json")
+        report = {"command": "python " + " ".join(sys.argv),
+                  "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "machine": {"cpu": cpu_name(), "platform": platform.platform(), "torch": torch.__version__},
+                  "package_version": __version__, "model": str(path),
+                  "model_sha256": file_sha256(weights_file(path)), "eval_data": Path(args.eval_data).name,
+                  "calibration": data.manifest(), "group_size": args.group_size,
+                  "sqnr": sqnr_tables(args, sqnr_rows, fp32, data, windows)}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+        plot(None, out.with_suffix(".png"), 0, report["sqnr"])
+        return 0
     results = []
     for row in rows:
         start = time.time()
@@ -177,6 +254,7 @@ def main() -> int:
         change = f"{r['vs_fp16_percent']:+7.2f}%" if "vs_fp16_percent" in r else ""
         target = f"+{r['target_percent']}%" if "target_percent" in r else ""
         print(f"{r['row']:20s} {r['perplexity']:10.3f} {change:>8s} {target:>7s} {r['bytes']:>11,d}")
+    sqnr = sqnr_tables(args, sqnr_rows, fp32, data, windows) if args.sqnr_windows > 0 else None
     report = {
         "command": "python " + " ".join(sys.argv),
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -187,35 +265,46 @@ def main() -> int:
         "model": str(path), "model_sha256": file_sha256(weights_file(path)), "model_config": fp32.config.to_dict(),
         "eval": {"data": Path(args.eval_data).name, "tokens": int(windows.numel()), "seq_len": args.seq_len},
         "calibration": data.manifest(), "group_size": args.group_size,
-        "rows": results,
+        "rows": results, "sqnr": sqnr,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
-    plot(results, out.with_suffix(".png"), report["eval"]["tokens"])
+    plot(results, out.with_suffix(".png"), report["eval"]["tokens"], sqnr)
     return 0
 
 
-def plot(results: list[dict], file: Path, tokens: int) -> None:
+def plot(results: list[dict] | None, file: Path, tokens: int, sqnr: dict | None = None) -> None:
+    """The perplexity bars (``results``, if any), then one panel per SQNR table (``sqnr``, if any)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    names = [r["row"] for r in results]
-    ax.bar(names, [r["perplexity"] for r in results], color=["grey" if r["bits"] == "fp16" else "tab:blue"
-                                                              for r in results])
-    ax.set_ylabel("perplexity")
-    ax.set_title(f"Quamba2 on Mamba2: held-out perplexity ({tokens} tokens)")
-    low = min(r["perplexity"] for r in results)
-    ax.set_ylim(low * 0.95, max(r["perplexity"] for r in results) * 1.02)
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    tables = [] if sqnr is None else list(sqnr["tables"].items())
+    panels = (results is not None) + len(tables)
+    columns = min(panels, 2)
+    fig, axes = plt.subplots(math.ceil(panels / columns), columns, figsize=(8 * columns, 3.5 * math.ceil(
+        panels / columns)), squeeze=False)
+    axes = axes.flatten()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    for ax, (row, table) in zip(axes[panels - len(tables):], tables):
+        plot_sqnr(ax, row, table, sqnr["tokens"])
+    if results is not None:
+        ax = axes[0]
+        names = [r["row"] for r in results]
+        ax.bar(names, [r["perplexity"] for r in results], color=["grey" if r["bits"] == "fp16" else "tab:blue"
+                                                                  for r in results])
+        ax.set_ylabel("perplexity")
+        ax.set_title(f"Quamba2 on Mamba2: held-out perplexity ({tokens} tokens)")
+        low = min(r["perplexity"] for r in results)
+        ax.set_ylim(low * 0.95, max(r["perplexity"] for r in results) * 1.02)
+        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     fig.tight_layout()
     fig.savefig(file, dpi=120)
     print(f"wrote {file}")
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -149,10 +149,12 @@ CALIBRATION_OPTIONS = (
                  help="Recipe: quamba (Quamba, arXiv 2410.13229, plus the bit-width configs) for Mamba1 models; "
                  "quamba2 (arXiv 2503.22879: sort-and-cluster of the scan input x, per-state-group B/C scales) for "
                  "Mamba2 models (the --percentile options apply to quamba only)."),
-    click.option("--bits", type=click.Choice(["w8a8", "w4a8", "w4a16"]), default="w8a8", show_default=True,
+    click.option("--bits", type=click.Choice(["w8a8", "w4a8", "w4a16", "fp32"]), default="w8a8", show_default=True,
                  help="w8a8: int8 weights and activations. w4a8: group-wise int4 weights (GPTQ), int8 activations. "
                  "w4a16: group-wise int4 weights (GPTQ), float16 activations (no activation quantization, so the "
-                 "percentile and Hadamard options do not apply)."),
+                 "percentile and Hadamard options do not apply). fp32 (export only): no quantization, the fp "
+                 "checkpoint's float32 graph (--target ort), the baseline for the quantized graphs' CPU speed; the "
+                 "other calibration options do not apply."),
     click.option("--group-size", type=click.IntRange(min=1), default=64, show_default=True,
                  help="Input features per int4 weight scale (w4a8, w4a16); a last partial group is allowed. 64 "
                  "measured better than 128 on both demo models for 6% more linear-weight bytes (README, Bit widths)."),
@@ -229,6 +231,9 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
     from edge_quamba.quant.artifact import ARTIFACT_FILES
     from edge_quamba.quant.pipeline import quantize_checkpoint
 
+    if bits == "fp32":
+        raise click.UsageError("--bits fp32 is not a quantization: `edge-quamba export --bits fp32` writes the fp "
+                               "checkpoint's float32 ONNX graph")
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
                            calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq, head_groups,
                            dim_groups, no_sort_cluster, no_group_bc, gptq_order)
@@ -245,7 +250,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
 @click.option("--target", type=click.Choice(TARGETS), default="all", show_default=True,
               help="ort: model.onnx (custom ops as ONNX functions, runs on stock ONNX Runtime); tensorrt: "
               "model.trt.onnx (custom ops as TensorRT plugin nodes; not tested with TensorRT here); all: both (4-bit "
-              "configs: ort only).")
+              "configs and --bits fp32: ort only).")
 @calibration_options
 @click.option("--validate-prompt-len", type=click.IntRange(min=1), default=128, show_default=True,
               help="Validation prompt: this many tokens of the calibration text.")
@@ -262,17 +267,24 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
 
     Prints one line per graph output (max abs diff, tolerance, pass/fail) and exits non-zero when any fails; the
     folder is then not written. --model may also be a quantized artifact or an export folder (re-exported); the
-    calibration options apply only when it is an fp checkpoint."""
-    from edge_quamba.onnx.export import export_model
+    calibration options apply only when it is an fp checkpoint. --bits fp32 exports an fp checkpoint unquantized
+    (its float32 graph, validated against the float32 fp model; --target ort only)."""
+    from edge_quamba.onnx.export import export_fp32_model, export_model
 
-    result = export_model(
-        model=model, out=out, target=target, calib_data=calib_data,
-        qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
-                             calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq, head_groups,
-                             dim_groups, no_sort_cluster, no_group_bc, gptq_order),
-        tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
-        decode_steps=validate_decode_steps, threads=threads, echo=lambda line: click.echo(line, err=as_json),
-    )
+    echo = lambda line: click.echo(line, err=as_json)  # noqa: E731
+    if bits == "fp32":
+        result = export_fp32_model(model=model, out=out, target=target, calib_data=calib_data, tokenizer=tokenizer,
+                                   prompt_len=validate_prompt_len, decode_steps=validate_decode_steps,
+                                   threads=threads, echo=echo)
+    else:
+        result = export_model(
+            model=model, out=out, target=target, calib_data=calib_data,
+            qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
+                                 no_hadamard, calib_seed, weight_scales, out_proj_scale, method, bits, group_size,
+                                 no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc, gptq_order),
+            tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
+            decode_steps=validate_decode_steps, threads=threads, echo=echo,
+        )
     if as_json:
         click.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],
                                "validation": {flavour: report.to_dict()

@@ -148,7 +148,12 @@ def load_model_tokenizer(folder: ModelFolder, override: str | None = None,
 
 def load_reference_model(path: Path, kind: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """The PyTorch reference for any folder kind: the fp model, or the quantized artifact (an export folder: the one
-    in its quantized/, the exact model its graph was validated against)."""
+    in its quantized/, or an fp32 export's fp model in fp/: the exact model its graph was validated against)."""
+    if kind == EXPORT.name:
+        from edge_quamba.onnx.folder import FP_DIR, is_fp32_export, read_export_config
+
+        if is_fp32_export(read_export_config(path)[1]):
+            path, kind = path / FP_DIR, FP
     if kind == FP:
         from edge_quamba.models.loading import load_fp_model
 

@@ -117,6 +117,37 @@ def test_every_op_of_the_namespace_needs_a_cuda_kernel(pretend_gpu, monkeypatch)
     cuda_backend.require_cuda_kernels()
 
 
+def test_each_op_has_a_binding_kernel_or_a_refused_option():
+    """The binding's op list plus the ops whose models are refused cover the namespace: an op added without either
+    makes every `--backend cuda` run fail on a GPU (this is how a Mamba2/int4 merge once broke it)."""
+    from edge_quamba.ops import cuda_ops
+    from edge_quamba.ops.torch_ops import NO_CUDA_KERNEL
+
+    bound = {f"edge_quamba::{name}" for name in cuda_ops.OP_NAMES}
+    uncovered = [op for op in cuda_backend.namespace_ops() if op not in bound and op not in NO_CUDA_KERNEL]
+    assert not uncovered
+    assert not bound & set(NO_CUDA_KERNEL)
+
+
+def test_models_calling_ops_without_kernels_are_refused_in_one_line():
+    from edge_quamba.models.config import Mamba2Config, MambaConfig
+    from edge_quamba.quant.qmodel import Int4Linear
+
+    class Shell(torch.nn.Module):
+        def __init__(self, config, child=None):
+            super().__init__()
+            self.config, self.child = config, child
+
+    mamba1 = MambaConfig(vocab_size=16, d_model=8, n_layer=1)
+    mamba2 = Mamba2Config(vocab_size=16, d_model=64, n_layer=1)
+    cuda_backend.refuse_options(Shell(mamba1))  # a W8A8 model calls only ops with kernels
+    for model, option in ((Shell(mamba1, Int4Linear(32, 8, False, 32)), "int4 weights"),
+                          (Shell(mamba2), "Mamba2")):
+        with pytest.raises(BackendUnavailableError, match=option) as info:
+            cuda_backend.refuse_options(model)
+        assert "\n" not in str(info.value)
+
+
 def test_has_cuda_kernel_reads_the_dispatcher():
     lib = torch.library.Library("edge_quamba_test_cuda_backend", "FRAGMENT")
     lib.define("twice(Tensor x) -> Tensor")

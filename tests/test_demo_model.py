@@ -65,9 +65,11 @@ def test_run_without_model_uses_the_demo_model(sampling):
 
 # -- the Mamba2 demo model (`--model demo-mamba2`) -------------------------------------------------------------------
 
-MAMBA2_PPL_BOUND = 120.0
-"""Same bound and slice as the Mamba1 demo. Measured: 84.0 on this slice (the test prints it) and 93.7 on the whole
-split (benchmarks/results/demo_model_mamba2_eval.json), against 1025.6 for the unigram baseline."""
+MAMBA2_PPL_BOUND = 75.0
+"""Same slice as the Mamba1 demo. Measured: 60.0 on this slice (the test prints it) and 67.04 on the whole split
+(benchmarks/results/demo_model_mamba2_eval.json), against 1025.6 for the unigram baseline. The bound is tight enough
+to catch the gated norm scored ungrouped or grouped against how the weights were trained (the first demo, trained
+ungrouped and scored grouped, measured 84.0 on this slice)."""
 
 
 def test_mamba2_demo_model_is_shipped_with_its_shape():

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -314,3 +315,37 @@ def test_cli_weight_scales_and_calib_seed(tmp_path, checkpoint):
     assert config["calibration"]["seed"] == 5 and len(config["calibration"]["window_offsets"]) == 2
     bad = cli_in_process("quantize", "--model", str(model_dir), "--out", str(tmp_path / "r"), "--weight-scales", "row")
     assert "--weight-scales" in one_error_line(bad)
+
+
+def test_quality_script_resume_and_four_bit(tmp_path, checkpoint):
+    """--resume keeps a JSON's runs and measures only what it lacks (a second seed, a new 4-bit variant); GPTQ's
+    Hessians come from the same calibration pass; a JSON of another model (its bytes) is refused in one line."""
+    model_dir, text = checkpoint
+    script = Path(__file__).parents[1] / "benchmarks" / "quality.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    args = [sys.executable, str(script), "--model", str(model_dir), "--eval-data", str(text), "--calib-data", str(text),
+            "--calib-samples", "2", "--calib-seq-len", "32", "--seq-lens", "32", "--max-eval-tokens", "256",
+            "--sqnr-windows", "1", "--last-word-variants", ""]
+    first = subprocess.run([*args, "--seeds", "0", "--variants", "fp16,w8a8 quamba", "--out-prefix",
+                            str(tmp_path / "a")], capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = json.loads((tmp_path / "a.json").read_text())
+    second = subprocess.run([*args, "--seeds", "0,1", "--variants", "fp16,w8a8 quamba,w4a8,w4a16", "--resume",
+                             str(tmp_path / "a.json"), "--out-prefix", str(tmp_path / "b")],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    after = json.loads((tmp_path / "b.json").read_text())
+    log = second.stderr
+    assert "fp16:" not in log and "w8a8 quamba seed 0" not in log and "w8a8 quamba seed 1" in log  # kept, not re-run
+    assert after["variants"]["fp16"] == before["variants"]["fp16"]
+    assert after["variants"]["w8a8 quamba"]["runs"]["0"] == before["variants"]["w8a8 quamba"]["runs"]["0"]
+    assert all(sorted(after["variants"][v]["runs"]) == ["0", "1"] for v in ("w8a8 quamba", "w4a8", "w4a16"))
+    assert after["complete"] and after["calibration"]["seeds"] == [0, 1]
+    assert after["resumed"]["commands"][0]["command"] == before["command"]
+    assert "w4a8" in after["sqnr_db"] and "w4a16" not in after["sqnr_db"]  # W4A16 has no int8 site
+    other = shutil.copytree(model_dir, tmp_path / "other")  # the same model with other bytes (a retrained one)
+    (other / "config.json").write_text((other / "config.json").read_text() + "\n")
+    bad = subprocess.run([*args, "--seeds", "0", "--variants", "fp16", "--resume", str(tmp_path / "a.json"),
+                          "--model", str(other), "--out-prefix", str(tmp_path / "c")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert bad.returncode == 1 and "model_sha256 differs" in bad.stderr.splitlines()[-1]

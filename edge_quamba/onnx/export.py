@@ -13,6 +13,11 @@ Everything is written into a temporary sibling of ``out`` that replaces ``out`` 
 (:func:`edge_quamba.atomic.atomic_output_dir`). When validation fails, nothing is moved into place: an existing
 ``out`` is left as it was, no folder that looks valid appears, and a ValidationError says which output failed (the
 per-output lines have already been printed). So every export folder on disk passed its validation.
+
+:func:`export_fp32_model` (``export --bits fp32``) exports an fp checkpoint without quantizing it: the float32 graph
+(:mod:`edge_quamba.onnx.lower_w4a16`, which says why float32 is the CPU baseline), validated on ONNX Runtime against
+the float32 fp reference, with that reference in ``fp/`` instead of ``quantized/`` (:mod:`edge_quamba.onnx.folder`).
+It is the baseline the quantized graphs' CPU speed is compared with (benchmarks/bitwidths.py, benchmarks/quamba2.py).
 """
 
 from __future__ import annotations
@@ -28,16 +33,17 @@ import onnx
 from edge_quamba import __version__
 from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError, ValidationError
-from edge_quamba.folders import FP, open_model
+from edge_quamba.folders import FP, load_model_tokenizer, open_model
 from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, state_names
-from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, ORT_MODEL, QUANTIZED_DIR, TARGET_FILES,
-                                     TRT_MODEL, write_export_config)
-from edge_quamba.onnx.lower import (FLAVOURS, NO_4BIT_TENSORRT, NO_MAMBA2_GRAPH, TENSORRT_DYNAMIC_REFUSAL,
-                                    lower_model)
+from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, FP32_GRAPH, FP_DIR, ORT_MODEL,
+                                     QUANTIZED_DIR, QUANTIZED_GRAPH, TARGET_FILES, TRT_MODEL, is_fp32_export,
+                                     write_export_config)
+from edge_quamba.onnx.lower import (FLAVOURS, NO_4BIT_TENSORRT, NO_FP32_TENSORRT, NO_MAMBA2_GRAPH,
+                                    TENSORRT_DYNAMIC_REFUSAL, lower_model)
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
-from edge_quamba.onnx.validate import (ValidationReport, check_graph, validate_float_graph_on_ort,
+from edge_quamba.onnx.validate import (FP32_RTOL, ValidationReport, check_graph, validate_float_graph_on_ort,
                                        validate_on_ort)
 from edge_quamba.ops.specs import DOMAIN, SPECS
 from edge_quamba.quant.artifact import ARTIFACT_FILES, TOKENIZER, file_sha256, load_quantized_model, read_quant_config
@@ -124,6 +130,9 @@ def export_model(
         raise InputError("the validation needs a prompt of at least 1 token and decode steps >= 0")
     source = open_model(model)  # an artifact's or export's files are verified here, before anything is written
     path, kind = source.path, source.kind
+    if kind == "export" and is_fp32_export(source.record):
+        raise InputError(f"--model {path} is an fp32 export (--bits fp32), it holds no quantized model: export its fp "
+                         f"checkpoint {path / FP_DIR} instead, or re-export it with --bits fp32")
     inputs = [("--model", path)]
     check_output_dir(out, inputs)
     bits = qconfig.bits if kind == FP else \
@@ -190,36 +199,44 @@ def export_model(
                                          threads=threads, progress=progress, flavour=flavour, bits=bits)
             if flavour == "tensorrt":
                 model_file.unlink()
-            echo(f"[{flavour}]")
-            for line in report.lines():
-                echo(line)
-            if not report.passed:
-                failed = [c for c in report.checks if not c.passed]
-                raise ValidationError(
-                    f"export validation of the {flavour} graph failed on {len(failed)} output(s), first "
-                    f"{failed[0].name}: max abs diff {failed[0].max_abs_diff:.3e} > {failed[0].tolerance:.3e}; "
-                    f"nothing was written to {out}")
-            reports[flavour] = report
-        config_file = write_export_config(tmp, _export_config(tmp, reference, targets, written, reports,
-                                                              lowered["ort"]))
+            reports[flavour] = _passed(report, out, echo)
+        _, qconfig, raw_quant = read_quant_config(tmp / QUANTIZED_DIR)
+        record = {"graph": QUANTIZED_GRAPH, "quantization": qconfig.to_dict(),
+                  "calibration": raw_quant.get("calibration"), "source": raw_quant.get("source")}
+        config_file = write_export_config(tmp, _export_config(
+            tmp, reference.config, targets, written, [f"{QUANTIZED_DIR}/{n}" for n in ARTIFACT_FILES], reports,
+            lowered["ort"], record))
     files = [out / name for name in written] + [out / TOKENIZER, out / config_file.name]
     files += [out / QUANTIZED_DIR / name for name in ARTIFACT_FILES]
     return ExportResult(out=out, files=files, validation=reports)
 
 
-def _export_config(folder: Path, reference, targets: list[str], written: list[str],
-                   reports: dict[str, ValidationReport], graph: onnx.ModelProto) -> dict:
-    _, qconfig, raw_quant = read_quant_config(folder / QUANTIZED_DIR)
-    shipped = written + [TOKENIZER] + [f"{QUANTIZED_DIR}/{n}" for n in ARTIFACT_FILES]
-    state_in, state_out = state_names(reference.config.n_layer)
+def _passed(report: ValidationReport, out: Path, echo: Callable[[str], None]) -> ValidationReport:
+    """Print the report's lines under its flavour; a ValidationError naming the first failed output unless all
+    passed."""
+    echo(f"[{report.flavour}]")
+    for line in report.lines():
+        echo(line)
+    if not report.passed:
+        failed = [c for c in report.checks if not c.passed]
+        raise ValidationError(
+            f"export validation of the {report.flavour} graph failed on {len(failed)} output(s), first "
+            f"{failed[0].name}: max abs diff {failed[0].max_abs_diff:.3e} > {failed[0].tolerance:.3e}; "
+            f"nothing was written to {out}")
+    return report
+
+
+def _export_config(folder: Path, model_config, targets: list[str], written: list[str], reference_files: list[str],
+                   reports: dict[str, ValidationReport], graph: onnx.ModelProto, record: dict) -> dict:
+    """export_config.json (before its seal); ``record``: graph, quantization, calibration and source."""
+    shipped = written + [TOKENIZER] + reference_files
+    state_in, state_out = state_names(model_config.n_layer)
     return {
         "kind": EXPORT_KIND,
         "format_version": EXPORT_FORMAT_VERSION,
         "package_version": __version__,
-        "model_config": reference.config.to_dict(),
-        "quantization": qconfig.to_dict(),
-        "calibration": raw_quant.get("calibration"),
-        "source": raw_quant.get("source"),
+        "model_config": model_config.to_dict(),
+        **record,
         "targets": targets,
         "onnx": {
             "opset": next(o.version for o in graph.opset_import if o.domain == ""), "ir_version": graph.ir_version,
@@ -234,3 +251,83 @@ def _export_config(folder: Path, reference, targets: list[str], written: list[st
         "files": {name: file_sha256(folder / name) for name in shipped},
         "validation": {flavour: report.to_dict() for flavour, report in reports.items()},
     }
+
+
+def export_fp32_model(
+    *,
+    model: str | None,
+    out: str | Path,
+    target: str = "ort",
+    calib_data: str | Path | None = None,
+    tokenizer: str | None = None,
+    prompt_len: int = 128,
+    decode_steps: int = 8,
+    threads: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = _stderr,
+) -> ExportResult:
+    """Export the fp checkpoint ``model`` (or the fp model of an fp32 export folder) unquantized into the folder
+    ``out``: the float32 graph (ort target only), validated on ONNX Runtime against the float32 fp reference on the
+    first ``prompt_len`` tokens of ``calib_data`` and ``decode_steps`` decode steps, and that reference in ``fp/``.
+    ``target`` "all" writes the ort graph; "tensorrt" is refused (nothing fp32 was built or run with TensorRT)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from edge_quamba.models.loading import load_fp_model
+
+    if target not in TARGETS:
+        raise InputError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
+    if target == "tensorrt":
+        raise InputError(NO_FP32_TENSORRT)
+    if prompt_len < 1 or decode_steps < 0:
+        raise InputError("the validation needs a prompt of at least 1 token and decode steps >= 0")
+    source = open_model(model)  # an export folder's files are verified here, before anything is written
+    path, kind = source.path, source.kind
+    if kind == "export" and is_fp32_export(source.record):  # re-export: its fp/ is an fp checkpoint
+        fp_path, source_record = path / FP_DIR, source.record.get("source")
+    elif kind == FP:
+        fp_path = path
+        source_record = {"model": model if model is not None else "demo",
+                         "config_sha256": file_sha256(path / "config.json")}
+    else:
+        raise InputError(f"--model {path} is a {kind} folder; --bits fp32 exports an fp checkpoint (the float32 "
+                         f"graph of the unquantized model)")
+    inputs = [("--model", path)]
+    check_output_dir(out, inputs)
+    if calib_data is not None:
+        read_calib_text(calib_data, 1 << 16)
+    log = _stderr if progress else (lambda _: None)
+    if target == "all":
+        log("exporting the ort target only (--target tensorrt is not built for the fp32 graph)")
+    reference = load_fp_model(fp_path, dtype=torch.float32)
+    tokenizer_file = Path(load_model_tokenizer(source, tokenizer).source)
+    out = Path(out)
+    with atomic_output_dir(out, inputs) as tmp:
+        fp_dir = tmp / FP_DIR
+        fp_dir.mkdir()
+        # the reference as an fp checkpoint: its config.json, the float32 weights under the reference's names
+        # (a tied lm_head is the embedding matrix: not stored twice), its tokenizer
+        shutil.copyfile(fp_path / "config.json", fp_dir / "config.json")
+        state = {k: v.contiguous() for k, v in reference.state_dict().items()
+                 if not (k == "lm_head.weight" and reference.config.tie_embeddings)}
+        save_file(state, str(fp_dir / "model.safetensors"), metadata={"format": "pt"})
+        shutil.copyfile(tokenizer_file, fp_dir / TOKENIZER)
+        shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
+        log("lowering to ONNX (float32)")
+        graph = lower_model(reference, "ort")
+        onnx.checker.check_model(graph, full_check=True)
+        problems = check_graph(graph, "ort")
+        if problems:  # a lowering bug, not a user error: keep the traceback
+            raise AssertionError(f"ort graph: {len(problems)} problems, first: {problems[0]}")
+        onnx.save(graph, str(tmp / ORT_MODEL))
+        prompt = validation_prompt(tmp, calib_data, prompt_len)
+        log(f"validating the ort graph on ONNX Runtime against the fp32 reference ({prompt_len} prompt tokens, "
+            f"{decode_steps} decode steps)")
+        report = _passed(validate_float_graph_on_ort(tmp / ORT_MODEL, reference, prompt, decode_steps,
+                                                     threads=threads, progress=progress, rtol=FP32_RTOL), out, echo)
+        fp_files = [f"{FP_DIR}/{name}" for name in ("config.json", "model.safetensors", TOKENIZER)]
+        record = {"graph": FP32_GRAPH, "quantization": None, "calibration": None, "source": source_record}
+        config_file = write_export_config(tmp, _export_config(tmp, reference.config, ["ort"], [ORT_MODEL], fp_files,
+                                                              {"ort": report}, graph, record))
+    files = [out / ORT_MODEL, out / TOKENIZER, out / config_file.name] + [out / name for name in fp_files]
+    return ExportResult(out=out, files=files, validation={"ort": report})

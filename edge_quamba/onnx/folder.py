@@ -10,6 +10,13 @@
     tokenizer.json
     quantized/           the quantized artifact (quant_config.json, model.safetensors, tokenizer.json), so that
                          ``--backend ref`` and a later re-export rebuild the exact reference the graph was checked on
+
+The fp32 graph of an fp checkpoint (``export --bits fp32``, :func:`edge_quamba.onnx.export.export_fp32_model`, the
+CPU speed baseline) is an export folder too: export_config.json says ``"graph": "fp32"`` (``"quantization"`` null),
+the target is ort only, and ``fp/`` replaces ``quantized/``: the float32 fp model the graph was validated against
+(config.json as the checkpoint's, model.safetensors in float32 with the reference's tensor names, tokenizer.json),
+itself an fp checkpoint folder. Exports of quantized models say ``"graph": "quantized"`` (folders written before
+the key existed have none and are read as quantized).
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ EXPORT_CONFIG = EXPORT.config_file
 ORT_MODEL = "model.onnx"
 TRT_MODEL = "model.trt.onnx"
 QUANTIZED_DIR = "quantized"
+FP_DIR = "fp"
+"""Where an fp32 export keeps its fp reference (an fp checkpoint folder)."""
+FP32_GRAPH, QUANTIZED_GRAPH = "fp32", "quantized"
+"""Values of export_config.json's ``graph``."""
 TARGET_FILES = {"ort": ORT_MODEL, "tensorrt": TRT_MODEL}
 """ONNX file written for each --target."""
 
@@ -53,6 +64,17 @@ def read_export_config(folder: Path) -> tuple[ModelConfig, dict]:
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{path} is missing the required key {key!r}")
     return model_config_from_dict(raw["model_config"], str(path)), raw
+
+
+def is_fp32_export(raw: dict) -> bool:
+    """Whether export_config.json ``raw`` is that of an fp32 graph (its reference in fp/, not quantized/)."""
+    return raw.get("graph", QUANTIZED_GRAPH) == FP32_GRAPH
+
+
+def reference_dir(folder: Path, raw: dict) -> Path:
+    """The folder holding the reference an export's graph was validated against: fp/ (an fp checkpoint) for an
+    fp32 export, quantized/ (an artifact) otherwise."""
+    return folder / (FP_DIR if is_fp32_export(raw) else QUANTIZED_DIR)
 
 
 def verify_export(folder: Path) -> dict:

@@ -46,7 +46,8 @@ Mamba2 (Quamba2 W8A8 and W4A8, ORT flavour only): :class:`Mamba2GraphOps` runs :
 the same way; its conv and SSD scan are the custom nodes Int8CausalConv1dChannelScales and Int8SSDScan
 (``MAMBA2_SPECS``), per-channel scales as float32 initializers; states are (b, conv_dim, k) int8 and (b, h, p, n).
 W4A16 graphs (no int8 codes, no custom op) are lowered apart: :mod:`edge_quamba.onnx.lower_w4a16` (Mamba1) and
-:mod:`edge_quamba.onnx.lower_mamba2_w4a16` (Mamba2).
+:mod:`edge_quamba.onnx.lower_mamba2_w4a16` (Mamba2); so is the fp model itself, as the float32 baseline graph
+(``export --bits fp32``), by the same two modules.
 
 Names: ``layers.{i}.mixer.<tensor>`` as in the reference state dict; every scale a float32 scalar initializer,
 one shared int8 zero point. Batch b and length l are symbolic: one graph serves prefill (l >= 1) and decode (l = 1).
@@ -65,7 +66,9 @@ import collections
 from dataclasses import dataclass
 
 from edge_quamba.errors import ConfigError
-from edge_quamba.models.mamba import LayerState, MambaLM, Norm
+from edge_quamba.models.config import Mamba2Config
+from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer, Norm
+from edge_quamba.models.mamba2 import Mamba2Mixer
 from edge_quamba.onnx import INPUT_IDS, INT4_IR_VERSION, INT4_OPSET, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
 from edge_quamba.onnx.functions import Body, custom_functions, mamba2_custom_functions
 from edge_quamba.ops.specs import (DOMAIN, HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
@@ -405,6 +408,9 @@ NO_4BIT_TENSORRT = ("--target tensorrt is not built for 4-bit weights yet: Tenso
                     "weights only in weight-only (float-activation) GEMMs, the W4A8 linears have int8 activations, "
                     "and nothing 4-bit has run on TensorRT here; export with --target ort")
 
+NO_FP32_TENSORRT = ("--target tensorrt is not built for the fp32 graph (--bits fp32): it needs no plugin, but it has "
+                    "never been built or run with TensorRT here; export with --target ort")
+
 NO_MAMBA2_GRAPH = ("ONNX export of a Mamba2 model is built for --target ort only (w8a8, w4a8, w4a16): no TensorRT "
                    "plugin for its conv and SSD scan is written yet")
 
@@ -413,7 +419,8 @@ FLAVOURS = ("ort", "tensorrt")
 
 
 def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) -> onnx.ModelProto:
-    """The graph of a quantized reference model, custom ops as model-local functions.
+    """The graph of a quantized reference model, custom ops as model-local functions (an fp model in float32:
+    the fp32 baseline graph, standard ops only, "ort" flavour only).
 
     flavour "ort": logits (b, l, v) float32 from a float32 lm_head (eval needs every position); a linear gets its
     own exact copy of codes that a custom op made and another node reads (x_proj's u_q: DequantizeLinear -> Max ->
@@ -428,6 +435,13 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         raise ValueError(f"flavour {flavour!r} is not one of {FLAVOURS}")
     c = model.config
     mixers = [block.mixer for block in model.backbone.layers]
+    if all(type(m) in (MambaMixer, Mamba2Mixer) for m in mixers):  # the fp model: the float32 baseline graph
+        if flavour != "ort":
+            raise InputError(NO_FP32_TENSORRT)
+        from edge_quamba.onnx.lower_mamba2_w4a16 import lower_mamba2_fp32
+        from edge_quamba.onnx.lower_w4a16 import lower_fp32
+
+        return lower_mamba2_fp32(model) if isinstance(model.config, Mamba2Config) else lower_fp32(model)
     if all(isinstance(m, W4A16Mixer) for m in mixers):  # Mamba1 W4A16: the fp16 graph with int4 linears
         if flavour != "ort":
             raise InputError(NO_4BIT_TENSORRT)

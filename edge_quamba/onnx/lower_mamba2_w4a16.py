@@ -1,5 +1,6 @@
-"""Lowering of the Mamba2 W4A16 model (:class:`edge_quamba.quant.mamba2_qmodel.W4A16Mamba2Mixer` blocks) to one
-ONNX graph (opset 21), the Mamba2 sibling of :mod:`edge_quamba.onnx.lower_w4a16`.
+"""Lowering of a float Mamba2 model to one ONNX graph (opset 21), the Mamba2 sibling of
+:mod:`edge_quamba.onnx.lower_w4a16`: the W4A16 model (:class:`edge_quamba.quant.mamba2_qmodel.W4A16Mamba2Mixer`
+blocks, float16) and the fp model itself (float32, the CPU baseline; that module's docstring says why float32).
 
 The fp16 Mamba2 reference (:class:`edge_quamba.models.mamba2.Mamba2LM` in float16, prefill ``forward``) in standard
 ops, no custom op. in_proj and out_proj are the int4 linears (INT4 + blocked DequantizeLinear -> MatMul, fused by
@@ -19,8 +20,11 @@ The reference's prefill runs the chunked SSD (:func:`edge_quamba.models.mamba2.s
 recurrence token by token: the same float32 values summed in another order. Validation compares every output within
 :data:`edge_quamba.onnx.validate.W4A16_RTOL` of the reference (prefill and decode steps).
 
+The fp32 graph is the same with float32 activations and float32 (K, N) in_proj / out_proj weights (no Cast left,
+validated within :data:`edge_quamba.onnx.validate.FP32_RTOL`).
+
 Interface: as the int8 Mamba2 graph (conv_state.{i} (b, conv_dim, k), ssm_state.{i} (b, h, p, n) float32), except
-that the conv states are float16 (the reference's), as in the Mamba1 W4A16 graph.
+that the conv states are in the activation type (the reference's), as in the Mamba1 float graphs.
 
 Glossary: :mod:`edge_quamba.models.mamba2`.
 """
@@ -32,42 +36,50 @@ import onnx
 from edge_quamba.models.mamba2 import Mamba2LM
 from edge_quamba.onnx import INT4_OPSET
 from edge_quamba.onnx.functions import ssd_scan_nodes
-from edge_quamba.onnx.lower_w4a16 import FLOAT, FLOAT16, W4A16Graph, lower_float16_lm
-from edge_quamba.quant.mamba2_qmodel import W4A16Mamba2Mixer
+from edge_quamba.models.mamba2 import Mamba2Mixer
+from edge_quamba.onnx.lower_w4a16 import FLOAT, FloatGraph, lower_float_lm
 
 
-class Mamba2W4A16Graph(W4A16Graph):
-    """The float16 graph's node groups with the Mamba2 mixer."""
+class Mamba2FloatGraph(FloatGraph):
+    """The float graph's node groups with the Mamba2 mixer."""
 
-    def mixer(self, m: W4A16Mamba2Mixer, hidden: str, i: int) -> str:
-        """Mamba2Mixer.forward on hidden (b, l, d) float16 -> (b, l, d) float16; reads and writes layer i's states."""
+    def mixer(self, m: Mamba2Mixer, hidden: str, i: int) -> str:
+        """Mamba2Mixer.forward (fp, or W4A16Mamba2Mixer) on hidden (b, l, d) act -> (b, l, d) act; reads and writes
+        layer i's states."""
         c, p = m.config, f"layers.{i}.mixer."
         d_in, h, hp, g, n = c.d_inner, c.nheads, c.headdim, c.ngroups, c.d_state
-        zxbcdt = self.int4_linear16(hidden, m.in_proj, f"{p}in_proj")  # (b, l, d_in_proj)
+        zxbcdt = self.linear(hidden, m.in_proj, f"{p}in_proj")  # (b, l, d_in_proj)
         z, xBC, dt_raw = self.ops("Split", [zxbcdt, self.ints(d_in, c.conv_dim, h)],
                                   [f"{p}z", f"{p}xBC", f"{p}dt_raw"], axis=-1)
-        xBC_act = self.conv_silu16(xBC, m.conv1d, i, f"{p}conv1d", out=f"{p}ssm_input")  # (b, l, conv_dim)
-        x16, B16, C16 = self.ops("Split", [xBC_act, self.ints(d_in, g * n, g * n)], [f"{p}x", f"{p}B", f"{p}C"],
-                                 axis=-1)
-        x = self.op("Reshape", self.cast(x16, FLOAT), self.ints(0, 0, h, hp))  # (b, l, h, p) float32
-        B, C = self.cast(B16, FLOAT), self.cast(C16, FLOAT)  # (b, l, g n)
+        xBC_act = self.act_conv_silu(xBC, m.conv1d, i, f"{p}conv1d", out=f"{p}ssm_input")  # (b, l, conv_dim)
+        x_act, B_act, C_act = self.ops("Split", [xBC_act, self.ints(d_in, g * n, g * n)],
+                                       [f"{p}x", f"{p}B", f"{p}C"], axis=-1)
+        x = self.op("Reshape", self.to_float32(x_act), self.ints(0, 0, h, hp))  # (b, l, h, p) float32
+        B, C = self.to_float32(B_act), self.to_float32(C_act)  # (b, l, g n)
         dt_bias = self.init(f"{p}dt_bias", m.dt_bias.detach().float())
-        delta = self.op("Softplus", self.op("Add", self.cast(dt_raw, FLOAT), dt_bias))  # (b, l, h)
+        delta = self.op("Softplus", self.op("Add", self.to_float32(dt_raw), dt_bias))  # (b, l, h)
         A = self.init(f"{p}A", -m.A_log.detach().float().exp())  # (h,), exp in float32 as the reference
         D = self.init(f"{p}D", m.D.detach().float())
         y = ssd_scan_nodes(self, x, delta, A, B, C, D, f"ssm_state.{i}", f"ssm_state_out.{i}", f"{p}y_scan",
                            h, g, n)  # (b, l, h, p)
         y = self.op("Reshape", y, self.ints(0, 0, d_in), out=f"{p}y")
-        gated = self.op("Mul", y, self.silu32(self.cast(z, FLOAT)), out=f"{p}gated")
-        normed = self.cast(self.group_rms_normalize(gated, g, d_in, c.gate_norm_eps, f"{p}norm"), FLOAT16)
-        scaled = self.op("Mul", self.init(f"{p}norm.weight", m.norm.weight.detach().half()), normed,
-                         out=f"{p}norm.out")  # float16 product, as GatedRMSNorm's weight * normed
-        return self.int4_linear16(scaled, m.out_proj, f"{p}out_proj")
+        gated = self.op("Mul", y, self.silu32(self.to_float32(z)), out=f"{p}gated")
+        normed = self.to_act(self.group_rms_normalize(gated, g, d_in, c.gate_norm_eps, f"{p}norm"))
+        scaled = self.op("Mul", self.act_init(f"{p}norm.weight", m.norm.weight), normed,
+                         out=f"{p}norm.out")  # a product in act, as GatedRMSNorm's weight * normed
+        return self.linear(scaled, m.out_proj, f"{p}out_proj")
 
 
 def lower_mamba2_w4a16(model: Mamba2LM) -> onnx.ModelProto:
     """The graph of a Mamba2 W4A16 reference model (``load_quantized_model`` of a quamba2 w4a16 artifact), ORT
     flavour."""
     c = model.config
-    return lower_float16_lm(model, Mamba2W4A16Graph(INT4_OPSET), ["b", c.conv_dim, c.d_conv],
-                            ["b", c.nheads, c.headdim, c.d_state], "edge_quamba_mamba2_w4a16")
+    return lower_float_lm(model, Mamba2FloatGraph(INT4_OPSET), ["b", c.conv_dim, c.d_conv],
+                          ["b", c.nheads, c.headdim, c.d_state], "edge_quamba_mamba2_w4a16")
+
+
+def lower_mamba2_fp32(model: Mamba2LM) -> onnx.ModelProto:
+    """The float32 graph of a Mamba2 fp model (``load_fp_model(path, torch.float32)``), ORT flavour."""
+    c = model.config
+    return lower_float_lm(model, Mamba2FloatGraph(INT4_OPSET, act=FLOAT), ["b", c.conv_dim, c.d_conv],
+                          ["b", c.nheads, c.headdim, c.d_state], "edge_quamba_mamba2_fp32")

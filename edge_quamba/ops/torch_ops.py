@@ -136,7 +136,12 @@ def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
 
 
 NO_CUDA_KERNEL = {"edge_quamba::int8_linear_per_channel": "--weight-scales channel",
-                  "edge_quamba::int8_linear_per_channel_quantize": "--weight-scales channel"}
+                  "edge_quamba::int8_linear_per_channel_quantize": "--weight-scales channel",
+                  "edge_quamba::w4a8_linear": "--bits w4a8", "edge_quamba::w4a8_linear_quantize": "--bits w4a8",
+                  "edge_quamba::w4a16_linear": "--bits w4a16",
+                  **{f"edge_quamba::{op}": "a Mamba2 model (--method quamba2)"
+                     for op in ("int8_causal_conv1d_channel_scales", "int8_causal_conv1d_channel_scales_update",
+                                "int8_ssd_scan", "int8_ssd_scan_update", "gated_rms_norm")}}
 """Ops without a CUDA kernel, and the option whose models call them: ``--backend cuda`` refuses such a model in one
 line naming the option (:func:`edge_quamba.runtime.cuda_backend.require_cuda_kernels`), never a fallback."""
 

@@ -99,9 +99,14 @@ def calibrate_mamba2(model: Mamba2LM, data: CalibrationData, hadamard: bool, bat
         raise InputError(f"calibration stopped: {exc}") from None
 
 
-def quamba2_quantize(fp_model: Mamba2LM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,
-                     progress: bool = True) -> Mamba2LM:
-    """The Quamba2 quantized reference of ``fp_model`` (left unchanged) from the calibration windows ``data``."""
+def reorder_for_quamba2(fp_model: Mamba2LM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,
+                        progress: bool = True) -> tuple[Mamba2LM, list[ClusterPlan | None]]:
+    """Steps 1 and 2: a float32 copy of ``fp_model`` (left unchanged) in the sort-and-cluster channel order, and each
+    layer's plan (None where nothing is clustered: ``sort_cluster`` off or w4a16, the copy then keeps the order).
+
+    The copy is the same model (same outputs), and its sites line up channel for channel with those of the model
+    that :func:`quantize_reordered` makes from it: it is the fp reference of the per-layer SQNR
+    (:func:`edge_quamba.eval.sqnr.layer_sqnr`)."""
     model = copy.deepcopy(fp_model).float()
     c = model.config
     plans: list[ClusterPlan | None] = [None] * c.n_layer
@@ -112,6 +117,19 @@ def quamba2_quantize(fp_model: Mamba2LM, data: CalibrationData, qconfig: QuantCo
             plans[i] = sort_and_cluster(x_amax, c.ngroups, qconfig.head_groups, qconfig.dim_groups)
             with torch.no_grad():
                 permute_mamba2_mixer(block.mixer, plans[i])
-    hessians = Mamba2LinearHessians(c.n_layer) if qconfig.four_bit and qconfig.gptq else None
+    return model, plans
+
+
+def quantize_reordered(model: Mamba2LM, plans: list[ClusterPlan | None], data: CalibrationData, qconfig: QuantConfig,
+                       batch_size: int = 8, progress: bool = True) -> Mamba2LM:
+    """Steps 3 and 4 on :func:`reorder_for_quamba2`'s model (left unchanged) and plans: the quantized reference."""
+    hessians = Mamba2LinearHessians(model.config.n_layer) if qconfig.four_bit and qconfig.gptq else None
     amaxes = calibrate_mamba2(model, data, qconfig.hadamard, batch_size, progress, hessians=hessians)
     return quantize_mamba2_model(model, amaxes, plans, qconfig, None if hessians is None else hessians.hessians())
+
+
+def quamba2_quantize(fp_model: Mamba2LM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,
+                     progress: bool = True) -> Mamba2LM:
+    """The Quamba2 quantized reference of ``fp_model`` (left unchanged) from the calibration windows ``data``."""
+    model, plans = reorder_for_quamba2(fp_model, data, qconfig, batch_size, progress)
+    return quantize_reordered(model, plans, data, qconfig, batch_size, progress)

@@ -28,9 +28,13 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".plan")
 
 def model_bytes(path: Path, kind: str | None = None, backend: str = "ref") -> int:
     """Bytes of the weight files the backend reads (the decode roofline counts these once per token). An export
-    folder holds several copies of the weights: ort reads model.onnx, ref the artifact in quantized/."""
+    folder holds several copies of the weights: ort reads model.onnx, ref the artifact in quantized/ (an fp32
+    export: the fp model in fp/)."""
     if kind == "export":
-        files = [path / "model.onnx"] if backend == "ort" else [path / "quantized" / "model.safetensors"]
+        from edge_quamba.onnx.folder import read_export_config, reference_dir
+
+        reference = reference_dir(path, read_export_config(path)[1]) / "model.safetensors"
+        files = [path / "model.onnx"] if backend == "ort" else [reference]
     else:
         files = [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
     return sum(p.stat().st_size for p in files if p.is_file())

@@ -68,9 +68,15 @@ def require_cuda_kernels() -> None:
 
 def refuse_options(model: MambaLM) -> None:
     """One line naming the quantization option when ``model`` would call an op that has no CUDA kernel
-    (``torch_ops.NO_CUDA_KERNEL``): per-channel weight scales."""
-    from edge_quamba.quant.qmodel import QuantLinear
+    (``torch_ops.NO_CUDA_KERNEL``): a Mamba2 model, int4 weights, per-channel weight scales."""
+    from edge_quamba.quant.qmodel import Int4Linear, QuantLinear
 
+    if isinstance(model.config, Mamba2Config):
+        raise BackendUnavailableError("--backend cuda has no kernels for Mamba2 (Quamba2) yet; use --backend ref, "
+                                      "or export the artifact and use --backend ort")
+    if any(isinstance(m, Int4Linear) for m in model.modules()):
+        raise BackendUnavailableError("--backend cuda has no kernels for int4 weights (--bits w4a8 / w4a16) yet; "
+                                      "use --backend ref, or export the artifact and use --backend ort")
     if any(isinstance(m, QuantLinear) and m.per_channel for m in model.modules()):
         raise BackendUnavailableError("--backend cuda has no kernel for per-channel weight scales (this model was "
                                       "quantized with --weight-scales channel): use --backend ref or ort, or "
@@ -207,8 +213,12 @@ def load_cuda_backend(path, kind: str) -> CudaBackend:
                                       f"make one first with `edge-quamba quantize --model {path} --out DIR`")
     if kind not in ("quantized", "export"):
         raise BackendUnavailableError(f"--backend cuda cannot run a {kind} folder ({path})")
+    from edge_quamba.onnx.folder import is_fp32_export, read_export_config
     from edge_quamba.quant.artifact import load_quantized_model, read_quant_config
 
+    if kind == "export" and is_fp32_export(read_export_config(path)[1]):
+        raise BackendUnavailableError(f"--backend cuda runs a quantized model and {path} is an fp32 export "
+                                      f"(--bits fp32): run it with --backend ort or ref")
     artifact = path if kind == "quantized" else path / "quantized"
     config, qconfig, _ = read_quant_config(artifact)
     bits = qconfig.bits

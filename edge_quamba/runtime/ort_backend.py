@@ -84,13 +84,15 @@ class OrtGraph:
         missing = sorted({INPUT_IDS, *self.state_inputs} - names)
         if missing:
             raise CheckpointError(f"the ONNX graph does not have the inputs an edge-quamba export has: {missing[:3]}")
-        self.conv_dtype = np.float16 if types[self.state_inputs[0]] == "tensor(float16)" else np.int8
+        conv_dtypes = {"tensor(int8)": np.int8, "tensor(float16)": np.float16, "tensor(float)": np.float32}
+        self.conv_dtype = conv_dtypes.get(types[self.state_inputs[0]], np.int8)  # int8, W4A16 or fp32 graph
         # logits (b, l, v) float32, or the TensorRT flavour's last_logits (b, v) float16
         self.logits_name = self.session.get_outputs()[0].name
         self.output_names = [self.logits_name, *self.state_outputs, *extra_outputs]
 
     def empty_states(self, batch: int) -> dict[str, np.ndarray]:
-        """Zero states: conv_state.i (b, d_in, k) int8 (float16 in a W4A16 graph: the input's declared type) and
+        """Zero states: conv_state.i (b, d_in, k) int8 (float16 / float32 in a W4A16 / fp32 graph: the input's
+        declared type) and
         ssm_state.i (b, d_in, n) float32; Mamba2: (b, conv_dim, k) and (b, h, p, n)."""
         c = self.config
         if isinstance(c, Mamba2Config):
