@@ -13,7 +13,9 @@ Per config:
                  row's ort columns: ORT against ORT) and the fp32 PyTorch reference (benchmarks/ort_cpu.py times the
                  same); medians of --repeats after one dropped warm-up (edge_quamba.runtime.bench)
 Ablation rows (--no-ablations skips them): "<bits> rtn" rounds the int4 weights to nearest instead of GPTQ;
-"<bits> g<N>" uses int4 groups of --small-group-size columns (more scales, finer grid);
+"<bits> g<N>" uses int4 groups of --alt-group-size columns instead of --group-size;
+"<bits> natural" / "<bits> act-order" run GPTQ in the other column order than the default row (QuantConfig's
+gptq_act_order; "g<N> natural" / "g<N> act-order" the same at --alt-group-size);
 "<bits> +clip" (int8-activation configs) clips the activations of --clip-sites at the percentile instead of the
 paper's u only (the recipe README's quality table measured best for W8A8: `--percentile-on` of quantize/export).
 
@@ -23,6 +25,7 @@ The Mamba2 demo model, once it ships, is one --model away: nothing here depends 
 
     python benchmarks/bitwidths.py                               # demo model, the defaults below
     python benchmarks/bitwidths.py --model DIR --eval-tokens 65536
+    python benchmarks/bitwidths.py --configs w4a8,w4a16 --no-speed --rows 'w4a8,w4a8 natural'   # some rows only
 """
 
 from __future__ import annotations
@@ -60,14 +63,21 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="fp checkpoint (default: the demo model)")
     parser.add_argument("--configs", default="w8a8,w4a8,w4a16", help="quantized configs (fp16 is always measured)")
-    parser.add_argument("--no-ablations", action="store_true", help="skip the round-to-nearest and +clip rows")
-    parser.add_argument("--small-group-size", type=int, default=64, help="group size of the g<N> rows")
+    parser.add_argument("--no-ablations", action="store_true", help="skip the ablation rows")
+    parser.add_argument("--rows", default=None, metavar="NAMES",
+                        help="comma-separated row names to measure (default: every row of --configs; fp16 always)")
+    parser.add_argument("--no-speed", action="store_true",
+                        help="perplexity and bytes only: no export and no CPU timing")
+    parser.add_argument("--alt-group-size", type=int, default=128, help="group size of the g<N> rows")
     parser.add_argument("--clip-sites", default="in_proj_input,u,out_proj_input",
                         help="sites clipped at the percentile in the +clip rows")
     parser.add_argument("--calib-data", default=str(default_calibration_file()))
     parser.add_argument("--calib-samples", type=int, default=32)
+    parser.add_argument("--calib-seed", type=int, default=None,
+                        help="draw the calibration windows at random offsets with this seed (default: the first ones)")
     parser.add_argument("--calib-seq-len", type=int, default=512)
-    parser.add_argument("--group-size", type=int, default=128)
+    parser.add_argument("--group-size", type=int, default=QuantConfig().group_size,
+                        help="int4 group size of the default rows (default: the library's)")
     parser.add_argument("--eval-data", default=str(default_evaluation_file()))
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--seq-len", type=int, default=512)
@@ -123,14 +133,26 @@ def main() -> None:
 
     default_sites = QuantConfig().percentile_activations
     clip_sites = tuple(args.clip_sites.split(","))
-    variants = []  # (row name, bits, gptq, percentile sites, group size)
+    act_order = QuantConfig().gptq_act_order
+    other_order = "natural" if act_order else "act-order"
+    alt = f"g{args.alt_group_size}"
+    variants = []  # (row name, bits, gptq, percentile sites, group size, GPTQ act order)
     for bits in args.configs.split(","):
-        variants.append((bits, bits, True, default_sites, args.group_size))
+        variants.append((bits, bits, True, default_sites, args.group_size, act_order))
         if not args.no_ablations and bits != "w4a16":
-            variants.append((f"{bits} +clip", bits, True, clip_sites, args.group_size))
+            variants.append((f"{bits} +clip", bits, True, clip_sites, args.group_size, act_order))
         if not args.no_ablations and bits != "w8a8":
-            variants.append((f"{bits} rtn", bits, False, default_sites, args.group_size))
-            variants.append((f"{bits} g{args.small_group_size}", bits, True, default_sites, args.small_group_size))
+            variants.append((f"{bits} rtn", bits, False, default_sites, args.group_size, act_order))
+            variants.append((f"{bits} {other_order}", bits, True, default_sites, args.group_size, not act_order))
+            variants.append((f"{bits} {alt}", bits, True, default_sites, args.alt_group_size, act_order))
+            variants.append((f"{bits} {alt} {other_order}", bits, True, default_sites, args.alt_group_size,
+                             not act_order))
+    if args.rows is not None:
+        wanted = [name.strip() for name in args.rows.split(",")]
+        unknown = sorted(set(wanted) - {v[0] for v in variants} - {"fp16"})
+        if unknown:
+            sys.exit(f"--rows: unknown rows {unknown}; these --configs have {', '.join(v[0] for v in variants)}")
+        variants = [v for v in variants if v[0] in wanted]
 
     from edge_quamba.onnx.export import export_fp32_model, export_model
     from edge_quamba.quant.pipeline import quantize_checkpoint
@@ -138,22 +160,27 @@ def main() -> None:
 
     exports: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for name, bits, gptq, sites, group_size in variants:
+        for name, bits, gptq, sites, group_size, gptq_act_order in variants:
             print(f"{name}: quantizing ...", file=sys.stderr, flush=True)
             qconfig = QuantConfig(bits=bits, gptq=gptq, group_size=group_size, calib_samples=args.calib_samples,
-                                  calib_seq_len=args.calib_seq_len, percentile_activations=sites)
+                                  calib_seq_len=args.calib_seq_len, calib_seed=args.calib_seed,
+                                  percentile_activations=sites,
+                                  gptq_act_order=gptq_act_order)
             folder = Path(scratch) / name.replace(" ", "-").replace("+", "")
             t0 = time.time()
             quantize_checkpoint(model=args.model, out=folder, calib_data=args.calib_data, qconfig=qconfig,
                                 progress=False)
+            four_bit_gptq = gptq and bits != "w8a8"
             row = {"bits": bits, "gptq": gptq if bits != "w8a8" else None, "quantize_seconds": time.time() - t0,
+                   "gptq_act_order": gptq_act_order if four_bit_gptq else None,
                    "percentile_sites": list(sites) if bits != "w4a16" else None,
                    "group_size": group_size if bits != "w8a8" else None,
                    "artifact_bytes": (folder / WEIGHTS).stat().st_size,
                    "linear_weight_bytes": linear_weight_bytes(folder / WEIGHTS), "onnx_bytes": None, "ort": None}
             print(f"{name}: perplexity ...", file=sys.stderr, flush=True)
             row["perplexity"] = perplexity(load_quantized_model(folder))
-            if name in ("w8a8", "w4a8", "w4a16"):  # a graph's speed does not depend on the scales: one export each
+            # a graph's speed does not depend on the scales: one export per config
+            if not args.no_speed and name in ("w8a8", "w4a8", "w4a16"):
                 print(f"{name}: exporting ...", file=sys.stderr, flush=True)
                 export = Path(scratch) / f"{folder.name}-export"
                 result = export_model(model=str(folder), out=export, target="ort", prompt_len=64, decode_steps=4,
@@ -163,33 +190,32 @@ def main() -> None:
                 exports[name] = export
             rows[name] = row
             print(f"{name}: perplexity {row['perplexity']:.3f}", file=sys.stderr, flush=True)
-        print("fp32: exporting the float32 graph ...", file=sys.stderr, flush=True)
-        fp32_export = Path(scratch) / "fp32-export"
-        result = export_fp32_model(model=args.model, out=fp32_export, prompt_len=64, decode_steps=4,
-                                   threads=args.threads, progress=False, echo=lambda _: None)
-        rows["fp16"]["onnx_bytes"] = (fp32_export / "model.onnx").stat().st_size  # the fp32 graph's
-        rows["fp16"]["validation"] = {k: v for k, v in result.validation["ort"].to_dict().items() if k != "checks"}
-        # all timings back to back at the end, so that they share one stretch of the (shared) machine's load
-        rows["fp16"]["ref_fp32_speed"] = timing_row("ref fp32", TorchReferenceBackend(fp32), prompt, args)
-        rows["fp16"]["ort"] = timing_row("fp32 ort", OrtBackend(fp32_export, threads=args.threads), prompt, args)
-        for name, export in exports.items():
-            rows[name]["ort"] = timing_row(f"{name} ort", OrtBackend(export, threads=args.threads), prompt, args)
+        rows["fp16"]["ref_fp32_speed"] = None  # --no-speed: no fp32 graph and no timing
+        if not args.no_speed:
+            print("fp32: exporting the float32 graph ...", file=sys.stderr, flush=True)
+            fp32_export = Path(scratch) / "fp32-export"
+            result = export_fp32_model(model=args.model, out=fp32_export, prompt_len=64, decode_steps=4,
+                                       threads=args.threads, progress=False, echo=lambda _: None)
+            rows["fp16"]["onnx_bytes"] = (fp32_export / "model.onnx").stat().st_size  # the fp32 graph's
+            rows["fp16"]["validation"] = {k: v for k, v in result.validation["ort"].to_dict().items() if k != "checks"}
+            # all timings back to back at the end, so that they share one stretch of the (shared) machine's load
+            rows["fp16"]["ref_fp32_speed"] = timing_row("ref fp32", TorchReferenceBackend(fp32), prompt, args)
+            rows["fp16"]["ort"] = timing_row("fp32 ort", OrtBackend(fp32_export, threads=args.threads), prompt, args)
+            for name, export in exports.items():
+                rows[name]["ort"] = timing_row(f"{name} ort", OrtBackend(export, threads=args.threads), prompt, args)
 
     base = rows["fp16"]["perplexity"]
-    fp_decode = rows["fp16"]["ref_fp32_speed"]["decode_tokens_per_s"]
-    fp_prefill = rows["fp16"]["ref_fp32_speed"]["prefill_tokens_per_s"]
-    ort_decode = rows["fp16"]["ort"]["decode_tokens_per_s"]  # the fp32 graph on ONNX Runtime
-    ort_prefill = rows["fp16"]["ort"]["prefill_tokens_per_s"]
     for name, row in rows.items():
         row["perplexity_vs_fp16_percent"] = 100 * (row["perplexity"] / base - 1)
         target = TARGET_PERCENT.get(row["bits"])
         row["target_percent"] = target
         row["within_target"] = None if target is None else row["perplexity_vs_fp16_percent"] <= target
         if row["ort"] is not None:
-            row["ort"]["decode_vs_ref_fp32"] = row["ort"]["decode_tokens_per_s"] / fp_decode
-            row["ort"]["prefill_vs_ref_fp32"] = row["ort"]["prefill_tokens_per_s"] / fp_prefill
-            row["ort"]["decode_vs_ort_fp32"] = row["ort"]["decode_tokens_per_s"] / ort_decode
-            row["ort"]["prefill_vs_ort_fp32"] = row["ort"]["prefill_tokens_per_s"] / ort_prefill
+            fp_speed, fp_ort = rows["fp16"]["ref_fp32_speed"], rows["fp16"]["ort"]  # the second: the fp32 graph
+            row["ort"]["decode_vs_ref_fp32"] = row["ort"]["decode_tokens_per_s"] / fp_speed["decode_tokens_per_s"]
+            row["ort"]["prefill_vs_ref_fp32"] = row["ort"]["prefill_tokens_per_s"] / fp_speed["prefill_tokens_per_s"]
+            row["ort"]["decode_vs_ort_fp32"] = row["ort"]["decode_tokens_per_s"] / fp_ort["decode_tokens_per_s"]
+            row["ort"]["prefill_vs_ort_fp32"] = row["ort"]["prefill_tokens_per_s"] / fp_ort["prefill_tokens_per_s"]
 
     c = fp32.config
     report = {
@@ -201,7 +227,7 @@ def main() -> None:
         "eval": {"data": Path(args.eval_data).name, "tokens": int(windows.numel()), "windows": int(windows.shape[0]),
                  "seq_len": args.seq_len},
         "calibration": {"data": Path(args.calib_data).name, "samples": args.calib_samples,
-                        "seq_len": args.calib_seq_len},
+                        "seq_len": args.calib_seq_len, "seed": args.calib_seed},
         "group_size": args.group_size, "speed": {"batch": 1, "prompt_len": args.prompt_len,
                                                  "new_tokens": args.new_tokens, "repeats": args.repeats,
                                                  "threads": args.threads},
@@ -225,18 +251,21 @@ def print_table(report: dict) -> None:
     print(f"\n{report['model']}: perplexity on {e['tokens']} tokens ({e['windows']} windows of {e['seq_len']}); "
           f"speed batch 1, prompt {s['prompt_len']}, {s['new_tokens']} new tokens, {s['threads']} thread(s), "
           f"{report['machine']['processor']}")
-    print(f"{'config':<13}{'ppl':>9}{'vs fp16':>9}{'target':>8}{'artifact B':>12}{'linears B':>11}{'onnx B':>11}"
+    width = max(13, 1 + max(map(len, report["rows"])))
+    print(f"{'config':<{width}}{'ppl':>9}{'vs fp16':>9}{'target':>8}{'artifact B':>12}{'linears B':>11}{'onnx B':>11}"
           f"{'ort prefill t/s':>16}{'ort decode t/s':>15}{'decode x fp32 ort':>18}")
     for name, r in report["rows"].items():
         ort = r["ort"]
         target = "" if r["target_percent"] is None else f"{r['target_percent']:+.1f}%"
         prefill = f"{ort['prefill_tokens_per_s']:.0f}" if ort else "-"
         decode = f"{ort['decode_tokens_per_s']:.0f}" if ort else "-"
-        ratio = f"{ort['decode_vs_ort_fp32']:.2f}x" if ort else "-"
-        print(f"{name:<13}{r['perplexity']:>9.3f}{r['perplexity_vs_fp16_percent']:>+8.2f}%{target:>8}"
+        ratio = f"{ort['decode_vs_ort_fp32']:.2f}x" if ort and "decode_vs_ort_fp32" in ort else "-"
+        print(f"{name:<{width}}{r['perplexity']:>9.3f}{r['perplexity_vs_fp16_percent']:>+8.2f}%{target:>8}"
               f"{r['artifact_bytes']:>12}{r['linear_weight_bytes']:>11}{r['onnx_bytes'] or '-':>11}"
               f"{prefill:>16}{decode:>15}{ratio:>18}")
     fp = report["rows"]["fp16"]["ref_fp32_speed"]
+    if fp is None:
+        return
     print("fp16 row: perplexity of the float16 reference; onnx B and ort columns: the float32 graph (export --bits "
           "fp32), the ORT baseline")
     print(f"second float baseline (PyTorch fp32 reference): prefill {fp['prefill_tokens_per_s']:.0f} tokens/s, "
@@ -251,7 +280,8 @@ def plot(report: dict, path: Path) -> None:
 
     rows = report["rows"]
     names = list(rows)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    speed = rows["fp16"]["ref_fp32_speed"] is not None
+    fig, axes = plt.subplots(1, 3 if speed else 2, figsize=(14 if speed else 10, 4))
     ppl = [rows[n]["perplexity"] for n in names]
     axes[0].barh(names, ppl, color=["tab:gray" if n == "fp16" else "tab:blue" for n in names])
     axes[0].axvline(rows["fp16"]["perplexity"], color="k", lw=0.8)
@@ -261,14 +291,15 @@ def plot(report: dict, path: Path) -> None:
     bars = axes[1].barh(names, sizes, color="tab:orange")
     axes[1].bar_label(bars, fmt="%.2f", padding=3)
     axes[1].set_xlabel("mixer linear weights (MiB)")
-    timed = [n for n in names if rows[n]["ort"] is not None]
-    decode = [rows[n]["ort"]["decode_tokens_per_s"] for n in timed]
-    labels = [f"{'fp32' if n == 'fp16' else n} (ort)" for n in timed] + ["fp32 (torch ref)"]
-    decode.append(rows["fp16"]["ref_fp32_speed"]["decode_tokens_per_s"])
-    colors = ["tab:gray" if n == "fp16" else "tab:green" for n in timed] + ["tab:gray"]  # gray: float baselines
-    bars = axes[2].barh(labels, decode, color=colors)
-    axes[2].bar_label(bars, fmt="%.0f", padding=3)
-    axes[2].set_xlabel(f"CPU decode tokens/s ({report['speed']['threads']} thread, shared CPU)")
+    if speed:
+        timed = [n for n in names if rows[n]["ort"] is not None]
+        decode = [rows[n]["ort"]["decode_tokens_per_s"] for n in timed]
+        labels = [f"{'fp32' if n == 'fp16' else n} (ort)" for n in timed] + ["fp32 (torch ref)"]
+        decode.append(rows["fp16"]["ref_fp32_speed"]["decode_tokens_per_s"])
+        colors = ["tab:gray" if n == "fp16" else "tab:green" for n in timed] + ["tab:gray"]  # gray: float baselines
+        bars = axes[2].barh(labels, decode, color=colors)
+        axes[2].bar_label(bars, fmt="%.0f", padding=3)
+        axes[2].set_xlabel(f"CPU decode tokens/s ({report['speed']['threads']} thread, shared CPU)")
     for ax in axes:
         ax.invert_yaxis()
     e = report["eval"]

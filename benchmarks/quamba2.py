@@ -9,6 +9,8 @@ written as an artifact with :func:`edge_quamba.quant.artifact.write_artifact`, t
     w8a8 -both                    ablation: both off (Quamba's per-tensor scales, without its percentile clipping)
     w4a8, w4a16                   int4 group-wise in_proj/out_proj with GPTQ (group --group-size); w4a8 keeps w8a8's
                                   activation path
+    <bits> g128|g64 natural|act-order  ablation: int4 groups of 128 or 64 columns, GPTQ's columns in natural
+                                  order or by decreasing Hessian diagonal (static group scales)
 Per row: perplexity on the first --eval-tokens tokens of --eval-data (non-overlapping windows of --seq-len), its
 change against fp16 with the issue's targets (W8A8 within +1.5 %, 4-bit within +3 %), and bytes (model.safetensors;
 fp16: the checkpoint's tensors at 2 bytes each).
@@ -68,6 +70,8 @@ ROWS = {
     "w8a8 -both": dict(bits="w8a8", sort_cluster=False, per_group_bc=False),
     "w4a8": dict(bits="w4a8"),
     "w4a16": dict(bits="w4a16"),
+    **{f"{bits} g{group} {order}": dict(bits=bits, group_size=group, gptq_act_order=order == "act-order")
+       for bits in ("w4a8", "w4a16") for group in (128, 64) for order in ("natural", "act-order")},
 }
 TARGET_PERCENT = {"w8a8": 1.5, "w4a8": 3.0, "w4a16": 3.0}
 
@@ -80,10 +84,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calib-data", default=str(default_calibration_file()))
     parser.add_argument("--calib-samples", type=int, default=16)
     parser.add_argument("--calib-seq-len", type=int, default=512)
+    parser.add_argument("--calib-seed", type=int, default=None,
+                        help="draw the calibration windows at random offsets with this seed (default: the first ones)")
     parser.add_argument("--eval-tokens", type=int, default=8192)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--group-size", type=int, default=128)
+    parser.add_argument("--group-size", type=int, default=QuantConfig().group_size,
+                        help="int4 group size of the w4a8/w4a16 rows (default: the library's)")
     parser.add_argument("--out", default=str(RESULTS / "quamba2.json"))
     parser.add_argument("--speed", action="store_true", help="measure CPU speed only (written to <out>_speed.json)")
     parser.add_argument("--prompt-len", type=int, default=64)
@@ -198,7 +205,7 @@ def main() -> int:
         out.write_text(json.dumps(cpu_speed(args, path, tok), indent=2) + "\n")
         print(f"wrote {out}")
         return 0
-    data = load_calibration_data(Path(args.calib_data), tok, args.calib_samples, args.calib_seq_len)
+    data = load_calibration_data(Path(args.calib_data), tok, args.calib_samples, args.calib_seq_len, args.calib_seed)
     if args.sqnr:
         out = Path(args.out).with_name(Path(args.out).stem + "_sqnr.json")
         report = {"command": "python " + " ".join(sys.argv),
@@ -222,8 +229,8 @@ def main() -> int:
                 2 * model.lm_head.weight.numel() if model.config.tie_embeddings else 0)
             bits = "fp16"
         else:
-            qconfig = QuantConfig(method="quamba2", group_size=args.group_size, calib_samples=args.calib_samples,
-                                  calib_seq_len=args.calib_seq_len, **ROWS[row])
+            qconfig = QuantConfig(method="quamba2", calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len,
+                                  calib_seed=args.calib_seed, **{"group_size": args.group_size, **ROWS[row]})
             qmodel = quamba2_quantize(fp32, data, qconfig, batch_size=args.batch_size, progress=False)
             with tempfile.TemporaryDirectory() as tmp:
                 write_artifact(Path(tmp), qmodel, qconfig, data.manifest(), {"model": str(path)},
@@ -233,6 +240,8 @@ def main() -> int:
             bits = qconfig.bits
         ppl = perplexity(model, windows, args.batch_size)
         results.append({"row": row, "bits": bits, "perplexity": ppl, "bytes": size,
+                        "group_size": None if row == "fp16" else qconfig.group_size,
+                        "gptq_act_order": None if row == "fp16" else qconfig.gptq_act_order,
                         "seconds": round(time.time() - start, 1)})
         print(f"{row:20s} ppl {ppl:9.3f}  bytes {size:>10,d}  ({results[-1]['seconds']} s)", flush=True)
     base = next((r["perplexity"] for r in results if r["row"] == "fp16"), None)

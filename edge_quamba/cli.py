@@ -155,10 +155,17 @@ CALIBRATION_OPTIONS = (
                  "percentile and Hadamard options do not apply). fp32 (export only): no quantization, the fp "
                  "checkpoint's float32 graph (--target ort), the baseline for the quantized graphs' CPU speed; the "
                  "other calibration options do not apply."),
-    click.option("--group-size", type=click.IntRange(min=1), default=128, show_default=True,
-                 help="Input features per int4 weight scale (w4a8, w4a16); a last partial group is allowed."),
+    click.option("--group-size", type=click.IntRange(min=1), default=64, show_default=True,
+                 help="Input features per int4 weight scale (w4a8, w4a16); a last partial group is allowed. 64 "
+                 "measured better than 128 on both demo models for 6% more linear-weight bytes (README, Bit widths)."),
     click.option("--no-gptq", is_flag=True,
                  help="Ablation: round int4 weights to nearest instead of GPTQ's error-compensating rounding."),
+    click.option("--gptq-order", type=click.Choice(("natural", "act")), default="natural", show_default=True,
+                 help="Order in which GPTQ rounds the input columns (w4a8, w4a16): natural (column 0 first, each "
+                 "group's scale from its error-compensated weights) or act (by decreasing mean squared calibration "
+                 "input, each group's scale fixed beforehand from its original weights). Both store the same layout "
+                 "(no permutation at run time); recorded in quant_config.json as gptq_act_order. act did not help "
+                 "consistently on the demo models (README, Bit widths)."),
     click.option("--head-groups", type=click.IntRange(min=1), default=4, show_default=True,
                  help="quamba2: head clusters of the scan input x per SSD group (sort-and-cluster)."),
     click.option("--dim-groups", type=click.IntRange(min=1), default=4, show_default=True,
@@ -195,10 +202,12 @@ def calibration_options(func):
 
 def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
                  calib_seed=None, weight_scales="tensor", out_proj_scale="static", method="quamba", bits="w8a8",
-                 group_size=128, no_gptq=False, head_groups=4, dim_groups=4, no_sort_cluster=False, no_group_bc=False):
+                 group_size=64, no_gptq=False, head_groups=4, dim_groups=4, no_sort_cluster=False, no_group_bc=False,
+                 gptq_order="natural"):
     from edge_quamba.quant.qmodel import QuantConfig
 
     return QuantConfig(method=method, bits=bits, group_size=group_size, gptq=not no_gptq,
+                       gptq_act_order=gptq_order == "act",
                        head_groups=head_groups, dim_groups=dim_groups, sort_cluster=not no_sort_cluster,
                        per_group_bc=not no_group_bc,
                        percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
@@ -213,9 +222,9 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Artifact folder to write (replaced atomically).")
 @calibration_options
-def quantize(model, out, calib_data, method, bits, group_size, no_gptq, head_groups, dim_groups, no_sort_cluster,
-             no_group_bc, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile, no_percentile,
-             percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer):
+def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_order, head_groups, dim_groups,
+             no_sort_cluster, no_group_bc, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
+             no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a quantized artifact: Quamba W8A8 by default (int8 weights, static
     per-tensor scales, Hadamard-rotated out_proj, percentile clipping of the scan input and of the rotated
     out_proj input), or --bits w4a8 / w4a16 (group-wise int4 linear weights rounded with GPTQ)."""
@@ -227,7 +236,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, head_gro
                                "checkpoint's float32 ONNX graph")
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
                            calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq, head_groups,
-                           dim_groups, no_sort_cluster, no_group_bc)
+                           dim_groups, no_sort_cluster, no_group_bc, gptq_order)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                                batch_size=batch_size)
     for name in ARTIFACT_FILES:
@@ -249,7 +258,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, head_gro
               help="Greedy decode steps validated after the prompt, states threaded through the graph.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
-def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, head_groups, dim_groups,
+def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, gptq_order, head_groups, dim_groups,
             no_sort_cluster, no_group_bc, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
             no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer, validate_prompt_len,
             validate_decode_steps, threads, as_json):
@@ -272,7 +281,7 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, h
             model=model, out=out, target=target, calib_data=calib_data,
             qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
                                  no_hadamard, calib_seed, weight_scales, out_proj_scale, method, bits, group_size,
-                                 no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc),
+                                 no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc, gptq_order),
             tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
             decode_steps=validate_decode_steps, threads=threads, echo=echo,
         )

@@ -138,7 +138,8 @@ class QuantMamba2Mixer(nn.Module):
             if qconfig.bits != "w4a8":
                 return QuantLinear.from_weight(weight, bias)
             hessian = None if hessians is None else hessians[name]
-            return Int4Linear.from_weight(weight, bias, qconfig.group_size, hessian, qconfig.gptq_damp)
+            return Int4Linear.from_weight(weight, bias, qconfig.group_size, hessian, qconfig.gptq_damp,
+                                          qconfig.gptq_act_order)
 
         q.in_proj = linear("in_proj", mixer.in_proj.weight, mixer.in_proj.bias)
         q.conv_weight, q.conv_weight_scale = quantize_weight_per_tensor(mixer.conv1d.weight.detach()[:, 0, :])
@@ -259,7 +260,8 @@ def quantize_mamba2_model(fp_model: Mamba2LM, amaxes: list[dict[str, Tensor]], p
                 fp_linear = getattr(fp_block.mixer, name)
                 hessian = None if hessians is None else hessians[i][name]
                 setattr(block.mixer, name, Int4Linear.from_weight(fp_linear.weight.float(), fp_linear.bias,
-                                                                 qconfig.group_size, hessian, qconfig.gptq_damp))
+                                                                 qconfig.group_size, hessian, qconfig.gptq_damp,
+                                                                 qconfig.gptq_act_order))
         return model.eval()
     fp_state = {k: v.to(FLOAT_STORAGE_DTYPE).float() for k, v in fp_model.state_dict().items() if ".mixer." not in k}
     model.load_state_dict(fp_state, strict=False)

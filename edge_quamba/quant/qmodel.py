@@ -87,10 +87,13 @@ class QuantConfig:
     out_proj_input (the paper); "dynamic" at a per-token scale computed inside Hadamard + quantize (needs
     ``hadamard``; the site then has no static scale to calibrate or clip). An artifact written before this key
     existed reads as "static". Per-channel weights and the per-token scale are Quamba (Mamba1) W8A8 options.
-    ``bits`` picks the config (module docstring); ``group_size``, ``gptq`` and ``gptq_damp`` shape the int4 weights
-    of w4a8 / w4a16 (ignored at w8a8). ``method`` "quamba2" is accepted here and refused for Mamba1 models by
-    :func:`check_method`. At w4a16 nothing is quantized on the activation side: ``hadamard`` is recorded False and
-    the percentile fields are unused.
+    ``bits`` picks the config (module docstring); ``group_size``, ``gptq``, ``gptq_damp`` and ``gptq_act_order``
+    shape the int4 weights of w4a8 / w4a16 (ignored at w8a8). ``gptq_act_order``: GPTQ's columns by decreasing
+    Hessian diagonal with static group scales (:mod:`edge_quamba.quant.gptq`; the stored layout is the same); off by
+    default (no consistent gain on the demo models, README "Bit widths"); an artifact written before this key
+    existed reads as False (natural order, what it was quantized with).
+    ``method`` "quamba2" is accepted here and refused for Mamba1 models by :func:`check_method`. At w4a16 nothing is
+    quantized on the activation side: ``hadamard`` is recorded False and the percentile fields are unused.
 
     Quamba2 (``method="quamba2"``, Mamba2 models, :mod:`edge_quamba.quant.mamba2_qmodel`): ``sort_cluster`` reorders
     and groups the SSD input x (``head_groups`` x ``dim_groups`` scales per SSD group, capped at the heads per group
@@ -102,6 +105,7 @@ class QuantConfig:
     group_size: int = DEFAULT_GROUP_SIZE
     gptq: bool = True
     gptq_damp: float = DEFAULT_DAMP
+    gptq_act_order: bool = False
     percentile: float | None = DEFAULT_PERCENTILE
     percentile_momentum: float = DEFAULT_MOMENTUM
     percentile_activations: tuple[str, ...] | None = None
@@ -124,6 +128,8 @@ class QuantConfig:
             raise ConfigError(f"--bits {self.bits!r} is not one of {', '.join(BITS)}")
         if self.group_size < 1 or not self.gptq_damp > 0:
             raise ConfigError("--group-size must be >= 1 and the GPTQ damping > 0")
+        if not isinstance(self.gptq_act_order, bool):
+            raise ConfigError(f"gptq_act_order must be true or false, got {self.gptq_act_order!r}")
         if self.bits == "w4a16":  # no activation is quantized, so there is no int8 out_proj input to rotate
             object.__setattr__(self, "hadamard", False)
         if self.percentile is not None and not 0.0 < self.percentile <= 1.0:
@@ -184,6 +190,8 @@ class QuantConfig:
             raise ConfigError(f"unknown quantization config keys: {', '.join(unknown)}")
         if data.get("format_version") == 1 and data.get("method") == "quamba-w8a8":
             data = {**data, "method": "quamba"}  # format 1 named the one recipe it had "quamba-w8a8"
+        if "gptq_act_order" not in data:  # written before act order existed: its GPTQ ran in natural order
+            data = {**data, "gptq_act_order": False}
         return cls(**data)
 
 
@@ -232,12 +240,13 @@ class Int4Linear(nn.Module):
 
     @classmethod
     def from_weight(cls, weight: Tensor, bias: Tensor | None, group_size: int, hessian: Tensor | None,
-                    damp: float = DEFAULT_DAMP) -> "Int4Linear":
-        """Quantize ``weight`` (out, in): GPTQ with ``hessian`` (in, in), or round-to-nearest when it is None."""
+                    damp: float = DEFAULT_DAMP, act_order: bool = False) -> "Int4Linear":
+        """Quantize ``weight`` (out, in): GPTQ with ``hessian`` (in, in) (in activation order when ``act_order``),
+        or round-to-nearest when it is None."""
         module = cls(weight.shape[1], weight.shape[0], bias is not None, group_size)
         w = weight.detach().float()
         q, scales = quantize_weight_int4(w, group_size) if hessian is None else \
-            gptq_quantize(w, hessian, group_size, damp)
+            gptq_quantize(w, hessian, group_size, damp, act_order)
         module.weight_packed, module.weight_scale = pack_int4(q), scales
         if bias is not None:
             module.bias = bias.detach().float().clone()
@@ -400,7 +409,8 @@ class QuantMambaMixer(nn.Module):
             if not four_bit:
                 return QuantLinear.from_weight(weight, bias, per_channel)
             hessian = None if hessians is None else hessians[name]
-            return Int4Linear.from_weight(weight, bias, qconfig.group_size, hessian, qconfig.gptq_damp)
+            return Int4Linear.from_weight(weight, bias, qconfig.group_size, hessian, qconfig.gptq_damp,
+                                          qconfig.gptq_act_order)
 
         q.in_proj = linear("in_proj", mixer.in_proj.weight, mixer.in_proj.bias)
         q.conv_weight, q.conv_weight_scale = quantize_weight_per_tensor(mixer.conv1d.weight.detach()[:, 0, :])
@@ -550,7 +560,8 @@ def _w4a16_model(fp_model: MambaLM, qconfig: QuantConfig, hessians: list[dict[st
             fp_linear = getattr(fp_block.mixer, name)
             hessian = None if hessians is None else hessians[i][name]
             setattr(block.mixer, name, Int4Linear.from_weight(fp_linear.weight.float(), fp_linear.bias,
-                                                             qconfig.group_size, hessian, qconfig.gptq_damp))
+                                                             qconfig.group_size, hessian, qconfig.gptq_damp,
+                                                             qconfig.gptq_act_order))
     return model.eval()
 
 
