@@ -17,10 +17,11 @@ Variants are data (:data:`VARIANTS`: name -> QuantConfig keyword arguments), all
     quamba p=<P>                  the paper recipe's percentile swept (0.99999 is `w8a8 quamba` itself)
     quamba dynamic out_proj       a per-token out_proj input scale (QuantConfig.out_proj_scale)
   the 4-bit configs (issue 13; GPTQ weights from Hessians gathered in the same calibration pass):
-    w4a8                          int4 weights in groups of 128 columns, int8 activations, the default recipe's sites
-    w4a16                         int4 weights in groups of 128 columns, float16 activations
-    w4a16 g64                     ... with groups of 64 columns (the library default since 2026-12-01; the two rows
-                                  above keep 128, the size the measured JSONs hold, so that --resume stays consistent)
+    w4a8 g128, w4a8 g64           int4 weights in groups of 128 / 64 columns (64: the library default since
+                                  2026-12-01), int8 activations, the default recipe's clipped sites
+    w4a16 g128, w4a16 g64         int4 weights, float16 activations
+  (benchmarks/results/quality_big_h200.json names its group-128 rows "w4a8" and "w4a16": each row records its
+  whole QuantConfig)
 
 Each quantized variant is calibrated once per --seeds entry (calibration windows drawn with that seed, "file" for
 the first windows in file order); the table reports the mean over seeds and half the min-max range (+-). Variants
@@ -91,8 +92,9 @@ VARIANTS: dict[str, dict] = {
     "quamba p=0.9999": dict(percentile=0.9999, percentile_activations=U_ONLY),
     "quamba p=0.999999": dict(percentile=0.999999, percentile_activations=U_ONLY),
     "quamba dynamic out_proj": dict(out_proj_scale="dynamic", percentile_activations=U_ONLY),
-    "w4a8": dict(bits="w4a8", group_size=128, percentile_activations=("u", "out_proj_input")),
-    "w4a16": dict(bits="w4a16", group_size=128),
+    "w4a8 g128": dict(bits="w4a8", group_size=128, percentile_activations=("u", "out_proj_input")),
+    "w4a8 g64": dict(bits="w4a8", group_size=64, percentile_activations=("u", "out_proj_input")),
+    "w4a16 g128": dict(bits="w4a16", group_size=128),
     "w4a16 g64": dict(bits="w4a16", group_size=64),
 }
 """Quantized variants: name -> QuantConfig keyword arguments (on top of the calibration size and seed)."""

@@ -330,7 +330,7 @@ def test_quality_script_resume_and_four_bit(tmp_path, checkpoint):
                             str(tmp_path / "a")], capture_output=True, text=True, timeout=600, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
     before = json.loads((tmp_path / "a.json").read_text())
-    second = subprocess.run([*args, "--seeds", "0,1", "--variants", "fp16,w8a8 quamba,w4a8,w4a16", "--resume",
+    second = subprocess.run([*args, "--seeds", "0,1", "--variants", "fp16,w8a8 quamba,w4a8 g64,w4a16 g64", "--resume",
                              str(tmp_path / "a.json"), "--out-prefix", str(tmp_path / "b")],
                             capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-2000:]
@@ -339,10 +339,10 @@ def test_quality_script_resume_and_four_bit(tmp_path, checkpoint):
     assert "fp16:" not in log and "w8a8 quamba seed 0" not in log and "w8a8 quamba seed 1" in log  # kept, not re-run
     assert after["variants"]["fp16"] == before["variants"]["fp16"]
     assert after["variants"]["w8a8 quamba"]["runs"]["0"] == before["variants"]["w8a8 quamba"]["runs"]["0"]
-    assert all(sorted(after["variants"][v]["runs"]) == ["0", "1"] for v in ("w8a8 quamba", "w4a8", "w4a16"))
+    assert all(sorted(after["variants"][v]["runs"]) == ["0", "1"] for v in ("w8a8 quamba", "w4a8 g64", "w4a16 g64"))
     assert after["complete"] and after["calibration"]["seeds"] == [0, 1]
     assert after["resumed"]["commands"][0]["command"] == before["command"]
-    assert "w4a8" in after["sqnr_db"] and "w4a16" not in after["sqnr_db"]  # W4A16 has no int8 site
+    assert "w4a8 g64" in after["sqnr_db"] and "w4a16 g64" not in after["sqnr_db"]  # W4A16 has no int8 site
     other = shutil.copytree(model_dir, tmp_path / "other")  # the same model with other bytes (a retrained one)
     (other / "config.json").write_text((other / "config.json").read_text() + "\n")
     bad = subprocess.run([*args, "--seeds", "0", "--variants", "fp16", "--resume", str(tmp_path / "a.json"),

@@ -26,7 +26,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 MODEL_DIR=/tmp/edge_quamba_big
 QUALITY=(benchmarks/quality.py --device cuda --model "$MODEL_DIR" --eval-data calib_data/prose/evaluation.txt
          --calib-data calib_data/prose/calibration.txt --seq-lens 512,2048 --sqnr-windows 2
-         --variants "fp16,w8a8 naive,w8a8 +percentile,w8a8 +hadamard,w8a8 quamba,quamba +clip out_proj,quamba +clip in_proj,quamba +clip all inputs,quamba per-channel w,clip all + per-channel w,quamba p=0.999,quamba p=0.9999,quamba p=0.999999,quamba dynamic out_proj,w4a8,w4a16,w4a16 g64"
+         --variants "fp16,w8a8 naive,w8a8 +percentile,w8a8 +hadamard,w8a8 quamba,quamba +clip out_proj,quamba +clip in_proj,quamba +clip all inputs,quamba per-channel w,clip all + per-channel w,quamba p=0.999,quamba p=0.9999,quamba p=0.999999,quamba dynamic out_proj,w4a8 g64,w4a16 g64,w4a8 g128,w4a16 g128"
          --last-word-examples 100 --out-prefix "$OUT/quality_big_h200")
 t0=$(date +%s)
 

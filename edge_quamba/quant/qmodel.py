@@ -143,8 +143,6 @@ class QuantConfig:
         if unknown or not self.percentile_activations:
             raise ConfigError(f"percentile activations {list(self.percentile_activations)} must be a non-empty "
                               f"subset of {', '.join(SITE_NAMES)}")
-        if self.out_proj_scale not in OUT_PROJ_SCALES:
-            raise ConfigError(f"--out-proj-scale {self.out_proj_scale!r} is not one of {', '.join(OUT_PROJ_SCALES)}")
         if self.out_proj_scale == "dynamic" and not self.hadamard:
             raise ConfigError("--out-proj-scale dynamic needs the Hadamard rotation (the per-token scale is computed "
                               "inside Hadamard + quantize); drop --no-hadamard")
