@@ -151,11 +151,11 @@ class CudaBackend:
     name = "cuda"
 
     def __init__(self, model: MambaLM, device: str | torch.device = "cuda", graph: bool = True):
-        refuse_options(model)
-        require_cuda_kernels()
         self.device = torch.device(device)
         if self.device.type != "cuda":
             raise BackendUnavailableError(f"--backend cuda runs on a CUDA device, not {self.device}")
+        refuse_options(model)
+        require_cuda_kernels()
         self.model = prepare_gpu_model(model, self.device)
         with torch.inference_mode():
             self.token = torch.zeros(1, dtype=torch.long, device=self.device)  # static decode input
