@@ -103,6 +103,7 @@ def test_export_bits_fp32_writes_a_valid_fp32_export_folder(arch, fp_folders, tm
     result = json.loads(proc.stdout)
     checks = result["validation"]["ort"]["checks"]
     assert result["validation"]["ort"]["passed"] and len(checks) == 1 + 2 * 2
+    assert result["validation"]["ort"]["logits_rtol"] == result["validation"]["ort"]["ssm_state_rtol"] == FP32_RTOL
     assert sorted(Path(p).relative_to(out).as_posix() for p in result["files"]) == sorted(
         ["model.onnx", "tokenizer.json", "export_config.json", "fp/config.json", "fp/model.safetensors",
          "fp/tokenizer.json"])

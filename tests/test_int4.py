@@ -13,7 +13,7 @@ from onnx import TensorProto, numpy_helper
 from edge_quamba.errors import ConfigError
 from edge_quamba.models.config import parse_model_config
 from edge_quamba.models.mamba import MambaLM
-from edge_quamba.onnx.validate import check_graph
+from edge_quamba.onnx.validate import W4A16_RTOL, check_graph
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.quant.artifact import QUANT_CONFIG, load_quantized_model
 from edge_quamba.quant.calibrate import CalibrationData, LinearHessians, calibrate
@@ -364,8 +364,10 @@ def test_w4a16_export_validates_on_onnx_runtime(fp_folder, calib_file, tmp_path)
                           "--json")
     print(proc.stderr)
     assert proc.returncode == 0, proc.stderr
-    checks = json.loads(proc.stdout)["validation"]["ort"]["checks"]
+    validation = json.loads(proc.stdout)["validation"]["ort"]
+    checks = validation["checks"]
     assert [c["name"] for c in checks][:2] == ["logits", "conv_state_out.0"] and all(c["passed"] for c in checks)
+    assert validation["logits_rtol"] == validation["ssm_state_rtol"] == W4A16_RTOL  # the rtol it was checked at
     graph = onnx.load(str(out / "model.onnx"))
     assert check_graph(graph, "ort") == [] and not graph.functions
     assert {n.domain for n in graph.graph.node} == {""}  # no custom op: standard ops only
