@@ -311,7 +311,8 @@ def main() -> None:
                                     batch_size=args.calib_batch_size, progress=False, hessians=taps)
             amaxes.update({(name, label): amax for name, amax in zip(group, shared, strict=True)})
             if taps is not None:  # the same Hessians serve every 4-bit config of this pass
-                hessians.update({(name, label): taps.hessians() for name in group})
+                pass_hessians = taps.hessians()
+                hessians.update({(name, label): pass_hessians for name in group})
         print(f"[{time.time() - started:6.0f} s] calibrated seed {label}", file=sys.stderr, flush=True)
     for name in quantized:
         runs: dict[str, dict] = dict(measured.get(name, {}).get("runs", {}))

@@ -41,6 +41,17 @@ class OpRecorder(TorchDispatchMode):
         return out
 
 
+def record_prefill_and_decode(model, tokens):
+    """Prefill on tokens (b, l), then one decode step of the last token from the prefill's states, each under its
+    own :class:`OpRecorder` -> (prefill recorder, decode recorder, prefill logits)."""
+    with torch.inference_mode():
+        with OpRecorder() as prefill:
+            logits, states = model(tokens)
+        with OpRecorder() as decode:
+            model.step(tokens[:, -1], states)
+    return prefill, decode, logits
+
+
 @pytest.fixture(scope="module")
 def quantized():
     fp = fp_model(dtype=torch.float32, seed=3, hidden_size=48, noise=0.05)  # d_inner 96 = 12 * 8
@@ -52,11 +63,7 @@ def quantized():
 def test_model_calls_only_the_edge_quamba_ops(quantized):
     _, q, _ = quantized
     tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        with OpRecorder() as prefill:
-            _, states = q(tokens)
-        with OpRecorder() as decode:
-            q.step(tokens[:, -1], states)
+    prefill, decode, _ = record_prefill_and_decode(q, tokens)
     print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
     print("decode:", sorted(decode.edge_quamba), "int8 aten:", sorted(decode.int8_aten))
     fused = {"rms_norm_quantize", "int8_linear_quantize", "int8_linear", "hadamard_quantize"}

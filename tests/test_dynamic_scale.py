@@ -30,7 +30,7 @@ from edge_quamba.quant.qops import hadamard_quantize_dynamic
 from edge_quamba.quant.sites import SITE_NAMES
 from edge_quamba.runtime.ort_backend import session_options
 from helpers import cli_in_process, decode_stepwise, make_tokenizer, one_error_line, report
-from test_data_flow import OpRecorder
+from test_data_flow import OpRecorder, record_prefill_and_decode
 from test_onnx_ops import run_single_node
 from test_quantized_reference import calibration_tokens, fp_model
 
@@ -194,11 +194,7 @@ def test_static_model_keeps_the_static_ops_and_graph(models):
 def test_dynamic_model_calls_the_dynamic_ops_and_decode_equals_prefill(models):
     _, _, dynamic, _ = models
     tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        with OpRecorder() as prefill:
-            logits, states = dynamic(tokens)
-        with OpRecorder() as decode:
-            dynamic.step(tokens[:, -1], states)
+    prefill, decode, logits = record_prefill_and_decode(dynamic, tokens)
     print("prefill:", sorted(prefill.edge_quamba), "decode:", sorted(decode.edge_quamba))
     fused = {"rms_norm_quantize", "int8_linear_quantize", "hadamard_quantize_dynamic", "int8_linear_per_token"}
     assert prefill.edge_quamba == fused | {"int8_causal_conv1d", "int8_selective_scan"}

@@ -207,15 +207,11 @@ def test_quantized_mamba2_tracks_fp_and_clustering_helps(quantized, fp32_model):
 def test_mamba2_model_calls_only_the_edge_quamba_ops(quantized):
     """The Mamba2 data flow exists once: prefill and decode call torch.ops.edge_quamba.* (decode the one-token
     ops), and aten makes no int8 tensor except views and the zero states."""
-    from test_data_flow import VIEWS, OpRecorder
+    from test_data_flow import VIEWS, record_prefill_and_decode
 
     q = quantized["quamba2"]
     tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        with OpRecorder() as prefill:
-            _, states = q(tokens)
-        with OpRecorder() as decode:
-            q.step(tokens[:, -1], states)
+    prefill, decode, _ = record_prefill_and_decode(q, tokens)
     print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
     common = {"rms_norm_quantize", "int8_linear", "quantize", "gated_rms_norm", "hadamard_quantize"}
     assert prefill.edge_quamba == common | {"int8_causal_conv1d_channel_scales", "int8_ssd_scan"}

@@ -128,6 +128,9 @@ class FloatOps:
     for a dynamic out_proj scale (calibration then ignores it, the SQNR table compares it with the dynamic codes).
     """
 
+    conv_site = "u"
+    """The site observed after the conv's SiLU (Mamba2's is ssm_input: x | B | C)."""
+
     def __init__(self, mixer: MambaMixer, norm: Norm, hadamard: bool, tap: Tap | None):
         self.mixer, self.norm, self.hadamard, self.tap = mixer, norm, hadamard, tap
 
@@ -154,7 +157,7 @@ class FloatOps:
         conv = self.mixer.conv1d
         y, conv_state = causal_conv1d(x, conv.weight[:, 0, :], conv.bias, conv_state)
         u = F.silu(y)
-        self._observe("u", u)
+        self._observe(self.conv_site, u)
         return u, conv_state
 
     def selective_scan(self, u, dt, B, C, z, ssm_state) -> tuple[Tensor, Tensor]:
@@ -175,13 +178,7 @@ class Mamba2FloatOps(FloatOps):
     chunked as the fp reference's forward does."""
 
     mixer: Mamba2Mixer
-
-    def causal_conv1d(self, xBC: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
-        conv = self.mixer.conv1d
-        y, conv_state = causal_conv1d(xBC, conv.weight[:, 0, :], conv.bias, conv_state)
-        out = F.silu(y)
-        self._observe("ssm_input", out)
-        return out, conv_state
+    conv_site = "ssm_input"
 
     def ssd_scan(self, x, dt, B, C, ssm_state) -> tuple[Tensor, Tensor]:
         m, c = self.mixer, self.mixer.config
