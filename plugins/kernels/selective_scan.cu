@@ -9,7 +9,8 @@
 //   softplus and two expf per channel and timestep instead of per state), then the group steps through the chunk,
 //   broadcasting those scalars with __shfl_sync. B[t, s] and C[t, s] are read by lane s (the same 16 bytes for every
 //   channel of the block: L1 broadcast). y[t] is the shuffle-tree sum over the group, written by lane 0.
-// Numerics: every op an explicitly rounded intrinsic (no FMA), accurate expf / log1pf (numerics.cuh).
+// Numerics: every op an explicitly rounded intrinsic (no FMA), accurate expf / log1pf (numerics.cuh); int8 codes are
+// read with read_code (-128 as -127).
 #include <cmath>
 
 #include "numerics.cuh"
@@ -47,12 +48,13 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanP
         float delta = 0.0f, du = 0.0f, Du = 0.0f, gate = 0.0f;
         if (s < steps) {
             const int64_t t = t0 + s;
-            const float u = __fmul_rn(static_cast<float>(u_ptr[t * p.u_seq_stride]), p.u_scale);
-            const float dt = __fadd_rn(__fmul_rn(static_cast<float>(dt_ptr[t * p.dt_seq_stride]), p.dt_scale), dt_bias);
+            const float u = __fmul_rn(static_cast<float>(read_code(u_ptr[t * p.u_seq_stride])), p.u_scale);
+            const float dt_value = __fmul_rn(static_cast<float>(read_code(dt_ptr[t * p.dt_seq_stride])), p.dt_scale);
+            const float dt = __fadd_rn(dt_value, dt_bias);
             delta = softplus_rn(dt);
             du = __fmul_rn(delta, u);
             Du = __fmul_rn(D, u);
-            gate = silu_rn(__fmul_rn(static_cast<float>(z_ptr[t * p.z_seq_stride]), p.z_scale));
+            gate = silu_rn(__fmul_rn(static_cast<float>(read_code(z_ptr[t * p.z_seq_stride])), p.z_scale));
         }
 #pragma unroll
         for (int j = 0; j < G; ++j) {
@@ -60,8 +62,8 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanP
                 const int64_t t = t0 + j;
                 const float delta_t = __shfl_sync(0xffffffffu, delta, j, G);
                 const float du_t = __shfl_sync(0xffffffffu, du, j, G);
-                const float Bv = __fmul_rn(static_cast<float>(B_ptr[t * p.B_seq_stride]), p.B_scale);
-                const float Cv = __fmul_rn(static_cast<float>(C_ptr[t * p.C_seq_stride]), p.C_scale);
+                const float Bv = __fmul_rn(static_cast<float>(read_code(B_ptr[t * p.B_seq_stride])), p.B_scale);
+                const float Cv = __fmul_rn(static_cast<float>(read_code(C_ptr[t * p.C_seq_stride])), p.C_scale);
                 const float dA = expf(__fmul_rn(delta_t, a));
                 h = __fadd_rn(__fmul_rn(dA, h), __fmul_rn(du_t, Bv));
                 float y = __fmul_rn(h, Cv);
