@@ -256,12 +256,16 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
               help="Validation prompt: this many tokens of the calibration text.")
 @click.option("--validate-decode-steps", type=click.IntRange(min=0), default=8, show_default=True,
               help="Greedy decode steps validated after the prompt, states threaded through the graph.")
+@click.option("--float-parts", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="The TensorRT graph's residual stream between blocks (W8A8 Mamba1): float16 halves its memory "
+                   "traffic on a Jetson (norms and sums still computed in float32), at the cost measured by "
+                   "benchmarks/float_parts.py; validated against the reference with the same setting.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
 def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, gptq_order, head_groups, dim_groups,
             no_sort_cluster, no_group_bc, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
             no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer, validate_prompt_len,
-            validate_decode_steps, threads, as_json):
+            validate_decode_steps, float_parts, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
     Runtime against the quantized reference.
 
@@ -273,6 +277,8 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
 
     echo = lambda line: click.echo(line, err=as_json)  # noqa: E731
     if bits == "fp32":
+        if float_parts != "float32":
+            raise click.UsageError("--float-parts applies to a quantized model's TensorRT graph, not --bits fp32")
         result = export_fp32_model(model=model, out=out, target=target, calib_data=calib_data, tokenizer=tokenizer,
                                    prompt_len=validate_prompt_len, decode_steps=validate_decode_steps,
                                    threads=threads, echo=echo)
@@ -283,7 +289,7 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
                                  no_hadamard, calib_seed, weight_scales, out_proj_scale, method, bits, group_size,
                                  no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc, gptq_order),
             tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
-            decode_steps=validate_decode_steps, threads=threads, echo=echo,
+            decode_steps=validate_decode_steps, threads=threads, echo=echo, float_parts=float_parts,
         )
     if as_json:
         click.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],

@@ -36,15 +36,16 @@ def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
 
 
 def test_last_position_is_a_slice_from_the_shape_not_a_negative_gather(trt_lowered):
+    """Then the final norm and the lm_head see the last position only."""
     _, graph = trt_lowered
     nodes = {out: node for node in graph.graph.node for out in node.output}
     for node in graph.graph.node:
         if node.op_type == "Gather":
             assert node.output[0] == "embeddings.gathered", f"unexpected Gather {node.name}"
-    last = nodes["norm_f.last"]
+    last = nodes["residual.last"]
     assert last.op_type == "Squeeze"
     sliced = nodes[last.input[0]]
-    assert sliced.op_type == "Slice" and sliced.input[0] == "norm_f.scaled"
+    assert sliced.op_type == "Slice" and sliced.input[0] == f"layers.{trt_lowered[0].config.n_layer - 1}.residual"
     start, end = nodes[sliced.input[1]], nodes[sliced.input[2]]
     assert start.op_type == "Sub" and end.op_type == "Shape" and end.input == ["input_ids"]
     assert nodes[start.input[0]] is end  # start = l - 1, a non-negative index computed at run time
@@ -98,3 +99,33 @@ def test_saturating_gemm_outputs_validate_exactly(tmp_path):
             assert "codes of -128 read as -127" in note
         else:
             assert "-128" not in note  # the ORT flavour clamps before every QuantizeLinear
+
+
+def test_float16_float_parts_validate_exactly_against_the_float16_reference(tmp_path):
+    """--float-parts float16: the residual stream is float16 between blocks in both the reference
+    (use_float_parts) and the TensorRT graph, so the graph's codes equal that reference's (ties followed) while they
+    differ from the float32 reference's; a mismatched setting is refused."""
+    from edge_quamba.onnx import INPUT_IDS
+    from edge_quamba.quant.qmodel import use_float_parts
+
+    qmodel, _, _ = quantized_model(SHAPES[1])  # LayerNorm, untied, biases: every float part
+    with pytest.raises(ValueError, match="float_parts"):
+        lower_model(qmodel, "tensorrt", float_parts="float16")  # the reference is still float32
+    use_float_parts(qmodel, "float16")
+    graph = lower_model(qmodel, "tensorrt", float_parts="float16")
+    assert check_graph(to_tensorrt_flavour(graph), "tensorrt") == []
+    produced = {out: node for node in graph.graph.node for out in node.output}
+    n = qmodel.config.n_layer
+    assert produced[f"layers.{n - 1}.residual"].op_type == "Cast"  # float16 between blocks
+    assert produced["embeddings.gathered"].input[1] == INPUT_IDS and "embeddings.out" not in produced
+    onnx.save(graph, str(tmp_path / "trt16.onnx"))
+    prompt = torch.randint(0, qmodel.config.vocab_size, (32,), generator=torch.Generator().manual_seed(4)).tolist()
+    report = validate_on_ort(graph, tmp_path / "trt16.onnx", qmodel, prompt, 3, flavour="tensorrt")
+    print(*report.lines(), sep="\n")
+    assert report.passed
+    with torch.inference_mode():
+        half_logits, _ = qmodel(torch.tensor([prompt]))
+        use_float_parts(qmodel, "float32")
+        full_logits, _ = qmodel(torch.tensor([prompt]))
+    print("float16 vs float32 parts, max |logit diff|:", float((half_logits - full_logits).abs().max()))
+    assert not torch.equal(half_logits, full_logits)  # the setting reaches the reference

@@ -229,6 +229,9 @@ class MambaLM(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False, dtype=dtype)
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embeddings.weight
+        self.residual_storage: torch.dtype | None = None
+        """The residual stream's dtype between blocks when set (the quantized reference's float16 "float parts",
+        :func:`edge_quamba.quant.qmodel.use_float_parts`); None: :meth:`residual_dtype`'s default."""
 
     @property
     def device(self) -> torch.device:
@@ -236,6 +239,8 @@ class MambaLM(nn.Module):
         return self.backbone.embeddings.weight.device
 
     def residual_dtype(self) -> torch.dtype:
+        if self.residual_storage is not None:
+            return self.residual_storage
         return compute_dtype(self.dtype) if self.config.residual_in_fp32 else self.dtype
 
     def empty_states(self, batch: int) -> list[LayerState]:

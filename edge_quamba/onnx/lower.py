@@ -34,6 +34,19 @@ What ONNX Runtime (1.32, CPU) fuses, found by reading its optimized graph (tests
       the copy, but on x86 that selects an s8 x s8 kernel 56x slower than the uint8 one, so the ort backend keeps
       ORT's default. The TensorRT flavour has no copy.
 
+The TensorRT flavour's GEMMs (TensorRT fuses a QuantizeLinear that directly follows a GEMM into its epilogue, and a
+pointwise op in between blocks that; TensorRT's QuantizeLinear saturates to [-128, 127], so the clamp to -127 moves to
+the readers, :func:`edge_quamba.quant.primitives.read_codes`):
+    * in_proj:  DQ(x_q) @ DQ(W) -> QuantizeLinear(xz_scale) -> Split as int8 into x_q | z_q: fusion-eligible;
+    * x_proj:   DQ(u_q) @ DQ(W) -> QuantizeLinear(dbc_scale) -> Split as int8 into dt_r_q | B_q | C_q: eligible;
+    * dt_proj:  reads dt_r_q through a clamped requantization Q(Max(DQ(dt_r_q), -127 s)) (its own small pointwise
+                pass over (b, l, r): a GEMM must not read -128), then DQ @ DQ(W) -> QuantizeLinear(dt_scale): eligible;
+    * out_proj: DQ(y_q) @ DQ(W) (+ bias) -> float32 into the residual Add: nothing to requantize; the Add is the
+                GEMM's elementwise epilogue candidate.
+The ORT flavour keeps the Max before every QuantizeLinear (ORT's QDQ fusions want it so: see above). Both are
+validated against the same reference: the -128 codes the TensorRT flavour writes read as -127 downstream, exactly
+what the reference computes (tests/test_tensorrt_graph.py makes GEMM outputs saturate and checks it).
+
 Per-token out_proj input scale (``QuantConfig.out_proj_scale = "dynamic"``, ORT flavour only): HadamardQuantizeDynamic
 makes y_q and y_scale (b, l), and out_proj is ``MatMulInteger(y_q + 128 as uint8, W_q, a_zero_point 128) -> Cast ->
 Mul(y_scale[..., None] * w_scale) (+ bias)``: a DequantizeLinear takes no (b, l) scale in opset 17, and ORT's
@@ -457,7 +470,8 @@ FLAVOURS = ("ort", "tensorrt")
 """What each graph is lowered for (the TensorRT flavour then becomes plugin nodes: :mod:`edge_quamba.onnx.tensorrt`)."""
 
 
-def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) -> onnx.ModelProto:
+def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False,
+                float_parts: str = "float32") -> onnx.ModelProto:
     """The graph of a quantized reference model, custom ops as model-local functions (an fp model in float32:
     the fp32 baseline graph, standard ops only, "ort" flavour only).
 
@@ -468,6 +482,10 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     values the reference computes with), and only the last position goes through the lm_head, in float16:
     ``last_logits`` (b, v) float16 (generation needs nothing else; a 50k x 2560 head in float32 would read 512 MB
     per token). Everything between is identical. progress: a progress bar on stderr.
+    float_parts "float16" (TensorRT flavour only; ``model`` must hold the same setting,
+    :func:`edge_quamba.quant.qmodel.use_float_parts`): the residual stream is float16 between blocks (the embedding
+    rows as stored; each block ``Cast(Cast(resid, float32) + out, float16)``), the norms and out_proj still float32
+    inside (their Casts are what TensorRT fuses into the neighbouring kernels).
     A model with a per-token out_proj input scale has only the "ort" flavour (ConfigError for "tensorrt").
     """
     if flavour not in FLAVOURS:
@@ -505,6 +523,10 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     opset, ir_version = (INT4_OPSET, INT4_IR_VERSION) if four_bit else (OPSET, IR_VERSION)
     if four_bit and flavour != "ort":
         raise InputError(NO_4BIT_TENSORRT)
+    half = float_parts == "float16"
+    if half != (model.residual_storage == torch.float16) or (half and flavour != "tensorrt"):
+        raise ValueError(f"float_parts {float_parts!r} needs the TensorRT flavour and a reference with the same "
+                         f"residual dtype (use_float_parts), got {flavour!r} and {model.residual_storage}")
     g = GraphBuilder(opset, flavour)
     table = model.backbone.embeddings.weight  # (v, d) float32 holding float16 values (the artifact stores fp16)
     if flavour == "ort":
@@ -513,12 +535,17 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     else:
         embeddings = g.init("embeddings.weight", table.half())  # exact: the values are float16 already
         gathered = g.op("Gather", embeddings, INPUT_IDS, axis=0, out="embeddings.gathered")  # (b, l, d) float16
-        resid = g.op("Cast", gathered, to=TensorProto.FLOAT, out="embeddings.out")
+        resid = gathered if half else g.op("Cast", gathered, to=TensorProto.FLOAT, out="embeddings.out")
     layers = tqdm(model.backbone.layers, desc="lowering", unit="layer", disable=not progress, leave=False)
     for i, block in enumerate(layers):
-        resid = g.op("Add", resid, _mixer(g, block, resid, i), out=f"layers.{i}.residual")
-    normed = g.norm(resid, model.backbone.norm_f, "norm_f")  # (b, l, d) float32
+        if half:  # float16 between blocks, float32 inside: the norm and the sum read the float32 copy
+            resid32 = g.op("Cast", resid, to=TensorProto.FLOAT, out=f"layers.{i}.residual_in")
+            total = g.op("Add", resid32, _mixer(g, block, resid32, i), out=f"layers.{i}.residual_sum")
+            resid = g.op("Cast", total, to=TensorProto.FLOAT16, out=f"layers.{i}.residual")  # (b, l, d) float16
+        else:
+            resid = g.op("Add", resid, _mixer(g, block, resid, i), out=f"layers.{i}.residual")
     if flavour == "ort":
+        normed = g.norm(resid, model.backbone.norm_f, "norm_f")  # (b, l, d) float32
         g.give_linears_own_codes()
         head = embeddings if c.tie_embeddings else g.init("lm_head.weight", model.lm_head.weight.float())  # (v, d)
         flat = g.op("Reshape", normed, g.ints(-1, c.d_model))  # (b*l, d)
@@ -528,8 +555,11 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         logits = helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["b", "l", c.vocab_size])
     else:
         head = embeddings if c.tie_embeddings else g.init("lm_head.weight", model.lm_head.weight.half())  # (v, d)
-        last = g.last_position(normed, "norm_f.last")  # (b, d)
-        last16 = g.op("Cast", last, to=TensorProto.FLOAT16, out="norm_f.last_fp16")  # (b, d)
+        last = g.last_position(resid, "residual.last")  # (b, d): the norm is per position, so only the last one
+        if half:
+            last = g.op("Cast", last, to=TensorProto.FLOAT, out="residual.last_fp32")
+        normed = g.norm(last, model.backbone.norm_f, "norm_f")  # (b, d) float32
+        last16 = g.op("Cast", normed, to=TensorProto.FLOAT16, out="norm_f.last_fp16")  # (b, d)
         g.op("Gemm", last16, head, transB=1, out=LAST_LOGITS)  # (b, v) float16
         logits = helper.make_tensor_value_info(LAST_LOGITS, TensorProto.FLOAT16, ["b", c.vocab_size])
 

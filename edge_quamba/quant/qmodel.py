@@ -480,13 +480,34 @@ class QuantResidualBlock(nn.Module):
         self.mixer = QuantMambaMixer(config, hadamard, layer, per_channel, out_proj_scale, group_size)
 
     def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
-        """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state."""
+        """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state. The sum is float32, stored in
+        resid's dtype (float32, or float16 with :func:`use_float_parts`: one rounding of the float32 sum)."""
         out, state = (self.mixer.step if step else self.mixer)(resid, state, self.norm)
-        return resid + out, state
+        return (resid.float() + out).to(resid.dtype), state
 
 
 # Floating-point weights outside the mixers (embeddings, norms, lm_head) are stored in fp16.
 FLOAT_STORAGE_DTYPE = torch.float16
+
+FLOAT_PARTS = {"float32": torch.float32, "float16": torch.float16}
+"""The residual stream's storage dtype between blocks of a W8A8 model (``export --float-parts``)."""
+
+
+def use_float_parts(model: MambaLM, float_parts: str) -> MambaLM:
+    """Set the residual stream's storage dtype of a quantized W8A8 Mamba1 reference (in place; returns it).
+
+    "float32" (the default): the stream, the norms and out_proj's output are float32. "float16": the stream is
+    stored in float16 between blocks (embedding rows as stored; each block's sum ``resid + out_proj(...)`` computed
+    in float32, then rounded to float16 once), while every norm still computes in float32 from it and out_proj still
+    writes float32: the TensorRT graph's float16 float parts (:func:`edge_quamba.onnx.lower.lower_model`), which
+    halve the stream's memory traffic. The int8 codes then differ from the float32 model's wherever that rounding
+    moves a value across a rounding boundary (benchmarks/float_parts.py measures how often, and the perplexity)."""
+    if float_parts not in FLOAT_PARTS:
+        raise ConfigError(f"--float-parts {float_parts!r} is not one of {', '.join(FLOAT_PARTS)}")
+    if float_parts != "float32" and not all(isinstance(block, QuantResidualBlock) for block in model.backbone.layers):
+        raise ConfigError(f"--float-parts {float_parts} applies to quantized Mamba1 models (the TensorRT graph) only")
+    model.residual_storage = None if float_parts == "float32" else FLOAT_PARTS[float_parts]
+    return model
 
 
 W4A16_DTYPE = torch.float16
