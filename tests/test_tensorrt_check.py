@@ -370,3 +370,29 @@ def test_require_raises_one_line_naming_the_rules():
     print(message)
     assert "\n" not in message and "(TRT020, TRT060;" in message and "norm_f.last" in message
     require_tensorrt_conformance(good_graph())  # conforms: no error
+
+
+def test_export_refuses_a_tensorrt_graph_that_fails_and_writes_nothing(tmp_path, monkeypatch):
+    """export --target tensorrt on a small random checkpoint, with a node TensorRT 10.3 has no rule for here (an
+    unused Round: onnx.checker and validate.check_graph pass it): ConformanceError before anything is validated or
+    written; no output folder, no temporary folder."""
+    from helpers import make_tokenizer, random_hf_model, save_transformers_layout
+
+    from edge_quamba.onnx import export
+    from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
+    from edge_quamba.quant.qmodel import QuantConfig
+
+    def broken(graph):
+        trt = to_tensorrt_flavour(graph)
+        trt.graph.node.append(helper.make_node("Round", ["embeddings.out"], ["rounded"], name="stray_round"))
+        return trt
+
+    tokenizer = make_tokenizer(120)
+    fp = save_transformers_layout(random_hf_model(seed=3, vocab_size=tokenizer.get_vocab_size()),
+                                  tmp_path / "fp", tokenizer)
+    monkeypatch.setattr(export, "to_tensorrt_flavour", broken)
+    out = tmp_path / "out"
+    with pytest.raises(ConformanceError, match=r"TRT010.*stray_round: Round is not in the checked ops table"):
+        export.export_model(model=str(fp), out=out, target="tensorrt", progress=False, echo=print,
+                            qconfig=QuantConfig(calib_samples=2, calib_seq_len=16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp"]
