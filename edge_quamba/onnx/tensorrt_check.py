@@ -49,6 +49,9 @@ FIELD_ATTR = {"FLOAT32": onnx.AttributeProto.FLOAT, "INT32": onnx.AttributeProto
 SELECTORS = ("plugin_version", "plugin_namespace")
 DEFAULT_DOMAINS = ("", "ai.onnx")
 FLOAT_TYPES = ("FLOAT", "FLOAT16", "BFLOAT16")
+SMALL_INITIALIZER = 4096
+"""Initializers up to this many elements keep their values in the inference copy (shape constants, scales); larger
+ones (weights) enter it as typed graph inputs."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,11 +125,19 @@ class _Graph:
     def _infer(self) -> tuple[dict[str, _Tensor], str | None]:
         """Element types and shapes of every tensor (see the module docstring); the first line of a strict-mode
         inference error, if any (types then come from a non-strict pass)."""
-        surrogate = onnx.ModelProto()
-        surrogate.CopyFrom(self.model)
-        del surrogate.functions[:]
+        surrogate = onnx.ModelProto(ir_version=self.model.ir_version, opset_import=self.model.opset_import)
+        graph = surrogate.graph
+        graph.input.extend(self.graph.input)
+        graph.output.extend(self.graph.output)
+        graph.value_info.extend(self.graph.value_info)
+        listed = {vi.name for vi in self.graph.input}
+        for init in self.graph.initializer:  # weights enter as typed inputs: no copy of their bytes
+            if int(np.prod(init.dims)) <= SMALL_INITIALIZER:
+                graph.initializer.append(init)
+            elif init.name not in listed:
+                graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
         nodes = []
-        for node in surrogate.graph.node:
+        for node in self.graph.node:
             spec = ALL_SPECS.get(node.op_type) if node.domain not in DEFAULT_DOMAINS else None
             sources = _shape_sources(spec) if spec is not None else None
             if sources is None or len(node.input) != len(spec.inputs) or len(node.output) > len(spec.outputs):
@@ -135,9 +146,8 @@ class _Graph:
             for out, source, t in zip(node.output, sources, spec.outputs):
                 if out and node.input[source]:
                     nodes.append(helper.make_node("Cast", [node.input[source]], [out], to=ELEM[t.dtype]))
-        del surrogate.graph.node[:]
-        surrogate.graph.node.extend(nodes)
-        for out in surrogate.graph.output:  # inferred afresh, to compare with the declared type (TRT031)
+        graph.node.extend(nodes)
+        for out in graph.output:  # inferred afresh, to compare with the declared type (TRT031)
             out.type.tensor_type.elem_type = TensorProto.UNDEFINED
         error = None
         try:
