@@ -3,7 +3,9 @@
     1. the quantized artifact: quantize the fp checkpoint (``quantize_checkpoint``), or copy the given artifact, into
        ``quantized/`` of the new folder
     2. lower it (:func:`edge_quamba.onnx.lower.lower_model`) and derive the TensorRT flavour
-    3. check both flavours: onnx.checker (full_check) and :func:`edge_quamba.onnx.validate.check_graph`
+    3. check both flavours: onnx.checker (full_check) and :func:`edge_quamba.onnx.validate.check_graph`; a TensorRT
+       graph to be written must also pass :func:`edge_quamba.onnx.tensorrt_check.require_tensorrt_conformance`
+       (ConformanceError: nothing is written)
     4. write the ONNX file(s) of ``target``, the tokenizer and export_config.json
     5. validate on ONNX Runtime against the reference in ``quantized/`` (:func:`validate_on_ort`): one line per output
 
@@ -43,6 +45,7 @@ from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, FP32_GR
 from edge_quamba.onnx.lower import (FLAVOURS, NO_4BIT_TENSORRT, NO_FP32_TENSORRT, NO_MAMBA2_GRAPH,
                                     TENSORRT_DYNAMIC_REFUSAL, lower_model)
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
+from edge_quamba.onnx.tensorrt_check import require_tensorrt_conformance
 from edge_quamba.onnx.validate import (FP32_RTOL, ValidationReport, check_graph, validate_float_graph_on_ort,
                                        validate_on_ort)
 from edge_quamba.ops.specs import DOMAIN, SPECS
@@ -185,6 +188,8 @@ def export_model(
             problems = check_graph(graph, flavour)
             if problems:  # a lowering bug, not a user error: keep the traceback
                 raise AssertionError(f"{flavour} graph: {len(problems)} problems, first: {problems[0]}")
+        if "tensorrt" in targets:  # TensorRT 10.3's parser and headers, edge_quamba/onnx/tensorrt_rules.json
+            require_tensorrt_conformance(flavours["tensorrt"], TRT_MODEL)
         written = []
         for name in targets:
             onnx.save(flavours[name], str(tmp / TARGET_FILES[name]))
