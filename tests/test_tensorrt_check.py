@@ -319,11 +319,8 @@ def test_a_negative_index_on_a_static_axis_is_allowed():
 
 
 @pytest.fixture(scope="module")
-def demo_trt_graph(request, tmp_path_factory):
-    """The TensorRT graph export would write for a demo model (quantized once per session: 4 x 128 calibration
-    tokens; lowered and made plugin nodes as export does, without export's conformance hook)."""
-    from edge_quamba.onnx.lower import lower_model
-    from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
+def demo_quantized(request, tmp_path_factory):
+    """A demo model quantized once per session (4 x 128 calibration tokens)."""
     from edge_quamba.quant.artifact import load_quantized_model
     from edge_quamba.quant.pipeline import quantize_checkpoint
     from edge_quamba.quant.qmodel import QuantConfig
@@ -333,7 +330,7 @@ def demo_trt_graph(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(name) / "quantized"
     quantize_checkpoint(model=name, out=out, qconfig=QuantConfig(method=method, calib_samples=4, calib_seq_len=128),
                         progress=False)
-    return to_tensorrt_flavour(lower_model(load_quantized_model(out), "tensorrt"))
+    return load_quantized_model(out)
 
 
 DEMOS = [
@@ -344,20 +341,19 @@ DEMOS = [
 ]
 
 
-@pytest.mark.parametrize("demo_trt_graph", DEMOS, indirect=True)
-@pytest.mark.xfail(strict=True, reason="issue 18 item 1: norm_f.last is Gather(-1) on the dynamic axis l (TRT020) "
-                                       "until lower.py takes the last position in a form TensorRT defines; remove "
-                                       "this mark with that change")
-def test_demo_tensorrt_graph_breaks_no_rule(demo_trt_graph):
-    assert rules_of(demo_trt_graph) == []
+@pytest.mark.parametrize("demo_quantized", DEMOS, indirect=True)
+@pytest.mark.parametrize("float_parts", ["float32", "float16"])
+def test_demo_tensorrt_graph_breaks_no_rule(demo_quantized, float_parts):
+    """The TensorRT graph export writes for a demo model (lowered and made plugin nodes as export does, without
+    export's own conformance hook), with either float parts."""
+    from edge_quamba.onnx.lower import lower_model
+    from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
+    from edge_quamba.quant.qmodel import use_float_parts
 
-
-@pytest.mark.parametrize("demo_trt_graph", DEMOS, indirect=True)
-def test_demo_tensorrt_graph_breaks_nothing_but_the_last_position_rule(demo_trt_graph):
-    """Everything but issue 18 item 1 holds today (and, after that fix, everything)."""
-    violations = check_tensorrt_graph(demo_trt_graph)
+    graph = lower_model(use_float_parts(demo_quantized, float_parts), "tensorrt", float_parts=float_parts)
+    violations = check_tensorrt_graph(to_tensorrt_flavour(graph))
     print("\n".join(map(str, violations)))
-    assert all((v.rule, v.where) == ("TRT020", "norm_f.last") for v in violations)
+    assert violations == []
 
 
 def test_require_raises_one_line_naming_the_rules():
