@@ -260,6 +260,37 @@ def test_openai_client_raises_its_own_errors(client):
         client.completions.create(model="demo", prompt=PROMPT, temperature=3)
 
 
+class Failing:
+    """A backend whose model breaks: NaN logits (a one-line NumericsError) or a bug (any other exception)."""
+
+    name = "failing"
+
+    def __init__(self, bug: bool):
+        self.bug = bug
+
+    def prefill(self, tokens):
+        if self.bug:
+            raise RuntimeError("a bug deep inside")
+        return torch.full((8192,), float("nan")), None
+
+
+@pytest.mark.parametrize("bug", [False, True])
+def test_a_failing_model_is_a_500_without_traceback_and_frees_the_slot(served, bug):
+    broken = dataclasses.replace(served, engine=Engine(Failing(bug), served.engine.tokenizer))
+    with running(broken) as base:
+        for _ in range(2):  # the second is answered too: the slot was freed
+            whole = httpx.post(f"{base}/v1/completions", json=GOOD, timeout=10)
+            print(whole.text)
+            assert whole.status_code == 500
+            error = whole.json()["error"]
+            assert error["type"] == "server_error" and "Traceback" not in whole.text
+            assert ("see the server log" in error["message"]) == bug
+            assert bug or "NaN logits" in error["message"]
+        streamed = httpx.post(f"{base}/v1/completions", json={**GOOD, "stream": True}, timeout=10)
+        assert streamed.status_code == 200  # the stream had started: the error comes as an event
+        assert '"error"' in streamed.text.splitlines()[-2] and "Traceback" not in streamed.text
+
+
 # ------------------------------------------------------------------------------------------------------------
 # One sequence at a time: queue, 429, disconnects, timeouts (on a slowed backend)
 
