@@ -429,3 +429,21 @@ def test_request_timeout_ends_generation_with_length(served):
     assert answer["choices"][0]["finish_reason"] == "length"
     assert 0 < answer["usage"]["completion_tokens"] < 256
     assert 0.9 < elapsed < 4.0
+
+
+def test_load_benchmark_clients_retry_429s_and_all_get_served(served):
+    """benchmarks/serve_load.py's clients against a server with no queue: refusals are retried after Retry-After
+    and counted, nothing fails."""
+    import asyncio
+
+    from benchmarks.serve_load import percentile, run_clients
+
+    assert percentile([3.0, 1.0, 2.0, 4.0], 50) == 2.0 and percentile([3.0, 1.0, 2.0, 4.0], 99) == 4.0
+    no_queue = dataclasses.replace(served, name="bench", limits=dataclasses.replace(served.limits, max_queue=0))
+    with running(no_queue) as base:
+        results, wall = asyncio.run(run_clients(base, clients=3, per_client=1, max_tokens=4, time_limit=60))
+    print(results)
+    assert [r["ok"] for r in results] == [True] * 3
+    assert [r["tokens"] for r in results] == [4] * 3
+    assert sum(r["refused"] for r in results) >= 2  # one ran, the other two were refused at least once
+    assert all(r["ttft_s"] <= r["latency_s"] for r in results)
