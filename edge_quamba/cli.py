@@ -349,6 +349,60 @@ def build_engine(model, out, plugins, max_prompt_len):
         click.echo(f"wrote {path}/{name}")
 
 
+@cli.command()
+@model_option
+@backend_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. The default is loopback only: the server has no authentication.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@tokenizer_option
+@threads_option
+@click.option("--served-model-name", default=None, metavar="NAME",
+              help="The model id clients send and GET /v1/models lists. Default: --model as given (demo without).")
+@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Jinja chat template file. Default: the model folder's chat_template.jinja or "
+              "tokenizer_config.json, else the plain 'User: ... Assistant:' template (README, Serving).")
+@click.option("--max-prompt-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Refuse longer prompts (400).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Most tokens one request may generate (400 above; the chat default).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True,
+              help="Refuse larger request bodies (413).")
+@click.option("--max-queue", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Requests that may wait while one generates; one more gets 429 with Retry-After.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              help="Seconds from arrival: a request still queued then gets 503; a generation still running stops "
+              "(finish_reason \"length\").")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="On SIGTERM, seconds the running generation may take to finish before it is cancelled.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+@click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
+def serve(model, backend, host, port, tokenizer, threads, served_model_name, chat_template, max_prompt_tokens,
+          max_tokens, max_body_bytes, max_queue, request_timeout, shutdown_timeout, log_level, no_access_log):
+    """OpenAI-compatible HTTP server: POST /v1/completions and /v1/chat/completions (streamed as server-sent events
+    with "stream": true), GET /v1/models, /health, and /metrics (Prometheus).
+
+    One sequence generates at a time (no batching); up to --max-queue requests wait in arrival order. A client that
+    disconnects cancels its request. SIGTERM or Ctrl-C: stop accepting, refuse the queue (503), let the running
+    generation finish within --shutdown-timeout (then cancel it), exit 0. Needs the `serve` extra:
+    pip install "edge-quamba[serve]"."""
+    try:
+        from edge_quamba.serve.server import serve as run_server
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(f"`serve` needs {exc.name}, which is not installed: pip install "
+                                   f"\"edge-quamba[serve]\"") from None
+    from edge_quamba.serve.schemas import Limits
+
+    run_server(model=model, backend=backend, host=host, port=port, tokenizer=tokenizer, threads=threads,
+               served_model_name=served_model_name, chat_template=chat_template,
+               limits=Limits(max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens,
+                             max_body_bytes=max_body_bytes, max_queue=max_queue, request_timeout_s=request_timeout,
+                             shutdown_timeout_s=shutdown_timeout),
+               access_log=not no_access_log, log_level=log_level,
+               announce=lambda line: click.echo(line, err=True))
+
+
 def check_utf8(text: str, option: str) -> None:
     """Command-line text that is not valid UTF-8 reaches Python as lone surrogates (PEP 383); refuse it in one
     line instead of failing deep inside the tokenizer or the JSON writer."""
