@@ -2,7 +2,7 @@
 
 ``ref`` runs the PyTorch reference (fp or quantized) anywhere; ``ort`` an export folder on ONNX Runtime; ``cuda`` the
 quantized reference on a GPU with CUDA kernels and CUDA-graph decode (:mod:`edge_quamba.runtime.cuda_backend`);
-``tensorrt`` an engine folder (:mod:`edge_quamba.runtime.tensorrt_engine`). A
+``tensorrt`` an engine folder (:mod:`edge_quamba.runtime.tensorrt_backend`, numpy and cuda-python: no torch). A
 backend that cannot run here says why in one line (BackendUnavailableError); nothing ever falls back to another
 backend. Logits are a torch tensor (possibly on the backend's device: cuda) or a numpy array (tensorrt); sampling
 takes either.
@@ -85,7 +85,8 @@ def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype | None = N
 
         return load_cuda_backend(path, kind)
     if name == "tensorrt":
-        from edge_quamba.runtime.tensorrt_engine import TensorRTBackend, import_tensorrt
+        from edge_quamba.runtime.tensorrt_backend import TensorRTBackend
+        from edge_quamba.runtime.tensorrt_engine import import_tensorrt
 
         import_tensorrt()  # one line where TensorRT is absent, whatever the folder
         if kind != "engine":
