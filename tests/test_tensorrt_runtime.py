@@ -58,11 +58,13 @@ def _drop_fake_modules() -> None:
 @pytest.fixture
 def fakes(monkeypatch):
     """tests/fakes first on sys.path: ``import tensorrt`` and ``import cuda.bindings.runtime`` get the fakes (fresh
-    module state per test)."""
+    module state per test); real modules of those names, if this process had imported any, are put back after."""
+    real = {n: m for n, m in sys.modules.items() if n.split(".")[0] in FAKE_MODULES}
     _drop_fake_modules()
     monkeypatch.syspath_prepend(str(FAKES))
     yield
     _drop_fake_modules()
+    sys.modules.update(real)
 
 
 def fake_plugin_library(path: Path, drop: str | None = None) -> Path:
