@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
+import fakes as fake_modules
 from helpers import TEXT, cli_in_process, make_tokenizer, one_error_line, random_hf_model, save_transformers_layout
 
-FAKES = Path(__file__).parent / "fakes"
+FAKES = fake_modules.FOLDER
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "The quick brown fox"
-FAKE_MODULES = ("tensorrt", "cuda")
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +50,11 @@ def export_folder(tmp_path_factory):
     return root / "x"
 
 
-def _drop_fake_modules() -> None:
-    for name in [n for n in sys.modules if n.split(".")[0] in FAKE_MODULES]:
-        del sys.modules[name]
-
-
 @pytest.fixture
 def fakes(monkeypatch):
-    """tests/fakes first on sys.path: ``import tensorrt`` and ``import cuda.bindings.runtime`` get the fakes (fresh
-    module state per test); real modules of those names, if this process had imported any, are put back after."""
-    real = {n: m for n, m in sys.modules.items() if n.split(".")[0] in FAKE_MODULES}
-    _drop_fake_modules()
-    monkeypatch.syspath_prepend(str(FAKES))
-    yield
-    _drop_fake_modules()
-    sys.modules.update(real)
+    """``import tensorrt`` and ``import cuda.bindings.runtime`` get the fakes (fresh module state per test)."""
+    with fake_modules.installed(monkeypatch):
+        yield
 
 
 def fake_plugin_library(path: Path, drop: str | None = None) -> Path:
@@ -86,7 +76,7 @@ def engine(export_folder, tmp_path, fakes):
     library = fake_plugin_library(tmp_path / "libplugins.so")
     proc = build(export_folder, tmp_path / "engine", library)
     assert proc.returncode == 0, proc.stderr
-    _drop_fake_modules()  # the runtime starts from fresh fakes, as in a process of its own
+    fake_modules.drop()  # the runtime starts from fresh fakes, as in a process of its own
     return tmp_path / "engine"
 
 
@@ -328,7 +318,7 @@ def test_refusals_are_one_line(engine, tmp_path, monkeypatch, change):
         monkeypatch.setattr(runtime, "DEVICE_COUNT", 0)
         words = "needs an NVIDIA GPU and CUDA finds none (cudaErrorNoDevice"
     else:
-        _drop_fake_modules()
+        fake_modules.drop()
         monkeypatch.setitem(sys.modules, "cuda", None)  # `import cuda...` raises ImportError
         words = "needs cuda-python (module cuda.bindings.runtime)"
     line = one_error_line(run_tensorrt(engine))
