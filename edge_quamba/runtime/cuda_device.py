@@ -1,8 +1,11 @@
 """The CUDA runtime under ``--backend tensorrt``: device and pinned host buffers, ONE stream, events, CUDA graphs.
 
-NEVER RUN ON A GPU. No machine this package is tested on has TensorRT; this module is exercised in CI through a fake
-of ``cuda.bindings.runtime`` (tests/fakes/cuda/bindings/runtime.py) that keeps the real module's names, argument
-order and ``(cudaError_t, *results)`` return convention, and records what was called on which stream.
+NOT YET RUN ON A GPU. It is exercised in CI through a fake of ``cuda.bindings.runtime``
+(tests/fakes/cuda/bindings/runtime.py) that keeps the real module's names, argument order and ``(cudaError_t,
+*results)`` return convention and records what was called on which stream; tests/test_cuda_device.py runs the same
+tests on the real module where a GPU and cuda-python are present (benchmarks/gpu/cuda_device_check.sh). The names and
+signatures used here were checked against cuda-bindings 12.9.10 installed on a CPU machine, where CudaDevice() gives
+its one-line "no GPU" error (cudaErrorInsufficientDriver).
 
 Why cuda-python (``cuda.bindings.runtime``, >= 12.6.1) and not pycuda, for a Jetson (JetPack 6.1+, aarch64) without
 PyTorch:
