@@ -341,7 +341,9 @@ def bench(model, backend, prompt_len, new_tokens, repeats, max_prompt_tokens, to
               help="Longest prompt of the prefill optimization profile.")
 def build_engine(model, out, plugins, max_prompt_len):
     """Build a TensorRT engine folder (decode and prefill profiles, strongly typed) from an export folder, with
-    TensorRT >= 10.1 (JetPack 6.1+). Never run so far: TensorRT is absent where this package is tested."""
+    TensorRT >= 10.1 (JetPack 6.1+). The export folder (every file's sha256, model.trt.onnx included) and --out are
+    checked before TensorRT is imported. Never run with TensorRT so far: it is absent where this package is tested
+    (tested with a fake of its Python API)."""
     from edge_quamba.runtime.tensorrt_engine import ENGINE_CONFIG, ENGINE_FILE, build_engine as build
 
     path = build(model=model, out=out, plugins=plugins, max_prompt_len=max_prompt_len)
