@@ -28,10 +28,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from orin_projection import (ORIN_DEVICES, RESULTS, Cited, Kernel, bandwidth_fraction_range,  # noqa: E402
+from orin_projection import (ORIN_DEVICES, RESULTS, SHAPES, Cited, Kernel, bandwidth_fraction_range,  # noqa: E402
                              fp16_decode_step, int8_decode_step, load_h200, mamba_config, project, read_json, totals)
 
 from edge_quamba.errors import InputError  # noqa: E402
+from edge_quamba.models.config import MambaConfig  # noqa: E402
 
 SHAPE = "2.8b"
 LABEL = "prediction, not a measurement"
@@ -125,11 +126,13 @@ class Step:
     removed_us: float
     host_ms: float  # host time per token taken off the critical path
     exactness: str
+    detail: str = ""
 
 
-def steps(ctx: Context) -> list[Step]:
-    """The decode steps, in the order DECODE_PLAN.md gives them, each on the chain the earlier ones leave."""
-    c = mamba_config(SHAPE)
+def steps(ctx: Context, c: MambaConfig | None = None) -> list[Step]:
+    """The decode steps, in the order DECODE_PLAN.md gives them, each on the chain the earlier ones leave. Their times
+    are the 2.8b measurements of ``ctx``; another shape ``c`` gives the same kernel changes (bytes, launches) only."""
+    c = c or mamba_config(SHAPE)
     d, L, di, n, r, k, V = c.d_model, c.n_layer, c.d_inner, c.d_state, c.dt_rank, c.d_conv, c.vocab_size
     e = r + 2 * n
     base = {x.name: x for x in int8_decode_step(c)}
@@ -171,7 +174,12 @@ def steps(ctx: Context) -> list[Step]:
     gemv_after = (base["in_proj int8_linear_quantize"].bytes + base["out_proj int8_linear"].bytes) / (
         GEMV_TARGET.value * ctx.copy_gb_per_s * 1e3)
     out.append(Step("S6", "in_proj and out_proj GEMVs at >= 85% of copy bandwidth", (), (),
-                    (gemv_after, gemv_after), gemv_removed, 0.0, "integer sums in any order: exact"))
+                    (gemv_after, gemv_after), gemv_removed, 0.0, "integer sums in any order: exact",
+                    "targets a layer: in_proj {:.2f} us (measured {:.2f}), out_proj {:.2f} us (measured {:.2f})".format(
+                        base["in_proj int8_linear_quantize"].bytes / L / (GEMV_TARGET.value * ctx.copy_gb_per_s * 1e3),
+                        m["in_proj int8_linear_quantize"] / L,
+                        base["out_proj int8_linear"].bytes / L / (GEMV_TARGET.value * ctx.copy_gb_per_s * 1e3),
+                        m["out_proj int8_linear"] / L)))
     head_in = Kernel("embedding gather + cast (one kernel)", 1, 0, 6 * d)
     head_norm = Kernel("norm_f + cast to float16 (one kernel)", 1, 4 * d, 6 * d)
     small = "small per-token ops (embedding, casts, norm_f)"
@@ -212,14 +220,39 @@ def prefill_steps(ctx: Context) -> list[dict]:
                   + c.d_model * c.d_inner)
     gemm_new = [2 * macs / (f.value * H200_INT8_DENSE_TOPS.value * 1e12) * 1e6 for f in INT8_GEMM_FRACTION]
     gemm_gain = [L * (p["gemm_us"] - t) / 1e3 for t in gemm_new]
-    rows = [{"key": "P0", "title": "today: eager prefill from Python (measured)", "ttft_ms": (p["ttft_ms"],) * 2}]
+    rows = [{"key": "P0", "title": "today: eager prefill from Python (measured)", "ttft_ms": (p["ttft_ms"],) * 2,
+             "detail": ""}]
     rows.append({"key": "P1", "title": "the whole prefill in CUDA graphs, one per power-of-two chunk",
-                 "ttft_ms": (graphs, graphs)})
+                 "ttft_ms": (graphs, graphs), "detail": f"fused layer chain {p['layer_chain_us']:.1f} us x {L} "
+                                                        f"+ lm_head {head_ms:.3f} ms"})
     rows.append({"key": "P2", "title": "chunked parallel selective scan",
-                 "ttft_ms": (graphs - scan_gain[1], graphs - scan_gain[0])})
+                 "ttft_ms": (graphs - scan_gain[1], graphs - scan_gain[0]),
+                 "detail": f"scan {p['scan_us']:.1f} -> {scan_new[1]:.1f}-{scan_new[0]:.1f} us a layer"})
     rows.append({"key": "P3", "title": "int8 tensor-core GEMMs with fused epilogues",
-                 "ttft_ms": (graphs - scan_gain[1] - gemm_gain[1], graphs - scan_gain[0] - gemm_gain[0])})
+                 "ttft_ms": (graphs - scan_gain[1] - gemm_gain[1], graphs - scan_gain[0] - gemm_gain[0]),
+                 "detail": f"linears {p['gemm_us']:.1f} -> {gemm_new[1]:.1f}-{gemm_new[0]:.1f} us a layer "
+                           f"({2 * macs * L / 1e12:.2f} int8 TOP a prompt)"})
     return rows
+
+
+def launch_floors(ctx: Context, h200_rows: dict) -> list[dict]:
+    """Per public shape: launches per token today and after S1-S8, times the H200 launch floor, beside the bytes at
+    the H200 copy bandwidth and the measured graph replay: where launches alone exceed a TPOT target."""
+    out = []
+    for shape in SHAPES:
+        c = mamba_config(shape)
+        chain = int8_decode_step(c)
+        today = totals(chain)
+        for step in steps(ctx, c):
+            chain = apply(chain, step)
+        after = totals(chain)
+        measured = h200_rows.get((shape, "int8"))
+        out.append({"shape": shape, "launches": (today[2], after[2]),
+                    "launch_floor_ms": (today[2] * ctx.floor_us / 1e3, after[2] * ctx.floor_us / 1e3),
+                    "bytes_at_copy_ms": (today[0] / (ctx.copy_gb_per_s * 1e9) * 1e3,
+                                         after[0] / (ctx.copy_gb_per_s * 1e9) * 1e3),
+                    "h200_graph_ms": measured["time_ms"] if measured else None})
+    return out
 
 
 def build(ctx: Context, kernel_timing: Path, latency: Path) -> dict:
@@ -247,7 +280,7 @@ def build(ctx: Context, kernel_timing: Path, latency: Path) -> dict:
                      "bytes": totals(chain)[0], "launches": totals(chain)[2],
                      "h200_gain_ms": (gain[1], gain[0]), "host_gain_ms": step.host_ms, "h200_graph_ms": graph,
                      "h200_tpot_ms": (graph[0] + host, graph[1] + host), "orin_tpot_ms": orin(chain, graph[1]),
-                     "exactness": step.exactness, "removes": list(step.removes),
+                     "exactness": step.exactness, "detail": step.detail, "removes": list(step.removes),
                      "adds": [asdict(x) for x in step.adds]})
     floor_left = totals(chain)[2] * ctx.floor_us / 1e3
     assumptions = {"gemv_target": asdict(GEMV_TARGET), "grid_barrier_us": [asdict(x) for x in GRID_BARRIER_US],
@@ -261,7 +294,8 @@ def build(ctx: Context, kernel_timing: Path, latency: Path) -> dict:
                      "measured_us_per_token": ctx.measured_us},
             "decode": rows, "launch_floor_left_ms": floor_left,
             "bandwidth_floor_ms": totals(chain)[0] / (ctx.copy_gb_per_s * 1e9) * 1e3,
-            "prefill": prefill_steps(ctx), "assumptions": assumptions, "final_chain": [asdict(x) for x in chain]}
+            "prefill": prefill_steps(ctx), "launch_floors": launch_floors(ctx, h200.rows),
+            "assumptions": assumptions, "final_chain": [asdict(x) for x in chain]}
 
 
 def rng(pair, fmt="{:.3f}") -> str:
@@ -284,14 +318,25 @@ def print_markdown(report: dict) -> None:
         orin = " | ".join(rng(r["orin_tpot_ms"][x], "{:.1f}") for x in names)
         print(f"| {r['key']} | {r['title']} | {moved} | {launched} | {gain} | {rng(r['h200_graph_ms'])} | "
               f"{rng(r['h200_tpot_ms'])} | {orin} |")
+    for r in report["decode"]:
+        if r.get("detail"):
+            print(f"\n{r['key']}: {r['detail']}")
     print(f"\nAfter S1-S8: {report['launch_floor_left_ms']:.3f} ms of launch floor left "
           f"({report['decode'][-1]['launches']} launches x {report['h200']['floor_us']:.3f} us); bytes at copy "
           f"bandwidth {report['bandwidth_floor_ms']:.3f} ms.\n")
-    print(f"Prefill, {report['shape']}, 512-token prompt -- {LABEL.upper()}\n")
-    print("| step | change | H200 TTFT ms |")
-    print("|---|---|---|")
+    print("Launch floor by shape (H200 floor per launch x launches; bytes at the copy bandwidth; measured graph):\n")
+    print("| shape | launches today -> after S1-S8 | launch floor ms | bytes at copy ms | H200 graph ms (measured) |")
+    print("|---|---|---|---|---|")
+    for f in report["launch_floors"]:
+        graph = f"{f['h200_graph_ms']:.3f}" if f["h200_graph_ms"] is not None else "-"
+        print(f"| {f['shape']} | {f['launches'][0]} -> {f['launches'][1]} | {f['launch_floor_ms'][0]:.3f} -> "
+              f"{f['launch_floor_ms'][1]:.3f} | {f['bytes_at_copy_ms'][0]:.3f} -> {f['bytes_at_copy_ms'][1]:.3f} | "
+              f"{graph} |")
+    print(f"\nPrefill, {report['shape']}, 512-token prompt -- {LABEL.upper()}\n")
+    print("| step | change | H200 TTFT ms | how |")
+    print("|---|---|---|---|")
     for p in report["prefill"]:
-        print(f"| {p['key']} | {p['title']} | {rng(p['ttft_ms'], '{:.1f}')} |")
+        print(f"| {p['key']} | {p['title']} | {rng(p['ttft_ms'], '{:.1f}')} | {p['detail']} |")
 
 
 def main(argv: list[str] | None = None) -> None:
