@@ -14,8 +14,9 @@ How a step is predicted (per token, batch 1; steps apply in order, each on top o
               + its bytes / the copy bandwidth (low) or / (copy x the best fraction of copy any measured l = 1 kernel
               reached: high), + a stated per-launch allowance where the kernel does more than stream (ASSUMPTIONS);
     Orin      orin_projection.project on the step's kernel list (bytes, launches) with the predicted H200 graph time.
-Decode steps change no integer output and no float order (each says why); prefill step P2 changes the scan's float
-order and keeps the project's tie rule.
+Decode steps change no int8 code of the mixers and no state (each says why); S7 sums norm_f's squares in another
+order (float32, within rounding), S1's seeded sampling matches the host's up to float64 near-ties; prefill step P2
+changes the scan's float order and keeps the project's tie rule.
 """
 
 from __future__ import annotations
@@ -340,7 +341,8 @@ def print_markdown(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 2)[2],
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
+                                     epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--kernel-timing", type=Path, default=RESULTS / "kernel_timing.json",
                         help="benchmarks/kernel_timing.py's JSON (2.8b per-kernel times)")

@@ -381,7 +381,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--kernel-timing", type=Path, default=RESULTS / "kernel_timing.json",
                         help="benchmarks/kernel_timing.py's JSON (the per-launch floor)")
