@@ -1,4 +1,4 @@
-// PyTorch binding of the edge-quamba int8 kernels: the only C++ file that touches at::Tensor.
+// PyTorch binding of the edge-quamba int8 and 4-bit-weight kernels: the only C++ file that touches at::Tensor.
 //
 // Each function checks devices, dtypes and shapes (EQ_CHECK; the Python wrappers check first), describes its
 // tensors to the kernel by pointer + element strides (views such as the x / z halves of in_proj's output or the
@@ -377,6 +377,100 @@ std::tuple<at::Tensor, at::Tensor> hadamard_quantize_dynamic(const at::Tensor& y
     return {q, scale};
 }
 
+
+// ------------------------------------------------------------------------------------------------------------------
+// 4-bit-weight linears (plugins/kernels/int4_linear.h): w4a8_linear, w4a8_linear_quantize, w4a16_linear. The weight
+// is the artifact's packed buffer (N, ceil(K / 2)) uint8 with float32 scales (N, G); the launchers pick the GEMV
+// (M <= 16) or the tensor-core GEMM themselves.
+
+// K, N, G of a 4-bit linear after checking x (..., K) of x_dtype, weight_packed, weight_scale and bias.
+std::tuple<int64_t, int64_t, int64_t> check_int4_linear(const char* op, const at::Tensor& x, at::ScalarType x_dtype,
+                                                        const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+                                                        const std::optional<at::Tensor>& bias, int64_t group_size) {
+    check_cuda(x, op, x_dtype);
+    check_cuda(weight_packed, op, at::kByte);
+    check_cuda(weight_scale, op, at::kFloat);
+    EQ_CHECK(x.dim() >= 1 && weight_packed.dim() == 2 && weight_scale.dim() == 2 && group_size >= 1, op,
+             ": expected x (..., K), weight_packed (N, ceil(K / 2)), weight_scale (N, G), group_size >= 1");
+    const int64_t K = x.size(-1), N = weight_packed.size(0), G = (K + group_size - 1) / group_size;
+    EQ_CHECK(K >= 1 && K <= 131071 && G <= ek::kInt4MaxGroups, op, ": K=", K, " or G=", G, " out of range");
+    EQ_CHECK(weight_packed.size(1) == (K + 1) / 2 && weight_packed.is_contiguous() && weight_scale.size(0) == N &&
+             weight_scale.size(1) == G && weight_scale.is_contiguous(), op, ": weight_packed ", weight_packed.sizes(),
+             " / weight_scale ", weight_scale.sizes(), " do not fit x ", x.sizes(), " with group size ", group_size);
+    if (bias.has_value()) {
+        check_cuda(*bias, op, at::kFloat);
+        EQ_CHECK(bias->dim() == 1 && bias->size(0) == N && bias->is_contiguous(), op,
+                 ": bias must be a contiguous (N,) float32 tensor");
+    }
+    return {K, N, G};
+}
+
+// w4a8_linear (quantize == false: float32 out) and w4a8_linear_quantize (int8 out at out_scale).
+at::Tensor w4a8_linear_any(const char* op, const at::Tensor& x_q, const at::Tensor& weight_packed,
+                           const at::Tensor& weight_scale, const std::optional<at::Tensor>& bias, double x_scale,
+                           int64_t group_size, bool quantize, double out_scale) {
+    const auto [K, N, G] = check_int4_linear(op, x_q, at::kChar, weight_packed, weight_scale, bias, group_size);
+    const c10::cuda::CUDAGuard guard(x_q.device());
+    auto out_sizes = x_q.sizes().vec();
+    out_sizes.back() = N;
+    auto [xr, row_stride] = as_rows(x_q);
+    const int64_t M = xr.numel() / K;
+    at::Tensor y = at::empty(out_sizes, x_q.options().dtype(quantize ? at::kChar : at::kFloat));
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    if (quantize) {
+        ek::W4A8LinearQuantizeParams p{};
+        p.M = M; p.N = static_cast<int>(N); p.K = static_cast<int>(K); p.group_size = static_cast<int>(group_size);
+        p.x = xr.data_ptr<int8_t>(); p.x_row_stride = row_stride;
+        p.w_packed = weight_packed.data_ptr<uint8_t>(); p.w_scale = weight_scale.data_ptr<float>();
+        p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+        p.y_q = y.data_ptr<int8_t>(); p.y_row_stride = N;
+        p.x_scale = static_cast<float>(x_scale); p.out_scale = static_cast<float>(out_scale);
+        check_launch(ek::launch_w4a8_linear_quantize(p, stream), op);
+    } else {
+        ek::W4A8LinearParams p{};
+        p.M = M; p.N = static_cast<int>(N); p.K = static_cast<int>(K); p.group_size = static_cast<int>(group_size);
+        p.x = xr.data_ptr<int8_t>(); p.x_row_stride = row_stride;
+        p.w_packed = weight_packed.data_ptr<uint8_t>(); p.w_scale = weight_scale.data_ptr<float>();
+        p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+        p.y = y.data_ptr<float>(); p.y_row_stride = N;
+        p.x_scale = static_cast<float>(x_scale);
+        check_launch(ek::launch_w4a8_linear(p, stream), op);
+    }
+    return y;
+}
+
+at::Tensor w4a8_linear(const at::Tensor& x_q, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+                       const std::optional<at::Tensor>& bias, double x_scale, int64_t group_size) {
+    return w4a8_linear_any("w4a8_linear", x_q, weight_packed, weight_scale, bias, x_scale, group_size, false, 1.0);
+}
+
+at::Tensor w4a8_linear_quantize(const at::Tensor& x_q, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+                                const std::optional<at::Tensor>& bias, double x_scale, int64_t group_size,
+                                double out_scale) {
+    return w4a8_linear_any("w4a8_linear_quantize", x_q, weight_packed, weight_scale, bias, x_scale, group_size, true,
+                           out_scale);
+}
+
+at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+                        const std::optional<at::Tensor>& bias, int64_t group_size) {
+    const auto [K, N, G] = check_int4_linear("w4a16_linear", x, at::kHalf, weight_packed, weight_scale, bias,
+                                             group_size);
+    const c10::cuda::CUDAGuard guard(x.device());
+    auto out_sizes = x.sizes().vec();
+    out_sizes.back() = N;
+    auto [xr, row_stride] = as_rows(x);
+    at::Tensor y = at::empty(out_sizes, x.options());
+    ek::W4A16LinearParams p{};
+    p.M = xr.numel() / K; p.N = static_cast<int>(N); p.K = static_cast<int>(K);
+    p.group_size = static_cast<int>(group_size);
+    p.x = reinterpret_cast<const __half*>(xr.data_ptr<at::Half>()); p.x_row_stride = row_stride;
+    p.w_packed = weight_packed.data_ptr<uint8_t>(); p.w_scale = weight_scale.data_ptr<float>();
+    p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+    p.y = reinterpret_cast<__half*>(y.data_ptr<at::Half>()); p.y_row_stride = N;
+    check_launch(ek::launch_w4a16_linear(p, c10::cuda::getCurrentCUDAStream()), "w4a16_linear");
+    return y;
+}
+// ------------------------------------------------------------------------------ end of the 4-bit-weight linears
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -392,4 +486,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "y (..., n) float32 -> (int8 (..., n), per-token scale float32 (...))");
     m.def("int8_linear_per_token", &int8_linear_per_token,
           "x_q (..., K), weight_q (N, K), bias?, x_scale (...) float32 -> float32 (..., N)");
+    // 4-bit-weight linears
+    m.def("w4a8_linear", &w4a8_linear,
+          "x_q (..., K) int8, weight_packed (N, ceil(K/2)) uint8, weight_scale (N, G), bias?, x_scale, group_size "
+          "-> float32 (..., N)");
+    m.def("w4a8_linear_quantize", &w4a8_linear_quantize, "w4a8_linear, then quantize at out_scale -> int8 (..., N)");
+    m.def("w4a16_linear", &w4a16_linear,
+          "x (..., K) float16, weight_packed (N, ceil(K/2)) uint8, weight_scale (N, G), bias?, group_size "
+          "-> float16 (..., N)");
 }
