@@ -11,7 +11,8 @@ one float16 rounding step of the output plus float32 accumulation in another ord
 BLAS's order, the kernels group by group, tensor-core float32 accumulation). Outputs are poisoned first
 (test_cuda_kernels.poison). Weights are random codes in [-8, 7] (every nibble) with random positive scales.
 
-Backend: on tiny random W4A8 and W4A16 models, CUDA-graph decode equals teacher-forced prefill (within the stated
+W4A16's float16 scan kernel (op selective_scan, the fp reference's scan) tracks models.mamba.selective_scan within
+SCAN_TOL. Backend: on tiny random W4A8 and W4A16 models, CUDA-graph decode equals teacher-forced prefill (within the stated
 tolerance) and replays the eager step exactly; the cuda backend's prefill logits track the reference's; on the
 demo model quantized at W4A8 and at W4A16, greedy tokens equal the reference's.
 """
@@ -184,6 +185,32 @@ def test_w4a16_linear_within_float16_rounding(ext, M, K, N, group, stride, use_b
     assert got.dtype == torch.float16 and got.shape == ref.shape
     assert not torch.isnan(got).any(), "unwritten outputs"
     assert (diff <= bound).all()
+
+
+SCAN_TOL = 1e-4
+"""W4A16 scan y and state: max |gpu - ref| <= SCAN_TOL * max |ref| (the sum over states is a shuffle tree, expf)."""
+
+
+@pytest.mark.parametrize("b,l,d,n", [(1, 1, 130, 16), (2, 37, 70, 16), (1, 512, 256, 16), (1, 9, 40, 8)])
+def test_w4a16_scan_kernel_tracks_the_reference(ext, b, l, d, n):
+    """The float16 scan (op selective_scan) on the layouts W4A16's mixer passes: u with a channel stride of l (the
+    conv's transposed output), B and C views of x_proj's output; y and the state against models.mamba.selective_scan
+    (CPU)."""
+    g = gen(b * 1000 + l * 10 + d + n)
+    u = torch.randn(b, d, l, generator=g).half().transpose(1, 2)  # (b, l, d), channel stride l
+    delta = torch.rand(b, l, d, generator=g) * 0.5 + 1e-3
+    A = -torch.rand(d, n, generator=g) * 4
+    xp = torch.randn(b, l, 5 + 2 * n, generator=g).half()
+    B, C = xp[..., 5:5 + n], xp[..., 5 + n:]
+    D = torch.randn(d, generator=g).half()
+    state = torch.randn(b, d, n, generator=g)
+    y_ref, h_ref = torch_ops.selective_scan(u, delta, A, B, C, D, state)
+    poison(((b, l, d), torch.float32), ((b, d, n), torch.float32))
+    y, h = ext.selective_scan(*(t.cuda() for t in (u, delta, A, B, C, D, state)))
+    for name, got, ref in (("y", y.cpu(), y_ref), ("state", h.cpu(), h_ref)):
+        diff = report(f"w4a16 scan {name} b={b} l={l} d={d} n={n}", got, ref)
+        assert not torch.isnan(got).any(), "unwritten outputs"
+        assert diff.max() <= SCAN_TOL * ref.abs().max() + 1e-6
 
 
 def test_int4_wrappers_reject_bad_arguments_in_one_line():

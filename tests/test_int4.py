@@ -456,3 +456,22 @@ def test_int4_torch_ops_pass_opcheck():
     torch.library.opcheck(eq.w4a8_linear, (x_q, w_q, w_s, bias, 0.02, 16))
     torch.library.opcheck(eq.w4a8_linear_quantize, (x_q, w_q, w_s, None, 0.02, 16, 0.1))
     torch.library.opcheck(eq.w4a16_linear, (torch.randn(2, 39, generator=gen).half(), w_q, w_s, bias, 16))
+
+
+def test_w4a16_scan_op_is_the_reference_scan():
+    """W4A16's mixer scans through the op selective_scan: on the CPU it is models.mamba.selective_scan, bit for bit
+    (so a GPU kernel can take its place); schema and fake implementation pass opcheck."""
+    from edge_quamba.models.mamba import selective_scan
+    from edge_quamba.quant.qmodel import W4A16Mixer
+
+    assert W4A16Mixer.scan is not MambaLM.mixer_class.scan
+    gen = torch.Generator().manual_seed(17)
+    b, l, d, n = 2, 7, 12, 8
+    xp = torch.randn(b, l, 3 + 2 * n, generator=gen).half()  # B, C: views of x_proj's output, as the mixer has them
+    args = (torch.randn(b, l, d, generator=gen).half(), torch.rand(b, l, d, generator=gen) * 0.2,
+            -torch.rand(d, n, generator=gen), xp[..., 3:3 + n], xp[..., 3 + n:], torch.randn(d, generator=gen).half(),
+            torch.randn(b, d, n, generator=gen))
+    y, h = eq.selective_scan(*args)
+    y_ref, h_ref = selective_scan(*args)
+    assert y.dtype == torch.float32 and torch.equal(y, y_ref) and torch.equal(h, h_ref)
+    torch.library.opcheck(eq.selective_scan, args)

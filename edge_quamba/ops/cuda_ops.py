@@ -1,5 +1,5 @@
 """CUDA implementations of the ``torch.ops.edge_quamba.*`` ops: the kernels of ``plugins/kernels`` through the
-binding ``plugins/torch/binding.cpp``.
+binding ``plugins/torch/binding.cpp`` (the int8 ops; the 4-bit linears and W4A16's scan in their own block below).
 
 Build: :func:`load_extension` JIT-compiles the binding and every ``plugins/kernels/*.cu`` with
 ``torch.utils.cpp_extension.load`` (ninja) into a cache folder, ``$EDGE_QUAMBA_CUDA_BUILD_DIR`` or
@@ -282,7 +282,7 @@ _KERNELS = {"quantize": quantize, "rms_norm_quantize": rms_norm_quantize, "int8_
 _registered: set[str] = set()
 
 
-# ------------------------------------------------------------------ 4-bit-weight linears (plugins/kernels/int4_*)
+# ------------------------------------------------------ 4-bit-weight linears (plugins/kernels/int4_*), W4A16's scan
 
 INT4_MAX_GROUPS = 6144
 """Largest G = ceil(K / group_size) of the 4-bit kernels (``kInt4MaxGroups`` in plugins/kernels/int4_linear.h)."""
@@ -338,9 +338,28 @@ def w4a16_linear(x, weight_packed, weight_scale, bias, group_size):
     return load_extension().w4a16_linear(x, weight_packed, weight_scale, bias, group_size)
 
 
-OP_NAMES += ("w4a8_linear", "w4a8_linear_quantize", "w4a16_linear")
-_KERNELS.update(w4a8_linear=w4a8_linear, w4a8_linear_quantize=w4a8_linear_quantize, w4a16_linear=w4a16_linear)
-# -------------------------------------------------------------------------------- end of the 4-bit-weight linears
+def selective_scan(u, delta, A, B, C, D, ssm_state):
+    """W4A16's prefill scan (op selective_scan, the fp reference's float order): u (b, l, d_in) float16, delta
+    (b, l, d_in) float32, A (d_in, n) float32, B, C (b, l, n) float16, D (d_in,) float16, ssm_state (b, d_in, n)
+    float32 -> (y (b, l, d_in) float32, ssm_state_out (b, d_in, n) float32); n a power of two <= 32."""
+    for name, t, dtype, dim in (("u", u, torch.float16, 3), ("delta", delta, torch.float32, 3),
+                                ("A", A, torch.float32, 2), ("B", B, torch.float16, 3), ("C", C, torch.float16, 3),
+                                ("D", D, torch.float16, 1), ("ssm_state", ssm_state, torch.float32, 3)):
+        _cuda(f"selective_scan: {name}", t, dtype, dim)
+    b, l, d = u.shape
+    n = A.shape[1]
+    _require(delta.shape == u.shape and tuple(B.shape) == (b, l, n) and C.shape == B.shape and A.shape[0] == d
+             and D.shape[0] == d and tuple(ssm_state.shape) == (b, d, n),
+             f"selective_scan: shapes do not match: u {tuple(u.shape)}, B {tuple(B.shape)}, A {tuple(A.shape)}, "
+             f"ssm_state {tuple(ssm_state.shape)}")
+    _require(1 <= n <= 32 and n & (n - 1) == 0, f"selective_scan: d_state n={n} must be a power of two <= 32")
+    return load_extension().selective_scan(u, delta, A, B, C, D, ssm_state)
+
+
+OP_NAMES += ("w4a8_linear", "w4a8_linear_quantize", "w4a16_linear", "selective_scan")
+_KERNELS.update(w4a8_linear=w4a8_linear, w4a8_linear_quantize=w4a8_linear_quantize, w4a16_linear=w4a16_linear,
+                selective_scan=selective_scan)
+# ------------------------------------------------------------------- end of the 4-bit-weight linears and W4A16 scan
 
 
 def register_cuda_kernels() -> tuple[str, ...]:

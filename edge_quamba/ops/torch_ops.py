@@ -27,6 +27,7 @@ is a float32 tensor made by the Hadamard op and read by out_proj, not a constant
     w4a16_linear                 DQ(INT4 W) -> MatMul (float16 graph)  float32 x16 @ dequantize_int4(W)^T (+ bias)
   The three 4-bit linears take the packed weight as the artifact stores it, (N, ceil(K / 2)) uint8 (two codes per
   byte, low nibble first), and unpack it in the reference; the CUDA kernels read the packed bytes.
+    selective_scan               (W4A16: MambaMixer.forward's graph)   models.mamba.selective_scan (float scan)
   Mamba2 (Quamba2), per-channel scales as float32 tensors:
     int8_causal_conv1d_channel_scales(_update)   the conv over x | B | C   qops.int8_causal_conv1d_channel_scales
     int8_ssd_scan(_update)                       the SSD recurrence        qops.int8_ssd_scan
@@ -43,6 +44,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from edge_quamba.models import mamba
 from edge_quamba.quant import primitives, qops
 
 
@@ -287,6 +289,22 @@ def w4a16_linear(x: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: T
 @w4a16_linear.register_fake
 def _(x, weight_packed, weight_scale, bias, group_size):
     return x.new_empty((*x.shape[:-1], weight_packed.shape[0]))
+@_op("selective_scan")
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                   ssm_state: Tensor) -> tuple[Tensor, Tensor]:
+    """The fp reference's prefill scan as an op (W4A16's mixer calls it, so that a GPU runs a kernel instead of the
+    reference's loop over l): :func:`edge_quamba.models.mamba.selective_scan`, same arguments and float order.
+    u, delta (b, l, d_in), A (d_in, n), B, C (b, l, n), D (d_in,), ssm_state (b, d_in, n) -> y (b, l, d_in),
+    ssm_state_out (b, d_in, n), both in the compute dtype (at least float32)."""
+    return mamba.selective_scan(u, delta, A, B, C, D, ssm_state)
+
+
+@selective_scan.register_fake
+def _(u, delta, A, B, C, D, ssm_state):
+    dtype = mamba.compute_dtype(u.dtype)
+    return u.new_empty(u.shape, dtype=dtype), ssm_state.new_empty(ssm_state.shape, dtype=dtype)
+
+
 # Mamba2 (Quamba2): per-channel scales are float32 tensors (a vector is not a plugin-field scalar).
 
 

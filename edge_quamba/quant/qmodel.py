@@ -555,7 +555,10 @@ def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: 
 class W4A16Mixer(MambaMixer):
     """The fp mixer in float16 (:class:`MambaMixer`, forward and step unchanged) whose four linears are
     :class:`Int4Linear` (W4A16); same state-dict keys as the fp mixer except ``<linear>.weight`` ->
-    ``<linear>.weight_packed`` and ``<linear>.weight_scale``."""
+    ``<linear>.weight_packed`` and ``<linear>.weight_scale``. Its prefill scan is the op ``selective_scan`` (the
+    reference function on the CPU, identical numbers)."""
+
+    scan = staticmethod(eq.selective_scan)  # the reference scan as an op: a kernel on the GPU (cuda backend)
 
     def __init__(self, config: MambaConfig, group_size: int):
         super().__init__(config, W4A16_DTYPE)

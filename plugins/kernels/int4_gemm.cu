@@ -197,9 +197,13 @@ __global__ void __launch_bounds__(kThreads) int4_gemm_kernel(Problem p) {
                 float v = y[mt][nt][i];
                 if (p.bias != nullptr) v = __fadd_rn(v, __ldg(p.bias + n));
                 const int64_t o = m * p.y_row_stride + n;
-                if constexpr (MODE == Mode::kW4A16) static_cast<__half*>(p.y)[o] = __float2half_rn(v);
-                else if constexpr (MODE == Mode::kW4A8Quantize) static_cast<int8_t*>(p.y)[o] = quantize_rn(v, p.out_scale);
-                else static_cast<float*>(p.y)[o] = v;
+                if constexpr (MODE == Mode::kW4A16) {
+                    static_cast<__half*>(p.y)[o] = __float2half_rn(v);
+                } else if constexpr (MODE == Mode::kW4A8Quantize) {
+                    static_cast<int8_t*>(p.y)[o] = quantize_rn(v, p.out_scale);
+                } else {
+                    static_cast<float*>(p.y)[o] = v;
+                }
             }
 }
 
@@ -231,7 +235,9 @@ Problem problem(int64_t M, int N, int K, int group_size, const void* x, int64_t 
 cudaError_t run_w4a8(const Problem& p, bool quantize, cudaStream_t stream) {
     const cudaError_t err = validate(p, true, quantize);
     if (err != cudaSuccess || p.M == 0 || p.N == 0) return err;
-    if (p.M > 16 && tensor_core_shape(p, 1)) return launch_gemm(p, quantize ? Mode::kW4A8Quantize : Mode::kW4A8, stream);
+    if (p.M > 16 && tensor_core_shape(p, 1)) {
+        return launch_gemm(p, quantize ? Mode::kW4A8Quantize : Mode::kW4A8, stream);
+    }
     return launch_w4a8_gemv(p, quantize, stream);
 }
 
