@@ -228,10 +228,10 @@ __global__ void __launch_bounds__(kW16Warps * 32) w4a16_gemv_kernel(Problem p) {
     const int G = p.groups;
     const int g_lo = static_cast<int>(int64_t(G) * warp / kW16Warps);
     const int g_hi = static_cast<int>(int64_t(G) * (warp + 1) / kW16Warps);
-    const int words_per_group = p.group_size / 32;  // steps j per full group (4 words each: one per thread t)
+    const int steps_per_group = p.group_size / 32;  // steps j per full group (4 words each: one per thread t)
     const int last_steps = (p.K - (G - 1) * p.group_size) / 32;
     const int total = g_hi <= g_lo ? 0
-                    : (g_hi - g_lo - 1) * words_per_group + (g_hi == G ? last_steps : words_per_group);
+                    : (g_hi - g_lo - 1) * steps_per_group + (g_hi == G ? last_steps : steps_per_group);
 
     const int row0 = n0 + gid, row1 = n0 + gid + 8;
     const bool ok0 = row0 < p.N, ok1 = row1 < p.N;
@@ -251,8 +251,8 @@ __global__ void __launch_bounds__(kW16Warps * 32) w4a16_gemv_kernel(Problem p) {
         for (int i = 0; i < kPrefetch; ++i) {
             const int f = f0 + i;
             if (f < total) {
-                const int g = g_lo + f / words_per_group, j = f % words_per_group;
-                const int64_t word = int64_t(g) * words_per_group * 4 + 4 * j + t;  // word of the packed row
+                const int g = g_lo + f / steps_per_group, j = f % steps_per_group;
+                const int64_t word = (int64_t(g) * steps_per_group + j) * 4 + t;  // 32-bit word of the packed row
                 a0[i] = ok0 ? __ldcs(w0 + word) : 0u;
                 a1[i] = ok1 ? __ldcs(w1 + word) : 0u;
                 xv[i] = x_ok ? __ldg(reinterpret_cast<const uint4*>(xrow + 8 * word)) : make_uint4(0, 0, 0, 0);
@@ -271,8 +271,8 @@ __global__ void __launch_bounds__(kW16Warps * 32) w4a16_gemv_kernel(Problem p) {
                 const uint32_t A1[4] = {pair_f16(a0[i], h0, 2), pair_f16(a1[i], h1, 2), pair_f16(a0[i], h0, 3),
                                         pair_f16(a1[i], h1, 3)};
                 mma_f16(d, A1, xv[i].z, xv[i].w);  // codes 4-7
-                const int g = g_lo + f / words_per_group, j = f % words_per_group;
-                const int steps = g == G - 1 ? last_steps : words_per_group;
+                const int g = g_lo + f / steps_per_group, j = f % steps_per_group;
+                const int steps = g == G - 1 ? last_steps : steps_per_group;
                 if (j == steps - 1) {  // the group ends: scale its sums, add them, restart
                     y[0] = __fadd_rn(y[0], __fmul_rn(d[0], s0[i]));
                     y[1] = __fadd_rn(y[1], __fmul_rn(d[1], s0[i]));
