@@ -135,6 +135,10 @@ class MambaMixer(nn.Module):
     as is. ``conv1d`` is kept as an ``nn.Conv1d`` only for its (d_in, 1, k) weight layout; its forward is not used.
     """
 
+    scan = staticmethod(selective_scan)
+    """The prefill scan :func:`selective_scan`; a subclass may route the same call through a custom op (W4A16's
+    mixer calls ``torch.ops.edge_quamba.selective_scan``, which is this function on the CPU and a kernel on a GPU)."""
+
     def __init__(self, config: MambaConfig, dtype: torch.dtype):
         super().__init__()
         d, d_in, n, r, k = config.d_model, config.d_inner, config.d_state, config.dt_rank, config.d_conv
@@ -171,7 +175,7 @@ class MambaMixer(nn.Module):
         conv_out, conv_state = causal_conv1d(x_in, self.conv1d.weight[:, 0, :], self.conv1d.bias, state.conv_state)
         u = F.silu(conv_out)
         A, delta, B, C = self.ssm_parameters(u)
-        y, ssm_state = selective_scan(u, delta, A, B, C, self.D, state.ssm_state)
+        y, ssm_state = self.scan(u, delta, A, B, C, self.D, state.ssm_state)
         y = y * F.silu(z.to(y.dtype))
         return self.out_proj(y.to(x.dtype)), LayerState(conv_state, ssm_state)
 

@@ -222,7 +222,9 @@ class QuantLinear(nn.Module):
 class Int4Linear(nn.Module):
     """The group-wise int4 weight of an nn.Linear (:mod:`edge_quamba.quant.primitives`, int4 section):
     ``weight_packed`` (out, ceil(in / 2)) uint8 (two codes per byte, low nibble first), ``weight_scale`` (out, G)
-    float32, ``bias`` (out,) float32 or None. ``codes()`` unpacks once (cached until the buffers are reloaded).
+    float32, ``bias`` (out,) float32 or None. ``codes()`` unpacks once (cached until the buffers are reloaded), for
+    the graph lowering; the ops take ``weight_packed`` itself (they unpack in the reference, and the CUDA kernels
+    read the packed bytes, so a model on the GPU holds 4 bits per weight).
 
     Called as a module (``forward``), it is the W4A16 linear (``torch.ops.edge_quamba.w4a16_linear``); the W4A8
     mixer passes its buffers to ``w4a8_linear(_quantize)`` instead."""
@@ -258,7 +260,7 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """W4A16: x (..., in) float16 -> (..., out) float16."""
-        return eq.w4a16_linear(x, self.codes(), self.weight_scale, self.bias, self.group_size)
+        return eq.w4a16_linear(x, self.weight_packed, self.weight_scale, self.bias, self.group_size)
 
 
 class QuantOps:
@@ -305,7 +307,7 @@ class QuantOps:
         linear: QuantLinear | Int4Linear = getattr(self.m, name)
         b = linear.bias if bias else None
         if isinstance(linear, Int4Linear):  # W4A8
-            args = (x_q, linear.codes(), linear.weight_scale, b, self.scales[in_site], linear.group_size)
+            args = (x_q, linear.weight_packed, linear.weight_scale, b, self.scales[in_site], linear.group_size)
             single, fused = eq.w4a8_linear, eq.w4a8_linear_quantize
         elif linear.per_channel:
             args = (x_q, linear.weight, b, self.scales[in_site], linear.weight_scale)
@@ -553,7 +555,10 @@ def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: 
 class W4A16Mixer(MambaMixer):
     """The fp mixer in float16 (:class:`MambaMixer`, forward and step unchanged) whose four linears are
     :class:`Int4Linear` (W4A16); same state-dict keys as the fp mixer except ``<linear>.weight`` ->
-    ``<linear>.weight_packed`` and ``<linear>.weight_scale``."""
+    ``<linear>.weight_packed`` and ``<linear>.weight_scale``. Its prefill scan is the op ``selective_scan`` (the
+    reference function on the CPU, identical numbers)."""
+
+    scan = staticmethod(eq.selective_scan)  # the reference scan as an op: a kernel on the GPU (cuda backend)
 
     def __init__(self, config: MambaConfig, group_size: int):
         super().__init__(config, W4A16_DTYPE)
