@@ -12,9 +12,9 @@ import yaml
 
 import edge_quamba.ops.torch_ops as torch_ops
 from edge_quamba.onnx.functions import custom_functions
-from edge_quamba.ops.plugins import plugin_config_yaml, plugin_info, plugin_node_attributes
+from edge_quamba.ops.plugins import FIELD_TYPES, plugin_config_yaml, plugin_info, plugin_node_attributes
 from edge_quamba.ops.specs import DOMAIN, PLUGIN_SPECS, SPECS
-from edge_quamba.quant import qops
+from edge_quamba.quant import primitives, qops
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_CONFIG = REPO / "plugins" / "tensorrt" / "PluginConfig.yaml"
@@ -60,6 +60,12 @@ def sample_args(name: str):
                 torch.randn(d_in, generator=g), 0.01, 0.02, 0.03, 0.03, 0.05)
     if name == "HadamardQuantizeDynamic":
         return (torch.randn(b, l, d_in, generator=g),)
+    if name in ("W4A8Linear", "W4A8LinearQuantize", "W4A16Linear"):  # K = 39 (odd, a partial group of 13), N = 7
+        packed = primitives.pack_int4(torch.randint(-8, 8, (7, 39), generator=g, dtype=torch.int8))
+        weight = (packed, torch.rand(7, 3, generator=g) * 0.01 + 1e-4, torch.randn(7, generator=g))
+        if name == "W4A16Linear":
+            return (torch.randn(b, l, 39, generator=g).half(), *weight, 16)
+        return (ints(b, l, 39), *weight, 0.02, 16) + ((0.05,) if name == "W4A8LinearQuantize" else ())
     return (torch.randn(b, l, d_in, generator=g), 0.05)
 
 
@@ -82,7 +88,8 @@ def test_torch_op_equals_reference_and_passes_opcheck(name):
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_onnx_function_follows_spec(name):
     spec = SPECS[name]
-    functions = custom_functions(d_inner=96, hadamard=True) + custom_functions(96, True, out_proj_scale="dynamic")
+    functions = custom_functions(d_inner=96, hadamard=True) + custom_functions(96, True, out_proj_scale="dynamic") + \
+        custom_functions(96, True, int4_linears="w4a8") + custom_functions(96, True, int4_linears="w4a16")
     function = {f.name: f for f in functions}[name]
     assert function.domain == spec.domain == DOMAIN
     assert list(function.input) == [t.name for t in spec.inputs]
@@ -97,7 +104,8 @@ def test_plugin_fields_follow_spec(name):
     spec = SPECS[name]
     info = plugin_info(spec)
     assert (info.name, info.version, info.namespace) == (spec.name, str(spec.version), "")
-    assert [(f.name, f.type) for f in info.fields] == [(a.name, "FLOAT32") for a in spec.attributes]
+    assert [(f.name, f.type) for f in info.fields] == [(a.name, FIELD_TYPES[a.kind]) for a in spec.attributes]
+    assert {f.type for f in info.fields} <= {"FLOAT32", "INT32"}  # what the ONNX parser makes of FLOAT / INT
     assert plugin_node_attributes(spec) == {"plugin_version": str(spec.version), "plugin_namespace": ""}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_quamba.ops.plugins import plugin_info, plugin_spec_header
+from edge_quamba.ops.plugins import FIELD_TYPES, plugin_info, plugin_spec_header
 from edge_quamba.ops.specs import PLUGIN_SPECS as SPECS  # the ops that have a plugin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ TRT_DIR = REPO / "plugins" / "tensorrt"
 SPEC_HEADER = TRT_DIR / "common" / "opSpecs.h"
 BUILD_SCRIPT = TRT_DIR / "tests" / "build_harness.sh"
 KERNELS_DIR = Path(os.environ.get("EDGE_QUAMBA_KERNELS_DIR", REPO / "plugins" / "kernels"))
-FLOAT32_FIELD = 1  # nvinfer1::PluginFieldType::kFLOAT32
+FIELD_TYPE_VALUES = {"FLOAT32": 1, "INT32": 5}  # nvinfer1::PluginFieldType::kFLOAT32, kINT32
 
 
 def trt_include_dirs() -> list[Path]:
@@ -114,9 +114,22 @@ def test_harness_selftest_passes(built):
 
 
 @needs_build
+def test_int4_linear_harness_selftest_passes(built):
+    """The 4-bit linear plugins, host side, reached through the library's getCreators: the kINT32 group_size field,
+    validation, the exact serialization round trip, output shapes (b, l, N) with runtime b and l, refusal of weight
+    or scale widths that do not fit K and group_size, of K > 131071 and of more groups than the kernels hold."""
+    result = subprocess.run([str(built / "int4_linear_harness"), "selftest"], capture_output=True, text=True,
+                            timeout=120)
+    print(result.stdout[-3000:], result.stderr[-3000:])
+    assert result.returncode == 0
+    assert "selftest: " in result.stdout and " 0 failed" in result.stdout
+
+
+@needs_build
 def test_compiled_plugins_declare_the_op_specs(built):
     """The compiled creators and plugins, asked through their interfaces, declare exactly the specs: name, version,
-    namespace, fields (kFLOAT32, length 1), the dtype accepted at each input and output, and the output dtypes."""
+    namespace, fields (kFLOAT32 scales, kINT32 group sizes, length 1), the dtype accepted at each input and output,
+    and the output dtypes."""
     result = subprocess.run([str(built / "harness"), "describe"], capture_output=True, text=True, timeout=60,
                             check=True)
     described = {entry["name"]: entry for entry in json.loads(result.stdout)}
@@ -126,6 +139,6 @@ def test_compiled_plugins_declare_the_op_specs(built):
         entry = described[name]
         assert entry["interface"] == "PLUGIN CREATOR_V3ONE"
         assert (entry["version"], entry["namespace"]) == (str(spec.version), "")
-        assert entry["fields"] == [[a.name, FLOAT32_FIELD, 1] for a in spec.attributes]
+        assert entry["fields"] == [[a.name, FIELD_TYPE_VALUES[FIELD_TYPES[a.kind]], 1] for a in spec.attributes]
         assert entry["inputs"] == [t.dtype for t in spec.inputs]
         assert entry["outputs"] == [[t.dtype, t.dtype] for t in spec.outputs]

@@ -52,15 +52,29 @@ def plugin_info(spec: OpSpec) -> PluginInfo:
 
 
 def output_shape_sources(spec: OpSpec) -> tuple[int, ...]:
-    """For each output, the index of the first input with the same shape symbols (opSpecs.h kOUTPUT_SHAPE_SOURCE:
-    the plugins derive each output's dims from that input, and :mod:`edge_quamba.onnx.tensorrt_check` its type and
-    shape for ONNX inference)."""
+    """For each output, the index of the first input with the same shape symbols, or -1 where no input has them
+    (a linear's (b, l, out_features)): opSpecs.h kOUTPUT_SHAPE_SOURCE."""
+    return tuple(next((i for i, t in enumerate(spec.inputs) if t.shape == out.shape), -1) for out in spec.outputs)
+
+
+def output_dim_sources(spec: OpSpec) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """For each output and each of its dims, (input index, dim index) of the input dim it equals (opSpecs.h
+    kOUTPUT_DIM_SOURCES): the plugins build each output's dims from those input dims, and
+    :mod:`edge_quamba.onnx.tensorrt_check` its shape for ONNX inference. An output with the shape of a whole input
+    takes every dim from that input (:func:`output_shape_sources`); otherwise each dim comes from the first input dim
+    with its shape symbol. ValueError if a symbol is on no input."""
     sources = []
-    for out in spec.outputs:
-        same = [i for i, t in enumerate(spec.inputs) if t.shape == out.shape]
-        if not same:
-            raise ValueError(f"{spec.name}.{out.name}: no input has its shape {out.shape}")
-        sources.append(same[0])
+    for out, whole in zip(spec.outputs, output_shape_sources(spec), strict=True):
+        if whole >= 0:
+            sources.append(tuple((whole, j) for j in range(len(out.shape))))
+            continue
+        dims = []
+        for symbol in out.shape:
+            found = [(i, j) for i, t in enumerate(spec.inputs) for j, s in enumerate(t.shape) if s == symbol]
+            if not found:
+                raise ValueError(f"{spec.name}.{out.name}: no input has a dim {symbol!r}")
+            dims.append(found[0])
+        sources.append(tuple(dims))
     return tuple(sources)
 
 
@@ -95,7 +109,8 @@ def plugin_config_yaml(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
     return "\n".join(lines) + "\n"
 
 
-CPP_DTYPES = {"int8": "nvinfer1::DataType::kINT8", "float32": "nvinfer1::DataType::kFLOAT"}
+CPP_DTYPES = {"int8": "nvinfer1::DataType::kINT8", "float16": "nvinfer1::DataType::kHALF",
+              "float32": "nvinfer1::DataType::kFLOAT"}
 """TensorSpec.dtype -> the nvinfer1::DataType of the plugin's linear tensor."""
 
 
@@ -127,8 +142,9 @@ def plugin_spec_header(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
     sym = {s: f"kSYM_{s.upper()}" for s in symbols}
     lines = [
         "// Generated from edge_quamba/ops/specs.py by `python3 -m edge_quamba.ops.plugins --header`; do not edit.",
-        "// Each op spec as constants: names, plugin fields (the ONNX attributes, same names, kFLOAT32 length 1),",
-        "// input/output dtypes (linear format), ranks, and the shape symbol of every dimension (kNO_SYM pads).",
+        "// Each op spec as constants: names, plugin fields (the ONNX attributes, same names, length 1: kFLOAT32",
+        "// scales, kINT32 layout constants), input/output dtypes (linear format), ranks, the shape symbol of every",
+        "// dimension (kNO_SYM pads) and where each output dimension comes from.",
         "#pragma once", "", "#include <NvInferRuntime.h>", "", "#include <cstdint>", "",
         "namespace edge_quamba", "{", "namespace trt", "{", "namespace spec", "{", "",
         "//! Shape symbols of the specs (glossary: edge_quamba.models.mamba).",
@@ -149,6 +165,9 @@ def plugin_spec_header(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
             return "{" + ", ".join(rows) + "}"
 
         sources = [str(i) for i in output_shape_sources(spec)]
+        dim_sources = "{" + ", ".join(
+            "{" + ", ".join([f"{{{i}, {j}}}" for i, j in dims] + ["{-1, -1}"] * (max_rank - len(dims))) + "}"
+            for dims in output_dim_sources(spec)) + "}"
         nin, nout, nf = len(spec.inputs), len(spec.outputs), len(info.fields)
         lines += [
             f"//! {spec.doc}", f"struct {spec.name}", "{",
@@ -168,8 +187,10 @@ def plugin_spec_header(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
             f"    static constexpr int32_t kOUTPUT_RANKS[{nout}] = "
             f"{{{', '.join(str(len(t.shape)) for t in spec.outputs)}}};",
             f"    static constexpr int32_t kOUTPUT_DIMS[{nout}][kMAX_RANK] = {dims(spec.outputs)};",
-            "    //! Each output has the shape of this input (same shape symbols).",
+            "    //! Each output has the shape of this input (same shape symbols), or -1: no input has it.",
             f"    static constexpr int32_t kOUTPUT_SHAPE_SOURCE[{nout}] = {{{', '.join(sources)}}};",
+            "    //! Output o's dim d is input kOUTPUT_DIM_SOURCES[o][d][0]'s dim kOUTPUT_DIM_SOURCES[o][d][1].",
+            f"    static constexpr int32_t kOUTPUT_DIM_SOURCES[{nout}][kMAX_RANK][2] = {dim_sources};",
             f"    static constexpr int32_t kNB_FIELDS = {nf};",
             f"    static constexpr char const* kFIELD_NAMES[{nf}] = {_cpp_strings(f.name for f in info.fields)};",
             f"    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[{nf}] = "

@@ -10,8 +10,19 @@ Conventions:
     * scales are float attributes (static per-tensor scales are constants of the exported graph, so a TensorRT plugin
       receives them as plugin fields at build time, not as tensors); a per-token scale is made at run time and is
       an output tensor (HadamardQuantizeDynamic's y_scale);
-    * shapes are symbols of the glossary in :mod:`edge_quamba.models.mamba` (b, l, d_in, n, k);
-    * dtypes are "int8" or "float32" (the int8 convention: :mod:`edge_quamba.quant.primitives`).
+    * shapes are symbols of the glossary in :mod:`edge_quamba.models.mamba` (b, l, d_in, n, k), and for the 4-bit
+      linears ``in_features`` / ``out_features`` (K / N of nn.Linear), ``packed`` = ceil(K / 2) bytes per weight row
+      and ``groups`` = ceil(K / group_size) scales per row;
+    * dtypes are "int8", "float16" or "float32" (the int8 convention: :mod:`edge_quamba.quant.primitives`);
+    * integer attributes (``kind="int"``) are layout constants (the int4 group size), > 0; float ones are scales.
+
+The 4-bit linears take the packed weight as the artifact stores it, (N, ceil(K / 2)) bytes, two int4 codes per byte
+low nibble first (:func:`edge_quamba.quant.primitives.pack_int4`). Its spec dtype is "int8": the graph and the
+TensorRT plugin see those bytes reinterpreted as int8 (the same bits), because TensorRT 10.3's ONNX parser admits
+UINT8 only as a network input or output and rewrites a UINT8 initializer as INT32 (onnx-tensorrt 10.3
+ModelImporter.cpp:241-255, WeightsContext.cpp:307-316), while an INT8 initializer may feed a plugin directly
+(edge_quamba/onnx/tensorrt_rules.json, TRT051). The torch ops and references take the artifact's uint8 tensor; the
+kernels read ``uint8_t`` from the same bytes.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ from dataclasses import dataclass
 DOMAIN = "edge_quamba"
 """ONNX domain and torch.library namespace of every custom op."""
 
-DTYPES = ("int8", "float32")
+DTYPES = ("int8", "float16", "float32")
 ATTR_KINDS = ("float", "int")
 
 
@@ -88,6 +99,10 @@ def _i8(name: str, *shape: str) -> TensorSpec:
 
 def _f32(name: str, *shape: str, optional: bool = False) -> TensorSpec:
     return TensorSpec(name, "float32", shape, optional)
+
+
+def _f16(name: str, *shape: str) -> TensorSpec:
+    return TensorSpec(name, "float16", shape)
 
 
 def _scale(name: str, what: str) -> AttrSpec:
@@ -162,8 +177,49 @@ HADAMARD_QUANTIZE_DYNAMIC = OpSpec(
     tensorrt_plugin=False,
 )
 
+# The 4-bit-weight linears (W4A8, W4A16). The weight inputs are graph constants (initializers); bias is optional in
+# the reference and always bound by the lowering (zeros when the linear has none: + 0 changes no value).
+
+
+def _int4_weight() -> tuple[TensorSpec, ...]:
+    return (_i8("weight_packed", "out_features", "packed"), _f32("weight_scale", "out_features", "groups"),
+            _f32("bias", "out_features", optional=True))
+
+
+GROUP_SIZE = AttrSpec("group_size", "int", "input columns per int4 weight scale (the last group may be partial), >= 1")
+
+W4A8_LINEAR = OpSpec(
+    name="W4A8Linear",
+    reference="w4a8_linear",
+    inputs=(_i8("x_q", "b", "l", "in_features"), *_int4_weight()),
+    outputs=(_f32("y", "b", "l", "out_features"),),
+    attributes=(_scale("x_scale", "x_q"), GROUP_SIZE),
+    doc="W4A8 linear, float out (out_proj): per group of group_size columns the exact int32 sum of x_q times the "
+        "int4 codes, times float32(x_scale * weight_scale[n, g]), groups added in float32 in ascending order, + bias.",
+)
+
+W4A8_LINEAR_QUANTIZE = OpSpec(
+    name="W4A8LinearQuantize",
+    reference="w4a8_linear_quantize",
+    inputs=(_i8("x_q", "b", "l", "in_features"), *_int4_weight()),
+    outputs=(_i8("y_q", "b", "l", "out_features"),),
+    attributes=(_scale("x_scale", "x_q"), GROUP_SIZE, _scale("out_scale", "y_q")),
+    doc="W4A8Linear requantized to int8 at out_scale in the same op (the GEMM epilogue of in_proj, x_proj, dt_proj).",
+)
+
+W4A16_LINEAR = OpSpec(
+    name="W4A16Linear",
+    reference="w4a16_linear",
+    inputs=(_f16("x", "b", "l", "in_features"), *_int4_weight()),
+    outputs=(_f16("y", "b", "l", "out_features"),),
+    attributes=(GROUP_SIZE,),
+    doc="W4A16 linear: float16 x times the int4 weight dequantized in float32 (code * weight_scale[n, g]), "
+        "accumulated in float32, + bias, rounded once to float16.",
+)
+
 SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, HADAMARD_QUANTIZE,
-                                                HADAMARD_QUANTIZE_DYNAMIC)}
+                                                HADAMARD_QUANTIZE_DYNAMIC, W4A8_LINEAR, W4A8_LINEAR_QUANTIZE,
+                                                W4A16_LINEAR)}
 """Every custom op, by ONNX op_type."""
 
 PLUGIN_SPECS: dict[str, OpSpec] = {name: s for name, s in SPECS.items() if s.tensorrt_plugin}

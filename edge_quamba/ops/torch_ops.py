@@ -22,9 +22,12 @@ the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cu
 
 The last two are the out_proj input with a per-token scale (``QuantConfig.out_proj_scale = "dynamic"``): the scale
 is a float32 tensor made by the Hadamard op and read by out_proj, not a constant.
-    w4a8_linear                  DQ(x_q) -> MatMul(DQ(INT4 W, blocked)) primitives.int4_group_linear (+ bias)
-    w4a8_linear_quantize         ... -> QuantizeLinear                 quantize(w4a8_linear(...))  (fused epilogue)
-    w4a16_linear                 DQ(INT4 W) -> MatMul (float16 graph)  float32 x16 @ dequantize_int4(W)^T (+ bias)
+    w4a8_linear                  DQ(x_q) -> MatMul(DQ(INT4 W, blocked)) qops.w4a8_linear
+                                 (TensorRT flavour: custom node W4A8Linear)
+    w4a8_linear_quantize         ... -> QuantizeLinear                 qops.w4a8_linear_quantize  (fused epilogue)
+                                 (TensorRT flavour: custom node W4A8LinearQuantize)
+    w4a16_linear                 DQ(INT4 W) -> MatMul (float16 graph)  qops.w4a16_linear
+                                 (TensorRT flavour: custom node W4A16Linear)
   The three 4-bit linears take the packed weight as the artifact stores it, (N, ceil(K / 2)) uint8 (two codes per
   byte, low nibble first), and unpack it in the reference; the CUDA kernels read the packed bytes.
     selective_scan               (W4A16: MambaMixer.forward's graph)   models.mamba.selective_scan (float scan)
@@ -33,8 +36,8 @@ is a float32 tensor made by the Hadamard op and read by out_proj, not a constant
     int8_ssd_scan(_update)                       the SSD recurrence        qops.int8_ssd_scan
     gated_rms_norm                               rmsnorm(y * silu(z)) * w  qops.gated_rms_norm
 
-The schemas of the three custom nodes follow :mod:`edge_quamba.ops.specs` (tensors, then float scales; a test
-checks it). Scales are Python floats: static per-tensor scales are constants, as they are in the graph and in the
+The schemas of the custom nodes (the three int8 ops, the 4-bit linears) follow :mod:`edge_quamba.ops.specs`
+(tensors, then float scales and the int group size; a test checks it). Scales are Python floats: static per-tensor scales are constants, as they are in the graph and in the
 TensorRT plugins' fields. Fake (meta) implementations give output shapes and dtypes for tracing. Importing this
 module registers the ops.
 """
@@ -245,12 +248,8 @@ def w4a8_linear(x_q: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: 
                 group_size: int) -> Tensor:
     """W4A8: x_q (..., K) int8 at ``x_scale``, weight_packed (N, ceil(K / 2)) uint8 (the artifact's int4 codes, two
     per byte, low nibble first: :func:`edge_quamba.quant.primitives.pack_int4`), weight_scale (N, G) float32
-    -> (..., N) float32: per group the exact int32 partial sum times float32(x_scale * weight_scale[n, g]), groups
-    summed in float32 in ascending order (:func:`edge_quamba.quant.primitives.int4_group_linear`) (+ bias).
-    K is x_q's last dim; the codes are unpacked here, so kernels read the packed bytes the artifact stores."""
-    w_q = primitives.unpack_int4(weight_packed, x_q.shape[-1])
-    y = primitives.int4_group_linear(x_q, x_scale, w_q, weight_scale, group_size)
-    return y if bias is None else y + bias.to(torch.float32)
+    -> (..., N) float32 (:func:`edge_quamba.quant.qops.w4a8_linear`)."""
+    return qops.w4a8_linear(x_q, weight_packed, weight_scale, bias, x_scale, group_size)
 
 
 @w4a8_linear.register_fake
@@ -262,8 +261,8 @@ def _(x_q, weight_packed, weight_scale, bias, x_scale, group_size):
 def w4a8_linear_quantize(x_q: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None,
                          x_scale: float, group_size: int, out_scale: float) -> Tensor:
     """w4a8_linear followed by quantize at ``out_scale`` in one op (the requantizing epilogue W8A8 has):
-    x_q (..., K) int8 -> (..., N) int8."""
-    return primitives.quantize(w4a8_linear(x_q, weight_packed, weight_scale, bias, x_scale, group_size), out_scale)
+    x_q (..., K) int8 -> (..., N) int8 (:func:`edge_quamba.quant.qops.w4a8_linear_quantize`)."""
+    return qops.w4a8_linear_quantize(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scale)
 
 
 @w4a8_linear_quantize.register_fake
@@ -275,15 +274,9 @@ def _(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scale):
 def w4a16_linear(x: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None,
                  group_size: int) -> Tensor:
     """W4A16: x (..., K) float16 activations, weight_packed (N, ceil(K / 2)) uint8 int4 codes (as w4a8_linear) at
-    weight_scale (N, G) float32 -> (..., N) in x's dtype: ``(float32(x) @ dequantize_int4(W)^T + bias)`` accumulated
-    in float32 (the weight dequantized in float32, one rounding per element), rounded once to x's dtype at the end
-    (an fp16 GEMM with float32 accumulation and an fp16 output)."""
-    w_q = primitives.unpack_int4(weight_packed, x.shape[-1])
-    w = primitives.dequantize_int4(w_q, weight_scale, group_size)  # (N, K) float32
-    y = torch.matmul(x.to(torch.float32), w.T)
-    if bias is not None:
-        y = y + bias.to(torch.float32)
-    return y.to(x.dtype)
+    weight_scale (N, G) float32 -> (..., N) in x's dtype, float32 accumulation and one rounding at the end
+    (:func:`edge_quamba.quant.qops.w4a16_linear`)."""
+    return qops.w4a16_linear(x, weight_packed, weight_scale, bias, group_size)
 
 
 @w4a16_linear.register_fake
@@ -378,5 +371,6 @@ def _(y, z_q, weight, z_scale, eps, group_size):
 
 
 OPS = {"Int8CausalConv1d": int8_causal_conv1d, "Int8SelectiveScan": int8_selective_scan,
-       "HadamardQuantize": hadamard_quantize, "HadamardQuantizeDynamic": hadamard_quantize_dynamic}
+       "HadamardQuantize": hadamard_quantize, "HadamardQuantizeDynamic": hadamard_quantize_dynamic,
+       "W4A8Linear": w4a8_linear, "W4A8LinearQuantize": w4a8_linear_quantize, "W4A16Linear": w4a16_linear}
 """The torch custom op of each ONNX custom-op spec, by ONNX op_type."""

@@ -23,6 +23,7 @@ from torch import Tensor
 from edge_quamba.models.mamba import selective_scan
 from edge_quamba.models.mamba2 import heads_from_groups
 from edge_quamba.quant.hadamard import hadamard_transform
+from edge_quamba.quant import primitives
 from edge_quamba.quant.primitives import dequantize, per_token_scale, quantize, read_codes
 
 
@@ -143,6 +144,46 @@ def hadamard_quantize_dynamic(y: Tensor) -> tuple[Tensor, Tensor]:
 # Mamba2 (Quamba2) ops. Glossary: :mod:`edge_quamba.models.mamba2` (h heads of p channels, g groups of n states,
 # conv_dim = d_in + 2 g n). Their scales are per channel (float32 vectors, one entry per channel, expanded from the
 # group scales of :mod:`edge_quamba.quant.mamba2_qmodel`), so a group's scale is a gather, not a second convention.
+
+
+def w4a8_linear(x_q: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None, x_scale: float,
+                group_size: int) -> Tensor:
+    """W4A8 linear: op ``W4A8Linear``.
+
+    Args:
+        x_q: (..., K) int8 at ``x_scale``, read raw (a GEMM's input never holds -128: see the TensorRT lowering).
+        weight_packed: (N, ceil(K / 2)) uint8, the artifact's int4 codes two per byte, low nibble first
+            (:func:`~edge_quamba.quant.primitives.pack_int4`); weight_scale: (N, G) float32, G = ceil(K / group_size).
+        bias: (N,) float32 or None.
+    Returns:
+        (..., N) float32: per group the exact int32 partial sum times float32(x_scale * weight_scale[n, g]), groups
+        summed in float32 in ascending order (:func:`~edge_quamba.quant.primitives.int4_group_linear`), + bias.
+    K is x_q's last dim; the codes are unpacked here, so kernels read the packed bytes the artifact stores.
+    """
+    w_q = primitives.unpack_int4(weight_packed, x_q.shape[-1])
+    y = primitives.int4_group_linear(x_q, x_scale, w_q, weight_scale, group_size)
+    return y if bias is None else y + bias.to(torch.float32)
+
+
+def w4a8_linear_quantize(x_q: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None,
+                         x_scale: float, group_size: int, out_scale: float) -> Tensor:
+    """:func:`w4a8_linear` requantized at ``out_scale`` (the GEMM epilogue): op ``W4A8LinearQuantize``,
+    x_q (..., K) int8 -> (..., N) int8."""
+    return quantize(w4a8_linear(x_q, weight_packed, weight_scale, bias, x_scale, group_size), out_scale)
+
+
+def w4a16_linear(x: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None,
+                 group_size: int) -> Tensor:
+    """W4A16 linear: op ``W4A16Linear``. x (..., K) float16, the int4 weight as :func:`w4a8_linear`'s
+    -> (..., N) in x's dtype: ``float32(x) @ dequantize_int4(W)^T + bias`` accumulated in float32 (the weight
+    dequantized in float32, one rounding per element), rounded once to x's dtype at the end (an fp16 GEMM with
+    float32 accumulation and an fp16 output). The sum order is the BLAS's: kernels agree within float tolerance."""
+    w_q = primitives.unpack_int4(weight_packed, x.shape[-1])
+    w = primitives.dequantize_int4(w_q, weight_scale, group_size)  # (N, K) float32
+    y = torch.matmul(x.to(torch.float32), w.T)
+    if bias is not None:
+        y = y + bias.to(torch.float32)
+    return y.to(x.dtype)
 
 
 def int8_causal_conv1d_channel_scales(

@@ -2,6 +2,7 @@
 // builder's get_plugin_registry().load_library) looks up `getCreators` and, when present, `setLoggerFinder`.
 // Neither needs libnvinfer: the library never links it.
 #include "HadamardQuantizePlugin/hadamardQuantizePlugin.h"
+#include "Int4LinearPlugin/int4LinearPlugin.h"
 #include "Int8CausalConv1dPlugin/int8CausalConv1dPlugin.h"
 #include "Int8SelectiveScanPlugin/int8SelectiveScanPlugin.h"
 
@@ -12,7 +13,11 @@ extern "C" EDGE_QUAMBA_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreat
     static edge_quamba::trt::Int8CausalConv1dPluginCreator sConv;
     static edge_quamba::trt::Int8SelectiveScanPluginCreator sScan;
     static edge_quamba::trt::HadamardQuantizePluginCreator sHadamard;
-    static nvinfer1::IPluginCreatorInterface* const kCREATORS[] = {&sConv, &sScan, &sHadamard};
+    static edge_quamba::trt::W4A8LinearPluginCreator sW4A8;
+    static edge_quamba::trt::W4A8LinearQuantizePluginCreator sW4A8Quantize;
+    static edge_quamba::trt::W4A16LinearPluginCreator sW4A16;
+    static nvinfer1::IPluginCreatorInterface* const kCREATORS[]
+        = {&sConv, &sScan, &sHadamard, &sW4A8, &sW4A8Quantize, &sW4A16};
     nbCreators = static_cast<int32_t>(sizeof(kCREATORS) / sizeof(kCREATORS[0]));
     return kCREATORS;
 }

@@ -1,6 +1,7 @@
 // Generated from edge_quamba/ops/specs.py by `python3 -m edge_quamba.ops.plugins --header`; do not edit.
-// Each op spec as constants: names, plugin fields (the ONNX attributes, same names, kFLOAT32 length 1),
-// input/output dtypes (linear format), ranks, and the shape symbol of every dimension (kNO_SYM pads).
+// Each op spec as constants: names, plugin fields (the ONNX attributes, same names, length 1: kFLOAT32
+// scales, kINT32 layout constants), input/output dtypes (linear format), ranks, the shape symbol of every
+// dimension (kNO_SYM pads) and where each output dimension comes from.
 #pragma once
 
 #include <NvInferRuntime.h>
@@ -21,8 +22,12 @@ constexpr int32_t kSYM_L = 1;
 constexpr int32_t kSYM_D_IN = 2;
 constexpr int32_t kSYM_K = 3;
 constexpr int32_t kSYM_N = 4;
-constexpr int32_t kNB_SYMBOLS = 5;
-constexpr char const* kSYMBOL_NAMES[kNB_SYMBOLS] = {"b", "l", "d_in", "k", "n"};
+constexpr int32_t kSYM_IN_FEATURES = 5;
+constexpr int32_t kSYM_OUT_FEATURES = 6;
+constexpr int32_t kSYM_PACKED = 7;
+constexpr int32_t kSYM_GROUPS = 8;
+constexpr int32_t kNB_SYMBOLS = 9;
+constexpr char const* kSYMBOL_NAMES[kNB_SYMBOLS] = {"b", "l", "d_in", "k", "n", "in_features", "out_features", "packed", "groups"};
 constexpr int32_t kMAX_RANK = 3;
 
 //! Depthwise causal conv1d on int8 x continuing from an int8 state, exact int32 accumulate, * (x_scale * weight_scale) + bias, SiLU, requantized to int8 at out_scale; the state is the last k inputs.
@@ -41,8 +46,10 @@ struct Int8CausalConv1d
     static constexpr nvinfer1::DataType kOUTPUT_TYPES[2] = {nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8};
     static constexpr int32_t kOUTPUT_RANKS[2] = {3, 3};
     static constexpr int32_t kOUTPUT_DIMS[2][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_D_IN, kSYM_K}};
-    //! Each output has the shape of this input (same shape symbols).
+    //! Each output has the shape of this input (same shape symbols), or -1: no input has it.
     static constexpr int32_t kOUTPUT_SHAPE_SOURCE[2] = {0, 1};
+    //! Output o's dim d is input kOUTPUT_DIM_SOURCES[o][d][0]'s dim kOUTPUT_DIM_SOURCES[o][d][1].
+    static constexpr int32_t kOUTPUT_DIM_SOURCES[2][kMAX_RANK][2] = {{{0, 0}, {0, 1}, {0, 2}}, {{1, 0}, {1, 1}, {1, 2}}};
     static constexpr int32_t kNB_FIELDS = 3;
     static constexpr char const* kFIELD_NAMES[3] = {"x_scale", "weight_scale", "out_scale"};
     static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[3] = {nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32};
@@ -82,8 +89,10 @@ struct Int8SelectiveScan
     static constexpr nvinfer1::DataType kOUTPUT_TYPES[2] = {nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT};
     static constexpr int32_t kOUTPUT_RANKS[2] = {3, 3};
     static constexpr int32_t kOUTPUT_DIMS[2][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_D_IN, kSYM_N}};
-    //! Each output has the shape of this input (same shape symbols).
+    //! Each output has the shape of this input (same shape symbols), or -1: no input has it.
     static constexpr int32_t kOUTPUT_SHAPE_SOURCE[2] = {0, 5};
+    //! Output o's dim d is input kOUTPUT_DIM_SOURCES[o][d][0]'s dim kOUTPUT_DIM_SOURCES[o][d][1].
+    static constexpr int32_t kOUTPUT_DIM_SOURCES[2][kMAX_RANK][2] = {{{0, 0}, {0, 1}, {0, 2}}, {{5, 0}, {5, 1}, {5, 2}}};
     static constexpr int32_t kNB_FIELDS = 5;
     static constexpr char const* kFIELD_NAMES[5] = {"u_scale", "dt_scale", "B_scale", "C_scale", "z_scale"};
     static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[5] = {nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kFLOAT32};
@@ -130,8 +139,10 @@ struct HadamardQuantize
     static constexpr nvinfer1::DataType kOUTPUT_TYPES[1] = {nvinfer1::DataType::kINT8};
     static constexpr int32_t kOUTPUT_RANKS[1] = {3};
     static constexpr int32_t kOUTPUT_DIMS[1][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}};
-    //! Each output has the shape of this input (same shape symbols).
+    //! Each output has the shape of this input (same shape symbols), or -1: no input has it.
     static constexpr int32_t kOUTPUT_SHAPE_SOURCE[1] = {0};
+    //! Output o's dim d is input kOUTPUT_DIM_SOURCES[o][d][0]'s dim kOUTPUT_DIM_SOURCES[o][d][1].
+    static constexpr int32_t kOUTPUT_DIM_SOURCES[1][kMAX_RANK][2] = {{{0, 0}, {0, 1}, {0, 2}}};
     static constexpr int32_t kNB_FIELDS = 1;
     static constexpr char const* kFIELD_NAMES[1] = {"out_scale"};
     static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[1] = {nvinfer1::PluginFieldType::kFLOAT32};
@@ -146,6 +157,129 @@ struct HadamardQuantize
     struct Field
     {
         static constexpr int32_t kOUT_SCALE = 0;
+    };
+};
+
+//! W4A8 linear, float out (out_proj): per group of group_size columns the exact int32 sum of x_q times the int4 codes, times float32(x_scale * weight_scale[n, g]), groups added in float32 in ascending order, + bias.
+struct W4A8Linear
+{
+    static constexpr char const* kNAME = "W4A8Linear";
+    static constexpr char const* kVERSION = "1";
+    static constexpr char const* kNAMESPACE = "";
+    static constexpr int32_t kNB_INPUTS = 4;
+    static constexpr char const* kINPUT_NAMES[4] = {"x_q", "weight_packed", "weight_scale", "bias"};
+    static constexpr nvinfer1::DataType kINPUT_TYPES[4] = {nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8, nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kINPUT_RANKS[4] = {3, 2, 2, 1};
+    static constexpr int32_t kINPUT_DIMS[4][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_IN_FEATURES}, {kSYM_OUT_FEATURES, kSYM_PACKED, kNO_SYM}, {kSYM_OUT_FEATURES, kSYM_GROUPS, kNO_SYM}, {kSYM_OUT_FEATURES, kNO_SYM, kNO_SYM}};
+    static constexpr int32_t kNB_OUTPUTS = 1;
+    static constexpr char const* kOUTPUT_NAMES[1] = {"y"};
+    static constexpr nvinfer1::DataType kOUTPUT_TYPES[1] = {nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kOUTPUT_RANKS[1] = {3};
+    static constexpr int32_t kOUTPUT_DIMS[1][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_OUT_FEATURES}};
+    //! Each output has the shape of this input (same shape symbols), or -1: no input has it.
+    static constexpr int32_t kOUTPUT_SHAPE_SOURCE[1] = {-1};
+    //! Output o's dim d is input kOUTPUT_DIM_SOURCES[o][d][0]'s dim kOUTPUT_DIM_SOURCES[o][d][1].
+    static constexpr int32_t kOUTPUT_DIM_SOURCES[1][kMAX_RANK][2] = {{{0, 0}, {0, 1}, {1, 0}}};
+    static constexpr int32_t kNB_FIELDS = 2;
+    static constexpr char const* kFIELD_NAMES[2] = {"x_scale", "group_size"};
+    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[2] = {nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kINT32};
+    struct In
+    {
+        static constexpr int32_t kX_Q = 0;
+        static constexpr int32_t kWEIGHT_PACKED = 1;
+        static constexpr int32_t kWEIGHT_SCALE = 2;
+        static constexpr int32_t kBIAS = 3;
+    };
+    struct Out
+    {
+        static constexpr int32_t kY = 0;
+    };
+    struct Field
+    {
+        static constexpr int32_t kX_SCALE = 0;
+        static constexpr int32_t kGROUP_SIZE = 1;
+    };
+};
+
+//! W4A8Linear requantized to int8 at out_scale in the same op (the GEMM epilogue of in_proj, x_proj, dt_proj).
+struct W4A8LinearQuantize
+{
+    static constexpr char const* kNAME = "W4A8LinearQuantize";
+    static constexpr char const* kVERSION = "1";
+    static constexpr char const* kNAMESPACE = "";
+    static constexpr int32_t kNB_INPUTS = 4;
+    static constexpr char const* kINPUT_NAMES[4] = {"x_q", "weight_packed", "weight_scale", "bias"};
+    static constexpr nvinfer1::DataType kINPUT_TYPES[4] = {nvinfer1::DataType::kINT8, nvinfer1::DataType::kINT8, nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kINPUT_RANKS[4] = {3, 2, 2, 1};
+    static constexpr int32_t kINPUT_DIMS[4][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_IN_FEATURES}, {kSYM_OUT_FEATURES, kSYM_PACKED, kNO_SYM}, {kSYM_OUT_FEATURES, kSYM_GROUPS, kNO_SYM}, {kSYM_OUT_FEATURES, kNO_SYM, kNO_SYM}};
+    static constexpr int32_t kNB_OUTPUTS = 1;
+    static constexpr char const* kOUTPUT_NAMES[1] = {"y_q"};
+    static constexpr nvinfer1::DataType kOUTPUT_TYPES[1] = {nvinfer1::DataType::kINT8};
+    static constexpr int32_t kOUTPUT_RANKS[1] = {3};
+    static constexpr int32_t kOUTPUT_DIMS[1][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_OUT_FEATURES}};
+    //! Each output has the shape of this input (same shape symbols), or -1: no input has it.
+    static constexpr int32_t kOUTPUT_SHAPE_SOURCE[1] = {-1};
+    //! Output o's dim d is input kOUTPUT_DIM_SOURCES[o][d][0]'s dim kOUTPUT_DIM_SOURCES[o][d][1].
+    static constexpr int32_t kOUTPUT_DIM_SOURCES[1][kMAX_RANK][2] = {{{0, 0}, {0, 1}, {1, 0}}};
+    static constexpr int32_t kNB_FIELDS = 3;
+    static constexpr char const* kFIELD_NAMES[3] = {"x_scale", "group_size", "out_scale"};
+    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[3] = {nvinfer1::PluginFieldType::kFLOAT32, nvinfer1::PluginFieldType::kINT32, nvinfer1::PluginFieldType::kFLOAT32};
+    struct In
+    {
+        static constexpr int32_t kX_Q = 0;
+        static constexpr int32_t kWEIGHT_PACKED = 1;
+        static constexpr int32_t kWEIGHT_SCALE = 2;
+        static constexpr int32_t kBIAS = 3;
+    };
+    struct Out
+    {
+        static constexpr int32_t kY_Q = 0;
+    };
+    struct Field
+    {
+        static constexpr int32_t kX_SCALE = 0;
+        static constexpr int32_t kGROUP_SIZE = 1;
+        static constexpr int32_t kOUT_SCALE = 2;
+    };
+};
+
+//! W4A16 linear: float16 x times the int4 weight dequantized in float32 (code * weight_scale[n, g]), accumulated in float32, + bias, rounded once to float16.
+struct W4A16Linear
+{
+    static constexpr char const* kNAME = "W4A16Linear";
+    static constexpr char const* kVERSION = "1";
+    static constexpr char const* kNAMESPACE = "";
+    static constexpr int32_t kNB_INPUTS = 4;
+    static constexpr char const* kINPUT_NAMES[4] = {"x", "weight_packed", "weight_scale", "bias"};
+    static constexpr nvinfer1::DataType kINPUT_TYPES[4] = {nvinfer1::DataType::kHALF, nvinfer1::DataType::kINT8, nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kINPUT_RANKS[4] = {3, 2, 2, 1};
+    static constexpr int32_t kINPUT_DIMS[4][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_IN_FEATURES}, {kSYM_OUT_FEATURES, kSYM_PACKED, kNO_SYM}, {kSYM_OUT_FEATURES, kSYM_GROUPS, kNO_SYM}, {kSYM_OUT_FEATURES, kNO_SYM, kNO_SYM}};
+    static constexpr int32_t kNB_OUTPUTS = 1;
+    static constexpr char const* kOUTPUT_NAMES[1] = {"y"};
+    static constexpr nvinfer1::DataType kOUTPUT_TYPES[1] = {nvinfer1::DataType::kHALF};
+    static constexpr int32_t kOUTPUT_RANKS[1] = {3};
+    static constexpr int32_t kOUTPUT_DIMS[1][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_OUT_FEATURES}};
+    //! Each output has the shape of this input (same shape symbols), or -1: no input has it.
+    static constexpr int32_t kOUTPUT_SHAPE_SOURCE[1] = {-1};
+    //! Output o's dim d is input kOUTPUT_DIM_SOURCES[o][d][0]'s dim kOUTPUT_DIM_SOURCES[o][d][1].
+    static constexpr int32_t kOUTPUT_DIM_SOURCES[1][kMAX_RANK][2] = {{{0, 0}, {0, 1}, {1, 0}}};
+    static constexpr int32_t kNB_FIELDS = 1;
+    static constexpr char const* kFIELD_NAMES[1] = {"group_size"};
+    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[1] = {nvinfer1::PluginFieldType::kINT32};
+    struct In
+    {
+        static constexpr int32_t kX = 0;
+        static constexpr int32_t kWEIGHT_PACKED = 1;
+        static constexpr int32_t kWEIGHT_SCALE = 2;
+        static constexpr int32_t kBIAS = 3;
+    };
+    struct Out
+    {
+        static constexpr int32_t kY = 0;
+    };
+    struct Field
+    {
+        static constexpr int32_t kGROUP_SIZE = 0;
     };
 };
 

@@ -1,13 +1,15 @@
-// The parts of an edge-quamba IPluginV3 that follow from its op spec alone, written once for all three plugins:
-// names, fields (their parsing, validation and serialization), output dtypes, output shapes, the supported formats
-// and the shape checks. Each plugin derives from PluginBase<Spec, Op> and adds what is its own: checkSizes (limits
-// of its kernel) and enqueue (a call of its plugins/kernels launcher).
+// The parts of an edge-quamba IPluginV3 that follow from its op spec alone, written once for all plugins: names,
+// fields (their parsing, validation and serialization), output dtypes, output shapes, the supported formats and the
+// shape checks. Each plugin derives from PluginBase<Spec, Op> and adds what is its own: checkSizes (limits of its
+// kernel, and relations between dims that its fields set, e.g. the int4 group count) and enqueue (a call of its
+// plugins/kernels launcher).
 //
 // Capabilities: IPluginV3OneCore, IPluginV3OneBuild (no I/O aliasing: the states go out through separate output
 // tensors, the runtime ping-pongs them) and IPluginV3OneRuntime, as TensorRT 10.1+ and 11.x expect.
 //
-// Formats: every tensor is kLINEAR (row-major, contiguous) in the dtype the spec gives it (int8 or fp32). There is
-// no fp16 variant: the kernels read and write exactly the spec's dtypes, and the network is strongly typed.
+// Formats: every tensor is kLINEAR (row-major, contiguous) in the dtype the spec gives it (int8, fp16 or fp32).
+// There is no other variant: the kernels read and write exactly the spec's dtypes, and the network is strongly
+// typed.
 #pragma once
 
 #include "pluginCommon.h"
@@ -24,9 +26,11 @@ namespace trt
 
 namespace detail
 {
-constexpr bool allFloat32(nvinfer1::PluginFieldType const* types, int32_t n)
+constexpr bool onlyFloat32AndInt32(nvinfer1::PluginFieldType const* types, int32_t n)
 {
-    return n == 0 || (types[0] == nvinfer1::PluginFieldType::kFLOAT32 && allFloat32(types + 1, n - 1));
+    return n == 0
+        || ((types[0] == nvinfer1::PluginFieldType::kFLOAT32 || types[0] == nvinfer1::PluginFieldType::kINT32)
+            && onlyFloat32AndInt32(types + 1, n - 1));
 }
 } // namespace detail
 
@@ -36,19 +40,24 @@ class PluginBase : public nvinfer1::IPluginV3,
                    public nvinfer1::IPluginV3OneBuild,
                    public nvinfer1::IPluginV3OneRuntime
 {
-    static_assert(detail::allFloat32(Spec::kFIELD_TYPES, Spec::kNB_FIELDS), "every field must be a float32 scale");
+    static_assert(detail::onlyFloat32AndInt32(Spec::kFIELD_TYPES, Spec::kNB_FIELDS),
+        "every field is a float32 scale or an int32 layout constant");
 
 public:
-    //! The plugin fields in spec order (all float32 scales, validated > 0 and finite by the creator).
+    //! The float32 fields (scales, finite and > 0) by field index, in spec order; unused at int32 fields.
     using Fields = std::array<float, Spec::kNB_FIELDS>;
+    //! The int32 fields (layout constants, >= 1) by field index; unused at float32 fields.
+    using IntFields = std::array<int32_t, Spec::kNB_FIELDS>;
 
-    explicit PluginBase(Fields const& fields) noexcept
+    explicit PluginBase(Fields const& fields, IntFields const& intFields = IntFields{}) noexcept
         : mFields(fields)
+        , mIntFields(intFields)
     {
     }
 
     PluginBase(PluginBase const& other) noexcept
         : mFields(other.mFields)
+        , mIntFields(other.mIntFields)
     {
     }
 
@@ -59,6 +68,11 @@ public:
     Fields const& fields() const noexcept
     {
         return mFields;
+    }
+
+    IntFields const& intFields() const noexcept
+    {
+        return mIntFields;
     }
 
     // IPluginV3 -------------------------------------------------------------------------------------------------
@@ -136,8 +150,8 @@ public:
         return 0;
     }
 
-    //! Each output has the dims of the input with the same shape symbols (spec::kOUTPUT_SHAPE_SOURCE): the
-    //! expressions are passed through unchanged. Constant dims sharing a symbol must agree.
+    //! Each output dim is the expression of the input dim with the same shape symbol (spec::kOUTPUT_DIM_SOURCES),
+    //! passed through unchanged. Constant dims sharing a symbol must agree.
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
         nvinfer1::DimsExprs const* /*shapeInputs*/, int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs,
         int32_t nbOutputs, nvinfer1::IExprBuilder& /*exprBuilder*/) noexcept override
@@ -160,13 +174,17 @@ public:
         }
         if (!checkSymbols(Spec::kNAME, "input", nbInputs, Spec::kINPUT_NAMES, Spec::kINPUT_RANKS, Spec::kINPUT_DIMS,
                 dims, sym)
-            || !Op::checkSizes(sym))
+            || !self().checkSizes(sym))
         {
             return 1;
         }
         for (int32_t o = 0; o < nbOutputs; ++o)
         {
-            outputs[o] = inputs[Spec::kOUTPUT_SHAPE_SOURCE[o]];
+            outputs[o].nbDims = Spec::kOUTPUT_RANKS[o];
+            for (int32_t d = 0; d < Spec::kOUTPUT_RANKS[o]; ++d)
+            {
+                outputs[o].d[d] = inputs[Spec::kOUTPUT_DIM_SOURCES[o][d][0]].d[Spec::kOUTPUT_DIM_SOURCES[o][d][1]];
+            }
         }
         return 0;
     }
@@ -258,14 +276,15 @@ public:
         return clone(); // no per-context resources
     }
 
-    //! The fields exactly as createPlugin reads them (names of the spec, kFLOAT32, length 1): the engine stores
+    //! The fields exactly as createPlugin reads them (names and types of the spec, length 1): the engine stores
     //! these, and deserialization goes through the same validation as the build.
     nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override
     {
         for (int32_t f = 0; f < Spec::kNB_FIELDS; ++f)
         {
-            mSerialized[f] = nvinfer1::PluginField(
-                Spec::kFIELD_NAMES[f], &mFields[f], nvinfer1::PluginFieldType::kFLOAT32, 1);
+            bool const isInt = Spec::kFIELD_TYPES[f] == nvinfer1::PluginFieldType::kINT32;
+            void const* data = isInt ? static_cast<void const*>(&mIntFields[f]) : static_cast<void const*>(&mFields[f]);
+            mSerialized[f] = nvinfer1::PluginField(Spec::kFIELD_NAMES[f], data, Spec::kFIELD_TYPES[f], 1);
         }
         mCollection.nbFields = Spec::kNB_FIELDS;
         mCollection.fields = mSerialized.data();
@@ -274,8 +293,15 @@ public:
 
 protected:
     Fields mFields;
+    IntFields mIntFields;
 
 private:
+    //! The derived plugin, for its checkSizes (static in plugins whose limits need no field, a member otherwise).
+    Op const& self() const noexcept
+    {
+        return static_cast<Op const&>(*this);
+    }
+
     static SymbolValues unknownSymbols() noexcept
     {
         SymbolValues sym;
@@ -298,8 +324,8 @@ private:
         return true;
     }
 
-    static bool checkAll(nvinfer1::Dims const* const* inDims, nvinfer1::Dims const* const* outDims,
-        bool allKnown = false) noexcept
+    bool checkAll(nvinfer1::Dims const* const* inDims, nvinfer1::Dims const* const* outDims,
+        bool allKnown = false) const noexcept
     {
         SymbolValues sym = unknownSymbols();
         if (!checkSymbols(Spec::kNAME, "input", Spec::kNB_INPUTS, Spec::kINPUT_NAMES, Spec::kINPUT_RANKS,
@@ -320,7 +346,7 @@ private:
                 }
             }
         }
-        return Op::checkSizes(sym);
+        return self().checkSizes(sym);
     }
 
     static bool usesSymbol(int32_t s) noexcept
@@ -364,13 +390,15 @@ public:
         override
     {
         typename Op::Fields fields{};
-        if (!readScaleFields(Spec::kNAME, Spec::kFIELD_NAMES, Spec::kNB_FIELDS, fc, fields.data()))
+        typename Op::IntFields intFields{};
+        if (!readFields(Spec::kNAME, Spec::kFIELD_NAMES, Spec::kFIELD_TYPES, Spec::kNB_FIELDS, fc, fields.data(),
+                intFields.data()))
         {
             return nullptr;
         }
         try
         {
-            return new Op(fields);
+            return new Op(fields, intFields);
         }
         catch (std::exception const& e)
         {

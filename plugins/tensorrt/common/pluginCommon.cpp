@@ -44,14 +44,14 @@ void logError(char const* plugin, std::string const& message) noexcept
     logError(plugin, message.c_str());
 }
 
-bool readScaleFields(char const* plugin, char const* const* names, int32_t nbNames,
-    nvinfer1::PluginFieldCollection const* fc, float* values) noexcept
+bool readFields(char const* plugin, char const* const* names, nvinfer1::PluginFieldType const* types, int32_t nbNames,
+    nvinfer1::PluginFieldCollection const* fc, float* floats, int32_t* ints) noexcept
 {
     try
     {
         if (fc == nullptr || (fc->nbFields > 0 && fc->fields == nullptr) || fc->nbFields < 0)
         {
-            logError(plugin, "no plugin field collection (expected the scale fields)");
+            logError(plugin, "no plugin field collection (expected the op's fields)");
             return false;
         }
         bool seen[64] = {};
@@ -92,22 +92,37 @@ bool readScaleFields(char const* plugin, char const* const* names, int32_t nbNam
                 logError(plugin, "field '" + name + "' given twice");
                 return false;
             }
-            if (field.type != nvinfer1::PluginFieldType::kFLOAT32 || field.length != 1 || field.data == nullptr)
+            bool const isInt = types[index] == nvinfer1::PluginFieldType::kINT32;
+            if (field.type != types[index] || field.length != 1 || field.data == nullptr)
             {
-                logError(plugin, "field '" + name + "' must be one kFLOAT32 value (type "
+                logError(plugin, "field '" + name + "' must be one " + (isInt ? "kINT32" : "kFLOAT32") + " value (type "
                         + std::to_string(static_cast<int32_t>(field.type)) + ", length "
                         + std::to_string(field.length) + (field.data == nullptr ? ", no data)" : ")"));
                 return false;
             }
-            float value;
-            std::memcpy(&value, field.data, sizeof(float)); // the data pointer need not be aligned
-            if (!std::isfinite(value) || !(value > 0.0F))
+            if (isInt)
             {
-                logError(plugin, "field '" + name + "' = " + std::to_string(value)
-                        + " is not a scale (must be finite and > 0)");
-                return false;
+                int32_t value;
+                std::memcpy(&value, field.data, sizeof(int32_t)); // the data pointer need not be aligned
+                if (value < 1)
+                {
+                    logError(plugin, "field '" + name + "' = " + std::to_string(value) + " must be >= 1");
+                    return false;
+                }
+                ints[index] = value;
             }
-            values[index] = value;
+            else
+            {
+                float value;
+                std::memcpy(&value, field.data, sizeof(float));
+                if (!std::isfinite(value) || !(value > 0.0F))
+                {
+                    logError(plugin, "field '" + name + "' = " + std::to_string(value)
+                            + " is not a scale (must be finite and > 0)");
+                    return false;
+                }
+                floats[index] = value;
+            }
             seen[index] = true;
         }
         for (int32_t j = 0; j < nbNames; ++j)

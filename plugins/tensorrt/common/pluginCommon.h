@@ -1,4 +1,4 @@
-// Shared by the three edge-quamba TensorRT plugins: error reporting, plugin-field parsing and validation, and the
+// Shared by the edge-quamba TensorRT plugins: error reporting, plugin-field parsing and validation, and the
 // shape checks driven by the op specs (opSpecs.h, generated from edge_quamba/ops/specs.py).
 //
 // Nothing here calls into libnvinfer: only the TensorRT headers' types and inline/virtual members are used, so the
@@ -25,12 +25,14 @@ void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 void logError(char const* plugin, char const* message) noexcept;
 void logError(char const* plugin, std::string const& message) noexcept;
 
-//! Read the plugin fields named ``names[0..nbNames)`` from ``fc`` into ``values``. Every name must appear exactly
-//! once, as kFLOAT32 of length 1 (how the ONNX parser passes a FLOAT attribute, and how getFieldsToSerialize writes
-//! it), with a finite value > 0 (they are quantization scales). Unknown names are errors too: the parser only passes
-//! fields the creator declares, so an unknown one is a caller bug. Returns false after logging the first problem.
-bool readScaleFields(char const* plugin, char const* const* names, int32_t nbNames,
-    nvinfer1::PluginFieldCollection const* fc, float* values) noexcept;
+//! Read the plugin fields named ``names[0..nbNames)`` from ``fc``. Every name must appear exactly once, of length 1
+//! and of its declared type ``types[j]`` (how the ONNX parser passes a FLOAT / INT attribute, and how
+//! getFieldsToSerialize writes it): a kFLOAT32 field is a quantization scale, finite and > 0, stored in
+//! ``floats[j]``; a kINT32 field is a layout constant (the int4 group size), >= 1, stored in ``ints[j]``. Unknown
+//! names are errors too: the parser only passes fields the creator declares, so an unknown one is a caller bug.
+//! Returns false after logging the first problem.
+bool readFields(char const* plugin, char const* const* names, nvinfer1::PluginFieldType const* types, int32_t nbNames,
+    nvinfer1::PluginFieldCollection const* fc, float* floats, int32_t* ints) noexcept;
 
 //! Value of each shape symbol (spec::kSYM_*), or kUNKNOWN_DIM where no tensor fixed it yet.
 constexpr int64_t kUNKNOWN_DIM = -1;

@@ -5,7 +5,7 @@
 #
 #   TRT_INCLUDE_DIR  a folder holding NvInferRuntime.h (TensorRT 10.x or 11.x headers)
 #   SM               compute capability without the dot: 87 (Orin), 90 (H100/H200)
-#   OUT_DIR          gets libedge_quamba_trt_plugins.so and harness
+#   OUT_DIR          gets libedge_quamba_trt_plugins.so, harness and int4_linear_harness
 #
 # Environment: KERNELS_DIR (default: plugins/kernels of this checkout), CUDA_HOME (default: /usr/local/cuda),
 # NVCC (default: nvcc), CXX (default: g++).
@@ -40,14 +40,14 @@ NVCCFLAGS=(-std=c++17 -O3 --fmad=false -Xcompiler -fPIC,-fvisibility=hidden
 
 objects=()
 pids=()
-for cu in causal_conv1d selective_scan hadamard_quantize; do
+for cu in causal_conv1d selective_scan hadamard_quantize int4_gemv int4_gemm; do
     "$NVCC" "${NVCCFLAGS[@]}" -I"$KERNELS_PARENT" -c "$KERNELS_DIR/$cu.cu" -o "$OUT/obj/$cu.o" &
     pids+=($!)
     objects+=("$OUT/obj/$cu.o")
 done
 for src in common/pluginCommon Int8CausalConv1dPlugin/int8CausalConv1dPlugin \
            Int8SelectiveScanPlugin/int8SelectiveScanPlugin HadamardQuantizePlugin/hadamardQuantizePlugin \
-           pluginRegistration; do
+           Int4LinearPlugin/int4LinearPlugin pluginRegistration; do
     name=$(basename "$src")
     "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -c "$HERE/$src.cpp" -o "$OUT/obj/$name.o"
     objects+=("$OUT/obj/$name.o")
@@ -56,8 +56,13 @@ for pid in "${pids[@]}"; do
     wait "$pid"   # a failed nvcc fails the script (set -e)
 done
 "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/harness.cpp" -o "$OUT/obj/harness.o"
+"$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/int4LinearHarness.cpp" \
+    -o "$OUT/obj/int4LinearHarness.o"
 
 # The library TensorRT loads, and the harness, which links the same objects (it calls getCreators like TensorRT).
 "$NVCC" -shared -o "$OUT/libedge_quamba_trt_plugins.so" "${objects[@]}" -cudart shared
 "$NVCC" -o "$OUT/harness" "$OUT/obj/harness.o" "${objects[@]}" -cudart shared
-echo "built $OUT/libedge_quamba_trt_plugins.so and $OUT/harness (sm_$SM, TensorRT headers $TRT_INCLUDE)"
+# The 4-bit linears' harness reaches the plugins only through the library's getCreators, as TensorRT does.
+"$NVCC" -o "$OUT/int4_linear_harness" "$OUT/obj/int4LinearHarness.o" -L"$OUT" -ledge_quamba_trt_plugins \
+    -Xlinker -rpath='$ORIGIN' -cudart shared
+echo "built $OUT/libedge_quamba_trt_plugins.so, $OUT/harness and $OUT/int4_linear_harness (sm_$SM, TensorRT headers $TRT_INCLUDE)"

@@ -548,7 +548,7 @@ std::vector<std::string> acceptedTypes(IPluginV3OneBuild* build, int32_t nbInput
         }
         accepted.push_back(found);
         // leave io[pos] at the accepted type for the next positions
-        for (DataType t : {DataType::kFLOAT, DataType::kINT8})
+        for (DataType t : {DataType::kFLOAT, DataType::kHALF, DataType::kINT8})
         {
             io[pos].desc.type = t;
             if (build->supportsFormatCombination(pos, io.data(), nbInputs, nbOutputs))
@@ -578,11 +578,19 @@ int describe()
             std::printf("%s[\"%s\", %d, %d]", i ? ", " : "", declared->fields[i].name,
                 static_cast<int>(declared->fields[i].type), declared->fields[i].length);
         }
-        // A plugin with valid fields, to read what it declares about its tensors.
+        // A plugin with valid fields, to read what it declares about its tensors (a scale 0.5, a group size 32).
         Fields fields;
         for (int32_t i = 0; i < declared->nbFields; ++i)
         {
-            fields.addFloat(declared->fields[i].name, 0.5F);
+            int32_t const groupSize = 32;
+            if (declared->fields[i].type == PluginFieldType::kINT32)
+            {
+                fields.addRaw(declared->fields[i].name, &groupSize, sizeof(groupSize), PluginFieldType::kINT32, 1);
+            }
+            else
+            {
+                fields.addFloat(declared->fields[i].name, 0.5F);
+            }
         }
         IPluginV3* plugin = creator->createPlugin(creator->getPluginName(), fields.collection(), TensorRTPhase::kBUILD);
         IPluginV3OneBuild* build = capabilities(plugin).build;
@@ -592,7 +600,7 @@ int describe()
         for (int32_t k = 1; k <= 16 && nbInputs == 0; ++k)
         {
             std::vector<DynamicPluginTensorDesc> probe(k + nbOutputs);
-            for (DataType t : {DataType::kFLOAT, DataType::kINT8})
+            for (DataType t : {DataType::kFLOAT, DataType::kHALF, DataType::kINT8})
             {
                 probe[0].desc.type = t;
                 probe[0].desc.format = TensorFormat::kLINEAR;
@@ -612,7 +620,9 @@ int describe()
         std::vector<DataType> inTypes;
         for (int32_t i = 0; i < nbInputs; ++i)
         {
-            inTypes.push_back(accepted[i] == "int8" ? DataType::kINT8 : DataType::kFLOAT);
+            inTypes.push_back(accepted[i] == "int8" ? DataType::kINT8
+                    : accepted[i] == "float16"             ? DataType::kHALF
+                                                           : DataType::kFLOAT);
         }
         std::vector<DataType> outTypes(nbOutputs);
         build->getOutputDataTypes(outTypes.data(), nbOutputs, inTypes.data(), nbInputs);
