@@ -2,6 +2,7 @@
 configs end to end (quantize -> artifact -> reference, decode = prefill; W4A8 -> ONNX -> ONNX Runtime validation),
 format-1 artifacts, and the one-line errors of what is not built."""
 
+import collections
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ from onnx import TensorProto, numpy_helper
 from edge_quamba.errors import ConfigError
 from edge_quamba.models.config import parse_model_config
 from edge_quamba.models.mamba import MambaLM
-from edge_quamba.onnx.validate import W4A16_RTOL, check_graph
+from edge_quamba.onnx.validate import TIE_TOLERANCE, W4A16_RTOL, check_graph
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.quant.artifact import QUANT_CONFIG, load_quantized_model
 from edge_quamba.quant.calibrate import CalibrationData, LinearHessians, calibrate
@@ -337,8 +338,12 @@ def test_w4a8_export_validates_on_onnx_runtime(fp_folder, calib_file, tmp_path):
     print(proc.stderr)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["validation"]["ort"]["passed"] and list(result["validation"]) == ["ort"]
-    assert not (out / "model.trt.onnx").exists()
+    assert list(result["validation"]) == ["ort", "tensorrt"]
+    assert result["validation"]["ort"]["passed"] and result["validation"]["tensorrt"]["passed"]
+    # the TensorRT flavour's W4A8 bodies are bit-identical to the reference: the W8A8 tie rule, not MatMulNBits'
+    assert result["validation"]["tensorrt"]["tie_tolerance_codes"] == TIE_TOLERANCE
+    assert_tensorrt_4bit_graph(out, {"W4A8LinearQuantize": 3, "W4A8Linear": 1, "Int8CausalConv1d": 1,
+                                     "Int8SelectiveScan": 1, "HadamardQuantize": 1})
     graph = onnx.load(str(out / "model.onnx"))
     assert [o.version for o in graph.opset_import if o.domain == ""] == [21]
     assert check_graph(graph, "ort") == []
@@ -365,10 +370,15 @@ def test_w4a16_export_validates_on_onnx_runtime(fp_folder, calib_file, tmp_path)
                           "--json")
     print(proc.stderr)
     assert proc.returncode == 0, proc.stderr
-    validation = json.loads(proc.stdout)["validation"]["ort"]
-    checks = validation["checks"]
-    assert [c["name"] for c in checks][:2] == ["logits", "conv_state_out.0"] and all(c["passed"] for c in checks)
-    assert validation["logits_rtol"] == validation["ssm_state_rtol"] == W4A16_RTOL  # the rtol it was checked at
+    validations = json.loads(proc.stdout)["validation"]
+    assert list(validations) == ["ort", "tensorrt"]
+    for flavour, logits in (("ort", "logits"), ("tensorrt", "last_logits")):
+        checks = validations[flavour]["checks"]
+        assert [c["name"] for c in checks][:2] == [logits, "conv_state_out.0"] and all(c["passed"] for c in checks)
+        assert validations[flavour]["logits_rtol"] == validations[flavour]["ssm_state_rtol"] == W4A16_RTOL
+    trt = assert_tensorrt_4bit_graph(out, {"W4A16Linear": 4, "SelectiveScanF16": 1})
+    trt_inputs = {i.name: i.type.tensor_type.elem_type for i in trt.graph.input}
+    assert trt_inputs["conv_state.0"] == TensorProto.FLOAT16 and trt_inputs["ssm_state.0"] == TensorProto.FLOAT
     graph = onnx.load(str(out / "model.onnx"))
     assert check_graph(graph, "ort") == [] and not graph.functions
     assert {n.domain for n in graph.graph.node} == {""}  # no custom op: standard ops only
@@ -382,6 +392,26 @@ def test_w4a16_export_validates_on_onnx_runtime(fp_folder, calib_file, tmp_path)
     assert run_ort.returncode == 0, run_ort.stderr
     print(run_ort.stdout, run_ref.stdout)
     assert json.loads(run_ort.stdout)["tokens"][0] == json.loads(run_ref.stdout)["tokens"][0]
+
+
+def assert_tensorrt_4bit_graph(out, per_layer: dict[str, int]) -> onnx.ModelProto:
+    """model.trt.onnx of a 4-bit export: the custom nodes ``per_layer`` times per layer, every linear a plugin node
+    over its packed weight as an int8 (N, ceil(K / 2)) initializer (no INT4 left), opset 17, no function bodies, and
+    no violation of the TensorRT 10.3 rules."""
+    from edge_quamba.onnx.tensorrt_check import check_tensorrt_graph
+
+    trt = onnx.load(str(out / "model.trt.onnx"))
+    n_layer = HF["num_hidden_layers"]
+    ops = collections.Counter(n.op_type for n in trt.graph.node if n.domain == "edge_quamba")
+    assert dict(ops) == {op: count * n_layer for op, count in per_layer.items()}
+    assert [o.version for o in trt.opset_import if o.domain == ""] == [17] and not trt.functions
+    inits = {t.name: t for t in trt.graph.initializer}
+    packed = [inits[n.input[1]] for n in trt.graph.node if n.op_type.startswith(("W4A8", "W4A16"))]
+    assert len(packed) == 4 * n_layer and all(t.data_type == TensorProto.INT8 for t in packed)
+    assert {tuple(t.dims) for t in packed} == {(256, 32), (4 + 8 + 8, 64), (128, 2), (64, 64)}  # (N, ceil(K / 2))
+    assert not any(t.data_type == TensorProto.INT4 for t in trt.graph.initializer)
+    assert check_graph(trt, "tensorrt") == [] and check_tensorrt_graph(trt) == []
+    return trt
 
 
 def test_ort_runs_int4_weights_at_float32_accuracy():
@@ -416,23 +446,13 @@ def test_ort_runs_int4_weights_at_float32_accuracy():
 
 
 def test_errors_for_what_is_not_built(fp_folder, calib_file, tmp_path):
-    art = tmp_path / "w4a16"
-    assert cli_in_process("quantize", "--model", str(fp_folder), "--out", str(art), "--bits", "w4a16",
-                          "--calib-data", str(calib_file), "--calib-samples", "2",
-                          "--calib-seq-len", "32").returncode == 0
-    line = one_error_line(cli_in_process("export", "--model", str(art), "--out", str(tmp_path / "e"),
-                                         "--target", "tensorrt"))
-    assert "tensorrt" in line
-    line = one_error_line(cli_in_process("export", "--model", str(fp_folder), "--out", str(tmp_path / "e"),
-                                         "--bits", "w4a8", "--target", "tensorrt"))
-    assert "tensorrt" in line
     line = one_error_line(cli_in_process("quantize", "--model", str(fp_folder), "--out", str(tmp_path / "q2"),
                                          "--method", "quamba2"))
     assert "Mamba2-only" in line
     line = one_error_line(cli_in_process("quantize", "--model", str(fp_folder), "--out", str(tmp_path / "b"),
                                          "--bits", "w2a8"))
     assert "w2a8" in line
-    assert not (tmp_path / "q2").exists() and not (tmp_path / "e").exists()
+    assert not (tmp_path / "q2").exists()
 
 
 def test_int4_linear_state_dict_is_packed():

@@ -1,6 +1,8 @@
 """Each custom op's ONNX function body, run alone on stock ONNX Runtime, against its qops reference on identical
 int8 inputs: int8 outputs exact except counted rounding ties (each proven: the reference's quotient x / s lies within
-TIE_TOLERANCE codes of .5), float outputs within a stated tolerance."""
+TIE_TOLERANCE codes of .5), float outputs within a stated tolerance. The 4-bit linears of the TensorRT flavour:
+W4A8Linear(Quantize) bit-identical, W4A16Linear within one float16 step plus float32 sums in another order;
+SelectiveScanF16 within the scan's tolerance."""
 
 import math
 
@@ -12,17 +14,21 @@ import torch
 from onnx import TensorProto, helper
 
 from edge_quamba.onnx import IR_VERSION, OPSET
+from edge_quamba.models.mamba import selective_scan
 from edge_quamba.onnx.functions import (Body, hadamard_quantize_function, int8_causal_conv1d_function,
-                                        int8_selective_scan_function)
+                                        int8_selective_scan_function, selective_scan_f16_function,
+                                        w4a8_linear_function, w4a8_linear_quantize_function, w4a16_linear_function)
 from edge_quamba.onnx.validate import TIE_TOLERANCE
-from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN
+from edge_quamba.ops.specs import (DOMAIN, HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN,
+                                   SELECTIVE_SCAN_F16, W4A8_LINEAR, W4A8_LINEAR_QUANTIZE, W4A16_LINEAR)
+from edge_quamba.quant import primitives, qops
 from edge_quamba.quant.hadamard import hadamard_transform
 from edge_quamba.quant.primitives import quantize, quantize_hook
 from edge_quamba.quant.qops import hadamard_quantize, int8_causal_conv1d, int8_selective_scan
 from edge_quamba.runtime.ort_backend import session_options
 from helpers import report
 
-ELEM = {"int8": TensorProto.INT8, "float32": TensorProto.FLOAT}
+ELEM = {"int8": TensorProto.INT8, "float16": TensorProto.FLOAT16, "float32": TensorProto.FLOAT}
 SCAN_RTOL = 1e-5
 """Scan outputs: max |ort - ref| <= SCAN_RTOL * max(1, max |ref|) (float32 exp, softplus, sums in another order)."""
 
@@ -30,7 +36,8 @@ SCAN_RTOL = 1e-5
 def run_single_node(spec, function, attrs: dict, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """A one-node model calling ``spec`` (its body: ``function``) with every input a graph input, run on ORT."""
     node = helper.make_node(spec.name, [t.name for t in spec.inputs], [t.name for t in spec.outputs], domain=DOMAIN)
-    node.attribute.extend(helper.make_attribute(a.name, float(attrs[a.name])) for a in spec.attributes)
+    node.attribute.extend(helper.make_attribute(a.name, int(attrs[a.name]) if a.kind == "int" else
+                                                float(attrs[a.name])) for a in spec.attributes)
     graph = helper.make_graph(
         [node], spec.name,
         [helper.make_tensor_value_info(t.name, ELEM[t.dtype], list(t.shape)) for t in spec.inputs],
@@ -144,3 +151,65 @@ def test_quantize_pattern_matches_primitives_at_ties_and_limits():
     assert got.min() == -127 and got.max() == 127
     assert np.array_equal(got, want), x[got != want]
     assert math.isclose(float(want[list(halves).index(2.5)]), 2.0)  # half to even
+
+
+# (b, l, K, N, group): 2.8b's dt_proj K (a partial last group), an odd K below the group, whole groups, a decode step
+INT4_SHAPES = [(2, 5, 160, 96, 64), (1, 3, 39, 17, 13), (1, 33, 256, 64, 64), (1, 1, 5120, 48, 64)]
+
+
+def int4_linear_inputs(b, l, k, n, group, seed, x):
+    g = torch.Generator().manual_seed(seed)
+    packed = primitives.pack_int4(torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8))  # every nibble
+    scales = torch.rand(n, primitives.int4_group_count(k, group), generator=g) * 0.01 + 1e-4
+    x = ints(g, b, l, k) if x == "int8" else torch.randn(b, l, k, generator=g).half()
+    return x, packed, scales, torch.randn(n, generator=g)
+
+
+@pytest.mark.parametrize("b,l,k,n,group", INT4_SHAPES)
+def test_w4a8_linear_bodies_are_bit_identical(b, l, k, n, group):
+    """The TensorRT flavour's W4A8Linear and W4A8LinearQuantize bodies (packed weight as int8 bytes) equal the
+    reference bit for bit: exact per-group integer sums, groups added in ascending order."""
+    x_q, packed, scales, bias = int4_linear_inputs(b, l, k, n, group, k + n, "int8")
+    feeds = {"x_q": x_q.numpy(), "weight_packed": packed.view(torch.int8).numpy(), "weight_scale": scales.numpy(),
+             "bias": bias.numpy()}
+    (y,) = run_single_node(W4A8_LINEAR, w4a8_linear_function(), {"x_scale": 0.0173, "group_size": group}, feeds)
+    want = qops.w4a8_linear(x_q, packed, scales, bias, 0.0173, group)
+    report("w4a8_linear body", torch.from_numpy(y) - want)
+    assert np.array_equal(y, want.numpy())
+    out_scale = float(want.abs().max()) / 150  # the largest saturate at +-127
+    (y_q,) = run_single_node(W4A8_LINEAR_QUANTIZE, w4a8_linear_quantize_function(),
+                             {"x_scale": 0.0173, "group_size": group, "out_scale": out_scale}, feeds)
+    assert np.array_equal(y_q, qops.w4a8_linear_quantize(x_q, packed, scales, bias, 0.0173, group, out_scale).numpy())
+    assert (np.abs(y_q) == 127).any()
+
+
+@pytest.mark.parametrize("b,l,k,n,group", INT4_SHAPES)
+def test_w4a16_linear_body_tracks_the_reference(b, l, k, n, group):
+    """float16 out: within one float16 step of the reference plus float32 sums in another order (the kernels'
+    W4A16 tolerance: 2^-10 |ref| + 2^-15 (|x| @ |w|^T))."""
+    x, packed, scales, bias = int4_linear_inputs(b, l, k, n, group, 3 * k + n, "float16")
+    feeds = {"x": x.numpy(), "weight_packed": packed.view(torch.int8).numpy(), "weight_scale": scales.numpy(),
+             "bias": bias.numpy()}
+    (y,) = run_single_node(W4A16_LINEAR, w4a16_linear_function(), {"group_size": group}, feeds)
+    want = qops.w4a16_linear(x, packed, scales, bias, group).float()
+    w = primitives.dequantize_int4(primitives.unpack_int4(packed, k), scales, group)
+    limit = 2.0**-10 * want.abs() + 2.0**-15 * (x.float().abs() @ w.abs().T)
+    diff = (torch.from_numpy(y.astype(np.float32)) - want).abs()
+    report("w4a16_linear body", diff)
+    assert y.dtype == np.float16 and bool((diff <= limit).all())
+
+
+@pytest.mark.parametrize("b,l,d_in,n", [(1, 1, 768, 16), (2, 37, 96, 16), (3, 8, 160, 4)])
+def test_selective_scan_f16_body_tracks_the_reference(b, l, d_in, n):
+    g = torch.Generator().manual_seed(b * l + d_in)
+    args = {"u": torch.randn(b, l, d_in, generator=g).half(), "delta": torch.rand(b, l, d_in, generator=g) * 0.2,
+            "A": -torch.rand(d_in, n, generator=g) * 4, "B": torch.randn(b, l, n, generator=g).half(),
+            "C": torch.randn(b, l, n, generator=g).half(), "D": torch.randn(d_in, generator=g).half(),
+            "ssm_state": torch.randn(b, d_in, n, generator=g)}
+    y, state = run_single_node(SELECTIVE_SCAN_F16, selective_scan_f16_function(), {},
+                               {k: v.numpy() for k, v in args.items()})
+    want_y, want_state = selective_scan(*args.values())
+    for name, got, want in (("y", y, want_y), ("ssm_state_out", state, want_state)):
+        diff = torch.from_numpy(got) - want
+        report(f"selective_scan_f16 {name}", diff)
+        assert got.dtype == np.float32 and float(diff.abs().max()) <= SCAN_RTOL * max(1.0, float(want.abs().max()))

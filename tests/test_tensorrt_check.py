@@ -19,7 +19,7 @@ from onnx import TensorProto as T, helper, numpy_helper
 from edge_quamba.errors import ConformanceError
 from edge_quamba.onnx.tensorrt_check import RULES_FILE, check_tensorrt_graph, require_tensorrt_conformance
 from edge_quamba.ops.plugins import plugin_node_attributes
-from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D
+from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D, W4A8_LINEAR_QUANTIZE
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -126,6 +126,29 @@ def gather_last(model):
         helper.make_node("Gather", ["a", "minus_one"], ["last_g"], name="norm_f.last", axis=1))
 
 
+def w4a8_node(model, group_size: int = 2):
+    """A W4A8LinearQuantize plugin on the conv's codes u_q (b, l, 4) -> (b, l, 6): its packed weight (6, 2) as an int8
+    initializer read by the plugin directly, (6, 2) float32 group scales, a float32 bias, an int group_size."""
+    node = helper.make_node(W4A8_LINEAR_QUANTIZE.name, ["u_q", "w4_packed", "w4_scale", "w4_bias"], ["w4_q"],
+                            name="w4a8_linear", domain=DOMAIN)
+    node.attribute.extend([helper.make_attribute("x_scale", 0.1), helper.make_attribute("group_size", group_size),
+                           helper.make_attribute("out_scale", 0.05)])
+    node.attribute.extend(helper.make_attribute(k, v) for k, v in plugin_node_attributes(W4A8_LINEAR_QUANTIZE).items())
+    add(model, node, helper.make_node("DequantizeLinear", ["w4_q", "s_y", "zp"], ["w4"], name="w4.dequantize"),
+        inits=[_init("w4_packed", np.full((6, 2), -0x79, np.int8)), _init("w4_scale", np.full((6, 2), 0.01, np.float32)),
+               _init("w4_bias", np.zeros(6, np.float32))])
+
+
+def int4_block_weight(model, k: int = 160, block: int = 64):
+    """A blocked INT4 weight DequantizeLinear (k, 6) with ceil(k / block) block scales along axis 0."""
+    groups = -(-k // block)
+    add(model, helper.make_node("DequantizeLinear", ["w_int4", "s_int4", "zp_int4"], ["w_deq"], name="int4_weight",
+                                axis=0, block_size=block),
+        inits=[helper.make_tensor("w_int4", T.INT4, [k, 6], [1] * (k * 6)),
+               _init("s_int4", np.full((groups, 6), 0.01, np.float32)),
+               helper.make_tensor("zp_int4", T.INT4, [groups, 6], [0] * (groups * 6))])
+
+
 def opset_19_quantize_fp16(model):
     """x16 (float16) quantized with a float32 scale at opset 19: the parser no longer casts the scale."""
     model.opset_import[0].version = 19
@@ -188,6 +211,7 @@ CASES = [  # (rule, what breaks it, mutation)
     ("TRT041", "a UINT8 zero point", lambda m: (add(m, inits=[_init("zp_u8", np.uint8(0))]),
                                                 set_input(node(m, "quantize_y"), 2, "zp_u8"))),
     ("TRT042", "a float16 input with a float32 scale at opset 19", opset_19_quantize_fp16),
+    ("TRT044", "an INT4 weight of K = 160 in blocks of 64 (a partial last block)", int4_block_weight),
     ("TRT043", "a per-axis DequantizeLinear of an activation", lambda m: add(
         m, helper.make_node("DequantizeLinear", ["u_q", "s_u4", "zp4"], ["u_pa"], name="per_axis_act", axis=2),
         inits=[_init("s_u4", np.full(4, 0.1, np.float32)), _init("zp4", np.zeros(4, np.int8))])),
@@ -206,6 +230,9 @@ CASES = [  # (rule, what breaks it, mutation)
     ("TRT060", "a negative field", lambda m: set_attr(node(m, "conv1d"), "out_scale", -0.1)),
     ("TRT060", "a float32 conv state", lambda m: setattr(m.graph.input[1].type.tensor_type, "elem_type", T.FLOAT)),
     ("TRT060", "no bias input", lambda m: node(m, "conv1d").input.pop()),
+    ("TRT060", "a W4A8 group size of 0", lambda m: w4a8_node(m, group_size=0)),
+    ("TRT060", "a W4A8 group size as FLOAT", lambda m: (w4a8_node(m), set_attr(node(m, "w4a8_linear"), "group_size",
+                                                                               2.0))),
     ("TRT061", "an op whose spec has no plugin", lambda m: add(m, helper.make_node(
         HADAMARD_QUANTIZE_DYNAMIC.name, ["a"], ["dq", "ds"], name="hq_dynamic", domain=DOMAIN))),
     ("TRT061", "a custom node named like a builtin op", lambda m: add(m, helper.make_node(
@@ -248,6 +275,24 @@ def test_every_rule_has_a_failing_case_and_cites_known_sources():
     cited = set(re.findall(r'"([a-z_0-9]+):[A-Za-z/]+[A-Za-z]\.(?:cpp|h|md)', text))
     print(sorted(cited))
     assert cited <= sources
+
+
+def test_a_w4a8_plugin_on_its_packed_int8_weight_is_accepted():
+    """The TensorRT graph's 4-bit linears: the packed bytes as an INT8 initializer read by the plugin (TRT051 admits
+    it; a UINT8 one would be rewritten as INT32 by the parser, TRT030), an INT group_size field (kINT32), its int8
+    output typed (b, l, N) from the weight's rows for ONNX inference."""
+    model = good_graph()
+    w4a8_node(model)
+    assert rules_of(model) == []
+    replace_init(model, "w4_packed", np.full((6, 2), 0x87, np.uint8))
+    assert "TRT030" in rules_of(model)
+
+
+def test_an_int4_weight_in_whole_blocks_passes_the_block_rule():
+    """TRT044 holds where the block the parser infers is block_size: K = 128 in blocks of 64."""
+    model = good_graph()
+    int4_block_weight(model, k=128)
+    assert "TRT044" not in rules_of(model)
 
 
 def test_int8_graph_io_and_an_int8_weight_feeding_a_plugin_are_accepted():
@@ -325,11 +370,11 @@ def demo_quantized(request, tmp_path_factory):
     from edge_quamba.quant.pipeline import quantize_checkpoint
     from edge_quamba.quant.qmodel import QuantConfig
 
-    name = request.param
+    name, _, bits = request.param.partition(":")
     method = "quamba2" if name == "demo-mamba2" else "quamba"
     out = tmp_path_factory.mktemp(name) / "quantized"
-    quantize_checkpoint(model=name, out=out, qconfig=QuantConfig(method=method, calib_samples=4, calib_seq_len=128),
-                        progress=False)
+    quantize_checkpoint(model=name, out=out, qconfig=QuantConfig(method=method, bits=bits or "w8a8", calib_samples=4,
+                                                                 calib_seq_len=128), progress=False)
     return load_quantized_model(out)
 
 
@@ -352,6 +397,25 @@ def test_demo_tensorrt_graph_breaks_no_rule(demo_quantized, float_parts):
 
     graph = lower_model(use_float_parts(demo_quantized, float_parts), "tensorrt", float_parts=float_parts)
     violations = check_tensorrt_graph(to_tensorrt_flavour(graph))
+    print("\n".join(map(str, violations)))
+    assert violations == []
+
+
+@pytest.mark.parametrize("demo_quantized", ["demo:w4a8", "demo:w4a16"], indirect=True)
+def test_demo_4bit_tensorrt_graphs_break_no_rule(demo_quantized):
+    """The demo model's W4A8 and W4A16 TensorRT graphs (their linears W4A8Linear(Quantize) / W4A16Linear plugins over
+    the packed weights, W4A16's scan SelectiveScanF16), at the opset the 10.3 parser documents (17: no INT4 left)."""
+    from edge_quamba.onnx.lower import lower_model
+    from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
+
+    graph = to_tensorrt_flavour(lower_model(demo_quantized, "tensorrt"))
+    ops = {n.op_type for n in graph.graph.node if n.domain == DOMAIN}
+    print(sorted(ops))
+    assert ops >= ({"W4A8Linear", "W4A8LinearQuantize"} if "Int8SelectiveScan" in ops else
+                   {"W4A16Linear", "SelectiveScanF16"})
+    assert [o.version for o in graph.opset_import if o.domain == ""] == [17]
+    assert not any(t.data_type == T.INT4 for t in graph.graph.initializer)
+    violations = check_tensorrt_graph(graph)
     print("\n".join(map(str, violations)))
     assert violations == []
 

@@ -114,12 +114,12 @@ def test_harness_selftest_passes(built):
 
 
 @needs_build
-def test_int4_linear_harness_selftest_passes(built):
-    """The 4-bit linear plugins, host side, reached through the library's getCreators: the kINT32 group_size field,
-    validation, the exact serialization round trip, output shapes (b, l, N) with runtime b and l, refusal of weight
-    or scale widths that do not fit K and group_size, of K > 131071 and of more groups than the kernels hold."""
-    result = subprocess.run([str(built / "int4_linear_harness"), "selftest"], capture_output=True, text=True,
-                            timeout=120)
+def test_w4_harness_selftest_passes(built):
+    """The plugins of the 4-bit configs, host side, reached through the library's getCreators: the linears' kINT32
+    group_size field, validation, the exact serialization round trip, output shapes (b, l, N) with runtime b and l,
+    refusal of weight or scale widths that do not fit K and group_size, of K > 131071 and of more groups than the
+    kernels hold; the float16 scan's shapes, its n and b limits and dtypes."""
+    result = subprocess.run([str(built / "w4_harness"), "selftest"], capture_output=True, text=True, timeout=120)
     print(result.stdout[-3000:], result.stderr[-3000:])
     assert result.returncode == 0
     assert "selftest: " in result.stdout and " 0 failed" in result.stdout

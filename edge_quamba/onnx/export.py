@@ -42,8 +42,8 @@ from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, state_name
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, FP32_GRAPH, FP_DIR, ORT_MODEL,
                                      QUANTIZED_DIR, QUANTIZED_GRAPH, TARGET_FILES, TRT_MODEL, is_fp32_export,
                                      write_export_config)
-from edge_quamba.onnx.lower import (FLAVOURS, NO_4BIT_TENSORRT, NO_FP32_TENSORRT, NO_MAMBA2_GRAPH,
-                                    TENSORRT_DYNAMIC_REFUSAL, lower_model)
+from edge_quamba.onnx.lower import (FLAVOURS, NO_FP32_TENSORRT, NO_MAMBA2_GRAPH, TENSORRT_DYNAMIC_REFUSAL,
+                                    lower_model)
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.tensorrt_check import require_tensorrt_conformance
 from edge_quamba.onnx.validate import (FP32_RTOL, ValidationReport, check_graph, validate_float_graph_on_ort,
@@ -143,8 +143,6 @@ def export_model(
     check_output_dir(out, inputs)
     bits = qconfig.bits if kind == FP else \
         read_quant_config(path if kind == "quantized" else path / QUANTIZED_DIR)[1].bits
-    if bits != "w8a8" and target == "tensorrt":
-        raise InputError(NO_4BIT_TENSORRT)
     mamba2 = isinstance(source.config, Mamba2Config)
     if mamba2 and target == "tensorrt":
         raise InputError(NO_MAMBA2_GRAPH)
@@ -169,15 +167,14 @@ def export_model(
         _make_artifact(path, kind, qdir, model=model, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                        batch_size=batch_size, progress=progress)
         reference = load_quantized_model(qdir)
-        if bits != "w8a8" or mamba2:  # an ORT flavour only (lower_model says why in one line)
+        if mamba2:  # an ORT flavour only (lower_model says why in one line)
             if target == "all":
-                log("exporting the ort target only (--target tensorrt is not built for "
-                    f"{'Mamba2' if mamba2 else '4-bit weights'} yet)")
+                log("exporting the ort target only (--target tensorrt is not built for Mamba2 yet)")
             targets = ["ort" if target == "all" else target]
         log("lowering to ONNX")
-        # both flavours are built and checked whatever the target (Mamba1 W8A8 with a static out_proj scale); a
-        # per-token out_proj scale, the 4-bit graphs and Mamba2 have the ORT flavour only
-        built = FLAVOURS if bits == "w8a8" and out_proj_scale == "static" and not mamba2 else ("ort",)
+        # both flavours are built and checked whatever the target (Mamba1 at every bit width with a static out_proj
+        # scale); a per-token out_proj scale and Mamba2 have the ORT flavour only
+        built = FLAVOURS if out_proj_scale == "static" and not mamba2 else ("ort",)
         parts = {"ort": "float32", "tensorrt": float_parts}
         lowered = {flavour: lower_model(use_float_parts(reference, parts[flavour]), flavour, progress=progress,
                                         float_parts=parts[flavour]) for flavour in built}
@@ -209,7 +206,7 @@ def export_model(
             use_float_parts(reference, parts[flavour])
             if bits == "w4a16":
                 report = validate_float_graph_on_ort(model_file, reference, prompt, decode_steps, threads=threads,
-                                                     progress=progress)
+                                                     progress=progress, flavour=flavour)
             else:
                 report = validate_on_ort(lowered[flavour], model_file, reference, prompt, decode_steps,
                                          threads=threads, progress=progress, flavour=flavour, bits=bits)

@@ -55,8 +55,8 @@ from onnx import FunctionProto, TensorProto, helper, numpy_helper
 
 from edge_quamba.onnx import OPSET
 from edge_quamba.ops.specs import (HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
-                                   INT8_CONV1D_CHANNEL_SCALES, INT8_SELECTIVE_SCAN, INT8_SSD_SCAN, W4A8_LINEAR,
-                                   W4A8_LINEAR_QUANTIZE, W4A16_LINEAR, OpSpec)
+                                   INT8_CONV1D_CHANNEL_SCALES, INT8_SELECTIVE_SCAN, INT8_SSD_SCAN, SELECTIVE_SCAN_F16,
+                                   W4A8_LINEAR, W4A8_LINEAR_QUANTIZE, W4A16_LINEAR, OpSpec)
 from edge_quamba.quant.hadamard import hadamard_factors, hadamard_matrix
 from edge_quamba.quant.primitives import AMAX_FLOOR, INT8_MAX
 
@@ -383,10 +383,34 @@ def w4a16_linear_function() -> FunctionProto:
     return _function(W4A16_LINEAR, b)
 
 
+def selective_scan_nodes(b: Body, u: str, delta: str, A: str, B: str, C: str, D: str, ssm_state: str,
+                        ssm_state_out: str, y: str) -> str:
+    """The fp reference's scan (:func:`edge_quamba.models.mamba.selective_scan`) in float32 nodes: u, delta (b, l,
+    d_in), A (d_in, n), B, C (b, l, n), D (d_in,), ssm_state (b, d_in, n), all float32 -> ``y`` = C.h + u D
+    (b, l, d_in); the final state is named ``ssm_state_out``. The decay exp(delta A) and the drive (delta u) B for all
+    l at once (the reference's order), then the two-op Scan step over l (axis 1)."""
+    last, inner = b.ints(-1), b.ints(2)
+    decay = b.op("Exp", b.op("Mul", b.op("Unsqueeze", delta, last), A))  # (b, l, d_in, n)
+    drive = b.op("Mul", b.op("Unsqueeze", b.op("Mul", delta, u), last), b.op("Unsqueeze", B, inner))
+    y_scan = b._name("y_scan")
+    b.ops("Scan", [ssm_state, decay, drive, b.op("Unsqueeze", C, inner)], [ssm_state_out, y_scan],
+          body=_scan_step_body(), num_scan_inputs=3, scan_input_axes=[1, 1, 1], scan_output_axes=[1])
+    return b.op("Add", y_scan, b.op("Mul", u, D), out=y)
+
+
+def selective_scan_f16_function() -> FunctionProto:
+    """SelectiveScanF16: the float16 inputs as float32 (exact), then :func:`selective_scan_nodes`."""
+    b = Body()
+    f32 = {name: b.op("Cast", name, to=TensorProto.FLOAT) for name in ("u", "B", "C", "D")}
+    selective_scan_nodes(b, f32["u"], "delta", "A", f32["B"], f32["C"], f32["D"], "ssm_state", "ssm_state_out", "y")
+    return _function(SELECTIVE_SCAN_F16, b)
+
+
 INT4_LINEAR_FUNCTIONS = {"w4a8": (w4a8_linear_function, w4a8_linear_quantize_function),
-                         "w4a16": (w4a16_linear_function,)}
-"""The 4-bit linears' bodies a TensorRT-flavour graph of each bit width uses (the ORT flavour lowers them to
-DequantizeLinear -> MatMul instead)."""
+                         "w4a16": (w4a16_linear_function, selective_scan_f16_function)}
+"""The custom ops' bodies a TensorRT-flavour graph of each 4-bit width adds (the ORT flavour lowers the linears to
+DequantizeLinear -> MatMul and the W4A16 scan to standard nodes instead): W4A16's graph has no int8 op, so its
+functions are these alone."""
 
 
 def mamba2_custom_functions(config, hadamard: bool, opset: int = OPSET) -> list[FunctionProto]:

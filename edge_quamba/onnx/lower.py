@@ -85,7 +85,8 @@ from edge_quamba.models.mamba2 import Mamba2Mixer
 from edge_quamba.onnx import INPUT_IDS, INT4_IR_VERSION, INT4_OPSET, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
 from edge_quamba.onnx.functions import Body, custom_functions, mamba2_custom_functions
 from edge_quamba.ops.specs import (DOMAIN, HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
-                                   INT8_CONV1D_CHANNEL_SCALES, INT8_SELECTIVE_SCAN, INT8_SSD_SCAN, OpSpec)
+                                   INT8_CONV1D_CHANNEL_SCALES, INT8_SELECTIVE_SCAN, INT8_SSD_SCAN, W4A8_LINEAR,
+                                   W4A8_LINEAR_QUANTIZE, OpSpec)
 from edge_quamba.quant.flow import mamba1_mixer_flow, mamba2_mixer_flow
 from edge_quamba.quant.mamba2_qmodel import PER_TENSOR_SITES, QuantMamba2Mixer, W4A16Mamba2Mixer
 from edge_quamba.quant.primitives import INT8_MAX
@@ -265,13 +266,15 @@ class GraphBuilder(Body):
         return self.ops("Split", [x, self.ints(*sizes)], outs, axis=-1)
 
     def custom(self, spec: OpSpec, inputs: list[str], outputs: list[str], name: str, **attrs: float) -> list[str]:
-        """A custom-op node; inputs, outputs and attributes in the spec's order (checked here, once)."""
+        """A custom-op node; inputs, outputs and attributes in the spec's order (checked here, once): FLOAT
+        attributes for the spec's float ones (scales), INT for its int ones (the int4 group size)."""
         if len(inputs) != len(spec.inputs) or len(outputs) != len(spec.outputs) or \
                 list(attrs) != [a.name for a in spec.attributes]:
             raise AssertionError(f"{spec.name} node does not follow its spec")
         node = helper.make_node(spec.name, inputs, outputs, name=name, domain=spec.domain)
-        node.attribute.extend(helper.make_attribute(k, float(v)) for k, v in attrs.items())  # spec order (make_node
-        # would sort keyword attributes by name)
+        kinds = {a.name: a.kind for a in spec.attributes}
+        node.attribute.extend(helper.make_attribute(k, int(v) if kinds[k] == "int" else float(v))
+                              for k, v in attrs.items())  # spec order (make_node would sort them by name)
         self.nodes.append(node)
         return outputs
 
@@ -297,6 +300,9 @@ class GraphOps:
                        for site in mixer.static_sites}
         self.saturated: set[str] = set()
         """Codes made by a bare QuantizeLinear (TensorRT flavour): they may hold -128, which no GEMM may read."""
+        self.plugin_codes: dict[str, str] = {}
+        """Codes made whole by a W4A8LinearQuantize node (TensorRT flavour), by tensor name: their site. Its
+        epilogue clamps to [-127, 127] as the reference's quantize does, so they never hold -128."""
 
     def _codes(self, value: str | _Pending, code: str | None = None) -> str:
         if not isinstance(value, _Pending):
@@ -321,7 +327,10 @@ class GraphOps:
     def quantize(self, x: str, site: str) -> _Pending:
         return _Pending(x, site)
 
-    def split(self, x: _Pending, sizes: list[int]) -> list[str]:
+    def split(self, x: _Pending | str, sizes: list[int]) -> list[str]:
+        if isinstance(x, str):  # codes a W4A8LinearQuantize plugin made: split as int8
+            names = [tensor_name(self.layer, piece) for piece in SITE_BY_NAME[self.plugin_codes[x]].pieces]
+            return self.g.split(x, sizes, names)
         pieces = SITE_BY_NAME[x.site].pieces
         if x.gemm and self.g.flavour == "tensorrt":  # quantize the GEMM's output whole, then split the codes
             codes = self._codes(x, SITE_BY_NAME[x.site].code)
@@ -336,10 +345,31 @@ class GraphOps:
         linear: QuantLinear | Int4Linear = getattr(self.m, name)
         if not bias and linear.bias is not None:
             raise AssertionError(f"{name}: a bias-free use of a linear that has a bias")
-        lower = self.g.int4_linear if isinstance(linear, Int4Linear) else self.g.int8_linear
         scale = self.scales[in_site]
-        y = lower(self._gemm_input(self._codes(x_q), scale), scale, linear, f"{self.prefix}{name}")
+        x = self._gemm_input(self._codes(x_q), scale)
+        if isinstance(linear, Int4Linear) and self.g.flavour == "tensorrt":
+            return self._w4a8_plugin(name, linear, x, in_site, out_site)
+        lower = self.g.int4_linear if isinstance(linear, Int4Linear) else self.g.int8_linear
+        y = lower(x, scale, linear, f"{self.prefix}{name}")
         return y if out_site is None else _Pending(y, out_site, gemm=True)
+
+    def _w4a8_plugin(self, name: str, linear: Int4Linear, x_q: str, in_site: str, out_site: str | None) -> str:
+        """The TensorRT flavour's W4A8 linear: one W4A8Linear node (float out) or W4A8LinearQuantize node (codes of
+        ``out_site`` out, the requantizing epilogue inside), over the packed weight as stored (its uint8 bytes as an
+        int8 initializer: :mod:`edge_quamba.ops.specs`), the (N, G) scales and the bias (zeros when none)."""
+        g, p = self.g, f"{self.prefix}{name}"
+        bias = linear.bias if linear.bias is not None else torch.zeros(linear.weight_packed.shape[0])
+        inputs = [x_q, g.init(f"{p}.weight_packed", linear.weight_packed.view(torch.int8)),
+                  g.init(f"{p}.weight_scale", linear.weight_scale.float()), g.init(f"{p}.bias", bias.float())]
+        x_scale = getattr(self.m, f"{in_site}_scale")
+        if out_site is None:
+            (y,) = g.custom(W4A8_LINEAR, inputs, [f"{p}.out"], p, x_scale=x_scale, group_size=linear.group_size)
+            return y
+        codes = tensor_name(self.layer, SITE_BY_NAME[out_site].code)
+        (y_q,) = g.custom(W4A8_LINEAR_QUANTIZE, inputs, [codes], p, x_scale=x_scale, group_size=linear.group_size,
+                          out_scale=getattr(self.m, f"{out_site}_scale"))
+        self.plugin_codes[y_q] = out_site
+        return y_q
 
     def causal_conv1d(self, x_q: str, conv_state: str) -> tuple[str, str]:
         m, g = self.m, self.g
@@ -456,10 +486,6 @@ TENSORRT_DYNAMIC_REFUSAL = (
     "--out-proj-scale static")
 """The one-line error for a TensorRT export of a model with ``out_proj_scale = "dynamic"``."""
 
-NO_4BIT_TENSORRT = ("--target tensorrt is not built for 4-bit weights yet: TensorRT 10 takes INT4 block-quantized "
-                    "weights only in weight-only (float-activation) GEMMs, the W4A8 linears have int8 activations, "
-                    "and nothing 4-bit has run on TensorRT here; export with --target ort")
-
 NO_FP32_TENSORRT = ("--target tensorrt is not built for the fp32 graph (--bits fp32): it needs no plugin, but it has "
                     "never been built or run with TensorRT here; export with --target ort")
 
@@ -500,14 +526,14 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False,
 
         return lower_mamba2_fp32(model) if isinstance(model.config, Mamba2Config) else lower_fp32(model)
     if all(isinstance(m, W4A16Mixer) for m in mixers):  # Mamba1 W4A16: the fp16 graph with int4 linears
-        if flavour != "ort":
-            raise InputError(NO_4BIT_TENSORRT)
+        if float_parts != "float32":
+            raise ValueError("float_parts applies to the int8 graphs (the W4A16 graph is float16 throughout)")
         from edge_quamba.onnx.lower_w4a16 import lower_w4a16
 
-        return lower_w4a16(model)
+        return lower_w4a16(model, flavour)
     if all(isinstance(m, W4A16Mamba2Mixer) for m in mixers):  # Mamba2 W4A16: the same, with Mamba2 mixers
         if flavour != "ort":
-            raise InputError(NO_4BIT_TENSORRT)
+            raise InputError(NO_MAMBA2_GRAPH)
         from edge_quamba.onnx.lower_mamba2_w4a16 import lower_mamba2_w4a16
 
         return lower_mamba2_w4a16(model)
@@ -520,9 +546,9 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False,
     four_bit = isinstance(mixers[0].in_proj, Int4Linear)
     if mamba2 and flavour != "ort":
         raise InputError(NO_MAMBA2_GRAPH)
-    opset, ir_version = (INT4_OPSET, INT4_IR_VERSION) if four_bit else (OPSET, IR_VERSION)
-    if four_bit and flavour != "ort":
-        raise InputError(NO_4BIT_TENSORRT)
+    # INT4 initializers need opset 21; the TensorRT flavour has none (its W4A8 linears are plugin nodes over the
+    # packed bytes), so it stays at the opset TensorRT 10.3's parser documents
+    opset, ir_version = (INT4_OPSET, INT4_IR_VERSION) if four_bit and flavour == "ort" else (OPSET, IR_VERSION)
     half = float_parts == "float16"
     if half != (model.residual_storage == torch.float16) or (half and flavour != "tensorrt"):
         raise ValueError(f"float_parts {float_parts!r} needs the TensorRT flavour and a reference with the same "
@@ -579,7 +605,8 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False,
     onnx_model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
         functions=mamba2_custom_functions(c, hadamard, opset) if mamba2 else
-        custom_functions(c.d_inner, hadamard, out_proj_scale, opset),
+        custom_functions(c.d_inner, hadamard, out_proj_scale, opset,
+                         int4_linears="w4a8" if four_bit and flavour == "tensorrt" else None),
         producer_name="edge-quamba",
     )
     onnx_model.ir_version = ir_version

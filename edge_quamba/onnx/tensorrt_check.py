@@ -6,11 +6,12 @@ element types, attributes, constant inputs per op) and the int8 data-flow table 
 at 62bdde2a, the commit TensorRT 10.3 ships), its operator matrix or the 10.3 headers by file and line, and say what
 TensorRT 11 changes. This module only walks the graph; it judges by those rules, not by a list of expected nodes:
 
-    * types: strict ONNX shape inference on a copy in which every custom node is replaced by one ``Cast`` per output
-      (from the input whose shape the op spec gives that output, to the spec's dtype: what the plugin's
-      getOutputDataTypes / getOutputShapes return), so that each tensor's element type and shape are known;
+    * types: strict ONNX shape inference on a copy in which every custom node is replaced, per output, by a
+      ``ConstantOfShape`` of the spec's dtype whose shape is gathered from the input dims the spec gives that
+      output (:func:`edge_quamba.ops.plugins.output_dim_sources`: what the plugin's getOutputDataTypes /
+      getOutputShapes return), so that each tensor's element type and shape are known;
     * standard nodes: the op, its attributes, its input types and constant inputs (TRT010-013), Gather indices and
-      Slice axes (TRT020-021), Q/DQ scales, zero points and types (TRT040-043);
+      Slice axes (TRT020-021), Q/DQ scales, zero points and types, INT4 blocks (TRT040-044);
     * custom nodes: the plugin creator the parser will look up, from the op spec (:data:`PLUGIN_SPECS`,
       :func:`edge_quamba.ops.plugins.plugin_info`), nothing restated here (TRT060-061);
     * the graph: opsets, functions, element types, graph inputs and outputs (TRT001-002, TRT030-032), and where int8
@@ -34,12 +35,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from edge_quamba.errors import ConformanceError
-from edge_quamba.ops.plugins import output_shape_sources, plugin_info
+from edge_quamba.ops.plugins import output_dim_sources, plugin_info
 from edge_quamba.ops.specs import MAMBA2_SPECS, PLUGIN_SPECS, SPECS
 
 RULES_FILE = Path(__file__).with_name("tensorrt_rules.json")
 ALL_SPECS = {**SPECS, **MAMBA2_SPECS}
-ELEM = {"int8": TensorProto.INT8, "float32": TensorProto.FLOAT}
+ELEM = {"int8": TensorProto.INT8, "float16": TensorProto.FLOAT16, "float32": TensorProto.FLOAT}
 """TensorSpec.dtype -> ONNX element type."""
 ATTR_TYPES = {"INT": onnx.AttributeProto.INT, "INTS": onnx.AttributeProto.INTS, "FLOAT": onnx.AttributeProto.FLOAT,
               "FLOATS": onnx.AttributeProto.FLOATS, "STRING": onnx.AttributeProto.STRING,
@@ -139,13 +140,12 @@ class _Graph:
         nodes = []
         for node in self.graph.node:
             spec = ALL_SPECS.get(node.op_type) if node.domain not in DEFAULT_DOMAINS else None
-            sources = _shape_sources(spec) if spec is not None else None
-            if sources is None or len(node.input) != len(spec.inputs) or len(node.output) > len(spec.outputs):
+            if spec is None or len(node.input) != len(spec.inputs) or len(node.output) > len(spec.outputs):
                 nodes.append(node)  # other custom nodes stay: inference skips them, their outputs stay untyped
                 continue
-            for out, source, t in zip(node.output, sources, spec.outputs):
-                if out and node.input[source]:
-                    nodes.append(helper.make_node("Cast", [node.input[source]], [out], to=ELEM[t.dtype]))
+            for k, (out, dims, t) in enumerate(zip(node.output, output_dim_sources(spec), spec.outputs)):
+                if out and all(node.input[i] for i, _ in dims):
+                    nodes += _surrogate(node, k, out, dims, ELEM[t.dtype])
         graph.node.extend(nodes)
         for out in graph.output:  # inferred afresh, to compare with the declared type (TRT031)
             out.type.tensor_type.elem_type = TensorProto.UNDEFINED
@@ -184,13 +184,16 @@ class _Graph:
         return name in self.initializers or (name in self.producer and self.producer[name][1].op_type == "Constant")
 
 
-def _shape_sources(spec) -> tuple[int, ...] | None:
-    """The input each output takes its shape from, or None where an output's shape is no input's
-    (HadamardQuantizeDynamic's y_scale (b, l)): such a node is left to TRT061."""
-    try:
-        return output_shape_sources(spec)
-    except ValueError:
-        return None
+def _surrogate(node: onnx.NodeProto, k: int, out: str, dims: tuple[tuple[int, int], ...],
+               elem: int) -> list[onnx.NodeProto]:
+    """Nodes making ``out`` with the plugin's output type and shape: ConstantOfShape(Concat(Shape(input i)[j] for
+    each (i, j) of ``dims``)) of type ``elem`` (shape inference with data propagation keeps symbolic dims)."""
+    prefix = f"{out}.surrogate{k}"
+    parts = [helper.make_node("Shape", [node.input[i]], [f"{prefix}.{d}"], start=j, end=j + 1)
+             for d, (i, j) in enumerate(dims)]
+    shape = helper.make_node("Concat", [p.output[0] for p in parts], [f"{prefix}.shape"], axis=0)
+    zero = numpy_helper.from_array(np.zeros(1, helper.tensor_dtype_to_np_dtype(elem)))
+    return [*parts, shape, helper.make_node("ConstantOfShape", [shape.output[0]], [out], value=zero)]
 
 
 def check_tensorrt_graph(model: onnx.ModelProto) -> list[Violation]:
@@ -401,9 +404,25 @@ def _check_scale_layout(g: _Graph, node: onnx.NodeProto, scale: np.ndarray, data
         if not g.is_constant_source(node.input[0]):
             yield "TRT043", "per-axis quantization of an activation (only constants, i.e. weights, may be per axis)"
     elif data is not None and scale.ndim == rank and data.elem == TensorProto.INT4:
-        return
+        yield from _check_block(node, scale, data)
     else:
         yield "TRT040", f"scale of shape {list(scale.shape)}: block scales are for INT4 only, other ranks refused"
+
+
+def _check_block(node: onnx.NodeProto, scale: np.ndarray, data: _Tensor):
+    """TRT044: the block the 10.3 parser infers (input dim // scale dim on the one blocked axis) is the node's
+    block_size, with no partial last block."""
+    if any(d is None for d in data.dims):
+        return
+    blocked = [a for a, (d, s) in enumerate(zip(data.dims, scale.shape)) if d != s]
+    block = _attr(node, "block_size", 0)
+    if len(blocked) != 1:
+        yield "TRT044", f"block scales {list(scale.shape)} for {data.dims}: exactly one axis must be blocked"
+        return
+    dim, groups = data.dims[blocked[0]], scale.shape[blocked[0]]
+    if dim % groups or dim // groups != block:
+        yield "TRT044", (f"block_size {block} over {dim} elements in {groups} blocks: the parser ignores block_size "
+                         f"and reads blocks of {dim // groups}" + (" (a partial last block)" if block and dim % block else ""))
 
 
 def _check_plugin_node(g: _Graph, rules: dict, node: onnx.NodeProto):
@@ -428,6 +447,8 @@ def _check_plugin_node(g: _Graph, rules: dict, node: onnx.NodeProto):
         if attr.name in expected and attr.type == onnx.AttributeProto.FLOAT and \
                 not (math.isfinite(attr.f) and attr.f > 0):
             yield "TRT060", f"field {attr.name}={attr.f} must be finite and > 0"
+        if attr.name in expected and attr.type == onnx.AttributeProto.INT and attr.i < 1:
+            yield "TRT060", f"field {attr.name}={attr.i} must be >= 1"
     if len(node.input) != len(spec.inputs) or not all(node.input) or len(node.output) != len(spec.outputs):
         yield "TRT060", (f"{len(node.input)} inputs / {len(node.output)} outputs (all bound), the spec has "
                          f"{len(spec.inputs)} / {len(spec.outputs)}")

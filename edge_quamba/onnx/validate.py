@@ -149,13 +149,17 @@ def _check_custom_node(node: onnx.NodeProto, flavour: str) -> list[str]:
     if len(node.input) != len(spec.inputs) or len(node.output) != len(spec.outputs):
         problems.append(f"node {node.name}: {len(node.input)} inputs / {len(node.output)} outputs, spec "
                         f"{len(spec.inputs)} / {len(spec.outputs)}")
-    floats = {a.name: a.f for a in node.attribute if a.type == onnx.AttributeProto.FLOAT}
+    kinds = {onnx.AttributeProto.FLOAT: "float", onnx.AttributeProto.INT: "int"}
+    fields = [(a.name, kinds[a.type]) for a in node.attribute if a.type in kinds]
     strings = {a.name: a.s.decode() for a in node.attribute if a.type == onnx.AttributeProto.STRING}
-    if list(floats) != [a.name for a in spec.attributes]:
-        problems.append(f"node {node.name}: float attributes {list(floats)}, spec {[a.name for a in spec.attributes]}")
-    bad = {k: v for k, v in floats.items() if not (math.isfinite(v) and v > 0)}
+    if fields != [(a.name, a.kind) for a in spec.attributes]:
+        problems.append(f"node {node.name}: float/int attributes {fields}, spec "
+                        f"{[(a.name, a.kind) for a in spec.attributes]}")
+    bad = {a.name: a.f for a in node.attribute if a.type == onnx.AttributeProto.FLOAT
+           and not (math.isfinite(a.f) and a.f > 0)}
+    bad.update({a.name: a.i for a in node.attribute if a.type == onnx.AttributeProto.INT and a.i < 1})
     if bad:
-        problems.append(f"node {node.name}: scales must be > 0 and finite: {bad}")
+        problems.append(f"node {node.name}: scales must be > 0 and finite, group sizes >= 1: {bad}")
     expected = plugin_node_attributes(spec) if flavour == "tensorrt" else {}
     if strings != expected:
         problems.append(f"node {node.name}: string attributes {strings}, expected {expected}")
@@ -167,7 +171,7 @@ def check_graph(model: onnx.ModelProto, flavour: str) -> list[str]:
 
     Checked: every QuantizeLinear/DequantizeLinear has an int8 zero point 0 and a float32 scale > 0 (main graph and
     function bodies); no Clip acts on int8 codes; custom nodes follow their spec (inputs, outputs, float attributes
-    > 0; plugin_version/plugin_namespace on the TensorRT flavour only); the ORT flavour defines a function for each
+    > 0, int attributes >= 1; plugin_version/plugin_namespace on the TensorRT flavour only); the ORT flavour defines a function for each
     custom op used, following its spec, and the TensorRT flavour defines none.
     """
     graph = model.graph
@@ -397,7 +401,9 @@ def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM
                      extra_outputs=tuple(dict.fromkeys(tensor for tensor, _ in found.values())), optimize=False)
     logits_name, logits_rtol = (LOGITS, LOGITS_RTOL) if flavour == "ort" else (LAST_LOGITS, LAST_LOGITS_RTOL)
     state_in, state_out = state_names(config.n_layer)
-    follower = TieFollower(TIE_TOLERANCE if bits == "w8a8" else W4A8_TIE_TOLERANCE)
+    # The ORT flavour's W4A8 linears are MatMulNBits (another float order); the TensorRT flavour's run the
+    # W4A8Linear(Quantize) bodies, bit-identical to the reference (functions.py): the W8A8 tie rule holds for them.
+    follower = TieFollower(TIE_TOLERANCE if bits == "w8a8" or flavour == "tensorrt" else W4A8_TIE_TOLERANCE)
     diffs = _MaxDiff()
     debug_mismatch = []
 
@@ -456,15 +462,18 @@ def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM
 
 def validate_float_graph_on_ort(model_file: Path, reference: MambaLM, prompt: list[int], decode_steps: int,
                                 threads: int | None = None, progress: bool = False,
-                                rtol: float = W4A16_RTOL) -> ValidationReport:
+                                rtol: float = W4A16_RTOL, flavour: str = "ort") -> ValidationReport:
     """A graph without int8 codes (W4A16, or the fp32 graph with ``rtol`` :data:`FP32_RTOL`) against its reference:
     ``prompt``, then ``decode_steps`` greedy tokens (the reference's choice, fed to both; each side threads its own
-    states); every output within ``rtol`` of the reference. There are no codes, hence no rounding ties to follow."""
+    states); every output within ``rtol`` of the reference. There are no codes, hence no rounding ties to follow.
+    flavour "tensorrt": W4A16's TensorRT lowering before its custom nodes become plugin nodes; its ``last_logits``
+    (b, v) float16 are compared with the reference's last position, at the same ``rtol``."""
     from edge_quamba.runtime.ort_backend import OrtGraph, import_onnxruntime
 
     config = reference.config
     graph = OrtGraph(model_file, config, threads)
     state_in, state_out = state_names(config.n_layer)
+    logits_name = LOGITS if flavour == "ort" else LAST_LOGITS
     diffs = _MaxDiff()
     ort_states, ref_states = None, None
     tokens = list(prompt)
@@ -478,17 +487,17 @@ def validate_float_graph_on_ort(model_file: Path, reference: MambaLM, prompt: li
             else:
                 ref_logits, ref_states = reference.step(torch.tensor(tokens), ref_states)
                 ref_logits = ref_logits[:, None]
-            diffs.add(LOGITS, logits, ref_logits.float())
+            diffs.add(logits_name, logits, (ref_logits if flavour == "ort" else ref_logits[:, -1]).float())
             for i, state in enumerate(ref_states):
                 diffs.add(state_out[2 * i], new_states[state_in[2 * i]], state.conv_state.float())
                 diffs.add(state_out[2 * i + 1], new_states[state_in[2 * i + 1]], state.ssm_state)
             ort_states = new_states
             tokens = [int(torch.argmax(ref_logits[0, -1]))]
     report = ValidationReport(prompt_tokens=len(prompt), decode_steps=decode_steps,
-                              onnxruntime=import_onnxruntime().__version__, flavour="ort", tie_tolerance=0.0,
+                              onnxruntime=import_onnxruntime().__version__, flavour=flavour, tie_tolerance=0.0,
                               float_rtol=rtol)
-    for name in [LOGITS, *state_out]:
+    for name in [logits_name, *state_out]:
         tolerance = rtol * max(1.0, diffs.scale[name])
         report.checks.append(OutputCheck(name, diffs.diff[name], tolerance, diffs.diff[name] <= tolerance,
-                                         "no int8 codes in a float graph" if name == LOGITS else ""))
+                                         "no int8 codes in a float graph" if name == logits_name else ""))
     return report

@@ -123,6 +123,12 @@ def _cpp_strings(names) -> str:
     return "{" + ", ".join(f'"{n}"' for n in names) + "}"
 
 
+def _cpp_size(n: int) -> int:
+    """The declared size of an array of n entries: at least 1, since C++ has no zero-length arrays (an op without
+    attributes gets one unused entry; kNB_FIELDS says 0)."""
+    return max(n, 1)
+
+
 def _cpp_enum(struct: str, names) -> list[str]:
     constants = [_cpp_constant(n) for n in names]
     if len(set(constants)) != len(constants):
@@ -169,6 +175,9 @@ def plugin_spec_header(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
             "{" + ", ".join([f"{{{i}, {j}}}" for i, j in dims] + ["{-1, -1}"] * (max_rank - len(dims))) + "}"
             for dims in output_dim_sources(spec)) + "}"
         nin, nout, nf = len(spec.inputs), len(spec.outputs), len(info.fields)
+        field_names = _cpp_strings(f.name for f in info.fields) if nf else "{nullptr}"
+        field_types = ", ".join(f"nvinfer1::PluginFieldType::k{t}" for t in
+                                ([f.type for f in info.fields] if nf else ["UNKNOWN"]))
         lines += [
             f"//! {spec.doc}", f"struct {spec.name}", "{",
             f'    static constexpr char const* kNAME = "{info.name}";',
@@ -192,9 +201,8 @@ def plugin_spec_header(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
             "    //! Output o's dim d is input kOUTPUT_DIM_SOURCES[o][d][0]'s dim kOUTPUT_DIM_SOURCES[o][d][1].",
             f"    static constexpr int32_t kOUTPUT_DIM_SOURCES[{nout}][kMAX_RANK][2] = {dim_sources};",
             f"    static constexpr int32_t kNB_FIELDS = {nf};",
-            f"    static constexpr char const* kFIELD_NAMES[{nf}] = {_cpp_strings(f.name for f in info.fields)};",
-            f"    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[{nf}] = "
-            f"{{{', '.join('nvinfer1::PluginFieldType::k' + f.type for f in info.fields)}}};",
+            f"    static constexpr char const* kFIELD_NAMES[{_cpp_size(nf)}] = {field_names};",
+            f"    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[{_cpp_size(nf)}] = {{{field_types}}};",
             *_cpp_enum("In", [t.name for t in spec.inputs]),
             *_cpp_enum("Out", [t.name for t in spec.outputs]),
             *_cpp_enum("Field", [f.name for f in info.fields]),

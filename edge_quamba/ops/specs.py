@@ -217,9 +217,27 @@ W4A16_LINEAR = OpSpec(
         "accumulated in float32, + bias, rounded once to float16.",
 )
 
+SELECTIVE_SCAN_F16 = OpSpec(
+    name="SelectiveScanF16",
+    reference="selective_scan",
+    inputs=(
+        _f16("u", "b", "l", "d_in"),
+        _f32("delta", "b", "l", "d_in"),
+        _f32("A", "d_in", "n"),
+        _f16("B", "b", "l", "n"),
+        _f16("C", "b", "l", "n"),
+        _f16("D", "d_in"),
+        _f32("ssm_state", "b", "d_in", "n"),
+    ),
+    outputs=(_f32("y", "b", "l", "d_in"), _f32("ssm_state_out", "b", "d_in", "n")),
+    attributes=(),
+    doc="W4A16's scan (the fp reference's, float16 model): float16 u, B, C, D and float32 delta (softplus applied), "
+        "A and state; per t h = exp(delta A) h + (delta u) B, y = C . h, then y + u D; float32 out, no gate.",
+)
+
 SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, HADAMARD_QUANTIZE,
                                                 HADAMARD_QUANTIZE_DYNAMIC, W4A8_LINEAR, W4A8_LINEAR_QUANTIZE,
-                                                W4A16_LINEAR)}
+                                                W4A16_LINEAR, SELECTIVE_SCAN_F16)}
 """Every custom op, by ONNX op_type."""
 
 PLUGIN_SPECS: dict[str, OpSpec] = {name: s for name, s in SPECS.items() if s.tensorrt_plugin}

@@ -30,7 +30,8 @@ is a float32 tensor made by the Hadamard op and read by out_proj, not a constant
                                  (TensorRT flavour: custom node W4A16Linear)
   The three 4-bit linears take the packed weight as the artifact stores it, (N, ceil(K / 2)) uint8 (two codes per
   byte, low nibble first), and unpack it in the reference; the CUDA kernels read the packed bytes.
-    selective_scan               (W4A16: MambaMixer.forward's graph)   models.mamba.selective_scan (float scan)
+    selective_scan               (W4A16: MambaMixer.forward's graph;   models.mamba.selective_scan (float scan)
+                                 TensorRT flavour: SelectiveScanF16)
   Mamba2 (Quamba2), per-channel scales as float32 tensors:
     int8_causal_conv1d_channel_scales(_update)   the conv over x | B | C   qops.int8_causal_conv1d_channel_scales
     int8_ssd_scan(_update)                       the SSD recurrence        qops.int8_ssd_scan
@@ -372,5 +373,6 @@ def _(y, z_q, weight, z_scale, eps, group_size):
 
 OPS = {"Int8CausalConv1d": int8_causal_conv1d, "Int8SelectiveScan": int8_selective_scan,
        "HadamardQuantize": hadamard_quantize, "HadamardQuantizeDynamic": hadamard_quantize_dynamic,
-       "W4A8Linear": w4a8_linear, "W4A8LinearQuantize": w4a8_linear_quantize, "W4A16Linear": w4a16_linear}
+       "W4A8Linear": w4a8_linear, "W4A8LinearQuantize": w4a8_linear_quantize, "W4A16Linear": w4a16_linear,
+       "SelectiveScanF16": selective_scan}
 """The torch custom op of each ONNX custom-op spec, by ONNX op_type."""

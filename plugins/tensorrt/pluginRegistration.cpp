@@ -3,6 +3,7 @@
 // Neither needs libnvinfer: the library never links it.
 #include "HadamardQuantizePlugin/hadamardQuantizePlugin.h"
 #include "Int4LinearPlugin/int4LinearPlugin.h"
+#include "SelectiveScanF16Plugin/selectiveScanF16Plugin.h"
 #include "Int8CausalConv1dPlugin/int8CausalConv1dPlugin.h"
 #include "Int8SelectiveScanPlugin/int8SelectiveScanPlugin.h"
 
@@ -16,8 +17,9 @@ extern "C" EDGE_QUAMBA_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreat
     static edge_quamba::trt::W4A8LinearPluginCreator sW4A8;
     static edge_quamba::trt::W4A8LinearQuantizePluginCreator sW4A8Quantize;
     static edge_quamba::trt::W4A16LinearPluginCreator sW4A16;
+    static edge_quamba::trt::SelectiveScanF16PluginCreator sScanF16;
     static nvinfer1::IPluginCreatorInterface* const kCREATORS[]
-        = {&sConv, &sScan, &sHadamard, &sW4A8, &sW4A8Quantize, &sW4A16};
+        = {&sConv, &sScan, &sHadamard, &sW4A8, &sW4A8Quantize, &sW4A16, &sScanF16};
     nbCreators = static_cast<int32_t>(sizeof(kCREATORS) / sizeof(kCREATORS[0]));
     return kCREATORS;
 }

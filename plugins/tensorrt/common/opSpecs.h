@@ -283,6 +283,49 @@ struct W4A16Linear
     };
 };
 
+//! W4A16's scan (the fp reference's, float16 model): float16 u, B, C, D and float32 delta (softplus applied), A and state; per t h = exp(delta A) h + (delta u) B, y = C . h, then y + u D; float32 out, no gate.
+struct SelectiveScanF16
+{
+    static constexpr char const* kNAME = "SelectiveScanF16";
+    static constexpr char const* kVERSION = "1";
+    static constexpr char const* kNAMESPACE = "";
+    static constexpr int32_t kNB_INPUTS = 7;
+    static constexpr char const* kINPUT_NAMES[7] = {"u", "delta", "A", "B", "C", "D", "ssm_state"};
+    static constexpr nvinfer1::DataType kINPUT_TYPES[7] = {nvinfer1::DataType::kHALF, nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kHALF, nvinfer1::DataType::kHALF, nvinfer1::DataType::kHALF, nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kINPUT_RANKS[7] = {3, 3, 2, 3, 3, 1, 3};
+    static constexpr int32_t kINPUT_DIMS[7][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_D_IN, kSYM_N, kNO_SYM}, {kSYM_B, kSYM_L, kSYM_N}, {kSYM_B, kSYM_L, kSYM_N}, {kSYM_D_IN, kNO_SYM, kNO_SYM}, {kSYM_B, kSYM_D_IN, kSYM_N}};
+    static constexpr int32_t kNB_OUTPUTS = 2;
+    static constexpr char const* kOUTPUT_NAMES[2] = {"y", "ssm_state_out"};
+    static constexpr nvinfer1::DataType kOUTPUT_TYPES[2] = {nvinfer1::DataType::kFLOAT, nvinfer1::DataType::kFLOAT};
+    static constexpr int32_t kOUTPUT_RANKS[2] = {3, 3};
+    static constexpr int32_t kOUTPUT_DIMS[2][kMAX_RANK] = {{kSYM_B, kSYM_L, kSYM_D_IN}, {kSYM_B, kSYM_D_IN, kSYM_N}};
+    //! Each output has the shape of this input (same shape symbols), or -1: no input has it.
+    static constexpr int32_t kOUTPUT_SHAPE_SOURCE[2] = {0, 6};
+    //! Output o's dim d is input kOUTPUT_DIM_SOURCES[o][d][0]'s dim kOUTPUT_DIM_SOURCES[o][d][1].
+    static constexpr int32_t kOUTPUT_DIM_SOURCES[2][kMAX_RANK][2] = {{{0, 0}, {0, 1}, {0, 2}}, {{6, 0}, {6, 1}, {6, 2}}};
+    static constexpr int32_t kNB_FIELDS = 0;
+    static constexpr char const* kFIELD_NAMES[1] = {nullptr};
+    static constexpr nvinfer1::PluginFieldType kFIELD_TYPES[1] = {nvinfer1::PluginFieldType::kUNKNOWN};
+    struct In
+    {
+        static constexpr int32_t kU = 0;
+        static constexpr int32_t kDELTA = 1;
+        static constexpr int32_t kA = 2;
+        static constexpr int32_t kB = 3;
+        static constexpr int32_t kC = 4;
+        static constexpr int32_t kD = 5;
+        static constexpr int32_t kSSM_STATE = 6;
+    };
+    struct Out
+    {
+        static constexpr int32_t kY = 0;
+        static constexpr int32_t kSSM_STATE_OUT = 1;
+    };
+    struct Field
+    {
+    };
+};
+
 } // namespace spec
 } // namespace trt
 } // namespace edge_quamba

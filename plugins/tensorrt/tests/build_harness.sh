@@ -5,7 +5,7 @@
 #
 #   TRT_INCLUDE_DIR  a folder holding NvInferRuntime.h (TensorRT 10.x or 11.x headers)
 #   SM               compute capability without the dot: 87 (Orin), 90 (H100/H200)
-#   OUT_DIR          gets libedge_quamba_trt_plugins.so, harness and int4_linear_harness
+#   OUT_DIR          gets libedge_quamba_trt_plugins.so, harness and w4_harness
 #
 # Environment: KERNELS_DIR (default: plugins/kernels of this checkout), CUDA_HOME (default: /usr/local/cuda),
 # NVCC (default: nvcc), CXX (default: g++).
@@ -47,7 +47,7 @@ for cu in causal_conv1d selective_scan hadamard_quantize int4_gemv int4_gemm; do
 done
 for src in common/pluginCommon Int8CausalConv1dPlugin/int8CausalConv1dPlugin \
            Int8SelectiveScanPlugin/int8SelectiveScanPlugin HadamardQuantizePlugin/hadamardQuantizePlugin \
-           Int4LinearPlugin/int4LinearPlugin pluginRegistration; do
+           Int4LinearPlugin/int4LinearPlugin SelectiveScanF16Plugin/selectiveScanF16Plugin pluginRegistration; do
     name=$(basename "$src")
     "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -c "$HERE/$src.cpp" -o "$OUT/obj/$name.o"
     objects+=("$OUT/obj/$name.o")
@@ -56,13 +56,14 @@ for pid in "${pids[@]}"; do
     wait "$pid"   # a failed nvcc fails the script (set -e)
 done
 "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/harness.cpp" -o "$OUT/obj/harness.o"
-"$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/int4LinearHarness.cpp" \
-    -o "$OUT/obj/int4LinearHarness.o"
+for part in w4Selftest w4Run; do
+    "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/$part.cpp" -o "$OUT/obj/$part.o"
+done
 
 # The library TensorRT loads, and the harness, which links the same objects (it calls getCreators like TensorRT).
 "$NVCC" -shared -o "$OUT/libedge_quamba_trt_plugins.so" "${objects[@]}" -cudart shared
 "$NVCC" -o "$OUT/harness" "$OUT/obj/harness.o" "${objects[@]}" -cudart shared
-# The 4-bit linears' harness reaches the plugins only through the library's getCreators, as TensorRT does.
-"$NVCC" -o "$OUT/int4_linear_harness" "$OUT/obj/int4LinearHarness.o" -L"$OUT" -ledge_quamba_trt_plugins \
+# The 4-bit configs' harness reaches the plugins only through the library's getCreators, as TensorRT does.
+"$NVCC" -o "$OUT/w4_harness" "$OUT/obj/w4Selftest.o" "$OUT/obj/w4Run.o" -L"$OUT" -ledge_quamba_trt_plugins \
     -Xlinker -rpath='$ORIGIN' -cudart shared
-echo "built $OUT/libedge_quamba_trt_plugins.so, $OUT/harness and $OUT/int4_linear_harness (sm_$SM, TensorRT headers $TRT_INCLUDE)"
+echo "built $OUT/libedge_quamba_trt_plugins.so, $OUT/harness and $OUT/w4_harness (sm_$SM, TensorRT headers $TRT_INCLUDE)"
