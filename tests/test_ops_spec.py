@@ -60,6 +60,11 @@ def sample_args(name: str):
                 torch.randn(d_in, generator=g), 0.01, 0.02, 0.03, 0.03, 0.05)
     if name == "HadamardQuantizeDynamic":
         return (torch.randn(b, l, d_in, generator=g),)
+    if name == "SelectiveScanF16":  # float16 u, B, C, D; float32 delta, A, state
+        return (torch.randn(b, l, d_in, generator=g).half(), torch.rand(b, l, d_in, generator=g) * 0.2,
+                -torch.rand(d_in, n, generator=g), torch.randn(b, l, n, generator=g).half(),
+                torch.randn(b, l, n, generator=g).half(), torch.randn(d_in, generator=g).half(),
+                torch.randn(b, d_in, n, generator=g))
     if name in ("W4A8Linear", "W4A8LinearQuantize", "W4A16Linear"):  # K = 39 (odd, a partial group of 13), N = 7
         packed = primitives.pack_int4(torch.randint(-8, 8, (7, 39), generator=g, dtype=torch.int8))
         weight = (packed, torch.rand(7, 3, generator=g) * 0.01 + 1e-4, torch.randn(7, generator=g))

@@ -43,6 +43,11 @@ the readers, :func:`edge_quamba.quant.primitives.read_codes`):
                 pass over (b, l, r): a GEMM must not read -128), then DQ @ DQ(W) -> QuantizeLinear(dt_scale): eligible;
     * out_proj: DQ(y_q) @ DQ(W) (+ bias) -> float32 into the residual Add: nothing to requantize; the Add is the
                 GEMM's elementwise epilogue candidate.
+W4A8 (int4 weights) in the TensorRT flavour: each linear is one plugin node over the packed weight as stored
+(:meth:`GraphOps._w4a8_plugin`): W4A8LinearQuantize for in_proj, x_proj and dt_proj (the requantizing epilogue inside;
+its codes are clamped to [-127, 127] like the reference's, so they are split as int8 and read as they are) and
+W4A8Linear for out_proj. No INT4 initializer is left, so the graph stays at opset 17. Why plugins: README, TensorRT
+and 4-bit weights.
 The ORT flavour keeps the Max before every QuantizeLinear (ORT's QDQ fusions want it so: see above). Both are
 validated against the same reference: the -128 codes the TensorRT flavour writes read as -127 downstream, exactly
 what the reference computes (tests/test_tensorrt_graph.py makes GEMM outputs saturate and checks it).
@@ -58,7 +63,8 @@ The TensorRT flavour refuses a per-token scale (README, TensorRT).
 Mamba2 (Quamba2 W8A8 and W4A8, ORT flavour only): :class:`Mamba2GraphOps` runs :func:`edge_quamba.quant.flow.mamba2_mixer_flow`
 the same way; its conv and SSD scan are the custom nodes Int8CausalConv1dChannelScales and Int8SSDScan
 (``MAMBA2_SPECS``), per-channel scales as float32 initializers; states are (b, conv_dim, k) int8 and (b, h, p, n).
-W4A16 graphs (no int8 codes, no custom op) are lowered apart: :mod:`edge_quamba.onnx.lower_w4a16` (Mamba1) and
+W4A16 graphs (no int8 codes; custom ops only in the TensorRT flavour) are lowered apart:
+:mod:`edge_quamba.onnx.lower_w4a16` (Mamba1, both flavours) and
 :mod:`edge_quamba.onnx.lower_mamba2_w4a16` (Mamba2); so is the fp model itself, as the float32 baseline graph
 (``export --bits fp32``), by the same two modules.
 

@@ -102,7 +102,7 @@ def plugin_config_yaml(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
         formats = "+".join(t.dtype for t in spec.inputs + spec.outputs)
         lines += [f"{spec.name}:", "  plugin_type: IPluginV3", f'  plugin_version: "{info.version}"',
                   f'  plugin_namespace: "{info.namespace}"', "  inputs:", *_tensors_yaml(spec.inputs),
-                  "  outputs:", *_tensors_yaml(spec.outputs), "  attributes:"]
+                  "  outputs:", *_tensors_yaml(spec.outputs), "  attributes:" + ("" if info.fields else " {}")]
         for field in info.fields:
             lines += [f"    {field.name}:", f"      datatype: {field.type.lower()}"]
         lines += ["  support_format_combination:", f'    - "{formats}"']
