@@ -249,8 +249,8 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
               help="Export folder to write. It replaces an existing one only after validation passed.")
 @click.option("--target", type=click.Choice(TARGETS), default="all", show_default=True,
               help="ort: model.onnx (custom ops as ONNX functions, runs on stock ONNX Runtime); tensorrt: "
-              "model.trt.onnx (custom ops as TensorRT plugin nodes; not tested with TensorRT here); all: both (4-bit "
-              "configs and --bits fp32: ort only).")
+              "model.trt.onnx (custom ops as TensorRT plugin nodes; not tested with TensorRT here); all: both "
+              "(Mamba2 models, --out-proj-scale dynamic and --bits fp32: ort only).")
 @calibration_options
 @click.option("--validate-prompt-len", type=click.IntRange(min=1), default=128, show_default=True,
               help="Validation prompt: this many tokens of the calibration text.")
