@@ -1,13 +1,15 @@
 """The TensorRT flavour of the exported graph: the same nodes, with the custom ops as plain plugin nodes.
 
-``model.trt.onnx`` is the ``"tensorrt"`` lowering of :mod:`edge_quamba.onnx.lower` (no ORT-only copies of int8 codes;
+``model.trt.onnx`` is the ``"tensorrt"`` lowering of :mod:`edge_quamba.onnx.lower` (or, for W4A16, of
+:mod:`edge_quamba.onnx.lower_w4a16`; no ORT-only copies of int8 codes;
 float16 embedding table and lm_head, which sees the last position only: output ``last_logits`` (b, v) float16) with
 two changes:
     * the model-local FunctionProtos are dropped, so TensorRT's ONNX parser finds no function to inline and looks the
       node up in its plugin registry instead (onnx-tensorrt's fallback plugin importer);
     * every custom node gets the string attributes ``plugin_version`` and ``plugin_namespace`` of its spec
       (:func:`edge_quamba.ops.plugins.plugin_node_attributes`), which select the IPluginV3 creator; its float
-      attributes (the scales) become the plugin fields of the same names.
+      attributes (the scales) and int ones (the 4-bit linears' group size) become the plugin fields of the same
+      names (kFLOAT32, kINT32).
 Before these two changes the same graph (with its function bodies) is validated on ONNX Runtime against the quantized
 reference at export (:func:`edge_quamba.onnx.validate.validate_on_ort` with ``flavour="tensorrt"``): every int8 code,
 the states and the float16 last logits.
