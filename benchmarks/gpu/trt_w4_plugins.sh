@@ -7,11 +7,13 @@
 #   3. the `small` w4 case set under compute-sanitizer memcheck (every plugin, in TensorRT's call order, CUDA-graph
 #      replays included), then compared,
 #   4. the `model` w4 case set (Mamba-2.8B's four linears at W4A8 and W4A16, group size 64, and the float16 scan at
-#      d_inner 5120; l 1, 7, 512, b 2 x l 130, back to 7, a 3-replay CUDA-graph decode) and its comparison.
+#      d_inner 5120; l 1, 7, 512, b 2 x l 130, back to 7, a 3-replay CUDA-graph decode) and its comparison,
+#   5. the int8 plugins' own 12 cases again (make_cases.py, harness run, check_cases.py): their common PluginBase
+#      changed under them (int fields, per-dim output shapes).
 # Carry the ignored TensorRT headers: run(..., carry=["third_party/tensorrt-10.3"]) (780 KB).
 # DEADLINE (seconds from the start, default 420) bounds the whole script; each step has its own timeout inside it.
 # Files under $OUT: run.txt (GPU, versions, progress, the comparison summaries), selftest.txt, memcheck_w4.txt,
-# check_small.txt, run_model.txt (median time per step), check_model.txt.
+# check_small.txt, run_model.txt (median time per step), check_model.txt, int8_cases.txt.
 set -o pipefail
 OUT=${OUT:-gpu-out}
 DEADLINE=${DEADLINE:-420}
@@ -61,4 +63,9 @@ log "model cases ran rc $? (${budget} s allowed)"
 python3 $TESTS/check_w4_cases.py "$WORK"/model/* > "$OUT/check_model.txt" 2>&1
 log "model cases compared rc $?"; grep -E "^FAIL" "$OUT/check_model.txt" | head -20 | tee -a "$OUT/run.txt"
 tail -1 "$OUT/check_model.txt" | tee -a "$OUT/run.txt"
+
+budget=$(( $(left) - 5 ))
+{ timeout 60 python3 $TESTS/make_cases.py "$WORK/int8" > /dev/null && timeout "$budget" "$WORK/build/harness" run \
+    "$WORK"/int8/* && python3 $TESTS/check_cases.py "$WORK"/int8/*; } > "$OUT/int8_cases.txt" 2>&1
+log "int8 plugin cases rc $?"; tail -2 "$OUT/int8_cases.txt" | tee -a "$OUT/run.txt"
 log "done"
