@@ -13,7 +13,8 @@ registry = trt.get_plugin_registry(); registry.load_library('$PLUGINS')
 for name in ('Int8CausalConv1d', 'Int8SelectiveScan', 'HadamardQuantize'):
     assert registry.get_creator(name, '1', '') is not None, name
 print('plugins registered')"
-plugins/tensorrt/tests/run_on_gpu.sh /usr/include/aarch64-linux-gnu 87 "$OUT/harness" | tail -3
+MAIN_SET=small SANITIZERS=0 plugins/tensorrt/tests/run_on_gpu.sh /usr/include/aarch64-linux-gnu 87 "$OUT/harness" \
+    | tail -3
 edge-quamba export --out "$OUT/export" --target tensorrt --calib-samples 16 --calib-seq-len 128 | tail -1
 edge-quamba build-engine --model "$OUT/export" --out "$OUT/engine" --plugins "$PLUGINS" --max-prompt-len 512 | tail -1
 edge-quamba run --model "$OUT/engine" --backend tensorrt --prompt "Once upon a time" --max-new-tokens 16 --temperature 0

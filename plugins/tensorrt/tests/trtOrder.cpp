@@ -28,10 +28,10 @@
 //      device buffers (the state carried on the device); then one graph with the states in place, replayed the same
 //      way (outputs kept as FILE.alias).
 //
-// Poison: before every enqueue and graph launch, every output buffer is filled whole: int8 with -128 (no plugin writes
-// -128) and float32 with NaN; after it, the bytes past the step's shape must still be poison (no write outside the
-// shape). The profile-sized input buffers are not initialized past what a step copies in, so compute-sanitizer's
-// initcheck sees any read past the shape.
+// Poison: before every enqueue and graph launch whose outputs are checked, every output buffer is filled whole: int8
+// with -128 (no plugin writes -128) and float32 with NaN; after it, the bytes past the step's shape must still be
+// poison (no write outside the shape). The profile-sized input buffers are not initialized past what a step copies
+// in, so compute-sanitizer's initcheck sees any read past the shape.
 #include "deviceIo.h"
 
 #include <algorithm>
