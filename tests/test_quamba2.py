@@ -213,7 +213,7 @@ def test_mamba2_model_calls_only_the_edge_quamba_ops(quantized):
     tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
     prefill, decode, _ = record_prefill_and_decode(q, tokens)
     print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
-    common = {"rms_norm_quantize", "int8_linear", "quantize", "gated_rms_norm", "hadamard_quantize"}
+    common = {"rms_norm_quantize", "int8_linear", "quantize", "gated_rms_norm_hadamard_quantize"}
     assert prefill.edge_quamba == common | {"int8_causal_conv1d_channel_scales", "int8_ssd_scan"}
     assert decode.edge_quamba == common | {"int8_causal_conv1d_channel_scales_update", "int8_ssd_scan_update"}
     assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
