@@ -5,10 +5,12 @@ reference's.
 What is compared, and how exactly (the rules of tests/test_cuda_kernels.py):
     int8_causal_conv1d_channel_scales   codes equal up to the tie rule (a quotient within TIE_WIDTH of .5 may round
                                         the other way: CUDA expf vs the CPU's exp), the state exactly.
-    int8_ssd_scan                       y and the state within SSD_TOL x max |ref| (+ 1e-6): the state update is the
-                                        reference's op for op (expf/log1pf may differ in the last bit), y's sum over
-                                        the states is the kernel's own order (fused multiply-adds, a shuffle tree).
-                                        Splitting the sequence, and decoding token by token, give the same bits.
+    int8_ssd_scan                       the state within SSD_STATE_TOL x max |ref| (the update is the reference's op
+                                        for op; expf/log1pf may differ in the last bit); y elementwise within
+                                        SSD_Y_TOL x (sum_s |h_s C_s| + |D x|) (+ 1e-6): y's sum over the states is
+                                        the kernel's own order (fused multiply-adds, a shuffle tree), so its error
+                                        scales with the terms, not with |y| (they cancel). Splitting the sequence,
+                                        and decoding token by token, give the same bits.
     gated_rms_norm_(hadamard_)quantize  codes equal up to the tie rule (the kernel sums the squares in its own order).
 Inputs are fresh random codes with -128 among them (read as -127 by the kernels and the reference alike); outputs are
 poisoned first (see test_cuda_kernels.poison). The check functions take a ``device`` so that the same comparisons
@@ -27,15 +29,20 @@ import pytest
 import torch
 
 from edge_quamba.ops import torch_ops
-from edge_quamba.quant import qops
+from edge_quamba.quant import primitives, qops
 from edge_quamba.quant.hadamard import hadamard_transform
 from helpers import report as report_diff
 from test_cuda_kernels import check_ties, poison, rand_i8, reference_with_quotient, report
 
 pytestmark = pytest.mark.cuda
 
-SSD_TOL = 1e-4
-"""SSD scan y and state: max |gpu - ref| <= SSD_TOL * max |ref| (+ 1e-6 absolute)."""
+SSD_STATE_TOL = 1e-5
+"""SSD scan state: max |gpu - ref| <= SSD_STATE_TOL * max |ref| (+ 1e-6 absolute). Only expf / log1pf's last bits
+differ, but a head whose decay is ~1 carries such a difference along the whole sequence."""
+SSD_Y_TOL = 3e-5
+"""SSD scan y: |gpu - ref| <= SSD_Y_TOL * (sum_s |h_s C_s| + |D x|) + 1e-6 per element. Two float32 sums of the same n
+terms in different orders differ by at most about 2 n 2^-24 of the sum of the terms' magnitudes (1.5e-5 at
+n = 128), in practice ~sqrt(n) 2^-24 of it; the state's own difference adds to it."""
 
 
 def gen(seed: int) -> torch.Generator:
@@ -95,9 +102,14 @@ CONV_CASES = [  # (b, l, conv_dim, k, bias, extra): conv_dim = d_in + 2 g n
 ]
 
 
+def case_seed(case) -> int:
+    """A test case's seed from its parameters (plugins/emulator/check_mamba2.py draws the same inputs)."""
+    return sum((i + 1) * 1009 * int(v) for i, v in enumerate(case) if isinstance(v, (int, bool))) % 2**31
+
+
 @pytest.mark.parametrize("b,l,d,k,use_bias,extra", CONV_CASES)
 def test_int8_causal_conv1d_channel_scales(ext, b, l, d, k, use_bias, extra):
-    check_conv_channel_scales(ext, "cuda", b, l, d, k, use_bias, extra, seed=b * 1000 + l * 10 + k)
+    check_conv_channel_scales(ext, "cuda", b, l, d, k, use_bias, extra, seed=case_seed((b, l, d, k, use_bias, extra)))
 
 
 # ------------------------------------------------------------------------------------------------ int8_ssd_scan
@@ -123,14 +135,35 @@ def ssd_case(b, l, h, p, g, n, seed):
     return [x, dt, B, C, state, A, D, dt_bias, x_scales, B_scales, C_scales], 1.5 / 127
 
 
+def ssd_term_magnitudes(args, dt_scale) -> torch.Tensor:
+    """(b, l, h p) float64: sum_s |h_s C_s| + |D x| per output, from the recurrence in float64 on the same codes."""
+    x_q, dt_q, B_q, C_q, state, A, D, dt_bias, x_scales, B_scales, C_scales = args
+    h_count, n = state.shape[1], state.shape[3]
+    deq = lambda q, s: primitives.read_codes(q).double() * s.double()  # noqa: E731
+    x = deq(x_q, x_scales).unflatten(-1, (h_count, -1))  # (b, l, h, p)
+    delta = torch.nn.functional.softplus(deq(dt_q, torch.tensor(dt_scale)) + dt_bias.double())  # (b, l, h)
+    heads = torch.arange(h_count) // (h_count // (B_q.shape[-1] // n))
+    B = deq(B_q, B_scales).unflatten(-1, (-1, n))[:, :, heads]  # (b, l, h, n)
+    C = deq(C_q, C_scales).unflatten(-1, (-1, n))[:, :, heads]
+    h, out = state.double(), []
+    for t in range(x.shape[1]):
+        h = torch.exp(delta[:, t] * A.double())[..., None, None] * h + \
+            (delta[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
+        out.append((h.abs() * C[:, t, :, None, :].abs()).sum(-1) + (D.double()[:, None] * x[:, t]).abs())
+    return torch.stack(out, 1).flatten(-2)
+
+
 def check_ssd(name, y, s, args, dt_scale):
     y_ref, s_ref = qops.int8_ssd_scan(*args, dt_scale)
     assert not torch.isnan(y).any() and not torch.isnan(s).any(), "unwritten outputs"
-    for what, got, ref in (("y", y, y_ref), ("state", s, s_ref)):
-        diff = report(f"{name} {what}", got, ref)
-        bound = SSD_TOL * ref.abs().max().item() + 1e-6
-        print(f"  {what}: max |diff| / max |ref| = {diff.max().item() / max(ref.abs().max().item(), 1e-30):.3g}")
-        assert diff.max().item() <= bound, f"{what}: {diff.max().item():.3g} > {bound:.3g}"
+    diff = report(f"{name} state", s, s_ref)
+    bound = SSD_STATE_TOL * s_ref.abs().max().item() + 1e-6
+    assert diff.max().item() <= bound, f"state: {diff.max().item():.3g} > {bound:.3g}"
+    diff = report(f"{name} y", y, y_ref)
+    terms = ssd_term_magnitudes(args, dt_scale)
+    ratio = (diff / (terms + 1e-30)).max().item()
+    print(f"  y: max |diff| / (sum |h C| + |D x|) = {ratio:.3g} (bound {SSD_Y_TOL:g})")
+    assert (diff <= SSD_Y_TOL * terms + 1e-6).all(), f"y beyond {SSD_Y_TOL:g} of its terms' magnitude"
 
 
 def check_ssd_scan(ext, device, b, l, h, p, g, n, seed=0):
@@ -157,7 +190,7 @@ SSD_CASES = [  # (b, l, h, p, g, n)
 
 @pytest.mark.parametrize("b,l,h,p,g,n", SSD_CASES)
 def test_int8_ssd_scan(ext, b, l, h, p, g, n):
-    check_ssd_scan(ext, "cuda", b, l, h, p, g, n, seed=b * 100003 + l * 101 + h * 7 + n)
+    check_ssd_scan(ext, "cuda", b, l, h, p, g, n, seed=case_seed((b, l, h, p, g, n)))
 
 
 def check_ssd_splits_and_decode(ext, device, b=2, l=70, h=12, p=64, g=2, n=64):
@@ -229,7 +262,8 @@ GATED_CASES = [  # (rows, d, groups, hadamard, y row stride extra, z row stride 
 
 @pytest.mark.parametrize("rows,d,groups,hadamard,y_extra,z_extra", GATED_CASES)
 def test_gated_rms_norm_quantize(ext, rows, d, groups, hadamard, y_extra, z_extra):
-    check_gated_norm(ext, "cuda", rows, d, groups, hadamard, y_extra, z_extra, seed=d * 3 + groups + len(rows))
+    check_gated_norm(ext, "cuda", rows, d, groups, hadamard, y_extra, z_extra,
+                     seed=case_seed((*rows, d, groups, hadamard, y_extra, z_extra)))
 
 
 BAD_CALLS = '''
