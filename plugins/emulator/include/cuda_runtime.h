@@ -43,7 +43,7 @@ inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c,
 inline char4 make_char4(signed char a, signed char b, signed char c, signed char d) { return {a, b, c, d}; }
 
 typedef int cudaError_t;
-enum : int { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
+enum : int { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorNotSupported = 801 };
 typedef void* cudaStream_t;
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
@@ -261,4 +261,7 @@ cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int value) {
     return cudaSuccess;
 }
 inline cudaError_t cudaGetLastError() { const cudaError_t e = emu::last_error; emu::last_error = cudaSuccess; return e; }
-inline const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emulated launch error"; }
+inline const char* cudaGetErrorString(cudaError_t e) {
+    return e == cudaSuccess ? "no error"
+         : e == cudaErrorNotSupported ? "not emulated (the kernel uses inline PTX)" : "emulated launch error";
+}
