@@ -50,6 +50,16 @@ class KVState:
         return self.key.shape[2]
 
 
+def split_heads(x: Tensor, head_dim: int) -> Tensor:
+    """(b, l, heads * e) -> (b, heads, l, e)."""
+    return x.unflatten(-1, (-1, head_dim)).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(b, heads, l, e) -> (b, l, heads * e)."""
+    return x.transpose(1, 2).flatten(-2)
+
+
 def rope_cos_sin(positions: Tensor, rotary_dim: int, theta: float) -> tuple[Tensor, Tensor]:
     """positions (l,) int64 -> cos, sin (l, r) float32: angle[p, f] = p * θ^(-2f/r) for f < r/2, repeated for the
     second half (transformers' ``compute_default_rope_parameters`` and ``emb = cat(freqs, freqs)``)."""
@@ -69,6 +79,16 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     first, second = x_rot.chunk(2, dim=-1)
     rotated = x_rot * cos + torch.cat([-second, first], dim=-1) * sin
     return torch.cat([rotated, x_pass], dim=-1)
+
+
+def positions(q: Tensor, k: Tensor, past: int, config: HybridConfig) -> tuple[Tensor, Tensor]:
+    """q (b, h, l, e), k (b, kv, l, e) at positions t .. t + l - 1 (t = ``past``), rotated when the model has RoPE
+    (unchanged for Nemotron-H)."""
+    if not config.rotary_dim:
+        return q, k
+    cos, sin = rope_cos_sin(torch.arange(past, past + q.shape[2], device=q.device), config.rotary_dim,
+                            config.rope_theta)
+    return rope(q, cos, sin), rope(k, cos, sin)
 
 
 def causal_mask(l: int, t: int, device: torch.device) -> Tensor:
@@ -100,38 +120,26 @@ class Attention(nn.Module):
     def __init__(self, config: HybridConfig, dtype: torch.dtype):
         super().__init__()
         c, kw = config, dict(dtype=dtype, bias=config.attn_bias)
-        self.config = config
+        self.config, self.cache_dtype = config, dtype
         self.q_proj = nn.Linear(c.d_model, c.n_heads * c.head_dim, **kw)
         self.k_proj = nn.Linear(c.d_model, c.n_kv_heads * c.head_dim, **kw)
         self.v_proj = nn.Linear(c.d_model, c.n_kv_heads * c.head_dim, **kw)
         self.o_proj = nn.Linear(c.n_heads * c.head_dim, c.d_model, **kw)
 
     def empty_state(self, batch: int) -> KVState:
-        """An empty cache: key and value (b, kv, 0, e) in the model dtype."""
-        c, w = self.config, self.q_proj.weight
-        empty = torch.zeros(batch, c.n_kv_heads, 0, c.head_dim, dtype=w.dtype, device=w.device)
+        """An empty cache: key and value (b, kv, 0, e) in the model dtype (the W4A16 model's int4 linears keep it)."""
+        c, device = self.config, next(iter([*self.parameters(), *self.buffers()])).device
+        empty = torch.zeros(batch, c.n_kv_heads, 0, c.head_dim, dtype=self.cache_dtype, device=device)
         return KVState(empty, empty.clone())
-
-    def heads(self, x: Tensor) -> Tensor:
-        """(b, l, heads * e) -> (b, heads, l, e)."""
-        return x.unflatten(-1, (-1, self.config.head_dim)).transpose(1, 2)
-
-    def positions(self, q: Tensor, k: Tensor, state: KVState) -> tuple[Tensor, Tensor]:
-        """q (b, h, l, e), k (b, kv, l, e) at positions t .. t + l - 1, rotated when the model has RoPE."""
-        c = self.config
-        if not c.rotary_dim:
-            return q, k
-        positions = torch.arange(state.length, state.length + q.shape[2], device=q.device)
-        cos, sin = rope_cos_sin(positions, c.rotary_dim, c.rope_theta)
-        return rope(q, cos, sin), rope(k, cos, sin)
 
     def forward(self, hidden: Tensor, state: KVState) -> tuple[Tensor, KVState]:
         """Prefill (or any l): hidden (b, l, d) -> (b, l, d), continuing from the cache ``state``; returns the cache
         with this call's keys and values appended."""
-        q, k, v = self.heads(self.q_proj(hidden)), self.heads(self.k_proj(hidden)), self.heads(self.v_proj(hidden))
-        q, k = self.positions(q, k, state)
+        e = self.config.head_dim
+        q, k, v = (split_heads(proj(hidden), e) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k = positions(q, k, state.length, self.config)
         key, value = torch.cat([state.key, k], dim=2), torch.cat([state.value, v], dim=2)  # (b, kv, s, e)
-        out = attend(q, key, value, state.length).transpose(1, 2).flatten(-2)  # (b, l, h e)
+        out = merge_heads(attend(q, key, value, state.length))  # (b, l, h e)
         return self.o_proj(out.to(hidden.dtype)), KVState(key, value)
 
     def step(self, hidden: Tensor, state: KVState) -> tuple[Tensor, KVState]:
