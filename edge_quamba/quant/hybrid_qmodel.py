@@ -180,9 +180,8 @@ class QuantHybridMixer(nn.Module):
             return None
         c = self.config
         device = next(iter([*self.buffers(), *self.parameters()])).device
-        empty = torch.zeros(batch, c.n_kv_heads, 0, c.head_dim, dtype=torch.int8 if self.kv_int8 else torch.float16,
-                            device=device)
-        return KVState(empty, empty.clone())
+        shape, dtype = (batch, c.n_kv_heads, 0, c.head_dim), torch.int8 if self.kv_int8 else torch.float16
+        return KVState(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
 
     def forward(self, resid: Tensor, state: KVState | None, norm: Norm) -> tuple[Tensor, KVState | None]:
         """Prefill: resid (b, l, d) float -> the block's output (b, l, d) float32 and the new state."""
