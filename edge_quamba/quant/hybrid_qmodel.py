@@ -9,7 +9,7 @@ stream and lm_head stay floating point (stored fp16, computed in float32), as fo
 Attention and MLP linears (q/k/v/o_proj, gate/up/down_proj) follow ``QuantConfig.bits``: W8A8 int8 weights per tensor
 (:class:`QuantLinear`), W4A8 group-wise int4 weights (:class:`Int4Linear`, GPTQ), both on int8 activations at the
 static per-tensor scales of :data:`ATTENTION_SITES` / :data:`MLP_SITES`; with ``quantize_attn_mlp = False`` they stay
-float linears (fp16 values, float32 compute; no input site). The KV cache (``kv_cache``) holds float16 values or int8
+float linears (stored float16, computed in float32; no input site). The KV cache (``kv_cache``) holds float16 values or int8
 codes at the static scales of k_cache / v_cache. W4A16: the fp model in float16 with every linear group-wise int4.
 
 Decode equals prefill bit for bit: the quantized attention computes a prefill row by row, each row exactly as the
@@ -80,8 +80,10 @@ class HybridQuantOps(QuantOps):
 
     def linear(self, name: str, x: Tensor, in_site: str, bias: bool = True, out_site: str | None = None) -> Tensor:
         module = getattr(self.m, name)
-        y = F.linear(x, module.weight, module.bias) if isinstance(module, nn.Linear) else \
-            super().linear(name, x, in_site)
+        if isinstance(module, nn.Linear):  # float16 values, float32 GEMM
+            y = F.linear(x, module.weight.float(), None if module.bias is None else module.bias.float())
+        else:
+            y = super().linear(name, x, in_site)
         if self.m.tap is not None:
             self.m.tap(name, y)
         return y
@@ -125,7 +127,7 @@ class QuantHybridMixer(nn.Module):
             fp = getattr(template, name)
             bias = fp.bias is not None
             if not qconfig.quantize_attn_mlp:
-                linear = fp
+                linear = fp.to(FLOAT_STORAGE_DTYPE)
             elif qconfig.bits == "w4a8":
                 linear = Int4Linear(fp.in_features, fp.out_features, bias, qconfig.group_size)
             else:
@@ -148,8 +150,8 @@ class QuantHybridMixer(nn.Module):
             raise ConfigError(f"block {layer}: no calibrated amax for {', '.join(missing)}")
         for name in linear_names(kind, mixer.config):
             fp = getattr(mixer, name)
-            if not qconfig.quantize_attn_mlp:  # float: the fp16-rounded values, computed in float32
-                linear = copy.deepcopy(fp).to(FLOAT_STORAGE_DTYPE).float()
+            if not qconfig.quantize_attn_mlp:  # float: stored float16, computed in float32
+                linear = copy.deepcopy(fp).to(FLOAT_STORAGE_DTYPE)
             elif qconfig.bits == "w4a8":
                 hessian = None if hessians is None else hessians[name]
                 linear = Int4Linear.from_weight(fp.weight, fp.bias, qconfig.group_size, hessian, qconfig.gptq_damp,
