@@ -9,7 +9,8 @@ the four linear-input sites (qkv_input, o_proj_input, mlp_input, down_proj_input
 Part 2, the quality table: held-out perplexity of fp32 and of the library's recipe (edge_quamba.quant.hybrid_quant,
 written as an artifact and loaded back) at w8a8, w4a8 and w4a16, each with the attention / MLP linears quantized
 (the default) and float (--float-attn-mlp), and w8a8 with the int8 KV cache; bytes of model.safetensors.
-Part 3, the per-layer SQNR of the w8a8 model (edge_quamba.eval.sqnr_hybrid) on the first --sqnr-windows windows.
+Part 3, the per-layer SQNR (edge_quamba.eval.sqnr_hybrid) of the --sqnr-rows models (default w8a8) on the first
+--sqnr-windows windows.
 
 Perplexity: the first --eval-tokens tokens of --eval-data in non-overlapping windows of --seq-len (edge-quamba eval's
 windows). Calibration: --calib-samples windows of --calib-seq-len tokens of the shipped calibration split.
@@ -25,6 +26,7 @@ import argparse
 import json
 import math
 import platform
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -121,6 +123,7 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=64)
     parser.add_argument("--calib-seq-len", type=int, default=512)
     parser.add_argument("--sqnr-windows", type=int, default=4)
+    parser.add_argument("--sqnr-rows", default="w8a8")
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hybrid_quality.json"))
     args = parser.parse_args()
@@ -132,7 +135,7 @@ def main() -> None:
     data = load_calibration_data(default_calibration_file(), tok, args.calib_samples, args.calib_seq_len)
     started = time.perf_counter()
     total, count = window_nll(fp, windows, args.batch_size, progress=False)
-    report = {"model": args.model, "pattern": fp.config.pattern, "eval_data": args.eval_data.name,
+    report = {"command": "python benchmarks/hybrid_quality.py " + " ".join(sys.argv[1:]), "model": args.model, "pattern": fp.config.pattern, "eval_data": args.eval_data.name,
               "eval_tokens": count + windows.shape[0], "seq_len": args.seq_len, "calib_samples": args.calib_samples,
               "calib_seq_len": args.calib_seq_len, "fp32_perplexity": math.exp(total / count),
               "fp16_bytes": 2 * sum(t.numel() for t in fp.state_dict().values()),
@@ -157,16 +160,17 @@ def main() -> None:
         total, count = window_nll(q, windows, args.batch_size, progress=False)
         row = {"perplexity": math.exp(total / count), "bytes": size}
         row["change_vs_fp32_percent"] = 100 * (row["perplexity"] / report["fp32_perplexity"] - 1)
-        if name == "w8a8" and args.sqnr_windows:
+        if name in args.sqnr_rows.split(",") and args.sqnr_windows:
             table = hybrid_layer_sqnr(reordered, q, windows[:args.sqnr_windows])
-            report["w8a8_layer_sqnr_db"] = [{k: round(v, 2) for k, v in r.items()} for r in table]
+            sqnr_key = "w8a8_layer_sqnr_db" if name == "w8a8" else f"{name}_layer_sqnr_db"  # (the first run's key)
+            report[sqnr_key] = [{k: round(v, 2) for k, v in r.items()} for r in table]
         report["rows"][name] = row
         print(f"{name:<22} perplexity {row['perplexity']:9.3f} ({row['change_vs_fp32_percent']:+6.2f} %)  "
               f"{size / 1e6:6.2f} MB", flush=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    if "w8a8_layer_sqnr_db" in report:
-        for i, row in enumerate(report["w8a8_layer_sqnr_db"]):
-            print(f"block {i} ({fp.config.kind(i)}): " + ", ".join(f"{k} {v:.1f}" for k, v in row.items()))
+    for key in [k for k in report if k.endswith("_layer_sqnr_db")]:
+        for i, row in enumerate(report[key]):
+            print(f"{key} block {i} ({fp.config.kind(i)}): " + ", ".join(f"{k} {v:.1f}" for k, v in row.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
