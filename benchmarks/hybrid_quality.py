@@ -135,7 +135,8 @@ def main() -> None:
     data = load_calibration_data(default_calibration_file(), tok, args.calib_samples, args.calib_seq_len)
     started = time.perf_counter()
     total, count = window_nll(fp, windows, args.batch_size, progress=False)
-    report = {"command": "python benchmarks/hybrid_quality.py " + " ".join(sys.argv[1:]), "model": args.model, "pattern": fp.config.pattern, "eval_data": args.eval_data.name,
+    report = {"command": "python benchmarks/hybrid_quality.py " + " ".join(sys.argv[1:]), "model": args.model,
+              "pattern": fp.config.pattern, "eval_data": args.eval_data.name,
               "eval_tokens": count + windows.shape[0], "seq_len": args.seq_len, "calib_samples": args.calib_samples,
               "calib_seq_len": args.calib_seq_len, "fp32_perplexity": math.exp(total / count),
               "fp16_bytes": 2 * sum(t.numel() for t in fp.state_dict().values()),

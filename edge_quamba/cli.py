@@ -229,7 +229,8 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
               help="Artifact folder to write (replaced atomically).")
 @calibration_options
 def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_order, head_groups, dim_groups,
-             no_sort_cluster, no_group_bc, kv_cache, float_attn_mlp, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
+             no_sort_cluster, no_group_bc, kv_cache, float_attn_mlp, calib_samples, calib_seq_len, calib_seed,
+             weight_scales, percentile,
              no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a quantized artifact: Quamba W8A8 by default (int8 weights, static
     per-tensor scales, Hadamard-rotated out_proj, percentile clipping of the scan input and of the rotated
@@ -265,7 +266,8 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
 def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, gptq_order, head_groups, dim_groups,
-            no_sort_cluster, no_group_bc, kv_cache, float_attn_mlp, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
+            no_sort_cluster, no_group_bc, kv_cache, float_attn_mlp, calib_samples, calib_seq_len, calib_seed,
+            weight_scales, percentile,
             no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer, validate_prompt_len,
             validate_decode_steps, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX

@@ -211,8 +211,8 @@ class HybridGraphOps:
 
 NO_HYBRID_TENSORRT = ("--target tensorrt is not built for hybrid Mamba2 + attention models (no TensorRT plugins for "
                       "their Mamba2 ops, no GPU attention kernels); export with --target ort")
-NO_HYBRID_W4A16 = ("ONNX export of a hybrid model is built for --bits w8a8 and w4a8; its w4a16 graph (float16 with int4 "
-                   "linears) is not written yet (the w4a16 reference runs with --backend ref)")
+NO_HYBRID_W4A16 = ("ONNX export of a hybrid model is built for --bits w8a8 and w4a8; its w4a16 graph (float16 with "
+                   "int4 linears) is not written yet (the w4a16 reference runs with --backend ref)")
 NO_HYBRID_FP32 = ("--bits fp32 export is not built for hybrid models (the quantized w8a8 / w4a8 graphs are); the fp "
                   "reference runs with --backend ref")
 

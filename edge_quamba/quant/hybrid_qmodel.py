@@ -9,8 +9,8 @@ stream and lm_head stay floating point (stored fp16, computed in float32), as fo
 Attention and MLP linears (q/k/v/o_proj, gate/up/down_proj) follow ``QuantConfig.bits``: W8A8 int8 weights per tensor
 (:class:`QuantLinear`), W4A8 group-wise int4 weights (:class:`Int4Linear`, GPTQ), both on int8 activations at the
 static per-tensor scales of :data:`ATTENTION_SITES` / :data:`MLP_SITES`; with ``quantize_attn_mlp = False`` they stay
-float linears (stored float16, computed in float32; no input site). The KV cache (``kv_cache``) holds float16 values or int8
-codes at the static scales of k_cache / v_cache. W4A16: the fp model in float16 with every linear group-wise int4.
+float linears (stored float16, computed in float32; no input site). The KV cache (``kv_cache``) holds float16 values or
+int8 codes at the static scales of k_cache / v_cache. W4A16: the fp model in float16 with every linear group-wise int4.
 
 Decode equals prefill bit for bit: the quantized attention computes a prefill row by row, each row exactly as the
 decode step of that token computes it (the same shapes, hence the same float sums), so an int8 code never depends on
