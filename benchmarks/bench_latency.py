@@ -12,11 +12,15 @@ through ``load_state_dict`` like an artifact; it equals what quantizing random f
 gives, without spending minutes on the host. The baselines are built with their own random init, in fp16.
 
 Rows, per shape:
-    edge-quamba cuda   the cuda backend, timed through the generation protocol of ``edge-quamba bench``
+    edge-quamba cuda   the cuda backend (W8A8), timed through the generation protocol of ``edge-quamba bench``
                        (``edge_quamba.runtime.bench.time_once``: prefill, then per token one graph replay and a
                        greedy argmax read back by the host, which is what streaming needs). ``graph_ms`` adds the
                        time of one decode graph replay alone (back-to-back replays between CUDA events, no host
                        round trip per token): the floor the streaming loop approaches.
+    edge-quamba cuda w4a8 / w4a16 (``--impls edge-quamba-w4a8,edge-quamba-w4a16``): the same backend and timing on a
+                       random 4-bit model (``--bits w4a8 / w4a16`` layout, groups of 64: random packed codes, group
+                       scales 0.1 / 7); W4A16 is the float16 fp model with 4-bit linears, so its norm, conv, scan
+                       and gate are the float16 reference's torch ops (its prefill scan a Python loop over l).
     mamba_ssm fp16     ``MambaLMHeadModel.generate(cg=True, top_k=1)``: prefill eager, decode from its CUDA graph,
                        sampling on the device, no host round trip per token. causal_conv1d is NOT installed (its
                        build did not finish in the time limit), so mamba_ssm runs its PyTorch conv fallback; its
@@ -72,7 +76,12 @@ SYNTHETIC_AMAX = {"in_proj_input": 4.0, "xz": 8.0, "u": 4.0, "dbc": 8.0, "dt": 4
 """Stand-ins for calibrated activation amaxes and weight amaxes (values do not change the speed)."""
 CSV_FIELDS = ("shape", "impl", "status", "ttft_ms", "tpot_ms", "graph_ms", "decode_tokens_per_s", "peak_memory_gb",
               "weight_gb", "achieved_gb_per_s", "fraction_of_copy_bandwidth")
-IMPLS = ("edge-quamba cuda int8", "mamba_ssm fp16 cg", "transformers fp16")
+IMPLS = ("edge-quamba cuda int8", "mamba_ssm fp16 cg", "transformers fp16", "edge-quamba cuda w4a8",
+         "edge-quamba cuda w4a16")
+FOUR_BIT_IMPLS = {"edge-quamba-w4a8": ("w4a8", IMPLS[3]), "edge-quamba-w4a16": ("w4a16", IMPLS[4])}
+"""--impls name of a 4-bit edge-quamba row -> (QuantConfig.bits, row name)."""
+INT4_WEIGHT_AMAX = 0.1
+"""Stand-in amax of every int4 weight group (scale amax / 7)."""
 
 
 def mamba_config(shape: str) -> MambaConfig:
@@ -80,10 +89,11 @@ def mamba_config(shape: str) -> MambaConfig:
     return MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=PADDED_VOCAB, d_state=16, expand=2, d_conv=4)
 
 
-def random_quantized_model(config: MambaConfig, seed: int, device: str | torch.device) -> MambaLM:
-    """A quantized reference model with random weights (see the module docstring), built on ``device``."""
+def random_quantized_model(config: MambaConfig, seed: int, device: str | torch.device, bits: str = "w8a8") -> MambaLM:
+    """A quantized reference model with random weights (see the module docstring), built on ``device``; ``bits``
+    picks the layout (QuantConfig.bits, default group size)."""
     with torch.device("meta"):
-        model = empty_quantized_model(config, QuantConfig())
+        model = empty_quantized_model(config, QuantConfig(bits=bits))
     shapes = {k: (v.shape, v.dtype) for k, v in model.state_dict().items()}
     model = model.to_empty(device=device)
     if config.tie_embeddings:
@@ -99,6 +109,10 @@ def random_tensor(key: str, shape, dtype, config: MambaConfig, gen: torch.Genera
     name = key.rsplit(".", 1)[-1]
     if dtype == torch.int8:
         return torch.randint(-127, 128, shape, dtype=torch.int8, generator=gen, device=device)
+    if dtype == torch.uint8:  # packed int4 codes: every byte is two valid codes in [-8, 7]
+        return torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen, device=device)
+    if name == "weight_scale" and len(shape) == 2:  # int4 group scales (N, G)
+        return torch.full(shape, INT4_WEIGHT_AMAX / 7, dtype=dtype, device=device)
     if name.endswith("scale"):  # 0-dim static scales
         activation = name[: -len("_scale")]
         return scale_from_amax(SYNTHETIC_AMAX.get(activation, SYNTHETIC_AMAX["weight"])).to(device)
@@ -191,16 +205,16 @@ def skipped(shape: str, impl: str, status: str) -> dict:
     return {"shape": shape, "impl": impl, "status": status}
 
 
-def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels) -> dict:
+def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels, bits="w8a8",
+                      impl=IMPLS[0]) -> dict:
     from edge_quamba.errors import BackendUnavailableError
     from edge_quamba.runtime.cuda_backend import CudaBackend, require_cuda_kernels, weight_bytes_per_token
 
-    impl = IMPLS[0]
     try:
         require_cuda_kernels()
     except BackendUnavailableError as exc:
         return skipped(shape, impl, f"unavailable: {exc}")
-    backend = CudaBackend(random_quantized_model(mamba_config(shape), seed, "cuda"))
+    backend = CudaBackend(random_quantized_model(mamba_config(shape), seed, "cuda", bits))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     ttft, tpot = median_timings(backend, prompt, new_tokens, repeats)
@@ -361,7 +375,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, from {', '.join(SHAPES)}")
     parser.add_argument("--impls", default="edge-quamba,mamba_ssm,transformers",
-                        help="comma-separated, from edge-quamba, mamba_ssm, transformers")
+                        help="comma-separated, from edge-quamba, mamba_ssm, transformers, edge-quamba-w4a8, "
+                        "edge-quamba-w4a16")
     parser.add_argument("--prompt-len", type=int, default=512)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after one dropped warm-up (medians)")
@@ -376,8 +391,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     impls = [s.strip() for s in args.impls.split(",") if s.strip()]
-    bad = [s for s in shapes if s not in SHAPES] + [i for i in impls if i not in ("edge-quamba", "mamba_ssm",
-                                                                                    "transformers")]
+    known = ("edge-quamba", "mamba_ssm", "transformers", *FOUR_BIT_IMPLS)
+    bad = [s for s in shapes if s not in SHAPES] + [i for i in impls if i not in known]
     if bad or not shapes or not impls:
         parser.error(f"unknown or empty --shapes/--impls entries: {bad}")
     if args.prompt_len < 1 or args.new_tokens < 2 or args.repeats < 1 or args.transformers_repeats < 1:
@@ -423,6 +438,10 @@ def main(argv=None) -> None:
             if impl == "edge-quamba":
                 result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
                                            not args.no_profile)
+            elif impl in FOUR_BIT_IMPLS:
+                bits, name = FOUR_BIT_IMPLS[impl]
+                result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
+                                           not args.no_profile, bits=bits, impl=name)
             elif impl == "mamba_ssm":
                 result = bench_mamba_ssm(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw)
             else:
@@ -436,7 +455,7 @@ def main(argv=None) -> None:
     print_table(report)
     for r in report["rows"]:
         if isinstance(r.get("kernels"), list):
-            print(f"\n[{r['shape']}] edge-quamba decode step, GPU time per token by kernel (torch.profiler):")
+            print(f"\n[{r['shape']}] {r['impl']} decode step, GPU time per token by kernel (torch.profiler):")
             for k in r["kernels"]:
                 print(f"  {k['us_per_token']:9.1f} us  x{k['launches_per_token']:<5.0f} {k['kernel']}")
     for p in paths:

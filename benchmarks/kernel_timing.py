@@ -15,6 +15,11 @@ Two chains of one layer (the mixer of edge_quamba.quant.flow plus the RMSNorm be
   fused:   rms_norm_quantize -> in_proj int8_linear_quantize -> conv -> x_proj int8_linear_quantize ->
            dt_proj int8_linear_quantize -> scan -> hadamard_quantize -> out_proj
 Each chain is timed whole, `REPS` layers per CUDA graph (weights cycling as above), next to the sum of its kernels.
+
+4-bit linears (chain "int4", not part of the chains above): w4a8_linear_quantize (in_proj, x_proj, dt_proj),
+w4a8_linear (out_proj) and w4a16_linear (the four, float16 in and out) at the same shapes, groups of 64: packed int4
+codes + float32 group scales cycling like the int8 weights; bytes = packed weights + scales + x + y. At l = 1 they
+run the GEMVs, at l = 512 the tensor-core GEMM (plugins/kernels/int4_linear.h). `--int4-only` times just these.
 """
 
 from __future__ import annotations
@@ -134,6 +139,40 @@ def layer_kernels(ext, l: int):
     ]]
 
 
+GROUP = 64
+
+
+def int4_kernels(ext, l: int):
+    """(name, "int4", fn, bytes moved, calls per graph) for the 4-bit linears of one layer at sequence length l."""
+    d, di, n, r = (SHAPE[x] for x in ("d_model", "d_inner", "d_state", "dt_rank"))
+    s = 0.02
+
+    def weight(out_features, in_features):
+        groups = -(-in_features // GROUP)
+        nbytes = out_features * (in_features // 2) + out_features * groups * 4
+
+        def make():
+            return (torch.randint(0, 256, (out_features, in_features // 2), dtype=torch.uint8, device="cuda"),
+                    torch.full((out_features, groups), 0.1 / 7, device="cuda"))
+        return cycling(make, nbytes), nbytes
+
+    rows = []
+    for name, (k, n_out), quantize in (("in_proj", (d, 2 * di), True), ("x_proj", (di, r + 2 * n), True),
+                                       ("dt_proj", (r, di), True), ("out_proj", (di, d), False)):
+        w, wbytes = weight(n_out, k)
+        x_q = torch.randint(-127, 128, (1, l, k), dtype=torch.int8, device="cuda")
+        x16 = (torch.randn(1, l, k, device="cuda") * 0.1).half()
+        if quantize:
+            a8 = (lambda x_q=x_q, w=w: ext.w4a8_linear_quantize(x_q, *w(), None, s, GROUP, s))
+            rows.append((f"{name} w4a8_linear_quantize", "int4", a8, wbytes + l * k + l * n_out, w.count))
+        else:
+            a8 = (lambda x_q=x_q, w=w: ext.w4a8_linear(x_q, *w(), None, s, GROUP))
+            rows.append((f"{name} w4a8_linear", "int4", a8, wbytes + l * k + 4 * l * n_out, w.count))
+        a16 = (lambda x16=x16, w=w: ext.w4a16_linear(x16, *w(), None, GROUP))
+        rows.append((f"{name} w4a16_linear", "int4", a16, wbytes + 2 * l * k + 2 * l * n_out, w.count))
+    return [(name, chain, fn, nbytes, max(REPS, count)) for name, chain, fn, nbytes, count in rows]
+
+
 def rms_norm_torch(h, weight):
     """Norm.forward's RMSNorm in float32 torch ops (pow, mean, add, rsqrt, mul, mul)."""
     return weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS))
@@ -183,17 +222,22 @@ def layer_chains(ext, l: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernel_timing.json"))
+    parser.add_argument("--int4-only", action="store_true",
+                        help="time only the 4-bit linears (no int8 rows, no chains)")
     args = parser.parse_args()
     ext = load_extension()
     copies = copy_bandwidth_gbs()
     copy = max(copies.values())
     rows, layers = [], []
     for l in (1, 512):
-        for name, chain, fn, nbytes, reps in layer_kernels(ext, l):
+        kernels = int4_kernels(ext, l) if args.int4_only else layer_kernels(ext, l) + int4_kernels(ext, l)
+        for name, chain, fn, nbytes, reps in kernels:
             us = graph_time_us(fn, reps)
             gbs = nbytes / (us * 1e-6) / 1e9
             rows.append(dict(kernel=name, chain=chain, seqlen=l, time_us=round(us, 3), bytes=nbytes,
                              gb_per_s=round(gbs, 1), fraction_of_copy=round(gbs / copy, 3)))
+        if args.int4_only:
+            continue
         chains, reps = layer_chains(ext, l)
         for chain, fn in chains.items():
             kernels_us = sum(r["time_us"] for r in rows if r["seqlen"] == l and r["chain"] in (chain, "both"))
@@ -210,7 +254,8 @@ def main() -> None:
         print(f"l={x['seqlen']} {x['chain']:7s} layer in one CUDA graph: {x['layer_us']:.1f} us (sum of its kernels "
               f"{x['sum_of_kernels_us']:.1f} us), x {SHAPE['n_layer']} layers = {x['model_ms']:.3f} ms "
               f"(no residual add, embedding, lm_head)")
-    result = dict(command="python3 benchmarks/kernel_timing.py", gpu=gpu, torch=torch.__version__,
+    result = dict(command=" ".join(["python3 benchmarks/kernel_timing.py", *sys.argv[1:]]), gpu=gpu,
+                  torch=torch.__version__,
                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), batch=1,
                   shape=SHAPE, graph_reps=REPS, graph_replays=REPLAYS, copy_gb_per_s=round(copy, 1), copy_by_size=copies,
                   kernels=rows, layers=layers)

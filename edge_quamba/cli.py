@@ -263,13 +263,17 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
               help="Validation prompt: this many tokens of the calibration text.")
 @click.option("--validate-decode-steps", type=click.IntRange(min=0), default=8, show_default=True,
               help="Greedy decode steps validated after the prompt, states threaded through the graph.")
+@click.option("--float-parts", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="The TensorRT graph's residual stream between blocks (W8A8 Mamba1): float16 halves its memory "
+                   "traffic on a Jetson (norms and sums still computed in float32), at the cost measured by "
+                   "benchmarks/float_parts.py; validated against the reference with the same setting.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
 def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, gptq_order, head_groups, dim_groups,
             no_sort_cluster, no_group_bc, kv_cache, float_attn_mlp, calib_samples, calib_seq_len, calib_seed,
             weight_scales, percentile,
             no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer, validate_prompt_len,
-            validate_decode_steps, threads, as_json):
+            validate_decode_steps, float_parts, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
     Runtime against the quantized reference.
 
@@ -281,6 +285,8 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
 
     echo = lambda line: click.echo(line, err=as_json)  # noqa: E731
     if bits == "fp32":
+        if float_parts != "float32":
+            raise click.UsageError("--float-parts applies to a quantized model's TensorRT graph, not --bits fp32")
         result = export_fp32_model(model=model, out=out, target=target, calib_data=calib_data, tokenizer=tokenizer,
                                    prompt_len=validate_prompt_len, decode_steps=validate_decode_steps,
                                    threads=threads, echo=echo)
@@ -292,7 +298,7 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
                                  no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc, gptq_order, kv_cache,
                                  float_attn_mlp),
             tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
-            decode_steps=validate_decode_steps, threads=threads, echo=echo,
+            decode_steps=validate_decode_steps, threads=threads, echo=echo, float_parts=float_parts,
         )
     if as_json:
         click.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],
@@ -344,12 +350,68 @@ def bench(model, backend, prompt_len, new_tokens, repeats, max_prompt_tokens, to
               help="Longest prompt of the prefill optimization profile.")
 def build_engine(model, out, plugins, max_prompt_len):
     """Build a TensorRT engine folder (decode and prefill profiles, strongly typed) from an export folder, with
-    TensorRT >= 10.1 (JetPack 6.1+). Never run so far: TensorRT is absent where this package is tested."""
+    TensorRT >= 10.1 (JetPack 6.1+). The export folder (every file's sha256, model.trt.onnx included) and --out are
+    checked before TensorRT is imported. Never run with TensorRT so far: it is absent where this package is tested
+    (tested with a fake of its Python API)."""
     from edge_quamba.runtime.tensorrt_engine import ENGINE_CONFIG, ENGINE_FILE, build_engine as build
 
     path = build(model=model, out=out, plugins=plugins, max_prompt_len=max_prompt_len)
     for name in (ENGINE_FILE, ENGINE_CONFIG, "tokenizer.json"):
         click.echo(f"wrote {path}/{name}")
+
+
+@cli.command()
+@model_option
+@backend_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. The default is loopback only: the server has no authentication.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@tokenizer_option
+@threads_option
+@click.option("--served-model-name", default=None, metavar="NAME",
+              help="The model id clients send and GET /v1/models lists. Default: --model as given (demo without).")
+@click.option("--chat-template", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Jinja chat template file. Default: the model folder's chat_template.jinja or "
+              "tokenizer_config.json, else the plain 'User: ... Assistant:' template (README, Serving).")
+@click.option("--max-prompt-tokens", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Refuse longer prompts (400).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Most tokens one request may generate (400 above; the chat default).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True,
+              help="Refuse larger request bodies (413).")
+@click.option("--max-queue", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Requests that may wait while one generates; one more gets 429 with Retry-After.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              help="Seconds from arrival: a request still queued then gets 503; a generation still running stops "
+              "(finish_reason \"length\").")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="On SIGTERM, seconds the running generation may take to finish before it is cancelled.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+@click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
+def serve(model, backend, host, port, tokenizer, threads, served_model_name, chat_template, max_prompt_tokens,
+          max_tokens, max_body_bytes, max_queue, request_timeout, shutdown_timeout, log_level, no_access_log):
+    """OpenAI-compatible HTTP server: POST /v1/completions and /v1/chat/completions (streamed as server-sent events
+    with "stream": true), GET /v1/models, /health, and /metrics (Prometheus).
+
+    One sequence generates at a time (no batching); up to --max-queue requests wait in arrival order. A client that
+    disconnects cancels its request. SIGTERM or Ctrl-C: stop accepting, refuse the queue (503), let the running
+    generation finish within --shutdown-timeout (then cancel it), exit 0. Needs the `serve` extra:
+    pip install "edge-quamba[serve]"."""
+    try:
+        from edge_quamba.serve.server import serve as run_server
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(f"`serve` needs {exc.name}, which is not installed: pip install "
+                                   f"\"edge-quamba[serve]\"") from None
+    from edge_quamba.serve.schemas import Limits
+
+    run_server(model=model, backend=backend, host=host, port=port, tokenizer=tokenizer, threads=threads,
+               served_model_name=served_model_name, chat_template=chat_template,
+               limits=Limits(max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens,
+                             max_body_bytes=max_body_bytes, max_queue=max_queue, request_timeout_s=request_timeout,
+                             shutdown_timeout_s=shutdown_timeout),
+               access_log=not no_access_log, log_level=log_level,
+               announce=lambda line: click.echo(line, err=True))
 
 
 def check_utf8(text: str, option: str) -> None:

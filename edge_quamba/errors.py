@@ -28,6 +28,11 @@ class ValidationError(EdgeQuambaError):
     """An export's numbers on a runtime disagree with the quantized reference beyond the stated tolerances."""
 
 
+class ConformanceError(EdgeQuambaError):
+    """An exported graph breaks a rule of the runtime it is for (the TensorRT graph: edge_quamba/onnx/
+    tensorrt_rules.json), so it is not written; the message names the rules and the first nodes."""
+
+
 class OutputError(EdgeQuambaError):
     """An output folder cannot be written (read-only, full, busy), or writing it would replace data that
     edge-quamba did not write."""

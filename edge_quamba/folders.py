@@ -21,14 +21,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from edge_quamba.errors import BackendUnavailableError, ConfigError
 from edge_quamba.integrity import verify_listed_files
 from edge_quamba.models.config import ModelConfig, model_config_from_dict, read_json
-from edge_quamba.models.loading import load_fp_config, resolve_model
+from edge_quamba.models.locate import load_fp_config, resolve_model
 from edge_quamba.models.tokenizer import TextTokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,12 @@ def load_model_tokenizer(folder: ModelFolder, override: str | None = None,
                           model_vocab_size=folder.config.vocab_size, option=option)
 
 
-def load_reference_model(path: Path, kind: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The PyTorch reference for any folder kind: the fp model, or the quantized artifact (an export folder: the one
-    in its quantized/, or an fp32 export's fp model in fp/: the exact model its graph was validated against)."""
+def load_reference_model(path: Path, kind: str, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The PyTorch reference for any folder kind: the fp model (``dtype``, float32 when None), or the quantized
+    artifact (an export folder: the one in its quantized/, or an fp32 export's fp model in fp/: the exact model its
+    graph was validated against)."""
+    import torch
+
     if kind == EXPORT.name:
         from edge_quamba.onnx.folder import FP_DIR, is_fp32_export, read_export_config
 
@@ -157,7 +162,7 @@ def load_reference_model(path: Path, kind: str, dtype: torch.dtype = torch.float
     if kind == FP:
         from edge_quamba.models.loading import load_fp_model
 
-        return load_fp_model(path, dtype=dtype)
+        return load_fp_model(path, dtype=torch.float32 if dtype is None else dtype)
     if kind in (QUANTIZED.name, EXPORT.name):
         from edge_quamba.onnx.folder import QUANTIZED_DIR
         from edge_quamba.quant.artifact import load_quantized_model

@@ -65,6 +65,25 @@ def test_random_quantized_model_is_a_valid_seeded_quantized_model():
     assert logits.shape == (1, 9, 256) and torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("bits", ["w4a8", "w4a16"])
+def test_random_four_bit_models_run(bits):
+    """The 4-bit rows' models: packed random codes, group scales (N, G), finite logits."""
+    config = MambaConfig(d_model=64, n_layer=2, vocab_size=256)
+    model = bench_latency.random_quantized_model(config, seed=1, device="cpu", bits=bits)
+    in_proj = model.backbone.layers[0].mixer.in_proj
+    assert in_proj.weight_packed.dtype == torch.uint8 and tuple(in_proj.weight_packed.shape) == (256, 32)
+    assert tuple(in_proj.weight_scale.shape) == (256, 1)
+    assert torch.equal(in_proj.weight_scale, torch.full((256, 1), bench_latency.INT4_WEIGHT_AMAX / 7))
+    with torch.inference_mode():
+        logits, _ = model(torch.randint(0, 256, (1, 9)))
+    assert logits.shape == (1, 9, 256) and torch.isfinite(logits).all()
+
+
+def test_four_bit_impls_are_accepted():
+    args = bench_latency.parse_args(["--impls", "edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16"])
+    assert args.impls == ["edge-quamba", "edge-quamba-w4a8", "edge-quamba-w4a16"]
+
+
 def test_missing_mamba_ssm_row_says_not_installed(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mamba_ssm" else real(name, *a))

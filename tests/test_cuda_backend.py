@@ -141,11 +141,10 @@ def test_models_calling_ops_without_kernels_are_refused_in_one_line():
     mamba1 = MambaConfig(vocab_size=16, d_model=8, n_layer=1)
     mamba2 = Mamba2Config(vocab_size=16, d_model=64, n_layer=1)
     cuda_backend.refuse_options(Shell(mamba1))  # a W8A8 model calls only ops with kernels
-    for model, option in ((Shell(mamba1, Int4Linear(32, 8, False, 32)), "int4 weights"),
-                          (Shell(mamba2), "Mamba2")):
-        with pytest.raises(BackendUnavailableError, match=option) as info:
-            cuda_backend.refuse_options(model)
-        assert "\n" not in str(info.value)
+    cuda_backend.refuse_options(Shell(mamba1, Int4Linear(32, 8, False, 32)))  # so does a 4-bit one (W4A8, W4A16)
+    with pytest.raises(BackendUnavailableError, match="Mamba2") as info:
+        cuda_backend.refuse_options(Shell(mamba2))
+    assert "\n" not in str(info.value)
 
 
 def test_has_cuda_kernel_reads_the_dispatcher():

@@ -45,7 +45,8 @@ def gen(seed: int) -> torch.Generator:
 
 
 def rand_i8(*shape, g) -> torch.Tensor:
-    return torch.randint(-127, 128, shape, generator=g, dtype=torch.int8)
+    """Random int8 codes, -128 included: kernels read it as -127 (primitives.read_codes), as the reference does."""
+    return torch.randint(-128, 128, shape, generator=g, dtype=torch.int8)
 
 
 def poison(*outputs: tuple[tuple[int, ...], torch.dtype]) -> None:

@@ -71,7 +71,8 @@ def assert_exact_but_ties(name: str, got: np.ndarray, want: torch.Tensor, quotie
 
 
 def ints(g, *shape) -> torch.Tensor:
-    return torch.randint(-127, 128, shape, generator=g, dtype=torch.int8)
+    """Random int8 codes, -128 included: the bodies read it as -127 (primitives.read_codes), as the reference does."""
+    return torch.randint(-128, 128, shape, generator=g, dtype=torch.int8)
 
 
 @pytest.mark.parametrize("b,l,d_in,k,with_bias", [(1, 1, 768, 4, True), (4, 64, 768, 4, True), (2, 9, 160, 3, False),

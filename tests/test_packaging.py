@@ -39,6 +39,25 @@ def test_core_imports_only_what_it_requires():
     assert offenders == []
 
 
+SERVE_ONLY = ("starlette", "uvicorn", "prometheus_client", "pydantic", "jinja2")
+
+
+def test_serve_dependencies_are_an_extra_that_the_test_extra_installs():
+    """`edge-quamba serve` needs an HTTP stack the rest of the package does not: the `serve` extra, imported only
+    under edge_quamba/serve/; the README's set-up line installs `.[test]`, which must hold it and the clients the
+    serve tests use."""
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    extras = setup["options.extras_require"]
+    serve = requirement_names(extras["serve"])
+    assert {name.replace("_", "-") for name in SERVE_ONLY} <= serve
+    assert serve | {"openai", "httpx"} <= requirement_names(extras["test"])
+    imports = re.compile(r"^\s*(?:from|import)\s+(" + "|".join(SERVE_ONLY) + r")\b", re.MULTILINE)
+    offenders = [str(p.relative_to(REPO)) for p in (REPO / "edge_quamba").rglob("*.py")
+                 if imports.search(p.read_text(encoding="utf-8")) and "serve" not in p.relative_to(REPO).parts]
+    assert offenders == []
+
+
 def test_calib_data_is_at_the_top_level_of_the_checkout():
     assert calib_data_dir() == REPO / "calib_data"
     manifest = json.loads((calib_data_dir() / "manifest.json").read_text())

@@ -254,3 +254,45 @@ def test_quantize_bad_input_keeps_existing_output(fp_folder, tmp_path, case):
     assert proc.returncode != 0 and lines[-1].startswith("edge-quamba: error:") and words in lines[-1]
     assert digest(out) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]
+
+
+def test_every_code_reading_op_reads_minus_128_as_minus_127():
+    """primitives.read_codes: an input code of -128 (TensorRT's saturating QuantizeLinear can write one) gives exactly
+    the outputs of -127, in every reference op that reads int8 activations, and no conv state holds -128."""
+    from edge_quamba.quant import qops
+
+    g = torch.Generator().manual_seed(5)
+    b, l, d_in, n, k, h, gn = 2, 6, 8, 4, 4, 2, 8
+
+    def codes(*shape):  # about a quarter of the entries -128
+        q = torch.randint(-127, 128, shape, generator=g, dtype=torch.int8)
+        return torch.where(torch.rand(shape, generator=g) < 0.25, torch.tensor(-128, dtype=torch.int8), q)
+
+    def clamped(t):
+        return t.clamp(min=-127) if isinstance(t, torch.Tensor) and t.dtype == torch.int8 and t is not weight else t
+
+    weight, bias = torch.randint(-127, 128, (d_in, k), generator=g, dtype=torch.int8), torch.randn(d_in, generator=g)
+    scan_consts = (-torch.rand(d_in, n, generator=g), torch.randn(d_in, generator=g), torch.randn(d_in, generator=g))
+    ssd_consts = (-torch.rand(h, generator=g), torch.randn(h, generator=g), torch.randn(h, generator=g),
+                  torch.rand(d_in, generator=g) * 0.02 + 1e-3, torch.rand(gn, generator=g) * 0.02 + 1e-3,
+                  torch.rand(gn, generator=g) * 0.02 + 1e-3)
+    cases = {
+        "int8_causal_conv1d": (codes(b, l, d_in), codes(b, d_in, k), weight, bias, 0.02, 0.01, 0.004),
+        "int8_causal_conv1d_update": (codes(b, d_in), codes(b, d_in, k), weight, bias, 0.02, 0.01, 0.004),
+        "int8_selective_scan": (*[codes(b, l, c) for c in (d_in, d_in, n, n, d_in)], torch.randn(b, d_in, n),
+                                *scan_consts, 0.01, 0.02, 0.03, 0.03, 0.05),
+        "int8_selective_scan_update": (*[codes(b, c) for c in (d_in, d_in, n, n, d_in)], torch.randn(b, d_in, n),
+                                       *scan_consts, 0.01, 0.02, 0.03, 0.03, 0.05),
+        "int8_ssd_scan": (codes(b, l, d_in), codes(b, l, h), codes(b, l, gn), codes(b, l, gn),
+                          torch.randn(b, h, d_in // h, n), *ssd_consts, 0.02),
+        "gated_rms_norm": (torch.randn(b, l, d_in), codes(b, l, d_in), torch.randn(d_in), 0.05, 1e-5, 4),
+    }
+    for name, args in cases.items():
+        op = getattr(qops, name)
+        got, want = op(*args), op(*[clamped(a) for a in args])
+        got, want = (got,) if isinstance(got, torch.Tensor) else got, (want,) if isinstance(want, torch.Tensor) else want
+        for i, (a, e) in enumerate(zip(got, want, strict=True)):
+            print(f"{name} output {i}: equal {torch.equal(a, e)}")
+            assert torch.equal(a, e), f"{name} output {i} depends on -128 vs -127"
+            if a.dtype == torch.int8:
+                assert int(a.min()) >= -127, f"{name} output {i} holds -128"

@@ -49,6 +49,7 @@ class HybridLM(MambaLM):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False, dtype=dtype)
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embeddings.weight
+        self.residual_storage: torch.dtype | None = None  # MambaLM's (the Mamba1 TensorRT graph's float parts)
 
 
 BAMBA_LAYER = re.compile(r"^model\.layers\.(\d+)\.(input_layernorm|mamba|self_attn|pre_ff_layernorm|feed_forward)\.")

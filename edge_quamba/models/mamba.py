@@ -135,6 +135,10 @@ class MambaMixer(nn.Module):
     as is. ``conv1d`` is kept as an ``nn.Conv1d`` only for its (d_in, 1, k) weight layout; its forward is not used.
     """
 
+    scan = staticmethod(selective_scan)
+    """The prefill scan :func:`selective_scan`; a subclass may route the same call through a custom op (W4A16's
+    mixer calls ``torch.ops.edge_quamba.selective_scan``, which is this function on the CPU and a kernel on a GPU)."""
+
     def __init__(self, config: MambaConfig, dtype: torch.dtype):
         super().__init__()
         d, d_in, n, r, k = config.d_model, config.d_inner, config.d_state, config.dt_rank, config.d_conv
@@ -171,7 +175,7 @@ class MambaMixer(nn.Module):
         conv_out, conv_state = causal_conv1d(x_in, self.conv1d.weight[:, 0, :], self.conv1d.bias, state.conv_state)
         u = F.silu(conv_out)
         A, delta, B, C = self.ssm_parameters(u)
-        y, ssm_state = selective_scan(u, delta, A, B, C, self.D, state.ssm_state)
+        y, ssm_state = self.scan(u, delta, A, B, C, self.D, state.ssm_state)
         y = y * F.silu(z.to(y.dtype))
         return self.out_proj(y.to(x.dtype)), LayerState(conv_state, ssm_state)
 
@@ -229,6 +233,9 @@ class MambaLM(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False, dtype=dtype)
         if config.tie_embeddings:
             self.lm_head.weight = self.backbone.embeddings.weight
+        self.residual_storage: torch.dtype | None = None
+        """The residual stream's dtype between blocks when set (the quantized reference's float16 "float parts",
+        :func:`edge_quamba.quant.qmodel.use_float_parts`); None: :meth:`residual_dtype`'s default."""
 
     @property
     def device(self) -> torch.device:
@@ -236,6 +243,8 @@ class MambaLM(nn.Module):
         return self.backbone.embeddings.weight.device
 
     def residual_dtype(self) -> torch.dtype:
+        if self.residual_storage is not None:
+            return self.residual_storage
         return compute_dtype(self.dtype) if self.config.residual_in_fp32 else self.dtype
 
     def empty_states(self, batch: int) -> list[LayerState]:

@@ -58,7 +58,7 @@ def load_tokenizer(model_dir: Path, override: str | None = None, eos_token_id: i
     spec = override or str(model_dir)
     file = _tokenizer_file(Path(spec).expanduser())
     if file is None and override is not None and not Path(override).expanduser().exists():
-        from edge_quamba.models.loading import download_from_hub, looks_like_hub_id
+        from edge_quamba.models.locate import download_from_hub, looks_like_hub_id
 
         if not looks_like_hub_id(override):
             raise CheckpointError(f"{where}no such file or folder")

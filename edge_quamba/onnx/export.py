@@ -3,7 +3,9 @@
     1. the quantized artifact: quantize the fp checkpoint (``quantize_checkpoint``), or copy the given artifact, into
        ``quantized/`` of the new folder
     2. lower it (:func:`edge_quamba.onnx.lower.lower_model`) and derive the TensorRT flavour
-    3. check both flavours: onnx.checker (full_check) and :func:`edge_quamba.onnx.validate.check_graph`
+    3. check both flavours: onnx.checker (full_check) and :func:`edge_quamba.onnx.validate.check_graph`; a TensorRT
+       graph to be written must also pass :func:`edge_quamba.onnx.tensorrt_check.require_tensorrt_conformance`
+       (ConformanceError: nothing is written)
     4. write the ONNX file(s) of ``target``, the tokenizer and export_config.json
     5. validate on ONNX Runtime against the reference in ``quantized/`` (:func:`validate_on_ort`): one line per output
 
@@ -45,12 +47,13 @@ from edge_quamba.onnx.lower import (FLAVOURS, NO_4BIT_TENSORRT, NO_FP32_TENSORRT
                                     TENSORRT_DYNAMIC_REFUSAL, lower_model)
 from edge_quamba.onnx.lower_hybrid import NO_HYBRID_FP32, lower_hybrid_model, refuse_hybrid_export
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
+from edge_quamba.onnx.tensorrt_check import require_tensorrt_conformance
 from edge_quamba.onnx.validate import (FP32_RTOL, ValidationReport, check_graph, validate_float_graph_on_ort,
                                        validate_on_ort)
 from edge_quamba.onnx.validate_hybrid import validate_hybrid_on_ort
 from edge_quamba.ops.specs import DOMAIN, SPECS
 from edge_quamba.quant.artifact import ARTIFACT_FILES, TOKENIZER, file_sha256, load_quantized_model, read_quant_config
-from edge_quamba.quant.qmodel import QuantConfig
+from edge_quamba.quant.qmodel import FLOAT_PARTS, QuantConfig, use_float_parts
 from edge_quamba.resources import default_calibration_file
 
 @dataclass
@@ -121,11 +124,14 @@ def export_model(
     threads: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = _stderr,
+    float_parts: str = "float32",
 ) -> ExportResult:
     """Export ``model`` into the folder ``out`` (see the module docstring); ``echo`` receives the validation lines.
 
     model: an fp checkpoint (quantized first with ``qconfig`` and ``calib_data``), a quantized artifact, or an
-    export folder (its ``quantized/`` is exported again). Returns the folder, the files written and the report.
+    export folder (its ``quantized/`` is exported again). float_parts: the TensorRT graph's residual stream dtype
+    ("float16": :func:`edge_quamba.quant.qmodel.use_float_parts`; validated against the reference with the same
+    setting; the ORT graph is float32 either way). Returns the folder, the files written and the report.
     """
     if target not in TARGETS:
         raise InputError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
@@ -155,6 +161,12 @@ def export_model(
     out_proj_scale = (qconfig if artifact_dir is None else read_quant_config(artifact_dir)[1]).out_proj_scale
     if out_proj_scale == "dynamic" and "tensorrt" in targets:  # refused before any work (no TensorRT graph exists)
         raise InputError(TENSORRT_DYNAMIC_REFUSAL.replace("--target tensorrt", f"--target {target}", 1))
+    if float_parts not in FLOAT_PARTS:
+        raise InputError(f"--float-parts {float_parts!r} is not one of {', '.join(FLOAT_PARTS)}")
+    if float_parts != "float32" and (target == "ort" or bits != "w8a8" or mamba2 or hybrid):
+        arch = "hybrid" if hybrid else "Mamba2" if mamba2 else "Mamba1"
+        raise InputError(f"--float-parts {float_parts} applies to the TensorRT graph of a W8A8 Mamba1 model; this "
+                         f"export writes no such graph (--target {target}, {bits}, {arch})")
     log = _stderr if progress else (lambda _: None)
     out = Path(out)
     with atomic_output_dir(out, inputs) as tmp:
@@ -173,8 +185,10 @@ def export_model(
         # both flavours are built and checked whatever the target (Mamba1 W8A8 with a static out_proj scale); a
         # per-token out_proj scale, the 4-bit graphs and Mamba2 have the ORT flavour only
         built = FLAVOURS if bits == "w8a8" and out_proj_scale == "static" and not (mamba2 or hybrid) else ("ort",)
-        lowered = {flavour: lower_hybrid_model(reference) if hybrid else lower_model(reference, flavour, progress)
-                   for flavour in built}
+        parts = {"ort": "float32", "tensorrt": float_parts}
+        lowered = {flavour: lower_hybrid_model(reference) if hybrid else
+                   lower_model(use_float_parts(reference, parts[flavour]), flavour, progress=progress,
+                               float_parts=parts[flavour]) for flavour in built}
         flavours = {name: to_tensorrt_flavour(graph) if name == "tensorrt" else graph
                     for name, graph in lowered.items()}
         for flavour, graph in flavours.items():
@@ -182,6 +196,8 @@ def export_model(
             problems = check_graph(graph, flavour)
             if problems:  # a lowering bug, not a user error: keep the traceback
                 raise AssertionError(f"{flavour} graph: {len(problems)} problems, first: {problems[0]}")
+        if "tensorrt" in targets:  # TensorRT 10.3's parser and headers, edge_quamba/onnx/tensorrt_rules.json
+            require_tensorrt_conformance(flavours["tensorrt"], TRT_MODEL)
         written = []
         for name in targets:
             onnx.save(flavours[name], str(tmp / TARGET_FILES[name]))
@@ -198,6 +214,7 @@ def export_model(
             model_file = tmp / ORT_MODEL if flavour == "ort" else tmp / ".tensorrt-validation.onnx"
             if flavour == "tensorrt":
                 onnx.save(lowered["tensorrt"], str(model_file))
+            use_float_parts(reference, parts[flavour])
             if bits == "w4a16":
                 report = validate_float_graph_on_ort(model_file, reference, prompt, decode_steps, threads=threads,
                                                      progress=progress)
@@ -213,6 +230,8 @@ def export_model(
         _, qconfig, raw_quant = read_quant_config(tmp / QUANTIZED_DIR)
         record = {"graph": QUANTIZED_GRAPH, "quantization": qconfig.to_dict(),
                   "calibration": raw_quant.get("calibration"), "source": raw_quant.get("source")}
+        if "tensorrt" in targets:
+            record["tensorrt_float_parts"] = float_parts
         config_file = write_export_config(tmp, _export_config(
             tmp, reference.config, targets, written, [f"{QUANTIZED_DIR}/{n}" for n in ARTIFACT_FILES], reports,
             lowered["ort"], record))

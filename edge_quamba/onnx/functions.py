@@ -5,6 +5,8 @@ Each FunctionProto takes its name, domain, inputs, outputs and attributes from t
 Runtime. TensorRT never sees these bodies (its flavour drops them and calls the plugins instead).
 
 Numerics (what is exact, and why):
+    * int8 inputs are read as :func:`edge_quamba.quant.primitives.read_codes` says: Clip(q, -127, 127) on the codes
+      (:meth:`Body.read_codes`), so a -128 from TensorRT's saturating QuantizeLinear reads as -127.
     * int8 codes: every QuantizeLinear is preceded by Max(x, -127 s) (:meth:`Body.quantize`). ONNX QuantizeLinear
       divides (x / s) and rounds half to even like :func:`edge_quamba.quant.primitives.quantize`, but saturates to
       [-128, 127]; the Max keeps -128 out (exact: fl(-127 s) / s rounds to -127).
@@ -102,6 +104,12 @@ class Body:
         zero_point = zero_point or self.const(np.array(0, np.int8), "zero_point")
         return self.op("QuantizeLinear", self.op("Max", x, low, out=f"{out}.max"), scale, zero_point, out=out)
 
+    def read_codes(self, q: str) -> str:
+        """int8 codes as every op reads them (:func:`edge_quamba.quant.primitives.read_codes`): Clip(q, -127, 127) on
+        the int8 tensor, so -128 (which only TensorRT's saturating QuantizeLinear writes) reads as -127."""
+        low = self.const(np.array(-INT8_MAX, np.int8), "code_low")
+        return self.op("Clip", q, low, self.const(np.array(INT8_MAX, np.int8), "code_high"))
+
     def quantize_per_channel(self, x: str, scales: str, out: str) -> str:
         """int8 codes of x (..., c) at per-channel scales (c,): Cast(Clip(Round(x / s), -127, 127)), the reference's
         division, half-to-even rounding and symmetric range written out (a per-axis QuantizeLinear would need an
@@ -133,7 +141,8 @@ def int8_causal_conv1d_function(d_inner: int) -> FunctionProto:
     """Int8CausalConv1d for a model of width d_inner (Conv's group). Layout as qops: x_q (b, l, d_in)."""
     b = Body()
     alpha = b.op("Mul", b.attr_float("x_scale"), b.attr_float("weight_scale"))  # rounded to float32 once
-    history = b.op("Concat", "conv_state_q", b.op("Transpose", "x_q", perm=[0, 2, 1]), axis=2)  # (b, d_in, k+l)
+    inputs = b.op("Concat", "conv_state_q", b.op("Transpose", "x_q", perm=[0, 2, 1]), axis=2)  # (b, d_in, k+l)
+    history = b.read_codes(inputs)
     k = b.op("Shape", "weight_q", start=1)  # (1,) = [k]
     b.op("Slice", history, b.op("Neg", k), b.ints(INT64_MAX), b.ints(2), out="conv_state_out")  # last k inputs
     window = b.op("Cast", b.op("Slice", history, b.ints(1), b.ints(INT64_MAX), b.ints(2)), to=TensorProto.FLOAT)
@@ -170,9 +179,9 @@ def int8_selective_scan_function(opset: int = OPSET) -> FunctionProto:
     b = Body()
     zero_point = b.const(np.array(0, np.int8), "zero_point")
     last, inner = b.ints(-1), b.ints(2)
-    codes = {name: f"{name}_q" for name in ("u", "dt", "B", "C", "z")}
+    codes = {name: b.read_codes(f"{name}_q") for name in ("u", "dt", "B", "C", "z")}
     if opset >= 21:
-        codes["B"], codes["C"] = b.op("Unsqueeze", "B_q", inner), b.op("Unsqueeze", "C_q", inner)
+        codes["B"], codes["C"] = b.op("Unsqueeze", codes["B"], inner), b.op("Unsqueeze", codes["C"], inner)
     deq = {name: b.op("DequantizeLinear", codes[name], b.attr_float(f"{name}_scale"), zero_point)
            for name in ("u", "dt", "B", "C", "z")}
     delta = b.op("Softplus", b.op("Add", deq["dt"], "dt_bias"))  # (b, l, d_in)
@@ -231,7 +240,8 @@ def int8_conv1d_channel_scales_function(conv_dim: int) -> FunctionProto:
     output quantized per channel at the ``out_scales`` input."""
     b = Body()
     alpha = b.op("Mul", b.attr_float("x_scale"), b.attr_float("weight_scale"))  # rounded to float32 once
-    history = b.op("Concat", "conv_state_q", b.op("Transpose", "x_q", perm=[0, 2, 1]), axis=2)  # (b, c, k+l)
+    inputs = b.op("Concat", "conv_state_q", b.op("Transpose", "x_q", perm=[0, 2, 1]), axis=2)  # (b, c, k+l)
+    history = b.read_codes(inputs)
     k = b.op("Shape", "weight_q", start=1)
     b.op("Slice", history, b.op("Neg", k), b.ints(INT64_MAX), b.ints(2), out="conv_state_out")
     window = b.op("Cast", b.op("Slice", history, b.ints(1), b.ints(INT64_MAX), b.ints(2)), to=TensorProto.FLOAT)
@@ -272,10 +282,12 @@ def int8_ssd_scan_function(nheads: int, headdim: int, ngroups: int, d_state: int
     h, p = nheads, headdim
     b = Body()
     zero_point = b.const(np.array(0, np.int8), "zero_point")
-    x = b.op("Reshape", b.dequantize_per_channel("x_q", "x_scales"), b.ints(0, 0, h, p))  # (b, l, h, p)
-    dt = b.op("DequantizeLinear", "dt_q", b.attr_float("dt_scale"), zero_point)
+    x = b.dequantize_per_channel(b.read_codes("x_q"), "x_scales")
+    x = b.op("Reshape", x, b.ints(0, 0, h, p))  # (b, l, h, p)
+    dt = b.op("DequantizeLinear", b.read_codes("dt_q"), b.attr_float("dt_scale"), zero_point)
     delta = b.op("Softplus", b.op("Add", dt, "dt_bias"))  # (b, l, h)
-    B, C = b.dequantize_per_channel("B_q", "B_scales"), b.dequantize_per_channel("C_q", "C_scales")  # (b, l, g n)
+    B = b.dequantize_per_channel(b.read_codes("B_q"), "B_scales")  # (b, l, g n)
+    C = b.dequantize_per_channel(b.read_codes("C_q"), "C_scales")
     y = ssd_scan_nodes(b, x, delta, "A", B, C, "D", "ssm_state", "ssm_state_out", "y_scan", nheads, ngroups, d_state)
     b.op("Reshape", y, b.ints(0, 0, h * p), out="y")
     return _function(INT8_SSD_SCAN, b)

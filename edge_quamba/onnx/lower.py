@@ -34,6 +34,19 @@ What ONNX Runtime (1.32, CPU) fuses, found by reading its optimized graph (tests
       the copy, but on x86 that selects an s8 x s8 kernel 56x slower than the uint8 one, so the ort backend keeps
       ORT's default. The TensorRT flavour has no copy.
 
+The TensorRT flavour's GEMMs (TensorRT fuses a QuantizeLinear that directly follows a GEMM into its epilogue, and a
+pointwise op in between blocks that; TensorRT's QuantizeLinear saturates to [-128, 127], so the clamp to -127 moves to
+the readers, :func:`edge_quamba.quant.primitives.read_codes`):
+    * in_proj:  DQ(x_q) @ DQ(W) -> QuantizeLinear(xz_scale) -> Split as int8 into x_q | z_q: fusion-eligible;
+    * x_proj:   DQ(u_q) @ DQ(W) -> QuantizeLinear(dbc_scale) -> Split as int8 into dt_r_q | B_q | C_q: eligible;
+    * dt_proj:  reads dt_r_q through a clamped requantization Q(Max(DQ(dt_r_q), -127 s)) (its own small pointwise
+                pass over (b, l, r): a GEMM must not read -128), then DQ @ DQ(W) -> QuantizeLinear(dt_scale): eligible;
+    * out_proj: DQ(y_q) @ DQ(W) (+ bias) -> float32 into the residual Add: nothing to requantize; the Add is the
+                GEMM's elementwise epilogue candidate.
+The ORT flavour keeps the Max before every QuantizeLinear (ORT's QDQ fusions want it so: see above). Both are
+validated against the same reference: the -128 codes the TensorRT flavour writes read as -127 downstream, exactly
+what the reference computes (tests/test_tensorrt_graph.py makes GEMM outputs saturate and checks it).
+
 Per-token out_proj input scale (``QuantConfig.out_proj_scale = "dynamic"``, ORT flavour only): HadamardQuantizeDynamic
 makes y_q and y_scale (b, l), and out_proj is ``MatMulInteger(y_q + 128 as uint8, W_q, a_zero_point 128) -> Cast ->
 Mul(y_scale[..., None] * w_scale) (+ bias)``: a DequantizeLinear takes no (b, l) scale in opset 17, and ORT's
@@ -90,9 +103,10 @@ def _array(t: Tensor) -> np.ndarray:
 class GraphBuilder(Body):
     """A Body with initializers, and the node groups the lowering repeats (quantize, int8 linear, norm)."""
 
-    def __init__(self, opset: int = OPSET):
+    def __init__(self, opset: int = OPSET, flavour: str = "ort"):
         super().__init__()
         self.opset = opset
+        self.flavour = flavour
         self.initializers: list[onnx.TensorProto] = []
         self._scales: dict[str, np.float32] = {}
         self._lows: dict[str, str] = {}
@@ -114,6 +128,12 @@ class GraphBuilder(Body):
         if scale not in self._lows:
             self._lows[scale] = self.init(f"{scale}.low", np.array(-np.float32(INT8_MAX) * self._scales[scale]))
         return super().quantize(x, scale, out, low=self._lows[scale], zero_point=ZERO_POINT)
+
+    def quantize_saturating(self, x: str, scale: str, out: str) -> str:
+        """int8 codes at a scale initializer by a bare QuantizeLinear, which saturates to [-128, 127]: the TensorRT
+        flavour's requantization of a GEMM output (fusable into the GEMM's epilogue). Its readers read -128 as -127
+        (:func:`edge_quamba.quant.primitives.read_codes`), which gives the clamped codes exactly."""
+        return self.op("QuantizeLinear", x, scale, ZERO_POINT, out=out)
 
     def int8_linear(self, x_q: str, x_scale: str, linear: QuantLinear, name: str) -> str:
         """x_q (..., K) int8 at x_scale -> (..., N) float32 = DQ(x_q) @ DQ(W_q^T) (+ bias).
@@ -184,6 +204,16 @@ class GraphBuilder(Body):
             return y
         return self.op("Add", y, self.init(f"{name}.bias", linear.bias.float()), out=f"{name}.out")
 
+    def last_position(self, x: str, out: str) -> str:
+        """x (b, l, d) -> x[:, l - 1] (b, d) for a dynamic l: ``Slice(x, starts=[l - 1], ends=[l], axes=[1])``
+        with l read from ``input_ids``' shape, then Squeeze. Not ``Gather(x, -1, axis=1)``: TensorRT's gather
+        layer leaves a negative index on an axis of run-time length undefined (NvInfer.h, IGatherLayer, 10.3 and
+        11.x), and ONNX Runtime, which accepts it, could not show that."""
+        length = self.op("Shape", INPUT_IDS, start=1, end=2, out=f"{out}.length")  # (1,) int64: [l]
+        start = self.op("Sub", length, self.ints(1), out=f"{out}.start")  # [l - 1] >= 0
+        sliced = self.op("Slice", x, start, length, self.ints(1), out=f"{out}.slice")  # (b, 1, d)
+        return self.op("Squeeze", sliced, self.ints(1), out=out)
+
     def give_linears_own_codes(self) -> None:
         """ORT flavour: before each int8 linear whose input codes were made by a custom op and are also read by
         another node, insert an exact copy ``Q(DQ(codes))`` at the same scale (see the module docstring)."""
@@ -249,10 +279,12 @@ class GraphBuilder(Body):
 @dataclass(frozen=True)
 class _Pending:
     """Codes of ``site`` not yet emitted: quantizing is deferred to the consumer, so that a split site is split in
-    float and each piece quantized (the form ONNX Runtime fuses)."""
+    float and each piece quantized (the form ONNX Runtime fuses); ``gemm``: x is a linear's output (the TensorRT
+    flavour quantizes it with a bare QuantizeLinear, then splits the codes)."""
 
     x: str
     site: str
+    gemm: bool = False
 
 
 class GraphOps:
@@ -263,12 +295,25 @@ class GraphOps:
         self.prefix = f"layers.{layer}.mixer."
         self.scales = {site: g.scale(f"{self.prefix}{site}_scale", getattr(mixer, f"{site}_scale"))
                        for site in mixer.static_sites}
+        self.saturated: set[str] = set()
+        """Codes made by a bare QuantizeLinear (TensorRT flavour): they may hold -128, which no GEMM may read."""
 
     def _codes(self, value: str | _Pending, code: str | None = None) -> str:
         if not isinstance(value, _Pending):
             return value
         out = tensor_name(self.layer, code or SITE_BY_NAME[value.site].code)
+        if value.gemm and self.g.flavour == "tensorrt":
+            self.saturated.add(out)
+            return self.g.quantize_saturating(value.x, self.scales[value.site], out=out)
         return self.g.quantize(value.x, self.scales[value.site], out=out)
+
+    def _gemm_input(self, x_q: str, scale: str) -> str:
+        """Codes a GEMM may read: codes that may hold -128 are requantized with the clamp first, ``Q(Max(DQ(x_q),
+        -127 s))`` at the same scale (exact: the values of read_codes(x_q)); every other input as it is."""
+        if x_q not in self.saturated:
+            return x_q
+        dequantized = self.g.op("DequantizeLinear", x_q, scale, ZERO_POINT, out=f"{x_q}.dequantized")
+        return self.g.quantize(dequantized, scale, out=f"{x_q}.clamped")
 
     def norm_quantize(self, resid: str, site: str) -> _Pending:
         return _Pending(self.g.norm(resid, self.norm, f"layers.{self.layer}.norm"), site)
@@ -278,6 +323,11 @@ class GraphOps:
 
     def split(self, x: _Pending, sizes: list[int]) -> list[str]:
         pieces = SITE_BY_NAME[x.site].pieces
+        if x.gemm and self.g.flavour == "tensorrt":  # quantize the GEMM's output whole, then split the codes
+            codes = self._codes(x, SITE_BY_NAME[x.site].code)
+            names = [tensor_name(self.layer, piece) for piece in pieces]
+            self.saturated.update(names)
+            return self.g.split(codes, sizes, names)
         floats = self.g.split(x.x, sizes, [tensor_name(self.layer, piece.removesuffix("_q")) for piece in pieces])
         return [self._codes(_Pending(f, x.site), piece) for f, piece in zip(floats, pieces, strict=True)]
 
@@ -287,8 +337,9 @@ class GraphOps:
         if not bias and linear.bias is not None:
             raise AssertionError(f"{name}: a bias-free use of a linear that has a bias")
         lower = self.g.int4_linear if isinstance(linear, Int4Linear) else self.g.int8_linear
-        y = lower(self._codes(x_q), self.scales[in_site], linear, f"{self.prefix}{name}")
-        return y if out_site is None else _Pending(y, out_site)
+        scale = self.scales[in_site]
+        y = lower(self._gemm_input(self._codes(x_q), scale), scale, linear, f"{self.prefix}{name}")
+        return y if out_site is None else _Pending(y, out_site, gemm=True)
 
     def causal_conv1d(self, x_q: str, conv_state: str) -> tuple[str, str]:
         m, g = self.m, self.g
@@ -335,6 +386,7 @@ class Mamba2GraphOps(GraphOps):
         self.prefix = f"layers.{layer}.mixer."
         self.scales = {site: g.scale(f"{self.prefix}{site}_scale", getattr(mixer, f"{site}_scale"))
                        for site in PER_TENSOR_SITES}
+        self.saturated: set[str] = set()  # the ORT flavour only, so far: nothing saturates
         self._ssm_input: str | None = None
 
     def _codes(self, value: str | _Pending, code: str | None = None) -> str:
@@ -418,7 +470,8 @@ FLAVOURS = ("ort", "tensorrt")
 """What each graph is lowered for (the TensorRT flavour then becomes plugin nodes: :mod:`edge_quamba.onnx.tensorrt`)."""
 
 
-def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) -> onnx.ModelProto:
+def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False,
+                float_parts: str = "float32") -> onnx.ModelProto:
     """The graph of a quantized reference model, custom ops as model-local functions (an fp model in float32:
     the fp32 baseline graph, standard ops only, "ort" flavour only).
 
@@ -429,6 +482,10 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     values the reference computes with), and only the last position goes through the lm_head, in float16:
     ``last_logits`` (b, v) float16 (generation needs nothing else; a 50k x 2560 head in float32 would read 512 MB
     per token). Everything between is identical. progress: a progress bar on stderr.
+    float_parts "float16" (TensorRT flavour only; ``model`` must hold the same setting,
+    :func:`edge_quamba.quant.qmodel.use_float_parts`): the residual stream is float16 between blocks (the embedding
+    rows as stored; each block ``Cast(Cast(resid, float32) + out, float16)``), the norms and out_proj still float32
+    inside (their Casts are what TensorRT fuses into the neighbouring kernels).
     A model with a per-token out_proj input scale has only the "ort" flavour (ConfigError for "tensorrt").
     """
     if flavour not in FLAVOURS:
@@ -466,7 +523,11 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     opset, ir_version = (INT4_OPSET, INT4_IR_VERSION) if four_bit else (OPSET, IR_VERSION)
     if four_bit and flavour != "ort":
         raise InputError(NO_4BIT_TENSORRT)
-    g = GraphBuilder(opset)
+    half = float_parts == "float16"
+    if half != (model.residual_storage == torch.float16) or (half and flavour != "tensorrt"):
+        raise ValueError(f"float_parts {float_parts!r} needs the TensorRT flavour and a reference with the same "
+                         f"residual dtype (use_float_parts), got {flavour!r} and {model.residual_storage}")
+    g = GraphBuilder(opset, flavour)
     table = model.backbone.embeddings.weight  # (v, d) float32 holding float16 values (the artifact stores fp16)
     if flavour == "ort":
         embeddings = g.init("embeddings.weight", table.float())
@@ -474,12 +535,17 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
     else:
         embeddings = g.init("embeddings.weight", table.half())  # exact: the values are float16 already
         gathered = g.op("Gather", embeddings, INPUT_IDS, axis=0, out="embeddings.gathered")  # (b, l, d) float16
-        resid = g.op("Cast", gathered, to=TensorProto.FLOAT, out="embeddings.out")
+        resid = gathered if half else g.op("Cast", gathered, to=TensorProto.FLOAT, out="embeddings.out")
     layers = tqdm(model.backbone.layers, desc="lowering", unit="layer", disable=not progress, leave=False)
     for i, block in enumerate(layers):
-        resid = g.op("Add", resid, _mixer(g, block, resid, i), out=f"layers.{i}.residual")
-    normed = g.norm(resid, model.backbone.norm_f, "norm_f")  # (b, l, d) float32
+        if half:  # float16 between blocks, float32 inside: the norm and the sum read the float32 copy
+            resid32 = g.op("Cast", resid, to=TensorProto.FLOAT, out=f"layers.{i}.residual_in")
+            total = g.op("Add", resid32, _mixer(g, block, resid32, i), out=f"layers.{i}.residual_sum")
+            resid = g.op("Cast", total, to=TensorProto.FLOAT16, out=f"layers.{i}.residual")  # (b, l, d) float16
+        else:
+            resid = g.op("Add", resid, _mixer(g, block, resid, i), out=f"layers.{i}.residual")
     if flavour == "ort":
+        normed = g.norm(resid, model.backbone.norm_f, "norm_f")  # (b, l, d) float32
         g.give_linears_own_codes()
         head = embeddings if c.tie_embeddings else g.init("lm_head.weight", model.lm_head.weight.float())  # (v, d)
         flat = g.op("Reshape", normed, g.ints(-1, c.d_model))  # (b*l, d)
@@ -489,8 +555,11 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False) ->
         logits = helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["b", "l", c.vocab_size])
     else:
         head = embeddings if c.tie_embeddings else g.init("lm_head.weight", model.lm_head.weight.half())  # (v, d)
-        last = g.op("Gather", normed, g.const(np.array(-1, np.int64), "last_position"), axis=1, out="norm_f.last")
-        last16 = g.op("Cast", last, to=TensorProto.FLOAT16, out="norm_f.last_fp16")  # (b, d)
+        last = g.last_position(resid, "residual.last")  # (b, d): the norm is per position, so only the last one
+        if half:
+            last = g.op("Cast", last, to=TensorProto.FLOAT, out="residual.last_fp32")
+        normed = g.norm(last, model.backbone.norm_f, "norm_f")  # (b, d) float32
+        last16 = g.op("Cast", normed, to=TensorProto.FLOAT16, out="norm_f.last_fp16")  # (b, d)
         g.op("Gemm", last16, head, transB=1, out=LAST_LOGITS)  # (b, v) float16
         logits = helper.make_tensor_value_info(LAST_LOGITS, TensorProto.FLOAT16, ["b", c.vocab_size])
 

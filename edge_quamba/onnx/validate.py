@@ -327,6 +327,8 @@ def expose_codes(optimized: onnx.ModelProto, model: onnx.ModelProto,
         producer = produced[tensor]
         if producer.op_type == "QuantizeLinear":
             zero_point = values[producer.input[2]]
+        elif producer.op_type == "QLinearMatMul":  # the TensorRT flavour's GEMM -> QuantizeLinear, fused by ORT
+            zero_point = values[producer.input[7]]
         elif producer.op_type in ("Split", "Cast"):  # int8 codes split as codes, or a per-channel quantize's Cast
             zero_point = np.zeros(1, np.int8)  # (Mamba2's conv output x | B | C)
         else:
@@ -352,13 +354,21 @@ class _MaxDiff:
 
 
 def _site_codes(code_tensors: dict[str, tuple[str, ...]], extras: dict[str, np.ndarray],
-                found: dict[str, tuple[str, int]]) -> dict[str, np.ndarray]:
-    """Per label, the graph's int8 codes (pieces concatenated along the last axis, zero points removed)."""
-    def codes(tensor: str) -> np.ndarray:
-        exposed, zero_point = found[tensor]
-        return (extras[exposed].astype(np.int16) - zero_point).astype(np.int8)
+                found: dict[str, tuple[str, int]]) -> tuple[dict[str, np.ndarray], int]:
+    """Per label, the graph's int8 codes as its readers read them (pieces concatenated along the last axis, zero
+    points removed, -128 read as -127: :func:`edge_quamba.quant.primitives.read_codes`), and how many -128 codes
+    there were (the TensorRT flavour's bare QuantizeLinear after a GEMM saturates to -128)."""
+    saturated = 0
 
-    return {label: np.concatenate([codes(t) for t in tensors], axis=-1) for label, tensors in code_tensors.items()}
+    def codes(tensor: str) -> np.ndarray:
+        nonlocal saturated
+        exposed, zero_point = found[tensor]
+        values = extras[exposed].astype(np.int16) - zero_point
+        saturated += int((values == -128).sum())
+        return np.maximum(values, -127).astype(np.int8)
+
+    by_label = {label: np.concatenate([codes(t) for t in tensors], axis=-1) for label, tensors in code_tensors.items()}
+    return by_label, saturated
 
 
 def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM, prompt: list[int],
@@ -392,6 +402,7 @@ def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM
     debug_mismatch = []
 
     ort_states, ref_states = None, None
+    minus_128 = 0
     tokens = list(prompt)
     with torch.inference_mode(), quantize_hook(follower):
         for step in tqdm(range(decode_steps + 1), desc="validating", unit="step", disable=not progress,
@@ -402,7 +413,9 @@ def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM
             if not (np.array_equal(logits, d_logits) and
                     all(np.array_equal(new_states[k], d_states[k]) for k in new_states)):
                 debug_mismatch.append(step)
-            follower.expect(_site_codes(code_tensors, extras, found))
+            codes, saturated = _site_codes(code_tensors, extras, found)
+            minus_128 += saturated
+            follower.expect(codes)
             if step == 0:
                 ref_logits, ref_states = reference(torch.tensor(ids), None)  # prefill: (1, l, v)
             else:
@@ -421,6 +434,8 @@ def validate_on_ort(model: onnx.ModelProto, model_file: Path, reference: MambaLM
                               tie_tolerance=follower.tolerance)
     tie_note = (f"{follower.ties} rounding ties followed, max {follower.max_tie_distance:.1e} codes from .5; "
                 f"{follower.codes_compared} codes compared")
+    if minus_128:
+        tie_note += f"; {minus_128} codes of -128 read as -127"
     if follower.first_other:
         tie_note += f"; first other difference at {follower.first_other}"
     report.checks.append(OutputCheck("int8 codes inside the graph", float(follower.max_other_difference), 0.0,

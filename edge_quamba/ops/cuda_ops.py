@@ -1,5 +1,5 @@
 """CUDA implementations of the ``torch.ops.edge_quamba.*`` ops: the kernels of ``plugins/kernels`` through the
-binding ``plugins/torch/binding.cpp``.
+binding ``plugins/torch/binding.cpp`` (the int8 ops; the 4-bit linears and W4A16's scan in their own block below).
 
 Build: :func:`load_extension` JIT-compiles the binding and every ``plugins/kernels/*.cu`` with
 ``torch.utils.cpp_extension.load`` (ninja) into a cache folder, ``$EDGE_QUAMBA_CUDA_BUILD_DIR`` or
@@ -272,12 +272,94 @@ def hadamard_quantize_dynamic(y):
     return load_extension().hadamard_quantize_dynamic(y)
 
 
+
+
 _KERNELS = {"quantize": quantize, "rms_norm_quantize": rms_norm_quantize, "int8_linear": int8_linear,
             "int8_linear_quantize": int8_linear_quantize, "int8_causal_conv1d": int8_causal_conv1d,
             "int8_causal_conv1d_update": int8_causal_conv1d_update, "int8_selective_scan": int8_selective_scan,
             "int8_selective_scan_update": int8_selective_scan_update, "hadamard_quantize": hadamard_quantize,
             "hadamard_quantize_dynamic": hadamard_quantize_dynamic, "int8_linear_per_token": int8_linear_per_token}
 _registered: set[str] = set()
+
+
+# ------------------------------------------------------ 4-bit-weight linears (plugins/kernels/int4_*), W4A16's scan
+
+INT4_MAX_GROUPS = 6144
+"""Largest G = ceil(K / group_size) of the 4-bit kernels (``kInt4MaxGroups`` in plugins/kernels/int4_linear.h)."""
+
+
+def _check_int4(op, x, weight_packed, weight_scale, bias, group_size, x_dtype):
+    """Shared checks of the three 4-bit linears: x (..., K) of x_dtype, weight_packed (N, ceil(K / 2)) uint8 and
+    weight_scale (N, G) float32 contiguous, bias (N,) float32 or None, 1 <= group_size, G <= the kernels' limit."""
+    _cuda(f"{op}: x", x, x_dtype)
+    _cuda(f"{op}: weight_packed", weight_packed, torch.uint8, 2)
+    _cuda(f"{op}: weight_scale", weight_scale, torch.float32, 2)
+    _require(isinstance(group_size, int) and group_size >= 1, f"{op}: group_size must be an int >= 1, got {group_size}")
+    _require(x.dim() >= 1, f"{op}: x must have an input-feature dim")
+    k, n = x.shape[-1], weight_packed.shape[0]
+    _require(1 <= k <= primitives.MAX_K, f"{op}: K={k} not in [1, {primitives.MAX_K}]")
+    groups = primitives.int4_group_count(k, group_size)
+    _require(tuple(weight_packed.shape) == (n, -(-k // 2)) and weight_packed.is_contiguous(),
+             f"{op}: weight_packed {tuple(weight_packed.shape)} must be a contiguous (N, {-(-k // 2)}) tensor for "
+             f"x {tuple(x.shape)}")
+    _require(tuple(weight_scale.shape) == (n, groups) and weight_scale.is_contiguous(),
+             f"{op}: weight_scale {tuple(weight_scale.shape)} must be a contiguous ({n}, {groups}) tensor "
+             f"(K={k}, group_size={group_size})")
+    _require(groups <= INT4_MAX_GROUPS, f"{op}: {groups} groups per row > {INT4_MAX_GROUPS} (the W4A8 GEMV keeps a "
+             f"block's per-group sums in shared memory); use a larger group size")
+    if bias is not None:
+        _cuda(f"{op}: bias", bias, torch.float32, 1)
+        _require(bias.shape[0] == n and bias.is_contiguous(), f"{op}: bias must be a contiguous ({n},) float32 tensor")
+
+
+def w4a8_linear(x_q, weight_packed, weight_scale, bias, x_scale, group_size):
+    """x_q (..., K) int8, weight_packed (N, ceil(K / 2)) uint8, weight_scale (N, G) float32, bias (N) float32 or None
+    -> float32 (..., N), bit-exact (plugins/kernels/int4_linear.h: the dp4a GEMV for up to 16 rows, above the
+    tensor-core GEMM where K and the group size are multiples of 32)."""
+    _check_int4("w4a8_linear", x_q, weight_packed, weight_scale, bias, group_size, torch.int8)
+    _scale("w4a8_linear: x_scale", x_scale)
+    return load_extension().w4a8_linear(x_q, weight_packed, weight_scale, bias, x_scale, group_size)
+
+
+def w4a8_linear_quantize(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scale):
+    """quantize(w4a8_linear(...), out_scale) -> int8 (..., N) in one kernel (the same epilogue, then quantize_rn)."""
+    _check_int4("w4a8_linear_quantize", x_q, weight_packed, weight_scale, bias, group_size, torch.int8)
+    _scale("w4a8_linear_quantize: x_scale", x_scale)
+    _scale("w4a8_linear_quantize: out_scale", out_scale)
+    return load_extension().w4a8_linear_quantize(x_q, weight_packed, weight_scale, bias, x_scale, group_size,
+                                                 out_scale)
+
+
+def w4a16_linear(x, weight_packed, weight_scale, bias, group_size):
+    """x (..., K) float16, weight_packed (N, ceil(K / 2)) uint8, weight_scale (N, G) float32, bias (N) float32 or
+    None -> float16 (..., N), float32 accumulation (mma.sync GEMV / GEMM where K and the group size are multiples
+    of 32 and x's rows are 16-byte aligned, otherwise one warp per output)."""
+    _check_int4("w4a16_linear", x, weight_packed, weight_scale, bias, group_size, torch.float16)
+    return load_extension().w4a16_linear(x, weight_packed, weight_scale, bias, group_size)
+
+
+def selective_scan(u, delta, A, B, C, D, ssm_state):
+    """W4A16's prefill scan (op selective_scan, the fp reference's float order): u (b, l, d_in) float16, delta
+    (b, l, d_in) float32, A (d_in, n) float32, B, C (b, l, n) float16, D (d_in,) float16, ssm_state (b, d_in, n)
+    float32 -> (y (b, l, d_in) float32, ssm_state_out (b, d_in, n) float32); n a power of two <= 32."""
+    for name, t, dtype, dim in (("u", u, torch.float16, 3), ("delta", delta, torch.float32, 3),
+                                ("A", A, torch.float32, 2), ("B", B, torch.float16, 3), ("C", C, torch.float16, 3),
+                                ("D", D, torch.float16, 1), ("ssm_state", ssm_state, torch.float32, 3)):
+        _cuda(f"selective_scan: {name}", t, dtype, dim)
+    b, l, d = u.shape
+    n = A.shape[1]
+    _require(delta.shape == u.shape and tuple(B.shape) == (b, l, n) and C.shape == B.shape and A.shape[0] == d
+             and D.shape[0] == d and tuple(ssm_state.shape) == (b, d, n),
+             f"selective_scan: shapes do not match: u {tuple(u.shape)}, B {tuple(B.shape)}, A {tuple(A.shape)}, "
+             f"ssm_state {tuple(ssm_state.shape)}")
+    _require(1 <= n <= 32 and n & (n - 1) == 0, f"selective_scan: d_state n={n} must be a power of two <= 32")
+    return load_extension().selective_scan(u, delta, A, B, C, D, ssm_state)
+
+
+OP_NAMES += ("w4a8_linear", "w4a8_linear_quantize", "w4a16_linear", "selective_scan")
+_KERNELS.update(w4a8_linear=w4a8_linear, w4a8_linear_quantize=w4a8_linear_quantize, w4a16_linear=w4a16_linear,
+                selective_scan=selective_scan)
+# ------------------------------------------------------------------- end of the 4-bit-weight linears and W4A16 scan
 
 
 def register_cuda_kernels() -> tuple[str, ...]:

@@ -51,6 +51,19 @@ def plugin_info(spec: OpSpec) -> PluginInfo:
     return PluginInfo(spec.name, str(spec.version), PLUGIN_NAMESPACE, fields)
 
 
+def output_shape_sources(spec: OpSpec) -> tuple[int, ...]:
+    """For each output, the index of the first input with the same shape symbols (opSpecs.h kOUTPUT_SHAPE_SOURCE:
+    the plugins derive each output's dims from that input, and :mod:`edge_quamba.onnx.tensorrt_check` its type and
+    shape for ONNX inference)."""
+    sources = []
+    for out in spec.outputs:
+        same = [i for i, t in enumerate(spec.inputs) if t.shape == out.shape]
+        if not same:
+            raise ValueError(f"{spec.name}.{out.name}: no input has its shape {out.shape}")
+        sources.append(same[0])
+    return tuple(sources)
+
+
 def plugin_node_attributes(spec: OpSpec) -> dict[str, str]:
     """The string attributes the TensorRT flavour adds to each custom node so the parser finds the creator."""
     info = plugin_info(spec)
@@ -135,12 +148,7 @@ def plugin_spec_header(specs: dict[str, OpSpec] = PLUGIN_SPECS) -> str:
                 rows.append("{" + ", ".join(row) + "}")
             return "{" + ", ".join(rows) + "}"
 
-        sources = []
-        for out in spec.outputs:
-            same = [i for i, t in enumerate(spec.inputs) if t.shape == out.shape]
-            if not same:
-                raise ValueError(f"{spec.name}.{out.name}: no input has its shape {out.shape}")
-            sources.append(str(same[0]))
+        sources = [str(i) for i in output_shape_sources(spec)]
         nin, nout, nf = len(spec.inputs), len(spec.outputs), len(info.fields)
         lines += [
             f"//! {spec.doc}", f"struct {spec.name}", "{",

@@ -24,7 +24,10 @@ The last two are the out_proj input with a per-token scale (``QuantConfig.out_pr
 is a float32 tensor made by the Hadamard op and read by out_proj, not a constant.
     w4a8_linear                  DQ(x_q) -> MatMul(DQ(INT4 W, blocked)) primitives.int4_group_linear (+ bias)
     w4a8_linear_quantize         ... -> QuantizeLinear                 quantize(w4a8_linear(...))  (fused epilogue)
-    w4a16_linear                 (no ONNX lowering yet)                float32 x16 @ dequantize_int4(W)^T (+ bias)
+    w4a16_linear                 DQ(INT4 W) -> MatMul (float16 graph)  float32 x16 @ dequantize_int4(W)^T (+ bias)
+  The three 4-bit linears take the packed weight as the artifact stores it, (N, ceil(K / 2)) uint8 (two codes per
+  byte, low nibble first), and unpack it in the reference; the CUDA kernels read the packed bytes.
+    selective_scan               (W4A16: MambaMixer.forward's graph)   models.mamba.selective_scan (float scan)
   Mamba2 (Quamba2), per-channel scales as float32 tensors:
     int8_causal_conv1d_channel_scales(_update)   the conv over x | B | C   qops.int8_causal_conv1d_channel_scales
     int8_ssd_scan(_update)                       the SSD recurrence        qops.int8_ssd_scan
@@ -41,6 +44,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from edge_quamba.models import mamba
 from edge_quamba.quant import primitives, qops
 
 
@@ -137,8 +141,6 @@ def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
 
 NO_CUDA_KERNEL = {"edge_quamba::int8_linear_per_channel": "--weight-scales channel",
                   "edge_quamba::int8_linear_per_channel_quantize": "--weight-scales channel",
-                  "edge_quamba::w4a8_linear": "--bits w4a8", "edge_quamba::w4a8_linear_quantize": "--bits w4a8",
-                  "edge_quamba::w4a16_linear": "--bits w4a16",
                   **{f"edge_quamba::{op}": "a Mamba2 model (--method quamba2)"
                      for op in ("int8_causal_conv1d_channel_scales", "int8_causal_conv1d_channel_scales_update",
                                 "int8_ssd_scan", "int8_ssd_scan_update", "gated_rms_norm")}}
@@ -239,40 +241,45 @@ def _(x_q, weight_q, bias, x_scale, weight_scale):
 
 
 @_op("w4a8_linear")
-def w4a8_linear(x_q: Tensor, weight_q: Tensor, weight_scale: Tensor, bias: Tensor | None, x_scale: float,
+def w4a8_linear(x_q: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None, x_scale: float,
                 group_size: int) -> Tensor:
-    """W4A8: x_q (..., K) int8 at ``x_scale``, weight_q (N, K) int4 codes held in int8, weight_scale (N, G) float32
+    """W4A8: x_q (..., K) int8 at ``x_scale``, weight_packed (N, ceil(K / 2)) uint8 (the artifact's int4 codes, two
+    per byte, low nibble first: :func:`edge_quamba.quant.primitives.pack_int4`), weight_scale (N, G) float32
     -> (..., N) float32: per group the exact int32 partial sum times float32(x_scale * weight_scale[n, g]), groups
-    summed in float32 in ascending order (:func:`edge_quamba.quant.primitives.int4_group_linear`) (+ bias)."""
-    y = primitives.int4_group_linear(x_q, x_scale, weight_q, weight_scale, group_size)
+    summed in float32 in ascending order (:func:`edge_quamba.quant.primitives.int4_group_linear`) (+ bias).
+    K is x_q's last dim; the codes are unpacked here, so kernels read the packed bytes the artifact stores."""
+    w_q = primitives.unpack_int4(weight_packed, x_q.shape[-1])
+    y = primitives.int4_group_linear(x_q, x_scale, w_q, weight_scale, group_size)
     return y if bias is None else y + bias.to(torch.float32)
 
 
 @w4a8_linear.register_fake
-def _(x_q, weight_q, weight_scale, bias, x_scale, group_size):
-    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.float32)
+def _(x_q, weight_packed, weight_scale, bias, x_scale, group_size):
+    return x_q.new_empty((*x_q.shape[:-1], weight_packed.shape[0]), dtype=torch.float32)
 
 
 @_op("w4a8_linear_quantize")
-def w4a8_linear_quantize(x_q: Tensor, weight_q: Tensor, weight_scale: Tensor, bias: Tensor | None, x_scale: float,
-                         group_size: int, out_scale: float) -> Tensor:
+def w4a8_linear_quantize(x_q: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None,
+                         x_scale: float, group_size: int, out_scale: float) -> Tensor:
     """w4a8_linear followed by quantize at ``out_scale`` in one op (the requantizing epilogue W8A8 has):
     x_q (..., K) int8 -> (..., N) int8."""
-    return primitives.quantize(w4a8_linear(x_q, weight_q, weight_scale, bias, x_scale, group_size), out_scale)
+    return primitives.quantize(w4a8_linear(x_q, weight_packed, weight_scale, bias, x_scale, group_size), out_scale)
 
 
 @w4a8_linear_quantize.register_fake
-def _(x_q, weight_q, weight_scale, bias, x_scale, group_size, out_scale):
-    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
+def _(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_packed.shape[0]), dtype=torch.int8)
 
 
 @_op("w4a16_linear")
-def w4a16_linear(x: Tensor, weight_q: Tensor, weight_scale: Tensor, bias: Tensor | None, group_size: int) -> Tensor:
-    """W4A16: x (..., K) float16 activations, weight_q (N, K) int4 codes held in int8 at weight_scale (N, G) float32
-    -> (..., N) in x's dtype: ``(float32(x) @ dequantize_int4(W)^T + bias)`` accumulated in float32 (the weight
-    dequantized in float32, one rounding per element), rounded once to x's dtype at the end (an fp16 GEMM with
-    float32 accumulation and an fp16 output)."""
-    w = primitives.dequantize_int4(weight_q, weight_scale, group_size)  # (N, K) float32
+def w4a16_linear(x: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None,
+                 group_size: int) -> Tensor:
+    """W4A16: x (..., K) float16 activations, weight_packed (N, ceil(K / 2)) uint8 int4 codes (as w4a8_linear) at
+    weight_scale (N, G) float32 -> (..., N) in x's dtype: ``(float32(x) @ dequantize_int4(W)^T + bias)`` accumulated
+    in float32 (the weight dequantized in float32, one rounding per element), rounded once to x's dtype at the end
+    (an fp16 GEMM with float32 accumulation and an fp16 output)."""
+    w_q = primitives.unpack_int4(weight_packed, x.shape[-1])
+    w = primitives.dequantize_int4(w_q, weight_scale, group_size)  # (N, K) float32
     y = torch.matmul(x.to(torch.float32), w.T)
     if bias is not None:
         y = y + bias.to(torch.float32)
@@ -280,8 +287,24 @@ def w4a16_linear(x: Tensor, weight_q: Tensor, weight_scale: Tensor, bias: Tensor
 
 
 @w4a16_linear.register_fake
-def _(x, weight_q, weight_scale, bias, group_size):
-    return x.new_empty((*x.shape[:-1], weight_q.shape[0]))
+def _(x, weight_packed, weight_scale, bias, group_size):
+    return x.new_empty((*x.shape[:-1], weight_packed.shape[0]))
+@_op("selective_scan")
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+                   ssm_state: Tensor) -> tuple[Tensor, Tensor]:
+    """The fp reference's prefill scan as an op (W4A16's mixer calls it, so that a GPU runs a kernel instead of the
+    reference's loop over l): :func:`edge_quamba.models.mamba.selective_scan`, same arguments and float order.
+    u, delta (b, l, d_in), A (d_in, n), B, C (b, l, n), D (d_in,), ssm_state (b, d_in, n) -> y (b, l, d_in),
+    ssm_state_out (b, d_in, n), both in the compute dtype (at least float32)."""
+    return mamba.selective_scan(u, delta, A, B, C, D, ssm_state)
+
+
+@selective_scan.register_fake
+def _(u, delta, A, B, C, D, ssm_state):
+    dtype = mamba.compute_dtype(u.dtype)
+    return u.new_empty(u.shape, dtype=dtype), ssm_state.new_empty(ssm_state.shape, dtype=dtype)
+
+
 # Mamba2 (Quamba2): per-channel scales are float32 tensors (a vector is not a plugin-field scalar).
 
 

@@ -29,8 +29,8 @@ Why these details
 * **-128 is excluded.** The range is symmetric, so ``-q`` never overflows (in int8, ``-(-128)`` wraps to -128), the
   representable magnitudes are the same on both sides, and the int8 x int8 products are bounded by 127 * 127.
   Beware: ONNX ``QuantizeLinear`` (and TensorRT's quantize layer) saturate to [-128, 127], so a value below
-  -127.5 * scale becomes -128 there. Exporters must clip: either clip x to [-127 * scale, 127 * scale] before
-  ``QuantizeLinear`` or (exact, and preferred) clip its int8 output with ``Clip(-127, 127)``.
+  -127.5 * scale becomes -128 there. Our quantizers never write -128; see "Reading codes" for what a reader does
+  with one.
 * **float32 arithmetic.** Scales are float32. :func:`quantize` divides in float32 (a float64 input is first rounded to
   float32, which is what a float32 kernel would see; float16 and bfloat16 convert to float32 exactly).
   :func:`dequantize` multiplies in float32, as ``DequantizeLinear`` with a float32 scale does, then casts.
@@ -49,6 +49,19 @@ K <= :data:`MAX_K` = 131071 (with our range, |acc| <= 127 * 127 * K). The CPU/GP
 product and every partial sum is an integer below 2**31 < 2**53, so each float64 operation is exact whatever the
 summation order or blocking, and the result equals integer arithmetic (float32 would not be: 127 * 127 * 5120 > 2**24).
 A quantized linear layer is ``y = float32(x_q @ w_q^T) * (s_x * s_w)``, see :func:`int8_linear`.
+
+Reading codes: -128 reads as -127
+---------------------------------
+Every op that reads int8 activation codes (the custom ops' references in :mod:`edge_quamba.quant.qops`, their ONNX
+function bodies, CUDA kernels and TensorRT plugins) reads a code of -128 as -127 (:func:`read_codes`;
+:func:`dequantize` does it). Our own quantizers never write -128, so for them this changes nothing. It exists for the
+TensorRT graph: there a GEMM's requantization must be a QuantizeLinear directly on the GEMM's output, or TensorRT
+cannot fuse it into the GEMM's epilogue (a Max in between, the other way to keep -128 out, blocks that fusion), and
+TensorRT's QuantizeLinear saturates to [-128, 127]. Reading -128 as -127 downstream gives exactly the values of a
+producer that clamps to [-127, 127]: ``max(round(x / s), -127)`` either way. A conv state stores the codes as read
+(clamped), so states stay in [-127, 127] too. int8 GEMMs do not apply the rule (TensorRT's own GEMMs cannot), so a
+graph must never feed a possible -128 into a GEMM; the lowering requantizes such an input with a clamp first
+(:mod:`edge_quamba.onnx.lower`).
 
 Weight scales: per tensor or per output channel
 -----------------------------------------------
@@ -170,15 +183,23 @@ def quantize_hook(hook: Callable[[str | None, Tensor, Tensor], Tensor]):
         _TIE_HOOK.reset(token)
 
 
+def read_codes(q: Tensor) -> Tensor:
+    """int8 codes as every op reads them: -128 (which only TensorRT's saturating QuantizeLinear writes) reads as
+    -127, every other code as itself (see "Reading codes"). q: int8 (...) -> int8 (...)."""
+    if q.dtype != torch.int8:
+        raise TypeError(f"read_codes expects an int8 tensor, got {q.dtype}")
+    return q.clamp(min=-INT8_MAX)
+
+
 def dequantize(q: Tensor, scale: Tensor | float, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Float values of int8 codes: ``(float32(q) * scale).to(dtype)``.
+    """Float values of int8 codes: ``(float32(read_codes(q)) * scale).to(dtype)``.
 
     q: int8 tensor (...). scale: float or float tensor broadcastable to q, > 0 and finite. Returns (...) in ``dtype``.
     """
     if q.dtype != torch.int8:
         raise TypeError(f"dequantize expects an int8 tensor, got {q.dtype}")
     s = _as_scale(scale, q.device)
-    return (q.to(torch.float32) * s).to(dtype)
+    return (read_codes(q).to(torch.float32) * s).to(dtype)
 
 
 def fake_quantize(x: Tensor, scale: Tensor | float) -> Tensor:

@@ -238,7 +238,9 @@ class QuantLinear(nn.Module):
 class Int4Linear(nn.Module):
     """The group-wise int4 weight of an nn.Linear (:mod:`edge_quamba.quant.primitives`, int4 section):
     ``weight_packed`` (out, ceil(in / 2)) uint8 (two codes per byte, low nibble first), ``weight_scale`` (out, G)
-    float32, ``bias`` (out,) float32 or None. ``codes()`` unpacks once (cached until the buffers are reloaded).
+    float32, ``bias`` (out,) float32 or None. ``codes()`` unpacks once (cached until the buffers are reloaded), for
+    the graph lowering; the ops take ``weight_packed`` itself (they unpack in the reference, and the CUDA kernels
+    read the packed bytes, so a model on the GPU holds 4 bits per weight).
 
     Called as a module (``forward``), it is the W4A16 linear (``torch.ops.edge_quamba.w4a16_linear``); the W4A8
     mixer passes its buffers to ``w4a8_linear(_quantize)`` instead."""
@@ -274,7 +276,7 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """W4A16: x (..., in) float16 -> (..., out) float16."""
-        return eq.w4a16_linear(x, self.codes(), self.weight_scale, self.bias, self.group_size)
+        return eq.w4a16_linear(x, self.weight_packed, self.weight_scale, self.bias, self.group_size)
 
 
 class QuantOps:
@@ -321,7 +323,7 @@ class QuantOps:
         linear: QuantLinear | Int4Linear = getattr(self.m, name)
         b = linear.bias if bias else None
         if isinstance(linear, Int4Linear):  # W4A8
-            args = (x_q, linear.codes(), linear.weight_scale, b, self.scales[in_site], linear.group_size)
+            args = (x_q, linear.weight_packed, linear.weight_scale, b, self.scales[in_site], linear.group_size)
             single, fused = eq.w4a8_linear, eq.w4a8_linear_quantize
         elif linear.per_channel:
             args = (x_q, linear.weight, b, self.scales[in_site], linear.weight_scale)
@@ -496,13 +498,34 @@ class QuantResidualBlock(nn.Module):
         self.mixer = QuantMambaMixer(config, hadamard, layer, per_channel, out_proj_scale, group_size)
 
     def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
-        """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state."""
+        """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state. The sum is float32, stored in
+        resid's dtype (float32, or float16 with :func:`use_float_parts`: one rounding of the float32 sum)."""
         out, state = (self.mixer.step if step else self.mixer)(resid, state, self.norm)
-        return resid + out, state
+        return (resid.float() + out).to(resid.dtype), state
 
 
 # Floating-point weights outside the mixers (embeddings, norms, lm_head) are stored in fp16.
 FLOAT_STORAGE_DTYPE = torch.float16
+
+FLOAT_PARTS = {"float32": torch.float32, "float16": torch.float16}
+"""The residual stream's storage dtype between blocks of a W8A8 model (``export --float-parts``)."""
+
+
+def use_float_parts(model: MambaLM, float_parts: str) -> MambaLM:
+    """Set the residual stream's storage dtype of a quantized W8A8 Mamba1 reference (in place; returns it).
+
+    "float32" (the default): the stream, the norms and out_proj's output are float32. "float16": the stream is
+    stored in float16 between blocks (embedding rows as stored; each block's sum ``resid + out_proj(...)`` computed
+    in float32, then rounded to float16 once), while every norm still computes in float32 from it and out_proj still
+    writes float32: the TensorRT graph's float16 float parts (:func:`edge_quamba.onnx.lower.lower_model`), which
+    halve the stream's memory traffic. The int8 codes then differ from the float32 model's wherever that rounding
+    moves a value across a rounding boundary (benchmarks/float_parts.py measures how often, and the perplexity)."""
+    if float_parts not in FLOAT_PARTS:
+        raise ConfigError(f"--float-parts {float_parts!r} is not one of {', '.join(FLOAT_PARTS)}")
+    if float_parts != "float32" and not all(isinstance(block, QuantResidualBlock) for block in model.backbone.layers):
+        raise ConfigError(f"--float-parts {float_parts} applies to quantized Mamba1 models (the TensorRT graph) only")
+    model.residual_storage = None if float_parts == "float32" else FLOAT_PARTS[float_parts]
+    return model
 
 
 W4A16_DTYPE = torch.float16
@@ -555,7 +578,10 @@ def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: 
 class W4A16Mixer(MambaMixer):
     """The fp mixer in float16 (:class:`MambaMixer`, forward and step unchanged) whose four linears are
     :class:`Int4Linear` (W4A16); same state-dict keys as the fp mixer except ``<linear>.weight`` ->
-    ``<linear>.weight_packed`` and ``<linear>.weight_scale``."""
+    ``<linear>.weight_packed`` and ``<linear>.weight_scale``. Its prefill scan is the op ``selective_scan`` (the
+    reference function on the CPU, identical numbers)."""
+
+    scan = staticmethod(eq.selective_scan)  # the reference scan as an op: a kernel on the GPU (cuda backend)
 
     def __init__(self, config: MambaConfig, group_size: int):
         super().__init__(config, W4A16_DTYPE)

@@ -23,7 +23,7 @@ from torch import Tensor
 from edge_quamba.models.mamba import selective_scan
 from edge_quamba.models.mamba2 import heads_from_groups
 from edge_quamba.quant.hadamard import hadamard_transform
-from edge_quamba.quant.primitives import dequantize, per_token_scale, quantize
+from edge_quamba.quant.primitives import dequantize, per_token_scale, quantize, read_codes
 
 
 def int8_causal_conv1d(
@@ -41,9 +41,11 @@ def int8_causal_conv1d(
         u_q: (b, l, d_in) int8 = quantize(silu(acc * (x_scale * weight_scale) + bias), out_scale), where
         acc = sum_j weight_q[:, j] * input_q[t-k+1+j] is exact in int32 (|acc| <= 127*127*k);
         new conv_state_q: (b, d_in, k) int8, the last k inputs (the state stays int8 at x_scale, no requantization).
+    Input codes are read as :func:`~edge_quamba.quant.primitives.read_codes` says (-128 as -127; the state keeps
+    them so).
     """
     k = weight_q.shape[1]
-    history = torch.cat([conv_state_q, x_q.transpose(1, 2)], dim=2)  # (b, d_in, k + l) int8
+    history = read_codes(torch.cat([conv_state_q, x_q.transpose(1, 2)], dim=2))  # (b, d_in, k + l) int8
     windows = history[:, :, 1:].unfold(2, k, 1)  # (b, d_in, l, k): window t = inputs t-k+1..t
     acc = (windows.to(torch.int32) * weight_q.to(torch.int32)[None, :, None, :]).sum(-1)  # (b, d_in, l) exact
     alpha = torch.as_tensor(x_scale, dtype=torch.float32) * torch.as_tensor(weight_scale, dtype=torch.float32)
@@ -63,7 +65,7 @@ def int8_causal_conv1d_update(
     The state (b, d_in, k) drops its oldest column and takes x as its newest; the output is the k-tap dot product of
     the new state with the filter (exact int32), then the same epilogue as prefill.
     """
-    state = torch.cat([conv_state_q[:, :, 1:], x_q.unsqueeze(-1)], dim=-1)  # (b, d_in, k), oldest first
+    state = read_codes(torch.cat([conv_state_q[:, :, 1:], x_q.unsqueeze(-1)], dim=-1))  # (b, d_in, k), oldest first
     acc = (state.to(torch.int32) * weight_q.to(torch.int32)).sum(-1)  # (b, d_in) exact
     alpha = torch.as_tensor(x_scale, dtype=torch.float32) * torch.as_tensor(weight_scale, dtype=torch.float32)
     y = acc.to(torch.float32) * alpha

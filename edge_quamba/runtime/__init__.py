@@ -3,4 +3,4 @@
 BACKENDS = ("ref", "ort", "cuda", "tensorrt")
 
 SEED_MAX = 2**64 - 1
-"""The largest --seed (torch.Generator.manual_seed takes 0 .. 2**64-1)."""
+"""The largest --seed (a 64-bit seed; numpy.random.default_rng, the sampler's generator, takes any int >= 0)."""

@@ -1,22 +1,28 @@
 """Backends: one interface (prefill a prompt, decode one token) over each way of running a model.
 
 ``ref`` runs the PyTorch reference (fp or quantized) anywhere; ``ort`` an export folder on ONNX Runtime; ``cuda`` the
-quantized reference on a GPU with CUDA kernels and CUDA-graph decode (:mod:`edge_quamba.runtime.cuda_backend`). A
+quantized reference on a GPU with CUDA kernels and CUDA-graph decode (:mod:`edge_quamba.runtime.cuda_backend`);
+``tensorrt`` an engine folder (:mod:`edge_quamba.runtime.tensorrt_backend`, numpy and cuda-python: no torch). A
 backend that cannot run here says why in one line (BackendUnavailableError); nothing ever falls back to another
-backend. Logits may live on the backend's device (cuda); sampling handles that.
+backend. Logits are a torch tensor (possibly on the backend's device: cuda) or a numpy array (tensorrt); sampling
+takes either.
+
+This module imports no torch: ``run``/``bench --backend tensorrt`` must work on a device without PyTorch
+(tests/test_tensorrt_runtime.py runs them with ``import torch`` blocked). The reference backend imports it when it is
+built, from a model that already needs it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_quamba.errors import BackendUnavailableError
 from edge_quamba.folders import load_reference_model  # noqa: F401 (lives in folders; imported from here too)
 from edge_quamba.runtime import BACKENDS
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Backend(Protocol):
@@ -24,10 +30,10 @@ class Backend(Protocol):
 
     name: str
 
-    def prefill(self, tokens: list[int]) -> tuple[Tensor, Any]:
+    def prefill(self, tokens: list[int]) -> tuple[Any, Any]:
         """tokens: the prompt ids -> logits (v,) float32 for the next token, and the states after the prompt."""
 
-    def decode(self, token: int, states: Any) -> tuple[Tensor, Any]:
+    def decode(self, token: int, states: Any) -> tuple[Any, Any]:
         """One token -> logits (v,) float32 for the next token, and the updated states."""
 
 
@@ -37,29 +43,36 @@ class TorchReferenceBackend:
     name = "ref"
 
     def __init__(self, model: torch.nn.Module):
-        self.model = model
+        import torch
 
-    @torch.inference_mode()
-    def prefill(self, tokens: list[int]) -> tuple[Tensor, Any]:
-        logits, states = self.model(torch.tensor([tokens], dtype=torch.long))
+        self.model, self.torch = model, torch
+
+    def prefill(self, tokens: list[int]) -> tuple[torch.Tensor, Any]:
+        torch = self.torch
+        with torch.inference_mode():
+            logits, states = self.model(torch.tensor([tokens], dtype=torch.long))
         return logits[0, -1].float(), states
 
-    @torch.inference_mode()
-    def decode(self, token: int, states: Any) -> tuple[Tensor, Any]:
-        logits, states = self.model.step(torch.tensor([token], dtype=torch.long), states)
+    def decode(self, token: int, states: Any) -> tuple[torch.Tensor, Any]:
+        torch = self.torch
+        with torch.inference_mode():
+            logits, states = self.model.step(torch.tensor([token], dtype=torch.long), states)
         return logits[0].float(), states
 
 
-def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.float32,
+def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype | None = None,
                  threads: int | None = None) -> Backend:
-    """Build the named backend for the model folder ``path`` of kind ``kind`` (fp, quantized or export).
+    """Build the named backend for the model folder ``path`` of kind ``kind`` (fp, quantized, export or engine).
 
-    threads: intra-op threads (torch for ref, ONNX Runtime for ort); None keeps each runtime's default.
+    dtype: the fp reference's dtype (float32 when None). threads: intra-op threads (torch for ref, ONNX Runtime for
+    ort); None keeps each runtime's default.
     """
     if name in ("cuda", "tensorrt"):
         refuse_hybrid(name, path)
     if name == "ref":
         if threads is not None:
+            import torch
+
             torch.set_num_threads(threads)
         return TorchReferenceBackend(load_reference_model(path, kind, dtype))
     if name == "ort":
@@ -74,7 +87,8 @@ def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype = torch.fl
 
         return load_cuda_backend(path, kind)
     if name == "tensorrt":
-        from edge_quamba.runtime.tensorrt_engine import TensorRTBackend, import_tensorrt
+        from edge_quamba.runtime.tensorrt_backend import TensorRTBackend
+        from edge_quamba.runtime.tensorrt_engine import import_tensorrt
 
         import_tensorrt()  # one line where TensorRT is absent, whatever the folder
         if kind != "engine":

@@ -3,7 +3,9 @@
 TTFT = prefill of ``prompt_len`` tokens + choosing the first token; TPOT = one decode step + choosing the next token.
 Decode tokens/s counts generated tokens only (never the prompt). EOS does not stop the timed loop, so every repeat
 decodes exactly ``new_tokens`` tokens. The first run is a warm-up and is dropped. Peak memory is the process's peak
-resident set (CPU backends) or the CUDA allocator's peak (cuda backend).
+resident set (CPU backends; tensorrt: host memory only, its device buffers are not counted) or the CUDA allocator's
+peak (cuda backend). No torch is imported here: ``bench --backend tensorrt`` runs without PyTorch (the torch entries
+of the report are None then).
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
-
-import torch
 
 from edge_quamba import __version__
 from edge_quamba.errors import InputError
@@ -52,11 +53,11 @@ def time_once(backend: Backend, prompt: list[int], new_tokens: int) -> tuple[flo
     """One timed generation: (ttft seconds, mean seconds per decoded token)."""
     start = time.perf_counter()
     logits, states = backend.prefill(prompt)
-    token = int(torch.argmax(logits))
+    token = int(logits.argmax())  # torch tensor (on its device) or numpy array: both have argmax
     first = time.perf_counter()
     for _ in range(new_tokens - 1):
         logits, states = backend.decode(token, states)
-        token = int(torch.argmax(logits))
+        token = int(logits.argmax())
     end = time.perf_counter()
     return first - start, (end - first) / max(new_tokens - 1, 1)
 
@@ -71,6 +72,8 @@ def median_timings(backend: Backend, prompt: list[int], new_tokens: int, repeats
 
 def peak_memory_bytes(backend_name: str) -> int:
     if backend_name == "cuda":
+        import torch
+
         return int(torch.cuda.max_memory_allocated())
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
@@ -94,6 +97,7 @@ def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128,
     prompt = bench_prompt(tok, prompt_len)
     ttft, tpot = median_timings(runner, prompt, new_tokens, repeats)
     size = model_bytes(path, kind, backend)
+    torch = sys.modules.get("torch")  # loaded by the torch backends only
     return {
         "model": str(path), "kind": kind, "backend": backend, "batch": 1, "prompt_len": prompt_len,
         "new_tokens": new_tokens, "repeats": repeats,
@@ -101,8 +105,10 @@ def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128,
         "tpot_ms": tpot * 1e3, "decode_tokens_per_s": 1.0 / tpot,
         "model_bytes": size, "decode_weight_gb_per_s": size / tpot / 1e9,
         "peak_memory_bytes": peak_memory_bytes(backend),
-        "machine": {"processor": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "ort_threads": threads, "python": platform.python_version(), "torch": torch.__version__,
+        "machine": {"processor": cpu_name(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads() if torch else None,
+                    "ort_threads": threads, "python": platform.python_version(),
+                    "torch": torch.__version__ if torch else None,
                     "onnxruntime": package_version("onnxruntime"), "edge_quamba": __version__},
     }
 

@@ -7,7 +7,12 @@ binding, a failed build or an op without a CUDA kernel is a one-line BackendUnav
 the reference ops.
 
 What lives where (batch 1):
-    mixers       int8 weights and float32 A, D, dt_bias, biases on the GPU, as in the artifact.
+    mixers       int8 weights and float32 A, D, dt_bias, biases on the GPU, as in the artifact; the 4-bit linears
+                 of W4A8 / W4A16 keep the artifact's packed codes (N, ceil(K / 2)) uint8 and float32 group scales,
+                 read by the kernels of plugins/kernels/int4_linear.h (the unpacked int8 codes are never made).
+    W4A16        the fp mixer in float16 (``qmodel.W4A16Mixer``): its linears are the 4-bit kernels, its norm,
+                 conv, scan and gate the float16 reference's own torch ops on the GPU (decode: many small kernels
+                 per layer, all inside the graph).
     scales       the ops take Python floats; each mixer reads its scale buffers once into a cache of floats
                  (``QuantMambaMixer.scales()``), which the eager warm-up steps fill before capture, so the captured
                  step never reads a device tensor on the host (a sync, which capture forbids).
@@ -68,15 +73,12 @@ def require_cuda_kernels() -> None:
 
 def refuse_options(model: MambaLM) -> None:
     """One line naming the quantization option when ``model`` would call an op that has no CUDA kernel
-    (``torch_ops.NO_CUDA_KERNEL``): a Mamba2 model, int4 weights, per-channel weight scales."""
-    from edge_quamba.quant.qmodel import Int4Linear, QuantLinear
+    (``torch_ops.NO_CUDA_KERNEL``): a Mamba2 model, per-channel weight scales."""
+    from edge_quamba.quant.qmodel import QuantLinear
 
     if isinstance(model.config, Mamba2Config):
         raise BackendUnavailableError("--backend cuda has no kernels for Mamba2 (Quamba2) yet; use --backend ref, "
                                       "or export the artifact and use --backend ort")
-    if any(isinstance(m, Int4Linear) for m in model.modules()):
-        raise BackendUnavailableError("--backend cuda has no kernels for int4 weights (--bits w4a8 / w4a16) yet; "
-                                      "use --backend ref, or export the artifact and use --backend ort")
     if any(isinstance(m, QuantLinear) and m.per_channel for m in model.modules()):
         raise BackendUnavailableError("--backend cuda has no kernel for per-channel weight scales (this model was "
                                       "quantized with --weight-scales channel): use --backend ref or ort, or "
@@ -220,14 +222,10 @@ def load_cuda_backend(path, kind: str) -> CudaBackend:
         raise BackendUnavailableError(f"--backend cuda runs a quantized model and {path} is an fp32 export "
                                       f"(--bits fp32): run it with --backend ort or ref")
     artifact = path if kind == "quantized" else path / "quantized"
-    config, qconfig, _ = read_quant_config(artifact)
-    bits = qconfig.bits
+    config, _, _ = read_quant_config(artifact)
     if isinstance(config, Mamba2Config):
         raise BackendUnavailableError("--backend cuda has no kernels for Mamba2 (Quamba2) yet; run this artifact "
                                       "with --backend ref or export it and use --backend ort")
-    if bits != "w8a8":
-        raise BackendUnavailableError(f"--backend cuda has no kernels for {bits} yet (only w8a8); run this artifact "
-                                      f"with --backend ref or export it and use --backend ort")
     require_cuda_kernels()  # before reading the weights: fail fast on a machine that cannot run them
 
     return CudaBackend(load_quantized_model(path if kind == "quantized" else path / "quantized"))

@@ -18,6 +18,7 @@ class GenerationResult:
 
     ttft_ms: prompt submitted -> first new token chosen (prefill + one sampling).
     tpot_ms: mean time per new token after the first (decode steps); None when fewer than two tokens came out.
+    stop_reason: "max_new_tokens", "eos", or what :func:`generate`'s ``should_stop`` returned.
     """
 
     prompt_tokens: list[int]
@@ -59,8 +60,12 @@ def generate(
     max_new_tokens: int,
     sampling: SamplingConfig,
     emit: Callable[[str], None] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> GenerationResult:
-    """Prefill ``prompt_ids``, then sample up to ``max_new_tokens`` tokens, stopping at EOS (which is kept in tokens)."""
+    """Prefill ``prompt_ids``, then sample up to ``max_new_tokens`` tokens, stopping at EOS (which is kept in tokens).
+
+    should_stop: called after each new token that is not EOS (once its text was emitted); a string it returns ends
+    generation there and becomes ``stop_reason`` (the server's stop sequences, cancellation and deadline)."""
     if max_new_tokens < 1:
         raise InputError(f"--max-new-tokens {max_new_tokens} must be >= 1")
     generator = sampling.generator()
@@ -81,6 +86,10 @@ def generate(
             result.stop_reason = "eos"
             break
         streamer.update(result.tokens)
+        reason = should_stop() if should_stop is not None else None
+        if reason is not None:
+            result.stop_reason = reason
+            break
         if index + 1 < max_new_tokens:
             logits, states = backend.decode(token, states)
     end = time.perf_counter()

@@ -1,19 +1,28 @@
 """Next-token choice: greedy (temperature 0), or temperature / top-k / top-p sampling from a seeded generator.
 
+One sampler for every backend, in numpy (no torch: ``--backend tensorrt`` runs without PyTorch). The logits of any
+backend (a torch tensor on any device, or a numpy array) are copied to the host as float64 first, so a seed gives
+the same choices from the same logits with every backend.
+
 Numerics: logits are shifted so that their maximum is 0 and divided by the temperature in float64, so the scaled
 logits are <= 0 and finite or -inf: a temperature as small as 1e-45 (or one float64 denormal) gives greedy choice
 among the maxima, never Inf - Inf or 0 / 0. Logits a model overflowed to +Inf are the maxima (chosen uniformly among
 themselves); NaN logits, or no finite choice at all, are a one-line NumericsError: the model's numbers are broken
 and no token is the right one.
+
+Randomness: ``SamplingConfig.generator()`` is ``numpy.random.default_rng(seed)`` (PCG64; OS entropy when the seed
+is None). Each sampled token draws ONE uniform u in [0, 1) from it and takes the first token, in vocabulary order,
+whose cumulative probability exceeds u times the total (inverse CDF), so a run is reproducible from its seed and
+the logits alone. Greedy choice draws nothing (the first index of the maximum).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from edge_quamba.errors import EdgeQuambaError, InputError
 from edge_quamba.runtime import SEED_MAX
@@ -42,41 +51,57 @@ class SamplingConfig:
         if self.seed is not None and not 0 <= self.seed <= SEED_MAX:
             raise InputError(f"--seed {self.seed} must be between 0 and 2**64-1")
 
-    def generator(self) -> torch.Generator:
-        gen = torch.Generator()
-        gen.manual_seed(self.seed if self.seed is not None else torch.seed())
-        return gen
+    def generator(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
 
 
 GREEDY = SamplingConfig(temperature=0.0)
 
 
-def sample_next(logits: Tensor, config: SamplingConfig, generator: torch.Generator | None) -> int:
-    """logits: (v,) float on any device -> the chosen token id (see the module docstring for the numerics);
-    ``generator`` (a CPU generator) is used only when sampling (None is fine for greedy). The logits move to the
-    host first, so a seed gives the same choices from the same logits with every backend."""
-    logits = logits.detach().to("cpu")
-    if torch.isnan(logits).any():
-        raise NumericsError(f"the model produced NaN logits ({int(torch.isnan(logits).sum())} of {logits.numel()}): "
+def host_logits(logits: Any) -> np.ndarray:
+    """(v,) logits of any backend as a float64 numpy array on the host: a torch tensor (any device, any float dtype)
+    through ``.detach().float().cpu()`` (torch is never imported here), anything else through numpy."""
+    if hasattr(logits, "detach"):
+        logits = logits.detach().float().cpu().numpy()
+    return np.asarray(logits, dtype=np.float64).reshape(-1)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax of float64 scores whose maximum is finite (entries may be -inf)."""
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def sample_next(logits: Any, config: SamplingConfig, generator: np.random.Generator | None) -> int:
+    """logits: (v,) float on any device -> the chosen token id (see the module docstring for the numerics and the
+    random draw); ``generator`` is used only when sampling (None is fine for greedy)."""
+    logits = host_logits(logits)
+    nan = np.isnan(logits)
+    if nan.any():
+        raise NumericsError(f"the model produced NaN logits ({int(nan.sum())} of {logits.size}): "
                             f"its activations overflow; the checkpoint cannot be run at this input")
-    logits = logits.double()
-    overflowed = torch.isposinf(logits)
+    overflowed = np.isposinf(logits)
     if overflowed.any():  # +Inf: the only candidates, equally likely
-        logits = torch.zeros_like(logits).masked_fill(~overflowed, float("-inf"))
+        logits = np.where(overflowed, 0.0, -np.inf)
     top = logits.max()
-    if torch.isneginf(top):
+    if np.isneginf(top):
         raise NumericsError("the model produced -Inf for every token: no token can be chosen")
     if config.temperature == 0:
-        return int(torch.argmax(logits))
-    logits = (logits - top) / config.temperature  # <= 0: no overflow, whatever the temperature
-    if 0 < config.top_k < logits.numel():
-        kth = torch.topk(logits, config.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        return int(np.argmax(logits))
+    with np.errstate(over="ignore"):  # <= 0 whatever the temperature: a tiny one sends all but the maxima to -inf
+        logits = (logits - top) / config.temperature
+    if 0 < config.top_k < logits.size:
+        kth = np.partition(logits, logits.size - config.top_k)[logits.size - config.top_k]  # k-th largest
+        logits = np.where(logits < kth, -np.inf, logits)  # ties with the k-th are kept
     if config.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        order = np.argsort(-logits, kind="stable")
+        probs = _softmax(logits[order])
         # Drop a token when the tokens ranked above it already reach top_p (the first token is always kept).
-        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= config.top_p
-        logits = logits.masked_fill(drop_sorted.scatter(0, order, drop_sorted), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+        drop = (np.cumsum(probs) - probs) >= config.top_p
+        logits = logits.copy()
+        logits[order[drop]] = -np.inf
+    probs = _softmax(logits)
+    cumulative = np.cumsum(probs)
+    u = (generator if generator is not None else np.random.default_rng()).random()
+    index = int(np.searchsorted(cumulative, u * cumulative[-1], side="right"))
+    return min(index, int(np.flatnonzero(probs)[-1]))  # u * total rounded up to the total: the last possible token

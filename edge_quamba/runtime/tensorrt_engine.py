@@ -1,28 +1,41 @@
-"""TensorRT engine folders: ``edge-quamba build-engine`` and ``--backend tensorrt``.
+"""TensorRT engine folders: ``edge-quamba build-engine``, the engine folder's JSON, and the plugin library.
 
-NEVER RUN: TensorRT is not installed on any machine this package is developed or tested on (no Jetson, no TensorRT
-wheel). Everything below follows the TensorRT 10.x Python API documentation and has only been checked for the
-one-line error it gives where ``tensorrt`` cannot be imported. The plugins it loads are tested separately, without
-TensorRT's libraries, by plugins/tensorrt/tests (see plugins/tensorrt/README.md for what ran where).
+NEVER RUN WITH TENSORRT: no machine this package is developed or tested on has TensorRT (no Jetson, no TensorRT
+wheel). This follows the TensorRT 10.3 Python API (names checked against NVIDIA/TensorRT v10.3.0
+python/src/infer/pyCore.cpp and the 10.3 headers) and is tested on CPU with a fake ``tensorrt`` module
+(tests/fakes/tensorrt) that keeps those names: what the tests show is the order of the calls, the checks before
+TensorRT is touched and the files written, not that TensorRT accepts the graph. The plugins it loads are tested
+separately, without TensorRT's libraries, by plugins/tensorrt/tests (see plugins/tensorrt/README.md).
 
 The engine folder:
 
     engine_config.json   kind "edge-quamba/engine", format version, TensorRT version, the model config, the export
                          folder it came from (and the sha256 of its model.trt.onnx), the plugin library (path,
-                         sha256), the optimization profiles, the tensor names
+                         sha256, the creators it must register), the optimization profiles, ``files`` (sha256 of
+                         engine.plan and tokenizer.json) and its own seal (:mod:`edge_quamba.integrity`)
     engine.plan          the serialized engine: one engine, two optimization profiles
                          (0: decode, l = 1; 1: prefill, 1 <= l <= max_prompt_len), batch 1
     tokenizer.json       copied from the export folder
+
+build-engine checks everything it can before TensorRT is imported: that TensorRT is installed at all (a module
+lookup, no import), the export folder (export_config.json's seal and the sha256 of every file it lists,
+model.trt.onnx included: :func:`edge_quamba.folders.open_model`), the plugin library's path, and ``--out``
+(:func:`edge_quamba.atomic.atomic_output_dir`: not the model folder nor inside it, not a foreign non-empty folder,
+writable: its temporary sibling is made before the build starts). A damaged export or an unusable ``--out`` is a
+one-line error without a TensorRT builder ever being made.
 
 Network: ``model.trt.onnx`` of an export folder (custom ops as IPluginV3 plugin nodes; float16 embedding table and
 lm_head, whose output ``last_logits`` (b, v) float16 covers the last position only), parsed into a strongly typed
 network (kSTRONGLY_TYPED: the graph's own int8/fp16/fp32 types decide precision; it is required for int8 tensors at the
 plugin boundaries, and always on in TensorRT 11). States go in and out as separate tensors (conv_state.i ->
-conv_state_out.i, ...); the backend ping-pongs two sets of buffers, so no plugin output aliases an input.
+conv_state_out.i, ...). The plugins the library must register are the op specs with a TensorRT plugin
+(:data:`edge_quamba.ops.specs.PLUGIN_SPECS`), recorded in engine_config.json; the runtime is
+:mod:`edge_quamba.runtime.tensorrt_backend`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -34,9 +47,17 @@ ENGINE_FORMAT_VERSION = 1
 ENGINE_CONFIG = "engine_config.json"
 ENGINE_FILE = "engine.plan"
 MIN_TENSORRT = (10, 1)
-"""int8 constants feeding an IPluginV3 failed to build in TensorRT 10.0; JetPack 6.1 ships 10.3."""
-PLUGIN_NAMES = ("Int8CausalConv1d", "Int8SelectiveScan", "HadamardQuantize")
+"""int8 constants feeding an IPluginV3 failed to build in TensorRT 10.0, and the runtime uses 10.1's
+set_device_memory(memory, size) / device_memory_size_v2; JetPack 6.1 ships 10.3."""
 DECODE_PROFILE, PREFILL_PROFILE = 0, 1
+NOT_INSTALLED = ("TensorRT is not installed here (Python package `tensorrt`, >= 10.1): build-engine and --backend "
+                 "tensorrt run on a Jetson with JetPack 6.1+ or a machine with TensorRT (jetson/README.md)")
+
+
+def require_tensorrt_installed() -> None:
+    """The one-line error where the ``tensorrt`` package is absent, found without importing it."""
+    if importlib.util.find_spec("tensorrt") is None:
+        raise BackendUnavailableError(NOT_INSTALLED)
 
 
 def import_tensorrt():
@@ -44,9 +65,7 @@ def import_tensorrt():
     try:
         import tensorrt
     except ImportError:
-        raise BackendUnavailableError(
-            "TensorRT is not installed here (Python package `tensorrt`, >= 10.1): build-engine and --backend "
-            "tensorrt run on a Jetson with JetPack 6.1+ or a machine with TensorRT (jetson/README.md)") from None
+        raise BackendUnavailableError(NOT_INSTALLED) from None
     version = tuple(int(v) for v in tensorrt.__version__.split(".")[:2])
     if version < MIN_TENSORRT:
         raise BackendUnavailableError(f"TensorRT {tensorrt.__version__} is too old: edge-quamba needs >= "
@@ -54,11 +73,11 @@ def import_tensorrt():
     return tensorrt
 
 
-class _Logger:
+class Logger:
     """Collects TensorRT's warnings and errors so a failure can name the first error in one line."""
 
     def __init__(self, trt):
-        class Logger(trt.ILogger):
+        class _Logger(trt.ILogger):
             def __init__(inner):
                 trt.ILogger.__init__(inner)
                 inner.errors = []
@@ -67,22 +86,42 @@ class _Logger:
                 if severity <= trt.ILogger.Severity.ERROR:
                     inner.errors.append(" ".join(str(msg).split()))
 
-        self.logger = Logger()
+        self.logger = _Logger()
 
     def first_error(self) -> str:
         return self.logger.errors[0] if self.logger.errors else "no error message from TensorRT"
 
 
-def load_plugins(trt, logger, plugins: Path):
-    """Load the plugin library into TensorRT's registry and check that it provides every edge-quamba creator."""
-    if not plugins.is_file():
-        raise InputError(f"--plugins {plugins} is not a file (build it: plugins/tensorrt/README.md)")
-    trt.init_libnvinfer_plugins(logger, "")
+def required_creators() -> list[dict[str, str]]:
+    """The plugin creators an edge-quamba engine needs: one per op spec with a TensorRT plugin (name, version,
+    namespace as the graph's plugin nodes name them: :mod:`edge_quamba.ops.plugins`)."""
+    from edge_quamba.ops.plugins import plugin_info
+    from edge_quamba.ops.specs import PLUGIN_SPECS
+
+    return [{"name": i.name, "version": i.version, "namespace": i.namespace}
+            for i in map(plugin_info, PLUGIN_SPECS.values())]
+
+
+def load_plugins(trt, log: Logger, library: Path, creators: list[dict[str, str]], sha256: str | None = None):
+    """Load the plugin library into TensorRT's registry and check that it registers every creator in ``creators``.
+
+    sha256: the library's recorded sha256 (an engine folder's): checked BEFORE the library is loaded, so a rebuilt or
+    swapped library (other kernels than the engine was built and validated with) is refused in one line."""
+    from edge_quamba.integrity import file_sha256
+
+    if not library.is_file():
+        raise InputError(f"the TensorRT plugin library {library} is not a file (build it: plugins/tensorrt/README.md)")
+    if sha256 is not None and file_sha256(library) != sha256:
+        raise CheckpointError(f"the TensorRT plugin library {library} does not match the sha256 recorded in "
+                              f"{ENGINE_CONFIG} (rebuilt or swapped since the engine was built); rebuild the engine "
+                              f"with `edge-quamba build-engine`")
+    trt.init_libnvinfer_plugins(log.logger, "")
     registry = trt.get_plugin_registry()
-    registry.load_library(str(plugins))
-    missing = [name for name in PLUGIN_NAMES if registry.get_creator(name, "1", "") is None]
+    if registry.load_library(str(library)) is None:
+        raise BackendUnavailableError(f"TensorRT cannot load the plugin library {library}: {log.first_error()}")
+    missing = [c["name"] for c in creators if registry.get_creator(c["name"], c["version"], c["namespace"]) is None]
     if missing:
-        raise BackendUnavailableError(f"{plugins} does not register the plugins {missing}")
+        raise BackendUnavailableError(f"{library} does not register the plugins {missing}")
     return registry
 
 
@@ -90,70 +129,78 @@ def build_engine(*, model: str | None, out: str, plugins: str | None, max_prompt
                  workspace_mib: int = 1024) -> Path:
     """Build ``out`` (an engine folder) from the export folder ``model``; see the module docstring."""
     from edge_quamba.atomic import atomic_output_dir
+    from edge_quamba.folders import EXPORT, open_model
     from edge_quamba.integrity import file_sha256 as sha256, seal
-    from edge_quamba.folders import folder_kind
-    from edge_quamba.models.loading import resolve_model
-    from edge_quamba.onnx import INPUT_IDS, state_names
-    from edge_quamba.onnx.folder import onnx_file, read_export_config
+    from edge_quamba.onnx.folder import onnx_file
 
-    trt = import_tensorrt()
-    source = resolve_model(model)
-    if folder_kind(source) != "export":
-        raise InputError(f"--model {source} is not an export folder: make one with "
-                         f"`edge-quamba export --model {source} --out DIR --target tensorrt`")
+    require_tensorrt_installed()
+    source = open_model(model)  # export_config.json's seal and every listed file's sha256 (model.trt.onnx too)
+    if source.kind != EXPORT.name:
+        raise InputError(f"--model {source.path} is not an export folder: make one with "
+                         f"`edge-quamba export --model {source.path} --out DIR --target tensorrt`")
+    graph = onnx_file(source.path, "tensorrt")
     if plugins is None:
         raise InputError("--plugins LIB is required: the path of libedge_quamba_trt_plugins.so "
                          "(plugins/tensorrt/README.md)")
-    config, export_config = read_export_config(source)
-    graph = onnx_file(source, "tensorrt")
-    log = _Logger(trt)
-    load_plugins(trt, log.logger, Path(plugins))
-
-    builder = trt.Builder(log.logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, log.logger)
-    if not parser.parse_from_file(str(graph)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise CheckpointError(f"TensorRT cannot parse {graph}: {errors[0] if errors else log.first_error()}")
-
-    builder_config = builder.create_builder_config()
-    builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    state_in, _ = state_names(config.n_layer)
-    for lengths in ((1, 1, 1), (1, min(128, max_prompt_len), max_prompt_len)):  # decode, then prefill
-        profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT_IDS, *[(1, n) for n in lengths])
-        for name in state_in:  # batch 1; the other dims are static
-            shape = tuple(network.get_input(i).shape for i in range(network.num_inputs)
-                          if network.get_input(i).name == name)[0]
-            fixed = (1, *shape[1:])
-            profile.set_shape(name, fixed, fixed, fixed)
-        builder_config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, builder_config)
-    if plan is None:
-        raise CheckpointError(f"TensorRT could not build an engine from {graph}: {log.first_error()}")
-
-    target = Path(out)
-    with atomic_output_dir(target, [("--model", source), ("--plugins", Path(plugins))]) as tmp:
-        (tmp / ENGINE_FILE).write_bytes(bytes(plan))
-        shutil.copyfile(source / "tokenizer.json", tmp / "tokenizer.json")
+    library = Path(plugins)
+    if not library.is_file():
+        raise InputError(f"--plugins {plugins} is not a file (build it: plugins/tensorrt/README.md)")
+    creators = required_creators()
+    prefill_lengths = [1, min(128, max_prompt_len), max_prompt_len]
+    # --out is checked and its temporary sibling made here, before TensorRT is imported.
+    with atomic_output_dir(out, [("--model", source.path), ("--plugins", library)]) as tmp:
+        trt = import_tensorrt()
+        log = Logger(trt)
+        load_plugins(trt, log, library, creators)
+        plan = _build_plan(trt, log, graph, source.config.n_layer, prefill_lengths, workspace_mib)
+        (tmp / ENGINE_FILE).write_bytes(plan)
+        shutil.copyfile(source.path / "tokenizer.json", tmp / "tokenizer.json")
         engine_config = {
             "kind": ENGINE_KIND, "format_version": ENGINE_FORMAT_VERSION, "tensorrt": trt.__version__,
-            "model_config": export_config["model_config"],
-            "source": {"export_folder": str(source.resolve()), "model.trt.onnx_sha256": sha256(graph)},
-            "plugins": {"library": str(Path(plugins).resolve()), "sha256": sha256(Path(plugins))},
+            "model_config": source.record["model_config"],
+            "source": {"export_folder": str(source.path.resolve()), "model.trt.onnx_sha256": sha256(graph)},
+            "plugins": {"library": str(library.resolve()), "sha256": sha256(library), "creators": creators},
             "profiles": {"decode": {"index": DECODE_PROFILE, "seq_len": [1, 1, 1]},
-                         "prefill": {"index": PREFILL_PROFILE, "seq_len": [1, min(128, max_prompt_len),
-                                                                           max_prompt_len]}},
+                         "prefill": {"index": PREFILL_PROFILE, "seq_len": prefill_lengths}},
             "strongly_typed": True, "batch": 1,
             "files": {ENGINE_FILE: sha256(tmp / ENGINE_FILE), "tokenizer.json": sha256(tmp / "tokenizer.json")},
         }
         (tmp / ENGINE_CONFIG).write_text(json.dumps(seal(engine_config), indent=2, sort_keys=True) + "\n",
                                          encoding="utf-8")
-    return target
+    return Path(out)
+
+
+def _build_plan(trt, log: Logger, graph: Path, n_layer: int, prefill_lengths: list[int], workspace_mib: int) -> bytes:
+    """Parse ``graph`` into a strongly typed network and build the serialized engine (decode profile, then
+    prefill: input_ids (1, l); every state input fixed at batch 1)."""
+    from edge_quamba.onnx import INPUT_IDS, state_names
+
+    builder = trt.Builder(log.logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, log.logger)
+    if not parser.parse_from_file(str(graph)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise CheckpointError(f"TensorRT cannot parse {graph}: {errors[0] if errors else log.first_error()}")
+    builder_config = builder.create_builder_config()
+    builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    inputs = {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
+    state_in, _ = state_names(n_layer)
+    for lengths in ([1, 1, 1], prefill_lengths):  # DECODE_PROFILE, then PREFILL_PROFILE
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_IDS, *[(1, n) for n in lengths])
+        for name in state_in:  # batch 1; the other dims are static
+            fixed = (1, *inputs[name][1:])
+            profile.set_shape(name, fixed, fixed, fixed)
+        builder_config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, builder_config)
+    if plan is None:
+        raise CheckpointError(f"TensorRT could not build an engine from {graph}: {log.first_error()}")
+    return bytes(plan)
 
 
 def read_engine_config(folder: Path) -> dict:
+    """engine_config.json of an engine folder, with the keys the backend reads checked (not its seal or files:
+    :func:`edge_quamba.folders.verify_output` does that)."""
     from edge_quamba.models.config import read_json
 
     path = folder / ENGINE_CONFIG
@@ -162,71 +209,10 @@ def read_engine_config(folder: Path) -> dict:
         raise ConfigError(f"{path}: kind is {raw.get('kind')!r}, expected {ENGINE_KIND!r}")
     if raw.get("format_version") != ENGINE_FORMAT_VERSION:
         raise ConfigError(f"{path}: engine format {raw.get('format_version')!r} is not {ENGINE_FORMAT_VERSION}")
+    plugins = raw.get("plugins")
+    if not (isinstance(raw.get("model_config"), dict) and isinstance(raw.get("tensorrt"), str)
+            and isinstance(plugins, dict) and isinstance(plugins.get("library"), str)
+            and isinstance(plugins.get("sha256"), str) and isinstance(plugins.get("creators"), list)):
+        raise ConfigError(f"{path} lacks the model config, the TensorRT version or the plugin library record; "
+                          f"rebuild it with `edge-quamba build-engine`")
     return raw
-
-
-class TensorRTBackend:
-    """Batch-1 prefill/decode over an engine folder (NEVER RUN, see the module docstring).
-
-    Profile 0 serves decode (l = 1), profile 1 prefill; each has its own execution context. States live in torch
-    CUDA tensors and ping-pong between two sets: the engine reads set A and writes set B, then the roles swap.
-    """
-
-    name = "tensorrt"
-
-    def __init__(self, folder: Path):
-        import torch
-
-        from edge_quamba.models.config import MambaConfig
-        from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, state_names
-
-        trt = import_tensorrt()
-        if not torch.cuda.is_available():
-            raise BackendUnavailableError("--backend tensorrt needs an NVIDIA GPU and this machine has none")
-        raw = read_engine_config(folder)
-        self.config = MambaConfig.from_dict(raw["model_config"])
-        log = _Logger(trt)
-        load_plugins(trt, log.logger, Path(raw["plugins"]["library"]))
-        self.engine = trt.Runtime(log.logger).deserialize_cuda_engine((folder / ENGINE_FILE).read_bytes())
-        if self.engine is None:
-            raise CheckpointError(f"{folder / ENGINE_FILE} does not deserialize: {log.first_error()}")
-        self.contexts = {}
-        self.stream = torch.cuda.Stream()
-        for name, profile in (("decode", DECODE_PROFILE), ("prefill", PREFILL_PROFILE)):
-            context = self.engine.create_execution_context()
-            context.set_optimization_profile_async(profile, self.stream.cuda_stream)
-            self.contexts[name] = context
-        self.torch, self.input_ids, self.logits = torch, INPUT_IDS, LAST_LOGITS
-        self.state_in, self.state_out = state_names(self.config.n_layer)
-
-    def empty_states(self) -> list:
-        c, torch = self.config, self.torch
-        states = []
-        for _ in range(self.config.n_layer):
-            states.append(torch.zeros(1, c.d_inner, c.d_conv, dtype=torch.int8, device="cuda"))
-            states.append(torch.zeros(1, c.d_inner, c.d_state, dtype=torch.float32, device="cuda"))
-        return states
-
-    def _run(self, which: str, tokens: list[int], states: list):
-        torch = self.torch
-        context = self.contexts[which]
-        ids = torch.tensor([tokens], dtype=torch.int64, device="cuda")
-        logits = torch.empty(1, self.config.vocab_size, dtype=torch.float16, device="cuda")  # last position only
-        new_states = [torch.empty_like(s) for s in states]  # the other set of the ping-pong
-        context.set_input_shape(self.input_ids, tuple(ids.shape))
-        context.set_tensor_address(self.input_ids, ids.data_ptr())
-        context.set_tensor_address(self.logits, logits.data_ptr())
-        for name_in, name_out, old, new in zip(self.state_in, self.state_out, states, new_states, strict=True):
-            context.set_input_shape(name_in, tuple(old.shape))
-            context.set_tensor_address(name_in, old.data_ptr())
-            context.set_tensor_address(name_out, new.data_ptr())
-        if not context.execute_async_v3(self.stream.cuda_stream):
-            raise BackendUnavailableError(f"TensorRT {which} failed (enqueueV3 returned false)")
-        self.stream.synchronize()
-        return logits[0].float().cpu(), new_states
-
-    def prefill(self, tokens: list[int]):
-        return self._run("prefill", tokens, self.empty_states())
-
-    def decode(self, token: int, states):
-        return self._run("decode", [token], states)

@@ -10,7 +10,8 @@
 //   chunk reads its channel's whole state before it writes conv_state_out, and no other thread touches that
 //   channel's state, so conv_state_out may alias conv_state_in.
 // Numerics: exact int32 accumulation; then float32(acc) * float32(x_scale * weight_scale), + bias, SiLU, quantize,
-// every op rounded separately (numerics.cuh).
+// every op rounded separately (numerics.cuh). Input and state codes are read with read_code (-128 as -127), and the
+// state is written as read, so conv_state_out never holds -128.
 #include <algorithm>
 #include <cmath>
 
@@ -40,15 +41,15 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_kernel(CausalConv1dPar
 
     // win[j] = input t - W + 1 + j for the next t; filled with the W - 1 inputs before t0.
     int win[W];
-    int8_t state[W];
+    int state[W];
     if (t0 == 0) {
 #pragma unroll
-        for (int j = 0; j < W; ++j) state[j] = state_in[j];
+        for (int j = 0; j < W; ++j) state[j] = read_code(state_in[j]);
     }
 #pragma unroll
     for (int j = 0; j < W - 1; ++j) {
         const int t = t0 - (W - 1) + j;
-        win[j + 1] = t < 0 ? state[W + t] : x[int64_t(t) * p.x_seq_stride];
+        win[j + 1] = t < 0 ? state[W + t] : read_code(x[int64_t(t) * p.x_seq_stride]);
     }
 
     const float alpha = __fmul_rn(p.x_scale, p.weight_scale);
@@ -57,7 +58,7 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_kernel(CausalConv1dPar
     for (int t = t0; t < t1; ++t) {
 #pragma unroll
         for (int j = 0; j < W - 1; ++j) win[j] = win[j + 1];
-        win[W - 1] = x[int64_t(t) * p.x_seq_stride];
+        win[W - 1] = read_code(x[int64_t(t) * p.x_seq_stride]);
         int acc = 0;
 #pragma unroll
         for (int j = 0; j < W; ++j) acc += w[j] * win[j];
@@ -71,7 +72,7 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_kernel(CausalConv1dPar
 #pragma unroll
         for (int j = 0; j < W; ++j) {
             const int t = p.seqlen - W + j;
-            state_out[j] = t < 0 ? state[W + t] : x[int64_t(t) * p.x_seq_stride];
+            state_out[j] = static_cast<int8_t>(t < 0 ? state[W + t] : read_code(x[int64_t(t) * p.x_seq_stride]));
         }
     }
 }

@@ -23,6 +23,12 @@ __device__ __forceinline__ int8_t quantize_rn(float x, float scale) {
     return static_cast<int8_t>(__float2int_rn(quotient));     // round half to even
 }
 
+// An int8 activation code as every op reads it: -128 (only TensorRT's saturating QuantizeLinear writes it) reads as
+// -127 (primitives.read_codes; "Reading codes" in primitives.py says why).
+__device__ __forceinline__ int read_code(int8_t q) {
+    return q < -127 ? -127 : q;
+}
+
 // silu(v) = v / (1 + exp(-v)), each op rounded (the contract's formula).
 __device__ __forceinline__ float silu_rn(float v) {
     return __fdiv_rn(v, __fadd_rn(1.0f, expf(-v)));

@@ -1,4 +1,4 @@
-// int8_selective_scan; see selective_scan.h for the contract and the float order.
+// int8_selective_scan and selective_scan_f16; see selective_scan.h for the contracts and the float orders.
 //
 // Memory layout and work split:
 //   A group of G = dstate adjacent lanes owns one (batch b, channel d); lane s holds h[b, d, s] in a register for the
@@ -9,7 +9,8 @@
 //   softplus and two expf per channel and timestep instead of per state), then the group steps through the chunk,
 //   broadcasting those scalars with __shfl_sync. B[t, s] and C[t, s] are read by lane s (the same 16 bytes for every
 //   channel of the block: L1 broadcast). y[t] is the shuffle-tree sum over the group, written by lane 0.
-// Numerics: every op an explicitly rounded intrinsic (no FMA), accurate expf / log1pf (numerics.cuh).
+// Numerics: every op an explicitly rounded intrinsic (no FMA), accurate expf / log1pf (numerics.cuh); int8 codes are
+// read with read_code (-128 as -127).
 #include <cmath>
 
 #include "numerics.cuh"
@@ -47,12 +48,13 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanP
         float delta = 0.0f, du = 0.0f, Du = 0.0f, gate = 0.0f;
         if (s < steps) {
             const int64_t t = t0 + s;
-            const float u = __fmul_rn(static_cast<float>(u_ptr[t * p.u_seq_stride]), p.u_scale);
-            const float dt = __fadd_rn(__fmul_rn(static_cast<float>(dt_ptr[t * p.dt_seq_stride]), p.dt_scale), dt_bias);
+            const float u = __fmul_rn(static_cast<float>(read_code(u_ptr[t * p.u_seq_stride])), p.u_scale);
+            const float dt_value = __fmul_rn(static_cast<float>(read_code(dt_ptr[t * p.dt_seq_stride])), p.dt_scale);
+            const float dt = __fadd_rn(dt_value, dt_bias);
             delta = softplus_rn(dt);
             du = __fmul_rn(delta, u);
             Du = __fmul_rn(D, u);
-            gate = silu_rn(__fmul_rn(static_cast<float>(z_ptr[t * p.z_seq_stride]), p.z_scale));
+            gate = silu_rn(__fmul_rn(static_cast<float>(read_code(z_ptr[t * p.z_seq_stride])), p.z_scale));
         }
 #pragma unroll
         for (int j = 0; j < G; ++j) {
@@ -60,8 +62,8 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanP
                 const int64_t t = t0 + j;
                 const float delta_t = __shfl_sync(0xffffffffu, delta, j, G);
                 const float du_t = __shfl_sync(0xffffffffu, du, j, G);
-                const float Bv = __fmul_rn(static_cast<float>(B_ptr[t * p.B_seq_stride]), p.B_scale);
-                const float Cv = __fmul_rn(static_cast<float>(C_ptr[t * p.C_seq_stride]), p.C_scale);
+                const float Bv = __fmul_rn(static_cast<float>(read_code(B_ptr[t * p.B_seq_stride])), p.B_scale);
+                const float Cv = __fmul_rn(static_cast<float>(read_code(C_ptr[t * p.C_seq_stride])), p.C_scale);
                 const float dA = expf(__fmul_rn(delta_t, a));
                 h = __fadd_rn(__fmul_rn(dA, h), __fmul_rn(du_t, Bv));
                 float y = __fmul_rn(h, Cv);
@@ -70,6 +72,56 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanP
                 const float Du_t = __shfl_sync(0xffffffffu, Du, j, G);
                 const float gate_t = __shfl_sync(0xffffffffu, gate, j, G);
                 if (s == 0 && valid) y_ptr[t * p.dim] = __fmul_rn(__fadd_rn(y, Du_t), gate_t);
+            }
+        }
+    }
+    if (valid) p.ssm_state_out[state_idx] = h;
+}
+
+// The float16 variant (selective_scan_f16): the same lanes and chunking, the reference's float scan without the gate.
+template <int G>
+__global__ void __launch_bounds__(kThreads) selective_scan_f16_kernel(SelectiveScanF16Params p) {
+    const int s = threadIdx.x % G;
+    const int d_raw = blockIdx.x * (kThreads / G) + threadIdx.x / G;
+    const bool valid = d_raw < p.dim;
+    const int d = valid ? d_raw : p.dim - 1;  // lanes past dim compute a copy and store nothing (shuffles need them)
+    const int b = blockIdx.y;
+
+    const int64_t state_idx = (int64_t(b) * p.dim + d) * G + s;
+    float h = p.ssm_state_in[state_idx];
+    const float a = p.A[int64_t(d) * G + s];
+    const float D = __half2float(p.D[d]);
+    const __half* u_ptr = p.u + int64_t(b) * p.u_batch_stride + d;
+    const float* delta_ptr = p.delta + int64_t(b) * p.delta_batch_stride + d;
+    const __half* B_ptr = p.B + int64_t(b) * p.B_batch_stride + s;
+    const __half* C_ptr = p.C + int64_t(b) * p.C_batch_stride + s;
+    float* y_ptr = p.y + int64_t(b) * p.seqlen * p.dim + d;
+
+    for (int t0 = 0; t0 < p.seqlen; t0 += G) {
+        const int steps = min(G, p.seqlen - t0);
+        float delta = 0.0f, du = 0.0f, Du = 0.0f;  // lane s: timestep t0 + s
+        if (s < steps) {
+            const int64_t t = t0 + s;
+            const float u = __half2float(u_ptr[t * p.u_seq_stride]);
+            delta = delta_ptr[t * p.delta_seq_stride];
+            du = __fmul_rn(delta, u);
+            Du = __fmul_rn(u, D);
+        }
+#pragma unroll
+        for (int j = 0; j < G; ++j) {
+            if (j < steps) {
+                const int64_t t = t0 + j;
+                const float delta_t = __shfl_sync(0xffffffffu, delta, j, G);
+                const float du_t = __shfl_sync(0xffffffffu, du, j, G);
+                const float Bv = __half2float(B_ptr[t * p.B_seq_stride]);
+                const float Cv = __half2float(C_ptr[t * p.C_seq_stride]);
+                const float dA = expf(__fmul_rn(delta_t, a));
+                h = __fadd_rn(__fmul_rn(h, dA), __fmul_rn(du_t, Bv));
+                float y = __fmul_rn(h, Cv);
+#pragma unroll
+                for (int off = G / 2; off > 0; off /= 2) y = __fadd_rn(y, __shfl_xor_sync(0xffffffffu, y, off, G));
+                const float Du_t = __shfl_sync(0xffffffffu, Du, j, G);
+                if (s == 0 && valid) y_ptr[t * p.dim] = __fadd_rn(y, Du_t);
             }
         }
     }
@@ -97,6 +149,28 @@ cudaError_t launch_int8_selective_scan(const SelectiveScanParams& p, cudaStream_
         case 8: selective_scan_kernel<8><<<grid, kThreads, 0, stream>>>(p); break;
         case 16: selective_scan_kernel<16><<<grid, kThreads, 0, stream>>>(p); break;
         default: selective_scan_kernel<32><<<grid, kThreads, 0, stream>>>(p); break;
+    }
+    return cudaGetLastError();
+}
+
+cudaError_t launch_selective_scan_f16(const SelectiveScanF16Params& p, cudaStream_t stream) {
+    const bool pow2 = p.dstate > 0 && p.dstate <= 32 && (p.dstate & (p.dstate - 1)) == 0;
+    if (p.batch < 0 || p.seqlen < 0 || p.dim < 0 || !pow2 || p.batch > 65535) return cudaErrorInvalidValue;
+    if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+    if (p.ssm_state_in == nullptr || p.ssm_state_out == nullptr || p.A == nullptr || p.D == nullptr ||
+        (p.seqlen > 0 && (p.u == nullptr || p.delta == nullptr || p.B == nullptr || p.C == nullptr ||
+                          p.y == nullptr))) {
+        return cudaErrorInvalidValue;
+    }
+    const int channels_per_block = kThreads / p.dstate;
+    const dim3 grid((p.dim + channels_per_block - 1) / channels_per_block, p.batch);
+    switch (p.dstate) {
+        case 1: selective_scan_f16_kernel<1><<<grid, kThreads, 0, stream>>>(p); break;
+        case 2: selective_scan_f16_kernel<2><<<grid, kThreads, 0, stream>>>(p); break;
+        case 4: selective_scan_f16_kernel<4><<<grid, kThreads, 0, stream>>>(p); break;
+        case 8: selective_scan_f16_kernel<8><<<grid, kThreads, 0, stream>>>(p); break;
+        case 16: selective_scan_f16_kernel<16><<<grid, kThreads, 0, stream>>>(p); break;
+        default: selective_scan_f16_kernel<32><<<grid, kThreads, 0, stream>>>(p); break;
     }
     return cudaGetLastError();
 }

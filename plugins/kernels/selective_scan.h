@@ -12,6 +12,8 @@
 // the same kernel. dstate must be a power of two <= 32 (Mamba1: 16).
 #pragma once
 
+#include <cuda_fp16.h>
+
 #include "common.h"
 
 namespace edge_quamba {
@@ -35,6 +37,28 @@ struct SelectiveScanParams {
 };
 
 cudaError_t launch_int8_selective_scan(const SelectiveScanParams& p, cudaStream_t stream);
+
+// selective_scan_f16: the fp reference's scan (edge_quamba.models.mamba.selective_scan, op edge_quamba::selective_scan)
+// on float16 u, B, C, D and float32 delta (softplus already applied), A and state, as W4A16's float16 mixer calls it;
+// no gate (the caller multiplies by silu(z)). Float order of the reference, every op rounded (no FMA):
+//   du = delta * u (float32 of the float16 u);  per t:  h[d, s] = h[d, s] * expf(delta * A[d, s]) + du * B[s]
+//   y[d] = (sum_s h[d, s] * C[s]) + u * D[d]
+// The sum over s is the same shuffle tree as the int8 kernel's (the reference's is its BLAS's): y and the state agree
+// within float tolerance. Same work split as the int8 kernel: dstate adjacent lanes per (batch, channel).
+struct SelectiveScanF16Params {
+    int batch, seqlen, dim, dstate;
+    const __half* u; int64_t u_batch_stride, u_seq_stride;              // (b, l, d) float16
+    const float* delta; int64_t delta_batch_stride, delta_seq_stride;   // (b, l, d) float32
+    const __half* B; int64_t B_batch_stride, B_seq_stride;              // (b, l, n) float16 (views of x_proj's out)
+    const __half* C; int64_t C_batch_stride, C_seq_stride;              // (b, l, n) float16
+    const float* A;              // (d, n) contiguous float32
+    const __half* D;             // (d) float16
+    const float* ssm_state_in;   // (b, d, n) contiguous float32
+    float* y;                    // (b, l, d) contiguous float32
+    float* ssm_state_out;        // (b, d, n) contiguous; may alias ssm_state_in
+};
+
+cudaError_t launch_selective_scan_f16(const SelectiveScanF16Params& p, cudaStream_t stream);
 
 }  // namespace kernels
 }  // namespace edge_quamba

@@ -1,4 +1,4 @@
-// PyTorch binding of the edge-quamba int8 kernels: the only C++ file that touches at::Tensor.
+// PyTorch binding of the edge-quamba int8 and 4-bit-weight kernels: the only C++ file that touches at::Tensor.
 //
 // Each function checks devices, dtypes and shapes (EQ_CHECK; the Python wrappers check first), describes its
 // tensors to the kernel by pointer + element strides (views such as the x / z halves of in_proj's output or the
@@ -377,6 +377,146 @@ std::tuple<at::Tensor, at::Tensor> hadamard_quantize_dynamic(const at::Tensor& y
     return {q, scale};
 }
 
+
+// ------------------------------------------------------------------------------------------------------------------
+// 4-bit-weight linears (plugins/kernels/int4_linear.h): w4a8_linear, w4a8_linear_quantize, w4a16_linear. The weight
+// is the artifact's packed buffer (N, ceil(K / 2)) uint8 with float32 scales (N, G); the launchers pick the GEMV
+// (M <= 16) or the tensor-core GEMM themselves. Then W4A16's float16 scan (selective_scan).
+
+// K, N, G of a 4-bit linear after checking x (..., K) of x_dtype, weight_packed, weight_scale and bias.
+std::tuple<int64_t, int64_t, int64_t> check_int4_linear(const char* op, const at::Tensor& x, at::ScalarType x_dtype,
+                                                        const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+                                                        const std::optional<at::Tensor>& bias, int64_t group_size) {
+    check_cuda(x, op, x_dtype);
+    check_cuda(weight_packed, op, at::kByte);
+    check_cuda(weight_scale, op, at::kFloat);
+    EQ_CHECK(x.dim() >= 1 && weight_packed.dim() == 2 && weight_scale.dim() == 2 && group_size >= 1, op,
+             ": expected x (..., K), weight_packed (N, ceil(K / 2)), weight_scale (N, G), group_size >= 1");
+    const int64_t K = x.size(-1), N = weight_packed.size(0), G = (K + group_size - 1) / group_size;
+    EQ_CHECK(K >= 1 && K <= 131071 && G <= ek::kInt4MaxGroups, op, ": K=", K, " or G=", G, " out of range");
+    EQ_CHECK(weight_packed.size(1) == (K + 1) / 2 && weight_packed.is_contiguous() && weight_scale.size(0) == N &&
+             weight_scale.size(1) == G && weight_scale.is_contiguous(), op, ": weight_packed ", weight_packed.sizes(),
+             " / weight_scale ", weight_scale.sizes(), " do not fit x ", x.sizes(), " with group size ", group_size);
+    if (bias.has_value()) {
+        check_cuda(*bias, op, at::kFloat);
+        EQ_CHECK(bias->dim() == 1 && bias->size(0) == N && bias->is_contiguous(), op,
+                 ": bias must be a contiguous (N,) float32 tensor");
+    }
+    return {K, N, G};
+}
+
+// w4a8_linear (quantize == false: float32 out) and w4a8_linear_quantize (int8 out at out_scale).
+at::Tensor w4a8_linear_any(const char* op, const at::Tensor& x_q, const at::Tensor& weight_packed,
+                           const at::Tensor& weight_scale, const std::optional<at::Tensor>& bias, double x_scale,
+                           int64_t group_size, bool quantize, double out_scale) {
+    const auto [K, N, G] = check_int4_linear(op, x_q, at::kChar, weight_packed, weight_scale, bias, group_size);
+    const c10::cuda::CUDAGuard guard(x_q.device());
+    auto out_sizes = x_q.sizes().vec();
+    out_sizes.back() = N;
+    auto [xr, row_stride] = as_rows(x_q);
+    const int64_t M = xr.numel() / K;
+    at::Tensor y = at::empty(out_sizes, x_q.options().dtype(quantize ? at::kChar : at::kFloat));
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    if (quantize) {
+        ek::W4A8LinearQuantizeParams p{};
+        p.M = M; p.N = static_cast<int>(N); p.K = static_cast<int>(K); p.group_size = static_cast<int>(group_size);
+        p.x = xr.data_ptr<int8_t>(); p.x_row_stride = row_stride;
+        p.w_packed = weight_packed.data_ptr<uint8_t>(); p.w_scale = weight_scale.data_ptr<float>();
+        p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+        p.y_q = y.data_ptr<int8_t>(); p.y_row_stride = N;
+        p.x_scale = static_cast<float>(x_scale); p.out_scale = static_cast<float>(out_scale);
+        check_launch(ek::launch_w4a8_linear_quantize(p, stream), op);
+    } else {
+        ek::W4A8LinearParams p{};
+        p.M = M; p.N = static_cast<int>(N); p.K = static_cast<int>(K); p.group_size = static_cast<int>(group_size);
+        p.x = xr.data_ptr<int8_t>(); p.x_row_stride = row_stride;
+        p.w_packed = weight_packed.data_ptr<uint8_t>(); p.w_scale = weight_scale.data_ptr<float>();
+        p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+        p.y = y.data_ptr<float>(); p.y_row_stride = N;
+        p.x_scale = static_cast<float>(x_scale);
+        check_launch(ek::launch_w4a8_linear(p, stream), op);
+    }
+    return y;
+}
+
+at::Tensor w4a8_linear(const at::Tensor& x_q, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+                       const std::optional<at::Tensor>& bias, double x_scale, int64_t group_size) {
+    return w4a8_linear_any("w4a8_linear", x_q, weight_packed, weight_scale, bias, x_scale, group_size, false, 1.0);
+}
+
+at::Tensor w4a8_linear_quantize(const at::Tensor& x_q, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+                                const std::optional<at::Tensor>& bias, double x_scale, int64_t group_size,
+                                double out_scale) {
+    return w4a8_linear_any("w4a8_linear_quantize", x_q, weight_packed, weight_scale, bias, x_scale, group_size, true,
+                           out_scale);
+}
+
+at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+                        const std::optional<at::Tensor>& bias, int64_t group_size) {
+    const auto [K, N, G] = check_int4_linear("w4a16_linear", x, at::kHalf, weight_packed, weight_scale, bias,
+                                             group_size);
+    const c10::cuda::CUDAGuard guard(x.device());
+    auto out_sizes = x.sizes().vec();
+    out_sizes.back() = N;
+    auto [xr, row_stride] = as_rows(x);
+    at::Tensor y = at::empty(out_sizes, x.options());
+    ek::W4A16LinearParams p{};
+    p.M = xr.numel() / K; p.N = static_cast<int>(N); p.K = static_cast<int>(K);
+    p.group_size = static_cast<int>(group_size);
+    p.x = reinterpret_cast<const __half*>(xr.data_ptr<at::Half>()); p.x_row_stride = row_stride;
+    p.w_packed = weight_packed.data_ptr<uint8_t>(); p.w_scale = weight_scale.data_ptr<float>();
+    p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+    p.y = reinterpret_cast<__half*>(y.data_ptr<at::Half>()); p.y_row_stride = N;
+    check_launch(ek::launch_w4a16_linear(p, c10::cuda::getCurrentCUDAStream()), "w4a16_linear");
+    return y;
+}
+
+// The fp reference's prefill scan on W4A16's float16 tensors (op edge_quamba::selective_scan): u (b, l, d) float16,
+// delta (b, l, d) float32, A (d, n) float32, B, C (b, l, n) float16, D (d) float16, ssm_state (b, d, n) float32
+// -> (y (b, l, d) float32, ssm_state_out (b, d, n) float32).
+std::tuple<at::Tensor, at::Tensor> selective_scan(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                                                  const at::Tensor& B, const at::Tensor& C, const at::Tensor& D,
+                                                  const at::Tensor& ssm_state) {
+    check_cuda(u, "selective_scan: u", at::kHalf);
+    check_cuda(delta, "selective_scan: delta", at::kFloat);
+    check_cuda(A, "selective_scan: A", at::kFloat);
+    check_cuda(B, "selective_scan: B", at::kHalf);
+    check_cuda(C, "selective_scan: C", at::kHalf);
+    check_cuda(D, "selective_scan: D", at::kHalf);
+    check_cuda(ssm_state, "selective_scan: ssm_state", at::kFloat);
+    EQ_CHECK(u.dim() == 3 && B.dim() == 3 && A.dim() == 2 && ssm_state.dim() == 3,
+             "selective_scan: expected u (b, l, d), B, C (b, l, n), A (d, n), ssm_state (b, d, n)");
+    const int64_t b = u.size(0), l = u.size(1), d = u.size(2), n = A.size(1);
+    EQ_CHECK(delta.sizes() == u.sizes() && B.size(0) == b && B.size(1) == l && B.size(2) == n &&
+             C.sizes() == B.sizes() && A.size(0) == d && D.numel() == d && ssm_state.size(0) == b &&
+             ssm_state.size(1) == d && ssm_state.size(2) == n, "selective_scan: shapes do not match: u ", u.sizes(),
+             ", B ", B.sizes(), ", A ", A.sizes(), ", ssm_state ", ssm_state.sizes());
+    EQ_CHECK(n >= 1 && n <= 32 && (n & (n - 1)) == 0, "selective_scan: d_state n=", n,
+             " must be a power of two <= 32");
+    const c10::cuda::CUDAGuard guard(u.device());
+    const at::Tensor uc = channel_contiguous(u), dc = channel_contiguous(delta);
+    const at::Tensor Bc = channel_contiguous(B), Cc = channel_contiguous(C);
+    const at::Tensor h = ssm_state.contiguous(), Ac = A.contiguous(), Dc = D.contiguous();
+    at::Tensor y = at::empty({b, l, d}, u.options().dtype(at::kFloat));
+    at::Tensor h_out = at::empty({b, d, n}, u.options().dtype(at::kFloat));
+    ek::SelectiveScanF16Params p{};
+    p.batch = static_cast<int>(b); p.seqlen = static_cast<int>(l); p.dim = static_cast<int>(d);
+    p.dstate = static_cast<int>(n);
+    p.u = reinterpret_cast<const __half*>(uc.data_ptr<at::Half>());
+    p.u_batch_stride = uc.stride(0); p.u_seq_stride = uc.stride(1);
+    p.delta = dc.data_ptr<float>(); p.delta_batch_stride = dc.stride(0); p.delta_seq_stride = dc.stride(1);
+    p.B = reinterpret_cast<const __half*>(Bc.data_ptr<at::Half>());
+    p.B_batch_stride = Bc.stride(0); p.B_seq_stride = Bc.stride(1);
+    p.C = reinterpret_cast<const __half*>(Cc.data_ptr<at::Half>());
+    p.C_batch_stride = Cc.stride(0); p.C_seq_stride = Cc.stride(1);
+    p.A = Ac.data_ptr<float>();
+    p.D = reinterpret_cast<const __half*>(Dc.data_ptr<at::Half>());
+    p.ssm_state_in = h.data_ptr<float>();
+    p.y = y.data_ptr<float>(); p.ssm_state_out = h_out.data_ptr<float>();
+    check_launch(ek::launch_selective_scan_f16(p, c10::cuda::getCurrentCUDAStream()), "selective_scan");
+    return {y, h_out};
+}
+// ------------------------------------------------------------------- end of the 4-bit-weight linears and W4A16 scan
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -392,4 +532,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "y (..., n) float32 -> (int8 (..., n), per-token scale float32 (...))");
     m.def("int8_linear_per_token", &int8_linear_per_token,
           "x_q (..., K), weight_q (N, K), bias?, x_scale (...) float32 -> float32 (..., N)");
+    // 4-bit-weight linears and W4A16's scan
+    m.def("w4a8_linear", &w4a8_linear,
+          "x_q (..., K) int8, weight_packed (N, ceil(K/2)) uint8, weight_scale (N, G), bias?, x_scale, group_size "
+          "-> float32 (..., N)");
+    m.def("w4a8_linear_quantize", &w4a8_linear_quantize, "w4a8_linear, then quantize at out_scale -> int8 (..., N)");
+    m.def("w4a16_linear", &w4a16_linear,
+          "x (..., K) float16, weight_packed (N, ceil(K/2)) uint8, weight_scale (N, G), bias?, group_size "
+          "-> float16 (..., N)");
+    m.def("selective_scan", &selective_scan,
+          "W4A16 scan: u (b, l, d) f16, delta f32, A, B, C f16, D f16, ssm_state -> (y f32, ssm_state_out)");
 }

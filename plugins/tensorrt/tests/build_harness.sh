@@ -55,9 +55,13 @@ done
 for pid in "${pids[@]}"; do
     wait "$pid"   # a failed nvcc fails the script (set -e)
 done
-"$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/harness.cpp" -o "$OUT/obj/harness.o"
+harness_objects=()
+for src in harness selftest trtOrder caseFiles deviceIo; do
+    "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/$src.cpp" -o "$OUT/obj/harness_$src.o"
+    harness_objects+=("$OUT/obj/harness_$src.o")
+done
 
 # The library TensorRT loads, and the harness, which links the same objects (it calls getCreators like TensorRT).
 "$NVCC" -shared -o "$OUT/libedge_quamba_trt_plugins.so" "${objects[@]}" -cudart shared
-"$NVCC" -o "$OUT/harness" "$OUT/obj/harness.o" "${objects[@]}" -cudart shared
+"$NVCC" -o "$OUT/harness" "${harness_objects[@]}" "${objects[@]}" -cudart shared
 echo "built $OUT/libedge_quamba_trt_plugins.so and $OUT/harness (sm_$SM, TensorRT headers $TRT_INCLUDE)"

@@ -1,0 +1,355 @@
+// Decode GEMVs of the 4-bit-weight linears (int4_linear.h): W4A8 (__dp4a, bit-exact group order) and W4A16
+// (mma.sync float16), plus a one-warp-per-output W4A16 kernel for shapes the tensor-core paths do not take.
+//
+// W4A8 GEMV, memory layout and work split:
+//   A block of 256 threads owns R = 256 / TPR weight rows (TPR a power of two, chosen at launch); the TPR threads of
+//   a row split its packed bytes into chunks of CPC codes (CPC = 32, 16, 8: 16-, 8-, 4-byte weight loads, the
+//   widest that K, the group size, x's stride and the pointers allow; CPC = 1 reads one code at a time, for odd
+//   shapes): thread `lane` takes chunks lane, lane + TPR, ..., kUnroll of them loaded before any is used, coalesced
+//   as in the int8 GEMV. A chunk never straddles a group (CPC divides the group size). Each chunk's int32 dot
+//   product (unpacked to 16 * code, int4_common.cuh, then __dp4a) is summed over the `team` of adjacent lanes
+//   whose chunks always share a group (shuffles), and the team's first lane adds it into the per-(row, x row, group)
+//   sum in shared memory with an integer atomic: exact, in any order. The block's scales (R * G consecutive floats
+//   of w_scale) are staged in shared memory meanwhile. After a barrier, one thread per (weight row, x row) walks the
+//   groups in ascending order: y = float(acc_0) * alpha_0, y = y + float(acc_g) * alpha_g, then + bias and the
+//   float32 or quantized store. blockIdx.y walks x rows in passes of MB (1 or 4) rows, as in the int8 GEMV.
+// W4A16 GEMV: a block of 8 warps owns 16 weight rows (the 16-row A operand of mma m16n8k16) and up to 8 x rows (the
+//   8 columns of B; blockIdx.y walks passes of 8); the warps split the groups of K evenly, in order. In a group,
+//   step j gives thread t (of the 4 threads sharing a fragment row) word 4j + t of the group: 8 codes of each of its
+//   two weight rows and the same 8 columns of its x row (16 bytes of float16), i.e. two k16 mma steps whose 16
+//   columns all lie in the group. kPrefetch words are loaded before they are used. At the end of a group the
+//   float32 accumulators are multiplied by the group's scales and added to the warp's sums; the block adds its
+//   warps' sums in warp order (shared memory), then bias, then one rounding to float16.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "int4_common.cuh"
+#include "numerics.cuh"
+
+namespace edge_quamba {
+namespace kernels {
+namespace w4 {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kUnroll = 4;
+constexpr int kMaxSharedBytes = 48 * 1024;
+
+// A chunk of CPC codes: CPC / 8 words of w_packed and CPC bytes of x.
+template <int CPC> struct Chunk {
+    uint32_t w[CPC / 8];
+};
+template <> struct Chunk<1> {
+    uint32_t w[1];
+};
+
+template <int CPC>
+__device__ __forceinline__ Chunk<CPC> load_w(const uint8_t* __restrict__ wrow, int c) {
+    Chunk<CPC> out;
+    if constexpr (CPC == 32) {
+        const uint4 v = __ldcs(reinterpret_cast<const uint4*>(wrow) + c);
+        out.w[0] = v.x; out.w[1] = v.y; out.w[2] = v.z; out.w[3] = v.w;
+    } else if constexpr (CPC == 16) {
+        const uint2 v = __ldcs(reinterpret_cast<const uint2*>(wrow) + c);
+        out.w[0] = v.x; out.w[1] = v.y;
+    } else if constexpr (CPC == 8) {
+        out.w[0] = __ldcs(reinterpret_cast<const unsigned int*>(wrow) + c);
+    } else {
+        out.w[0] = __ldg(wrow + (c >> 1));  // the byte holding code c
+    }
+    return out;
+}
+
+// 16 * (exact int32 dot product of chunk c's codes with the x row's codes at the same columns).
+template <int CPC>
+__device__ __forceinline__ int dot16(const Chunk<CPC>& wc, const int8_t* __restrict__ xrow, int c) {
+    if constexpr (CPC == 1) {
+        const uint32_t b = wc.w[0];
+        const int code16 = (c & 1) ? static_cast<int8_t>(b & 0xF0u) : static_cast<int8_t>((b << 4) & 0xF0u);
+        return code16 * static_cast<int>(__ldg(xrow + c));
+    } else {
+        uint32_t xw[CPC / 4];
+        if constexpr (CPC == 32) {
+            const int4* xp = reinterpret_cast<const int4*>(xrow + int64_t(c) * 32);
+            const int4 a = __ldg(xp), b = __ldg(xp + 1);
+            xw[0] = a.x; xw[1] = a.y; xw[2] = a.z; xw[3] = a.w; xw[4] = b.x; xw[5] = b.y; xw[6] = b.z; xw[7] = b.w;
+        } else {
+            const int2* xp = reinterpret_cast<const int2*>(xrow + int64_t(c) * CPC);
+#pragma unroll
+            for (int i = 0; i < CPC / 8; ++i) {
+                const int2 v = __ldg(xp + i);
+                xw[2 * i] = v.x; xw[2 * i + 1] = v.y;
+            }
+        }
+        int acc = 0;
+#pragma unroll
+        for (int i = 0; i < CPC / 8; ++i) {
+            uint32_t lo, hi;
+            unpack8_x16(wc.w[i], lo, hi);
+            acc = __dp4a(static_cast<int>(lo), static_cast<int>(xw[2 * i]), acc);
+            acc = __dp4a(static_cast<int>(hi), static_cast<int>(xw[2 * i + 1]), acc);
+        }
+        return acc;
+    }
+}
+
+template <int CPC, int MB, bool QUANT>
+__global__ void __launch_bounds__(kThreads) w4a8_gemv_kernel(Problem p, int tpr_log2) {
+    extern __shared__ int smem[];
+    const int tpr = 1 << tpr_log2;
+    const int rows = kThreads >> tpr_log2;
+    const int G = p.groups;
+    float* scales = reinterpret_cast<float*>(smem);  // [rows][G]
+    int* sums = smem + rows * G;                      // [rows][MB][G], 16x the per-group sums
+    const int n0 = blockIdx.x * rows;
+    const int64_t m0 = int64_t(blockIdx.y) * MB;
+
+    const int valid_rows = min(rows, p.N - n0);
+    for (int i = threadIdx.x; i < valid_rows * G; i += kThreads) scales[i] = __ldg(p.scale + int64_t(n0) * G + i);
+    for (int i = threadIdx.x; i < rows * MB * G; i += kThreads) sums[i] = 0;
+    __syncthreads();
+
+    const int lane = threadIdx.x & (tpr - 1);
+    const int r = threadIdx.x >> tpr_log2;
+    const bool row_ok = n0 + r < p.N;
+    const int chunks = p.K / CPC;      // CPC divides K (launcher)
+    const int q = p.group_size / CPC;  // chunks per group (CPC divides the group size)
+    const int team = min(q & -q, min(tpr, 32));  // aligned lanes whose chunks always lie in one group
+    const uint8_t* wrow = p.w + int64_t(row_ok ? n0 + r : 0) * ((p.K + 1) / 2);
+    const int8_t* xrow[MB];
+#pragma unroll
+    for (int mb = 0; mb < MB; ++mb) {
+        const int64_t m = min(m0 + mb, p.M - 1);  // rows past M repeat the last one; never written
+        xrow[mb] = static_cast<const int8_t*>(p.x) + m * p.x_row_stride;
+    }
+    int* row_sums = sums + r * MB * G;
+
+    for (int base = 0; base < chunks; base += kUnroll * tpr) {  // uniform trip count: shuffles below are safe
+        Chunk<CPC> wc[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {  // issue all weight loads first
+            const int c = base + u * tpr + lane;
+            if (row_ok && c < chunks) wc[u] = load_w<CPC>(wrow, c);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const int c = base + u * tpr + lane;
+            const bool ok = row_ok && c < chunks;
+            int acc[MB];
+#pragma unroll
+            for (int mb = 0; mb < MB; ++mb) acc[mb] = ok ? dot16<CPC>(wc[u], xrow[mb], c) : 0;
+            for (int off = 1; off < team; off <<= 1) {
+#pragma unroll
+                for (int mb = 0; mb < MB; ++mb) acc[mb] += __shfl_xor_sync(0xffffffffu, acc[mb], off);
+            }
+            if (ok && (lane & (team - 1)) == 0) {
+                const int g = c / q;
+#pragma unroll
+                for (int mb = 0; mb < MB; ++mb) atomicAdd(row_sums + mb * G + g, acc[mb]);
+            }
+        }
+    }
+    __syncthreads();
+
+    // The group order of the reference, one thread per (weight row, x row).
+    for (int i = threadIdx.x; i < rows * MB; i += kThreads) {
+        const int rr = i / MB, mb = i % MB;
+        const int n = n0 + rr;
+        const int64_t m = m0 + mb;
+        if (n >= p.N || m >= p.M) continue;
+        const int* s = sums + (rr * MB + mb) * G;
+        const float* sc = scales + rr * G;
+        float y = __fmul_rn(__int2float_rn(s[0] >> 4), __fmul_rn(p.x_scale, sc[0]));
+        for (int g = 1; g < G; ++g) {
+            y = __fadd_rn(y, __fmul_rn(__int2float_rn(s[g] >> 4), __fmul_rn(p.x_scale, sc[g])));
+        }
+        if (p.bias != nullptr) y = __fadd_rn(y, __ldg(p.bias + n));
+        if constexpr (QUANT) static_cast<int8_t*>(p.y)[m * p.y_row_stride + n] = quantize_rn(y, p.out_scale);
+        else static_cast<float*>(p.y)[m * p.y_row_stride + n] = y;
+    }
+}
+
+int shared_bytes(int rows, int mb, int groups) { return rows * groups * 4 * (1 + mb); }
+
+// Threads per row: ~8 chunks per thread, more while the grid is small (split-K for short N), more while the
+// block's per-group sums do not fit the shared memory.
+int choose_tpr_log2(int64_t chunks, int N, int mb, int groups) {
+    int log2 = 2;
+    while (log2 < 8 && (int64_t(8) << log2) < chunks) ++log2;
+    while (log2 < 8 && (int64_t(N) << log2) < 128 * 1024 && chunks >= (int64_t(2) << log2)) ++log2;
+    while (log2 < 8 && shared_bytes(kThreads >> log2, mb, groups) > kMaxSharedBytes) ++log2;
+    return log2;
+}
+
+template <int CPC, int MB, bool QUANT>
+cudaError_t launch_cpc_mb(const Problem& p, cudaStream_t stream) {
+    const int log2 = choose_tpr_log2(p.K / CPC, p.N, MB, p.groups);
+    const int rows = kThreads >> log2;
+    const int bytes = shared_bytes(rows, MB, p.groups);
+    if (bytes > kMaxSharedBytes || (p.M - 1) / MB + 1 > 65535) return cudaErrorInvalidValue;
+    const dim3 grid((p.N + rows - 1) / rows, static_cast<unsigned>((p.M + MB - 1) / MB));
+    w4a8_gemv_kernel<CPC, MB, QUANT><<<grid, kThreads, bytes, stream>>>(p, log2);
+    return cudaGetLastError();
+}
+
+template <int CPC, bool QUANT>
+cudaError_t launch_cpc(const Problem& p, cudaStream_t stream) {
+    // 4 x rows per pass, unless that many per-group sums do not fit (then one row per pass).
+    if (p.M > 1 && shared_bytes(1, 4, p.groups) <= kMaxSharedBytes) return launch_cpc_mb<CPC, 4, QUANT>(p, stream);
+    return launch_cpc_mb<CPC, 1, QUANT>(p, stream);
+}
+
+bool aligned(const void* ptr, int v) { return reinterpret_cast<uintptr_t>(ptr) % v == 0; }
+
+template <bool QUANT>
+cudaError_t launch_w4a8_gemv_t(const Problem& p, cudaStream_t stream) {
+    const auto fits = [&](int cpc, int x_align) {
+        return p.K % cpc == 0 && p.group_size % cpc == 0 && p.x_row_stride % x_align == 0 &&
+               aligned(p.x, x_align) && aligned(p.w, cpc / 2);
+    };
+    if (fits(32, 16)) return launch_cpc<32, QUANT>(p, stream);
+    if (fits(16, 8)) return launch_cpc<16, QUANT>(p, stream);
+    if (fits(8, 8)) return launch_cpc<8, QUANT>(p, stream);
+    return launch_cpc<1, QUANT>(p, stream);
+}
+
+// ------------------------------------------------------------------------------------------------- W4A16 GEMV
+
+constexpr int kW16Warps = 8;
+constexpr int kPrefetch = 8;  // words (8 codes of two weight rows + 8 x values) in flight per thread
+
+__global__ void __launch_bounds__(kW16Warps * 32) w4a16_gemv_kernel(Problem p) {
+    __shared__ float partial[kW16Warps][16][8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int gid = lane >> 2, t = lane & 3;
+    const int n0 = blockIdx.x * 16;
+    const int64_t m0 = int64_t(blockIdx.y) * 8;
+    const int G = p.groups;
+    const int g_lo = static_cast<int>(int64_t(G) * warp / kW16Warps);
+    const int g_hi = static_cast<int>(int64_t(G) * (warp + 1) / kW16Warps);
+    const int steps_per_group = p.group_size / 32;  // steps j per full group (4 words each: one per thread t)
+    const int last_steps = (p.K - (G - 1) * p.group_size) / 32;
+    const int total = g_hi <= g_lo ? 0
+                    : (g_hi - g_lo - 1) * steps_per_group + (g_hi == G ? last_steps : steps_per_group);
+
+    const int row0 = n0 + gid, row1 = n0 + gid + 8;
+    const bool ok0 = row0 < p.N, ok1 = row1 < p.N;
+    const int64_t row_words = p.K / 8;  // 32-bit words per packed row
+    const uint32_t* w0 = reinterpret_cast<const uint32_t*>(p.w) + (ok0 ? row0 : 0) * row_words;
+    const uint32_t* w1 = reinterpret_cast<const uint32_t*>(p.w) + (ok1 ? row1 : 0) * row_words;
+    const bool x_ok = m0 + gid < p.M;
+    const __half* xrow = static_cast<const __half*>(p.x) + (x_ok ? m0 + gid : 0) * p.x_row_stride;
+
+    float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int f0 = 0; f0 < total; f0 += kPrefetch) {
+        uint32_t a0[kPrefetch], a1[kPrefetch];
+        uint4 xv[kPrefetch];
+        float s0[kPrefetch], s1[kPrefetch];
+#pragma unroll
+        for (int i = 0; i < kPrefetch; ++i) {
+            const int f = f0 + i;
+            if (f < total) {
+                const int g = g_lo + f / steps_per_group, j = f % steps_per_group;
+                const int64_t word = (int64_t(g) * steps_per_group + j) * 4 + t;  // 32-bit word of the packed row
+                a0[i] = ok0 ? __ldcs(w0 + word) : 0u;
+                a1[i] = ok1 ? __ldcs(w1 + word) : 0u;
+                xv[i] = x_ok ? __ldg(reinterpret_cast<const uint4*>(xrow + 8 * word)) : make_uint4(0, 0, 0, 0);
+                s0[i] = ok0 ? __ldg(p.scale + int64_t(row0) * G + g) : 0.0f;
+                s1[i] = ok1 ? __ldg(p.scale + int64_t(row1) * G + g) : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < kPrefetch; ++i) {
+            const int f = f0 + i;
+            if (f < total) {  // warp-uniform
+                const uint32_t h0 = a0[i] >> 4, h1 = a1[i] >> 4;
+                const uint32_t A0[4] = {pair_f16(a0[i], h0, 0), pair_f16(a1[i], h1, 0), pair_f16(a0[i], h0, 1),
+                                        pair_f16(a1[i], h1, 1)};
+                mma_f16(d, A0, xv[i].x, xv[i].y);  // codes 0-3 of the word
+                const uint32_t A1[4] = {pair_f16(a0[i], h0, 2), pair_f16(a1[i], h1, 2), pair_f16(a0[i], h0, 3),
+                                        pair_f16(a1[i], h1, 3)};
+                mma_f16(d, A1, xv[i].z, xv[i].w);  // codes 4-7
+                const int g = g_lo + f / steps_per_group, j = f % steps_per_group;
+                const int steps = g == G - 1 ? last_steps : steps_per_group;
+                if (j == steps - 1) {  // the group ends: scale its sums, add them, restart
+                    y[0] = __fadd_rn(y[0], __fmul_rn(d[0], s0[i]));
+                    y[1] = __fadd_rn(y[1], __fmul_rn(d[1], s0[i]));
+                    y[2] = __fadd_rn(y[2], __fmul_rn(d[2], s1[i]));
+                    y[3] = __fadd_rn(y[3], __fmul_rn(d[3], s1[i]));
+                    d[0] = d[1] = d[2] = d[3] = 0.0f;
+                }
+            }
+        }
+    }
+    // d: rows gid, gid + 8 of the tile; columns (x rows) 2t, 2t + 1.
+    partial[warp][gid][2 * t] = y[0];
+    partial[warp][gid][2 * t + 1] = y[1];
+    partial[warp][gid + 8][2 * t] = y[2];
+    partial[warp][gid + 8][2 * t + 1] = y[3];
+    __syncthreads();
+    if (threadIdx.x < 128) {
+        const int r = threadIdx.x >> 3, col = threadIdx.x & 7;
+        const int n = n0 + r;
+        const int64_t m = m0 + col;
+        if (n < p.N && m < p.M) {
+            float v = partial[0][r][col];
+#pragma unroll
+            for (int w = 1; w < kW16Warps; ++w) v = __fadd_rn(v, partial[w][r][col]);
+            if (p.bias != nullptr) v = __fadd_rn(v, __ldg(p.bias + n));
+            static_cast<__half*>(p.y)[m * p.y_row_stride + n] = __float2half_rn(v);
+        }
+    }
+}
+
+// One warp per output (x row m, weight row n): lanes stride over K, w_hat = float32(code) * scale (the
+// reference's dequantization), products and sums in float32, a shuffle tree, + bias, one rounding to float16.
+__global__ void __launch_bounds__(256) w4a16_generic_kernel(Problem p) {
+    const int lane = threadIdx.x & 31;
+    const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+    const int64_t row_bytes = (p.K + 1) / 2;
+    for (int64_t o = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; o < p.M * p.N; o += warps) {
+        const int n = static_cast<int>(o % p.N);
+        const int64_t m = o / p.N;
+        const __half* xrow = static_cast<const __half*>(p.x) + m * p.x_row_stride;
+        const uint8_t* wrow = p.w + n * row_bytes;
+        const float* srow = p.scale + int64_t(n) * p.groups;
+        float acc = 0.0f;
+        for (int k = lane; k < p.K; k += 32) {
+            const uint32_t b = __ldg(wrow + (k >> 1));
+            const int code = static_cast<int8_t>(((k & 1) ? b : (b << 4)) & 0xF0u) >> 4;
+            const float w_hat = __fmul_rn(static_cast<float>(code), __ldg(srow + k / p.group_size));
+            acc = __fadd_rn(acc, __fmul_rn(__half2float(xrow[k]), w_hat));
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, off));
+        if (lane == 0) {
+            if (p.bias != nullptr) acc = __fadd_rn(acc, __ldg(p.bias + n));
+            static_cast<__half*>(p.y)[m * p.y_row_stride + n] = __float2half_rn(acc);
+        }
+    }
+}
+
+}  // namespace
+
+cudaError_t launch_w4a8_gemv(const Problem& p, bool quantize, cudaStream_t stream) {
+    return quantize ? launch_w4a8_gemv_t<true>(p, stream) : launch_w4a8_gemv_t<false>(p, stream);
+}
+
+cudaError_t launch_w4a16_gemv(const Problem& p, cudaStream_t stream) {
+    if ((p.M - 1) / 8 + 1 > 65535) return cudaErrorInvalidValue;
+    const dim3 grid((p.N + 15) / 16, static_cast<unsigned>((p.M + 7) / 8));
+    w4a16_gemv_kernel<<<grid, kW16Warps * 32, 0, stream>>>(p);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_w4a16_generic(const Problem& p, cudaStream_t stream) {
+    const int64_t blocks = std::min<int64_t>((p.M * p.N + 7) / 8, 65536);
+    w4a16_generic_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p);
+    return cudaGetLastError();
+}
+
+}  // namespace w4
+}  // namespace kernels
+}  // namespace edge_quamba

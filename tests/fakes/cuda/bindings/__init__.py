@@ -1,0 +1,1 @@
+"""Fake of cuda.bindings (tests only): only the runtime module is faked."""
