@@ -48,9 +48,9 @@ def reference_from_hf(hf, dtype=torch.float64) -> HybridLM:
     model = HybridLM(config, dtype=dtype)
     state = {hybrid_reference_keys(k, config): v.to(dtype) for k, v in hf.state_dict().items()}
     if config.tie_embeddings:
-        state.pop("lm_head.weight", None)
-    model.load_state_dict(state, strict=True) if not config.tie_embeddings else model.load_state_dict(state,
-                                                                                                      strict=False)
+        state.pop("lm_head.weight", None)  # the embedding matrix itself
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
     return model.eval()
 
 
