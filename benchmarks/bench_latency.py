@@ -41,6 +41,11 @@ device copy bandwidth measured in the same run (``dst.copy_(src)`` of 1 GiB: rea
     python benchmarks/bench_latency.py --out benchmarks/results            # all four shapes
     python benchmarks/bench_latency.py --shapes 130m,2.8b --repeats 3
 
+Mamba2 (benchmarks/latency_mamba2.py): the shapes m2-130m and m2-2.7b (public Mamba2 shapes, d_state 128, headdim 64)
+take the same --impls (edge-quamba at W8A8 / W4A8 / W4A16, mamba_ssm's Mamba2 in fp16 with CUDA graphs):
+    python benchmarks/bench_latency.py --shapes m2-130m,m2-2.7b \
+        --impls edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,mamba_ssm
+
 Writes <out>/<name>.json, .csv and .png (default name: latency_h200); the JSON is rewritten after every shape, so an
 interrupted run keeps the shapes it finished.
 """
@@ -66,6 +71,9 @@ from edge_quamba.models.mamba import MambaLM
 from edge_quamba.quant.primitives import scale_from_amax
 from edge_quamba.quant.qmodel import QuantConfig, empty_quantized_model
 from edge_quamba.runtime.bench import median_timings, package_version
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import latency_mamba2  # noqa: E402  (the Mamba2 rows; beside this file)
 
 SHAPES = {"130m": (768, 24), "370m": (1024, 48), "1.4b": (2048, 48), "2.8b": (2560, 64)}
 """name -> (d_model, n_layer) of the public state-spaces/mamba-* checkpoints."""
@@ -331,26 +339,28 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shapes = [s for s in SHAPES if any(r["shape"] == s for r in report["rows"])]  # by size, not run order
+    shapes = [s for s in (*SHAPES, *latency_mamba2.SHAPES)  # by architecture and size, not run order
+              if any(r["shape"] == s for r in report["rows"])]
+    impls = list(dict.fromkeys(r["impl"] for r in report["rows"]))
     panels = (("ttft_ms", "TTFT ms (512-token prompt)"), ("tpot_ms", "TPOT ms"), ("peak_memory_gb", "peak memory GB"))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    width = 0.8 / len(IMPLS)
+    width = 0.8 / len(impls)
     for ax, (key, label) in zip(axes, panels):
-        for i, impl in enumerate(IMPLS):
+        for i, impl in enumerate(impls):
             values = [next((r.get(key) for r in report["rows"] if r["shape"] == s and r["impl"] == impl), None)
                       for s in shapes]
             xs = [j + i * width for j, v in enumerate(values) if v is not None]
             ys = [v for v in values if v is not None]
             bars = ax.bar(xs, ys, width, label=impl)
             ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
-        ax.set_xticks([j + width * (len(IMPLS) - 1) / 2 for j in range(len(shapes))], shapes)
+        ax.set_xticks([j + width * (len(impls) - 1) / 2 for j in range(len(shapes))], shapes)
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(label, fontsize=10)
     axes[0].legend(fontsize=8)
     env = report["environment"]
-    fig.suptitle(f"Mamba1 random weights, batch 1, prompt {report['prompt_len']}, {report['new_tokens']} new tokens, "
+    fig.suptitle(f"Random weights, batch 1, prompt {report['prompt_len']}, {report['new_tokens']} new tokens, "
                  f"median of {report['repeats']}; {env['gpu']}, copy {report['copy_bandwidth_gb_per_s']:.0f} GB/s",
                  fontsize=10)
     fig.tight_layout()
@@ -359,21 +369,22 @@ def plot(report: dict, path: Path) -> None:
 
 
 def print_table(report: dict) -> None:
-    print(f"{'shape':<6}{'impl':<24}{'TTFT ms':>9}{'TPOT ms':>9}{'graph ms':>9}{'peak GB':>9}{'weights GB':>11}"
+    print(f"{'shape':<8}{'impl':<24}{'TTFT ms':>9}{'TPOT ms':>9}{'graph ms':>9}{'peak GB':>9}{'weights GB':>11}"
           f"{'GB/s':>8}{'of copy':>8}  status")
     for r in report["rows"]:
         if r["status"] != "ok":
-            print(f"{r['shape']:<6}{r['impl']:<24}{'':>72}  {r['status']}")
+            print(f"{r['shape']:<8}{r['impl']:<24}{'':>72}  {r['status']}")
             continue
         graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "-"
-        print(f"{r['shape']:<6}{r['impl']:<24}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}"
+        print(f"{r['shape']:<8}{r['impl']:<24}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}"
               f"{r['peak_memory_gb']:>9.2f}{r['weight_gb']:>11.3f}{r['achieved_gb_per_s']:>8.0f}"
               f"{r['fraction_of_copy_bandwidth']:>8.2f}  ok")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, from {', '.join(SHAPES)}")
+    parser.add_argument("--shapes", default=",".join(SHAPES),
+                        help=f"comma-separated, from {', '.join([*SHAPES, *latency_mamba2.SHAPES])}")
     parser.add_argument("--impls", default="edge-quamba,mamba_ssm,transformers",
                         help="comma-separated, from edge-quamba, mamba_ssm, transformers, edge-quamba-w4a8, "
                         "edge-quamba-w4a16")
@@ -392,7 +403,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     impls = [s.strip() for s in args.impls.split(",") if s.strip()]
     known = ("edge-quamba", "mamba_ssm", "transformers", *FOUR_BIT_IMPLS)
-    bad = [s for s in shapes if s not in SHAPES] + [i for i in impls if i not in known]
+    bad = [s for s in shapes if s not in SHAPES and s not in latency_mamba2.SHAPES]
+    bad += [i for i in impls if i not in known]
     if bad or not shapes or not impls:
         parser.error(f"unknown or empty --shapes/--impls entries: {bad}")
     if args.prompt_len < 1 or args.new_tokens < 2 or args.repeats < 1 or args.transformers_repeats < 1:
@@ -435,7 +447,9 @@ def main(argv=None) -> None:
         for impl in args.impls:
             print(f"[{shape}] timing {impl} ...", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            if impl == "edge-quamba":
+            if shape in latency_mamba2.SHAPES:
+                result = latency_mamba2.bench(shape, impl, prompt, args, copy_bw, VOCAB, PADDED_VOCAB)
+            elif impl == "edge-quamba":
                 result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
                                            not args.no_profile)
             elif impl in FOUR_BIT_IMPLS:

@@ -18,8 +18,9 @@ from edge_quamba.runtime import BACKENDS, SEED_MAX
 
 MODEL_HELP = (
     "Model: a folder (fp checkpoint of Mamba1 or Mamba2 in transformers or mamba_ssm layout, quantized artifact, or "
-    "export folder), a Hugging Face hub id, or a shipped demo model: demo (Mamba1, the default) or demo-mamba2 "
-    "(Mamba2; quantize it with --method quamba2)."
+    "export folder; or a hybrid Mamba2 + attention Nemotron-H / Bamba checkpoint), a Hugging Face hub id, or a shipped "
+    "demo model: demo (Mamba1, the default), demo-mamba2 (Mamba2; quantize it with --method quamba2) or demo-hybrid "
+    "(a tiny Nemotron-H; --method quamba2)."
 )
 
 
@@ -173,6 +174,11 @@ CALIBRATION_OPTIONS = (
     click.option("--no-sort-cluster", is_flag=True, help="quamba2 ablation: one scale for x, channels not reordered."),
     click.option("--no-group-bc", is_flag=True, help="quamba2 ablation: one scale each for B and C (not one per state "
                  "group)."),
+    click.option("--kv-cache", type=click.Choice(("float16", "int8")), default="float16", show_default=True,
+                 help="Hybrid models: what the attention KV cache holds: float16 values, or int8 codes at static "
+                 "per-tensor scales of the keys and values (w8a8, w4a8; README, Hybrid models, measures both)."),
+    click.option("--float-attn-mlp", is_flag=True,
+                 help="Hybrid models: keep the attention and MLP linears float (only the Mamba2 layers quantized)."),
     click.option("--percentile", type=click.FloatRange(0, 1, min_open=True), default=0.99999, show_default=True,
                  help="Quantile of |x| used as the clipping amax of each --percentile-on site, as a fraction."),
     click.option("--no-percentile", is_flag=True, help="Ablation: abs-max (min-max) scales everywhere."),
@@ -203,13 +209,13 @@ def calibration_options(func):
 def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
                  calib_seed=None, weight_scales="tensor", out_proj_scale="static", method="quamba", bits="w8a8",
                  group_size=64, no_gptq=False, head_groups=4, dim_groups=4, no_sort_cluster=False, no_group_bc=False,
-                 gptq_order="natural"):
+                 gptq_order="natural", kv_cache="float16", float_attn_mlp=False):
     from edge_quamba.quant.qmodel import QuantConfig
 
     return QuantConfig(method=method, bits=bits, group_size=group_size, gptq=not no_gptq,
                        gptq_act_order=gptq_order == "act",
                        head_groups=head_groups, dim_groups=dim_groups, sort_cluster=not no_sort_cluster,
-                       per_group_bc=not no_group_bc,
+                       per_group_bc=not no_group_bc, kv_cache=kv_cache, quantize_attn_mlp=not float_attn_mlp,
                        percentile=None if no_percentile else percentile, hadamard=not no_hadamard,
                        percentile_activations=None if percentile_on is None else
                        tuple(name.strip() for name in percentile_on.split(",")),
@@ -223,7 +229,8 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
               help="Artifact folder to write (replaced atomically).")
 @calibration_options
 def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_order, head_groups, dim_groups,
-             no_sort_cluster, no_group_bc, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
+             no_sort_cluster, no_group_bc, kv_cache, float_attn_mlp, calib_samples, calib_seq_len, calib_seed,
+             weight_scales, percentile,
              no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer):
     """Calibrate an fp checkpoint and write a quantized artifact: Quamba W8A8 by default (int8 weights, static
     per-tensor scales, Hadamard-rotated out_proj, percentile clipping of the scan input and of the rotated
@@ -236,7 +243,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
                                "checkpoint's float32 ONNX graph")
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
                            calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq, head_groups,
-                           dim_groups, no_sort_cluster, no_group_bc, gptq_order)
+                           dim_groups, no_sort_cluster, no_group_bc, gptq_order, kv_cache, float_attn_mlp)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                                batch_size=batch_size)
     for name in ARTIFACT_FILES:
@@ -250,7 +257,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
 @click.option("--target", type=click.Choice(TARGETS), default="all", show_default=True,
               help="ort: model.onnx (custom ops as ONNX functions, runs on stock ONNX Runtime); tensorrt: "
               "model.trt.onnx (custom ops as TensorRT plugin nodes; not tested with TensorRT here); all: both "
-              "(Mamba2 models, --out-proj-scale dynamic and --bits fp32: ort only).")
+              "(Mamba2 and hybrid models, --out-proj-scale dynamic and --bits fp32: ort only).")
 @calibration_options
 @click.option("--validate-prompt-len", type=click.IntRange(min=1), default=128, show_default=True,
               help="Validation prompt: this many tokens of the calibration text.")
@@ -263,7 +270,8 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")
 def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, gptq_order, head_groups, dim_groups,
-            no_sort_cluster, no_group_bc, calib_samples, calib_seq_len, calib_seed, weight_scales, percentile,
+            no_sort_cluster, no_group_bc, kv_cache, float_attn_mlp, calib_samples, calib_seq_len, calib_seed,
+            weight_scales, percentile,
             no_percentile, percentile_on, no_hadamard, out_proj_scale, batch_size, tokenizer, validate_prompt_len,
             validate_decode_steps, float_parts, threads, as_json):
     """Quantize (when --model is an fp checkpoint), export to ONNX with int8 custom ops, and validate on ONNX
@@ -287,7 +295,8 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
             model=model, out=out, target=target, calib_data=calib_data,
             qconfig=quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on,
                                  no_hadamard, calib_seed, weight_scales, out_proj_scale, method, bits, group_size,
-                                 no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc, gptq_order),
+                                 no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc, gptq_order, kv_cache,
+                                 float_attn_mlp),
             tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
             decode_steps=validate_decode_steps, threads=threads, echo=echo, float_parts=float_parts,
         )

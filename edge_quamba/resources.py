@@ -14,7 +14,7 @@ from pathlib import Path
 from edge_quamba.errors import InputError
 
 CALIB_MANIFEST = "manifest.json"
-DEMO_MODELS = {"demo": "demo_model", "demo-mamba2": "demo_model_mamba2"}
+DEMO_MODELS = {"demo": "demo_model", "demo-mamba2": "demo_model_mamba2", "demo-hybrid": "demo_model_hybrid"}
 """``--model`` names of the shipped demo models -> their folder under assets/. No ``--model`` means "demo"."""
 DEFAULT_DEMO = "demo"
 
@@ -25,7 +25,8 @@ def assets_dir() -> Path:
 
 def demo_model_dir(name: str = DEFAULT_DEMO) -> Path:
     """A small model trained by export/recipes/train_demo.py (transformers layout, fp16 safetensors, the same
-    tokenizer and corpus): "demo" is the Mamba1 one, "demo-mamba2" the Mamba2 one (``--arch mamba2``)."""
+    tokenizer and corpus): "demo" is the Mamba1 one, "demo-mamba2" the Mamba2 one (``--arch mamba2``);
+    "demo-hybrid" is a tiny Nemotron-H (Mamba2 + attention + MLP blocks) from export/recipes/train_demo_hybrid.py."""
     return assets_dir() / DEMO_MODELS[name]
 
 

@@ -139,3 +139,54 @@ def test_replot_rewrites_outputs_without_measuring(tmp_path):
     bench_latency.main(["--replot", str(source), "--out", str(tmp_path / "out"), "--name", "again"])
     assert json.loads((tmp_path / "out" / "again.json").read_text()) == report
     assert (tmp_path / "out" / "again.png").stat().st_size > 10_000
+
+
+# -- Mamba2 rows (benchmarks/latency_mamba2.py) ---------------------------------------------------------------------
+
+import latency_mamba2  # noqa: E402
+
+
+def test_mamba2_shapes_are_the_public_checkpoints():
+    dims = {}
+    for name in latency_mamba2.SHAPES:
+        c = latency_mamba2.mamba2_config(name, bench_latency.PADDED_VOCAB)
+        dims[name] = (c.d_model, c.n_layer, c.nheads, c.headdim, c.d_state, c.ngroups, c.conv_dim)
+    assert dims == {"m2-130m": (768, 24, 24, 64, 128, 1, 1792), "m2-2.7b": (2560, 64, 80, 64, 128, 1, 5376)}
+    assert bench_latency.parse_args(["--shapes", "2.8b,m2-2.7b"]).shapes == ["2.8b", "m2-2.7b"]
+
+
+@pytest.mark.parametrize("bits", ["w8a8", "w4a8", "w4a16"])
+def test_random_quantized_mamba2_model_runs_at_every_width(bits):
+    from edge_quamba.models.config import Mamba2Config
+    from edge_quamba.quant.qmodel import Int4Linear
+
+    config = Mamba2Config(d_model=64, n_layer=2, vocab_size=256, d_state=16, headdim=16, ngroups=1)
+    a = latency_mamba2.random_quantized_mamba2_model(config, bits, seed=1, device="cpu")
+    b = latency_mamba2.random_quantized_mamba2_model(config, bits, seed=1, device="cpu")
+    mixer = a.backbone.layers[0].mixer
+    assert a.lm_head.weight is a.backbone.embeddings.weight
+    assert isinstance(mixer.in_proj, Int4Linear) == (bits != "w8a8")
+    if bits == "w4a8":
+        codes = mixer.in_proj.codes()
+        assert int(codes.abs().max()) == 7 and int(codes.min()) >= -7
+    if bits != "w4a16":
+        assert float(mixer.A.max()) < 0 and mixer.x_group.max() < mixer.x_scale.numel()
+    for (key, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), key
+    with torch.inference_mode():
+        logits, _ = a(torch.randint(0, 256, (1, 9)))
+    assert logits.shape == (1, 9, 256) and torch.isfinite(logits).all()
+
+
+def test_mamba2_transformers_row_says_not_run():
+    args = bench_latency.parse_args(["--shapes", "m2-130m"])
+    row = latency_mamba2.bench("m2-130m", "transformers", [1, 2], args, 1000.0, bench_latency.VOCAB,
+                               bench_latency.PADDED_VOCAB)
+    assert row == {"shape": "m2-130m", "impl": "transformers fp16", "status": "not run for Mamba2 shapes"}
+
+
+def test_missing_mamba_ssm_row_for_mamba2_says_not_installed(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mamba_ssm" else real(name, *a))
+    row = latency_mamba2.bench_mamba_ssm("m2-130m", [1, 2], 4, 1, 0, 1000.0, bench_latency.VOCAB)
+    assert row == {"shape": "m2-130m", "impl": "mamba_ssm fp16 cg", "status": "not installed"}

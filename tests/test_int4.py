@@ -453,6 +453,13 @@ def test_errors_for_what_is_not_built(fp_folder, calib_file, tmp_path):
                                          "--bits", "w2a8"))
     assert "w2a8" in line
     assert not (tmp_path / "q2").exists()
+    for bits in ("w4a8", "w4a16"):  # the 4-bit TensorRT graphs are built, but without float16 float parts
+        out = tmp_path / f"fp16-{bits}"
+        line = one_error_line(cli_in_process("export", "--model", str(fp_folder), "--out", str(out), "--bits", bits,
+                                             "--calib-data", str(calib_file), "--target", "tensorrt",
+                                             "--float-parts", "float16"))
+        assert "W8A8 Mamba1" in line and bits in line
+        assert not out.exists()
 
 
 def test_int4_linear_state_dict_is_packed():

@@ -90,7 +90,7 @@ def test_wheel_installs_calib_data_inside_the_package(tmp_path):
         metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
     for name in ("calibration.txt", "evaluation.txt", "manifest.json", "make_calibration_set.py"):
         assert f"edge_quamba/calib_data/{name}" in names
-    for folder in ("demo_model", "demo_model_mamba2"):
+    for folder in ("demo_model", "demo_model_mamba2", "demo_model_hybrid"):
         for name in ("config.json", "model.safetensors", "tokenizer.json"):
             assert f"edge_quamba/assets/{folder}/{name}" in names
     unconditional = [line for line in metadata.splitlines()

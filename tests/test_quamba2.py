@@ -213,7 +213,7 @@ def test_mamba2_model_calls_only_the_edge_quamba_ops(quantized):
     tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
     prefill, decode, _ = record_prefill_and_decode(q, tokens)
     print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
-    common = {"rms_norm_quantize", "int8_linear", "quantize", "gated_rms_norm", "hadamard_quantize"}
+    common = {"rms_norm_quantize", "int8_linear", "quantize", "gated_rms_norm_hadamard_quantize"}
     assert prefill.edge_quamba == common | {"int8_causal_conv1d_channel_scales", "int8_ssd_scan"}
     assert decode.edge_quamba == common | {"int8_causal_conv1d_channel_scales_update", "int8_ssd_scan_update"}
     assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
@@ -288,8 +288,9 @@ def test_quantize_quamba2_cli_end_to_end(tmp_path):
                           "--max-new-tokens", "5", "--json")
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)["tokens"]) >= 1
-    line = one_error_line(cli_in_process("eval", "--model", str(out), "--data", str(text), "--backend", "cuda"))
-    assert "--backend cuda has no kernels for Mamba2" in line
+    if not torch.cuda.is_available():  # Mamba2 is not refused: only the missing GPU is (GPU runs: test_cuda_mamba2.py)
+        line = one_error_line(cli_in_process("eval", "--model", str(out), "--data", str(text), "--backend", "cuda"))
+        assert "--backend cuda needs an NVIDIA GPU" in line
     mamba1 = save_transformers_layout(random_hf_model(vocab_size=tokenizer.get_vocab_size()), tmp_path / "m1",
                                       tokenizer)
     line = one_error_line(cli_in_process("quantize", "--model", str(mamba1), "--out", str(tmp_path / "q1"),

@@ -1,6 +1,10 @@
 """TensorRT plugins (plugins/tensorrt): their generated spec header is current, they compile against TensorRT's
-headers for sm_87 and sm_90, the host-side harness passes, and what the compiled creators and plugins declare equals
-the op specs.
+headers for sm_87 and sm_90, the host-side harness passes, what the compiled creators and plugins declare equals
+the op specs, and the GPU run's tooling works here: make_cases.py writes cases whose every int8 activation input
+holds -128, the harness's dry run drives them through the plugins in TensorRT's call order (every interface call, no
+CUDA call), and check_cases.py passes the reference's own outputs and fails a plugin that reads -128 as -128. The
+4-bit configs' plugins have their own harness, w4_harness: its selftest, a dry run of its small cases in TensorRT's
+call order, and check_w4_cases.py holding each plugin to its contract.
 
 The compile tests need a TensorRT include folder: EDGE_QUAMBA_TRT_INCLUDE (one folder, or several separated by
 os.pathsep), else the ignored third_party/tensorrt-*/include folders of this checkout (plugins/tensorrt/README.md
@@ -10,6 +14,7 @@ missing. No TensorRT library is needed or used: the harness drives the plugins t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -27,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRT_DIR = REPO / "plugins" / "tensorrt"
 SPEC_HEADER = TRT_DIR / "common" / "opSpecs.h"
 BUILD_SCRIPT = TRT_DIR / "tests" / "build_harness.sh"
+GPU_SCRIPT = TRT_DIR / "tests" / "run_on_gpu.sh"
 KERNELS_DIR = Path(os.environ.get("EDGE_QUAMBA_KERNELS_DIR", REPO / "plugins" / "kernels"))
 FIELD_TYPE_VALUES = {"FLOAT32": 1, "INT32": 5}  # nvinfer1::PluginFieldType::kFLOAT32, kINT32
 
@@ -149,8 +155,203 @@ def test_compiled_plugins_declare_the_op_specs(built):
         assert entry["outputs"] == [[t.dtype, t.dtype] for t in spec.outputs]
 
 
+# ---- the GPU run's tooling, on the CPU ---------------------------------------------------------------------------
+
+
+def _load(name: str):
+    """plugins/tensorrt/tests/<name>.py as a module (the folder is not a package)."""
+    folder = str(TRT_DIR / "tests")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # check_cases imports make_cases by name, as when run as a script
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, TRT_DIR / "tests" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up; check_cases imports make_cases by this name
+    spec.loader.exec_module(module)
+    return module
+
+
+make_cases = _load("make_cases")
+check_cases = _load("check_cases")
+
+TINY = tuple(make_cases.Case(f"{op}-tiny", op, 64, ((1, 1), (2, 3), (1, 9), (2, 5), (1, 3)), opt=(1, 5), decode_b=2,
+                             replays=3, seed=i)
+             for i, op in enumerate(("Int8CausalConv1d", "Int8SelectiveScan", "HadamardQuantize")))
+"""The case sets' structure at d_inner 64 (a supported Hadamard size), l <= 9: cheap on the CPU."""
+
+
+@pytest.fixture(scope="module")
+def tiny_cases(tmp_path_factory) -> list[Path]:
+    out = tmp_path_factory.mktemp("cases")
+    return [make_cases.write_case(case, out) for case in TINY]
+
+
+def _fake_harness(case_dir: Path, outputs=None) -> None:
+    """Write what a correct harness run writes: each step's outputs (the reference's unless ``outputs(step)`` gives
+    others) and the in-place run's copies."""
+    case = check_cases.read_case(case_dir)
+    for step in case["steps"]:
+        values = outputs(case, step) if outputs else None
+        for t in step.outputs:
+            data = (step.folder / f"{t.file}.expected").read_bytes() if values is None else values[t.name]
+            (step.folder / t.file).write_bytes(data)
+            if case["aliases"] and step.mode != "build":
+                (step.folder / f"{t.file}.alias").write_bytes(data)
+
+
+def test_make_cases_sets_cover_the_tensorrt_order():
+    """The model set: d_inner 768 and 5120, l 1, 7, 512, 2048 then back to 7 on one object, b changing at 768,
+    profile min/opt/max around every shape, graph replays at l = 1."""
+    model = make_cases.SETS["model"]
+    assert sorted({(c.op, c.d_in) for c in model}) == sorted(
+        (op, d) for op in ("HadamardQuantize", "Int8CausalConv1d", "Int8SelectiveScan") for d in (768, 5120))
+    for case in model:
+        print(case.name, case.shapes, case.profile())
+        assert [l for _, l in case.shapes] == [1, 7, 512, 2048, 7]
+        assert case.profile()["l"] == (1, 512, 2048) and case.replays >= 3
+        assert {b for b, _ in case.shapes} == ({1, 2} if case.d_in == 768 else {1})
+    assert max(l for c in make_cases.SETS["small"] for _, l in c.shapes) <= 200
+
+
+def test_make_cases_every_activation_input_holds_minus_128(tiny_cases):
+    """Every int8 activation input the plugins read from a case file holds -128 (TensorRT's saturating
+    QuantizeLinear can write it; every op reads it as -127); the conv weight and the reference's states never do."""
+    for case_dir in tiny_cases:
+        case = check_cases.read_case(case_dir)
+        spec = make_cases.PLUGIN_SPECS[case["plugin"]]
+        carried = {spec.inputs[i].name for _, i in case["aliases"]}
+        replay = 0
+        for step in case["steps"]:
+            skip = carried if step.mode == "graph" and replay > 0 else set()
+            replay += step.mode == "graph"
+            for t in step.inputs:
+                if t.dtype != "int8":
+                    continue
+                values = check_cases.load(step.folder / t.file, t.dtype, t.shape)
+                count = int((values == -128).sum())
+                print(f"{step.folder.parent.name}/{step.folder.name} {t.name}: {count} codes of -128")
+                if t.name == "weight_q":
+                    assert count == 0
+                elif t.name not in skip:
+                    assert count >= 1, f"{step.folder}: {t.name} holds no -128"
+            for t in step.outputs:
+                if t.dtype == "int8":
+                    assert int(check_cases.load(step.folder / f"{t.file}.expected", t.dtype, t.shape).min()) >= -127
+
+
+def test_check_cases_passes_the_reference_and_fails_poison(tiny_cases, tmp_path):
+    """A harness that wrote the reference's outputs passes every step (in-place copies included); an output left
+    poisoned (NaN, -128) or an in-place run that differs fails, naming the step."""
+    for case_dir in tiny_cases:
+        _fake_harness(case_dir)
+    assert check_cases.main([str(p) for p in tiny_cases] + ["--detail", str(tmp_path / "detail.txt")]) == 0
+    detail = (tmp_path / "detail.txt").read_text(encoding="utf-8").splitlines()
+    assert len(detail) == sum(len(check_case_rows) for check_case_rows in
+                              (check_cases.check_case(p)[0] for p in tiny_cases))
+    conv, scan = tiny_cases[0], tiny_cases[1]
+    step = check_cases.read_case(scan)["steps"][3]
+    y = step.folder / "y.bin"
+    good = y.read_bytes()
+    y.write_bytes(good[:-4] + b"\xff\xff\xff\xff")  # the harness's float32 poison left in the last element
+    rows, _ = check_cases.check_case(scan)
+    assert [(r["step"], r["output"]) for r in rows if not r["ok"]] == [(step.folder.name, "y"),
+                                                                      (step.folder.name, "y (in place)")]
+    y.write_bytes(good)
+    graph = [s for s in check_cases.read_case(conv)["steps"] if s.mode == "graph"][-1]
+    alias = graph.folder / "conv_state_out.bin.alias"
+    alias.write_bytes(b"\x80" + alias.read_bytes()[1:])  # int8 poison in the in-place state
+    rows, _ = check_cases.check_case(conv)
+    assert [(r["step"], r["output"]) for r in rows if not r["ok"]] == [(graph.folder.name, "conv_state_out (in place)")]
+    _fake_harness(conv)
+
+
+def _outputs_reading_raw(monkeypatch, raw_input: str | None):
+    """outputs(case, step) for _fake_harness: the reference with -128 read as -128, in every int8 input (None) or in
+    one named input, as a plugin that skipped read_codes there would compute."""
+    from edge_quamba.quant import primitives, qops
+
+    def outputs(case, step):
+        spec = make_cases.PLUGIN_SPECS[case["plugin"]]
+        inputs = {t.name: check_cases.load(step.folder / t.file, t.dtype, t.shape) for t in step.inputs}
+        original = primitives.read_codes
+        target = inputs.get(raw_input)
+        with monkeypatch.context() as m:
+            if raw_input is None:
+                m.setattr(qops, "read_codes", lambda q: q)
+                m.setattr(primitives, "read_codes", lambda q: q)
+            else:
+                m.setattr(primitives, "read_codes", lambda q: q if q is target else original(q))
+            got = getattr(qops, spec.reference)(*(inputs[t.name] for t in spec.inputs),
+                                                *(case["fields"][a.name] for a in spec.attributes))
+        got = got if isinstance(got, tuple) else (got,)
+        return {t.name: v.contiguous().numpy().tobytes() for t, v in zip(step.outputs, got, strict=True)}
+    return outputs
+
+
+def test_check_cases_catches_a_plugin_that_reads_minus_128_raw(tiny_cases, monkeypatch):
+    """The cases prove the -128 rule: a conv plugin reading -128 as -128 fails (codes and state differ), and so does
+    a scan plugin that does it in any one of its five int8 inputs (u, dt, B, C, z)."""
+    conv, scan = tiny_cases[0], tiny_cases[1]
+    _fake_harness(conv, _outputs_reading_raw(monkeypatch, None))
+    rows, _ = check_cases.check_case(conv)
+    failed = {r["output"] for r in rows if not r["ok"]}
+    print("conv read raw: failing outputs", sorted(failed), sum(not r["ok"] for r in rows), "of", len(rows), "rows")
+    assert {"u_q", "conv_state_out"} <= failed
+    _fake_harness(conv)
+    for name in ("u_q", "dt_q", "B_q", "C_q", "z_q"):
+        _fake_harness(scan, _outputs_reading_raw(monkeypatch, name))
+        rows, _ = check_cases.check_case(scan)
+        failing = [r["step"] for r in rows if not r["ok"]]
+        print(f"scan reading {name} raw: {len(failing)} of {len(rows)} rows fail")
+        assert failing, f"a scan plugin that reads {name}'s -128 raw would pass"
+    _fake_harness(scan)
+
+
+@needs_build
+def test_harness_dry_run_drives_the_cases_in_tensorrt_order(built, tiny_cases):
+    """`harness run --dry`: every case file parses, and each plugin goes through the build phase (clone, output
+    shapes, format search, configurePlugin with the profile, workspace, opt run), the runtime phase (kRUNTIME plugin
+    from the copied fields, attachToContext, onShapeChange through every step on one object) and the decode context
+    (clone, attachToContext on the clone, onShapeChange), with no CUDA call."""
+    result = subprocess.run([str(built / "harness"), "run", "--dry", *map(str, tiny_cases)], capture_output=True,
+                            text=True, timeout=120)
+    print(result.stdout[-3000:], result.stderr[-2000:])
+    assert result.returncode == 0 and "0 failed" in result.stdout
+    for case in TINY:
+        line = next(line for line in result.stdout.splitlines() if f"{case.name} (" in line)
+        assert "profile b 1/1/2 l 1/5/9" in line and f"{len(case.shapes)} shapes on one object" in line
+        assert f"{case.replays} graph replays" in line
+
+
+@needs_build
+def test_harness_refuses_a_step_outside_the_profile(built, tiny_cases, tmp_path):
+    """TensorRT never runs a shape outside the profile the plugin was configured with; the harness refuses a case
+    that would."""
+    case = tmp_path / "case"
+    shutil.copytree(tiny_cases[1], case)
+    text = (case / "case.txt").read_text(encoding="utf-8")
+    (case / "case.txt").write_text(text.replace("profile l 1 5 9", "profile l 1 5 8"), encoding="utf-8")
+    result = subprocess.run([str(built / "harness"), "run", "--dry", str(case)], capture_output=True, text=True,
+                            timeout=60)
+    print(result.stdout[-1000:], result.stderr[-1000:])
+    assert result.returncode == 2 and "l is outside the profile" in result.stderr
+
+
+def test_gpu_scripts_parse():
+    """run_on_gpu.sh, trt_w4_plugins.sh and build_harness.sh are valid bash (a GPU run is one call: a syntax error
+    wastes it)."""
+    for script in (GPU_SCRIPT, W4_GPU_SCRIPT, BUILD_SCRIPT):
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+# ---- the 4-bit configs' plugins (w4_harness) -------------------------------------------------------------------------
+
+
 W4_CASES = TRT_DIR / "tests" / "make_w4_cases.py"
 W4_CHECK = TRT_DIR / "tests" / "check_w4_cases.py"
+W4_GPU_SCRIPT = REPO / "benchmarks" / "gpu" / "trt_w4_plugins.sh"
 
 
 def make_w4_cases(out: Path, only: str = "") -> list[Path]:

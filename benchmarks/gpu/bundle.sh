@@ -2,7 +2,8 @@
 # Run several one-call GPU scripts in one device call, each with its own output folder, and bring every file back as
 # one archive (the device tool returns at most 8 files): bash benchmarks/gpu/bundle.sh 'NAME=COMMAND' ...
 # Each COMMAND runs from the repository root with OUT=/tmp/bundle/NAME; its stdout/stderr go to NAME.log there and
-# its last 15 lines to this script's stdout. Everything under /tmp/bundle ends up in $OUT/bundle.tgz.
+# its last 15 lines to this script's stdout. Everything under /tmp/bundle ends up in $OUT/bundle.tgz (rewritten after
+# each job).
 set -u
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT" /tmp/bundle
@@ -17,5 +18,5 @@ for job in "$@"; do
   rc=$?
   echo "=== $name: rc $rc in $(( $(date +%s) - start )) s"
   tail -15 "/tmp/bundle/$name.log"
+  tar czf "$OUT/bundle.tgz" -C /tmp bundle  # after every job: a call cut off at its limit still brings back the rest
 done
-tar czf "$OUT/bundle.tgz" -C /tmp bundle

@@ -8,8 +8,9 @@
 #      replays included), then compared,
 #   4. the `model` w4 case set (Mamba-2.8B's four linears at W4A8 and W4A16, group size 64, and the float16 scan at
 #      d_inner 5120; l 1, 7, 512, b 2 x l 130, back to 7, a 3-replay CUDA-graph decode) and its comparison,
-#   5. the int8 plugins' own 12 cases again (make_cases.py, harness run, check_cases.py): their common PluginBase
-#      changed under them (int fields, per-dim output shapes).
+#   5. the int8 plugins' `small` case set in TensorRT's call order (make_cases.py --set small, harness run,
+#      check_cases.py): their common PluginBase changed under them (int fields, per-dim output shapes). Their full
+#      run (model set, both header builds, compute-sanitizer) is plugins/tensorrt/tests/run_on_gpu.sh.
 # Carry the ignored TensorRT headers: run(..., carry=["third_party/tensorrt-10.3"]) (780 KB).
 # DEADLINE (seconds from the start, default 420) bounds the whole script; each step has its own timeout inside it.
 # Files under $OUT: run.txt (GPU, versions, progress, the comparison summaries), selftest.txt, memcheck_w4.txt,
@@ -36,7 +37,8 @@ TESTS=plugins/tensorrt/tests
 rm -rf "$WORK"; mkdir -p "$WORK"
 # the case data is made on the CPU while the plugins build
 ( timeout 200 python3 $TESTS/make_w4_cases.py "$WORK/small" --set small > "$WORK/make_small.log" 2>&1
-  timeout 260 python3 $TESTS/make_w4_cases.py "$WORK/model" --set model > "$WORK/make_model.log" 2>&1 ) &
+  timeout 260 python3 $TESTS/make_w4_cases.py "$WORK/model" --set model > "$WORK/make_model.log" 2>&1
+  timeout 120 python3 $TESTS/make_cases.py "$WORK/int8" --set small --jobs 2 > "$WORK/make_int8.log" 2>&1 ) &
 cases_pid=$!
 timeout 300 bash $TESTS/build_harness.sh "$TRT_INCLUDE" "$SM" "$WORK/build" > "$WORK/build.log" 2>&1
 rc=$?
@@ -49,7 +51,8 @@ fi
 log "selftests rc $?"; grep "selftest:" "$OUT/selftest.txt" | tee -a "$OUT/run.txt"
 
 wait $cases_pid
-log "cases made rc $? (small: $(ls "$WORK/small" | wc -l), model: $(ls "$WORK/model" | wc -l))"
+log "cases made rc $? (small: $(ls "$WORK/small" | wc -l), model: $(ls "$WORK/model" | wc -l)," \
+    "int8 small: $(ls "$WORK/int8" | wc -l))"
 
 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$WORK/build/w4_harness" run "$WORK"/small/* \
     > "$OUT/memcheck_w4.txt" 2>&1
@@ -57,7 +60,7 @@ log "memcheck rc $?"; tail -2 "$OUT/memcheck_w4.txt" | tee -a "$OUT/run.txt"
 python3 $TESTS/check_w4_cases.py "$WORK"/small/* > "$OUT/check_small.txt" 2>&1
 log "small cases compared rc $?"; tail -1 "$OUT/check_small.txt" | tee -a "$OUT/run.txt"
 
-budget=$(( $(left) - 30 ))
+budget=$(( $(left) - 60 ))  # the rest is the int8 plugins' small set (step 5)
 timeout "$budget" "$WORK/build/w4_harness" run "$WORK"/model/* > "$OUT/run_model.txt" 2>&1
 log "model cases ran rc $? (${budget} s allowed)"
 python3 $TESTS/check_w4_cases.py "$WORK"/model/* > "$OUT/check_model.txt" 2>&1
@@ -65,7 +68,7 @@ log "model cases compared rc $?"; grep -E "^FAIL" "$OUT/check_model.txt" | head 
 tail -1 "$OUT/check_model.txt" | tee -a "$OUT/run.txt"
 
 budget=$(( $(left) - 5 ))
-{ timeout 60 python3 $TESTS/make_cases.py "$WORK/int8" > /dev/null && timeout "$budget" "$WORK/build/harness" run \
-    "$WORK"/int8/* && python3 $TESTS/check_cases.py "$WORK"/int8/*; } > "$OUT/int8_cases.txt" 2>&1
+{ timeout "$budget" "$WORK/build/harness" run "$WORK"/int8/* && python3 $TESTS/check_cases.py "$WORK"/int8/* --jobs 4
+  } > "$OUT/int8_cases.txt" 2>&1
 log "int8 plugin cases rc $?"; tail -2 "$OUT/int8_cases.txt" | tee -a "$OUT/run.txt"
 log "done"

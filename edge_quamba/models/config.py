@@ -180,13 +180,16 @@ class Mamba2Config:
         return _from_dict(cls, data, source)
 
 
-ModelConfig = MambaConfig | Mamba2Config
+ModelConfig = MambaConfig | Mamba2Config  # or a hybrid's HybridConfig (models/hybrid_config.py)
 
 
 def model_config_from_dict(data: dict[str, Any], source: str = "model_config") -> ModelConfig:
-    """Our own stored form (``to_dict``) of either config, told apart by its ``model_type`` (Mamba1 when absent,
-    as artifacts written before Mamba2 existed hold it)."""
-    cls = Mamba2Config if data.get("model_type") == "mamba2" else MambaConfig
+    """Our own stored form (``to_dict``) of any config, told apart by its ``model_type`` (Mamba1 when absent,
+    as artifacts written before Mamba2 existed hold it; a hybrid's is its architecture)."""
+    from edge_quamba.models.hybrid_config import HYBRID_ARCHS, HybridConfig
+
+    model_type = data.get("model_type")
+    cls = Mamba2Config if model_type == "mamba2" else HybridConfig if model_type in HYBRID_ARCHS else MambaConfig
     return cls.from_dict(data, source)
 
 
@@ -407,11 +410,12 @@ def _parse(raw: dict[str, Any], source: str) -> ModelConfig:
         if "d_model" in raw and "n_layer" in raw:
             return parse_mamba_ssm(raw, source)
         raise ConfigError(f"{source} has no model_type and is not a mamba_ssm config (no d_model / n_layer)")
-    parser = CONFIG_PARSERS.get(model_type)
+    from edge_quamba.models.hybrid_config import HYBRID_ARCHS, HYBRID_PARSERS  # (it imports this module's helpers)
+
+    parser = CONFIG_PARSERS.get(model_type) or HYBRID_PARSERS.get(model_type)
     if parser is None:
-        raise ConfigError(
-            f"{source}: unknown model_type {model_type!r} (supported: {', '.join(sorted(CONFIG_PARSERS))})"
-        )
+        supported = ", ".join([*sorted(CONFIG_PARSERS), *HYBRID_ARCHS])
+        raise ConfigError(f"{source}: unknown model_type {model_type!r} (supported: {supported})")
     return parser(raw, source)
 
 

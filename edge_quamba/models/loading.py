@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from edge_quamba.errors import CheckpointError
 from edge_quamba.models.config import Mamba2Config, ModelConfig, checkpoint_layout, read_json
+from edge_quamba.models.hybrid import HybridLM, hybrid_reference_keys
+from edge_quamba.models.hybrid_config import HybridConfig
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.models.mamba2 import Mamba2LM
 # Finding a model and reading its config need no torch (the TensorRT backend runs without it): they live in locate.py
@@ -127,6 +129,10 @@ def expected_tensors(build, config: ModelConfig) -> dict[str, TensorInfo]:
     config claiming a million layers must not make a million-entry dict)."""
     import dataclasses
 
+    if isinstance(config, HybridConfig):  # blocks differ: build them all (at most MAX_BLOCKS, on meta: cheap)
+        with torch.device("meta"):
+            return {key: (tuple(t.shape), SAFETENSORS_DTYPES.get(t.dtype, str(t.dtype)))
+                    for key, t in build(config).items()}
     with torch.device("meta"):
         one = build(dataclasses.replace(config, n_layer=1))
     expected: dict[str, TensorInfo] = {}
@@ -173,7 +179,9 @@ def to_reference_keys(state: dict, config: ModelConfig, layout: str) -> dict:
     are: tensors, or header infos)."""
     renamed = {}
     for key, tensor in state.items():
-        if layout == "mamba_ssm":
+        if isinstance(config, HybridConfig):
+            key = hybrid_reference_keys(key, config)
+        elif layout == "mamba_ssm":
             key = key.replace("backbone.embedding.", "backbone.embeddings.")
         renamed[key] = tensor
     if config.tie_embeddings:
@@ -188,7 +196,10 @@ def check_finite(state: dict[str, torch.Tensor], source: Path) -> None:
 
 
 def fp_model_class(config: ModelConfig) -> type[MambaLM]:
-    """The reference model class for a config: :class:`Mamba2LM` for Mamba2, :class:`MambaLM` for Mamba1."""
+    """The reference model class for a config: :class:`Mamba2LM` for Mamba2, :class:`HybridLM` for a hybrid,
+    :class:`MambaLM` for Mamba1."""
+    if isinstance(config, HybridConfig):
+        return HybridLM
     return Mamba2LM if isinstance(config, Mamba2Config) else MambaLM
 
 

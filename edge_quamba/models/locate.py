@@ -19,7 +19,7 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "
 
 def resolve_model(model: str | None, option: str = "--model") -> Path:
     """Turn ``--model`` into a local folder: None -> the demo model; an existing folder; a shipped demo model's name
-    (``demo``, ``demo-mamba2``); else a hub id.
+    (``demo``, ``demo-mamba2``, ``demo-hybrid``); else a hub id.
 
     A string that is not an existing folder and looks like ``owner/name`` is fetched with huggingface_hub (from its
     cache when offline); anything else is reported as a missing folder. ``option`` is the flag named in errors.

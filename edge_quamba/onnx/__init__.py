@@ -32,6 +32,18 @@ needs no torch."""
 """The TensorRT flavour's first output: logits of the last position only, (b, v) float16."""
 
 
+def graph_state_names(config) -> tuple[list[str], list[str]]:
+    """(state inputs, state outputs) of a model config's graph: :func:`state_names` for the Mamba models, a hybrid's
+    per-block states (:func:`edge_quamba.onnx.hybrid_io.hybrid_state_names`)."""
+    from edge_quamba.models.hybrid_config import HybridConfig
+
+    if isinstance(config, HybridConfig):
+        from edge_quamba.onnx.hybrid_io import hybrid_state_names
+
+        return hybrid_state_names(config)
+    return state_names(config.n_layer)
+
+
 def state_names(n_layer: int) -> tuple[list[str], list[str]]:
     """(state inputs, state outputs), layer by layer: conv_state.i, ssm_state.i / conv_state_out.i, ssm_state_out.i."""
     inputs = [name for i in range(n_layer) for name in (f"conv_state.{i}", f"ssm_state.{i}")]

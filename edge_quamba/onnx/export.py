@@ -38,16 +38,19 @@ from edge_quamba.errors import InputError, ValidationError
 from edge_quamba.folders import FP, load_model_tokenizer, open_model
 from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, state_names
+from edge_quamba.models.hybrid_config import HybridConfig
+from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, graph_state_names
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, FP32_GRAPH, FP_DIR, ORT_MODEL,
                                      QUANTIZED_DIR, QUANTIZED_GRAPH, TARGET_FILES, TRT_MODEL, is_fp32_export,
                                      write_export_config)
 from edge_quamba.onnx.lower import (FLAVOURS, NO_FP32_TENSORRT, NO_MAMBA2_GRAPH, TENSORRT_DYNAMIC_REFUSAL,
                                     lower_model)
+from edge_quamba.onnx.lower_hybrid import NO_HYBRID_FP32, lower_hybrid_model, refuse_hybrid_export
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.tensorrt_check import require_tensorrt_conformance
 from edge_quamba.onnx.validate import (FP32_RTOL, ValidationReport, check_graph, validate_float_graph_on_ort,
                                        validate_on_ort)
+from edge_quamba.onnx.validate_hybrid import validate_hybrid_on_ort
 from edge_quamba.ops.specs import DOMAIN, SPECS
 from edge_quamba.quant.artifact import ARTIFACT_FILES, TOKENIZER, file_sha256, load_quantized_model, read_quant_config
 from edge_quamba.quant.qmodel import FLOAT_PARTS, QuantConfig, use_float_parts
@@ -146,6 +149,9 @@ def export_model(
     mamba2 = isinstance(source.config, Mamba2Config)
     if mamba2 and target == "tensorrt":
         raise InputError(NO_MAMBA2_GRAPH)
+    hybrid = isinstance(source.config, HybridConfig)
+    if hybrid:
+        refuse_hybrid_export(target, bits)
     if calib_data is not None:
         read_calib_text(calib_data, 1 << 16)  # a binary --calib-data fails now, not after the quantization
     targets = ["ort", "tensorrt"] if target == "all" else [target]
@@ -155,9 +161,10 @@ def export_model(
         raise InputError(TENSORRT_DYNAMIC_REFUSAL.replace("--target tensorrt", f"--target {target}", 1))
     if float_parts not in FLOAT_PARTS:
         raise InputError(f"--float-parts {float_parts!r} is not one of {', '.join(FLOAT_PARTS)}")
-    if float_parts != "float32" and (target == "ort" or bits != "w8a8" or mamba2):
+    if float_parts != "float32" and (target == "ort" or bits != "w8a8" or mamba2 or hybrid):
+        arch = "hybrid" if hybrid else "Mamba2" if mamba2 else "Mamba1"
         raise InputError(f"--float-parts {float_parts} applies to the TensorRT graph of a W8A8 Mamba1 model; this "
-                         f"export writes no such graph (--target {target}, {bits}, {'Mamba2' if mamba2 else 'Mamba1'})")
+                         f"export writes no such graph (--target {target}, {bits}, {arch})")
     log = _stderr if progress else (lambda _: None)
     out = Path(out)
     with atomic_output_dir(out, inputs) as tmp:
@@ -167,17 +174,19 @@ def export_model(
         _make_artifact(path, kind, qdir, model=model, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                        batch_size=batch_size, progress=progress)
         reference = load_quantized_model(qdir)
-        if mamba2:  # an ORT flavour only (lower_model says why in one line)
+        if mamba2 or hybrid:  # an ORT flavour only (lower_model / refuse_hybrid_export say why in one line)
             if target == "all":
-                log("exporting the ort target only (--target tensorrt is not built for Mamba2 yet)")
+                log("exporting the ort target only (--target tensorrt is not built for "
+                    f"{'hybrid models' if hybrid else 'Mamba2'} yet)")
             targets = ["ort" if target == "all" else target]
         log("lowering to ONNX")
         # both flavours are built and checked whatever the target (Mamba1 at every bit width with a static out_proj
-        # scale); a per-token out_proj scale and Mamba2 have the ORT flavour only
-        built = FLAVOURS if out_proj_scale == "static" and not mamba2 else ("ort",)
+        # scale); a per-token out_proj scale, Mamba2 and hybrid models have the ORT flavour only
+        built = FLAVOURS if out_proj_scale == "static" and not (mamba2 or hybrid) else ("ort",)
         parts = {"ort": "float32", "tensorrt": float_parts}
-        lowered = {flavour: lower_model(use_float_parts(reference, parts[flavour]), flavour, progress=progress,
-                                        float_parts=parts[flavour]) for flavour in built}
+        lowered = {flavour: lower_hybrid_model(reference) if hybrid else
+                   lower_model(use_float_parts(reference, parts[flavour]), flavour, progress=progress,
+                               float_parts=parts[flavour]) for flavour in built}
         flavours = {name: to_tensorrt_flavour(graph) if name == "tensorrt" else graph
                     for name, graph in lowered.items()}
         for flavour, graph in flavours.items():
@@ -207,6 +216,9 @@ def export_model(
             if bits == "w4a16":
                 report = validate_float_graph_on_ort(model_file, reference, prompt, decode_steps, threads=threads,
                                                      progress=progress, flavour=flavour)
+            elif hybrid:
+                report = validate_hybrid_on_ort(lowered[flavour], model_file, reference, prompt, decode_steps,
+                                                threads=threads, progress=progress, bits=bits)
             else:
                 report = validate_on_ort(lowered[flavour], model_file, reference, prompt, decode_steps,
                                          threads=threads, progress=progress, flavour=flavour, bits=bits)
@@ -245,7 +257,7 @@ def _export_config(folder: Path, model_config, targets: list[str], written: list
                    reports: dict[str, ValidationReport], graph: onnx.ModelProto, record: dict) -> dict:
     """export_config.json (before its seal); ``record``: graph, quantization, calibration and source."""
     shipped = written + [TOKENIZER] + reference_files
-    state_in, state_out = state_names(model_config.n_layer)
+    state_in, state_out = graph_state_names(model_config)
     return {
         "kind": EXPORT_KIND,
         "format_version": EXPORT_FORMAT_VERSION,
@@ -307,6 +319,8 @@ def export_fp32_model(
     else:
         raise InputError(f"--model {path} is a {kind} folder; --bits fp32 exports an fp checkpoint (the float32 "
                          f"graph of the unquantized model)")
+    if isinstance(source.config, HybridConfig):
+        raise InputError(NO_HYBRID_FP32)
     inputs = [("--model", path)]
     check_output_dir(out, inputs)
     if calib_data is not None:

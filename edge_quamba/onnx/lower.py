@@ -460,15 +460,17 @@ class Mamba2GraphOps(GraphOps):
              g.init(f"{p}B_scales", s["B"]), g.init(f"{p}C_scales", s["C"])],
             [f"{p}y", f"ssm_state_out.{self.layer}"], f"{p}ssd_scan", dt_scale=m.dt_scale))
 
-    def gated_norm(self, y: str, z_q: _Pending) -> str:
+    def gated_norm_quantize(self, y: str, z_q: _Pending, hadamard: bool) -> str:
         """rmsnorm over groups of d_in / g channels of y * silu(z), times the weight (qops.gated_rms_norm's order:
-        the gate, the mean of squares per group, * 1/sqrt(mean + eps), then * weight)."""
+        the gate, the mean of squares per group, * 1/sqrt(mean + eps), then * weight), then HadamardQuantize or
+        QuantizeLinear at the out_proj input (the fused op's composition)."""
         m, g, p = self.m, self.g, self.prefix
         c = m.config
         z = g.op("DequantizeLinear", self._codes(z_q), self.scales["z"], ZERO_POINT, out=f"{p}z.dequantized")
         gated = g.op("Mul", y, g.silu(z), out=f"{p}gated")
         normed = g.group_rms_normalize(gated, c.ngroups, c.d_inner, c.gate_norm_eps, f"{p}norm")
-        return g.op("Mul", g.init(f"{p}norm.weight", m.norm_weight.float()), normed, out=f"{p}norm.out")
+        y = g.op("Mul", g.init(f"{p}norm.weight", m.norm_weight.float()), normed, out=f"{p}norm.out")
+        return self.hadamard_quantize(y) if hadamard else self.quantize(y, "out_proj_input")
 
 
 def _mixer(g: GraphBuilder, block, resid: str, i: int) -> str:

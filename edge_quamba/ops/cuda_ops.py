@@ -373,3 +373,130 @@ def register_cuda_kernels() -> tuple[str, ...]:
             torch.library.register_kernel(f"edge_quamba::{name}", "cuda", _KERNELS[name])
             _registered.add(name)
     return tuple(n for n in OP_NAMES if n in _registered)
+
+
+# ------------------------------------------------------------------------------------------ Mamba2 (Quamba2) ops
+# The ops of edge_quamba.quant.mamba2_qmodel.Mamba2QuantOps (the rest of a Mamba2 W8A8 layer, rms_norm_quantize,
+# int8_linear, quantize, are the ops above). The per-channel scale vectors are checked for shape and dtype only:
+# checking their values would read the GPU from the host (a sync, which CUDA-graph capture forbids); the quantized
+# model makes them > 0 and finite (scale_from_amax).
+
+SSD_MAX_STATE = 256
+"""Largest d_state of the SSD scan kernel (lanes keep up to 16 states each, 16 lanes per channel row)."""
+
+
+def _vector(op: str, name: str, t, size: int) -> None:
+    _cuda(f"{op}: {name}", t, torch.float32, 1)
+    _require(t.shape[0] == size, f"{op}: {name} must be ({size},), got {tuple(t.shape)}")
+
+
+def int8_causal_conv1d_channel_scales(x_q, conv_state_q, weight_q, bias, out_scales, x_scale, weight_scale):
+    """x_q (b, l, conv_dim) int8 -> (codes (b, l, conv_dim) int8, each channel c at out_scales[c], new state)."""
+    op = "int8_causal_conv1d_channel_scales"
+    _cuda(f"{op}: x_q", x_q, torch.int8, 3)
+    _cuda(f"{op}: conv_state_q", conv_state_q, torch.int8, 3)
+    _cuda(f"{op}: weight_q", weight_q, torch.int8, 2)
+    b, _, d = x_q.shape
+    k = weight_q.shape[1]
+    _require(tuple(conv_state_q.shape) == (b, d, k) and weight_q.shape[0] == d,
+             f"{op}: shapes do not match: x_q {tuple(x_q.shape)}, conv_state_q {tuple(conv_state_q.shape)}, "
+             f"weight_q {tuple(weight_q.shape)}")
+    _require(1 <= k <= 4, f"{op}: width k={k} not in [1, 4]")
+    if bias is not None:
+        _vector(op, "bias", bias, d)
+    _vector(op, "out_scales", out_scales, d)
+    _scale(f"{op}: x_scale", x_scale)
+    _scale(f"{op}: weight_scale", weight_scale)
+    return load_extension().int8_causal_conv1d_channel_scales(x_q, conv_state_q, weight_q, bias, out_scales, x_scale,
+                                                              weight_scale)
+
+
+def int8_causal_conv1d_channel_scales_update(x_q, conv_state_q, weight_q, bias, out_scales, x_scale, weight_scale):
+    """One token, x_q (b, conv_dim) -> (codes (b, conv_dim), new state): the prefill kernel at l = 1 (a view)."""
+    _cuda("int8_causal_conv1d_channel_scales_update: x_q", x_q, torch.int8, 2)
+    codes, state = int8_causal_conv1d_channel_scales(x_q.unsqueeze(1), conv_state_q, weight_q, bias, out_scales,
+                                                     x_scale, weight_scale)
+    return codes[:, 0], state
+
+
+def int8_ssd_scan(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales, C_scales, dt_scale):
+    """x_q (b, l, h p), dt_q (b, l, h), B_q, C_q (b, l, g n) int8, ssm_state (b, h, p, n) float32
+    -> (y (b, l, h p) float32, new state (b, h, p, n)); d_state n <= 256; the x / B / C views of the conv output are
+    read in place."""
+    op = "int8_ssd_scan"
+    for name, t in (("x_q", x_q), ("dt_q", dt_q), ("B_q", B_q), ("C_q", C_q)):
+        _cuda(f"{op}: {name}", t, torch.int8, 3)
+    _cuda(f"{op}: ssm_state", ssm_state, torch.float32, 4)
+    b, l, d_in = x_q.shape
+    _, h, p, n = ssm_state.shape
+    gn = B_q.shape[2]
+    _require(1 <= n <= SSD_MAX_STATE, f"{op}: d_state n={n} not in [1, {SSD_MAX_STATE}]")
+    _require(gn >= n and gn % n == 0 and h % (gn // n) == 0,
+             f"{op}: B_q's width {gn} is not g * n with g dividing h={h} (n={n})")
+    _require(ssm_state.shape[0] == b and d_in == h * p and tuple(dt_q.shape) == (b, l, h)
+             and tuple(B_q.shape) == (b, l, gn) and C_q.shape == B_q.shape,
+             f"{op}: shapes do not match: x_q {tuple(x_q.shape)}, dt_q {tuple(dt_q.shape)}, B_q {tuple(B_q.shape)}, "
+             f"C_q {tuple(C_q.shape)}, ssm_state {tuple(ssm_state.shape)}")
+    for name, t, size in (("A", A, h), ("D", D, h), ("dt_bias", dt_bias, h), ("x_scales", x_scales, d_in),
+                          ("B_scales", B_scales, gn), ("C_scales", C_scales, gn)):
+        _vector(op, name, t, size)
+    _scale(f"{op}: dt_scale", dt_scale)
+    return load_extension().int8_ssd_scan(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales,
+                                          C_scales, dt_scale)
+
+
+def int8_ssd_scan_update(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales, C_scales, dt_scale):
+    """One token, x_q (b, h p), dt_q (b, h), B_q, C_q (b, g n) -> (y (b, h p), new state): the prefill kernel at
+    l = 1 (views, no copies)."""
+    for name, t in (("x_q", x_q), ("dt_q", dt_q), ("B_q", B_q), ("C_q", C_q)):
+        _cuda(f"int8_ssd_scan_update: {name}", t, torch.int8, 2)
+    y, state = int8_ssd_scan(*(t.unsqueeze(1) for t in (x_q, dt_q, B_q, C_q)), ssm_state, A, D, dt_bias, x_scales,
+                             B_scales, C_scales, dt_scale)
+    return y[:, 0], state
+
+
+def _check_gated_norm(op, y, z_q, weight, z_scale, eps, group_size, out_scale) -> None:
+    _cuda(f"{op}: y", y, torch.float32)
+    _cuda(f"{op}: z_q", z_q, torch.int8)
+    _require(y.dim() >= 1 and z_q.shape == y.shape, f"{op}: y {tuple(y.shape)} and z_q {tuple(z_q.shape)} differ")
+    d = y.shape[-1]
+    _vector(op, "weight", weight, d)
+    _require(weight.is_contiguous(), f"{op}: weight must be contiguous")
+    _require(isinstance(group_size, int) and group_size >= 1 and d % group_size == 0,
+             f"{op}: group_size {group_size} does not divide d={d}")
+    _require(math.isfinite(eps) and eps >= 0, f"{op}: eps must be a finite float >= 0, got {eps}")
+    _scale(f"{op}: z_scale", z_scale)
+    _scale(f"{op}: out_scale", out_scale)
+
+
+def gated_rms_norm_quantize(y, z_q, weight, z_scale, eps, group_size, out_scale):
+    """y (..., d) float32, z_q (..., d) int8 -> int8 (..., d): the gated RMSNorm over groups of group_size channels
+    (<= 8192), quantized; one block per (row, group); codes equal the reference's up to .5 ties (its sum order)."""
+    op = "gated_rms_norm_quantize"
+    _check_gated_norm(op, y, z_q, weight, z_scale, eps, group_size, out_scale)
+    _require(group_size <= RMS_NORM_MAX_DIM, f"{op}: group_size {group_size} > {RMS_NORM_MAX_DIM} (one group in "
+                                             f"the registers of a block)")
+    return load_extension().gated_rms_norm_quantize(y, z_q, weight, z_scale, eps, group_size, out_scale, False)
+
+
+def gated_rms_norm_hadamard_quantize(y, z_q, weight, z_scale, eps, group_size, out_scale):
+    """The same with the Hadamard transform before the quantize, in the Hadamard kernel (one block per row): d as
+    hadamard_quantize takes it."""
+    op = "gated_rms_norm_hadamard_quantize"
+    _check_gated_norm(op, y, z_q, weight, z_scale, eps, group_size, out_scale)
+    n = y.shape[-1]
+    try:
+        hadamard_factors(n)
+    except ValueError as e:
+        raise ValueError(f"{op}: {e}") from None
+    _require(n <= HADAMARD_MAX_DIM, f"{op}: d={n} > {HADAMARD_MAX_DIM} (the kernel's shared memory)")
+    return load_extension().gated_rms_norm_quantize(y, z_q, weight, z_scale, eps, group_size, out_scale, True)
+
+
+MAMBA2_KERNELS = {"int8_causal_conv1d_channel_scales": int8_causal_conv1d_channel_scales,
+                  "int8_causal_conv1d_channel_scales_update": int8_causal_conv1d_channel_scales_update,
+                  "int8_ssd_scan": int8_ssd_scan, "int8_ssd_scan_update": int8_ssd_scan_update,
+                  "gated_rms_norm_quantize": gated_rms_norm_quantize,
+                  "gated_rms_norm_hadamard_quantize": gated_rms_norm_hadamard_quantize}
+OP_NAMES = OP_NAMES + tuple(MAMBA2_KERNELS)
+_KERNELS.update(MAMBA2_KERNELS)

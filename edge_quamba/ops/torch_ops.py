@@ -35,7 +35,9 @@ is a float32 tensor made by the Hadamard op and read by out_proj, not a constant
   Mamba2 (Quamba2), per-channel scales as float32 tensors:
     int8_causal_conv1d_channel_scales(_update)   the conv over x | B | C   qops.int8_causal_conv1d_channel_scales
     int8_ssd_scan(_update)                       the SSD recurrence        qops.int8_ssd_scan
-    gated_rms_norm                               rmsnorm(y * silu(z)) * w  qops.gated_rms_norm
+    gated_rms_norm_quantize                      quantize(gated_rms_norm)   qops.gated_rms_norm -> quantize
+    gated_rms_norm_hadamard_quantize             ... Hadamard + quantize    qops.gated_rms_norm -> hadamard_quantize
+  (the gated norm is standard float32 nodes in the graph; the fused ops' CPU kernels are the compositions)
 
 The schemas of the custom nodes (the three int8 ops, the 4-bit linears) follow :mod:`edge_quamba.ops.specs`
 (tensors, then float scales and the int group size; a test checks it). Scales are Python floats: static per-tensor scales are constants, as they are in the graph and in the
@@ -144,10 +146,7 @@ def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
 
 
 NO_CUDA_KERNEL = {"edge_quamba::int8_linear_per_channel": "--weight-scales channel",
-                  "edge_quamba::int8_linear_per_channel_quantize": "--weight-scales channel",
-                  **{f"edge_quamba::{op}": "a Mamba2 model (--method quamba2)"
-                     for op in ("int8_causal_conv1d_channel_scales", "int8_causal_conv1d_channel_scales_update",
-                                "int8_ssd_scan", "int8_ssd_scan_update", "gated_rms_norm")}}
+                  "edge_quamba::int8_linear_per_channel_quantize": "--weight-scales channel"}
 """Ops without a CUDA kernel, and the option whose models call them: ``--backend cuda`` refuses such a model in one
 line naming the option (:func:`edge_quamba.runtime.cuda_backend.require_cuda_kernels`), never a fallback."""
 
@@ -360,15 +359,31 @@ def _(x_q, dt_q, B_q, C_q, ssm_state, A, D, dt_bias, x_scales, B_scales, C_scale
     return x_q.new_empty(x_q.shape, dtype=torch.float32), torch.empty_like(ssm_state, dtype=torch.float32)
 
 
-@_op("gated_rms_norm")
-def gated_rms_norm(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: float, group_size: int) -> Tensor:
-    """y (..., d_in) float32, z_q (..., d_in) int8 -> (..., d_in) float32 (Mamba2's norm before out_proj)."""
-    return qops.gated_rms_norm(y, z_q, weight, z_scale, eps, group_size)
+@_op("gated_rms_norm_quantize")
+def gated_rms_norm_quantize(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: float, group_size: int,
+                            out_scale: float) -> Tensor:
+    """Mamba2's gated norm before out_proj and the quantize of out_proj's input (no Hadamard), in one op:
+    y (..., d_in) float32, z_q (..., d_in) int8 -> (..., d_in) int8 = quantize(qops.gated_rms_norm(...), out_scale).
+    A kernel's mean of squares sums in its own order, so its codes may differ at .5 ties (the tie rule)."""
+    return primitives.quantize(qops.gated_rms_norm(y, z_q, weight, z_scale, eps, group_size), out_scale)
 
 
-@gated_rms_norm.register_fake
-def _(y, z_q, weight, z_scale, eps, group_size):
-    return torch.empty_like(y, dtype=torch.float32)
+@gated_rms_norm_quantize.register_fake
+def _(y, z_q, weight, z_scale, eps, group_size, out_scale):
+    return torch.empty_like(y, dtype=torch.int8, memory_format=torch.contiguous_format)
+
+
+@_op("gated_rms_norm_hadamard_quantize")
+def gated_rms_norm_hadamard_quantize(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: float,
+                                     group_size: int, out_scale: float) -> Tensor:
+    """The same with the Hadamard transform between norm and quantize (the out_proj input of a Hadamard-rotated
+    Mamba2 model): (..., d_in) int8 = qops.hadamard_quantize(qops.gated_rms_norm(...), out_scale)."""
+    return qops.hadamard_quantize(qops.gated_rms_norm(y, z_q, weight, z_scale, eps, group_size), out_scale)
+
+
+@gated_rms_norm_hadamard_quantize.register_fake
+def _(y, z_q, weight, z_scale, eps, group_size, out_scale):
+    return torch.empty_like(y, dtype=torch.int8, memory_format=torch.contiguous_format)
 
 
 OPS = {"Int8CausalConv1d": int8_causal_conv1d, "Int8SelectiveScan": int8_selective_scan,

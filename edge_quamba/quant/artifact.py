@@ -49,6 +49,12 @@ def artifact_state_dict(model: MambaLM) -> dict[str, torch.Tensor]:
 
 def empty_model(config: ModelConfig, qconfig: QuantConfig) -> MambaLM:
     """The quantized module tree (placeholder values) for a model config and its quantization config."""
+    from edge_quamba.models.hybrid_config import HybridConfig
+
+    if isinstance(config, HybridConfig):
+        from edge_quamba.quant.hybrid_qmodel import empty_quantized_hybrid_model
+
+        return empty_quantized_hybrid_model(config, qconfig)
     if isinstance(config, Mamba2Config):
         return empty_quantized_mamba2_model(config, qconfig)
     return empty_quantized_model(config, qconfig)

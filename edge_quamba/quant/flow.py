@@ -79,8 +79,7 @@ def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int
 
 
 class Mamba2MixerOps(Protocol):
-    """What :func:`mamba2_mixer_flow` needs (norm_quantize, quantize, split, linear, hadamard_quantize as
-    :class:`MixerOps`)."""
+    """What :func:`mamba2_mixer_flow` needs (norm_quantize, quantize, split, linear as :class:`MixerOps`)."""
 
     def norm_quantize(self, resid: Any, site: str) -> Any: ...
     def quantize(self, x: Any, site: str) -> Any: ...
@@ -88,8 +87,7 @@ class Mamba2MixerOps(Protocol):
     def linear(self, name: str, x_q: Any, in_site: str, bias: bool = True, out_site: str | None = None) -> Any: ...
     def causal_conv1d(self, xBC_q: Any, conv_state: Any) -> tuple[Any, Any]: ...
     def ssd_scan(self, x_q: Any, dt_q: Any, B_q: Any, C_q: Any, ssm_state: Any) -> tuple[Any, Any]: ...
-    def gated_norm(self, y: Any, z_q: Any) -> Any: ...
-    def hadamard_quantize(self, y: Any) -> Any: ...
+    def gated_norm_quantize(self, y: Any, z_q: Any, hadamard: bool) -> Any: ...
 
 
 def mamba2_mixer_flow(ops: Mamba2MixerOps, resid: Any, state: LayerState, d_inner: int, bc_width: int, nheads: int,
@@ -101,8 +99,8 @@ def mamba2_mixer_flow(ops: Mamba2MixerOps, resid: Any, state: LayerState, d_inne
     (without dt_bias), each quantized at its own per-tensor scale; the int8 depthwise conv over xBC + SiLU writes
     x at the per-group scales of the sorted-and-clustered channels and B, C at per-state-group scales (one
     ``ssm_input`` tensor with per-channel scales); the SSD scan on int8 x, Δ, B, C with a float32 state (dt_bias,
-    softplus, A and D per head inside); the gated RMSNorm of y with the int8 gate z; Hadamard + quantize; int8
-    out_proj with the rotated weight, float out. The sort-and-cluster channel order is applied to the weights
+    softplus, A and D per head inside); the gated RMSNorm of y with the int8 gate z, Hadamard and the quantize of
+    out_proj's input (one fused op, as norm_quantize is); int8 out_proj with the rotated weight, float out. The sort-and-cluster channel order is applied to the weights
     offline (:mod:`edge_quamba.quant.cluster`), so the flow never permutes.
     """
     x_q = ops.norm_quantize(resid, "in_proj_input")  # (b, l, d) int8
@@ -112,8 +110,7 @@ def mamba2_mixer_flow(ops: Mamba2MixerOps, resid: Any, state: LayerState, d_inne
     ssm_in_q, conv_state = ops.causal_conv1d(xBC_q, state.conv_state)  # reads xBC, writes ssm_input
     xs_q, B_q, C_q = ops.split(ssm_in_q, [d_inner, bc_width, bc_width])
     y, ssm_state = ops.ssd_scan(xs_q, dt_q, B_q, C_q, state.ssm_state)  # y (b, l, d_in) float32
-    y = ops.gated_norm(y, z_q)  # (b, l, d_in) float32
-    y_q = ops.hadamard_quantize(y) if hadamard else ops.quantize(y, "out_proj_input")
+    y_q = ops.gated_norm_quantize(y, z_q, hadamard)  # (b, l, d_in) int8: gated RMSNorm, (Hadamard,) quantize
     return ops.linear("out_proj", y_q, "out_proj_input"), LayerState(conv_state, ssm_state)
 
 
@@ -189,8 +186,9 @@ class Mamba2FloatOps(FloatOps):
                                    m.D, ssm_state, c.chunk_size)
         return y.flatten(-2), ssm_state
 
-    def gated_norm(self, y: Tensor, z: Tensor) -> Tensor:
-        return self.mixer.norm(y, z)
+    def gated_norm_quantize(self, y: Tensor, z: Tensor, hadamard: bool) -> Tensor:
+        y = self.mixer.norm(y, z)
+        return self.hadamard_quantize(y) if hadamard else self.quantize(y, "out_proj_input")
 
 
 def _run_float_flow(block: ResidualBlock, resid: Tensor, state: LayerState, hadamard: bool, tap: Tap | None

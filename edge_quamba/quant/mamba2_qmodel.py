@@ -81,10 +81,14 @@ class Mamba2QuantOps(QuantOps):
         op = eq.int8_ssd_scan_update if self.step else eq.int8_ssd_scan
         return op(x_q, dt_q, B_q, C_q, ssm_state, m.A, m.D, m.dt_bias, s["x"], s["B"], s["C"], s["dt"])
 
-    def gated_norm(self, y: Tensor, z_q: Tensor) -> Tensor:
-        m = self.m
-        return eq.gated_rms_norm(y, z_q, m.norm_weight, self.scales["z"], m.config.gate_norm_eps,
-                                 m.config.d_inner // m.config.ngroups)
+    def gated_norm_quantize(self, y: Tensor, z_q: Tensor, hadamard: bool) -> Tensor:
+        """The gated RMSNorm of y and the codes of the out_proj_input site, one op (Hadamard in between when on)."""
+        m, c = self.m, self.m.config
+        op = eq.gated_rms_norm_hadamard_quantize if hadamard else eq.gated_rms_norm_quantize
+        with self._label("out_proj_input"):
+            y_q = op(y, z_q, m.norm_weight, self.scales["z"], c.gate_norm_eps, c.d_inner // c.ngroups,
+                     self.scales["out_proj_input"])
+        return self._made("out_proj_input", y_q)
 
 
 class QuantMamba2Mixer(nn.Module):
@@ -188,6 +192,12 @@ class QuantMamba2Mixer(nn.Module):
 
     def forget_scales(self) -> None:
         self._scales = None
+
+    def _apply(self, fn, *args, **kwargs):
+        """Moving or casting the buffers (``.to``, ``.cuda``) drops the cached scales: the per-channel ones are
+        tensors on the buffers' device, so a cache filled on the CPU must not follow the model to the GPU."""
+        self.forget_scales()
+        return super()._apply(fn, *args, **kwargs)
 
     def empty_state(self, batch: int) -> LayerState:
         """conv_state: (b, conv_dim, k) int8 at xBC_scale; ssm_state: (b, h, p, n) float32."""

@@ -10,6 +10,7 @@ from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError
 from edge_quamba.folders import FP, folder_kind
 from edge_quamba.models.config import Mamba2Config
+from edge_quamba.models.hybrid_config import HybridConfig
 from edge_quamba.models.loading import load_fp_config, load_fp_model, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.artifact import file_sha256, write_artifact
@@ -49,7 +50,11 @@ def quantize_checkpoint(
     tok = load_tokenizer(path, tokenizer, eos_token_id=fp_model.config.eos_token_id,
                          model_vocab_size=fp_model.config.vocab_size)
     data = load_calibration_data(calib_file, tok, qconfig.calib_samples, qconfig.calib_seq_len, qconfig.calib_seed)
-    if isinstance(config, Mamba2Config):  # Quamba2 (check_method made sure of the method)
+    if isinstance(config, HybridConfig):  # Quamba2 Mamba2 blocks, int8 attention / MLP (hybrid_quant)
+        from edge_quamba.quant.hybrid_quant import hybrid_quantize
+
+        qmodel = hybrid_quantize(fp_model, data, qconfig, batch_size=batch_size, progress=progress)
+    elif isinstance(config, Mamba2Config):  # Quamba2 (check_method made sure of the method)
         qmodel = quamba2_quantize(fp_model, data, qconfig, batch_size=batch_size, progress=progress)
     else:
         hessians = LinearHessians(config.n_layer, config.dt_rank) if qconfig.four_bit and qconfig.gptq else None

@@ -60,6 +60,9 @@ BITS = ("w8a8", "w4a8", "w4a16")
 FOUR_BIT_LINEARS = ("in_proj", "x_proj", "dt_proj", "out_proj")
 """The linears that hold int4 weights at w4a8 and w4a16."""
 
+KV_CACHE_DTYPES = ("float16", "int8")
+"""QuantConfig.kv_cache: what a hybrid model's attention cache holds."""
+
 WEIGHT_SCALES = ("tensor", "channel")
 """QuantConfig.weight_scales: one scale per weight tensor, or one per output channel (row) of each linear."""
 
@@ -98,6 +101,11 @@ class QuantConfig:
     Quamba2 (``method="quamba2"``, Mamba2 models, :mod:`edge_quamba.quant.mamba2_qmodel`): ``sort_cluster`` reorders
     and groups the SSD input x (``head_groups`` x ``dim_groups`` scales per SSD group, capped at the heads per group
     and at headdim; off: one x scale); ``per_group_bc`` gives B and C one scale per state group (off: one each).
+
+    Hybrid models (Mamba2 + attention, :mod:`edge_quamba.quant.hybrid_qmodel`; Quamba2 for their Mamba2 blocks):
+    ``quantize_attn_mlp`` puts the attention and MLP linears at ``bits`` too (False: they stay float);
+    ``kv_cache`` is "float16" or "int8" (static per-tensor scales of the keys and values; not at w4a16). Both are
+    ignored for Mamba models.
     """
 
     method: str = "quamba"
@@ -119,6 +127,8 @@ class QuantConfig:
     head_groups: int = 4
     dim_groups: int = 4
     per_group_bc: bool = True
+    quantize_attn_mlp: bool = True
+    kv_cache: str = "float16"
     format_version: int = QUANT_FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -164,6 +174,12 @@ class QuantConfig:
         if w8a8_only and (self.bits != "w8a8" or self.method != "quamba"):
             raise ConfigError(f"{w8a8_only[0]} is a Quamba W8A8 option; it is not built for --method {self.method} "
                               f"--bits {self.bits}")
+        if self.kv_cache not in KV_CACHE_DTYPES:
+            raise ConfigError(f"--kv-cache {self.kv_cache!r} is not one of {', '.join(KV_CACHE_DTYPES)}")
+        if self.kv_cache == "int8" and self.bits == "w4a16":
+            raise ConfigError("--kv-cache int8 is built for w8a8 and w4a8 (a w4a16 model keeps float16 activations)")
+        if not isinstance(self.quantize_attn_mlp, bool):
+            raise ConfigError(f"quantize_attn_mlp must be true or false, got {self.quantize_attn_mlp!r}")
         if self.head_groups < 1 or self.dim_groups < 1:
             raise ConfigError("--head-groups and --dim-groups must be >= 1")
         if self.format_version not in READABLE_FORMAT_VERSIONS:
@@ -518,6 +534,13 @@ W4A16_DTYPE = torch.float16
 
 def check_method(config: ModelConfig, qconfig: QuantConfig) -> None:
     """A one-line error for a recipe this model cannot take (called before calibration)."""
+    from edge_quamba.models.hybrid_config import HybridConfig
+
+    if isinstance(config, HybridConfig):
+        if qconfig.method != "quamba2":
+            raise ConfigError("a hybrid model's Mamba2 layers are quantized with --method quamba2 (Quamba's recipe is "
+                              "for Mamba1)")
+        return
     if isinstance(config, Mamba2Config):
         if qconfig.method != "quamba2":
             raise ConfigError("a Mamba2 model is quantized with --method quamba2 (Quamba's recipe is for Mamba1)")

@@ -67,6 +67,8 @@ def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype | None = N
     dtype: the fp reference's dtype (float32 when None). threads: intra-op threads (torch for ref, ONNX Runtime for
     ort); None keeps each runtime's default.
     """
+    if name in ("cuda", "tensorrt"):
+        refuse_hybrid(name, path)
     if name == "ref":
         if threads is not None:
             import torch
@@ -94,6 +96,17 @@ def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype | None = N
                                           f"make one with `edge-quamba build-engine --model EXPORT_DIR --out DIR`")
         return TensorRTBackend(path)
     raise BackendUnavailableError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+
+
+def refuse_hybrid(name: str, path: Path) -> None:
+    """One line for a GPU backend asked to run a hybrid Mamba2 + attention model: no attention kernel exists."""
+    from edge_quamba.folders import load_config
+    from edge_quamba.models.hybrid_config import HybridConfig
+
+    if isinstance(load_config(path), HybridConfig):
+        raise BackendUnavailableError(
+            f"--backend {name} cannot run {path}: it is a hybrid Mamba2 + attention model and no GPU kernels for "
+            f"attention are written yet; use --backend ref, or export it and use --backend ort")
 
 
 def sequence_model(name: str, path: Path, kind: str, threads: int | None = None):

@@ -15,7 +15,9 @@ What lives where (batch 1):
                  per layer, all inside the graph).
     scales       the ops take Python floats; each mixer reads its scale buffers once into a cache of floats
                  (``QuantMambaMixer.scales()``), which the eager warm-up steps fill before capture, so the captured
-                 step never reads a device tensor on the host (a sync, which capture forbids).
+                 step never reads a device tensor on the host (a sync, which capture forbids). A Mamba2 mixer
+                 (``QuantMamba2Mixer.scales()``) also caches per-channel float32 scale vectors on the GPU (x, B, C,
+                 the conv's outputs), which the ops take as tensors; moving the model drops that cache.
     embeddings   fp16 on the GPU. The artifact stores them in fp16, so the lookup (cast to the float32 residual
                  stream) gives exactly the reference's values; a tied lm_head shares the same fp16 tensor.
     lm_head      fp16 GEMM (cuBLAS, float32 accumulation), float32 logits: the only deviation from the reference.
@@ -39,7 +41,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_quamba.errors import BackendUnavailableError, InputError
-from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.mamba import LayerState, MambaLM
 
 WARMUP_STEPS = 2
@@ -73,12 +74,10 @@ def require_cuda_kernels() -> None:
 
 def refuse_options(model: MambaLM) -> None:
     """One line naming the quantization option when ``model`` would call an op that has no CUDA kernel
-    (``torch_ops.NO_CUDA_KERNEL``): a Mamba2 model, per-channel weight scales."""
+    (``torch_ops.NO_CUDA_KERNEL``): per-channel weight scales. Mamba1 and Mamba2 (Quamba2) at W8A8, W4A8 and W4A16
+    have kernels for every op they call."""
     from edge_quamba.quant.qmodel import QuantLinear
 
-    if isinstance(model.config, Mamba2Config):
-        raise BackendUnavailableError("--backend cuda has no kernels for Mamba2 (Quamba2) yet; use --backend ref, "
-                                      "or export the artifact and use --backend ort")
     if any(isinstance(m, QuantLinear) and m.per_channel for m in model.modules()):
         raise BackendUnavailableError("--backend cuda has no kernel for per-channel weight scales (this model was "
                                       "quantized with --weight-scales channel): use --backend ref or ort, or "
@@ -216,16 +215,11 @@ def load_cuda_backend(path, kind: str) -> CudaBackend:
     if kind not in ("quantized", "export"):
         raise BackendUnavailableError(f"--backend cuda cannot run a {kind} folder ({path})")
     from edge_quamba.onnx.folder import is_fp32_export, read_export_config
-    from edge_quamba.quant.artifact import load_quantized_model, read_quant_config
+    from edge_quamba.quant.artifact import load_quantized_model
 
     if kind == "export" and is_fp32_export(read_export_config(path)[1]):
         raise BackendUnavailableError(f"--backend cuda runs a quantized model and {path} is an fp32 export "
                                       f"(--bits fp32): run it with --backend ort or ref")
-    artifact = path if kind == "quantized" else path / "quantized"
-    config, _, _ = read_quant_config(artifact)
-    if isinstance(config, Mamba2Config):
-        raise BackendUnavailableError("--backend cuda has no kernels for Mamba2 (Quamba2) yet; run this artifact "
-                                      "with --backend ref or export it and use --backend ort")
     require_cuda_kernels()  # before reading the weights: fail fast on a machine that cannot run them
 
     return CudaBackend(load_quantized_model(path if kind == "quantized" else path / "quantized"))

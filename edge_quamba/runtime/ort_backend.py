@@ -23,7 +23,9 @@ from torch import Tensor
 from edge_quamba.errors import BackendUnavailableError, CheckpointError
 from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.config import Mamba2Config
-from edge_quamba.onnx import INPUT_IDS, state_names
+from edge_quamba.models.hybrid_config import HybridConfig
+from edge_quamba.onnx import INPUT_IDS, graph_state_names
+from edge_quamba.onnx.hybrid_io import hybrid_empty_states
 
 
 def import_onnxruntime():
@@ -69,7 +71,7 @@ class OrtGraph:
                  optimize: bool = True, qdq_int8: bool = False):
         ort = import_onnxruntime()
         self.config = config
-        self.state_inputs, self.state_outputs = state_names(config.n_layer)
+        self.state_inputs, self.state_outputs = graph_state_names(config)
         source = str(model) if isinstance(model, Path) else model
         try:
             self.session = ort.InferenceSession(
@@ -79,7 +81,7 @@ class OrtGraph:
             what = model if isinstance(model, Path) else "the ONNX graph"
             detail = " ".join(str(exc).split())[:300]
             raise CheckpointError(f"{what} is not a model ONNX Runtime can load: {detail}") from None
-        types = {i.name: i.type for i in self.session.get_inputs()}
+        self.input_types = types = {i.name: i.type for i in self.session.get_inputs()}
         names = set(types)
         missing = sorted({INPUT_IDS, *self.state_inputs} - names)
         if missing:
@@ -93,8 +95,11 @@ class OrtGraph:
     def empty_states(self, batch: int) -> dict[str, np.ndarray]:
         """Zero states: conv_state.i (b, d_in, k) int8 (float16 / float32 in a W4A16 / fp32 graph: the input's
         declared type) and
-        ssm_state.i (b, d_in, n) float32; Mamba2: (b, conv_dim, k) and (b, h, p, n)."""
+        ssm_state.i (b, d_in, n) float32; Mamba2: (b, conv_dim, k) and (b, h, p, n); a hybrid's per block
+        (:func:`edge_quamba.onnx.hybrid_io.hybrid_empty_states`)."""
         c = self.config
+        if isinstance(c, HybridConfig):
+            return hybrid_empty_states(c, batch, self.input_types)
         if isinstance(c, Mamba2Config):
             conv_shape, ssm_shape = (batch, c.conv_dim, c.d_conv), (batch, c.nheads, c.headdim, c.d_state)
         else:

@@ -9,9 +9,10 @@
 //   conv_state (b, d, k): input index t < 0 of this call is conv_state_in[b, c, k + t]. The thread of the first
 //   chunk reads its channel's whole state before it writes conv_state_out, and no other thread touches that
 //   channel's state, so conv_state_out may alias conv_state_in.
-// Numerics: exact int32 accumulation; then float32(acc) * float32(x_scale * weight_scale), + bias, SiLU, quantize,
-// every op rounded separately (numerics.cuh). Input and state codes are read with read_code (-128 as -127), and the
-// state is written as read, so conv_state_out never holds -128.
+// Numerics: exact int32 accumulation; then float32(acc) * float32(x_scale * weight_scale), + bias, SiLU, quantize at
+// out_scale or at the channel's out_scales[c] (read once per thread), every op rounded separately (numerics.cuh).
+// Input and state codes are read with read_code (-128 as -127), and the state is written as read, so conv_state_out
+// never holds -128.
 #include <algorithm>
 #include <cmath>
 
@@ -54,6 +55,7 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_kernel(CausalConv1dPar
 
     const float alpha = __fmul_rn(p.x_scale, p.weight_scale);
     const float bias = p.bias != nullptr ? p.bias[c] : 0.0f;
+    const float out_scale = p.out_scales != nullptr ? p.out_scales[c] : p.out_scale;
     int8_t* u = p.u + int64_t(b) * p.seqlen * p.dim + c;
     for (int t = t0; t < t1; ++t) {
 #pragma unroll
@@ -64,7 +66,7 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_kernel(CausalConv1dPar
         for (int j = 0; j < W; ++j) acc += w[j] * win[j];
         float v = __fmul_rn(static_cast<float>(acc), alpha);
         if (p.bias != nullptr) v = __fadd_rn(v, bias);
-        u[int64_t(t) * p.dim] = quantize_rn(silu_rn(v), p.out_scale);
+        u[int64_t(t) * p.dim] = quantize_rn(silu_rn(v), out_scale);
     }
 
     if (t0 == 0) {  // the new state: inputs l - W .. l - 1 (state entries when l < W)
@@ -81,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_kernel(CausalConv1dPar
 
 cudaError_t launch_int8_causal_conv1d(const CausalConv1dParams& p, cudaStream_t stream) {
     if (p.batch < 0 || p.seqlen < 0 || p.dim < 0 || p.width < 1 || p.width > kConvMaxWidth ||
-        !(p.out_scale > 0.0f) || !std::isfinite(p.out_scale) || p.batch > 65535) {
+        (p.out_scales == nullptr && (!(p.out_scale > 0.0f) || !std::isfinite(p.out_scale))) || p.batch > 65535) {
         return cudaErrorInvalidValue;
     }
     if (p.batch == 0 || p.dim == 0) return cudaSuccess;

@@ -21,6 +21,13 @@
 // (<= 128 KB, within sm_87's and sm_90's opt-in limit); then amax = block max of |v| (__reduce_max_sync on the
 // float bits, which order like the values for v >= 0, then one shared atomicMax per warp), s = max(amax, 1e-5) / 127,
 // and each thread quantizes E consecutive values.
+// GATED (op gated_rms_norm_hadamard_quantize, Mamba2's out_proj input): the E loaded values become Mamba2's gated
+// RMSNorm before the first butterfly: g = y * silu(q_z * z_scale) (z: E consecutive codes); per thread, the sum of its
+// E squares in order k = 0 .. E-1 when group_size % E == 0 (a thread's elements lie in one group), else the squares
+// themselves, go to shared memory (n floats, the space X takes later); warp w sums the partials of groups w, w + W, ...
+// (lane i adds partials i, i + 32, ... in order, then a shuffle-down tree), and lane 0 writes the group's
+// r = 1 / sqrt(sum / group_size + eps) after the n floats; then v = weight * (g * r) and the transform goes on as
+// in the static case (shared memory n + groups floats). The sum's order is the kernel's own, like rms_norm_quantize.
 #include <cmath>
 
 #include "hadamard_quantize.h"
@@ -89,11 +96,82 @@ __device__ __forceinline__ void store_codes(int8_t* out, const float (&v)[E], fl
     }
 }
 
+// Gated RMSNorm of thread t's E consecutive values v (loaded from y) in place, see the file comment. S: n + groups
+// floats of shared memory; every thread of the block must call it (two __syncthreads).
+template <int E>
+__device__ __forceinline__ void gated_rms_norm(float (&v)[E], const GatedRmsNormQuantizeParams& g, bool vec, int t,
+                                               int T, int n, float* S) {
+    const int8_t* z = g.z + int64_t(blockIdx.x) * g.z_row_stride + t * E;
+    const float* w = g.weight + t * E;
+    int zq[E];
+    float wv[E];
+    if constexpr (E % 4 == 0) {
+        if (vec) {
+#pragma unroll
+            for (int k = 0; k < E; k += 4) {
+                const char4 c4 = reinterpret_cast<const char4*>(z)[k / 4];
+                const float4 w4 = __ldg(reinterpret_cast<const float4*>(w) + k / 4);
+                zq[k] = c4.x; zq[k + 1] = c4.y; zq[k + 2] = c4.z; zq[k + 3] = c4.w;
+                wv[k] = w4.x; wv[k + 1] = w4.y; wv[k + 2] = w4.z; wv[k + 3] = w4.w;
+            }
+        }
+    }
+    if (!(E % 4 == 0 && vec)) {
+#pragma unroll
+        for (int k = 0; k < E; ++k) {
+            zq[k] = z[k];
+            wv[k] = __ldg(w + k);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < E; ++k) {
+        const float gate = silu_rn(__fmul_rn(static_cast<float>(read_code(static_cast<int8_t>(zq[k]))), g.z_scale));
+        v[k] = __fmul_rn(v[k], gate);
+    }
+    const int gs = g.group_size;
+    const bool per_thread = gs % E == 0;
+    if (per_thread) {
+        float sum = __fmul_rn(v[0], v[0]);
+#pragma unroll
+        for (int k = 1; k < E; ++k) sum = __fadd_rn(sum, __fmul_rn(v[k], v[k]));
+        S[t] = sum;
+    } else {
+#pragma unroll
+        for (int k = 0; k < E; ++k) S[t * E + k] = __fmul_rn(v[k], v[k]);
+    }
+    __syncthreads();
+    float* inv_rms = S + n;
+    const int count = per_thread ? gs / E : gs;  // partials per group
+    const int warp = t >> 5, lane = t & 31, warps = (T + 31) >> 5, lanes = min(T - (warp << 5), 32);
+    const unsigned mask = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
+    for (int gi = warp; gi < n / gs; gi += warps) {
+        float sum = 0.0f;
+        for (int i = lane; i < count; i += lanes) sum = __fadd_rn(sum, S[gi * count + i]);
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            const float other = __shfl_down_sync(mask, sum, off);
+            if (lane + off < lanes) sum = __fadd_rn(sum, other);
+        }
+        if (lane == 0) {
+            const float mean = __fdiv_rn(sum, static_cast<float>(gs));
+            inv_rms[gi] = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, g.eps)));
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < E; ++k) v[k] = __fmul_rn(wv[k], __fmul_rn(v[k], inv_rms[(t * E + k) / gs]));
+}
+
+enum class Mode { kStatic, kDynamic, kGated };
+
 // M: the H_m factor (1, 12, 20, 28); E: elements per thread; log_p = log2(p), p = n / M; blockDim.x * E == n.
-// DYNAMIC: per-token scale (prm.y_scale), see the file comment.
-template <int M, int E, bool DYNAMIC>
+// kDynamic: per-token scale (prm.y_scale); kGated: Mamba2's gated RMSNorm first (gate), see the file comment.
+template <int M, int E, Mode MODE>
 __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(HadamardQuantizeParams prm, int log_p,
-                                                                       float c, bool vec_loads) {
+                                                                       float c, bool vec_loads,
+                                                                       GatedRmsNormQuantizeParams gate,
+                                                                       bool gate_vec) {
+    constexpr bool DYNAMIC = MODE == Mode::kDynamic;
     extern __shared__ float4 smem[];  // declared float4: 16-byte aligned for store_row's float4 stores
     float* X = reinterpret_cast<float*>(smem);  // (M, p) row-major, when used
     __shared__ unsigned sign_mask[M > 1 ? M : 1];  // bit r of sign_mask[i]: H_m[i, r] = +1
@@ -130,6 +208,8 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
 #pragma unroll
         for (int k = 0; k < E; ++k) v[k] = y[k];
     }
+
+    if constexpr (MODE == Mode::kGated) gated_rms_norm<E>(v, gate, gate_vec, t, T, n, X);
 
     // Stages h = 1 .. E/2: both elements of every pair are this thread's (j's bit h is bit h of k, t*E % 2h == 0).
 #pragma unroll
@@ -281,43 +361,55 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
     }
 }
 
-template <int M, int E, bool DYNAMIC>
-cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, cudaStream_t stream) {
+template <int M, int E, Mode MODE>
+cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, const GatedRmsNormQuantizeParams& gate,
+                      cudaStream_t stream) {
+    constexpr bool DYNAMIC = MODE == Mode::kDynamic;
     const int p = 1 << log_p, threads = prm.dim / E;
     const float c = static_cast<float>(1.0 / std::sqrt(static_cast<double>(prm.dim)));  // rounded once
     const size_t buffers = (M > 1 && DYNAMIC) ? 2 : 1;  // X, and for DYNAMIC m > 1 the scaled values after it
-    const size_t smem = (M > 1 || p > 32 * E) ? buffers * sizeof(float) * prm.dim : 0;
+    size_t smem = (M > 1 || p > 32 * E) ? buffers * sizeof(float) * prm.dim : 0;
+    bool gate_vec = false;
+    if constexpr (MODE == Mode::kGated) {  // the squares (n) in X's place, then one 1/rms per group
+        smem = sizeof(float) * (size_t(prm.dim) + size_t(prm.dim / gate.group_size));
+        gate_vec = reinterpret_cast<uintptr_t>(gate.z) % 4 == 0 && gate.z_row_stride % 4 == 0 &&
+                   reinterpret_cast<uintptr_t>(gate.weight) % 16 == 0;
+    }
     // Opt in above the 48 KB default, counting the kernel's static shared memory too (n = 12288 needs exactly 48 KB
     // dynamic: without the opt-in that launch failed with "invalid argument" on the H200).
     if (smem + kStaticSmem > 48 * 1024) {
-        const cudaError_t err = cudaFuncSetAttribute(hadamard_quantize_kernel<M, E, DYNAMIC>,
+        const cudaError_t err = cudaFuncSetAttribute(hadamard_quantize_kernel<M, E, MODE>,
                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         if (err != cudaSuccess) return err;
     }
     const bool vec_loads = prm.y_row_stride % 4 == 0 && reinterpret_cast<uintptr_t>(prm.y) % 16 == 0;
-    hadamard_quantize_kernel<M, E, DYNAMIC><<<static_cast<unsigned>(prm.rows), threads, smem, stream>>>(
-        prm, log_p, c, vec_loads);
+    hadamard_quantize_kernel<M, E, MODE><<<static_cast<unsigned>(prm.rows), threads, smem, stream>>>(
+        prm, log_p, c, vec_loads, gate, gate_vec);
     return cudaGetLastError();
 }
 
 template <int M, int E>
-cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, cudaStream_t stream) {
-    return prm.y_scale != nullptr ? launch_me<M, E, true>(prm, log_p, stream)
-                                  : launch_me<M, E, false>(prm, log_p, stream);
+cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, const GatedRmsNormQuantizeParams* gate,
+                      cudaStream_t stream) {
+    if (gate != nullptr) return launch_me<M, E, Mode::kGated>(prm, log_p, *gate, stream);
+    const GatedRmsNormQuantizeParams none{};
+    return prm.y_scale != nullptr ? launch_me<M, E, Mode::kDynamic>(prm, log_p, none, stream)
+                                  : launch_me<M, E, Mode::kStatic>(prm, log_p, none, stream);
 }
 
 template <int M>
-cudaError_t launch_m(const HadamardQuantizeParams& prm, int p, cudaStream_t stream) {
+cudaError_t launch_m(const HadamardQuantizeParams& prm, int p, const GatedRmsNormQuantizeParams* gate,
+                     cudaStream_t stream) {
     int log_p = 0;
     while ((1 << log_p) < p) ++log_p;
     int e = 8;  // elements per thread: 8, more when n / 8 > 1024 threads, at most p
     while (prm.dim / e > kMaxThreads) e *= 2;
     switch (e < p ? e : p) {
-        case 1: return launch_me<M, 1>(prm, log_p, stream);
-        case 2: return launch_me<M, 2>(prm, log_p, stream);
-        case 4: return launch_me<M, 4>(prm, log_p, stream);
-        case 8: return launch_me<M, 8>(prm, log_p, stream);
-        default: return launch_me<M, 16>(prm, log_p, stream);
+        case 1: return launch_me<M, 1>(prm, log_p, gate, stream);
+        case 2: return launch_me<M, 2>(prm, log_p, gate, stream);
+        case 4: return launch_me<M, 4>(prm, log_p, gate, stream);
+        case 8: return launch_me<M, 8>(prm, log_p, gate, stream);
+        default: return launch_me<M, 16>(prm, log_p, gate, stream);
     }
 }
 
@@ -330,6 +422,18 @@ void factor(int n, int* m, int* p) {
     if (odd == 1) { *m = 1; *p = n; return; }
     const int mm = 4 * odd;
     if ((mm == 12 || mm == 20 || mm == 28) && pow2 % 4 == 0) { *m = mm; *p = n / mm; }
+}
+
+cudaError_t launch_m_any(const HadamardQuantizeParams& prm, const GatedRmsNormQuantizeParams* gate,
+                         cudaStream_t stream) {
+    int m, p;
+    factor(prm.dim, &m, &p);
+    switch (m) {
+        case 1: return launch_m<1>(prm, p, gate, stream);
+        case 12: return launch_m<12>(prm, p, gate, stream);
+        case 20: return launch_m<20>(prm, p, gate, stream);
+        default: return launch_m<28>(prm, p, gate, stream);
+    }
 }
 
 }  // namespace
@@ -348,14 +452,26 @@ cudaError_t launch_hadamard_quantize(const HadamardQuantizeParams& prm, cudaStre
     }
     if (prm.rows == 0) return cudaSuccess;
     if (prm.y == nullptr || prm.y_q == nullptr) return cudaErrorInvalidValue;
-    int m, p;
-    factor(prm.dim, &m, &p);
-    switch (m) {
-        case 1: return launch_m<1>(prm, p, stream);
-        case 12: return launch_m<12>(prm, p, stream);
-        case 20: return launch_m<20>(prm, p, stream);
-        default: return launch_m<28>(prm, p, stream);
+    return launch_m_any(prm, nullptr, stream);
+}
+
+cudaError_t launch_gated_rms_norm_hadamard_quantize(const GatedRmsNormQuantizeParams& g, cudaStream_t stream) {
+    if (g.rows < 0 || !hadamard_dim_supported(g.dim) || g.group_size < 1 || g.dim % g.group_size != 0 ||
+        g.y_row_stride < g.dim || g.z_row_stride < g.dim || g.rows > 2147483647 || !(g.eps >= 0.0f) ||
+        !std::isfinite(g.eps) || !(g.z_scale > 0.0f) || !std::isfinite(g.z_scale) || !(g.out_scale > 0.0f) ||
+        !std::isfinite(g.out_scale)) {
+        return cudaErrorInvalidValue;
     }
+    if (g.rows == 0) return cudaSuccess;
+    if (g.y == nullptr || g.z == nullptr || g.weight == nullptr || g.y_q == nullptr) return cudaErrorInvalidValue;
+    HadamardQuantizeParams prm{};
+    prm.rows = g.rows;
+    prm.dim = g.dim;
+    prm.y_row_stride = g.y_row_stride;
+    prm.y = g.y;
+    prm.y_q = g.y_q;
+    prm.out_scale = g.out_scale;
+    return launch_m_any(prm, &g, stream);
 }
 
 }  // namespace kernels

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "common.h"
+#include "rms_norm_quantize.h"
 
 namespace edge_quamba {
 namespace kernels {
@@ -31,6 +32,10 @@ struct HadamardQuantizeParams {
 bool hadamard_dim_supported(int n);
 
 cudaError_t launch_hadamard_quantize(const HadamardQuantizeParams& p, cudaStream_t stream);
+
+// Mamba2's gated RMSNorm, then this transform and quantize, in one kernel (op gated_rms_norm_hadamard_quantize; the
+// contract in rms_norm_quantize.h): dim as above, group_size | dim.
+cudaError_t launch_gated_rms_norm_hadamard_quantize(const GatedRmsNormQuantizeParams& p, cudaStream_t stream);
 
 }  // namespace kernels
 }  // namespace edge_quamba

@@ -8,3 +8,4 @@
 #include "quantize.h"
 #include "rms_norm_quantize.h"
 #include "selective_scan.h"
+#include "ssd_scan.h"

@@ -246,9 +246,11 @@ at::Tensor rms_norm_quantize(const at::Tensor& x, const at::Tensor& weight, doub
     return q;
 }
 
-std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, const at::Tensor& conv_state_q,
+// The conv with one output scale (out_scales empty) or one per channel (out_scales (d_in,) float32, Mamba2).
+std::tuple<at::Tensor, at::Tensor> causal_conv1d_impl(const at::Tensor& x_q, const at::Tensor& conv_state_q,
                                                       const at::Tensor& weight_q, const std::optional<at::Tensor>& bias,
-                                                      double x_scale, double weight_scale, double out_scale) {
+                                                      double x_scale, double weight_scale, double out_scale,
+                                                      const std::optional<at::Tensor>& out_scales) {
     check_cuda(x_q, "int8_causal_conv1d: x_q", at::kChar);
     check_cuda(conv_state_q, "int8_causal_conv1d: conv_state_q", at::kChar);
     check_cuda(weight_q, "int8_causal_conv1d: weight_q", at::kChar);
@@ -264,11 +266,17 @@ std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, con
         check_cuda(*bias, "int8_causal_conv1d: bias", at::kFloat);
         EQ_CHECK(bias->dim() == 1 && bias->size(0) == d, "int8_causal_conv1d: bias must be (d_in,)");
     }
+    if (out_scales.has_value()) {
+        check_cuda(*out_scales, "int8_causal_conv1d: out_scales", at::kFloat);
+        EQ_CHECK(out_scales->dim() == 1 && out_scales->size(0) == d, "int8_causal_conv1d: out_scales must be (d_in,)");
+    }
     const c10::cuda::CUDAGuard guard(x_q.device());
     const at::Tensor x = channel_contiguous(x_q);
     const at::Tensor state = conv_state_q.contiguous();
     const at::Tensor w = weight_q.contiguous();
     const std::optional<at::Tensor> bc = bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : bias;
+    const std::optional<at::Tensor> sc =
+        out_scales.has_value() ? std::optional<at::Tensor>(out_scales->contiguous()) : out_scales;
     at::Tensor u = at::empty({b, l, d}, x_q.options());
     at::Tensor state_out = at::empty({b, d, k}, x_q.options());
     ek::CausalConv1dParams p{};
@@ -284,8 +292,15 @@ std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, con
     p.x_scale = static_cast<float>(x_scale);
     p.weight_scale = static_cast<float>(weight_scale);
     p.out_scale = static_cast<float>(out_scale);
+    p.out_scales = sc.has_value() ? sc->data_ptr<float>() : nullptr;
     check_launch(ek::launch_int8_causal_conv1d(p, c10::cuda::getCurrentCUDAStream()), "int8_causal_conv1d");
     return {u, state_out};
+}
+
+std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, const at::Tensor& conv_state_q,
+                                                      const at::Tensor& weight_q, const std::optional<at::Tensor>& bias,
+                                                      double x_scale, double weight_scale, double out_scale) {
+    return causal_conv1d_impl(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale, std::nullopt);
 }
 
 std::tuple<at::Tensor, at::Tensor> int8_selective_scan(
@@ -519,8 +534,125 @@ std::tuple<at::Tensor, at::Tensor> selective_scan(const at::Tensor& u, const at:
 // ------------------------------------------------------------------- end of the 4-bit-weight linears and W4A16 scan
 }  // namespace
 
+// ------------------------------------------------------------------------------------------- Mamba2 (Quamba2) ops
+// int8_causal_conv1d_channel_scales, int8_ssd_scan and the fused gated RMSNorm + (Hadamard +) quantize of the out_proj
+// input (edge_quamba/ops/cuda_ops.py registers them for torch.ops.edge_quamba.*; the *_update ops are the same
+// functions on (b, 1, .) views).
+namespace {
+
+// Mamba2's conv over x | B | C: the int8 conv with a per-channel output scale out_scales (conv_dim,) float32.
+std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d_channel_scales(
+    const at::Tensor& x_q, const at::Tensor& conv_state_q, const at::Tensor& weight_q,
+    const std::optional<at::Tensor>& bias, const at::Tensor& out_scales, double x_scale, double weight_scale) {
+    return causal_conv1d_impl(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, 1.0, out_scales);
+}
+
+// The SSD scan: x_q (b, l, h p), dt_q (b, l, h), B_q, C_q (b, l, g n) int8 views (channel stride 1, any batch and
+// sequence strides), ssm_state (b, h, p, n) float32 -> (y (b, l, h p) float32, new state (b, h, p, n)).
+std::tuple<at::Tensor, at::Tensor> int8_ssd_scan(
+    const at::Tensor& x_q, const at::Tensor& dt_q, const at::Tensor& B_q, const at::Tensor& C_q,
+    const at::Tensor& ssm_state, const at::Tensor& A, const at::Tensor& D, const at::Tensor& dt_bias,
+    const at::Tensor& x_scales, const at::Tensor& B_scales, const at::Tensor& C_scales, double dt_scale) {
+    const char* names[] = {"x_q", "dt_q", "B_q", "C_q"};
+    const at::Tensor* ins[] = {&x_q, &dt_q, &B_q, &C_q};
+    for (int i = 0; i < 4; ++i) {
+        check_cuda(*ins[i], names[i], at::kChar);
+        EQ_CHECK(ins[i]->dim() == 3, "int8_ssd_scan: ", names[i], " must be 3-D (b, l, .)");
+    }
+    const char* fnames[] = {"ssm_state", "A", "D", "dt_bias", "x_scales", "B_scales", "C_scales"};
+    const at::Tensor* fins[] = {&ssm_state, &A, &D, &dt_bias, &x_scales, &B_scales, &C_scales};
+    for (int i = 0; i < 7; ++i) check_cuda(*fins[i], fnames[i], at::kFloat);
+    EQ_CHECK(ssm_state.dim() == 4, "int8_ssd_scan: ssm_state must be (b, h, p, n)");
+    const int64_t b = x_q.size(0), l = x_q.size(1), h = ssm_state.size(1), hp = ssm_state.size(2),
+                  n = ssm_state.size(3), gn = B_q.size(2);
+    EQ_CHECK(n >= 1 && n <= ek::kSsdMaxState && gn % n == 0 && gn >= n && h % (gn / n) == 0,
+             "int8_ssd_scan: d_state n=", n, " (<= ", ek::kSsdMaxState, ") and B_q's g n=", gn, " do not fit h=", h);
+    EQ_CHECK(ssm_state.size(0) == b && x_q.size(2) == h * hp && dt_q.size(0) == b && dt_q.size(1) == l &&
+             dt_q.size(2) == h && B_q.size(0) == b && B_q.size(1) == l && C_q.sizes() == B_q.sizes() &&
+             A.numel() == h && D.numel() == h && dt_bias.numel() == h && x_scales.numel() == h * hp &&
+             B_scales.numel() == gn && C_scales.numel() == gn,
+             "int8_ssd_scan: shapes do not match: x_q ", x_q.sizes(), ", dt_q ", dt_q.sizes(), ", B_q ", B_q.sizes(),
+             ", ssm_state ", ssm_state.sizes());
+    const c10::cuda::CUDAGuard guard(x_q.device());
+    const at::Tensor x = channel_contiguous(x_q), dt = channel_contiguous(dt_q);
+    const at::Tensor Bv = channel_contiguous(B_q), Cv = channel_contiguous(C_q);
+    const at::Tensor state = ssm_state.contiguous(), Ac = A.contiguous(), Dc = D.contiguous(),
+                     dtb = dt_bias.contiguous(), xs = x_scales.contiguous(), bs = B_scales.contiguous(),
+                     cs = C_scales.contiguous();
+    at::Tensor y = at::empty({b, l, h * hp}, x_q.options().dtype(at::kFloat));
+    at::Tensor state_out = at::empty({b, h, hp, n}, x_q.options().dtype(at::kFloat));
+    ek::SsdScanParams p{};
+    p.batch = static_cast<int>(b); p.seqlen = static_cast<int>(l); p.nheads = static_cast<int>(h);
+    p.headdim = static_cast<int>(hp); p.ngroups = static_cast<int>(gn / n); p.dstate = static_cast<int>(n);
+    p.x = x.data_ptr<int8_t>(); p.x_batch_stride = x.stride(0); p.x_seq_stride = x.stride(1);
+    p.dt = dt.data_ptr<int8_t>(); p.dt_batch_stride = dt.stride(0); p.dt_seq_stride = dt.stride(1);
+    p.B = Bv.data_ptr<int8_t>(); p.B_batch_stride = Bv.stride(0); p.B_seq_stride = Bv.stride(1);
+    p.C = Cv.data_ptr<int8_t>(); p.C_batch_stride = Cv.stride(0); p.C_seq_stride = Cv.stride(1);
+    p.ssm_state_in = state.data_ptr<float>();
+    p.A = Ac.data_ptr<float>(); p.D = Dc.data_ptr<float>(); p.dt_bias = dtb.data_ptr<float>();
+    p.x_scales = xs.data_ptr<float>(); p.B_scales = bs.data_ptr<float>(); p.C_scales = cs.data_ptr<float>();
+    p.dt_scale = static_cast<float>(dt_scale);
+    p.y = y.data_ptr<float>(); p.ssm_state_out = state_out.data_ptr<float>();
+    check_launch(ek::launch_int8_ssd_scan(p, c10::cuda::getCurrentCUDAStream()), "int8_ssd_scan");
+    return {y, state_out};
+}
+
+// gated_rms_norm_quantize (hadamard false) and gated_rms_norm_hadamard_quantize (true): y (..., d) float32 and z_q
+// (..., d) int8 (row-strided views read in place), weight (d) -> int8 (..., d), one kernel.
+at::Tensor gated_rms_norm_quantize(const at::Tensor& y, const at::Tensor& z_q, const at::Tensor& weight,
+                                   double z_scale, double eps, int64_t group_size, double out_scale, bool hadamard) {
+    check_cuda(y, "gated_rms_norm_quantize: y", at::kFloat);
+    check_cuda(z_q, "gated_rms_norm_quantize: z_q", at::kChar);
+    check_cuda(weight, "gated_rms_norm_quantize: weight", at::kFloat);
+    EQ_CHECK(y.dim() >= 1 && z_q.sizes() == y.sizes() && weight.dim() == 1 && weight.size(0) == y.size(-1) &&
+             weight.is_contiguous(), "gated_rms_norm_quantize: y ", y.sizes(), ", z_q ", z_q.sizes(), " and weight ",
+             weight.sizes(), " do not match (..., d), (..., d), (d,)");
+    const int64_t d = y.size(-1);
+    EQ_CHECK(d >= 1 && d <= INT32_MAX && group_size >= 1 && d % group_size == 0,
+             "gated_rms_norm_quantize: group_size ", group_size, " does not divide d=", d);
+    if (hadamard) {
+        EQ_CHECK(ek::hadamard_dim_supported(static_cast<int>(d)), "gated_rms_norm_hadamard_quantize: d=", d,
+                 " is not m * 2^k with m in {1, 12, 20, 28} and d <= 16384");
+    } else {
+        EQ_CHECK(group_size <= ek::kRmsNormMaxDim, "gated_rms_norm_quantize: group_size ", group_size, " > ",
+                 ek::kRmsNormMaxDim);
+    }
+    const c10::cuda::CUDAGuard guard(y.device());
+    auto [yr, y_stride] = as_rows(y);
+    auto [zr, z_stride] = as_rows(z_q);
+    at::Tensor q = at::empty(y.sizes(), y.options().dtype(at::kChar));
+    ek::GatedRmsNormQuantizeParams p{};
+    p.rows = yr.numel() / d;
+    p.dim = static_cast<int>(d);
+    p.group_size = static_cast<int>(group_size);
+    p.y_row_stride = y_stride;
+    p.y = yr.data_ptr<float>();
+    p.z_row_stride = z_stride;
+    p.z = zr.data_ptr<int8_t>();
+    p.weight = weight.data_ptr<float>();
+    p.y_q = q.data_ptr<int8_t>();
+    p.z_scale = static_cast<float>(z_scale);
+    p.eps = static_cast<float>(eps);
+    p.out_scale = static_cast<float>(out_scale);
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    check_launch(hadamard ? ek::launch_gated_rms_norm_hadamard_quantize(p, stream)
+                          : ek::launch_gated_rms_norm_quantize(p, stream), "gated_rms_norm_quantize");
+    return q;
+}
+
+void def_mamba2_ops(pybind11::module_& m) {
+    m.def("int8_causal_conv1d_channel_scales", &int8_causal_conv1d_channel_scales,
+          "x_q (b, l, conv_dim), state, weight, bias?, out_scales (conv_dim) -> (codes (b, l, conv_dim), new state)");
+    m.def("int8_ssd_scan", &int8_ssd_scan, "-> (y (b, l, h p) float32, ssm_state_out (b, h, p, n) float32)");
+    m.def("gated_rms_norm_quantize", &gated_rms_norm_quantize,
+          "y (..., d) float32, z_q (..., d) int8, weight (d), z_scale, eps, group_size, out_scale, hadamard -> int8");
+}
+
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "edge-quamba int8 CUDA kernels (plugins/kernels) for torch.ops.edge_quamba.*";
+    def_mamba2_ops(m);
     m.def("quantize", &quantize, "x (...) float -> int8 (...)");
     m.def("int8_linear", &int8_linear, "x_q (..., K), weight_q (N, K), bias? -> float32 (..., N)");
     m.def("int8_linear_quantize", &int8_linear_quantize, "x_q (..., K), weight_q (N, K), bias? -> int8 (..., N)");

@@ -55,14 +55,18 @@ done
 for pid in "${pids[@]}"; do
     wait "$pid"   # a failed nvcc fails the script (set -e)
 done
-"$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/harness.cpp" -o "$OUT/obj/harness.o"
+harness_objects=()
+for src in harness selftest trtOrder caseFiles deviceIo; do
+    "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/$src.cpp" -o "$OUT/obj/harness_$src.o"
+    harness_objects+=("$OUT/obj/harness_$src.o")
+done
 for part in w4Selftest w4Run; do
     "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/$part.cpp" -o "$OUT/obj/$part.o"
 done
 
 # The library TensorRT loads, and the harness, which links the same objects (it calls getCreators like TensorRT).
 "$NVCC" -shared -o "$OUT/libedge_quamba_trt_plugins.so" "${objects[@]}" -cudart shared
-"$NVCC" -o "$OUT/harness" "$OUT/obj/harness.o" "${objects[@]}" -cudart shared
+"$NVCC" -o "$OUT/harness" "${harness_objects[@]}" "${objects[@]}" -cudart shared
 # The 4-bit configs' harness reaches the plugins only through the library's getCreators, as TensorRT does.
 "$NVCC" -o "$OUT/w4_harness" "$OUT/obj/w4Selftest.o" "$OUT/obj/w4Run.o" -L"$OUT" -ledge_quamba_trt_plugins \
     -Xlinker -rpath='$ORIGIN' -cudart shared
