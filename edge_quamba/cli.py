@@ -255,7 +255,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
     if bits == "fp32":
         raise click.UsageError("--bits fp32 is not a quantization: `edge-quamba export --bits fp32` writes the fp "
                                "checkpoint's float32 ONNX graph")
-    refuse_inapplicable(click.get_current_context())
+    refuse_inapplicable(click.get_current_context(), model, export=False)
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
                            calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq, head_groups,
                            dim_groups, no_sort_cluster, no_group_bc, gptq_order, kv_cache, float_attn_mlp)
@@ -300,7 +300,7 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
     from edge_quamba.onnx.export import export_fp32_model, export_model
 
     echo = lambda line: click.echo(line, err=as_json)  # noqa: E731
-    refuse_inapplicable(click.get_current_context(), model_kind=lambda: _model_kind(model))
+    refuse_inapplicable(click.get_current_context(), model, export=True)
     if bits == "fp32":
         if float_parts != "float32":
             raise click.UsageError("--float-parts applies to a quantized model's TensorRT graph, not --bits fp32")
@@ -431,23 +431,24 @@ def serve(model, backend, host, port, tokenizer, threads, served_model_name, cha
                announce=lambda line: click.echo(line, err=True))
 
 
-def refuse_inapplicable(ctx: click.Context, model_kind=None) -> None:
+def refuse_inapplicable(ctx: click.Context, model: str | None, export: bool) -> None:
     """Refuse, in one line, a recipe option given explicitly that does not apply (edge_quamba/recipe_options.py).
-    model_kind: called (only when an option depends on it) for what --model is."""
+    What --model is (its folder kind for export, whether it is a hybrid) is read only when a given option depends on
+    it."""
     from edge_quamba.recipe_options import MODEL_DEPENDENT, given_options, refuse_options
 
     given = given_options(ctx)
     values = dict(ctx.params)
-    if model_kind is not None and values.get("bits") != "fp32" and given.keys() & MODEL_DEPENDENT:
-        values["kind"] = model_kind()
+    if values.get("bits") != "fp32" and given.keys() & MODEL_DEPENDENT:
+        from edge_quamba.folders import folder_kind, load_config
+        from edge_quamba.models.hybrid_config import HybridConfig
+        from edge_quamba.models.locate import resolve_model
+
+        path = resolve_model(model)
+        if export:
+            values["kind"] = folder_kind(path)
+        values["hybrid"] = isinstance(load_config(path), HybridConfig)
     refuse_options(given, values)
-
-
-def _model_kind(model: str | None) -> str:
-    from edge_quamba.folders import folder_kind
-    from edge_quamba.models.loading import resolve_model
-
-    return folder_kind(resolve_model(model))
 
 
 def check_utf8(text: str, option: str) -> None:

@@ -9,8 +9,9 @@ checked; the first option that does not apply is reported.
 What decides: ``--bits`` (int4 options at w4a8 / w4a16 only; nothing of the recipe at export's fp32; no activation
 option at w4a16), ``--method`` (sort-and-cluster options at quamba2 only; the percentile options at quamba only),
 the ablation switches that turn a knob off (``--no-gptq``, ``--no-sort-cluster``, ``--no-percentile``), export's
-``--target`` (``--float-parts`` is for the TensorRT graph) and, for export, what ``--model`` is: a quantized artifact
-or an export folder is exported with the recipe it was quantized with, so no recipe option applies to it.
+``--target`` (``--float-parts`` is for the TensorRT graph), what ``--model`` is (for export: a quantized artifact or
+an export folder is exported with the recipe it was quantized with, so no recipe option applies to it) and its
+architecture (``--kv-cache`` and ``--float-attn-mlp`` apply to hybrid models only).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ INT4_OPTIONS = ("group_size", "no_gptq", "gptq_order")
 QUAMBA2_OPTIONS = ("head_groups", "dim_groups", "no_sort_cluster", "no_group_bc")
 PERCENTILE_OPTIONS = ("percentile", "no_percentile", "percentile_on")
 W8A8_OPTIONS = ("weight_scales", "out_proj_scale")
+HYBRID_OPTIONS = ("kv_cache", "float_attn_mlp")
 CALIBRATION_OPTIONS = ("calib_samples", "calib_seq_len", "calib_seed", "batch_size")
 RECIPE_OPTIONS = (*CALIBRATION_OPTIONS, "method", *INT4_OPTIONS, *QUAMBA2_OPTIONS, *PERCENTILE_OPTIONS,
-                  "no_hadamard", *W8A8_OPTIONS)
+                  "no_hadamard", *W8A8_OPTIONS, *HYBRID_OPTIONS)
 """Everything that shapes a quantization (``--bits`` aside), none of which an fp32 export or a re-export uses."""
 MODEL_DEPENDENT = (*RECIPE_OPTIONS, "bits", "tokenizer")
-"""Options that do not apply when export's ``--model`` is a quantized artifact or an export folder."""
+"""Options that do not apply when export's ``--model`` is a quantized artifact or an export folder, or that depend
+on the architecture of ``--model`` (the hybrid options)."""
 
 Rule = tuple[tuple[str, ...], Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]], str]]
 RULES: tuple[Rule, ...] = (
@@ -50,6 +53,8 @@ RULES: tuple[Rule, ...] = (
      lambda v: "--no-percentile turns percentile clipping off"),
     (W8A8_OPTIONS, lambda v: (v["method"], v["bits"]) != ("quamba", "w8a8"),
      lambda v: f"it is a Quamba W8A8 option, not --method {v['method']} --bits {v['bits']}"),
+    (HYBRID_OPTIONS, lambda v: v.get("hybrid") is False,
+     lambda v: "it is an option of hybrid (Mamba2 + attention) models; --model is not one"),
     (("float_parts",), lambda v: v.get("target") == "ort" or v["bits"] != "w8a8",
      lambda v: f"it sets the TensorRT graph of a W8A8 model; this export writes none (--target {v.get('target')}, "
                f"--bits {v['bits']})"),
@@ -68,8 +73,8 @@ def given_options(ctx) -> dict[str, str]:
 
 def refuse_options(given: dict[str, str], values: dict[str, Any]) -> None:
     """A one-line InputError for the first option in ``given`` (name -> flag) that does not apply to ``values``:
-    the command's values by option name (method, bits, no_gptq, ...) plus, for export, ``kind`` (what --model is:
-    "fp", "quantized", "export"; None when not known) and ``target``."""
+    the command's values by option name (method, bits, no_gptq, target, ...) plus what --model is, where known:
+    ``kind`` ("fp", "quantized", "export"; export only) and ``hybrid`` (a Mamba2 + attention model)."""
     for names, does_not_apply, why in RULES:
         for name in names:
             if name in given and does_not_apply(values):

@@ -400,6 +400,8 @@ NOT_APPLYING = {
     "no-hadamard at w4a16": (["--bits", "w4a16", "--no-hadamard"], "--no-hadamard does not apply: --bits w4a16"),
     "weight scales at w4a8 (even the default value)": (["--bits", "w4a8", "--weight-scales", "tensor"],
                                                        "--weight-scales does not apply: it is a Quamba W8A8 option"),
+    "kv cache of a Mamba model": (["--kv-cache", "int8"], "--kv-cache does not apply: it is an option of hybrid"),
+    "float attention of a Mamba model": (["--float-attn-mlp"], "--float-attn-mlp does not apply"),
 }
 EXPORT_ONLY = {
     "calibration option at fp32": (["--bits", "fp32", "--calib-samples", "8"], "--calib-samples does not apply: "
