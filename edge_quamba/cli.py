@@ -169,7 +169,7 @@ CALIBRATION_OPTIONS = (
                  "w4a16: group-wise int4 weights (GPTQ), float16 activations (no activation quantization, so the "
                  "percentile and Hadamard options do not apply). fp32 (export only): no quantization, the fp "
                  "checkpoint's float32 graph (--target ort), the baseline for the quantized graphs' CPU speed; the "
-                 "other calibration options do not apply."),
+                 "other recipe options do not apply (given, they are refused)."),
     click.option("--group-size", type=click.IntRange(min=1), default=64, show_default=True,
                  help="Input features per int4 weight scale (w4a8, w4a16); a last partial group is allowed. 64 "
                  "measured better than 128 on both demo models for 6% more linear-weight bytes (README, Bit widths)."),
@@ -295,15 +295,14 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
 
     Prints one line per graph output (max abs diff, tolerance, pass/fail) and exits non-zero when any fails; the
     folder is then not written. --model may also be a quantized artifact or an export folder (re-exported); the
-    calibration options apply only when it is an fp checkpoint. --bits fp32 exports an fp checkpoint unquantized
+    recipe options apply only when it is an fp checkpoint (given otherwise, they are refused, as is every option
+    given that does not apply: edge_quamba/recipe_options.py). --bits fp32 exports an fp checkpoint unquantized
     (its float32 graph, validated against the float32 fp model; --target ort only)."""
     from edge_quamba.onnx.export import export_fp32_model, export_model
 
     echo = lambda line: click.echo(line, err=as_json)  # noqa: E731
     refuse_inapplicable(click.get_current_context(), model, export=True)
-    if bits == "fp32":
-        if float_parts != "float32":
-            raise click.UsageError("--float-parts applies to a quantized model's TensorRT graph, not --bits fp32")
+    if bits == "fp32":  # refuse_inapplicable refused every recipe option and --float-parts
         result = export_fp32_model(model=model, out=out, target=target, calib_data=calib_data, tokenizer=tokenizer,
                                    prompt_len=validate_prompt_len, decode_steps=validate_decode_steps,
                                    threads=threads, echo=echo)
