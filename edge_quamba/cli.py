@@ -15,6 +15,7 @@ import click
 from edge_quamba import __version__
 from edge_quamba.onnx import MAX_VALIDATE_DECODE_STEPS, MAX_VALIDATE_PROMPT_LEN, TARGETS
 from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, OUT_PROJ_SCALES, SITE_NAMES
+from edge_quamba.recipe_options import refuse_inapplicable
 from edge_quamba.runtime import BACKENDS, SEED_MAX
 
 MODEL_HELP = (
@@ -428,26 +429,6 @@ def serve(model, backend, host, port, tokenizer, threads, served_model_name, cha
                              shutdown_timeout_s=shutdown_timeout),
                access_log=not no_access_log, log_level=log_level,
                announce=lambda line: click.echo(line, err=True))
-
-
-def refuse_inapplicable(ctx: click.Context, model: str | None, export: bool) -> None:
-    """Refuse, in one line, a recipe option given explicitly that does not apply (edge_quamba/recipe_options.py).
-    What --model is (its folder kind for export, whether it is a hybrid) is read only when a given option depends on
-    it."""
-    from edge_quamba.recipe_options import MODEL_DEPENDENT, given_options, refuse_options
-
-    given = given_options(ctx)
-    values = dict(ctx.params)
-    if values.get("bits") != "fp32" and given.keys() & MODEL_DEPENDENT:
-        from edge_quamba.folders import folder_kind, load_config
-        from edge_quamba.models.hybrid_config import HybridConfig
-        from edge_quamba.models.locate import resolve_model
-
-        path = resolve_model(model)
-        if export:
-            values["kind"] = folder_kind(path)
-        values["hybrid"] = isinstance(load_config(path), HybridConfig)
-    refuse_options(given, values)
 
 
 def check_utf8(text: str, option: str) -> None:

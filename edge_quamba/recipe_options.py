@@ -61,6 +61,24 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+def refuse_inapplicable(ctx, model: str | None, export: bool) -> None:
+    """Refuse, in one line, an option of the click context ``ctx`` (quantize or export) given explicitly that does not
+    apply. What ``model`` is (its folder kind for export, whether it is a hybrid) is read only when a given option
+    depends on it."""
+    given = given_options(ctx)
+    values = dict(ctx.params)
+    if values.get("bits") != "fp32" and given.keys() & MODEL_DEPENDENT:
+        from edge_quamba.folders import folder_kind, load_config
+        from edge_quamba.models.hybrid_config import HybridConfig
+        from edge_quamba.models.locate import resolve_model
+
+        path = resolve_model(model)
+        if export:
+            values["kind"] = folder_kind(path)
+        values["hybrid"] = isinstance(load_config(path), HybridConfig)
+    refuse_options(given, values)
+
+
 def given_options(ctx) -> dict[str, str]:
     """name -> flag (e.g. "group_size" -> "--group-size") of the options of a click context that the user gave,
     on the command line or through an environment variable (not defaults)."""
