@@ -4,15 +4,19 @@ Every command that writes a folder (quantize, export, build-engine) writes it th
 
 * ``--out`` is checked before any work (:func:`check_output_dir`). It may be missing, an empty folder, or an
   edge-quamba output of a known kind (:mod:`edge_quamba.folders`) that holds nothing but its marker JSON and the
-  files that JSON lists. Anything else (``--out .``, a home folder, an output the user added a file to) is refused
-  in one line, and so is an ``--out`` equal to, inside, or containing an input (``--model``).
+  files that JSON lists. Anything else (``--out .``, a home folder, an output the user added a file to, a mount
+  point) is refused in one line, and so is an ``--out`` equal to, inside, or containing an input (``--model``).
+  Whether ``--out`` can be written at all is known then too: the check creates (and removes) an empty temporary
+  sibling, so a read-only mount, a pseudo-file system (/proc, /sys) or a missing permission is refused before the
+  calibration runs, not after.
 * the new folder is built in a temporary sibling ``.NAME.tmp-XXXXXXXX`` that carries the file :data:`MARKER`
   (the writer's pid and host). On success it replaces ``--out``: an old output is renamed aside
   (``.NAME.old-XXXXXXXX``, marked the same way) and deleted once the new one is in place; a failed rename puts the
   old one back.
 * on any error, on Ctrl-C (SIGINT) and on SIGTERM / SIGHUP the temporary folder is deleted before the process exits
   (the signal handler that turns SIGTERM into :class:`~edge_quamba.errors.Terminated` is installed only while the
-  folder is written, in the main thread).
+  folder is written, in the main thread). A signal the process inherited as ignored stays ignored: nohup's SIGHUP,
+  the SIGINT of a shell's background job.
 * what a killed run (SIGKILL, power loss) left behind is deleted by the next run that writes the same ``--out``:
   only siblings named like ours that carry the marker and were written on this host by a process that is gone.
   Marked folders are deleted marker-last, so a deletion that is itself interrupted leaves a marked folder.
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Iterable
 
 from edge_quamba.errors import ConfigError, OutputError, Terminated, named
+from edge_quamba.paths import what_is
 
 MARKER = ".edge-quamba-partial"
 """The file that marks a temporary or retired output folder as edge-quamba's (JSON: pid, host)."""
@@ -51,10 +56,13 @@ SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 an interrupted export sometimes ended killed by SIGINT (exit -2) after its clean-up message, where it must exit 130."""
 
 
-def check_output_dir(out: str | Path, inputs: Iterable[tuple[str, str | Path]] = (), option: str = "--out") -> Path:
-    """Refuse an ``out`` that writing would damage (see the module docstring); returns it resolved.
+def check_output_dir(out: str | Path, inputs: Iterable[tuple[str, str | Path]] = (), option: str = "--out",
+                     probe: bool = True) -> Path:
+    """Refuse an ``out`` that writing would damage or that cannot be written (see the module docstring); returns it
+    resolved.
 
-    inputs: (flag, path) of what the command reads, e.g. ("--model", model_dir).
+    inputs: (flag, path) of what the command reads, e.g. ("--model", model_dir). probe: check that the temporary
+    sibling can be made (False where the caller makes it next).
     """
     target = Path(out).expanduser().resolve()
     cwd = Path.cwd().resolve()
@@ -72,14 +80,33 @@ def check_output_dir(out: str | Path, inputs: Iterable[tuple[str, str | Path]] =
                               f"write to another folder")
     if target.exists() or target.is_symlink():
         if not target.is_dir():
-            raise OutputError(f"{named(option, out)}: exists and is not a folder")
+            raise OutputError(f"{named(option, out)}: {what_is(target)}, not a folder")
         why = _not_replaceable(target)
         if why is not None:
             raise OutputError(f"{named(option, out)}: {why}; edge-quamba only replaces an empty folder or one of "
                               f"its own outputs (name a new folder)")
+        if os.path.ismount(target):  # replaced by renames, which a mount point refuses (EBUSY), after the work
+            raise write_error(OSError(errno.EBUSY, os.strerror(errno.EBUSY)), out, option)
     if not target.parent.is_dir():
-        raise OutputError(f"{named(option, out)}: the parent folder {target.parent} does not exist")
+        parent = what_is(target.parent)
+        raise OutputError(f"{named(option, out)}: its parent {target.parent} {parent}"
+                          f"{', not a folder' if parent.startswith('is ') else ''}")
+    if probe:
+        _make_temporary(target, out, option).rmdir()
     return target
+
+
+def _make_temporary(target: Path, out: str | Path, option: str) -> Path:
+    """A new empty folder ``.NAME.tmp-XXXXXXXX`` beside ``target``; any failure is a one-line OutputError."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        error = write_error(exc, out, option)
+        if error is not None:
+            raise error from None
+        hint = " (a pseudo-file system such as /proc or /sys?)" if exc.errno == errno.ENOENT else ""
+        raise OutputError(f"{named(option, out)}: cannot create a folder in {target.parent}: "
+                          f"{exc.strerror or exc}{hint}") from None
 
 
 def _not_replaceable(folder: Path) -> str | None:
@@ -105,8 +132,11 @@ def _not_replaceable(folder: Path) -> str | None:
         for name in dirs + files:
             path = Path(root) / name
             rel = path.relative_to(folder).as_posix()
-            ok = rel in allowed_dirs if (path.is_dir() and not path.is_symlink()) else rel in allowed_files
-            if not ok or path.is_symlink():
+            if path.is_symlink():
+                listed_as = " (listed in its " + kind.config_file + ")" if rel in allowed_files else ""
+                return f"it holds {rel!r}, a symbolic link{listed_as}; edge-quamba writes none"
+            ok = rel in allowed_dirs if path.is_dir() else rel in allowed_files
+            if not ok:
                 return f"it holds {rel!r}, which its {kind.config_file} does not list"
     return None
 
@@ -155,7 +185,7 @@ def stale_siblings(target: Path) -> list[Path]:
         try:
             record = json.loads(marker.read_text(encoding="utf-8"))
             pid, host = int(record["pid"]), str(record["host"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue  # being written right now, or not ours after all: leave it
         if host == socket.gethostname() and not _alive(pid):
             stale.append(sibling)
@@ -191,12 +221,14 @@ _depth = [0]
 
 @contextlib.contextmanager
 def _signals_raise_terminated():
-    """While the block runs, SIGTERM and SIGHUP raise Terminated (once: a second signal during the clean-up is
-    ignored); the previous handlers are restored afterwards. Only the main thread can install them."""
+    """While the block runs, SIGTERM, SIGHUP and SIGINT raise Terminated (once: a second signal during the clean-up
+    is ignored); the previous handlers are restored afterwards. A signal already ignored (SIG_IGN, inherited from
+    nohup or from a shell that started a background job) keeps being ignored. Only the main thread can install
+    handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    previous = {sig: old for sig in SIGNALS if (old := signal.getsignal(sig)) != signal.SIG_IGN}
 
     def handler(signum, _frame):
         if _terminating.is_set():  # already unwinding (a nested output restored this handler): let it clean up
@@ -204,7 +236,7 @@ def _signals_raise_terminated():
         _terminating.set()
         raise Terminated(signum)
 
-    for sig in SIGNALS:
+    for sig in previous:
         signal.signal(sig, handler)
     _depth[0] += 1
     try:
@@ -270,20 +302,17 @@ def atomic_output_dir(out: str | Path, inputs: Iterable[tuple[str, str | Path]] 
     """Yield a fresh temporary folder beside ``out``; on success it replaces ``out``, on any error or signal it is
     deleted (see the module docstring). ``inputs``: (flag, path) pairs ``out`` must not touch."""
     inputs = list(inputs)
-    target = check_output_dir(out, inputs, option)
+    target = check_output_dir(out, inputs, option, probe=False)
     for stale in stale_siblings(target):
         with contextlib.suppress(OSError):
             _remove_marked(stale)
     with _signals_raise_terminated():
-        try:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        except OSError as exc:
-            raise (write_error(exc, out, option) or exc) from None
+        tmp = _make_temporary(target, out, option)
         try:
             _mark(tmp)
             yield tmp
             _normal_permissions(tmp)
-            check_output_dir(out, inputs, option)  # nothing foreign appeared in --out meanwhile
+            check_output_dir(out, inputs, option, probe=False)  # nothing foreign appeared in --out meanwhile
             _swap_in(tmp, target)
         except BaseException as exc:
             if tmp.exists():

@@ -7,13 +7,15 @@ every path it writes, and turns user errors into one line on stderr with a non-z
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
 from edge_quamba import __version__
-from edge_quamba.onnx import TARGETS
+from edge_quamba.onnx import MAX_VALIDATE_DECODE_STEPS, MAX_VALIDATE_PROMPT_LEN, TARGETS
 from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, OUT_PROJ_SCALES, SITE_NAMES
+from edge_quamba.recipe_options import refuse_inapplicable
 from edge_quamba.runtime import BACKENDS, SEED_MAX
 
 MODEL_HELP = (
@@ -43,10 +45,23 @@ def tokenizer_option(func):
     )(func)
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask; os.cpu_count() where there is none)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _at_most_the_cpus(ctx, param, value):
+    """--threads beyond the CPUs only contends; far beyond, torch's thread pool crashed (segmentation fault) and
+    ONNX Runtime's hung creating threads. Refused in one line instead."""
+    if value is not None and value > available_cpus():
+        raise click.BadParameter(f"{value} is more than the {available_cpus()} CPUs this process may use", ctx, param)
+    return value
+
+
 def threads_option(func):
-    return click.option("--threads", type=click.IntRange(min=1), default=None,
-                        help="Intra-op threads (torch for ref, ONNX Runtime for ort). Default: the runtime's "
-                        "own.")(func)
+    return click.option("--threads", type=click.IntRange(min=1), default=None, callback=_at_most_the_cpus,
+                        help="Intra-op threads (torch for ref, ONNX Runtime for ort), at most the CPUs this process "
+                        "may use. Default: the runtime's own.")(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -155,7 +170,7 @@ CALIBRATION_OPTIONS = (
                  "w4a16: group-wise int4 weights (GPTQ), float16 activations (no activation quantization, so the "
                  "percentile and Hadamard options do not apply). fp32 (export only): no quantization, the fp "
                  "checkpoint's float32 graph (--target ort), the baseline for the quantized graphs' CPU speed; the "
-                 "other calibration options do not apply."),
+                 "other recipe options do not apply (given, they are refused)."),
     click.option("--group-size", type=click.IntRange(min=1), default=64, show_default=True,
                  help="Input features per int4 weight scale (w4a8, w4a16); a last partial group is allowed. 64 "
                  "measured better than 128 on both demo models for 6% more linear-weight bytes (README, Bit widths)."),
@@ -241,6 +256,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
     if bits == "fp32":
         raise click.UsageError("--bits fp32 is not a quantization: `edge-quamba export --bits fp32` writes the fp "
                                "checkpoint's float32 ONNX graph")
+    refuse_inapplicable(click.get_current_context(), model, export=False)
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
                            calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq, head_groups,
                            dim_groups, no_sort_cluster, no_group_bc, gptq_order, kv_cache, float_attn_mlp)
@@ -259,10 +275,11 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
               "model.trt.onnx (custom ops as TensorRT plugin nodes; not tested with TensorRT here); all: both "
               "(Mamba2 and hybrid models, --out-proj-scale dynamic and --bits fp32: ort only).")
 @calibration_options
-@click.option("--validate-prompt-len", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Validation prompt: this many tokens of the calibration text.")
-@click.option("--validate-decode-steps", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Greedy decode steps validated after the prompt, states threaded through the graph.")
+@click.option("--validate-prompt-len", type=click.IntRange(1, MAX_VALIDATE_PROMPT_LEN), default=128, show_default=True,
+              help=f"Validation prompt: this many tokens of the calibration text (at most {MAX_VALIDATE_PROMPT_LEN}).")
+@click.option("--validate-decode-steps", type=click.IntRange(0, MAX_VALIDATE_DECODE_STEPS), default=8,
+              show_default=True, help="Greedy decode steps validated after the prompt, states threaded through the "
+              f"graph (at most {MAX_VALIDATE_DECODE_STEPS}).")
 @click.option("--float-parts", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="The TensorRT graph's residual stream between blocks (W8A8 Mamba1): float16 halves its memory "
                    "traffic on a Jetson (norms and sums still computed in float32), at the cost measured by "
@@ -279,14 +296,14 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
 
     Prints one line per graph output (max abs diff, tolerance, pass/fail) and exits non-zero when any fails; the
     folder is then not written. --model may also be a quantized artifact or an export folder (re-exported); the
-    calibration options apply only when it is an fp checkpoint. --bits fp32 exports an fp checkpoint unquantized
+    recipe options apply only when it is an fp checkpoint (given otherwise, they are refused, as is every option
+    given that does not apply: edge_quamba/recipe_options.py). --bits fp32 exports an fp checkpoint unquantized
     (its float32 graph, validated against the float32 fp model; --target ort only)."""
     from edge_quamba.onnx.export import export_fp32_model, export_model
 
     echo = lambda line: click.echo(line, err=as_json)  # noqa: E731
-    if bits == "fp32":
-        if float_parts != "float32":
-            raise click.UsageError("--float-parts applies to a quantized model's TensorRT graph, not --bits fp32")
+    refuse_inapplicable(click.get_current_context(), model, export=True)
+    if bits == "fp32":  # refuse_inapplicable refused every recipe option and --float-parts
         result = export_fp32_model(model=model, out=out, target=target, calib_data=calib_data, tokenizer=tokenizer,
                                    prompt_len=validate_prompt_len, decode_steps=validate_decode_steps,
                                    threads=threads, echo=echo)
@@ -438,17 +455,21 @@ def _fail(message: str, code: int, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group; print user errors as ONE line on stderr and exit non-zero (with --json, also
-    one JSON object {"error": "..."} on stdout)."""
+    one JSON object {"error": "..."} on stdout). Started with stdout closed, it refuses at once (edge_quamba/
+    streams.py); a reader of stdout that goes away (EPIPE) ends it quietly with exit 1."""
     import errno
-    import os
 
     from edge_quamba.atomic import WRITE_ERRNOS
     from edge_quamba.errors import EdgeQuambaError, Terminated
+    from edge_quamba.streams import CLOSED_STDOUT, drop_stdout, stdout_closed
 
+    if stdout_closed():
+        _fail(CLOSED_STDOUT, 1, False)
     args = sys.argv[1:] if argv is None else list(argv)
     as_json = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
     try:
         code = cli.main(args=args, prog_name="edge-quamba", standalone_mode=False)
+        sys.stdout.flush()  # an EPIPE on what is still buffered is caught here, not at the interpreter's exit
     except click.UsageError as exc:  # unknown option, missing or invalid value
         hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
         _fail(f"{exc.format_message()}{hint}", 2, as_json)
@@ -461,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     except Terminated as exc:
         _fail(f"terminated by signal {exc.signum}; unfinished output removed", 128 + exc.signum, as_json)
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): stop quietly, no traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        drop_stdout()
         sys.exit(1)
     except OSError as exc:  # disk full, read-only file system, ... outside an output folder (e.g. stdout > file)
         if exc.errno not in WRITE_ERRNOS | {errno.EIO}:

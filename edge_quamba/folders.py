@@ -28,6 +28,7 @@ from edge_quamba.integrity import verify_listed_files
 from edge_quamba.models.config import ModelConfig, model_config_from_dict, read_json
 from edge_quamba.models.locate import load_fp_config, resolve_model
 from edge_quamba.models.tokenizer import TextTokenizer, load_tokenizer
+from edge_quamba.paths import require_regular_file
 
 if TYPE_CHECKING:
     import torch
@@ -66,7 +67,7 @@ def output_record(path: Path) -> tuple[OutputKind, dict] | None:
     A marker JSON whose ``kind`` is not the one its name promises is a ConfigError (damaged or foreign)."""
     for kind in OUTPUT_KINDS.values():
         file = path / kind.config_file
-        if file.is_file():
+        if file.exists() or file.is_symlink():  # read_json says what a FIFO or a broken link is
             raw = read_json(file)
             if raw.get("kind") != kind.kind:
                 raise ConfigError(f"{file}: kind is {raw.get('kind')!r}, expected {kind.kind!r}")
@@ -79,7 +80,8 @@ def folder_kind(path: Path) -> str:
     record = output_record(path)
     if record is not None:
         return record[0].name
-    if (path / FP_CONFIG).is_file():
+    if (path / FP_CONFIG).exists() or (path / FP_CONFIG).is_symlink():
+        require_regular_file(path / FP_CONFIG, str(path / FP_CONFIG), ConfigError)
         return FP
     names = ", ".join(k.config_file for k in OUTPUT_KINDS.values())
     raise ConfigError(f"{path} holds no {FP_CONFIG} (nor {names})")
@@ -133,7 +135,7 @@ def open_model(model: str | None, option: str = "--model") -> ModelFolder:
     record = output_record(path)
     if record is None:
         if not (path / FP_CONFIG).is_file():
-            folder_kind(path)  # raises the one-line "holds no config.json" error
+            folder_kind(path)  # raises the one-line "holds no config.json" (or "is a FIFO ...") error
         return ModelFolder(path, FP, load_fp_config(path))
     kind, raw = record
     verify_output(path, kind, raw)

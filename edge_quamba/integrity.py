@@ -79,6 +79,14 @@ def listed_files(data: dict, source: Path) -> dict[str, str]:
     return files
 
 
+def missing_or_what(path: Path) -> str:
+    """'is missing', or what the path is instead of a regular file ('is a FIFO (named pipe), not a regular file')."""
+    from edge_quamba.paths import what_is
+
+    what = what_is(path)
+    return "is missing" if what == "does not exist" else f"{what}, not a regular file"
+
+
 def verify_listed_files(folder: Path, data: dict, source: Path, remedy: str) -> None:
     """Check the seal of ``data`` (read from ``source``) and the sha256 of every file it lists under ``folder``.
 
@@ -88,7 +96,7 @@ def verify_listed_files(folder: Path, data: dict, source: Path, remedy: str) -> 
     for name, digest in listed_files(data, source).items():
         path = folder / name
         if not path.is_file():
-            raise CheckpointError(f"{path} is missing ({source.name} lists it); {remedy}")
+            raise CheckpointError(f"{path} {missing_or_what(path)} ({source.name} lists it); {remedy}")
         try:
             actual = file_sha256(path)
         except OSError as exc:

@@ -135,26 +135,57 @@ def check_model_args(args) -> None:
     load_model_tokenizer(folder, None if tokenizer is None else str(tokenizer), option="--model_args tokenizer=")
 
 
+def _fail(message: str) -> None:
+    import sys
+
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
 def main() -> None:
     """``edge-quamba-lm-eval``: lm_eval's CLI (as ``lm_eval.__main__.cli_evaluate`` runs it) with the
-    ``edge-quamba`` model registered; user errors are one line on stderr and exit 1."""
+    ``edge-quamba`` model registered; user errors are one line on stderr and exit 1.
+
+    Offline: when the environment does not say so (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE) and the hub cannot be
+    reached (:func:`edge_quamba.hub.hub_reachable`, one connection, 3 s at most), the run goes offline at once (a
+    line on stderr says so), so a task whose data is not in the local cache fails in one line instead of after
+    half a minute of datasets' retries. Started with stdout closed it refuses at once; a reader of stdout that goes
+    away (EPIPE) ends it quietly with exit 1 (edge_quamba/streams.py)."""
     import sys
 
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
+    from edge_quamba.hub import NETWORK_ERRORS, describe, go_offline, hub_reachable, offline_requested
+    from edge_quamba.streams import CLOSED_STDOUT, drop_stdout, stdout_closed
+
+    if stdout_closed():
+        _fail(CLOSED_STDOUT)
     setup_logging()
     parser = HarnessCLI()
-    args = parser.parse_args()
+    args, offline = None, offline_requested()
     try:
+        args = parser.parse_args()  # --help writes to stdout here
+        if not offline and getattr(args, "tasks", None) and not hub_reachable():
+            go_offline()
+            offline = True
+            print(f"{PROG}: the hub cannot be reached: running offline (HF_HUB_OFFLINE=1, HF_DATASETS_OFFLINE=1), "
+                  f"task data from the local cache only", file=sys.stderr)
         check_model_args(args)
         parser.execute(args)
+        sys.stdout.flush()  # an EPIPE on what is still buffered is caught here, not at the interpreter's exit
     except EdgeQuambaError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        _fail(str(exc))
+    except BrokenPipeError:
+        drop_stdout()
         sys.exit(1)
+    except NETWORK_ERRORS as exc:  # a task's data set that must be downloaded (datasets' ConnectionError, ...)
+        tasks = getattr(args, "tasks", None)
+        tasks = ",".join(tasks) if isinstance(tasks, (list, tuple)) else tasks
+        where = "offline, and it is not in the local cache" if offline else "the download failed"
+        _fail(f"--tasks {tasks}: a task's data cannot be loaded ({where}): {describe(exc)}")
     except ValueError as exc:
         if not str(exc).startswith("Tasks not found:"):  # any other ValueError is a bug: keep the traceback
             raise
-        print(f"{PROG}: error: --tasks: no such task: {str(exc).split(':', 1)[1].strip()} "
-              f"(list them with `lm-eval ls tasks`; local YAML tasks need --include_path)", file=sys.stderr)
-        sys.exit(1)
+        _fail(f"--tasks: no such task: {str(exc).split(':', 1)[1].strip()} "
+              f"(list them with `lm-eval ls tasks`; local YAML tasks need --include_path)")

@@ -17,12 +17,13 @@ from tqdm import tqdm
 from edge_quamba.errors import InputError
 from edge_quamba.folders import load_model_tokenizer, open_model
 from edge_quamba.models.tokenizer import TextTokenizer
+from edge_quamba.paths import require_regular_file
 from edge_quamba.runtime.backends import sequence_model
 from edge_quamba.runtime.sampling import NumericsError
 
 
 def read_text(data: str | Path) -> str:
-    path = Path(data)
+    path = require_regular_file(data, f"--data {data}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from edge_quamba.errors import ConfigError
+from edge_quamba.paths import require_regular_file
 
 NormKind = Literal["rmsnorm", "layernorm"]
 
@@ -379,14 +380,25 @@ CONFIG_PARSERS: dict[str, Callable[[dict[str, Any], str], ModelConfig]] = {
 }
 
 
+MAX_JSON_BYTES = 64 << 20
+"""Largest JSON file read (64 MiB). Ours are a few kB; a sharded checkpoint's index of a large model is under 1 MiB."""
+
+
 def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object, turning every failure into a one-line ConfigError that names the file."""
+    """Read a JSON object, turning every failure into a one-line ConfigError that names the file. The project's one
+    reader of JSON files: only a regular file (a FIFO would block, a device read forever) of at most
+    :data:`MAX_JSON_BYTES`, and nesting too deep for the parser (RecursionError) is an error like any other."""
+    path = require_regular_file(path, str(path), ConfigError)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open(path, "rb") as file:
+            raw = file.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_JSON_BYTES >> 20} MiB; not a config file")
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ConfigError(f"{path} is not readable JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not readable JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object")
     return data

@@ -6,6 +6,7 @@ never from its name. Weights are read with safetensors or ``torch.load(weights_o
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -33,13 +34,34 @@ def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_torch_bin(file: Path) -> dict[str, torch.Tensor]:
+    import warnings
+
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses
+            warnings.simplefilter("ignore")
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many unrelated types (UnpicklingError, RuntimeError, EOFError, ...)
-        raise CheckpointError(f"{file} is not a readable PyTorch weights file: {exc}") from None
+        raise CheckpointError(f"{file} is not a readable PyTorch weights file: {_torch_load_failure(exc)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{file} does not hold a state dict")
     return state
+
+
+PICKLED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _torch_load_failure(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words. Never torch's own message for a pickle
+    it will not unpickle: that is several lines that advise ``weights_only=False``, i.e. running the file's code."""
+    if isinstance(exc, pickle.UnpicklingError):
+        found = PICKLED_GLOBAL.search(str(exc))
+        if found:
+            return f"it holds the Python object {found.group(1)}, which edge-quamba never unpickles (tensors only)"
+        return "it is not a torch.save file of tensors only (edge-quamba never unpickles anything else)"
+    if isinstance(exc, EOFError):
+        return "it is empty or truncated"
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+    return first if "weights_only" not in first else "torch.load cannot read it"
 
 
 def _load_sharded(index_file: Path, loader) -> dict[str, torch.Tensor]:

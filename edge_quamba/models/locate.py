@@ -47,7 +47,9 @@ def looks_like_hub_id(spec: str) -> bool:
 def download_from_hub(repo_id: str, option: str = "--model") -> Path:
     """Fetch a checkpoint's files from the Hugging Face hub (or its local cache); one-line errors when it cannot."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    from edge_quamba.hub import DOWNLOAD_ERRORS, describe, proxy_setting
 
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
@@ -56,12 +58,13 @@ def download_from_hub(repo_id: str, option: str = "--model") -> Path:
                               f"hub") from None
     except LocalEntryNotFoundError:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+        proxy = proxy_setting()
+        why = "HF_HUB_OFFLINE is set" if offline else f"the hub cannot be reached{f' (with {proxy})' if proxy else ''}"
         raise CheckpointError(
             f"{named(option, repo_id)}: no such folder, and {why} and it is not in the local cache"
         ) from None
-    except (HfHubHTTPError, OSError) as exc:
-        raise CheckpointError(f"{named(option, repo_id)}: hub download failed: {exc}") from None
+    except DOWNLOAD_ERRORS as exc:  # the hub's, its HTTP client's, a proxy's failures: one line (edge_quamba.hub)
+        raise CheckpointError(f"{named(option, repo_id)}: hub download failed: {describe(exc)}") from None
 
 
 def load_fp_config(path: Path) -> ModelConfig:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_quamba.errors import CheckpointError, named
+from edge_quamba.paths import require_regular_file
 
 
 @dataclass
@@ -36,12 +37,14 @@ multiple of 8 to 128 rows (mamba_ssm's pad_vocab_size_multiple; e.g. 50277 token
 leaves more rows unused is taken for another model's."""
 
 
-def _tokenizer_file(spec: Path) -> Path | None:
-    if spec.is_file():
-        return spec
-    if (spec / "tokenizer.json").is_file():
-        return spec / "tokenizer.json"
-    return None
+def _tokenizer_file(spec: Path, where: str = "") -> Path | None:
+    """``spec`` or the tokenizer.json in it; None when there is none; a FIFO, device, ... in its place is a
+    one-line CheckpointError that says what it is (``where`` prefixes it)."""
+    file = spec / "tokenizer.json" if spec.is_dir() else spec
+    if not file.exists() and not file.is_symlink():
+        return None
+    return require_regular_file(file, where.removesuffix(": ") if where and file == spec else f"{where}{file}",
+                                CheckpointError)
 
 
 def load_tokenizer(model_dir: Path, override: str | None = None, eos_token_id: int | None = None, *,
@@ -56,7 +59,7 @@ def load_tokenizer(model_dir: Path, override: str | None = None, eos_token_id: i
 
     where = f"{named(option, override)}: " if override is not None else ""
     spec = override or str(model_dir)
-    file = _tokenizer_file(Path(spec).expanduser())
+    file = _tokenizer_file(Path(spec).expanduser(), where)
     if file is None and override is not None and not Path(override).expanduser().exists():
         from edge_quamba.models.locate import download_from_hub, looks_like_hub_id
 

@@ -29,6 +29,9 @@ LAST_LOGITS = "last_logits"
 TARGETS = ("ort", "tensorrt", "all")
 """Values of ``export --target`` (all: both graphs). Here, in this import-light module, so that the CLI's --help
 needs no torch."""
+MAX_VALIDATE_PROMPT_LEN, MAX_VALIDATE_DECODE_STEPS = 8192, 4096
+"""Longest validation prompt (``export --validate-prompt-len``) and most validated decode steps: checked before any
+work (an absurd length used to end in a MemoryError traceback after the quantization had run)."""
 """The TensorRT flavour's first output: logits of the last position only, (b, v) float16."""
 
 

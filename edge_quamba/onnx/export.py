@@ -88,17 +88,28 @@ def _make_artifact(path: Path, kind: str, dest: Path, *, model: str | None, cali
 def read_calib_text(calib_data: str | Path | None, chars: int) -> str:
     """The first ``chars`` characters of ``--calib-data`` (the shipped split when None); a file that is not UTF-8
     text (a binary, a model file passed by mistake) is a one-line InputError naming --calib-data."""
+    from edge_quamba.paths import require_regular_file
+
     file = Path(calib_data) if calib_data is not None else default_calibration_file()
+    require_regular_file(file, f"--calib-data {file}")  # a FIFO would block, a device read forever
     try:
         with open(file, encoding="utf-8", errors="strict") as handle:
             text = handle.read(chars)
-    except FileNotFoundError:
-        raise InputError(f"--calib-data {file}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"--calib-data {file}: not readable UTF-8 text ({exc})") from None
     if "\x00" in text:
         raise InputError(f"--calib-data {file}: not text (it holds NUL bytes)")
     return text
+
+
+def check_validation_lengths(prompt_len: int, decode_steps: int) -> None:
+    """The validation's prompt length and decode steps within their bounds (before any work)."""
+    from edge_quamba.onnx import MAX_VALIDATE_DECODE_STEPS, MAX_VALIDATE_PROMPT_LEN
+
+    if not 1 <= prompt_len <= MAX_VALIDATE_PROMPT_LEN:
+        raise InputError(f"--validate-prompt-len {prompt_len} must be between 1 and {MAX_VALIDATE_PROMPT_LEN}")
+    if not 0 <= decode_steps <= MAX_VALIDATE_DECODE_STEPS:
+        raise InputError(f"--validate-decode-steps {decode_steps} must be between 0 and {MAX_VALIDATE_DECODE_STEPS}")
 
 
 def validation_prompt(tokenizer_dir: Path, calib_data: str | Path | None, prompt_len: int) -> list[int]:
@@ -135,8 +146,7 @@ def export_model(
     """
     if target not in TARGETS:
         raise InputError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
-    if prompt_len < 1 or decode_steps < 0:
-        raise InputError("the validation needs a prompt of at least 1 token and decode steps >= 0")
+    check_validation_lengths(prompt_len, decode_steps)
     source = open_model(model)  # an artifact's or export's files are verified here, before anything is written
     path, kind = source.path, source.kind
     if kind == "export" and is_fp32_export(source.record):
@@ -306,8 +316,7 @@ def export_fp32_model(
         raise InputError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
     if target == "tensorrt":
         raise InputError(NO_FP32_TENSORRT)
-    if prompt_len < 1 or decode_steps < 0:
-        raise InputError("the validation needs a prompt of at least 1 token and decode steps >= 0")
+    check_validation_lengths(prompt_len, decode_steps)
     source = open_model(model)  # an export folder's files are verified here, before anything is written
     path, kind = source.path, source.kind
     if kind == "export" and is_fp32_export(source.record):  # re-export: its fp/ is an fp checkpoint

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edge_quamba.errors import CheckpointError, ConfigError
 from edge_quamba.folders import EXPORT
-from edge_quamba.integrity import seal, verify_listed_files
+from edge_quamba.integrity import missing_or_what, seal, verify_listed_files
 from edge_quamba.models.config import ModelConfig, model_config_from_dict, read_json
 
 EXPORT_KIND = EXPORT.kind
@@ -94,5 +94,5 @@ def onnx_file(folder: Path, target: str) -> Path:
         raise CheckpointError(f"{folder} holds no {name}: it was exported with --target "
                               f"{','.join(raw.get('targets', []))}; re-export with --target {target} or all")
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing (export_config.json lists it); {EXPORT.remedy}")
+        raise CheckpointError(f"{path} {missing_or_what(path)} (export_config.json lists it); {EXPORT.remedy}")
     return path

@@ -72,7 +72,7 @@ def read_calibration_texts(path: Path) -> list[str]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply for the parser
             raise InputError(f"calibration data {path}:{number} is not valid JSON: {exc}") from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise InputError(f"calibration data {path}:{number} has no string field \"text\"")

@@ -13,6 +13,7 @@ from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.hybrid_config import HybridConfig
 from edge_quamba.models.loading import load_fp_config, load_fp_model, resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
+from edge_quamba.paths import require_regular_file
 from edge_quamba.quant.artifact import file_sha256, write_artifact
 from edge_quamba.quant.calibrate import LinearHessians, calibrate, load_calibration_data
 from edge_quamba.quant.qmodel import QuantConfig, check_method, quantize_model
@@ -44,8 +45,7 @@ def quantize_checkpoint(
     inputs = [("--model", path)]
     check_output_dir(out, inputs)
     calib_file = Path(calib_data) if calib_data is not None else default_calibration_file()
-    if not calib_file.is_file():
-        raise InputError(f"--calib-data {calib_file}: no such file")
+    require_regular_file(calib_file, f"--calib-data {calib_file}")
     fp_model = load_fp_model(path, dtype=torch.float32)
     tok = load_tokenizer(path, tokenizer, eos_token_id=fp_model.config.eos_token_id,
                          model_vocab_size=fp_model.config.vocab_size)

@@ -27,11 +27,12 @@ next turn stops there.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_quamba.errors import ConfigError
+from edge_quamba.models.config import read_json
+from edge_quamba.paths import require_regular_file
 from edge_quamba.serve.errors import APIError
 
 PLAIN = "plain"
@@ -80,13 +81,10 @@ def load_chat_template(model_dir: Path, override: str | None = None) -> ChatTemp
     config_file = model_dir / "tokenizer_config.json"
     config = {}
     if config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{config_file} is not readable JSON: {exc}") from None
+        config = read_json(config_file)
     tokens = {"bos_token": _token_text(config.get("bos_token")), "eos_token": _token_text(config.get("eos_token"))}
-    if override is not None and not Path(override).is_file():
-        raise ConfigError(f"--chat-template {override}: no such file")
+    if override is not None:
+        require_regular_file(override, f"--chat-template {override}", ConfigError)
     file = Path(override) if override is not None else model_dir / "chat_template.jinja"
     if file.is_file():
         return ChatTemplate(str(file), _compile(file.read_text(encoding="utf-8"), str(file)), **tokens)
