@@ -56,8 +56,9 @@ RULES: tuple[Rule, ...] = (
     (HYBRID_OPTIONS, lambda v: v.get("hybrid") is False,
      lambda v: "it is an option of hybrid (Mamba2 + attention) models; --model is not one"),
     (("float_parts",), lambda v: v.get("target") == "ort" or v["bits"] != "w8a8",
-     lambda v: f"it sets the TensorRT graph of a W8A8 model; this export writes none (--target {v.get('target')}, "
-               f"--bits {v['bits']})"),
+     lambda v: "it sets the residual stream of a W8A8 model's TensorRT graph; "
+               + ("this export writes no TensorRT graph (--target ort)" if v.get("target") == "ort" else
+                  f"the TensorRT graph of --bits {v['bits']} keeps its own (--target {v.get('target')})")),
 )
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from onnx import TensorProto, numpy_helper
 
-from edge_quamba.errors import ConfigError
+from edge_quamba.errors import ConfigError, InputError
 from edge_quamba.models.config import parse_model_config
 from edge_quamba.models.mamba import MambaLM
+from edge_quamba.onnx.export import export_model
 from edge_quamba.onnx.validate import TIE_TOLERANCE, W4A16_RTOL, check_graph
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.quant.artifact import QUANT_CONFIG, load_quantized_model
@@ -458,7 +459,10 @@ def test_errors_for_what_is_not_built(fp_folder, calib_file, tmp_path):
         line = one_error_line(cli_in_process("export", "--model", str(fp_folder), "--out", str(out), "--bits", bits,
                                              "--calib-data", str(calib_file), "--target", "tensorrt",
                                              "--float-parts", "float16"))
-        assert "W8A8 Mamba1" in line and bits in line
+        assert "--float-parts does not apply" in line and "W8A8" in line and f"--bits {bits}" in line
+        with pytest.raises(InputError, match=f"W8A8 Mamba1 model.*{bits}"):  # the library refuses it too
+            export_model(model=str(fp_folder), out=out, target="tensorrt", calib_data=calib_file,
+                         qconfig=QuantConfig(bits=bits), float_parts="float16", progress=False)
         assert not out.exists()
 
 
