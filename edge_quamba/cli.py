@@ -225,7 +225,7 @@ def quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percen
                  calib_seed=None, weight_scales="tensor", out_proj_scale="static", method="quamba", bits="w8a8",
                  group_size=64, no_gptq=False, head_groups=4, dim_groups=4, no_sort_cluster=False, no_group_bc=False,
                  gptq_order="natural", kv_cache="float16", float_attn_mlp=False):
-    from edge_quamba.quant.qmodel import QuantConfig
+    from edge_quamba.quant.config import QuantConfig
 
     return QuantConfig(method=method, bits=bits, group_size=group_size, gptq=not no_gptq,
                        gptq_act_order=gptq_order == "act",

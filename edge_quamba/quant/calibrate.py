@@ -26,7 +26,7 @@ from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.quant.flow import float_flow
 from edge_quamba.quant.gptq import HessianAccumulator
 from edge_quamba.quant.observers import AbsMaxObserver, PercentileObserver, sequence_quantiles
-from edge_quamba.quant.qmodel import FOUR_BIT_LINEARS, QuantConfig
+from edge_quamba.quant.config import FOUR_BIT_LINEARS, QuantConfig
 from edge_quamba.quant.sites import SITE_NAMES, static_site_names
 
 

@@ -47,11 +47,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from edge_quamba.quant.primitives import (AMAX_FLOOR, DEFAULT_GROUP_SIZE, INT4_MAX, int4_expand_scales,
+from edge_quamba.quant.config import DEFAULT_DAMP, DEFAULT_GROUP_SIZE
+from edge_quamba.quant.primitives import (AMAX_FLOOR, INT4_MAX, int4_expand_scales,
                                           int4_group_count, int4_group_scales, quantize_int4)
-
-DEFAULT_DAMP = 0.01
-"""Fraction of the mean diagonal of H added to its diagonal (the paper's λ)."""
 
 
 class HessianAccumulator:

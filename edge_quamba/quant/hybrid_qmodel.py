@@ -38,7 +38,9 @@ from edge_quamba.quant.hybrid_flow import (HYBRID_SITE_BY_NAME, attention_flow, 
                                            mlp_flow, rope_flat)
 from edge_quamba.quant.mamba2_qmodel import QuantMamba2Mixer, W4A16Mamba2Mixer
 from edge_quamba.quant.primitives import code_label, dequantize, scale_from_amax
-from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, W4A16_DTYPE, Int4Linear, QuantConfig, QuantLinear, QuantOps
+from edge_quamba.quant.config import QuantConfig
+from edge_quamba.quant.linears import Int4Linear, QuantLinear
+from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, W4A16_DTYPE, QuantOps
 from edge_quamba.quant.sites import tensor_name
 
 eq = torch.ops.edge_quamba

@@ -28,7 +28,7 @@ from edge_quamba.quant.gptq import HessianAccumulator
 from edge_quamba.quant.hybrid_flow import ATTENTION_SITES, LINEAR_INPUTS, MLP_SITES, hybrid_float_flow
 from edge_quamba.quant.hybrid_qmodel import linear_names, quantize_hybrid_model
 from edge_quamba.quant.observers import AbsMaxObserver, ChannelAbsMaxObserver
-from edge_quamba.quant.qmodel import QuantConfig
+from edge_quamba.quant.config import QuantConfig
 from edge_quamba.quant.quamba2 import LINEAR_INPUT_SITES_MAMBA2
 from edge_quamba.quant.sites import MAMBA2_SITE_NAMES
 

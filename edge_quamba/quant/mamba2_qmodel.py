@@ -36,8 +36,9 @@ from edge_quamba.quant.cluster import ClusterPlan
 from edge_quamba.quant.flow import Tap, mamba2_mixer_flow
 from edge_quamba.quant.hadamard import rotate_linear_input
 from edge_quamba.quant.primitives import code_label, quantize_weight_per_tensor, scale_from_amax
-from edge_quamba.quant.qmodel import (FLOAT_STORAGE_DTYPE, W4A16_DTYPE, Int4Linear, QuantConfig, QuantLinear,
-                                      QuantOps)
+from edge_quamba.quant.config import QuantConfig
+from edge_quamba.quant.linears import Int4Linear, QuantLinear, scalar_buffer
+from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, W4A16_DTYPE, QuantOps
 from edge_quamba.quant.sites import MAMBA2_SITE_BY_NAME, MAMBA2_SITE_NAMES, tensor_name
 
 FOUR_BIT_LINEARS_MAMBA2 = ("in_proj", "out_proj")
@@ -54,10 +55,6 @@ def x_group_shape(config: Mamba2Config, qconfig: QuantConfig) -> tuple[int, int,
         return (1, 1, 1)
     return (config.ngroups, min(qconfig.head_groups, config.nheads // config.ngroups),
             min(qconfig.dim_groups, config.headdim))
-
-
-def _scalar(value: float = 1.0) -> Tensor:
-    return torch.tensor(float(value), dtype=torch.float32)
 
 
 class Mamba2QuantOps(QuantOps):
@@ -108,7 +105,7 @@ class QuantMamba2Mixer(nn.Module):
 
         self.in_proj = linear(c.d_model, c.d_in_proj, c.proj_bias)
         self.register_buffer("conv_weight", torch.zeros(c.conv_dim, c.d_conv, dtype=torch.int8))
-        self.register_buffer("conv_weight_scale", _scalar())
+        self.register_buffer("conv_weight_scale", scalar_buffer())
         self.register_buffer("conv_bias", torch.zeros(c.conv_dim) if c.conv_bias else None)
         self.register_buffer("dt_bias", torch.zeros(c.nheads))
         self.register_buffer("A", torch.zeros(c.nheads))
@@ -116,7 +113,7 @@ class QuantMamba2Mixer(nn.Module):
         self.register_buffer("norm_weight", torch.ones(c.d_inner))
         self.out_proj = linear(c.d_inner, c.d_model, c.proj_bias)
         for name in PER_TENSOR_SITES:
-            self.register_buffer(f"{name}_scale", _scalar())
+            self.register_buffer(f"{name}_scale", scalar_buffer())
         self.register_buffer("x_scale", torch.ones(x_group_shape(config, qconfig)))
         self.register_buffer("x_group", torch.zeros(c.d_inner, dtype=torch.int64))
         bc_groups = c.ngroups if qconfig.per_group_bc else 1

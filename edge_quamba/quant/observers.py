@@ -49,11 +49,7 @@ import math
 import torch
 from torch import Tensor
 
-DEFAULT_PERCENTILE = 0.99999
-"""Quamba's scan-input alpha for Mamba at 624361b (a fraction, not percent)."""
-
-DEFAULT_MOMENTUM = 0.01
-"""Quamba's EMA weight of each new batch (``percentile_sigma``)."""
+from edge_quamba.quant.config import DEFAULT_MOMENTUM, DEFAULT_PERCENTILE
 
 
 def _abs_float(x: Tensor, name: str) -> tuple[Tensor, float]:

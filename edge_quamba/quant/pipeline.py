@@ -16,7 +16,8 @@ from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.paths import require_regular_file
 from edge_quamba.quant.artifact import file_sha256, write_artifact
 from edge_quamba.quant.calibrate import LinearHessians, calibrate, load_calibration_data
-from edge_quamba.quant.qmodel import QuantConfig, check_method, quantize_model
+from edge_quamba.quant.config import QuantConfig, check_method
+from edge_quamba.quant.qmodel import quantize_model
 from edge_quamba.quant.quamba2 import quamba2_quantize
 from edge_quamba.resources import default_calibration_file
 

@@ -93,6 +93,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from edge_quamba.quant.config import DEFAULT_GROUP_SIZE
+
 INT8_MAX = 127
 """Largest int8 code used; the range is [-INT8_MAX, INT8_MAX]."""
 
@@ -332,12 +334,6 @@ def int8_linear_per_token(x_q: Tensor, x_scale: Tensor, w_q: Tensor, w_scale: Te
 
 INT4_MAX = 7
 """Largest int4 code used; the range is [-INT4_MAX, INT4_MAX] (ONNX INT4's -8 is never produced)."""
-
-DEFAULT_GROUP_SIZE = 64
-"""Columns (input features) per int4 weight scale. 64 rather than GPTQ's 128: with GPTQ in natural order it lowered
-the perplexity of W4A8 and W4A16 on both demo models in all eight measured cases (README "Bit widths",
-benchmarks/results/*_actorder*), for one more float32 scale per 32 bytes of packed weights (the linears' bytes +6%,
-an artifact +2%)."""
 
 
 def int4_group_count(in_features: int, group_size: int) -> int:

@@ -6,9 +6,11 @@ float32).
 
 What is quantized, at which scale and in which order is written once: the sites in :mod:`edge_quamba.quant.sites`,
 the data flow in :func:`edge_quamba.quant.flow.mamba1_mixer_flow` (Quamba, arXiv 2410.13229, and the official
-code's data flow). This module holds the weights and scales the flow reads, and :class:`QuantOps`, the flow's int8
-ops. The out_proj weight is rotated offline (W Hᵀ) so that out_proj(H y) = W y; dt_proj's bias is kept apart and
-added inside the scan in float32 (so that the GEMM output stays a pure int32 * scale).
+code's data flow). This module holds the mixers' weights and scales the flow reads, and :class:`QuantOps`, the
+flow's int8 ops; the recipe's knobs are :class:`edge_quamba.quant.config.QuantConfig`, the linears' weights
+:mod:`edge_quamba.quant.linears`. The out_proj weight is rotated offline (W Hᵀ) so that out_proj(H y) = W y;
+dt_proj's bias is kept apart and added inside the scan in float32 (so that the GEMM output stays a pure
+int32 * scale).
 A_log, D and dt_bias stay float32 (d_in * (n + 2) numbers, about 0.1% of the weights): A is stored as the float32
 value -exp(A_log) so that every backend uses the identical A rather than recomputing exp. All weights are per-tensor
 int8 (``quantize_weight_per_tensor``) unless ``weight_scales="channel"`` (the linears per output channel); all
@@ -30,253 +32,22 @@ Bit widths (``QuantConfig.bits``, Quamba2 arXiv 2503.22879's three configs):
 from __future__ import annotations
 
 import copy
-import dataclasses
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from edge_quamba.errors import ConfigError
-from edge_quamba.models.config import Mamba2Config, MambaConfig, ModelConfig
+from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer, Norm
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
+from edge_quamba.quant.config import FOUR_BIT_LINEARS, QuantConfig, check_method
 from edge_quamba.quant.flow import Tap, mamba1_mixer_flow
-from edge_quamba.quant.gptq import DEFAULT_DAMP, gptq_quantize
 from edge_quamba.quant.hadamard import rotate_linear_input
-from edge_quamba.quant.observers import DEFAULT_MOMENTUM, DEFAULT_PERCENTILE
-from edge_quamba.quant.primitives import (DEFAULT_GROUP_SIZE, code_label, dequantize, int4_group_count, pack_int4,
-                                          quantize_weight_int4, quantize_weight_per_channel,
-                                          quantize_weight_per_tensor, scale_from_amax, unpack_int4)
-from edge_quamba.quant.sites import (OUT_PROJ_SCALES, SITE_BY_NAME, SITE_NAMES, default_percentile_sites,
-                                     static_site_names, tensor_name)
-
-QUANT_FORMAT_VERSION = 2
-"""2: ``method`` is "quamba" (1 wrote "quamba-w8a8"), new keys ``bits``, ``group_size``, ``gptq``, ``gptq_damp``;
-int4 weights stored packed. Version-1 configs still load (as method "quamba", bits "w8a8")."""
-READABLE_FORMAT_VERSIONS = (1, 2)
-METHODS = ("quamba", "quamba2")
-BITS = ("w8a8", "w4a8", "w4a16")
-"""Weight and activation bit widths: int8/int8, int4 group-wise/int8, int4 group-wise/float16."""
-FOUR_BIT_LINEARS = ("in_proj", "x_proj", "dt_proj", "out_proj")
-"""The linears that hold int4 weights at w4a8 and w4a16."""
-
-KV_CACHE_DTYPES = ("float16", "int8")
-"""QuantConfig.kv_cache: what a hybrid model's attention cache holds."""
-
-WEIGHT_SCALES = ("tensor", "channel")
-"""QuantConfig.weight_scales: one scale per weight tensor, or one per output channel (row) of each linear."""
+from edge_quamba.quant.linears import Int4Linear, QuantLinear, scalar_buffer
+from edge_quamba.quant.primitives import code_label, dequantize, quantize_weight_per_tensor, scale_from_amax
+from edge_quamba.quant.sites import SITE_BY_NAME, static_site_names, tensor_name
 
 eq = torch.ops.edge_quamba
-
-
-@dataclass(frozen=True)
-class QuantConfig:
-    """Every knob of the recipe; serialized into quant_config.json.
-
-    ``percentile`` clips the activations named in ``percentile_activations``; ``percentile=None`` means abs-max
-    scales everywhere. Default (None here, resolved in ``__post_init__`` and stored resolved):
-    :func:`edge_quamba.quant.sites.default_percentile_sites`: the scan input u (the paper) and the rotated out_proj
-    input (beyond the paper: it measured better on both the demo and the large model, README "Quality"; the
-    paper's recipe is ``percentile_activations=("u",)``), less out_proj_input when its scale is per token.
-    Artifacts record the tuple they used, so older ones keep the paper's. The percentile knobs apply to Quamba
-    (Mamba1).
-
-    ``calib_seed``: None takes the first ``calib_samples`` windows of the calibration text in file order; an int
-    draws the windows' start offsets with that seed (:func:`edge_quamba.quant.calibrate.load_calibration_data`), to
-    measure how much the result depends on the calibration draw.
-    ``weight_scales``: "tensor" (one scale per weight, the paper's) or "channel" (one scale per output row of each
-    linear, :func:`edge_quamba.quant.primitives.quantize_weight_per_channel`); the conv1d weight stays per tensor.
-    ``out_proj_scale``: "static" quantizes out_proj's input at the calibrated per-tensor scale of the site
-    out_proj_input (the paper); "dynamic" at a per-token scale computed inside Hadamard + quantize (needs
-    ``hadamard``; the site then has no static scale to calibrate or clip). An artifact written before this key
-    existed reads as "static". Per-channel weights and the per-token scale are Quamba (Mamba1) W8A8 options.
-    ``bits`` picks the config (module docstring); ``group_size``, ``gptq``, ``gptq_damp`` and ``gptq_act_order``
-    shape the int4 weights of w4a8 / w4a16 (ignored at w8a8). ``gptq_act_order``: GPTQ's columns by decreasing
-    Hessian diagonal with static group scales (:mod:`edge_quamba.quant.gptq`; the stored layout is the same); off by
-    default (no consistent gain on the demo models, README "Bit widths"); an artifact written before this key
-    existed reads as False (natural order, what it was quantized with).
-    ``method`` "quamba2" is accepted here and refused for Mamba1 models by :func:`check_method`. At w4a16 nothing is
-    quantized on the activation side: ``hadamard`` is recorded False and the percentile fields are unused.
-
-    Quamba2 (``method="quamba2"``, Mamba2 models, :mod:`edge_quamba.quant.mamba2_qmodel`): ``sort_cluster`` reorders
-    and groups the SSD input x (``head_groups`` x ``dim_groups`` scales per SSD group, capped at the heads per group
-    and at headdim; off: one x scale); ``per_group_bc`` gives B and C one scale per state group (off: one each).
-
-    Hybrid models (Mamba2 + attention, :mod:`edge_quamba.quant.hybrid_qmodel`; Quamba2 for their Mamba2 blocks):
-    ``quantize_attn_mlp`` puts the attention and MLP linears at ``bits`` too (False: they stay float);
-    ``kv_cache`` is "float16" or "int8" (static per-tensor scales of the keys and values; not at w4a16). Both are
-    ignored for Mamba models.
-    """
-
-    method: str = "quamba"
-    bits: str = "w8a8"
-    group_size: int = DEFAULT_GROUP_SIZE
-    gptq: bool = True
-    gptq_damp: float = DEFAULT_DAMP
-    gptq_act_order: bool = False
-    percentile: float | None = DEFAULT_PERCENTILE
-    percentile_momentum: float = DEFAULT_MOMENTUM
-    percentile_activations: tuple[str, ...] | None = None
-    hadamard: bool = True
-    out_proj_scale: str = "static"
-    calib_samples: int = 256
-    calib_seq_len: int = 512
-    calib_seed: int | None = None
-    weight_scales: str = "tensor"
-    sort_cluster: bool = True
-    head_groups: int = 4
-    dim_groups: int = 4
-    per_group_bc: bool = True
-    quantize_attn_mlp: bool = True
-    kv_cache: str = "float16"
-    format_version: int = QUANT_FORMAT_VERSION
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"quantization method {self.method!r} is not supported (supported: {', '.join(METHODS)})")
-        if self.bits not in BITS:
-            raise ConfigError(f"--bits {self.bits!r} is not one of {', '.join(BITS)}")
-        if self.group_size < 1 or not self.gptq_damp > 0:
-            raise ConfigError("--group-size must be >= 1 and the GPTQ damping > 0")
-        if not isinstance(self.gptq_act_order, bool):
-            raise ConfigError(f"gptq_act_order must be true or false, got {self.gptq_act_order!r}")
-        if self.bits == "w4a16":  # no activation is quantized, so there is no int8 out_proj input to rotate
-            object.__setattr__(self, "hadamard", False)
-        if self.percentile is not None and not 0.0 < self.percentile <= 1.0:
-            raise ConfigError(f"--percentile {self.percentile} must be a fraction in (0, 1], e.g. 0.99999")
-        if self.out_proj_scale not in OUT_PROJ_SCALES:
-            raise ConfigError(f"--out-proj-scale {self.out_proj_scale!r} is not one of {', '.join(OUT_PROJ_SCALES)}")
-        if self.percentile_activations is None:
-            object.__setattr__(self, "percentile_activations", default_percentile_sites(self.out_proj_scale))
-        object.__setattr__(self, "percentile_activations", tuple(self.percentile_activations))  # JSON gives a list
-        unknown = [a for a in self.percentile_activations if a not in SITE_NAMES]
-        if unknown or not self.percentile_activations:
-            raise ConfigError(f"percentile activations {list(self.percentile_activations)} must be a non-empty "
-                              f"subset of {', '.join(SITE_NAMES)}")
-        if self.out_proj_scale == "dynamic" and not self.hadamard:
-            raise ConfigError("--out-proj-scale dynamic needs the Hadamard rotation (the per-token scale is computed "
-                              "inside Hadamard + quantize); drop --no-hadamard")
-        if self.out_proj_scale == "dynamic" and "out_proj_input" in self.percentile_activations:
-            raise ConfigError("--percentile-on out_proj_input: with --out-proj-scale dynamic that site has no static "
-                              "scale to clip")
-        if self.calib_samples < 1 or self.calib_seq_len < 2:
-            raise ConfigError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
-        if self.calib_seed is not None and (isinstance(self.calib_seed, bool) or not isinstance(self.calib_seed, int)
-                                            or self.calib_seed < 0):
-            raise ConfigError(f"--calib-seed {self.calib_seed!r} must be an integer >= 0")
-        if self.weight_scales not in WEIGHT_SCALES:
-            raise ConfigError(f"--weight-scales {self.weight_scales!r} must be one of {', '.join(WEIGHT_SCALES)}")
-        if self.weight_scales == "channel" and self.out_proj_scale == "dynamic":
-            raise ConfigError("--weight-scales channel with --out-proj-scale dynamic is not built: the per-token "
-                              "out_proj op takes one weight scale; choose one of the two")
-        w8a8_only = [flag for flag, on in (("--weight-scales channel", self.weight_scales == "channel"),
-                                           ("--out-proj-scale dynamic", self.out_proj_scale == "dynamic")) if on]
-        if w8a8_only and (self.bits != "w8a8" or self.method != "quamba"):
-            raise ConfigError(f"{w8a8_only[0]} is a Quamba W8A8 option; it is not built for --method {self.method} "
-                              f"--bits {self.bits}")
-        if self.kv_cache not in KV_CACHE_DTYPES:
-            raise ConfigError(f"--kv-cache {self.kv_cache!r} is not one of {', '.join(KV_CACHE_DTYPES)}")
-        if self.kv_cache == "int8" and self.bits == "w4a16":
-            raise ConfigError("--kv-cache int8 is built for w8a8 and w4a8 (a w4a16 model keeps float16 activations)")
-        if not isinstance(self.quantize_attn_mlp, bool):
-            raise ConfigError(f"quantize_attn_mlp must be true or false, got {self.quantize_attn_mlp!r}")
-        if self.head_groups < 1 or self.dim_groups < 1:
-            raise ConfigError("--head-groups and --dim-groups must be >= 1")
-        if self.format_version not in READABLE_FORMAT_VERSIONS:
-            raise ConfigError(f"quantized artifact format {self.format_version} is not one of "
-                              f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
-        if self.format_version == 1 and (self.method, self.bits) != ("quamba", "w8a8"):
-            raise ConfigError("a format-1 quantized artifact can only be Quamba W8A8")
-
-    @property
-    def four_bit(self) -> bool:
-        """int4 group-wise weights (w4a8, w4a16)."""
-        return self.bits in ("w4a8", "w4a16")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "QuantConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown quantization config keys: {', '.join(unknown)}")
-        if data.get("format_version") == 1 and data.get("method") == "quamba-w8a8":
-            data = {**data, "method": "quamba"}  # format 1 named the one recipe it had "quamba-w8a8"
-        if "gptq_act_order" not in data:  # written before act order existed: its GPTQ ran in natural order
-            data = {**data, "gptq_act_order": False}
-        return cls(**data)
-
-
-def _scalar(value: float = 1.0) -> Tensor:
-    return torch.tensor(float(value), dtype=torch.float32)
-
-
-class QuantLinear(nn.Module):
-    """The int8 weight of an nn.Linear: ``weight`` (out, in) int8 at ``weight_scale`` (float32: 0-dim per tensor, or
-    (out,) per output channel when ``per_channel``), ``bias`` (out,) float32 or None. The mixer's flow calls
-    ``torch.ops.edge_quamba.int8_linear`` (``int8_linear_per_channel``) with them."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, per_channel: bool = False):
-        super().__init__()
-        self.per_channel = per_channel
-        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8))
-        self.register_buffer("weight_scale", torch.ones(out_features) if per_channel else _scalar())
-        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
-
-    @classmethod
-    def from_weight(cls, weight: Tensor, bias: Tensor | None, per_channel: bool = False) -> "QuantLinear":
-        module = cls(weight.shape[1], weight.shape[0], bias is not None, per_channel)
-        quantize_weight = quantize_weight_per_channel if per_channel else quantize_weight_per_tensor
-        module.weight, module.weight_scale = quantize_weight(weight.detach())
-        if bias is not None:
-            module.bias = bias.detach().float().clone()
-        return module
-
-
-class Int4Linear(nn.Module):
-    """The group-wise int4 weight of an nn.Linear (:mod:`edge_quamba.quant.primitives`, int4 section):
-    ``weight_packed`` (out, ceil(in / 2)) uint8 (two codes per byte, low nibble first), ``weight_scale`` (out, G)
-    float32, ``bias`` (out,) float32 or None. ``codes()`` unpacks once (cached until the buffers are reloaded), for
-    the graph lowering; the ops take ``weight_packed`` itself (they unpack in the reference, and the CUDA kernels
-    read the packed bytes, so a model on the GPU holds 4 bits per weight).
-
-    Called as a module (``forward``), it is the W4A16 linear (``torch.ops.edge_quamba.w4a16_linear``); the W4A8
-    mixer passes its buffers to ``w4a8_linear(_quantize)`` instead."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, group_size: int):
-        super().__init__()
-        self.in_features, self.group_size = in_features, group_size
-        self.register_buffer("weight_packed", torch.zeros(out_features, -(-in_features // 2), dtype=torch.uint8))
-        self.register_buffer("weight_scale", torch.ones(out_features, int4_group_count(in_features, group_size)))
-        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
-        self._codes: Tensor | None = None
-        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_codes", None))
-
-    @classmethod
-    def from_weight(cls, weight: Tensor, bias: Tensor | None, group_size: int, hessian: Tensor | None,
-                    damp: float = DEFAULT_DAMP, act_order: bool = False) -> "Int4Linear":
-        """Quantize ``weight`` (out, in): GPTQ with ``hessian`` (in, in) (in activation order when ``act_order``),
-        or round-to-nearest when it is None."""
-        module = cls(weight.shape[1], weight.shape[0], bias is not None, group_size)
-        w = weight.detach().float()
-        q, scales = quantize_weight_int4(w, group_size) if hessian is None else \
-            gptq_quantize(w, hessian, group_size, damp, act_order)
-        module.weight_packed, module.weight_scale = pack_int4(q), scales
-        if bias is not None:
-            module.bias = bias.detach().float().clone()
-        return module
-
-    def codes(self) -> Tensor:
-        """(out, in) int8 codes in [-7, 7]."""
-        if self._codes is None or self._codes.device != self.weight_packed.device:
-            self._codes = unpack_int4(self.weight_packed, self.in_features)
-        return self._codes
-
-    def forward(self, x: Tensor) -> Tensor:
-        """W4A16: x (..., in) float16 -> (..., out) float16."""
-        return eq.w4a16_linear(x, self.weight_packed, self.weight_scale, self.bias, self.group_size)
 
 
 class QuantOps:
@@ -391,7 +162,7 @@ class QuantMambaMixer(nn.Module):
 
         self.in_proj = linear(d, 2 * d_in, config.proj_bias)
         self.register_buffer("conv_weight", torch.zeros(d_in, k, dtype=torch.int8))
-        self.register_buffer("conv_weight_scale", _scalar())
+        self.register_buffer("conv_weight_scale", scalar_buffer())
         self.register_buffer("conv_bias", torch.zeros(d_in) if config.conv_bias else None)
         self.x_proj = linear(d_in, r + 2 * n, bias=False)
         self.dt_proj = linear(r, d_in, bias=False)  # its bias lives in dt_bias, added inside the scan
@@ -400,7 +171,7 @@ class QuantMambaMixer(nn.Module):
         self.register_buffer("D", torch.zeros(d_in))
         self.out_proj = linear(d_in, d, config.proj_bias)
         for name in self.static_sites:
-            self.register_buffer(f"{name}_scale", _scalar())
+            self.register_buffer(f"{name}_scale", scalar_buffer())
         self._scales: dict[str, float] | None = None
         self.register_load_state_dict_post_hook(lambda module, keys: module.forget_scales())
 
@@ -530,27 +301,6 @@ def use_float_parts(model: MambaLM, float_parts: str) -> MambaLM:
 
 W4A16_DTYPE = torch.float16
 """The W4A16 model's activation and float weight dtype (the fp16 reference's)."""
-
-
-def check_method(config: ModelConfig, qconfig: QuantConfig) -> None:
-    """A one-line error for a recipe this model cannot take (called before calibration)."""
-    from edge_quamba.models.hybrid_config import HybridConfig
-
-    if isinstance(config, HybridConfig):
-        if qconfig.method != "quamba2":
-            raise ConfigError("a hybrid model's Mamba2 layers are quantized with --method quamba2 (Quamba's recipe is "
-                              "for Mamba1)")
-        return
-    if isinstance(config, Mamba2Config):
-        if qconfig.method != "quamba2":
-            raise ConfigError("a Mamba2 model is quantized with --method quamba2 (Quamba's recipe is for Mamba1)")
-        return
-    if qconfig.method == "quamba2":
-        # Quamba2's additions over Quamba are sort-and-cluster of the scan input x by head and per-state-group
-        # scales of B and C: both act on Mamba2's head/group structure. For Mamba1 it contributes the bit-width
-        # configs and GPTQ weights, which --method quamba --bits w4a8|w4a16 already gives.
-        raise ConfigError("--method quamba2 is Mamba2-only for now (sort-and-cluster and per-state-group B/C act on "
-                          "Mamba2's heads); for Mamba1 use --method quamba with --bits w8a8, w4a8 or w4a16")
 
 
 def quantize_model(fp_model: MambaLM, amaxes: list[dict[str, Tensor]], qconfig: QuantConfig,

@@ -35,7 +35,7 @@ from edge_quamba.quant.flow import float_flow
 from edge_quamba.quant.gptq import HessianAccumulator
 from edge_quamba.quant.mamba2_qmodel import FOUR_BIT_LINEARS_MAMBA2, quantize_mamba2_model
 from edge_quamba.quant.observers import AbsMaxObserver, ChannelAbsMaxObserver
-from edge_quamba.quant.qmodel import QuantConfig
+from edge_quamba.quant.config import QuantConfig
 from edge_quamba.quant.sites import MAMBA2_SITE_NAMES
 
 

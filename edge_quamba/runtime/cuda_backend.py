@@ -76,7 +76,7 @@ def refuse_options(model: MambaLM) -> None:
     """One line naming the quantization option when ``model`` would call an op that has no CUDA kernel
     (``torch_ops.NO_CUDA_KERNEL``): per-channel weight scales. Mamba1 and Mamba2 (Quamba2) at W8A8, W4A8 and W4A16
     have kernels for every op they call."""
-    from edge_quamba.quant.qmodel import QuantLinear
+    from edge_quamba.quant.linears import QuantLinear
 
     if any(isinstance(m, QuantLinear) and m.per_channel for m in model.modules()):
         raise BackendUnavailableError("--backend cuda has no kernel for per-channel weight scales (this model was "
