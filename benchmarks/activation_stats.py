@@ -27,7 +27,8 @@ import torch
 
 from edge_quamba import __version__
 from edge_quamba.eval.perplexity import make_windows, read_text
-from edge_quamba.models.loading import load_fp_model, resolve_model
+from edge_quamba.models.loading import load_fp_model
+from edge_quamba.models.locate import resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.flow import float_flow
 from edge_quamba.quant.hadamard import hadamard_transform

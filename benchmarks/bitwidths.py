@@ -45,9 +45,11 @@ import torch
 from safetensors import safe_open
 
 from edge_quamba.eval.perplexity import make_windows, read_text, window_nll
-from edge_quamba.models.loading import load_fp_model, resolve_model
+from edge_quamba.models.loading import load_fp_model
+from edge_quamba.models.locate import resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.quant.artifact import WEIGHTS, load_quantized_model
+from edge_quamba.folders import load_quantized_model, open_model
+from edge_quamba.kinds import WEIGHTS
 from edge_quamba.quant.qmodel import QuantConfig
 from edge_quamba.resources import default_calibration_file, default_evaluation_file
 from edge_quamba.runtime.backends import TorchReferenceBackend
@@ -200,9 +202,9 @@ def main() -> None:
             rows["fp16"]["validation"] = {k: v for k, v in result.validation["ort"].to_dict().items() if k != "checks"}
             # all timings back to back at the end, so that they share one stretch of the (shared) machine's load
             rows["fp16"]["ref_fp32_speed"] = timing_row("ref fp32", TorchReferenceBackend(fp32), prompt, args)
-            rows["fp16"]["ort"] = timing_row("fp32 ort", OrtBackend(fp32_export, threads=args.threads), prompt, args)
+            rows["fp16"]["ort"] = timing_row("fp32 ort", OrtBackend(open_model(str(fp32_export)), threads=args.threads), prompt, args)
             for name, export in exports.items():
-                rows[name]["ort"] = timing_row(f"{name} ort", OrtBackend(export, threads=args.threads), prompt, args)
+                rows[name]["ort"] = timing_row(f"{name} ort", OrtBackend(open_model(str(export)), threads=args.threads), prompt, args)
 
     base = rows["fp16"]["perplexity"]
     for name, row in rows.items():

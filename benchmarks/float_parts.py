@@ -25,9 +25,8 @@ from pathlib import Path
 import torch
 
 from edge_quamba.eval.perplexity import make_windows, read_text, window_nll
-from edge_quamba.folders import open_model
+from edge_quamba.folders import load_reference_model, open_model
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.quant.artifact import load_quantized_model
 from edge_quamba.quant.primitives import quantize_hook
 from edge_quamba.quant.qmodel import use_float_parts
 from edge_quamba.resources import default_evaluation_file
@@ -59,9 +58,8 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = open_model(args.model)
-    qdir = folder.path if folder.kind == "quantized" else folder.path / "quantized"
-    model = load_quantized_model(qdir)
-    ids = load_tokenizer(qdir).encode(read_text(args.data))[: args.max_tokens]
+    model = load_reference_model(folder)
+    ids = load_tokenizer(folder.path).encode(read_text(args.data))[: args.max_tokens]
     windows = make_windows(ids, args.seq_len)
 
     started = time.time()

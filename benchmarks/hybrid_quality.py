@@ -39,9 +39,12 @@ from edge_quamba import __version__
 from edge_quamba.eval.perplexity import make_windows, read_text, window_nll
 from edge_quamba.eval.sqnr_hybrid import hybrid_layer_sqnr
 from edge_quamba.models.attention import Attention
-from edge_quamba.models.loading import load_fp_model, resolve_model
+from edge_quamba.models.loading import load_fp_model
+from edge_quamba.models.locate import resolve_model
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.quant.artifact import WEIGHTS, load_quantized_model, write_artifact
+from edge_quamba.folders import load_quantized_model
+from edge_quamba.kinds import WEIGHTS
+from edge_quamba.quant.artifact import write_artifact
 from edge_quamba.quant.calibrate import load_calibration_data
 from edge_quamba.quant.hybrid_flow import HybridFloatOps, attention_flow, mlp_flow
 from edge_quamba.quant.hybrid_quant import calibrate_hybrid, quantize_reordered_hybrid, reorder_hybrid

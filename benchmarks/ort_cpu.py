@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge_quamba.folders import folder_kind
-from edge_quamba.models.loading import load_fp_model, resolve_model
+from edge_quamba.folders import load_reference_model, open_model
+from edge_quamba.models.loading import load_fp_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.qmodel import QuantConfig
-from edge_quamba.runtime.backends import TorchReferenceBackend, load_reference_model
+from edge_quamba.runtime.backends import TorchReferenceBackend
 from edge_quamba.runtime.bench import bench_prompt, cpu_name, median_timings, package_version
 from edge_quamba.runtime.ort_backend import OrtBackend
 
@@ -132,8 +132,9 @@ def main() -> None:
     args = parser.parse_args()
 
     load_before = os.getloadavg()
-    fp_dir = resolve_model(args.model)
-    if folder_kind(fp_dir) != "fp":
+    fp_folder = open_model(args.model)
+    fp_dir = fp_folder.path
+    if fp_folder.kind != "fp":
         sys.exit(f"--model {fp_dir} must be an fp checkpoint (the transformers row needs it)")
     scratch = None
     if args.export is None:
@@ -145,19 +146,20 @@ def main() -> None:
                      progress=False, echo=lambda _: None)
     else:
         export_dir = Path(args.export)
+    export = open_model(str(export_dir))
     tokenizer = load_tokenizer(fp_dir)
     prompt = bench_prompt(tokenizer, args.prompt_len)
 
     weights = {"ort": (export_dir / "model.onnx").stat().st_size,
                "ref int8": (export_dir / "quantized" / "model.safetensors").stat().st_size}
-    fp_model = load_fp_model(fp_dir)
+    fp_model = load_fp_model(fp_folder.checkpoint)
     fp32_bytes = sum(p.numel() * 4 for p in fp_model.parameters())  # tied embeddings counted once
-    ort_default = OrtBackend(export_dir)
+    ort_default = OrtBackend(export)
     candidates = [
         ("ort", lambda: median_timings(ort_default, prompt, args.new_tokens, args.repeats), weights["ort"]),
-        ("ort 1 thread", lambda: median_timings(OrtBackend(export_dir, threads=1), prompt, args.new_tokens,
+        ("ort 1 thread", lambda: median_timings(OrtBackend(export, threads=1), prompt, args.new_tokens,
                                               args.repeats), weights["ort"]),
-        ("ref int8", lambda: median_timings(TorchReferenceBackend(load_reference_model(export_dir, "export")), prompt,
+        ("ref int8", lambda: median_timings(TorchReferenceBackend(load_reference_model(export)), prompt,
                                           args.new_tokens, args.repeats), weights["ref int8"]),
         ("ref fp32", lambda: median_timings(TorchReferenceBackend(fp_model), prompt, args.new_tokens, args.repeats),
          fp32_bytes),
@@ -181,7 +183,7 @@ def main() -> None:
     agreement = {  # greedy continuations: every row ran the same model (None: all new tokens equal)
         "ort_vs_ref_int8_first_difference": first_difference(
             greedy_tokens(ort_default, prompt, args.new_tokens),
-            greedy_tokens(TorchReferenceBackend(load_reference_model(export_dir, "export")), prompt, args.new_tokens)),
+            greedy_tokens(TorchReferenceBackend(load_reference_model(export)), prompt, args.new_tokens)),
         "ref_fp32_vs_transformers_first_difference": first_difference(
             greedy_tokens(TorchReferenceBackend(fp_model), prompt, args.new_tokens), hf_tokens),
     }

@@ -63,8 +63,8 @@ from edge_quamba.eval.last_word import LastWordTask, build_examples, write_task
 from edge_quamba.eval.perplexity import make_windows, read_text, window_nll
 from edge_quamba.eval.sqnr import TENSORS, layer_sqnr
 from edge_quamba.integrity import file_sha256
-from edge_quamba.models.loading import weights_file
-from edge_quamba.models.loading import load_fp_model, resolve_model
+from edge_quamba.models.loading import load_fp_model
+from edge_quamba.models.locate import resolve_model, weights_file
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.quant.calibrate import LinearHessians, calibrate_many, load_calibration_data
 from edge_quamba.quant.qmodel import QuantConfig, quantize_model

@@ -53,9 +53,12 @@ from edge_quamba import __version__
 from edge_quamba.eval.perplexity import make_windows, read_text, window_nll
 from edge_quamba.eval.sqnr import layer_sqnr, sqnr_tensors
 from edge_quamba.integrity import file_sha256
-from edge_quamba.models.loading import load_fp_model, resolve_model, weights_file
+from edge_quamba.models.loading import load_fp_model
+from edge_quamba.models.locate import resolve_model, weights_file
 from edge_quamba.models.tokenizer import load_tokenizer
-from edge_quamba.quant.artifact import WEIGHTS, load_quantized_model, write_artifact
+from edge_quamba.folders import load_quantized_model
+from edge_quamba.kinds import WEIGHTS
+from edge_quamba.quant.artifact import write_artifact
 from edge_quamba.quant.calibrate import load_calibration_data
 from edge_quamba.quant.qmodel import QuantConfig
 from edge_quamba.quant.quamba2 import quamba2_quantize, quantize_reordered, reorder_for_quamba2
@@ -109,6 +112,7 @@ def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
     """W8A8, W4A8 and W4A16 on ONNX Runtime (exported and validated here) vs the fp32 graph on ONNX Runtime and the
     fp32 PyTorch reference, batch 1."""
     from edge_quamba.onnx.export import export_fp32_model, export_model
+    from edge_quamba.folders import open_model
     from edge_quamba.runtime.backends import make_backend
     from edge_quamba.runtime.bench import bench_prompt, median_timings
 
@@ -116,19 +120,19 @@ def cpu_speed(args: argparse.Namespace, path: Path, tok) -> dict:
     prompt = bench_prompt(tok, args.prompt_len)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [("fp32 reference (torch)", "ref", path, "fp")]
+        runs = [("fp32 reference (torch)", "ref", path)]
         export_fp32_model(model=str(path), out=Path(tmp) / "fp32", calib_data=args.calib_data,
                           prompt_len=args.prompt_len, decode_steps=4, threads=args.threads, progress=False, echo=print)
-        runs.append(("fp32 onnxruntime", "ort", Path(tmp) / "fp32", "export"))
+        runs.append(("fp32 onnxruntime", "ort", Path(tmp) / "fp32"))
         for bits in ("w8a8", "w4a8", "w4a16"):
             qconfig = QuantConfig(method="quamba2", bits=bits, group_size=args.group_size,
                                   calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len)
             export_model(model=str(path), out=Path(tmp) / bits, target="ort", calib_data=args.calib_data,
                          qconfig=qconfig, prompt_len=args.prompt_len, decode_steps=4, threads=args.threads,
                          progress=False, echo=print)
-            runs.append((f"{bits} onnxruntime", "ort", Path(tmp) / bits, "export"))
-        for name, backend, folder, kind in runs:
-            runner = make_backend(backend, folder, kind, threads=args.threads)
+            runs.append((f"{bits} onnxruntime", "ort", Path(tmp) / bits))
+        for name, backend, folder in runs:
+            runner = make_backend(backend, open_model(str(folder)), threads=args.threads)
             ttft, tpot = median_timings(runner, prompt, args.new_tokens, args.repeats)
             rows.append({"row": name, "ttft_ms": ttft * 1e3, "prefill_tokens_per_s": args.prompt_len / ttft,
                          "tpot_ms": tpot * 1e3, "decode_tokens_per_s": 1 / tpot})

@@ -111,14 +111,14 @@ def _make_temporary(target: Path, out: str | Path, option: str) -> Path:
 
 def _not_replaceable(folder: Path) -> str | None:
     """None when ``folder`` is empty or an edge-quamba output holding only what its JSON lists; else why not."""
-    from edge_quamba.folders import output_record
+    from edge_quamba.folders import read_marker
     from edge_quamba.integrity import listed_files
 
     first = next(folder.iterdir(), None)
     if first is None:
         return None
     try:
-        record = output_record(folder)
+        record = read_marker(folder)
         if record is None:
             return f"it holds {first.name!r} and is not an edge-quamba output"
         kind, raw = record

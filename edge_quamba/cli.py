@@ -250,18 +250,18 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
     """Calibrate an fp checkpoint and write a quantized artifact: Quamba W8A8 by default (int8 weights, static
     per-tensor scales, Hadamard-rotated out_proj, percentile clipping of the scan input and of the rotated
     out_proj input), or --bits w4a8 / w4a16 (group-wise int4 linear weights rounded with GPTQ)."""
-    from edge_quamba.quant.artifact import ARTIFACT_FILES
+    from edge_quamba.kinds import ARTIFACT_FILES
     from edge_quamba.quant.pipeline import quantize_checkpoint
 
     if bits == "fp32":
         raise click.UsageError("--bits fp32 is not a quantization: `edge-quamba export --bits fp32` writes the fp "
                                "checkpoint's float32 ONNX graph")
-    refuse_inapplicable(click.get_current_context(), model, export=False)
+    check = refuse_inapplicable(click.get_current_context(), export=False)
     qconfig = quant_config(calib_samples, calib_seq_len, percentile, no_percentile, percentile_on, no_hadamard,
                            calib_seed, weight_scales, out_proj_scale, method, bits, group_size, no_gptq, head_groups,
                            dim_groups, no_sort_cluster, no_group_bc, gptq_order, kv_cache, float_attn_mlp)
     path = quantize_checkpoint(model=model, out=out, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
-                               batch_size=batch_size)
+                               batch_size=batch_size, check=check)
     for name in ARTIFACT_FILES:
         click.echo(f"wrote {path}/{name}")
 
@@ -302,11 +302,11 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
     from edge_quamba.onnx.export import export_fp32_model, export_model
 
     echo = lambda line: click.echo(line, err=as_json)  # noqa: E731
-    refuse_inapplicable(click.get_current_context(), model, export=True)
+    check = refuse_inapplicable(click.get_current_context(), export=True)
     if bits == "fp32":  # refuse_inapplicable refused every recipe option and --float-parts
         result = export_fp32_model(model=model, out=out, target=target, calib_data=calib_data, tokenizer=tokenizer,
                                    prompt_len=validate_prompt_len, decode_steps=validate_decode_steps,
-                                   threads=threads, echo=echo)
+                                   threads=threads, echo=echo, check=check)
     else:
         result = export_model(
             model=model, out=out, target=target, calib_data=calib_data,
@@ -315,7 +315,7 @@ def export_(model, out, target, calib_data, method, bits, group_size, no_gptq, g
                                  no_gptq, head_groups, dim_groups, no_sort_cluster, no_group_bc, gptq_order, kv_cache,
                                  float_attn_mlp),
             tokenizer=tokenizer, batch_size=batch_size, prompt_len=validate_prompt_len,
-            decode_steps=validate_decode_steps, threads=threads, echo=echo, float_parts=float_parts,
+            decode_steps=validate_decode_steps, threads=threads, echo=echo, float_parts=float_parts, check=check,
         )
     if as_json:
         click.echo(json.dumps({"out": str(result.out), "files": [str(f) for f in result.files],
@@ -370,10 +370,11 @@ def build_engine(model, out, plugins, max_prompt_len):
     TensorRT >= 10.1 (JetPack 6.1+). The export folder (every file's sha256, model.trt.onnx included) and --out are
     checked before TensorRT is imported. Never run with TensorRT so far: it is absent where this package is tested
     (tested with a fake of its Python API)."""
-    from edge_quamba.runtime.tensorrt_engine import ENGINE_CONFIG, ENGINE_FILE, build_engine as build
+    from edge_quamba.kinds import ENGINE_CONFIG, ENGINE_FILE, TOKENIZER
+    from edge_quamba.runtime.tensorrt_engine import build_engine as build
 
     path = build(model=model, out=out, plugins=plugins, max_prompt_len=max_prompt_len)
-    for name in (ENGINE_FILE, ENGINE_CONFIG, "tokenizer.json"):
+    for name in (ENGINE_FILE, ENGINE_CONFIG, TOKENIZER):
         click.echo(f"wrote {path}/{name}")
 
 

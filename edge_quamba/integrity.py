@@ -3,8 +3,10 @@
 Every output folder (quantized artifact, export folder, engine folder) describes itself in one JSON file that lists
 ``files``: each file it wrote (path relative to the folder, "/" separated) -> sha256 of its bytes. The JSON itself
 carries ``config_sha256``: the sha256 of its canonical form without that key (:func:`canonical_json`), so an edit
-of the JSON (a scale, a knob, a hash) is caught too. Loading checks both (:func:`verify_listed_files`), so a
-changed, swapped, truncated or missing file is a one-line CheckpointError, never a silently different model.
+of the JSON (a scale, a knob, a hash) is caught too. Opening a folder checks both, so a changed, swapped, truncated
+or missing file is a one-line CheckpointError, never a silently different model. The opener
+(:mod:`edge_quamba.folders`) runs the cheap checks (:func:`check_seal`, :func:`check_listed_file`, the weights' sizes
+against their headers) on everything before it hashes anything (:func:`check_sha256`).
 
 This is integrity against accidents and naive edits (a swapped tokenizer, a "fixed" config, a half-copied folder),
 not a signature: whoever edits a file and recomputes the hashes is not stopped.
@@ -87,21 +89,18 @@ def missing_or_what(path: Path) -> str:
     return "is missing" if what == "does not exist" else f"{what}, not a regular file"
 
 
-def verify_listed_files(folder: Path, data: dict, source: Path, remedy: str) -> None:
-    """Check the seal of ``data`` (read from ``source``) and the sha256 of every file it lists under ``folder``.
+def check_listed_file(path: Path, source: Path, remedy: str) -> None:
+    """CheckpointError unless ``path`` (listed in ``source``) is a regular file: the cheap check, before hashing."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} {missing_or_what(path)} ({source.name} lists it); {remedy}")
 
-    remedy: what the user should do, appended to the message (e.g. "re-export the folder").
-    """
-    check_seal(data, source)
-    for name, digest in listed_files(data, source).items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"{path} {missing_or_what(path)} ({source.name} lists it); {remedy}")
-        try:
-            actual = file_sha256(path)
-        except OSError as exc:
-            raise CheckpointError(f"{path} cannot be read: {exc.strerror or exc}") from None
-        if actual != digest:
-            raise CheckpointError(f"{path} does not match the sha256 in {source.name} (changed, swapped or "
-                                  f"corrupt); {remedy}")
 
+def check_sha256(path: Path, digest: str, source: Path, remedy: str) -> None:
+    """CheckpointError unless the bytes of ``path`` have the sha256 ``digest`` that ``source`` records for it."""
+    try:
+        actual = file_sha256(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if actual != digest:
+        raise CheckpointError(f"{path} does not match the sha256 in {source.name} (changed, swapped or corrupt); "
+                              f"{remedy}")

@@ -16,9 +16,13 @@ architecture (``--kv-cache`` and ``--float-attn-mlp`` apply to hybrid models onl
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edge_quamba.errors import InputError
+from edge_quamba.models.hybrid_config import HybridConfig
+
+if TYPE_CHECKING:
+    from edge_quamba.folders import ModelFolder
 
 INT4_OPTIONS = ("group_size", "no_gptq", "gptq_order")
 QUAMBA2_OPTIONS = ("head_groups", "dim_groups", "no_sort_cluster", "no_group_bc")
@@ -62,22 +66,21 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def refuse_inapplicable(ctx, model: str | None, export: bool) -> None:
+def refuse_inapplicable(ctx, export: bool) -> Callable[[ModelFolder], None]:
     """Refuse, in one line, an option of the click context ``ctx`` (quantize or export) given explicitly that does not
-    apply. What ``model`` is (its folder kind for export, whether it is a hybrid) is read only when a given option
-    depends on it."""
+    apply: now those whose rule needs nothing of ``--model``, and through the returned check those that depend on what
+    ``--model`` is (its folder kind for export, whether it is a hybrid). The command passes that check to its library
+    call, which runs it on the opened folder before verifying its files (:func:`edge_quamba.folders.open_model`)."""
     given = given_options(ctx)
     values = dict(ctx.params)
-    if values.get("bits") != "fp32" and given.keys() & MODEL_DEPENDENT:
-        from edge_quamba.folders import folder_kind, load_config
-        from edge_quamba.models.hybrid_config import HybridConfig
-        from edge_quamba.models.locate import resolve_model
-
-        path = resolve_model(model)
-        if export:
-            values["kind"] = folder_kind(path)
-        values["hybrid"] = isinstance(load_config(path), HybridConfig)
     refuse_options(given, values)
+
+    def check(folder: ModelFolder) -> None:
+        if values.get("bits") != "fp32" and given.keys() & MODEL_DEPENDENT:
+            what = {"kind": folder.kind} if export else {}
+            refuse_options(given, {**values, **what, "hybrid": isinstance(folder.config, HybridConfig)})
+
+    return check
 
 
 def given_options(ctx) -> dict[str, str]:

@@ -354,12 +354,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"benchmark.py: n/a: {message}", file=sys.stderr)
 
     from edge_quamba.folders import load_model_tokenizer, open_model
-    from edge_quamba.runtime.backends import make_backend
+    from edge_quamba.runtime.backends import check_backend, make_backend
     from edge_quamba.runtime.bench import bench_prompt, model_bytes
 
     platform = platform_fields(warn)
-    folder = open_model(args.model)
-    backend = make_backend(args.backend, folder.path, folder.kind)
+    folder = open_model(args.model, check=lambda opened: check_backend(args.backend, opened))
+    backend = make_backend(args.backend, folder)
     prompt = bench_prompt(load_model_tokenizer(folder), args.prompt_len)
     recorder = None
     if not args.no_tegrastats:
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
                 "cuda_graph": cuda_graph_state(backend),
                 "peak_rss_mib": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
                 "peak_mem_available_drop_mib": f"{watch.peak_drop:.0f}"})
-    row.update(speed_fields(runs, args.prompt_len, model_bytes(folder.path, folder.kind, args.backend)))
+    row.update(speed_fields(runs, args.prompt_len, model_bytes(folder, args.backend)))
     if recorder is not None:
         row.update(telemetry_fields(recorder.log, runs, warmup_start, args.power_rail, args.tegrastats_interval_ms,
                                     warn))

@@ -12,6 +12,7 @@ from edge_quamba.quant.calibrate import calibrate
 from edge_quamba.quant.pipeline import quantize_checkpoint
 from edge_quamba.quant.qmodel import QuantConfig, quantize_model
 from edge_quamba.runtime import cuda_backend
+from edge_quamba.folders import open_model
 from edge_quamba.runtime.backends import make_backend, sequence_model
 from helpers import TEXT, make_tokenizer, random_hf_model, report, run_cli, save_transformers_layout
 from test_quantized_reference import calibration_tokens, fp_model
@@ -37,7 +38,8 @@ def folders(tmp_path_factory):
 
 def test_fp_folder_is_refused_with_the_quantize_command(folders):
     fp, _ = folders
-    for call in (lambda: make_backend("cuda", fp, "fp"), lambda: sequence_model("cuda", fp, "fp")):
+    folder = open_model(str(fp))
+    for call in (lambda: make_backend("cuda", folder), lambda: sequence_model("cuda", folder)):
         with pytest.raises(BackendUnavailableError, match=r"fp checkpoint: make one first with `edge-quamba quantize"):
             call()
 
@@ -46,7 +48,7 @@ def test_fp_folder_is_refused_with_the_quantize_command(folders):
 def test_no_gpu_is_one_line_error_from_every_command(folders):
     _, quantized = folders
     with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"):
-        make_backend("cuda", quantized, "quantized")
+        make_backend("cuda", open_model(str(quantized)))
     for args in (["run", "--prompt", "The quick"], ["bench", "--prompt-len", "4", "--new-tokens", "2"],
                  ["eval", "--data", str(folders[0].parent / "calib.txt"), "--seq-len", "16"]):
         proc = run_cli(*args, "--model", str(quantized), "--backend", "cuda")
@@ -166,7 +168,7 @@ def test_cpu_device_is_refused(pretend_gpu, monkeypatch):
 
 def test_gpu_layout_fp16_table_fp32_norms(folders):
     """The layout prepare_gpu_model makes, checked on the CPU (the move itself is a no-op here)."""
-    from edge_quamba.quant.artifact import load_quantized_model
+    from edge_quamba.folders import load_quantized_model
 
     model = cuda_backend.prepare_gpu_model(load_quantized_model(folders[1]), torch.device("cpu"))
     assert model.backbone.embeddings.weight.dtype == torch.float16
@@ -244,8 +246,8 @@ def test_cuda_backend_equals_quantized_reference_on_demo_model(demo_quantized):
     from edge_quamba.runtime.run import run_prompt
     from edge_quamba.runtime.sampling import SamplingConfig
 
-    ref = make_backend("ref", demo_quantized, "quantized")
-    gpu = make_backend("cuda", demo_quantized, "quantized")
+    ref = make_backend("ref", open_model(str(demo_quantized)))
+    gpu = make_backend("cuda", open_model(str(demo_quantized)))
     prompt = bench_prompt(load_tokenizer(demo_quantized), 96)
     expected, _ = ref.prefill(prompt)
     got, _ = gpu.prefill(prompt)

@@ -418,13 +418,14 @@ def demo_mamba2(request, tmp_path_factory):
 
 def test_cuda_backend_equals_quantized_reference_on_demo_mamba2(demo_mamba2):
     from edge_quamba.models.tokenizer import load_tokenizer
+    from edge_quamba.folders import open_model
     from edge_quamba.runtime.backends import make_backend
     from edge_quamba.runtime.bench import bench_prompt
     from edge_quamba.runtime.run import run_prompt
     from edge_quamba.runtime.sampling import SamplingConfig
 
-    ref = make_backend("ref", demo_mamba2, "quantized")
-    gpu = make_backend("cuda", demo_mamba2, "quantized")
+    ref = make_backend("ref", open_model(str(demo_mamba2)))
+    gpu = make_backend("cuda", open_model(str(demo_mamba2)))
     prompt = bench_prompt(load_tokenizer(demo_mamba2), 96)
     expected, _ = ref.prefill(prompt)
     got, _ = gpu.prefill(prompt)

@@ -7,7 +7,7 @@ import json
 import torch
 import transformers
 
-from edge_quamba.folders import load_config
+from edge_quamba.folders import open_model
 from edge_quamba.models.hybrid_config import HybridConfig
 from edge_quamba.models.loading import load_fp_model
 from edge_quamba.resources import default_calibration_file, default_evaluation_file, demo_model_dir
@@ -25,7 +25,7 @@ def test_demo_hybrid_is_shipped_small_with_its_pattern():
     for name in ("config.json", "model.safetensors", "tokenizer.json", "train_log.json"):
         assert (folder / name).is_file(), name
     assert (folder / "model.safetensors").stat().st_size <= 6_500_000
-    config = load_config(folder)
+    config = open_model(str(folder)).config
     assert isinstance(config, HybridConfig) and config.model_type == "nemotron_h" and config.pattern == "M-M*-M-"
     assert (config.n_heads, config.n_kv_heads, config.mamba2().d_inner, config.ngroups) == (4, 2, 256, 2)
 

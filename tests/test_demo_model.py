@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from edge_quamba.folders import load_config
+from edge_quamba.folders import open_model
 from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.loading import load_fp_model
 from edge_quamba.resources import default_evaluation_file, demo_model_dir
@@ -25,7 +25,7 @@ def test_demo_model_is_shipped_with_the_public_block_shape():
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         assert (folder / name).is_file(), name
     assert (folder / "model.safetensors").stat().st_size <= 25_000_000
-    config = load_config(folder)
+    config = open_model(str(folder)).config
     assert (config.d_state, config.expand, config.d_conv) == (16, 2, 4)
     assert config.d_inner == 768 and config.d_inner % 64 == 0 and config.d_inner & (config.d_inner - 1) != 0
 
@@ -78,7 +78,7 @@ def test_mamba2_demo_model_is_shipped_with_its_shape():
         assert (folder / name).is_file(), name
     assert (folder / "model.safetensors").stat().st_size <= 25_000_000
     assert (folder / "tokenizer.json").read_bytes() == (demo_model_dir() / "tokenizer.json").read_bytes()
-    config = load_config(folder)
+    config = open_model(str(folder)).config
     assert isinstance(config, Mamba2Config)
     assert (config.d_model, config.n_layer, config.d_inner, config.nheads, config.headdim, config.d_state,
             config.ngroups, config.chunk_size, config.vocab_size) == (384, 8, 768, 12, 64, 64, 2, 64, 8192)

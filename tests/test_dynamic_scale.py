@@ -21,7 +21,8 @@ from edge_quamba.onnx import IR_VERSION, OPSET
 from edge_quamba.onnx.functions import hadamard_quantize_dynamic_function
 from edge_quamba.onnx.lower import GraphBuilder, lower_model
 from edge_quamba.ops.specs import HADAMARD_QUANTIZE_DYNAMIC
-from edge_quamba.quant.artifact import QUANT_CONFIG, load_quantized_model, write_artifact
+from edge_quamba.folders import load_quantized_model
+from edge_quamba.quant.artifact import QUANT_CONFIG, write_artifact
 from edge_quamba.quant.calibrate import calibrate
 from edge_quamba.quant.hadamard import hadamard_transform
 from edge_quamba.quant.primitives import AMAX_FLOOR, int8_linear_per_token, per_token_scale

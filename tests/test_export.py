@@ -485,7 +485,7 @@ def test_demo_model_64_decode_steps_on_evaluation_text(demo_export):
     """128 tokens of held-out text, then 64 greedy steps: every int8 code equal (after following any rounding tie),
     logits and states within tolerance at every step."""
     from edge_quamba.models.tokenizer import load_tokenizer
-    from edge_quamba.quant.artifact import load_quantized_model
+    from edge_quamba.folders import load_quantized_model
     from edge_quamba.runtime.bench import bench_prompt
 
     prompt = bench_prompt(load_tokenizer(demo_export), 128)
@@ -499,14 +499,14 @@ def test_demo_model_rounding_ties_cascade_unless_followed(demo_export):
     """Why validation follows ties: on windows of held-out text the graph now and then rounds a value within float32
     noise of .5 the other way (the reference's exp and sums differ in the last bit); the plain logits then differ far
     beyond tolerance, while the tie-following comparison finds every other code equal."""
+    from edge_quamba.folders import load_quantized_model, open_model
     from edge_quamba.models.tokenizer import load_tokenizer
-    from edge_quamba.quant.artifact import load_quantized_model
     from edge_quamba.resources import default_evaluation_file
     from edge_quamba.runtime.ort_backend import OrtBackend
 
     ids = load_tokenizer(demo_export).encode(default_evaluation_file().read_text(encoding="utf-8")[:80_000])
     graph, reference = onnx.load(str(demo_export / "model.onnx")), load_quantized_model(demo_export / "quantized")
-    backend = OrtBackend(demo_export)
+    backend = OrtBackend(open_model(str(demo_export)))
     windows = []
     for w in range(12):
         prompt = ids[128 * w:128 * (w + 1)]

@@ -9,7 +9,8 @@ import torch
 
 from edge_quamba.errors import ConfigError
 from edge_quamba.integrity import seal
-from edge_quamba.quant.artifact import QUANT_CONFIG, load_quantized_model, read_quant_config
+from edge_quamba.folders import load_quantized_model, open_model
+from edge_quamba.quant.artifact import QUANT_CONFIG
 from edge_quamba.quant.gptq import DEFAULT_DAMP, HessianAccumulator, gptq_quantize
 from edge_quamba.quant.pipeline import quantize_checkpoint
 from edge_quamba.quant.primitives import (dequantize_int4, int4_group_scales, quantize_int4, quantize_weight_int4,
@@ -131,7 +132,7 @@ def test_cli_records_the_order_and_an_artifact_without_the_key_loads_as_natural(
                           "--group-size", "32", "--gptq-order", "natural", "--calib-data", str(calib),
                           "--calib-samples", "2", "--calib-seq-len", "32")
     assert proc.returncode == 0, proc.stderr
-    assert read_quant_config(natural)[1].gptq_act_order is False
+    assert open_model(str(natural)).quant.gptq_act_order is False
     act = tmp_path / "act"
     quantize_checkpoint(model=str(fp_folder), out=act, calib_data=calib, progress=False,
                         qconfig=QuantConfig(bits="w4a16", group_size=32, calib_samples=2, calib_seq_len=32,
@@ -144,7 +145,7 @@ def test_cli_records_the_order_and_an_artifact_without_the_key_loads_as_natural(
     raw = json.loads((natural / QUANT_CONFIG).read_text())  # as written before the key existed
     del raw["quantization"]["gptq_act_order"], raw["config_sha256"]
     (natural / QUANT_CONFIG).write_text(json.dumps(seal(raw)))
-    assert read_quant_config(natural)[1].gptq_act_order is False
+    assert open_model(str(natural)).quant.gptq_act_order is False
     tokens = torch.tensor([[3, 17, 42, 5, 9]])
     with torch.inference_mode():
         old = load_quantized_model(natural)

@@ -138,7 +138,7 @@ def test_hybrid_knobs_round_trip_and_refusals():
 def test_quantize_cli_round_trip(tmp_path):
     """`quantize --method quamba2` on a hybrid folder writes an artifact that loads back (hashes checked) to the
     same model, and `eval --backend ref` runs it; `--method quamba` is refused in one line."""
-    from edge_quamba.quant.artifact import load_quantized_model
+    from edge_quamba.folders import load_quantized_model
     from helpers import TEXT, cli_in_process, make_tokenizer, one_error_line
 
     tokenizer = make_tokenizer(120)

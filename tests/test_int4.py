@@ -17,7 +17,8 @@ from edge_quamba.models.mamba import MambaLM
 from edge_quamba.onnx.export import export_model
 from edge_quamba.onnx.validate import TIE_TOLERANCE, W4A16_RTOL, check_graph
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
-from edge_quamba.quant.artifact import QUANT_CONFIG, load_quantized_model
+from edge_quamba.folders import load_quantized_model
+from edge_quamba.quant.artifact import QUANT_CONFIG
 from edge_quamba.quant.calibrate import CalibrationData, LinearHessians, calibrate
 from edge_quamba.quant.gptq import HessianAccumulator, gptq_quantize
 from edge_quamba.quant.pipeline import quantize_checkpoint

@@ -136,7 +136,8 @@ def test_per_channel_model_is_closer_to_fp(checkpoint, per_channel):
 
 
 def test_per_channel_artifact_and_onnx(tmp_path, checkpoint, per_channel):
-    from edge_quamba.quant.artifact import load_quantized_model, write_artifact
+    from edge_quamba.folders import load_quantized_model
+    from edge_quamba.quant.artifact import write_artifact
 
     fp, qmodel, qconfig, data = per_channel
     model_dir, _ = checkpoint

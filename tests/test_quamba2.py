@@ -256,7 +256,7 @@ def test_quantize_quamba2_cli_end_to_end(tmp_path):
     """`quantize --method quamba2` on a Mamba2 folder writes an artifact that records the recipe, loads back to the
     same model (artifact hashes checked), and runs under `eval` and `run` with --backend ref; a Mamba1 model is
     refused by quamba2."""
-    from edge_quamba.quant.artifact import load_quantized_model, read_quant_config
+    from edge_quamba.folders import load_quantized_model, open_model
     from helpers import TEXT, cli_in_process, make_tokenizer, one_error_line, random_hf_model, save_transformers_layout
 
     tokenizer = make_tokenizer(120)
@@ -269,7 +269,8 @@ def test_quantize_quamba2_cli_end_to_end(tmp_path):
                           "--calib-data", str(text), "--calib-samples", "4", "--calib-seq-len", "16",
                           "--head-groups", "2", "--no-group-bc")
     assert proc.returncode == 0, proc.stderr
-    config, qconfig, raw = read_quant_config(out)
+    opened = open_model(str(out))
+    qconfig, raw = opened.quant, opened.record
     assert raw["quantization"]["method"] == "quamba2" and raw["quantization"]["bits"] == "w8a8"
     assert qconfig == Q2(head_groups=2, per_group_bc=False, calib_samples=4, calib_seq_len=16)
     model = load_quantized_model(out)

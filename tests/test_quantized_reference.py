@@ -10,7 +10,7 @@ import torch
 from edge_quamba.errors import ConfigError
 from edge_quamba.models.config import parse_model_config
 from edge_quamba.models.mamba import MambaLM, causal_conv1d, selective_scan
-from edge_quamba.quant.artifact import load_quantized_model
+from edge_quamba.folders import load_quantized_model
 from edge_quamba.quant.calibrate import CalibrationData, calibrate
 from edge_quamba.quant.hadamard import hadamard_transform, rotate_linear_input
 from edge_quamba.quant.primitives import dequantize, quantize

@@ -162,7 +162,7 @@ def test_tokenizer_errors_name_the_flag(folders, tmp_path, case):
 @pytest.mark.parametrize("key, value, words", [
     ("num_hidden_layers", 1000000, "says 1000000 layers, the weights hold 2"),
     ("hidden_size", 10**9, "shape"),
-    ("vocab_size", 10**10, "rows"),  # the tokenizer check comes first here, also before allocation
+    ("vocab_size", 10**10, "(vocab_size, d_model)"),  # the opener's header check, before the tokenizer's
     ("expand", 100000, "shape"),
     ("state_size", 10**7, "shape"),
 ])

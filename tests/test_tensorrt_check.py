@@ -366,7 +366,7 @@ def test_a_negative_index_on_a_static_axis_is_allowed():
 @pytest.fixture(scope="module")
 def demo_quantized(request, tmp_path_factory):
     """A demo model quantized once per session (4 x 128 calibration tokens)."""
-    from edge_quamba.quant.artifact import load_quantized_model
+    from edge_quamba.folders import load_quantized_model
     from edge_quamba.quant.pipeline import quantize_checkpoint
     from edge_quamba.quant.qmodel import QuantConfig
 

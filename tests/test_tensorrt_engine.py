@@ -8,8 +8,8 @@ import json
 import pytest
 
 from edge_quamba.errors import ConfigError
-from edge_quamba.folders import folder_kind, load_config
-from edge_quamba.runtime.tensorrt_engine import ENGINE_KIND
+from edge_quamba.folders import open_model, parse_folder
+from edge_quamba.kinds import ENGINE
 from helpers import run_cli
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
@@ -32,13 +32,14 @@ def test_one_line_error_without_tensorrt(args, tmp_path):
 
 
 def test_engine_folder_is_recognised_by_its_json(tmp_path):
-    from edge_quamba.resources import demo_model_dir
-
-    demo = load_config(demo_model_dir())
-    (tmp_path / "engine_config.json").write_text(json.dumps(
-        {"kind": ENGINE_KIND, "format_version": 1, "model_config": demo.to_dict()}), encoding="utf-8")
-    assert folder_kind(tmp_path) == "engine"
-    assert load_config(tmp_path) == demo
+    """Classified and parsed from engine_config.json alone (parse_folder: what the opener does before verifying)."""
+    demo = open_model(None).config
+    record = {"kind": ENGINE.kind, "format_version": 1, "model_config": demo.to_dict(), "tensorrt": "10.3.0.26",
+              "plugins": {"library": "/nowhere/libplugins.so", "sha256": "0" * 64, "creators": []}}
+    (tmp_path / "engine_config.json").write_text(json.dumps(record), encoding="utf-8")
+    folder = parse_folder(tmp_path)
+    assert folder.kind == "engine" and folder.config == demo
+    assert folder.engine.tensorrt == "10.3.0.26" and str(folder.engine.plugin_library) == "/nowhere/libplugins.so"
     (tmp_path / "engine_config.json").write_text(json.dumps({"kind": "something-else"}), encoding="utf-8")
     with pytest.raises(ConfigError, match="expected 'edge-quamba/engine'"):
-        load_config(tmp_path)
+        parse_folder(tmp_path)

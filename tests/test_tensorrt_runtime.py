@@ -89,9 +89,9 @@ def prompt_ids(folder: Path) -> list[int]:
 def expected_tokens(folder: Path, prompt: list[int], new_tokens: int) -> list[int]:
     import tensorrt
 
-    from edge_quamba.folders import load_config
+    from edge_quamba.folders import open_model
 
-    c = load_config(folder)
+    c = open_model(str(folder)).config
     return tensorrt.reference_greedy(prompt, new_tokens, c.d_inner, c.d_conv, c.d_state)
 
 
@@ -196,9 +196,10 @@ def test_decode_allocates_and_binds_nothing_and_replays_graphs_on_one_stream(eng
     import tensorrt
     from cuda.bindings import runtime
 
+    from edge_quamba.folders import open_model
     from edge_quamba.runtime.tensorrt_backend import TensorRTBackend
 
-    backend = TensorRTBackend(engine)
+    backend = TensorRTBackend(open_model(str(engine)))
     prompt = prompt_ids(engine)
     assert backend.cuda_graph is True and len(tensorrt.CONTEXTS) == 3
 
@@ -259,9 +260,10 @@ def test_states_ping_pong_to_the_toy_models_tokens(engine, cuda_graph):
     prefill starts from zeroed states, whatever the first sequence left in the buffers)."""
     import tensorrt
 
+    from edge_quamba.folders import open_model
     from edge_quamba.runtime.tensorrt_backend import TensorRTBackend
 
-    backend = TensorRTBackend(engine, cuda_graph=cuda_graph)
+    backend = TensorRTBackend(open_model(str(engine)), cuda_graph=cuda_graph)
     prompt = prompt_ids(engine)
     expected = expected_tokens(engine, prompt, 12)
     first, second = greedy(backend, prompt, 12), greedy(backend, prompt[:3], 12)
@@ -276,9 +278,10 @@ def test_states_ping_pong_to_the_toy_models_tokens(engine, cuda_graph):
 
 def test_stale_states_and_long_prompts_are_refused(engine):
     from edge_quamba.errors import InputError
+    from edge_quamba.folders import open_model
     from edge_quamba.runtime.tensorrt_backend import TensorRTBackend
 
-    backend = TensorRTBackend(engine)
+    backend = TensorRTBackend(open_model(str(engine)))
     _, old = backend.prefill([1, 2, 3])
     _, new = backend.prefill([4, 5])
     with pytest.raises(InputError, match="latest prefill or decode step"):

@@ -21,8 +21,9 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
 from edge_quamba.errors import EdgeQuambaError, InputError
-from edge_quamba.folders import load_model_tokenizer, load_reference_model, open_model
-from edge_quamba.runtime.backends import TorchReferenceBackend
+from edge_quamba.folders import ModelFolder, load_model_tokenizer, load_reference_model, open_model
+from edge_quamba.models.tokenizer import TextTokenizer
+from edge_quamba.runtime.backends import TorchReferenceBackend, check_backend
 from edge_quamba.runtime.sampling import GREEDY, NumericsError, sample_next
 
 PROG = "edge-quamba-lm-eval"
@@ -43,9 +44,8 @@ class EdgeQuambaLM(TemplateLM):
             raise InputError(f"--model_args max_length={max_length}: not an integer") from None
         if self.max_length < 1:
             raise InputError(f"--model_args max_length={max_length}: must be >= 1")
-        folder = open_model(path, option="--model_args path=")
-        self.tokenizer_ = load_model_tokenizer(folder, tokenizer, option="--model_args tokenizer=")
-        self.model = load_reference_model(folder.path, folder.kind)
+        folder, self.tokenizer_ = open_model_args(path, tokenizer)
+        self.model = load_reference_model(folder)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, tokenizer, max_length: int = 2048) -> "EdgeQuambaLM":
@@ -119,9 +119,24 @@ class EdgeQuambaLM(TemplateLM):
         return outputs
 
 
+_OPENED: dict[tuple[str | None, str | None], tuple[ModelFolder, TextTokenizer]] = {}
+"""``edge-quamba-lm-eval``: the model folder and tokenizer :func:`check_model_args` opened, by (path, tokenizer), until
+lm_eval constructs the model from the same arguments (so the folder is opened and verified once)."""
+
+
+def open_model_args(path: str | None, tokenizer: str | None) -> tuple[ModelFolder, TextTokenizer]:
+    """The opened model folder and tokenizer of ``--model_args path=... tokenizer=...`` (those that
+    :func:`check_model_args` opened already, else opened now)."""
+    key = (None if path is None else str(path), None if tokenizer is None else str(tokenizer))
+    if key not in _OPENED:
+        folder = open_model(key[0], option="--model_args path=", check=lambda opened: check_backend("ref", opened))
+        _OPENED[key] = folder, load_model_tokenizer(folder, key[1], option="--model_args tokenizer=")
+    return _OPENED.pop(key)
+
+
 def check_model_args(args) -> None:
-    """Fail fast on a bad ``--model_args path=`` / ``tokenizer=`` of our model: resolve, verify and read them before
-    lm_eval spends seconds indexing its tasks (the files' hashes are cached, so the real load does not hash again)."""
+    """Fail fast on a bad ``--model_args path=`` / ``tokenizer=`` of our model: open and verify them before lm_eval
+    spends seconds indexing its tasks, and keep them for the model lm_eval then constructs (:data:`_OPENED`)."""
     from lm_eval.utils import simple_parse_args_string
 
     if getattr(args, "model", None) != "edge-quamba":
@@ -129,10 +144,8 @@ def check_model_args(args) -> None:
     model_args = getattr(args, "model_args", None) or {}
     if isinstance(model_args, str):  # older lm_eval versions keep the raw "k=v,k2=v2" string
         model_args = simple_parse_args_string(model_args)
-    path = model_args.get("path")
-    folder = open_model(None if path is None else str(path), option="--model_args path=")
-    tokenizer = model_args.get("tokenizer")
-    load_model_tokenizer(folder, None if tokenizer is None else str(tokenizer), option="--model_args tokenizer=")
+    key = tuple(None if model_args.get(k) is None else str(model_args.get(k)) for k in ("path", "tokenizer"))
+    _OPENED[key] = open_model_args(*key)
 
 
 def _fail(message: str) -> None:

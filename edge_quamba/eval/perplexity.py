@@ -18,7 +18,7 @@ from edge_quamba.errors import InputError
 from edge_quamba.folders import load_model_tokenizer, open_model
 from edge_quamba.models.tokenizer import TextTokenizer
 from edge_quamba.paths import require_regular_file
-from edge_quamba.runtime.backends import sequence_model
+from edge_quamba.runtime.backends import check_backend, sequence_model
 from edge_quamba.runtime.sampling import NumericsError
 
 
@@ -77,14 +77,14 @@ def evaluate_perplexity(
 ) -> dict:
     """Perplexity of ``model`` on the text file ``data`` with any backend that has a batched forward (ref, ort);
     returns a JSON-ready report."""
-    folder = open_model(model)
+    folder = open_model(model, check=lambda opened: check_backend(backend, opened))
     path, kind = folder.path, folder.kind
     tok: TextTokenizer = load_model_tokenizer(folder, tokenizer)
     ids = tok.encode(read_text(data))
     if max_tokens is not None:
         ids = ids[:max_tokens]
     windows = make_windows(ids, seq_len)
-    net = sequence_model(backend, path, kind, threads=threads)
+    net = sequence_model(backend, folder, threads=threads)
     total, count = window_nll(net, windows, batch_size, progress=progress)
     nll = total / count
     return {

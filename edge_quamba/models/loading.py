@@ -1,7 +1,7 @@
-"""Loading an fp checkpoint, transformers or mamba_ssm layout (finding it: :mod:`edge_quamba.models.locate`).
+"""Loading an fp checkpoint, transformers or mamba_ssm layout (finding it and reading its config.json:
+:mod:`edge_quamba.models.locate`), and checking a weight file's tensors against a config before anything is allocated.
 
-What a folder holds is read from its JSON files (``quant_config.json``, ``export_config.json``, ``config.json``),
-never from its name. Weights are read with safetensors or ``torch.load(weights_only=True)``: no pickled code runs.
+Weights are read with safetensors or ``torch.load(weights_only=True)``: no pickled code runs.
 """
 
 from __future__ import annotations
@@ -15,16 +15,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from edge_quamba.errors import CheckpointError
-from edge_quamba.models.config import Mamba2Config, ModelConfig, checkpoint_layout, read_json
+from edge_quamba.models.config import Mamba2Config, ModelConfig
 from edge_quamba.models.hybrid import HybridLM, hybrid_reference_keys
 from edge_quamba.models.hybrid_config import HybridConfig
+from edge_quamba.models.locate import FpCheckpoint, checkpoint_header, read_fp_checkpoint, shard_files, weights_file
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.models.mamba2 import Mamba2LM
-# Finding a model and reading its config need no torch (the TensorRT backend runs without it): they live in locate.py
-# and are imported from here by the commands that load weights too.
-from edge_quamba.models.locate import (  # noqa: F401
-    download_from_hub, load_fp_config, looks_like_hub_id, resolve_model,
-)
+from edge_quamba.safetensors_header import TensorInfo
+
 
 def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
     try:
@@ -65,31 +63,10 @@ def _torch_load_failure(exc: Exception) -> str:
 
 
 def _load_sharded(index_file: Path, loader) -> dict[str, torch.Tensor]:
-    index = read_json(index_file)
-    weight_map = index.get("weight_map")
-    if not isinstance(weight_map, dict):
-        raise CheckpointError(f"{index_file} has no weight_map")
     state: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        shard_file = index_file.parent / shard
-        if not shard_file.is_file():
-            raise CheckpointError(f"{index_file} names the shard {shard}, which is missing")
-        state.update(loader(shard_file))
+    for shard in shard_files(index_file):
+        state.update(loader(shard))
     return state
-
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-"""The weight formats read, in order of preference (safetensors first: its header gives shapes without reading data)."""
-
-
-def weights_file(path: Path) -> Path:
-    for name in WEIGHT_FILES:
-        if (path / name).is_file():
-            return path / name
-    raise CheckpointError(
-        f"{path} holds no weights (model.safetensors, sharded safetensors or pytorch_model.bin)"
-    )
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -106,43 +83,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 # -- sizes from the header, before anything is allocated ----------------------------------------------------------
 
-TensorInfo = tuple[tuple[int, ...], str]
-"""(shape, safetensors dtype name such as "F16" or "I8") of one tensor, read from a file header."""
 SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
                       torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
 EMBEDDING_KEY = "backbone.embeddings.weight"
 LAYER_KEY = re.compile(r"^backbone\.layers\.(\d+)\.")
-
-
-def safetensors_header(file: Path) -> dict[str, TensorInfo]:
-    """Names, shapes and dtypes from a safetensors file's header only (no tensor data is read)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            return {key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype())
-                    for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{file} is not a readable safetensors file: {exc}") from None
-
-
-def checkpoint_header(path: Path) -> dict[str, TensorInfo] | None:
-    """Tensor infos of an fp checkpoint's safetensors weights (sharded too); None for pytorch_model.bin, which has
-    no header (its shapes are checked after it is read, still before the model is built)."""
-    file = weights_file(path)
-    if file.name == "model.safetensors":
-        return safetensors_header(file)
-    if file.name == "model.safetensors.index.json":
-        weight_map = read_json(file).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{file} has no weight_map")
-        infos: dict[str, TensorInfo] = {}
-        for shard in sorted(set(weight_map.values())):
-            if not (path / shard).is_file():
-                raise CheckpointError(f"{file} names the shard {shard}, which is missing")
-            infos.update(safetensors_header(path / shard))
-        return infos
-    return None
 
 
 def expected_tensors(build, config: ModelConfig) -> dict[str, TensorInfo]:
@@ -232,20 +176,30 @@ def _fp_state_template(config: ModelConfig) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_fp_model(path: Path, dtype: torch.dtype = torch.float32) -> MambaLM:
-    """Build the fp reference model (Mamba1 or Mamba2) from a checkpoint folder (either layout), in ``dtype``, in
-    eval mode.
+def check_fp_header(checkpoint: FpCheckpoint, header: dict[str, TensorInfo]) -> None:
+    """An fp checkpoint's safetensors header (:func:`edge_quamba.models.locate.checkpoint_header`) against its
+    config.json: layer count, names and shapes (the opener runs this before anything is read)."""
+    check_tensors(to_reference_keys(header, checkpoint.config, checkpoint.layout), _fp_state_template,
+                  checkpoint.config, checkpoint.path, "config.json", check_dtypes=False)
+
+
+def load_fp_model(checkpoint: FpCheckpoint | Path | str, dtype: torch.dtype = torch.float32) -> MambaLM:
+    """Build the fp reference model (Mamba1, Mamba2 or hybrid) of a checkpoint folder (either layout), in ``dtype``,
+    in eval mode. ``checkpoint``: as an opened folder holds it (``ModelFolder.checkpoint``: config.json already read,
+    its safetensors header already checked by the opener), or a folder's path (scripts and tests: config.json is read
+    and the header checked here).
 
     The weights' names and shapes are checked against config.json before the model is allocated (from the
-    safetensors header when there is one), so a config that claims huge sizes fails at once."""
-    config = load_fp_config(path)
-    layout = checkpoint_layout(read_json(path / "config.json"))
-    header = checkpoint_header(path)
-    if header is not None:
-        check_tensors(to_reference_keys(header, config, layout), _fp_state_template, config, path, "config.json",
-                      check_dtypes=False)
-    state = to_reference_keys(read_state_dict(path), config, layout)
-    if header is None:
+    safetensors header when there is one, else after reading pytorch_model.bin), so a config that claims huge sizes
+    fails at once."""
+    if not isinstance(checkpoint, FpCheckpoint):
+        checkpoint = read_fp_checkpoint(Path(checkpoint))
+        header = checkpoint_header(checkpoint.path)
+        if header is not None:
+            check_fp_header(checkpoint, header)
+    path, config = checkpoint.path, checkpoint.config
+    state = to_reference_keys(read_state_dict(path), config, checkpoint.layout)
+    if weights_file(path).name.startswith("pytorch_model"):  # no header: the shapes are checked now
         infos = {key: (tuple(tensor.shape), "") for key, tensor in state.items()}
         check_tensors(infos, _fp_state_template, config, path, "config.json", check_dtypes=False)
     check_finite(state, path)

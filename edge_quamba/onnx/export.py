@@ -35,14 +35,15 @@ import onnx
 from edge_quamba import __version__
 from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError, ValidationError
-from edge_quamba.folders import FP, load_model_tokenizer, open_model
+from edge_quamba.folders import Check, ModelFolder, load_model_tokenizer, load_reference_model, open_folder, open_model
+from edge_quamba.integrity import file_sha256
+from edge_quamba.kinds import (ARTIFACT_FILES, EXPORT_FORMAT_VERSION, EXPORT, FP, FP32_GRAPH, FP_DIR, ORT_MODEL,
+                               QUANTIZED, QUANTIZED_DIR, QUANTIZED_GRAPH, TARGET_FILES, TOKENIZER, TRT_MODEL)
 from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.models.hybrid_config import HybridConfig
 from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, graph_state_names
-from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, FP32_GRAPH, FP_DIR, ORT_MODEL,
-                                     QUANTIZED_DIR, QUANTIZED_GRAPH, TARGET_FILES, TRT_MODEL, is_fp32_export,
-                                     write_export_config)
+from edge_quamba.onnx.folder import write_export_config
 from edge_quamba.onnx.lower import (FLAVOURS, NO_FP32_TENSORRT, NO_MAMBA2_GRAPH, TENSORRT_DYNAMIC_REFUSAL,
                                     lower_model)
 from edge_quamba.onnx.lower_hybrid import NO_HYBRID_FP32, lower_hybrid_model, refuse_hybrid_export
@@ -52,8 +53,8 @@ from edge_quamba.onnx.validate import (FP32_RTOL, ValidationReport, check_graph,
                                        validate_on_ort)
 from edge_quamba.onnx.validate_hybrid import validate_hybrid_on_ort
 from edge_quamba.ops.specs import DOMAIN, SPECS
-from edge_quamba.quant.artifact import ARTIFACT_FILES, TOKENIZER, file_sha256, load_quantized_model, read_quant_config
-from edge_quamba.quant.qmodel import FLOAT_PARTS, QuantConfig, use_float_parts
+from edge_quamba.quant.config import QuantConfig
+from edge_quamba.quant.qmodel import FLOAT_PARTS, use_float_parts
 from edge_quamba.resources import default_calibration_file
 
 @dataclass
@@ -67,22 +68,20 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _make_artifact(path: Path, kind: str, dest: Path, *, model: str | None, calib_data, qconfig: QuantConfig,
+def _make_artifact(source: ModelFolder, dest: Path, *, model: str | None, calib_data, qconfig: QuantConfig,
                    tokenizer: str | None, batch_size: int, progress: bool) -> None:
-    """The quantized artifact in ``dest``: quantized now (fp checkpoint) or copied (artifact / export folder)."""
-    if kind == FP:
-        from edge_quamba.quant.pipeline import quantize_checkpoint
+    """The quantized artifact in ``dest``: quantized now (fp checkpoint) or copied (artifact / export folder, both
+    verified when opened)."""
+    if source.kind == FP:
+        from edge_quamba.quant.pipeline import quantize_folder
 
-        quantize_checkpoint(model=model, out=dest, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
-                            batch_size=batch_size, progress=progress)
+        quantize_folder(source, out=dest, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
+                        batch_size=batch_size, progress=progress, model_name=model)
         return
-    source = path if kind == "quantized" else path / QUANTIZED_DIR
-    read_quant_config(source)  # a one-line error if it is not an artifact
+    artifact = source if source.kind == QUANTIZED.name else source.reference
     dest.mkdir()
     for name in ARTIFACT_FILES:
-        if not (source / name).is_file():
-            raise InputError(f"--model {path}: {source / name} is missing")
-        shutil.copyfile(source / name, dest / name)
+        shutil.copyfile(artifact.path / name, dest / name)
 
 
 def read_calib_text(calib_data: str | Path | None, chars: int) -> str:
@@ -136,26 +135,28 @@ def export_model(
     progress: bool = True,
     echo: Callable[[str], None] = _stderr,
     float_parts: str = "float32",
+    check: Check | None = None,
 ) -> ExportResult:
     """Export ``model`` into the folder ``out`` (see the module docstring); ``echo`` receives the validation lines.
 
     model: an fp checkpoint (quantized first with ``qconfig`` and ``calib_data``), a quantized artifact, or an
     export folder (its ``quantized/`` is exported again). float_parts: the TensorRT graph's residual stream dtype
     ("float16": :func:`edge_quamba.quant.qmodel.use_float_parts`; validated against the reference with the same
-    setting; the ORT graph is float32 either way). Returns the folder, the files written and the report.
+    setting; the ORT graph is float32 either way). check: refusals run on the opened folder before its files are
+    verified (the CLI's options that do not apply). Returns the folder, the files written and the report.
     """
     if target not in TARGETS:
         raise InputError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
     check_validation_lengths(prompt_len, decode_steps)
-    source = open_model(model)  # an artifact's or export's files are verified here, before anything is written
+    source = open_model(model, check=check)  # an artifact's or export's files verified, before anything is written
     path, kind = source.path, source.kind
-    if kind == "export" and is_fp32_export(source.record):
+    if source.fp32_export:
         raise InputError(f"--model {path} is an fp32 export (--bits fp32), it holds no quantized model: export its fp "
                          f"checkpoint {path / FP_DIR} instead, or re-export it with --bits fp32")
     inputs = [("--model", path)]
     check_output_dir(out, inputs)
-    bits = qconfig.bits if kind == FP else \
-        read_quant_config(path if kind == "quantized" else path / QUANTIZED_DIR)[1].bits
+    artifact = None if kind == FP else source if kind == QUANTIZED.name else source.reference
+    bits = (qconfig if artifact is None else artifact.quant).bits
     mamba2 = isinstance(source.config, Mamba2Config)
     if mamba2 and target == "tensorrt":
         raise InputError(NO_MAMBA2_GRAPH)
@@ -165,8 +166,7 @@ def export_model(
     if calib_data is not None:
         read_calib_text(calib_data, 1 << 16)  # a binary --calib-data fails now, not after the quantization
     targets = ["ort", "tensorrt"] if target == "all" else [target]
-    artifact_dir = None if kind == FP else (path if kind == "quantized" else path / QUANTIZED_DIR)
-    out_proj_scale = (qconfig if artifact_dir is None else read_quant_config(artifact_dir)[1]).out_proj_scale
+    out_proj_scale = (qconfig if artifact is None else artifact.quant).out_proj_scale
     if out_proj_scale == "dynamic" and "tensorrt" in targets:  # refused before any work (no TensorRT graph exists)
         raise InputError(TENSORRT_DYNAMIC_REFUSAL.replace("--target tensorrt", f"--target {target}", 1))
     if float_parts not in FLOAT_PARTS:
@@ -181,9 +181,10 @@ def export_model(
         qdir = tmp / QUANTIZED_DIR
         if kind == FP:
             log(f"quantizing {path} ({qconfig.calib_samples} calibration windows of {qconfig.calib_seq_len} tokens)")
-        _make_artifact(path, kind, qdir, model=model, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
+        _make_artifact(source, qdir, model=model, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                        batch_size=batch_size, progress=progress)
-        reference = load_quantized_model(qdir)
+        artifact = artifact or open_folder(qdir)  # a copy is byte-identical to the opened source
+        reference = load_reference_model(artifact)
         if mamba2 or hybrid:  # an ORT flavour only (lower_model / refuse_hybrid_export say why in one line)
             if target == "all":
                 log("exporting the ort target only (--target tensorrt is not built for "
@@ -235,9 +236,8 @@ def export_model(
             if flavour == "tensorrt":
                 model_file.unlink()
             reports[flavour] = _passed(report, out, echo)
-        _, qconfig, raw_quant = read_quant_config(tmp / QUANTIZED_DIR)
-        record = {"graph": QUANTIZED_GRAPH, "quantization": qconfig.to_dict(),
-                  "calibration": raw_quant.get("calibration"), "source": raw_quant.get("source")}
+        record = {"graph": QUANTIZED_GRAPH, "quantization": artifact.quant.to_dict(),
+                  "calibration": artifact.record.get("calibration"), "source": artifact.record.get("source")}
         if "tensorrt" in targets:
             record["tensorrt_float_parts"] = float_parts
         config_file = write_export_config(tmp, _export_config(
@@ -269,7 +269,7 @@ def _export_config(folder: Path, model_config, targets: list[str], written: list
     shipped = written + [TOKENIZER] + reference_files
     state_in, state_out = graph_state_names(model_config)
     return {
-        "kind": EXPORT_KIND,
+        "kind": EXPORT.kind,
         "format_version": EXPORT_FORMAT_VERSION,
         "package_version": __version__,
         "model_config": model_config.to_dict(),
@@ -302,29 +302,27 @@ def export_fp32_model(
     threads: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = _stderr,
+    check: Check | None = None,
 ) -> ExportResult:
     """Export the fp checkpoint ``model`` (or the fp model of an fp32 export folder) unquantized into the folder
     ``out``: the float32 graph (ort target only), validated on ONNX Runtime against the float32 fp reference on the
     first ``prompt_len`` tokens of ``calib_data`` and ``decode_steps`` decode steps, and that reference in ``fp/``.
     ``target`` "all" writes the ort graph; "tensorrt" is refused (nothing fp32 was built or run with TensorRT)."""
-    import torch
     from safetensors.torch import save_file
 
-    from edge_quamba.models.loading import load_fp_model
+    from edge_quamba.quant.pipeline import fp_source_record
 
     if target not in TARGETS:
         raise InputError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
     if target == "tensorrt":
         raise InputError(NO_FP32_TENSORRT)
     check_validation_lengths(prompt_len, decode_steps)
-    source = open_model(model)  # an export folder's files are verified here, before anything is written
+    source = open_model(model, check=check)  # an export folder's files are verified, before anything is written
     path, kind = source.path, source.kind
-    if kind == "export" and is_fp32_export(source.record):  # re-export: its fp/ is an fp checkpoint
-        fp_path, source_record = path / FP_DIR, source.record.get("source")
+    if source.fp32_export:  # re-export: its fp/ is an fp checkpoint
+        fp_folder, source_record = source.reference, source.record.get("source")
     elif kind == FP:
-        fp_path = path
-        source_record = {"model": model if model is not None else "demo",
-                         "config_sha256": file_sha256(path / "config.json")}
+        fp_folder, source_record = source, fp_source_record(source, model)
     else:
         raise InputError(f"--model {path} is a {kind} folder; --bits fp32 exports an fp checkpoint (the float32 "
                          f"graph of the unquantized model)")
@@ -337,7 +335,7 @@ def export_fp32_model(
     log = _stderr if progress else (lambda _: None)
     if target == "all":
         log("exporting the ort target only (--target tensorrt is not built for the fp32 graph)")
-    reference = load_fp_model(fp_path, dtype=torch.float32)
+    reference = load_reference_model(fp_folder)  # float32
     tokenizer_file = Path(load_model_tokenizer(source, tokenizer).source)
     out = Path(out)
     with atomic_output_dir(out, inputs) as tmp:
@@ -345,7 +343,7 @@ def export_fp32_model(
         fp_dir.mkdir()
         # the reference as an fp checkpoint: its config.json, the float32 weights under the reference's names
         # (a tied lm_head is the embedding matrix: not stored twice), its tokenizer
-        shutil.copyfile(fp_path / "config.json", fp_dir / "config.json")
+        shutil.copyfile(fp_folder.path / "config.json", fp_dir / "config.json")
         state = {k: v.contiguous() for k, v in reference.state_dict().items()
                  if not (k == "lm_head.weight" and reference.config.tie_embeddings)}
         save_file(state, str(fp_dir / "model.safetensors"), metadata={"format": "pt"})

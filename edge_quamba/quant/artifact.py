@@ -1,10 +1,13 @@
-"""The quantized artifact folder: quant_config.json + model.safetensors + tokenizer.json.
+"""The quantized artifact folder: quant_config.json + model.safetensors + tokenizer.json (file names:
+:mod:`edge_quamba.kinds`). Written here (:func:`write_artifact`); opened, parsed and verified by the opener
+(:mod:`edge_quamba.folders`), which calls :func:`check_artifact_header` before it hashes anything and
+:func:`load_artifact_model` to build the model.
 
 quant_config.json says what the folder is (``kind``), its format version, the model config, every quantization
 knob, the calibration data's hash, the package version, the sha256 of every other file (``files``) and its own seal
-(``config_sha256``, :mod:`edge_quamba.integrity`); :func:`load_quantized_model` checks them all. model.safetensors
-holds the quantized model's state dict: int8 weights, float32 scales and small fp32 mixer tensors (A, D, dt_bias,
-biases), and the embeddings, norms and lm_head in fp16. The same inputs give byte-identical files (sorted JSON, no timestamps, safetensors' fixed order).
+(``config_sha256``, :mod:`edge_quamba.integrity`). model.safetensors holds the quantized model's state dict: int8
+weights, float32 scales and small fp32 mixer tensors (A, D, dt_bias, biases), and the embeddings, norms and lm_head in
+fp16. The same inputs give byte-identical files (sorted JSON, no timestamps, safetensors' fixed order).
 """
 
 from __future__ import annotations
@@ -18,21 +21,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from edge_quamba import __version__
-from edge_quamba.errors import CheckpointError, ConfigError
-from edge_quamba.folders import QUANTIZED
-from edge_quamba.integrity import file_sha256, seal, verify_listed_files
-from edge_quamba.models.config import Mamba2Config, ModelConfig, model_config_from_dict, read_json
-from edge_quamba.models.loading import check_tensors, safetensors_header
+from edge_quamba.errors import CheckpointError
+from edge_quamba.integrity import file_sha256, seal
+from edge_quamba.kinds import QUANT_CONFIG, QUANTIZED, TOKENIZER, WEIGHTS
+from edge_quamba.models.config import Mamba2Config, ModelConfig
+from edge_quamba.models.hybrid_config import HybridConfig
+from edge_quamba.models.loading import check_tensors
 from edge_quamba.models.mamba import MambaLM
+from edge_quamba.quant.config import QuantConfig
+from edge_quamba.quant.hybrid_qmodel import empty_quantized_hybrid_model
 from edge_quamba.quant.mamba2_qmodel import empty_quantized_mamba2_model
-from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, QuantConfig, QuantMambaMixer, empty_quantized_model
-
-QUANT_KIND = QUANTIZED.kind
-QUANT_CONFIG = QUANTIZED.config_file
-WEIGHTS = "model.safetensors"
-TOKENIZER = "tokenizer.json"
-ARTIFACT_FILES = (QUANT_CONFIG, WEIGHTS, TOKENIZER)
-"""Every file of an artifact folder."""
+from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, QuantMambaMixer, empty_quantized_model
+from edge_quamba.safetensors_header import TensorInfo
 
 
 def _storage_dtype(key: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -49,11 +49,7 @@ def artifact_state_dict(model: MambaLM) -> dict[str, torch.Tensor]:
 
 def empty_model(config: ModelConfig, qconfig: QuantConfig) -> MambaLM:
     """The quantized module tree (placeholder values) for a model config and its quantization config."""
-    from edge_quamba.models.hybrid_config import HybridConfig
-
     if isinstance(config, HybridConfig):
-        from edge_quamba.quant.hybrid_qmodel import empty_quantized_hybrid_model
-
         return empty_quantized_hybrid_model(config, qconfig)
     if isinstance(config, Mamba2Config):
         return empty_quantized_mamba2_model(config, qconfig)
@@ -68,7 +64,7 @@ def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibrati
     save_file(artifact_state_dict(model), str(folder / WEIGHTS), metadata={"format": "pt"})
     shutil.copyfile(tokenizer_file, folder / TOKENIZER)
     config = {
-        "kind": QUANT_KIND,
+        "kind": QUANTIZED.kind,
         "format_version": qconfig.format_version,
         "package_version": __version__,
         "model_config": model.config.to_dict(),
@@ -80,39 +76,18 @@ def write_artifact(folder: Path, model: MambaLM, qconfig: QuantConfig, calibrati
     (folder / QUANT_CONFIG).write_text(json.dumps(seal(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def read_quant_config(folder: Path) -> tuple[ModelConfig, QuantConfig, dict]:
-    """(model config, quantization config, the whole quant_config.json); ConfigError names what is wrong. File
-    hashes are not checked here (:func:`verify_artifact`)."""
-    path = folder / QUANT_CONFIG
-    raw = read_json(path)
-    if raw.get("kind") != QUANT_KIND:
-        raise ConfigError(f"{path}: kind is {raw.get('kind')!r}, expected {QUANT_KIND!r}")
-    for key in ("model_config", "quantization"):
-        if not isinstance(raw.get(key), dict):
-            raise ConfigError(f"{path} is missing the required key {key!r}")
-    config = model_config_from_dict(raw["model_config"], str(path))
-    try:
-        qconfig = QuantConfig.from_dict(raw["quantization"])
-    except (TypeError, ValueError) as exc:  # a value of the wrong JSON type reached the dataclass
-        raise ConfigError(f"{path}: bad quantization config: {exc}") from None
-    return config, qconfig, raw
+def check_artifact_header(header: dict[str, TensorInfo], config: ModelConfig, qconfig: QuantConfig,
+                          weights: Path) -> None:
+    """The artifact's weights header (names, shapes, dtypes) against what quant_config.json's model and quantization
+    configs imply, built on the meta device (nothing allocated)."""
+    check_tensors(header, lambda c: artifact_state_dict(empty_model(c, qconfig)), config, weights, QUANT_CONFIG,
+                  check_dtypes=True)
 
 
-def verify_artifact(folder: Path, raw: dict) -> None:
-    """quant_config.json's seal and the sha256 of every file it lists (hashed once per process)."""
-    verify_listed_files(folder, raw, folder / QUANT_CONFIG, QUANTIZED.remedy)
-
-
-def load_quantized_model(folder: Path) -> MambaLM:
-    """The quantized reference model stored in an artifact folder (float parts computed in float32).
-
-    Order: quant_config.json's seal and file hashes, then the weights' header against the config (names, shapes,
-    dtypes), and only then the model is allocated and the tensors read."""
-    config, qconfig, raw = read_quant_config(folder)
-    verify_artifact(folder, raw)
-    weights = folder / WEIGHTS
-    check_tensors(safetensors_header(weights), lambda c: artifact_state_dict(empty_model(c, qconfig)),
-                  config, weights, QUANT_CONFIG, check_dtypes=True)
+def load_artifact_model(weights: Path, config: ModelConfig, qconfig: QuantConfig) -> MambaLM:
+    """The quantized reference model of an opened artifact (float parts computed in float32): its weights read,
+    checked finite, and loaded into :func:`empty_model`. The opener has verified the folder and checked the weights'
+    header against the configs (:func:`edge_quamba.folders.load_reference_model` calls this)."""
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:

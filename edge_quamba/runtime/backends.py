@@ -14,11 +14,12 @@ built, from a model that already needs it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_quamba.errors import BackendUnavailableError
-from edge_quamba.folders import load_reference_model  # noqa: F401 (lives in folders; imported from here too)
+from edge_quamba.folders import ModelFolder, load_reference_model
+from edge_quamba.kinds import ENGINE, EXPORT, FP, QUANTIZED
+from edge_quamba.models.hybrid_config import HybridConfig
 from edge_quamba.runtime import BACKENDS
 
 if TYPE_CHECKING:
@@ -60,63 +61,75 @@ class TorchReferenceBackend:
         return logits[0].float(), states
 
 
-def make_backend(name: str, path: Path, kind: str, dtype: torch.dtype | None = None,
+def check_backend(name: str, folder: ModelFolder) -> None:
+    """One line when backend ``name`` cannot run ``folder`` (its kind, its architecture, or this machine), from the
+    folder's kind and configs alone: commands pass it to :func:`edge_quamba.folders.open_model` as its ``check``, so
+    the refusal comes before any file is hashed."""
+    if name not in BACKENDS:
+        raise BackendUnavailableError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+    path, kind = folder.path, folder.kind
+    if name in ("cuda", "tensorrt") and isinstance(folder.config, HybridConfig):
+        raise BackendUnavailableError(
+            f"--backend {name} cannot run {path}: it is a hybrid Mamba2 + attention model and no GPU kernels for "
+            f"attention are written yet; use --backend ref, or export it and use --backend ort")
+    if name == "tensorrt":
+        from edge_quamba.runtime.tensorrt_engine import import_tensorrt
+
+        import_tensorrt()  # one line where TensorRT is absent, whatever the folder
+    if name == "ref" and kind == ENGINE.name:
+        raise BackendUnavailableError(f"--backend ref cannot run a {kind} folder ({path})")
+    if name == "ort" and kind != EXPORT.name:
+        raise BackendUnavailableError(f"--backend ort runs an export folder and {path} is a {kind} folder: "
+                                      f"make one with `edge-quamba export --model {path} --out DIR`")
+    if name == "cuda":
+        if kind == FP:
+            raise BackendUnavailableError(f"--backend cuda runs a quantized model and {path} is an fp checkpoint: "
+                                          f"make one first with `edge-quamba quantize --model {path} --out DIR`")
+        if kind not in (QUANTIZED.name, EXPORT.name):
+            raise BackendUnavailableError(f"--backend cuda cannot run a {kind} folder ({path})")
+        if folder.fp32_export:
+            raise BackendUnavailableError(f"--backend cuda runs a quantized model and {path} is an fp32 export "
+                                          f"(--bits fp32): run it with --backend ort or ref")
+    if name == "tensorrt" and kind != ENGINE.name:
+        raise BackendUnavailableError(f"--backend tensorrt runs an engine folder and {path} is a {kind} folder: "
+                                      f"make one with `edge-quamba build-engine --model EXPORT_DIR --out DIR`")
+
+
+def make_backend(name: str, folder: ModelFolder, dtype: torch.dtype | None = None,
                  threads: int | None = None) -> Backend:
-    """Build the named backend for the model folder ``path`` of kind ``kind`` (fp, quantized, export or engine).
+    """Build the named backend for an opened model folder (fp, quantized, export or engine).
 
     dtype: the fp reference's dtype (float32 when None). threads: intra-op threads (torch for ref, ONNX Runtime for
     ort); None keeps each runtime's default.
     """
-    if name in ("cuda", "tensorrt"):
-        refuse_hybrid(name, path)
+    check_backend(name, folder)
     if name == "ref":
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
-        return TorchReferenceBackend(load_reference_model(path, kind, dtype))
+        return TorchReferenceBackend(load_reference_model(folder, dtype))
     if name == "ort":
-        if kind != "export":
-            raise BackendUnavailableError(f"--backend ort runs an export folder and {path} is a {kind} folder: "
-                                          f"make one with `edge-quamba export --model {path} --out DIR`")
         from edge_quamba.runtime.ort_backend import OrtBackend
 
-        return OrtBackend(path, threads=threads)
+        return OrtBackend(folder, threads=threads)
     if name == "cuda":
         from edge_quamba.runtime.cuda_backend import load_cuda_backend
 
-        return load_cuda_backend(path, kind)
-    if name == "tensorrt":
-        from edge_quamba.runtime.tensorrt_backend import TensorRTBackend
-        from edge_quamba.runtime.tensorrt_engine import import_tensorrt
+        return load_cuda_backend(folder)
+    from edge_quamba.runtime.tensorrt_backend import TensorRTBackend
 
-        import_tensorrt()  # one line where TensorRT is absent, whatever the folder
-        if kind != "engine":
-            raise BackendUnavailableError(f"--backend tensorrt runs an engine folder and {path} is a {kind} folder: "
-                                          f"make one with `edge-quamba build-engine --model EXPORT_DIR --out DIR`")
-        return TensorRTBackend(path)
-    raise BackendUnavailableError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+    return TensorRTBackend(folder)
 
 
-def refuse_hybrid(name: str, path: Path) -> None:
-    """One line for a GPU backend asked to run a hybrid Mamba2 + attention model: no attention kernel exists."""
-    from edge_quamba.folders import load_config
-    from edge_quamba.models.hybrid_config import HybridConfig
-
-    if isinstance(load_config(path), HybridConfig):
-        raise BackendUnavailableError(
-            f"--backend {name} cannot run {path}: it is a hybrid Mamba2 + attention model and no GPU kernels for "
-            f"attention are written yet; use --backend ref, or export it and use --backend ort")
-
-
-def sequence_model(name: str, path: Path, kind: str, threads: int | None = None):
+def sequence_model(name: str, folder: ModelFolder, threads: int | None = None):
     """What batched evaluation calls: ``model(tokens (b, l) int64) -> (logits (b, l, v), states)``, with a
     ``device`` attribute for its inputs.
 
     ref: the PyTorch module; ort: the ONNX Runtime backend (callable, CPU); cuda: the quantized model on the GPU
     (callable, eager); any other backend says in one line why it cannot run here (never a silent fallback).
     """
-    backend = make_backend(name, path, kind, threads=threads)
+    backend = make_backend(name, folder, threads=threads)
     if isinstance(backend, TorchReferenceBackend):
         return backend.model
     if not callable(backend):

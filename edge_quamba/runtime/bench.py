@@ -20,24 +20,22 @@ from pathlib import Path
 
 from edge_quamba import __version__
 from edge_quamba.errors import InputError
-from edge_quamba.folders import load_model_tokenizer, open_model
+from edge_quamba.folders import ModelFolder, load_model_tokenizer, open_model
+from edge_quamba.kinds import EXPORT, WEIGHTS
 from edge_quamba.resources import default_evaluation_file
-from edge_quamba.runtime.backends import Backend, make_backend
+from edge_quamba.runtime.backends import Backend, check_backend, make_backend
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".plan")
 
 
-def model_bytes(path: Path, kind: str | None = None, backend: str = "ref") -> int:
+def model_bytes(folder: ModelFolder, backend: str = "ref") -> int:
     """Bytes of the weight files the backend reads (the decode roofline counts these once per token). An export
     folder holds several copies of the weights: ort reads model.onnx, ref the artifact in quantized/ (an fp32
     export: the fp model in fp/)."""
-    if kind == "export":
-        from edge_quamba.onnx.folder import read_export_config, reference_dir
-
-        reference = reference_dir(path, read_export_config(path)[1]) / "model.safetensors"
-        files = [path / "model.onnx"] if backend == "ort" else [reference]
+    if folder.kind == EXPORT.name:
+        files = [folder.onnx_file("ort")] if backend == "ort" else [folder.reference.path / WEIGHTS]
     else:
-        files = [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+        files = [p for p in folder.path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
     return sum(p.stat().st_size for p in files if p.is_file())
 
 
@@ -90,13 +88,13 @@ def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128,
     if not 1 <= prompt_len <= max_prompt_tokens:
         raise InputError(f"--prompt-len {prompt_len} must be between 1 and {max_prompt_tokens} "
                          f"(--max-prompt-tokens)")
-    folder = open_model(model)
+    folder = open_model(model, check=lambda opened: check_backend(backend, opened))
     path, kind = folder.path, folder.kind
     tok = load_model_tokenizer(folder, tokenizer)
-    runner = make_backend(backend, path, kind, threads=threads)
+    runner = make_backend(backend, folder, threads=threads)
     prompt = bench_prompt(tok, prompt_len)
     ttft, tpot = median_timings(runner, prompt, new_tokens, repeats)
-    size = model_bytes(path, kind, backend)
+    size = model_bytes(folder, backend)
     torch = sys.modules.get("torch")  # loaded by the torch backends only
     return {
         "model": str(path), "kind": kind, "backend": backend, "batch": 1, "prompt_len": prompt_len,

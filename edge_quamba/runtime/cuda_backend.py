@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_quamba.errors import BackendUnavailableError, InputError
+from edge_quamba.folders import ModelFolder, load_reference_model
 from edge_quamba.models.mamba import LayerState, MambaLM
 
 WARMUP_STEPS = 2
@@ -207,19 +208,8 @@ class CudaBackend:
         return self.model(tokens.to(self.device))
 
 
-def load_cuda_backend(path, kind: str) -> CudaBackend:
-    """The cuda backend for a quantized artifact or an export folder (its ``quantized/``)."""
-    if kind == "fp":
-        raise BackendUnavailableError(f"--backend cuda runs a quantized model and {path} is an fp checkpoint: "
-                                      f"make one first with `edge-quamba quantize --model {path} --out DIR`")
-    if kind not in ("quantized", "export"):
-        raise BackendUnavailableError(f"--backend cuda cannot run a {kind} folder ({path})")
-    from edge_quamba.onnx.folder import is_fp32_export, read_export_config
-    from edge_quamba.quant.artifact import load_quantized_model
-
-    if kind == "export" and is_fp32_export(read_export_config(path)[1]):
-        raise BackendUnavailableError(f"--backend cuda runs a quantized model and {path} is an fp32 export "
-                                      f"(--bits fp32): run it with --backend ort or ref")
+def load_cuda_backend(folder: ModelFolder) -> CudaBackend:
+    """The cuda backend for an opened quantized artifact or export folder (its reference in ``quantized/``); the
+    folder's kind was checked by :func:`edge_quamba.runtime.backends.check_backend`."""
     require_cuda_kernels()  # before reading the weights: fail fast on a machine that cannot run them
-
-    return CudaBackend(load_quantized_model(path if kind == "quantized" else path / "quantized"))
+    return CudaBackend(load_reference_model(folder))

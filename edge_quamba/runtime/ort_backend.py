@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from edge_quamba.errors import BackendUnavailableError, CheckpointError
+from edge_quamba.folders import ModelFolder
 from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.hybrid_config import HybridConfig
@@ -129,14 +130,10 @@ class OrtBackend:
     name = "ort"
     device = torch.device("cpu")  # where callers put input ids (the CPU execution provider reads host memory)
 
-    def __init__(self, folder: Path, threads: int | None = None):
-        from edge_quamba.onnx.folder import onnx_file, read_export_config, verify_export
-
+    def __init__(self, folder: ModelFolder, threads: int | None = None):
+        """folder: an opened export folder (:func:`edge_quamba.folders.open_model`: model.onnx verified)."""
         import_onnxruntime()
-        config, _ = read_export_config(folder)
-        path = onnx_file(folder, "ort")
-        verify_export(folder)  # every listed file's sha256 (hashed once per process), model.onnx included
-        self.graph = OrtGraph(path, config, threads)
+        self.graph = OrtGraph(folder.onnx_file("ort"), folder.config, threads)
 
     def forward(self, tokens: Tensor, states: dict[str, np.ndarray] | None = None
                 ) -> tuple[Tensor, dict[str, np.ndarray]]:

@@ -1,11 +1,12 @@
-"""`edge-quamba run` as a library call: resolve the model, build the backend, generate."""
+"""`edge-quamba run` as a library call, top to bottom: open the model folder once (refusing a backend that cannot run
+it before anything is hashed), its tokenizer, the backend built from the opened folder, generate."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from edge_quamba.folders import load_model_tokenizer, open_model
-from edge_quamba.runtime.backends import make_backend
+from edge_quamba.runtime.backends import check_backend, make_backend
 from edge_quamba.runtime.generate import GenerationResult, encode_prompt, generate
 from edge_quamba.runtime.sampling import SamplingConfig
 
@@ -23,8 +24,8 @@ def run_prompt(
     threads: int | None = None,
 ) -> GenerationResult:
     """Generate a continuation of ``prompt``; ``emit`` receives text pieces as they are decoded."""
-    folder = open_model(model)
+    folder = open_model(model, check=lambda opened: check_backend(backend, opened))
     tok = load_model_tokenizer(folder, tokenizer)
     prompt_ids = encode_prompt(tok, prompt, max_prompt_tokens)
-    runner = make_backend(backend, folder.path, folder.kind, threads=threads)
+    runner = make_backend(backend, folder, threads=threads)
     return generate(runner, tok, prompt_ids, max_new_tokens, sampling, emit=emit)

@@ -39,23 +39,24 @@ stream of :class:`~edge_quamba.runtime.cuda_device.CudaDevice`, and no allocatio
 between the two events (the enqueue or graph launch alone) of the last prefill or decode; ``cuda_graph`` says whether
 decode replays graphs (``cuda_graph=False`` enqueues each step instead, for comparison).
 
-Integrity: the engine folder is verified when it is opened (engine_config.json's seal, engine.plan's and
-tokenizer.json's sha256) and again here, with the recorded TensorRT version, before anything is deserialized; the
-plugin library's sha256 (recorded at build time) is checked before the library is loaded.
+Integrity: the engine folder is verified once, when it is opened (:func:`edge_quamba.folders.open_model`:
+engine_config.json's seal, engine.plan's and tokenizer.json's sha256, and the plugin library's sha256 recorded at
+build time), before this backend is made; here the recorded TensorRT version is checked before anything is loaded or
+deserialized.
 """
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import numpy as np
 
 from edge_quamba.errors import BackendUnavailableError, CheckpointError, InputError
+from edge_quamba.folders import ModelFolder
+from edge_quamba.kinds import ENGINE_FILE
+from edge_quamba.models.config import require_mamba1
 from edge_quamba.runtime.cuda_device import CudaDevice
-from edge_quamba.runtime.tensorrt_engine import (
-    DECODE_PROFILE, ENGINE_FILE, PREFILL_PROFILE, Logger, import_tensorrt, load_plugins, read_engine_config,
-)
+from edge_quamba.runtime.tensorrt_engine import DECODE_PROFILE, PREFILL_PROFILE, Logger, import_tensorrt, load_plugins
 
 ALIGN = 256
 """Byte alignment of every tensor inside a state block (cudaMalloc's own alignment)."""
@@ -75,25 +76,22 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, folder: Path, *, cuda_graph: bool = True):
-        from edge_quamba.folders import ENGINE, verify_output
-        from edge_quamba.models.config import model_config_from_dict, require_mamba1
-
+    def __init__(self, folder: ModelFolder, *, cuda_graph: bool = True):
+        """folder: an opened engine folder (:func:`edge_quamba.folders.open_model`: engine.plan, tokenizer.json and
+        the plugin library verified)."""
         trt = import_tensorrt()
-        raw = read_engine_config(folder)
-        verify_output(folder, ENGINE, raw)  # seal + engine.plan and tokenizer.json sha256 (hashed once per process)
-        if raw["tensorrt"] != trt.__version__:
-            raise CheckpointError(f"{folder} was built with TensorRT {raw['tensorrt']} and this is TensorRT "
-                                  f"{trt.__version__} (engines do not move between versions); rebuild it with "
+        if folder.engine.tensorrt != trt.__version__:
+            raise CheckpointError(f"{folder.path} was built with TensorRT {folder.engine.tensorrt} and this is "
+                                  f"TensorRT {trt.__version__} (engines do not move between versions); rebuild it with "
                                   f"`edge-quamba build-engine`")
-        self.config = model_config_from_dict(raw["model_config"], str(folder / "engine_config.json"))
+        self.config = folder.config
         require_mamba1(self.config, "--backend tensorrt")
         self.cuda_graph = cuda_graph
         self.engine_ms_last: float | None = None
         """Engine-only milliseconds of the last prefill or decode (CUDA events around the enqueue / graph launch)."""
         self.device = CudaDevice()
         try:
-            self._load(trt, folder, raw)
+            self._load(trt, folder)
         except BaseException:
             with contextlib.suppress(BackendUnavailableError):  # keep the first error, free what was made
                 self.device.close()
@@ -101,17 +99,17 @@ class TensorRTBackend:
         self._live: _Sequence | None = None
         self._read = 0  # the state set that holds the live sequence's states
 
-    def _load(self, trt, folder: Path, raw: dict) -> None:
+    def _load(self, trt, folder: ModelFolder) -> None:
         """Plugins, engine, buffers, contexts and decode graphs (see the module docstring), in that order."""
         from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, state_names
 
         config, device = self.config, self.device
         log = Logger(trt)
-        load_plugins(trt, log, Path(raw["plugins"]["library"]), raw["plugins"]["creators"],
-                     sha256=raw["plugins"]["sha256"])
-        self.engine = trt.Runtime(log.logger).deserialize_cuda_engine((folder / ENGINE_FILE).read_bytes())
+        load_plugins(trt, log, folder.engine.plugin_library, folder.engine.plugin_creators)
+        plan = folder.path / ENGINE_FILE
+        self.engine = trt.Runtime(log.logger).deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
-            raise CheckpointError(f"{folder / ENGINE_FILE} does not deserialize: {log.first_error()}")
+            raise CheckpointError(f"{plan} does not deserialize: {log.first_error()}")
         self.input_ids, self.logits_name = INPUT_IDS, LAST_LOGITS
         self.state_in, self.state_out = state_names(config.n_layer)
         self._check_io(trt)

@@ -18,7 +18,7 @@ The engine folder:
     tokenizer.json       copied from the export folder
 
 build-engine checks everything it can before TensorRT is imported: that TensorRT is installed at all (a module
-lookup, no import), the export folder (export_config.json's seal and the sha256 of every file it lists,
+lookup, no import), the export folder (opened once: export_config.json's seal and the sha256 of every file it lists,
 model.trt.onnx included: :func:`edge_quamba.folders.open_model`), the plugin library's path, and ``--out``
 (:func:`edge_quamba.atomic.atomic_output_dir`: not the model folder nor inside it, not a foreign non-empty folder,
 writable: its temporary sibling is made before the build starts). A damaged export or an unusable ``--out`` is a
@@ -40,12 +40,12 @@ import json
 import shutil
 from pathlib import Path
 
-from edge_quamba.errors import BackendUnavailableError, CheckpointError, ConfigError, InputError
+from edge_quamba.atomic import atomic_output_dir
+from edge_quamba.errors import BackendUnavailableError, CheckpointError, InputError
+from edge_quamba.folders import ModelFolder, open_model
+from edge_quamba.integrity import file_sha256, seal
+from edge_quamba.kinds import ENGINE, ENGINE_CONFIG, ENGINE_FILE, ENGINE_FORMAT_VERSION, EXPORT, TOKENIZER, TRT_MODEL
 
-ENGINE_KIND = "edge-quamba/engine"
-ENGINE_FORMAT_VERSION = 1
-ENGINE_CONFIG = "engine_config.json"
-ENGINE_FILE = "engine.plan"
 MIN_TENSORRT = (10, 1)
 """int8 constants feeding an IPluginV3 failed to build in TensorRT 10.0, and the runtime uses 10.1's
 set_device_memory(memory, size) / device_memory_size_v2; JetPack 6.1 ships 10.3."""
@@ -102,19 +102,12 @@ def required_creators() -> list[dict[str, str]]:
             for i in map(plugin_info, PLUGIN_SPECS.values())]
 
 
-def load_plugins(trt, log: Logger, library: Path, creators: list[dict[str, str]], sha256: str | None = None):
+def load_plugins(trt, log: Logger, library: Path, creators: list[dict[str, str]]):
     """Load the plugin library into TensorRT's registry and check that it registers every creator in ``creators``.
-
-    sha256: the library's recorded sha256 (an engine folder's): checked BEFORE the library is loaded, so a rebuilt or
-    swapped library (other kernels than the engine was built and validated with) is refused in one line."""
-    from edge_quamba.integrity import file_sha256
-
+    An engine folder's library was verified against its recorded sha256 when the folder was opened
+    (:func:`edge_quamba.folders.open_model`), so a rebuilt or swapped library never gets here."""
     if not library.is_file():
         raise InputError(f"the TensorRT plugin library {library} is not a file (build it: plugins/tensorrt/README.md)")
-    if sha256 is not None and file_sha256(library) != sha256:
-        raise CheckpointError(f"the TensorRT plugin library {library} does not match the sha256 recorded in "
-                              f"{ENGINE_CONFIG} (rebuilt or swapped since the engine was built); rebuild the engine "
-                              f"with `edge-quamba build-engine`")
     trt.init_libnvinfer_plugins(log.logger, "")
     registry = trt.get_plugin_registry()
     if registry.load_library(str(library)) is None:
@@ -128,17 +121,15 @@ def load_plugins(trt, log: Logger, library: Path, creators: list[dict[str, str]]
 def build_engine(*, model: str | None, out: str, plugins: str | None, max_prompt_len: int = 2048,
                  workspace_mib: int = 1024) -> Path:
     """Build ``out`` (an engine folder) from the export folder ``model``; see the module docstring."""
-    from edge_quamba.atomic import atomic_output_dir
-    from edge_quamba.folders import EXPORT, open_model
-    from edge_quamba.integrity import file_sha256 as sha256, seal
-    from edge_quamba.onnx.folder import onnx_file
+    def export_only(folder: ModelFolder) -> None:
+        if folder.kind != EXPORT.name:
+            raise InputError(f"--model {folder.path} is not an export folder: make one with "
+                             f"`edge-quamba export --model {folder.path} --out DIR --target tensorrt`")
+        folder.onnx_file("tensorrt")  # one line when this export wrote no TensorRT graph
 
     require_tensorrt_installed()
-    source = open_model(model)  # export_config.json's seal and every listed file's sha256 (model.trt.onnx too)
-    if source.kind != EXPORT.name:
-        raise InputError(f"--model {source.path} is not an export folder: make one with "
-                         f"`edge-quamba export --model {source.path} --out DIR --target tensorrt`")
-    graph = onnx_file(source.path, "tensorrt")
+    source = open_model(model, check=export_only)  # every listed file's sha256, model.trt.onnx's too
+    graph = source.onnx_file("tensorrt")
     if plugins is None:
         raise InputError("--plugins LIB is required: the path of libedge_quamba_trt_plugins.so "
                          "(plugins/tensorrt/README.md)")
@@ -154,16 +145,16 @@ def build_engine(*, model: str | None, out: str, plugins: str | None, max_prompt
         load_plugins(trt, log, library, creators)
         plan = _build_plan(trt, log, graph, source.config.n_layer, prefill_lengths, workspace_mib)
         (tmp / ENGINE_FILE).write_bytes(plan)
-        shutil.copyfile(source.path / "tokenizer.json", tmp / "tokenizer.json")
+        shutil.copyfile(source.path / TOKENIZER, tmp / TOKENIZER)
         engine_config = {
-            "kind": ENGINE_KIND, "format_version": ENGINE_FORMAT_VERSION, "tensorrt": trt.__version__,
+            "kind": ENGINE.kind, "format_version": ENGINE_FORMAT_VERSION, "tensorrt": trt.__version__,
             "model_config": source.record["model_config"],
-            "source": {"export_folder": str(source.path.resolve()), "model.trt.onnx_sha256": sha256(graph)},
-            "plugins": {"library": str(library.resolve()), "sha256": sha256(library), "creators": creators},
+            "source": {"export_folder": str(source.path.resolve()), "model.trt.onnx_sha256": source.record["files"][TRT_MODEL]},
+            "plugins": {"library": str(library.resolve()), "sha256": file_sha256(library), "creators": creators},
             "profiles": {"decode": {"index": DECODE_PROFILE, "seq_len": [1, 1, 1]},
                          "prefill": {"index": PREFILL_PROFILE, "seq_len": prefill_lengths}},
             "strongly_typed": True, "batch": 1,
-            "files": {ENGINE_FILE: sha256(tmp / ENGINE_FILE), "tokenizer.json": sha256(tmp / "tokenizer.json")},
+            "files": {ENGINE_FILE: file_sha256(tmp / ENGINE_FILE), TOKENIZER: file_sha256(tmp / TOKENIZER)},
         }
         (tmp / ENGINE_CONFIG).write_text(json.dumps(seal(engine_config), indent=2, sort_keys=True) + "\n",
                                          encoding="utf-8")
@@ -196,23 +187,3 @@ def _build_plan(trt, log: Logger, graph: Path, n_layer: int, prefill_lengths: li
     if plan is None:
         raise CheckpointError(f"TensorRT could not build an engine from {graph}: {log.first_error()}")
     return bytes(plan)
-
-
-def read_engine_config(folder: Path) -> dict:
-    """engine_config.json of an engine folder, with the keys the backend reads checked (not its seal or files:
-    :func:`edge_quamba.folders.verify_output` does that)."""
-    from edge_quamba.models.config import read_json
-
-    path = folder / ENGINE_CONFIG
-    raw = read_json(path)
-    if raw.get("kind") != ENGINE_KIND:
-        raise ConfigError(f"{path}: kind is {raw.get('kind')!r}, expected {ENGINE_KIND!r}")
-    if raw.get("format_version") != ENGINE_FORMAT_VERSION:
-        raise ConfigError(f"{path}: engine format {raw.get('format_version')!r} is not {ENGINE_FORMAT_VERSION}")
-    plugins = raw.get("plugins")
-    if not (isinstance(raw.get("model_config"), dict) and isinstance(raw.get("tensorrt"), str)
-            and isinstance(plugins, dict) and isinstance(plugins.get("library"), str)
-            and isinstance(plugins.get("sha256"), str) and isinstance(plugins.get("creators"), list)):
-        raise ConfigError(f"{path} lacks the model config, the TensorRT version or the plugin library record; "
-                          f"rebuild it with `edge-quamba build-engine`")
-    return raw

@@ -34,14 +34,14 @@ def load_served_model(*, model: str | None, backend: str = "ref", tokenizer: str
                       chat_template: str | None = None, limits: Limits = Limits()) -> ServedModel:
     """Resolve ``model`` and build everything a request needs (as ``run`` does: one opener, the backend factory)."""
     from edge_quamba.folders import load_model_tokenizer, open_model
-    from edge_quamba.runtime.backends import make_backend
+    from edge_quamba.runtime.backends import check_backend, make_backend
     from edge_quamba.serve.chat import load_chat_template
     from edge_quamba.serve.engine import Engine
 
-    folder = open_model(model)
+    folder = open_model(model, check=lambda opened: check_backend(backend, opened))
     tok = load_model_tokenizer(folder, tokenizer)
     template = load_chat_template(folder.path, chat_template)
-    runner = make_backend(backend, folder.path, folder.kind, threads=threads)
+    runner = make_backend(backend, folder, threads=threads)
     name = served_model_name or (model.rstrip("/") if model else "demo")
     return ServedModel(name=name, engine=Engine(runner, tok), template=template, backend=backend, limits=limits,
                        fingerprint=f"edge-quamba-{__version__}-{backend}")

@@ -106,7 +106,7 @@ def main() -> None:
     if args.demo:
         import tempfile
 
-        from edge_quamba.quant.artifact import load_quantized_model
+        from edge_quamba.folders import load_quantized_model
         from edge_quamba.quant.pipeline import quantize_checkpoint
         from edge_quamba.quant.qmodel import QuantConfig
 
