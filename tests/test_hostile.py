@@ -224,7 +224,7 @@ def test_deeply_nested_tokenizer_config_for_serve_is_one_line(folders, tmp_path)
 @pytest.mark.parametrize("command", ["run", "eval", "bench", "export"])
 @pytest.mark.parametrize("backend", ["ref", "ort"])
 def test_threads_beyond_the_cpus_is_one_line(folders, command, backend):
-    from edge_quamba.cli import available_cpus
+    from edge_quamba.cli_options import available_cpus
 
     args = {"run": ["--prompt", "hi", "--backend", backend], "eval": ["--data", str(folders["calib"]), "--backend",
             backend], "bench": ["--backend", backend], "export": ["--out", "never-written"]}[command]
@@ -236,7 +236,7 @@ def test_threads_beyond_the_cpus_is_one_line(folders, command, backend):
 
 
 def test_threads_up_to_the_cpus_run(folders):
-    from edge_quamba.cli import available_cpus
+    from edge_quamba.cli_options import available_cpus
 
     proc = cli_in_process("run", "--model", str(folders["x"]), "--backend", "ort", "--prompt", "The quick",
                           "--max-new-tokens", "2", "--threads", str(available_cpus()), "--json")
