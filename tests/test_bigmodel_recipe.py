@@ -26,7 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "export" / "recipes"))
 import build_prose_corpus as corpus  # noqa: E402
 import mamba_ssm_names  # noqa: E402
+import train_data  # noqa: E402
 import train_demo  # noqa: E402
+import train_loop  # noqa: E402
+import train_models  # noqa: E402
 
 WORDS = ("state space models read the sequence once and keep a small summary of what they have seen so far "
          "while attention looks back at every token again").split()
@@ -220,7 +223,7 @@ def test_mamba_ssm_folder_and_converted_folder_give_the_same_logits(tmp_path):
 
 
 def test_as_transformers_renames_a_mamba_ssm_model(tmp_path):
-    """train_demo.as_transformers on a stand-in for MambaSsmLM (an ``lm`` whose state dict has mamba_ssm names)."""
+    """train_models.as_transformers on a stand-in for MambaSsmLM (an ``lm`` whose state dict has mamba_ssm names)."""
     model, _, _ = tiny_pair(tmp_path)
 
     class StandIn(torch.nn.Module):
@@ -233,7 +236,7 @@ def test_as_transformers_renames_a_mamba_ssm_model(tmp_path):
             self.lm.backbone.norm_f = model.backbone.norm_f
             self.lm.lm_head = model.lm_head
 
-    converted = train_demo.as_transformers(StandIn(), model.config)
+    converted = train_models.as_transformers(StandIn(), model.config)
     assert converted is not model
     for key, value in model.state_dict().items():
         assert torch.equal(converted.state_dict()[key], value), key
@@ -298,12 +301,12 @@ def test_mamba_ssm_backend_needs_a_gpu(tmp_path):
 
 def test_schedule_follows_the_time_budget():
     kw = dict(steps=10_000, warmup=10, lr=1e-3, min_lr=1e-4)
-    assert train_demo.lr_at(0, **kw, progress=0.0) == pytest.approx(1e-4)  # warm-up ignores the clock
-    rates = [train_demo.lr_at(50, **kw, progress=p) for p in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)]
+    assert train_loop.lr_at(0, **kw, progress=0.0) == pytest.approx(1e-4)  # warm-up ignores the clock
+    rates = [train_loop.lr_at(50, **kw, progress=p) for p in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)]
     assert rates == sorted(rates, reverse=True)
     assert rates[0] == pytest.approx(1e-3) and rates[2] == pytest.approx(5.5e-4)
     assert rates[4] == pytest.approx(1e-4) and rates[5] == pytest.approx(1e-4)
-    assert train_demo.lr_at(5_005, **kw) == pytest.approx(train_demo.lr_at(5_005, **kw, progress=0.5))
+    assert train_loop.lr_at(5_005, **kw) == pytest.approx(train_loop.lr_at(5_005, **kw, progress=0.5))
 
 
 def test_xz_text_and_the_token_cache(tmp_path, monkeypatch):
@@ -314,20 +317,20 @@ def test_xz_text_and_the_token_cache(tmp_path, monkeypatch):
     tokenizer_file = tmp_path / "tokenizer.json"
     tokenizer = make_tokenizer()
     tokenizer.save(str(tokenizer_file))
-    assert torch.equal(train_demo.tokenize_documents(tokenizer, plain),
-                       train_demo.tokenize_documents(tokenizer, packed))
+    assert torch.equal(train_data.tokenize_documents(tokenizer, plain),
+                       train_data.tokenize_documents(tokenizer, packed))
     cache = tmp_path / "tokens.pt"
     args = train_demo.parse_args(["--tokenizer", str(tokenizer_file), "--train-text", str(packed),
                                   "--eval-text", str(plain), "--tokens-cache", str(cache)])
-    first = train_demo.load_streams(args, tokenizer)
+    first = train_data.load_streams(args, tokenizer)
     assert cache.is_file()
 
     def no_tokenizing(*_):
         raise AssertionError("tokenized although the cache matches")
 
-    monkeypatch.setattr(train_demo, "tokenize_documents", no_tokenizing)
-    second = train_demo.load_streams(args, tokenizer)
+    monkeypatch.setattr(train_data, "tokenize_documents", no_tokenizing)
+    second = train_data.load_streams(args, tokenizer)
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     plain.write_text(text + "\nThird.\n")  # another evaluation text: the cache no longer applies
     with pytest.raises(AssertionError, match="tokenized although"):
-        train_demo.load_streams(args, tokenizer)
+        train_data.load_streams(args, tokenizer)

@@ -45,6 +45,10 @@ Outputs in --out: config.json (model_type "mamba", bos/eos/pad = 0), model.safet
 train_log.json. The saved config has ``use_mambapy=False`` so that a reload runs the public sequential scan,
 whether mambapy is installed or not.
 
+This file is the run (the training loop, saving, the final evaluation and train_log.json) and its arguments; the
+pieces are train_data.py (windows, held-out loss, token cache), train_models.py (configs, the model per backend,
+saving and reading back) and train_loop.py (optimizer, schedule, one step, the throughput probe).
+
 Usage (the GPU runs; see export/recipes/README.md)::
 
     python3 export/recipes/train_demo.py --out edge_quamba/assets/demo_model --batch-size 32 --steps 1000
@@ -60,7 +64,6 @@ import datetime
 import importlib
 import importlib.metadata
 import json
-import lzma
 import math
 import os
 import platform
@@ -69,399 +72,20 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mamba_ssm_names  # noqa: E402  (the recipe folder is not a package)
+# the recipe folder is not a package: its modules import each other by name
+from train_data import EOT, heldout_loss, heldout_windows, load_streams, random_windows  # noqa: E402
+from train_loop import sync_device, lr_at, make_optimizer, probe, train_step  # noqa: E402
+from train_models import (ARCHES, MAMBA2_HEADDIM, as_transformers, build_model, check_conversion,  # noqa: E402
+                          mamba_ssm_conv_path, reload_saved, save_mamba2)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EOT = "<|endoftext|>"
 BACKENDS = ("transformers", "mamba_ssm")
-ARCHES = {"mamba": ("MambaForCausalLM", "demo_model"), "mamba2": ("Mamba2ForCausalLM", "demo_model_mamba2")}
-"""--arch -> (transformers class it is saved as, folder under edge_quamba/assets/ that the default --out names)."""
-MAMBA2_HEADDIM = 64
-MAMBA2_CHUNK = 64
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# data
-# ----------------------------------------------------------------------------------------------------------------
-def read_text(path: Path) -> str:
-    """A UTF-8 text file, or an xz-compressed one (name ending .xz: how the corpus travels to the GPU machine)."""
-    if path.suffix == ".xz":
-        with lzma.open(path, "rt", encoding="utf-8") as handle:
-            return handle.read()
-    return path.read_text(encoding="utf-8")
-
-
-def tokenize_documents(tokenizer, path: Path) -> torch.Tensor:
-    """Token stream (n,) int64: <|endoftext|> doc_0 <|endoftext|> doc_1 ... <|endoftext|>."""
-    eot = tokenizer.token_to_id(EOT)
-    documents = read_text(path).rstrip("\n").split("\n\n")
-    ids = [eot]
-    for encoding in tokenizer.encode_batch(documents, add_special_tokens=False):
-        ids.extend(encoding.ids)
-        ids.append(eot)
-    return torch.tensor(ids, dtype=torch.int64)
-
-
-def random_windows(stream: torch.Tensor, batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
-    """(batch, length) windows starting at seeded random offsets."""
-    starts = torch.randint(0, stream.numel() - length, (batch,), generator=generator)
-    return torch.stack([stream[s : s + length] for s in starts.tolist()])
-
-
-def heldout_windows(stream: torch.Tensor, length: int) -> torch.Tensor:
-    """(n, length) windows overlapping by one token, so each token after the first is a target exactly once."""
-    n = (stream.numel() - 1) // (length - 1)
-    return torch.stack([stream[i * (length - 1) : i * (length - 1) + length] for i in range(n)])
-
-
-@torch.no_grad()
-def heldout_loss(model, windows: torch.Tensor, batch: int, device: torch.device, autocast_dtype) -> float:
-    """Mean next-token cross-entropy (nats/token) over all windows."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, windows.shape[0], batch):
-        ids = windows[i : i + batch].to(device)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(input_ids=ids[:, :-1], use_cache=False).logits
-        loss = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
-        )
-        total += loss.item()
-        count += ids[:, 1:].numel()
-    model.train(was_training)
-    return total / count
-
-
-def load_streams(args, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, eval) token streams; with --tokens-cache, read from it when it was made from the same tokenizer and
-    texts (sha256 of each), else tokenized and written there (torch.save of int32 tensors; read weights_only)."""
-    import hashlib
-
-    key = {name: hashlib.sha256(path.read_bytes()).hexdigest()
-           for name, path in (("tokenizer", args.tokenizer), ("train_text", args.train_text),
-                              ("eval_text", args.eval_text))}
-    cache = args.tokens_cache
-    if cache is not None and cache.is_file():
-        saved = torch.load(cache, map_location="cpu", weights_only=True)
-        if saved.get("key") == key:
-            print(f"token streams read from {cache}", flush=True)
-            return saved["train"].long(), saved["eval"].long()
-        print(f"{cache} was made from other inputs: tokenizing again", flush=True)
-    train_stream = tokenize_documents(tokenizer, args.train_text)
-    eval_stream = tokenize_documents(tokenizer, args.eval_text)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "train": train_stream.int(), "eval": eval_stream.int()}, cache)
-        print(f"wrote {cache}", flush=True)
-    return train_stream, eval_stream
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# model and optimizer
-# ----------------------------------------------------------------------------------------------------------------
-def make_config(*, vocab_size: int, hidden_size: int, layers: int, eot_id: int, use_mambapy: bool):
-    from transformers import MambaConfig
-
-    return MambaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=layers,
-        state_size=16,
-        expand=2,
-        conv_kernel=4,
-        time_step_rank="auto",
-        use_bias=False,
-        use_conv_bias=True,
-        residual_in_fp32=True,
-        tie_word_embeddings=True,
-        layer_norm_epsilon=1e-5,
-        bos_token_id=eot_id,
-        eos_token_id=eot_id,
-        pad_token_id=eot_id,
-        use_mambapy=use_mambapy,
-    )
-
-
-def make_mamba2_config(*, vocab_size: int, hidden_size: int, layers: int, d_state: int, n_groups: int, eot_id: int):
-    from transformers import Mamba2Config
-
-    return Mamba2Config(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=layers,
-        expand=2,
-        head_dim=MAMBA2_HEADDIM,
-        num_heads=2 * hidden_size // MAMBA2_HEADDIM,
-        state_size=d_state,
-        n_groups=n_groups,
-        conv_kernel=4,
-        chunk_size=MAMBA2_CHUNK,
-        use_bias=False,
-        use_conv_bias=True,
-        residual_in_fp32=True,
-        tie_word_embeddings=True,
-        layer_norm_epsilon=1e-5,
-        initializer_range=0.02,
-        rescale_prenorm_residual=True,
-        bos_token_id=eot_id,
-        eos_token_id=eot_id,
-        pad_token_id=eot_id,
-    )
-
-
-class ReferenceForTraining(torch.nn.Module):
-    """edge_quamba's fp reference called the way transformers' model is: ``forward(input_ids, labels=None,
-    use_cache=False)`` -> ``.logits`` (b, l, vocab) and ``.loss`` (labels shifted inside, as transformers does).
-    ``self.model`` holds the reference (transformers' names under ``model.``)."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, use_cache: bool = False):
-        logits, _ = self.model(input_ids)
-        loss = None
-        if labels is not None:
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
-            )
-        return SimpleNamespace(logits=logits, loss=loss)
-
-
-class MambaSsmLM(torch.nn.Module):
-    """mamba_ssm's ``MambaLMHeadModel`` called the way transformers' model is: ``forward(input_ids, labels=None,
-    use_cache=False)`` -> ``.logits`` (b, l, vocab) and ``.loss`` (mean next-token cross-entropy, labels shifted
-    inside, as transformers does). ``self.lm`` holds the mamba_ssm model (mamba_ssm names under ``lm.``)."""
-
-    def __init__(self, ssm_config: dict, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
-        super().__init__()
-        import copy
-
-        from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
-        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
-
-        self.lm = MambaLMHeadModel(SsmConfig(**copy.deepcopy(ssm_config)), device=device, dtype=dtype)
-
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, use_cache: bool = False):
-        logits = self.lm(input_ids).logits
-        loss = None
-        if labels is not None:
-            loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
-            )
-        return SimpleNamespace(logits=logits, loss=loss)
-
-
-def mamba_ssm_conv_path() -> str:
-    """Which causal conv1d mamba_ssm's Mamba block runs (it falls back silently; this records it)."""
-    from mamba_ssm.modules import mamba_simple
-
-    if mamba_simple.causal_conv1d_fn is None:
-        return "nn.Conv1d (causal_conv1d not installed; mamba_ssm's unfused path: conv, then selective_scan_fn)"
-    return "causal_conv1d_fn (fused mamba_inner_fn)"
-
-
-def build_model(args, vocab_size: int, eot_id: int, device: torch.device):
-    """(model to train, the transformers config it is saved under). Mamba2: transformers' initialization copied
-    into the reference (module trees and names are equal)."""
-    from transformers import Mamba2ForCausalLM, MambaConfig, MambaForCausalLM
-
-    torch.manual_seed(args.seed)
-    if args.arch == "mamba2":
-        from edge_quamba.models.config import parse_model_config
-        from edge_quamba.models.mamba2 import Mamba2LM
-
-        config = make_mamba2_config(vocab_size=vocab_size, hidden_size=args.hidden_size, layers=args.layers,
-                                    d_state=args.d_state, n_groups=args.n_groups, eot_id=eot_id)
-        reference = Mamba2LM(parse_model_config(config.to_dict(), "make_mamba2_config"), dtype=torch.float32)
-        reference.load_state_dict(Mamba2ForCausalLM(config).state_dict())
-        return ReferenceForTraining(reference).to(device), config
-    if args.backend == "transformers":
-        config = make_config(vocab_size=vocab_size, hidden_size=args.hidden_size, layers=args.layers,
-                             eot_id=eot_id, use_mambapy=True)
-        return MambaForCausalLM(config).to(device), config
-    ssm_config = mamba_ssm_names.mamba_ssm_config(d_model=args.hidden_size, n_layer=args.layers,
-                                                  vocab_size=vocab_size)
-    config = MambaConfig(**mamba_ssm_names.transformers_config_kwargs(ssm_config), bos_token_id=eot_id,
-                         eos_token_id=eot_id, pad_token_id=eot_id, use_mambapy=False)
-    return MambaSsmLM(ssm_config, device), config
-
-
-def save_mamba2(model: ReferenceForTraining, config, out: Path) -> None:
-    """fp16 weights (tied lm_head saved once, as transformers saves it) and config.json in transformers' layout,
-    without the init-only rescale_prenorm_residual: transformers 5.24's from_pretrained applies it again to the
-    loaded out_proj weights (divides them by sqrt(layers))."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.model.state_dict().items()}
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight")
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config.rescale_prenorm_residual = False
-    config.architectures = [ARCHES["mamba2"][0]]
-    config.dtype = torch.float16
-    config.save_pretrained(out)
-
-
-def as_transformers(model, config):
-    """The trained model as a CPU ``MambaForCausalLM`` (a mamba_ssm model's weights renamed, strict load)."""
-    from transformers import MambaForCausalLM
-
-    if isinstance(model, MambaForCausalLM):
-        return model
-    hf = MambaForCausalLM(config)
-    state = {k: v.detach().cpu() for k, v in mamba_ssm_names.to_transformers_names(model.lm.state_dict()).items()}
-    hf.load_state_dict(state, strict=True)
-    return hf
-
-
-def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not on A_log, D, norms, biases), as in mamba_ssm's recipes."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (decay if param.ndim >= 2 and not name.endswith("A_log") else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = next(model.parameters()).device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=fused)
-
-
-def lr_at(step: int, *, steps: int, warmup: int, lr: float, min_lr: float, progress: float | None = None) -> float:
-    """Linear warm-up to lr over `warmup` steps, then cosine decay to min_lr at progress 1; progress defaults to
-    (step - warmup) / (steps - warmup) and is the elapsed fraction of the time budget under --max-seconds."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    if progress is None:
-        progress = (step - warmup) / max(1, steps - warmup)
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
-
-
-def train_step(forward, model, optimizer, ids: torch.Tensor, autocast_dtype, clip: float) -> torch.Tensor:
-    """One AdamW step on the batch `ids` (b, l); `forward` is `model` or its torch.compile wrapper."""
-    with torch.autocast(ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        loss = forward(input_ids=ids, labels=ids, use_cache=False).loss
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# throughput probe
-# ----------------------------------------------------------------------------------------------------------------
-def probe(args, vocab_size, eot_id, stream, device, autocast_dtype) -> list[dict]:
-    """Time train steps for each batch size in --probe-batch-sizes (warm-up steps dropped); returns the rows."""
-    rows = []
-    for batch in args.probe_batch_sizes:
-        model, _ = build_model(args, vocab_size, eot_id, device)
-        model.train()
-        forward = torch.compile(model) if args.compile else model
-        optimizer = make_optimizer(model, args.lr, args.weight_decay)
-        generator = torch.Generator().manual_seed(args.seed)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t_start = time.perf_counter()
-        try:
-            for i in range(args.probe_warmup + args.probe_steps):
-                if i == args.probe_warmup:
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    warm_s = t0 - t_start
-                ids = random_windows(stream, batch, args.seq_len, generator).to(device, non_blocking=True)
-                loss = train_step(forward, model, optimizer, ids, autocast_dtype, args.clip)
-            _sync(device)
-            out_of_memory = False
-        except torch.OutOfMemoryError:
-            out_of_memory = True
-        dt = time.perf_counter() - t0 if not out_of_memory else 0.0
-        del model, optimizer, forward
-        if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device) / 2**30
-            torch.cuda.empty_cache()
-        else:
-            peak = float("nan")
-        if out_of_memory:
-            print(f"probe batch={batch} seq_len={args.seq_len}: out of memory", flush=True)
-            rows.append({"batch_size": batch, "seq_len": args.seq_len, "out_of_memory": True})
-            continue
-        tokens = args.probe_steps * batch * args.seq_len
-        row = {"batch_size": batch, "seq_len": args.seq_len, "ms_per_step": round(dt / args.probe_steps * 1e3, 1),
-               "tokens_per_second": round(tokens / dt), "warmup_steps": args.probe_warmup,
-               "warmup_seconds": round(warm_s, 1), "peak_gib": round(peak, 1), "last_loss": round(loss.item(), 3)}
-        rows.append(row)
-        print(
-            f"probe backend={args.backend} batch={batch} seq_len={args.seq_len} compile={args.compile}: "
-            f"{row['ms_per_step']} ms/step, {row['tokens_per_second']:,} tokens/s, "
-            f"warm-up {args.probe_warmup} steps {warm_s:.1f} s, peak {peak:.1f} GiB, last loss {loss.item():.3f}",
-            flush=True,
-        )
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# evaluation of the saved weights
-# ----------------------------------------------------------------------------------------------------------------
-CONVERSION_TOLERANCE = 1e-3
-"""Bound on max|logits(transformers reload) - logits(mamba_ssm reload)| / max|logits| in fp32 on one window: the
-two implementations differ only in summation order (mamba_ssm's scan kernel, Triton RMSNorm)."""
-
-
-def reload_saved(args, device: torch.device):
-    """The saved fp16 weights in an fp32 model of the training backend, eval mode."""
-    from safetensors.torch import load_file
-    from transformers import MambaForCausalLM
-
-    if args.arch == "mamba2":  # read back by the loader every edge-quamba command uses
-        from edge_quamba.models.loading import load_fp_model
-
-        return ReferenceForTraining(load_fp_model(args.out, dtype=torch.float32)).to(device).eval()
-    if args.backend == "transformers":
-        return MambaForCausalLM.from_pretrained(args.out, dtype=torch.float32).to(device).eval()
-    saved = load_file(str(args.out / "model.safetensors"))
-    config = json.loads((args.out / "config.json").read_text())
-    ssm_config = mamba_ssm_names.mamba_ssm_config(d_model=config["hidden_size"], n_layer=config["num_hidden_layers"],
-                                                  vocab_size=config["vocab_size"])
-    model = MambaSsmLM(ssm_config, device)
-    state = mamba_ssm_names.to_mamba_ssm_names({k: v.float() for k, v in saved.items()})
-    state.setdefault("lm_head.weight", state["backbone.embedding.weight"])  # tied: saved once
-    model.lm.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-@torch.no_grad()
-def check_conversion(args, reloaded, eval_stream: torch.Tensor, device: torch.device) -> dict:
-    """mamba_ssm reload vs transformers' MambaForCausalLM on the saved folder (fp32, one 256-token window)."""
-    from transformers import MambaForCausalLM
-
-    hf = MambaForCausalLM.from_pretrained(args.out, dtype=torch.float32).to(device).eval()
-    ids = eval_stream[:256].unsqueeze(0).to(device)
-    expected = hf(input_ids=ids, use_cache=False).logits
-    got = reloaded(input_ids=ids).logits
-    max_diff = (got - expected).abs().max().item()
-    scale = expected.abs().max().item()
-    print(f"saved folder: transformers vs mamba_ssm fp32 logits on 256 tokens: max |diff| {max_diff:.3e} "
-          f"(max |logit| {scale:.2f}, tolerance {CONVERSION_TOLERANCE:g} x that)", flush=True)
-    if not max_diff <= CONVERSION_TOLERANCE * scale:
-        raise SystemExit(f"the saved transformers folder does not reproduce the trained mamba_ssm model "
-                         f"(max |diff| {max_diff:.3e} > {CONVERSION_TOLERANCE:g} x {scale:.2f})")
-    del hf
-    return {"tokens": 256, "max_abs_diff": max_diff, "max_abs_logit": scale, "tolerance": CONVERSION_TOLERANCE}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# main
-# ----------------------------------------------------------------------------------------------------------------
 def train_demo(args) -> dict:
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
     from tokenizers import Tokenizer
@@ -516,7 +140,7 @@ def train_demo(args) -> dict:
     tokens_per_step = args.batch_size * args.seq_len
     budget = f"{args.max_seconds:g} s" if args.max_seconds else f"{args.steps} steps"
     stopped_by = "steps"
-    _sync(device)
+    sync_device(device)
     t_wall = t_train = time.perf_counter()
     step = 0
     while step < args.steps:
@@ -551,7 +175,7 @@ def train_demo(args) -> dict:
             eval_log["steps"].append(step)
             eval_log["heldout_loss"].append(round(loss, 4))
             print(f"step {step:5d}  held-out loss {loss:.4f}", flush=True)
-    _sync(device)
+    sync_device(device)
     train_s = time.perf_counter() - t_train
     if step == 0:
         raise SystemExit("no training step ran within --max-seconds")

@@ -44,7 +44,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_demo import heldout_windows, random_windows, tokenize_documents  # noqa: E402
+from train_data import heldout_windows, random_windows, tokenize_documents  # noqa: E402
 
 PATTERN = "M-M*-M-"
 
