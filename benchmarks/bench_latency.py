@@ -47,17 +47,16 @@ take the same --impls (edge-quamba at W8A8 / W4A8 / W4A16, mamba_ssm's Mamba2 in
         --impls edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,mamba_ssm
 
 Writes <out>/<name>.json, .csv and .png (default name: latency_h200); the JSON is rewritten after every shape, so an
-interrupted run keeps the shapes it finished.
+interrupted run keeps the shapes it finished. What the Mamba1 and Mamba2 rows share (timing helpers, the row's
+columns, the outputs): benchmarks/latency_common.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -70,24 +69,23 @@ from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.quant.primitives import scale_from_amax
 from edge_quamba.quant.qmodel import QuantConfig, empty_quantized_model
-from edge_quamba.runtime.bench import median_timings, package_version
+from edge_quamba.runtime.bench import median_timings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_mamba2  # noqa: E402  (the Mamba2 rows; beside this file)
+from latency_common import (FOUR_BIT_IMPLS, IMPLS, copy_bandwidth_gb_per_s, environment, free_memory,  # noqa: E402
+                            generate_row, graph_replay_ms, kernel_table, print_table, row, skipped, timed,
+                            weight_bytes_fp16_model, write_outputs)
 
 SHAPES = {"130m": (768, 24), "370m": (1024, 48), "1.4b": (2048, 48), "2.8b": (2560, 64)}
 """name -> (d_model, n_layer) of the public state-spaces/mamba-* checkpoints."""
+SHAPE_ORDER = (*SHAPES, *latency_mamba2.SHAPES)
+"""How the plot orders the shapes: by architecture and size, not run order."""
 VOCAB = 50277  # the GPT-NeoX tokenizer's size; padded to a multiple of 8: 50280 embedding rows
 PADDED_VOCAB = VOCAB + (-VOCAB) % 8
 SYNTHETIC_AMAX = {"in_proj_input": 4.0, "xz": 8.0, "u": 4.0, "dbc": 8.0, "dt": 4.0, "out_proj_input": 4.0,
                   "weight": 0.1}
 """Stand-ins for calibrated activation amaxes and weight amaxes (values do not change the speed)."""
-CSV_FIELDS = ("shape", "impl", "status", "ttft_ms", "tpot_ms", "graph_ms", "decode_tokens_per_s", "peak_memory_gb",
-              "weight_gb", "achieved_gb_per_s", "fraction_of_copy_bandwidth")
-IMPLS = ("edge-quamba cuda int8", "mamba_ssm fp16 cg", "transformers fp16", "edge-quamba cuda w4a8",
-         "edge-quamba cuda w4a16")
-FOUR_BIT_IMPLS = {"edge-quamba-w4a8": ("w4a8", IMPLS[3]), "edge-quamba-w4a16": ("w4a16", IMPLS[4])}
-"""--impls name of a 4-bit edge-quamba row -> (QuantConfig.bits, row name)."""
 INT4_WEIGHT_AMAX = 0.1
 """Stand-in amax of every int4 weight group (scale amax / 7)."""
 
@@ -133,84 +131,6 @@ def random_tensor(key: str, shape, dtype, config: MambaConfig, gen: torch.Genera
         dt = torch.exp(log_dt)
         return (dt + torch.log(-torch.expm1(-dt))).to(dtype)
     return (torch.randn(shape, generator=gen, device=device) * 0.02).to(dtype)  # embeddings, biases
-
-
-def copy_bandwidth_gb_per_s(device: torch.device, nbytes: int = 2**30, iters: int = 10) -> float:
-    """Device copy bandwidth: read + write bytes of ``dst.copy_(src)`` per second (median-free: one long run)."""
-    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        dst.copy_(src)
-    end.record()
-    torch.cuda.synchronize(device)
-    seconds = start.elapsed_time(end) / 1e3
-    del src, dst
-    return 2 * nbytes * iters / seconds / 1e9
-
-
-def graph_replay_ms(backend, replays: int = 64) -> float:
-    """Mean time of one decode-graph replay, back to back (the sequence just advances; the token is fixed)."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    backend.graph.replay()
-    start.record()
-    for _ in range(replays):
-        backend.graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / replays
-
-
-def kernel_table(backend, steps: int = 8, top: int = 12) -> list[dict]:
-    """GPU time per decode step by kernel name, from torch.profiler over ``steps`` graph replays."""
-    from torch.profiler import ProfilerActivity, profile
-
-    backend.graph.replay()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            backend.graph.replay()
-        torch.cuda.synchronize()
-    rows = []
-    for event in prof.key_averages():
-        device_us = getattr(event, "device_time_total", None)
-        if device_us is None:
-            device_us = getattr(event, "cuda_time_total", 0.0)
-        if device_us > 0:
-            rows.append({"kernel": event.key[:90], "us_per_token": device_us / steps,
-                         "launches_per_token": event.count / steps})
-    rows.sort(key=lambda r: -r["us_per_token"])
-    return rows[:top]
-
-
-def weight_bytes_fp16_model(model: torch.nn.Module) -> int:
-    """Bytes of the unique parameters (a tied embedding table once)."""
-    seen = {}
-    for p in model.parameters():
-        seen[p.data_ptr()] = p.numel() * p.element_size()
-    return sum(seen.values())
-
-
-def timed(fn) -> float:
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def row(shape: str, impl: str, ttft: float, tpot: float, peak: int, weight_bytes: int, copy_bw: float,
-        **extra) -> dict:
-    gb_per_s = weight_bytes / tpot / 1e9
-    return {"shape": shape, "impl": impl, "status": "ok", "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3,
-            "decode_tokens_per_s": 1 / tpot, "peak_memory_gb": peak / 1e9, "weight_gb": weight_bytes / 1e9,
-            "achieved_gb_per_s": gb_per_s, "fraction_of_copy_bandwidth": gb_per_s / copy_bw, **extra}
-
-
-def skipped(shape: str, impl: str, status: str) -> dict:
-    return {"shape": shape, "impl": impl, "status": status}
 
 
 def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels, bits="w8a8",
@@ -265,17 +185,6 @@ def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
     return result
 
 
-def generate_row(generate, shape, impl, weight_bytes, new_tokens, repeats, copy_bw) -> dict:
-    """A baseline's row from ``generate(n)`` (seconds to generate n tokens after the prompt): one warm-up run (for
-    mamba_ssm it also captures the decode graph for this length), TTFT = median of 1-token runs, TPOT = the median
-    full run minus TTFT over the remaining tokens."""
-    generate(new_tokens)
-    ttft = statistics.median(generate(1) for _ in range(repeats))
-    total = statistics.median(generate(new_tokens) for _ in range(repeats))
-    return row(shape, impl, ttft, (total - ttft) / (new_tokens - 1), torch.cuda.max_memory_allocated(), weight_bytes,
-               copy_bw)
-
-
 def bench_transformers(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
     impl = IMPLS[2]
     try:
@@ -302,83 +211,6 @@ def bench_transformers(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dic
     result = generate_row(generate, shape, impl, weight_bytes_fp16_model(model), new_tokens, repeats, copy_bw)
     del model
     return result
-
-
-def free_memory() -> None:
-    import gc
-
-    gc.collect()
-    torch.cuda.empty_cache()
-
-
-def environment() -> dict:
-    props = torch.cuda.get_device_properties(0)
-    names = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "triton", "edge-quamba")
-    return {"gpu": props.name, "gpu_memory_gb": props.total_memory / 1e9, "sm_count": props.multi_processor_count,
-            "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
-            "python": platform.python_version(), **{name: package_version(name) for name in names}}
-
-
-def write_outputs(report: dict, out: Path, name: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.json", out / f"{name}.csv", out / f"{name}.png"]
-    paths[0].write_text(json.dumps(report, indent=2) + "\n")
-    with paths[1].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for r in report["rows"]:
-            writer.writerow(r)
-    plot(report, paths[2])
-    return paths
-
-
-def plot(report: dict, path: Path) -> None:
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shapes = [s for s in (*SHAPES, *latency_mamba2.SHAPES)  # by architecture and size, not run order
-              if any(r["shape"] == s for r in report["rows"])]
-    impls = list(dict.fromkeys(r["impl"] for r in report["rows"]))
-    panels = (("ttft_ms", "TTFT ms (512-token prompt)"), ("tpot_ms", "TPOT ms"), ("peak_memory_gb", "peak memory GB"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    width = 0.8 / len(impls)
-    for ax, (key, label) in zip(axes, panels):
-        for i, impl in enumerate(impls):
-            values = [next((r.get(key) for r in report["rows"] if r["shape"] == s and r["impl"] == impl), None)
-                      for s in shapes]
-            xs = [j + i * width for j, v in enumerate(values) if v is not None]
-            ys = [v for v in values if v is not None]
-            bars = ax.bar(xs, ys, width, label=impl)
-            ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
-        ax.set_xticks([j + width * (len(impls) - 1) / 2 for j in range(len(shapes))], shapes)
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(label, fontsize=10)
-    axes[0].legend(fontsize=8)
-    env = report["environment"]
-    fig.suptitle(f"Random weights, batch 1, prompt {report['prompt_len']}, {report['new_tokens']} new tokens, "
-                 f"median of {report['repeats']}; {env['gpu']}, copy {report['copy_bandwidth_gb_per_s']:.0f} GB/s",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def print_table(report: dict) -> None:
-    print(f"{'shape':<8}{'impl':<24}{'TTFT ms':>9}{'TPOT ms':>9}{'graph ms':>9}{'peak GB':>9}{'weights GB':>11}"
-          f"{'GB/s':>8}{'of copy':>8}  status")
-    for r in report["rows"]:
-        if r["status"] != "ok":
-            print(f"{r['shape']:<8}{r['impl']:<24}{'':>72}  {r['status']}")
-            continue
-        graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "-"
-        print(f"{r['shape']:<8}{r['impl']:<24}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}"
-              f"{r['peak_memory_gb']:>9.2f}{r['weight_gb']:>11.3f}{r['achieved_gb_per_s']:>8.0f}"
-              f"{r['fraction_of_copy_bandwidth']:>8.2f}  ok")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -418,7 +250,7 @@ def main(argv=None) -> None:
     if args.replot is not None:
         report = json.loads(Path(args.replot).read_text())
         print_table(report)
-        for p in write_outputs(report, Path(args.out), args.name):
+        for p in write_outputs(report, Path(args.out), args.name, SHAPE_ORDER):
             print(f"wrote {p}")
         return
     if not torch.cuda.is_available():
@@ -465,7 +297,7 @@ def main(argv=None) -> None:
             report["rows"].append(result)
             free_memory()
             print(json.dumps({k: v for k, v in result.items() if k != "kernels"}), file=sys.stderr, flush=True)
-        paths = write_outputs(report, out, args.name)
+        paths = write_outputs(report, out, args.name, SHAPE_ORDER)
     print_table(report)
     for r in report["rows"]:
         if isinstance(r.get("kernels"), list):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 
@@ -30,6 +32,10 @@ from edge_quamba.models.mamba import MambaLM
 from edge_quamba.quant.mamba2_qmodel import empty_quantized_mamba2_model
 from edge_quamba.quant.primitives import scale_from_amax
 from edge_quamba.quant.qmodel import QuantConfig
+from edge_quamba.runtime.bench import median_timings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import latency_common  # noqa: E402  (beside this file)
 
 SHAPES = {"m2-130m": (768, 24), "m2-2.7b": (2560, 64)}
 """name -> (d_model, n_layer) of the public state-spaces/mamba2-* checkpoints."""
@@ -88,7 +94,6 @@ def random_tensor(key: str, shape, dtype, gen: torch.Generator, device) -> torch
 
 def bench_edge_quamba(shape, bits, impl, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels,
                       vocab_size) -> dict:
-    import bench_latency
     from edge_quamba.errors import BackendUnavailableError
     from edge_quamba.runtime.cuda_backend import CudaBackend, weight_bytes_per_token
 
@@ -96,17 +101,17 @@ def bench_edge_quamba(shape, bits, impl, prompt, new_tokens, repeats, seed, copy
     try:
         backend = CudaBackend(model)
     except BackendUnavailableError as exc:
-        return bench_latency.skipped(shape, impl, f"unavailable: {exc}")
+        return latency_common.skipped(shape, impl, f"unavailable: {exc}")
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    ttft, tpot = bench_latency.median_timings(backend, prompt, new_tokens, repeats)
-    graph_ms = statistics.median(bench_latency.graph_replay_ms(backend) for _ in range(repeats))
+    ttft, tpot = median_timings(backend, prompt, new_tokens, repeats)
+    graph_ms = statistics.median(latency_common.graph_replay_ms(backend) for _ in range(repeats))
     weight_bytes = weight_bytes_per_token(backend.model)
-    result = bench_latency.row(shape, impl, ttft, tpot, torch.cuda.max_memory_allocated(), weight_bytes, copy_bw,
+    result = latency_common.row(shape, impl, ttft, tpot, torch.cuda.max_memory_allocated(), weight_bytes, copy_bw,
                                graph_ms=graph_ms, graph_achieved_gb_per_s=weight_bytes / graph_ms / 1e6)
     if profile_kernels:
         try:
-            result["kernels"] = bench_latency.kernel_table(backend)
+            result["kernels"] = latency_common.kernel_table(backend)
         except RuntimeError as exc:  # a profiler that cannot see inside graphs: say so, keep the timings
             result["kernels"] = f"profiler failed: {str(exc).splitlines()[0]}"
     del backend, model
@@ -114,16 +119,14 @@ def bench_edge_quamba(shape, bits, impl, prompt, new_tokens, repeats, seed, copy
 
 
 def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw, vocab) -> dict:
-    import bench_latency
-
-    impl = bench_latency.IMPLS[1]
+    impl = latency_common.IMPLS[1]
     if importlib.util.find_spec("mamba_ssm") is None:
-        return bench_latency.skipped(shape, impl, "not installed")
+        return latency_common.skipped(shape, impl, "not installed")
     try:
         from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
         from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
     except ImportError as exc:
-        return bench_latency.skipped(shape, impl, f"import failed: {str(exc).splitlines()[0]}")
+        return latency_common.skipped(shape, impl, f"import failed: {str(exc).splitlines()[0]}")
     d_model, n_layer = SHAPES[shape]
     torch.manual_seed(seed)
     config = SsmConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab,
@@ -135,15 +138,16 @@ def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw, vocab) ->
     torch.cuda.reset_peak_memory_stats()
 
     def generate(n: int) -> float:
-        return bench_latency.timed(lambda: model.generate(ids, max_length=len(prompt) + n, cg=True, top_k=1))
+        return latency_common.timed(lambda: model.generate(ids, max_length=len(prompt) + n, cg=True, top_k=1))
 
     # A third-party baseline may fail inside its own code (e.g. a path that needs causal_conv1d): the row records the
     # failure and the run goes on to the other rows.
     try:
-        result = bench_latency.generate_row(generate, shape, impl, bench_latency.weight_bytes_fp16_model(model),
+        result = latency_common.generate_row(generate, shape, impl, latency_common.weight_bytes_fp16_model(model),
                                             new_tokens, repeats, copy_bw)
     except Exception as exc:  # noqa: BLE001 (see above)
-        result = bench_latency.skipped(shape, impl, f"failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
+        first_line = (str(exc).splitlines() or [""])[0]
+        result = latency_common.skipped(shape, impl, f"failed: {type(exc).__name__}: {first_line}")
     del model
     return result
 
@@ -151,12 +155,10 @@ def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw, vocab) ->
 def bench(shape: str, impl: str, prompt, args, copy_bw: float, vocab: int, padded_vocab: int) -> dict:
     """The row of one (Mamba2 shape, --impls entry): edge-quamba at a width, mamba_ssm, or (transformers) a row saying
     it is not run for Mamba2."""
-    import bench_latency
-
-    if impl == "edge-quamba" or impl in bench_latency.FOUR_BIT_IMPLS:
-        bits, name = ("w8a8", bench_latency.IMPLS[0]) if impl == "edge-quamba" else bench_latency.FOUR_BIT_IMPLS[impl]
+    if impl == "edge-quamba" or impl in latency_common.FOUR_BIT_IMPLS:
+        bits, name = ("w8a8", latency_common.IMPLS[0]) if impl == "edge-quamba" else latency_common.FOUR_BIT_IMPLS[impl]
         return bench_edge_quamba(shape, bits, name, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
                                  not args.no_profile, padded_vocab)
     if impl == "mamba_ssm":
         return bench_mamba_ssm(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw, vocab)
-    return bench_latency.skipped(shape, bench_latency.IMPLS[2], "not run for Mamba2 shapes")
+    return latency_common.skipped(shape, latency_common.IMPLS[2], "not run for Mamba2 shapes")

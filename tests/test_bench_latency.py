@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 
 import bench_latency  # noqa: E402
+import latency_common  # noqa: E402
 from keep_sm90 import keep_sm90  # noqa: E402
 
 from edge_quamba.models.config import MambaConfig  # noqa: E402
@@ -92,20 +93,20 @@ def test_missing_mamba_ssm_row_says_not_installed(monkeypatch):
 
 
 def test_outputs_hold_every_row(tmp_path):
-    ok = bench_latency.row("130m", bench_latency.IMPLS[0], 0.004, 0.0005, 2 * 10**9, 10**8, 4000.0, graph_ms=0.4)
+    ok = latency_common.row("130m", latency_common.IMPLS[0], 0.004, 0.0005, 2 * 10**9, 10**8, 4000.0, graph_ms=0.4)
     report = {"prompt_len": 512, "new_tokens": 128, "repeats": 5, "copy_bandwidth_gb_per_s": 4000.0,
               "environment": {"gpu": "test GPU"},
-              "rows": [ok, bench_latency.skipped("130m", bench_latency.IMPLS[1], "not installed"),
-                       bench_latency.row("130m", bench_latency.IMPLS[2], 0.5, 0.02, 3 * 10**9, 2 * 10**8, 4000.0)]}
+              "rows": [ok, latency_common.skipped("130m", latency_common.IMPLS[1], "not installed"),
+                       latency_common.row("130m", latency_common.IMPLS[2], 0.5, 0.02, 3 * 10**9, 2 * 10**8, 4000.0)]}
     assert ok["achieved_gb_per_s"] == pytest.approx(200.0) and ok["fraction_of_copy_bandwidth"] == pytest.approx(0.05)
-    paths = bench_latency.write_outputs(report, tmp_path, "latency_test")
+    paths = latency_common.write_outputs(report, tmp_path, "latency_test")
     assert [p.name for p in paths] == ["latency_test.json", "latency_test.csv", "latency_test.png"]
     assert json.loads(paths[0].read_text())["rows"][1]["status"] == "not installed"
     rows = list(csv.DictReader(paths[1].open()))
-    assert list(rows[0]) == list(bench_latency.CSV_FIELDS)
+    assert list(rows[0]) == list(latency_common.CSV_FIELDS)
     assert [r["status"] for r in rows] == ["ok", "not installed", "ok"] and rows[1]["tpot_ms"] == ""
     assert paths[2].stat().st_size > 10_000
-    bench_latency.print_table(report)
+    latency_common.print_table(report)
 
 
 SETUP_SNIPPET = '''
@@ -133,7 +134,7 @@ def test_keep_sm90_leaves_one_gencode_pair_and_valid_python():
 def test_replot_rewrites_outputs_without_measuring(tmp_path):
     report = {"prompt_len": 8, "new_tokens": 4, "repeats": 1, "copy_bandwidth_gb_per_s": 100.0,
               "environment": {"gpu": "test GPU"},
-              "rows": [bench_latency.row("2.8b", bench_latency.IMPLS[1], 0.05, 0.004, 6 * 10**9, 5 * 10**9, 100.0)]}
+              "rows": [latency_common.row("2.8b", latency_common.IMPLS[1], 0.05, 0.004, 6 * 10**9, 5 * 10**9, 100.0)]}
     source = tmp_path / "earlier.json"
     source.write_text(json.dumps(report))
     bench_latency.main(["--replot", str(source), "--out", str(tmp_path / "out"), "--name", "again"])

@@ -1,0 +1,193 @@
+"""What the latency rows of benchmarks/bench_latency.py (Mamba1) and benchmarks/latency_mamba2.py (Mamba2) share:
+the row names, the device copy bandwidth, timing a call or a decode-graph replay, the per-kernel profile, a row's
+derived columns (achieved GB/s against the copy bandwidth), the baselines' generate-based row, and the outputs (JSON,
+CSV with a fixed header, PNG, the printed table).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from edge_quamba.runtime.bench import package_version
+
+CSV_FIELDS = ("shape", "impl", "status", "ttft_ms", "tpot_ms", "graph_ms", "decode_tokens_per_s", "peak_memory_gb",
+              "weight_gb", "achieved_gb_per_s", "fraction_of_copy_bandwidth")
+IMPLS = ("edge-quamba cuda int8", "mamba_ssm fp16 cg", "transformers fp16", "edge-quamba cuda w4a8",
+         "edge-quamba cuda w4a16")
+FOUR_BIT_IMPLS = {"edge-quamba-w4a8": ("w4a8", IMPLS[3]), "edge-quamba-w4a16": ("w4a16", IMPLS[4])}
+"""--impls name of a 4-bit edge-quamba row -> (QuantConfig.bits, row name)."""
+
+
+def copy_bandwidth_gb_per_s(device: torch.device, nbytes: int = 2**30, iters: int = 10) -> float:
+    """Device copy bandwidth: read + write bytes of ``dst.copy_(src)`` per second (median-free: one long run)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        dst.copy_(src)
+    end.record()
+    torch.cuda.synchronize(device)
+    seconds = start.elapsed_time(end) / 1e3
+    del src, dst
+    return 2 * nbytes * iters / seconds / 1e9
+
+
+def graph_replay_ms(backend, replays: int = 64) -> float:
+    """Mean time of one decode-graph replay, back to back (the sequence just advances; the token is fixed)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    backend.graph.replay()
+    start.record()
+    for _ in range(replays):
+        backend.graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / replays
+
+
+def kernel_table(backend, steps: int = 8, top: int = 12) -> list[dict]:
+    """GPU time per decode step by kernel name, from torch.profiler over ``steps`` graph replays."""
+    from torch.profiler import ProfilerActivity, profile
+
+    backend.graph.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            backend.graph.replay()
+        torch.cuda.synchronize()
+    rows = []
+    for event in prof.key_averages():
+        device_us = getattr(event, "device_time_total", None)
+        if device_us is None:
+            device_us = getattr(event, "cuda_time_total", 0.0)
+        if device_us > 0:
+            rows.append({"kernel": event.key[:90], "us_per_token": device_us / steps,
+                         "launches_per_token": event.count / steps})
+    rows.sort(key=lambda r: -r["us_per_token"])
+    return rows[:top]
+
+
+def weight_bytes_fp16_model(model: torch.nn.Module) -> int:
+    """Bytes of the unique parameters (a tied embedding table once)."""
+    seen = {}
+    for p in model.parameters():
+        seen[p.data_ptr()] = p.numel() * p.element_size()
+    return sum(seen.values())
+
+
+def timed(fn) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def row(shape: str, impl: str, ttft: float, tpot: float, peak: int, weight_bytes: int, copy_bw: float,
+        **extra) -> dict:
+    gb_per_s = weight_bytes / tpot / 1e9
+    return {"shape": shape, "impl": impl, "status": "ok", "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3,
+            "decode_tokens_per_s": 1 / tpot, "peak_memory_gb": peak / 1e9, "weight_gb": weight_bytes / 1e9,
+            "achieved_gb_per_s": gb_per_s, "fraction_of_copy_bandwidth": gb_per_s / copy_bw, **extra}
+
+
+def skipped(shape: str, impl: str, status: str) -> dict:
+    return {"shape": shape, "impl": impl, "status": status}
+
+
+def generate_row(generate, shape, impl, weight_bytes, new_tokens, repeats, copy_bw) -> dict:
+    """A baseline's row from ``generate(n)`` (seconds to generate n tokens after the prompt): one warm-up run (for
+    mamba_ssm it also captures the decode graph for this length), TTFT = median of 1-token runs, TPOT = the median
+    full run minus TTFT over the remaining tokens."""
+    generate(new_tokens)
+    ttft = statistics.median(generate(1) for _ in range(repeats))
+    total = statistics.median(generate(new_tokens) for _ in range(repeats))
+    return row(shape, impl, ttft, (total - ttft) / (new_tokens - 1), torch.cuda.max_memory_allocated(), weight_bytes,
+               copy_bw)
+
+
+def free_memory() -> None:
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def environment() -> dict:
+    props = torch.cuda.get_device_properties(0)
+    names = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "triton", "edge-quamba")
+    return {"gpu": props.name, "gpu_memory_gb": props.total_memory / 1e9, "sm_count": props.multi_processor_count,
+            "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
+            "python": platform.python_version(), **{name: package_version(name) for name in names}}
+
+
+def write_outputs(report: dict, out: Path, name: str, shape_order: tuple[str, ...] = ()) -> list[Path]:
+    """<out>/<name>.json, .csv and .png; the plot's shapes follow ``shape_order`` (architecture and size), then any
+    other shape in row order."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.csv", out / f"{name}.png"]
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    with paths[1].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for r in report["rows"]:
+            writer.writerow(r)
+    plot(report, paths[2], shape_order)
+    return paths
+
+
+def plot(report: dict, path: Path, shape_order: tuple[str, ...] = ()) -> None:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    in_rows = list(dict.fromkeys(r["shape"] for r in report["rows"]))
+    shapes = [s for s in shape_order if s in in_rows] + [s for s in in_rows if s not in shape_order]
+    impls = list(dict.fromkeys(r["impl"] for r in report["rows"]))
+    panels = (("ttft_ms", "TTFT ms (512-token prompt)"), ("tpot_ms", "TPOT ms"), ("peak_memory_gb", "peak memory GB"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    width = 0.8 / len(impls)
+    for ax, (key, label) in zip(axes, panels):
+        for i, impl in enumerate(impls):
+            values = [next((r.get(key) for r in report["rows"] if r["shape"] == s and r["impl"] == impl), None)
+                      for s in shapes]
+            xs = [j + i * width for j, v in enumerate(values) if v is not None]
+            ys = [v for v in values if v is not None]
+            bars = ax.bar(xs, ys, width, label=impl)
+            ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
+        ax.set_xticks([j + width * (len(impls) - 1) / 2 for j in range(len(shapes))], shapes)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(label, fontsize=10)
+    axes[0].legend(fontsize=8)
+    env = report["environment"]
+    fig.suptitle(f"Random weights, batch 1, prompt {report['prompt_len']}, {report['new_tokens']} new tokens, "
+                 f"median of {report['repeats']}; {env['gpu']}, copy {report['copy_bandwidth_gb_per_s']:.0f} GB/s",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(report: dict) -> None:
+    print(f"{'shape':<8}{'impl':<24}{'TTFT ms':>9}{'TPOT ms':>9}{'graph ms':>9}{'peak GB':>9}{'weights GB':>11}"
+          f"{'GB/s':>8}{'of copy':>8}  status")
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            print(f"{r['shape']:<8}{r['impl']:<24}{'':>72}  {r['status']}")
+            continue
+        graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "-"
+        print(f"{r['shape']:<8}{r['impl']:<24}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}"
+              f"{r['peak_memory_gb']:>9.2f}{r['weight_gb']:>11.3f}{r['achieved_gb_per_s']:>8.0f}"
+              f"{r['fraction_of_copy_bandwidth']:>8.2f}  ok")
