@@ -2,6 +2,9 @@
 Jetson Orin Nano 8 GB (68 GB/s; 102 GB/s in its Super mode) and an AGX Orin 64 GB (204.8 GB/s), from the bytes and
 launches of the decode step and the H200 measurements, beside Quamba's published Orin Nano figures for 2.8b.
 
+Longer than our ~400-line rule: the model (bytes, launches, bandwidth fraction) and its cited inputs are one
+argument to be read top to bottom; benchmarks/decode_plan.py reuses its pieces.
+
     python3 benchmarks/orin_projection.py [--kernel-timing benchmarks/results/kernel_timing.json]
         [--latency benchmarks/results/latency_h200.json] [--out benchmarks/results] [--json]
     -> prints a table (or, with --json, one JSON object), writes <out>/orin_projection.{json,png}

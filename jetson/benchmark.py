@@ -1,5 +1,8 @@
 """On-device benchmark (Jetson): one backend, one model, batch 1; appends one row to a CSV with a fixed header.
 
+At the ~400-line rule: the timed loop, the platform fields and the CSV row of one on-device run, read together
+(tegrastats parsing lives in jetson/tegra_telemetry.py).
+
     python3 jetson/benchmark.py --model ENGINE_OR_FOLDER --backend tensorrt [--prompt-len 128] [--new-tokens 64]
         [--repeats 5] [--csv benchmarks/results/jetson.csv] [--tegrastats-interval-ms 100] [--power-rail VDD_IN]
 

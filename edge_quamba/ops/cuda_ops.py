@@ -1,6 +1,10 @@
 """CUDA implementations of the ``torch.ops.edge_quamba.*`` ops: the kernels of ``plugins/kernels`` through the
 binding ``plugins/torch/binding.cpp`` (the int8 ops; the 4-bit linears and W4A16's scan in their own block below).
 
+Longer than our ~400-line rule: the extension's build, then one CUDA implementation per op of the ``edge_quamba``
+namespace, each a thin argument check around a binding call; they stay together so that the op list here and in
+ops/torch_ops.py can be read side by side.
+
 Build: :func:`load_extension` JIT-compiles the binding and every ``plugins/kernels/*.cu`` with
 ``torch.utils.cpp_extension.load`` (ninja) into a cache folder, ``$EDGE_QUAMBA_CUDA_BUILD_DIR`` or
 ``~/.cache/edge_quamba/cuda_ext``, in a subfolder named by a hash of the sources, so an edited kernel or header is

@@ -1,5 +1,8 @@
 """The int8 quantization convention of edge-quamba, and the only code in the project that rounds or clamps to int8.
 
+Longer than our ~400-line rule on purpose: every rounding and clamp of the project (the int8 section and the
+int4 one) lives here, so that this one file is the whole convention that every backend is checked against.
+
 The convention
 --------------
     symmetric, zero point 0, q in [-127, 127]

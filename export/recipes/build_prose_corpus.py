@@ -1,5 +1,8 @@
 """Build the large model's English corpus from Debian packages: prose, quotations, definitions and documentation.
 
+Longer than our ~400-line rule: one small extractor per source package (the table below) beside the shared
+chunking and licence recording; each extractor is short and read with the table.
+
 Training sources (each a Debian package; licences are read from the package's copyright file and recorded):
 
 =====================  =====================================================  ===================================
