@@ -33,7 +33,7 @@ def resolve_model(model: str | None, option: str = "--model") -> Path:
         return Path(model).expanduser()
     if model is None or model in DEMO_MODELS:
         path = demo_model_dir(model or DEFAULT_DEMO)
-        if not (path / "config.json").is_file():
+        if not (path / FP_CONFIG).is_file():
             raise CheckpointError(f"the demo model is not installed at {path} (reinstall edge-quamba)")
         return path
     path = Path(model).expanduser()
