@@ -161,3 +161,19 @@ def test_only_the_opener_reads_marker_json_or_verifies():
         if rel not in ("folders.py", "integrity.py"):
             for call in ("check_seal(", "check_sha256(", "check_listed_file("):
                 assert call not in code, f"{rel} calls {call}: only the opener verifies"
+
+
+def test_an_export_folder_opens_without_torch(made):
+    """Where PyTorch is not installed (a Jetson's slim image builds its engine from an export folder), the opener
+    still verifies the folder (its weights by size and sha256) and imports no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from edge_quamba.folders import open_model\n"
+            f"folder = open_model({str(made['x'])!r})\n"
+            "print(folder.kind, folder.reference.kind, folder.onnx_file('ort').name)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["export", "quantized", "model.onnx"]
