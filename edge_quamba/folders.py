@@ -49,12 +49,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ExportRecord:
-    """What export_config.json says beyond the model config: which graph (``FP32_GRAPH`` or ``QUANTIZED_GRAPH``),
-    the targets written (ort, tensorrt), and the TensorRT graph's residual stream dtype (None without one)."""
+    """What export_config.json says beyond the model config that a reader of the folder needs: which graph
+    (``FP32_GRAPH`` or ``QUANTIZED_GRAPH``) and the targets written (ort, tensorrt)."""
 
     graph: str
     targets: tuple[str, ...]
-    tensorrt_float_parts: str | None
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class ModelFolder:
     quant        quantized: the quantization config (an export's is its reference's)
     reference    export: the folder its graph was validated against, opened with it: quantized/ (a quantized
                  ModelFolder) or, for an fp32 graph, fp/ (an fp one)
-    export       export: graph, targets, float parts
+    export       export: which graph, the targets written
     engine       engine: TensorRT version, plugin library
     """
 
@@ -183,10 +182,9 @@ def _parse_export(path: Path, raw: dict) -> ModelFolder:
     _require_keys(raw, source, "model_config", "files")
     graph = raw.get("graph", QUANTIZED_GRAPH)
     targets = raw.get("targets", [])
-    float_parts = raw.get("tensorrt_float_parts")
     if graph not in (FP32_GRAPH, QUANTIZED_GRAPH) or not isinstance(targets, list) or \
-            not set(targets) <= set(TARGET_FILES) or not (float_parts is None or isinstance(float_parts, str)):
-        raise ConfigError(f"{source} holds a graph, targets or float parts edge-quamba does not write; re-export it")
+            not all(isinstance(t, str) and t in TARGET_FILES for t in targets):
+        raise ConfigError(f"{source} names a graph or targets edge-quamba does not write; {EXPORT.remedy}")
     if graph == FP32_GRAPH:  # the fp checkpoint in fp/
         checkpoint = read_fp_checkpoint(path / FP_DIR)
         reference = ModelFolder(checkpoint.path, FP, checkpoint.config, checkpoint=checkpoint)
@@ -197,7 +195,7 @@ def _parse_export(path: Path, raw: dict) -> ModelFolder:
         reference = _parse_quantized(path / QUANTIZED_DIR, marker[1])
     config = model_config_from_dict(raw["model_config"], str(source))
     return ModelFolder(path, EXPORT.name, config, raw, reference=reference,
-                       export=ExportRecord(graph, tuple(targets), float_parts))
+                       export=ExportRecord(graph, tuple(targets)))
 
 
 def _parse_engine(path: Path, raw: dict) -> ModelFolder:
