@@ -149,7 +149,8 @@ def build_engine(*, model: str | None, out: str, plugins: str | None, max_prompt
         engine_config = {
             "kind": ENGINE.kind, "format_version": ENGINE_FORMAT_VERSION, "tensorrt": trt.__version__,
             "model_config": source.record["model_config"],
-            "source": {"export_folder": str(source.path.resolve()), "model.trt.onnx_sha256": source.record["files"][TRT_MODEL]},
+            "source": {"export_folder": str(source.path.resolve()),
+                       "model.trt.onnx_sha256": source.record["files"][TRT_MODEL]},
             "plugins": {"library": str(library.resolve()), "sha256": file_sha256(library), "creators": creators},
             "profiles": {"decode": {"index": DECODE_PROFILE, "seq_len": [1, 1, 1]},
                          "prefill": {"index": PREFILL_PROFILE, "seq_len": prefill_lengths}},
