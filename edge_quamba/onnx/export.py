@@ -43,7 +43,7 @@ from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, graph_stat
 from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, FP32_GRAPH, FP_DIR, ORT_MODEL,
                                      QUANTIZED_DIR, QUANTIZED_GRAPH, TARGET_FILES, TRT_MODEL, is_fp32_export,
                                      write_export_config)
-from edge_quamba.onnx.lower import (FLAVOURS, NO_FP32_TENSORRT, NO_MAMBA2_GRAPH, TENSORRT_DYNAMIC_REFUSAL,
+from edge_quamba.onnx.lower import (FLAVOURS, NO_FP32_TENSORRT, NO_MAMBA2_W4A16_TENSORRT, TENSORRT_DYNAMIC_REFUSAL,
                                     lower_model)
 from edge_quamba.onnx.lower_hybrid import NO_HYBRID_FP32, lower_hybrid_model, refuse_hybrid_export
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
@@ -157,8 +157,9 @@ def export_model(
     bits = qconfig.bits if kind == FP else \
         read_quant_config(path if kind == "quantized" else path / QUANTIZED_DIR)[1].bits
     mamba2 = isinstance(source.config, Mamba2Config)
-    if mamba2 and target == "tensorrt":
-        raise InputError(NO_MAMBA2_GRAPH)
+    ort_only = mamba2 and bits == "w4a16"  # no TensorRT graph (NO_MAMBA2_W4A16_TENSORRT says why)
+    if ort_only and target == "tensorrt":
+        raise InputError(NO_MAMBA2_W4A16_TENSORRT)
     hybrid = isinstance(source.config, HybridConfig)
     if hybrid:
         refuse_hybrid_export(target, bits)
@@ -184,15 +185,16 @@ def export_model(
         _make_artifact(path, kind, qdir, model=model, calib_data=calib_data, qconfig=qconfig, tokenizer=tokenizer,
                        batch_size=batch_size, progress=progress)
         reference = load_quantized_model(qdir)
-        if mamba2 or hybrid:  # an ORT flavour only (lower_model / refuse_hybrid_export say why in one line)
+        if ort_only or hybrid:  # an ORT flavour only (lower_model / refuse_hybrid_export say why in one line)
             if target == "all":
                 log("exporting the ort target only (--target tensorrt is not built for "
-                    f"{'hybrid models' if hybrid else 'Mamba2'} yet)")
+                    f"{'hybrid models' if hybrid else 'W4A16 Mamba2'} yet)")
             targets = ["ort" if target == "all" else target]
         log("lowering to ONNX")
         # both flavours are built and checked whatever the target (Mamba1 at every bit width with a static out_proj
-        # scale); a per-token out_proj scale, Mamba2 and hybrid models have the ORT flavour only
-        built = FLAVOURS if out_proj_scale == "static" and not (mamba2 or hybrid) else ("ort",)
+        # scale, Mamba2 at W8A8 and W4A8); a per-token out_proj scale, W4A16 Mamba2 and hybrid models have the ORT
+        # flavour only
+        built = FLAVOURS if out_proj_scale == "static" and not (ort_only or hybrid) else ("ort",)
         parts = {"ort": "float32", "tensorrt": float_parts}
         lowered = {flavour: lower_hybrid_model(reference) if hybrid else
                    lower_model(use_float_parts(reference, parts[flavour]), flavour, progress=progress,
