@@ -281,8 +281,8 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
               show_default=True, help="Greedy decode steps validated after the prompt, states threaded through the "
               f"graph (at most {MAX_VALIDATE_DECODE_STEPS}).")
 @click.option("--float-parts", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
-              help="The TensorRT graph's residual stream between blocks (W8A8 Mamba1): float16 halves its memory "
-                   "traffic on a Jetson (norms and sums still computed in float32), at the cost measured by "
+              help="The TensorRT graph's residual stream between blocks (W8A8 Mamba1 and Mamba2): float16 halves "
+                   "its memory traffic on a Jetson (norms and sums still computed in float32), at the cost measured by "
                    "benchmarks/float_parts.py; validated against the reference with the same setting.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")

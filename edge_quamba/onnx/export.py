@@ -172,10 +172,10 @@ def export_model(
         raise InputError(TENSORRT_DYNAMIC_REFUSAL.replace("--target tensorrt", f"--target {target}", 1))
     if float_parts not in FLOAT_PARTS:
         raise InputError(f"--float-parts {float_parts!r} is not one of {', '.join(FLOAT_PARTS)}")
-    if float_parts != "float32" and (target == "ort" or bits != "w8a8" or mamba2 or hybrid):
+    if float_parts != "float32" and (target == "ort" or bits != "w8a8" or hybrid):
         arch = "hybrid" if hybrid else "Mamba2" if mamba2 else "Mamba1"
-        raise InputError(f"--float-parts {float_parts} applies to the TensorRT graph of a W8A8 Mamba1 model; this "
-                         f"export writes no such graph (--target {target}, {bits}, {arch})")
+        raise InputError(f"--float-parts {float_parts} applies to the TensorRT graph of a W8A8 Mamba1 or Mamba2 model; "
+                         f"this export writes no such graph (--target {target}, {bits}, {arch})")
     log = _stderr if progress else (lambda _: None)
     out = Path(out)
     with atomic_output_dir(out, inputs) as tmp:

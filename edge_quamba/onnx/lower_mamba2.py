@@ -40,7 +40,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from edge_quamba.errors import ConfigError
 from edge_quamba.models.mamba import Norm
 from edge_quamba.onnx.functions import gated_rms_norm_nodes
 from edge_quamba.onnx.lower import ZERO_POINT, GraphBuilder, GraphOps, _Pending
@@ -94,9 +93,6 @@ class Mamba2GraphOps(GraphOps):
                        for site in PER_TENSOR_SITES}
         self.saturated: set[str] = set()  # TensorRT flavour: z_q, xBC_q, dt_q (bare QuantizeLinear); no GEMM reads them
         self._ssm_input: str | None = None
-        if g.flavour == "tensorrt" and not mixer.config.gate_norm_eps > 0:
-            raise ConfigError(f"layer {layer}: the gated norm's eps {mixer.config.gate_norm_eps} must be > 0 for the "
-                              f"TensorRT plugin (its float fields are checked to be > 0)")
 
     def _codes(self, value: str | _Pending, code: str | None = None) -> str:
         if not isinstance(value, _Pending):
