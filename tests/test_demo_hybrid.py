@@ -1,6 +1,7 @@
 """The shipped hybrid demo model (`--model demo-hybrid`, a tiny Nemotron-H): its shape, that it is transformers'
 NemotronHForCausalLM on its trained weights, that it learned something, and that run, eval, quantize and export run on
-it offline (the export validated on ONNX Runtime, its greedy tokens equal to the quantized reference's)."""
+it offline (the W8A8 and W4A16 exports validated on ONNX Runtime, their greedy tokens equal to the quantized
+reference's)."""
 
 import json
 
@@ -66,6 +67,32 @@ def test_demo_hybrid_quantizes_and_exports(tmp_path):
     for backend in ("ort", "ref"):
         run = cli_in_process("run", "--model", str(tmp_path / "x"), "--backend", backend, "--prompt",
                              "The Python interpreter", "--max-new-tokens", "16", "--temperature", "0", "--json")
+        assert run.returncode == 0, run.stderr
+        tokens[backend] = json.loads(run.stdout)["tokens"]
+    print(tokens)
+    assert tokens["ort"] == tokens["ref"]
+
+
+def test_demo_hybrid_exports_at_w4a16(tmp_path):
+    """`export --model demo-hybrid --bits w4a16` writes the float16 graph with int4 linears, validated on ONNX Runtime
+    within W4A16_RTOL (every Mamba2 state and KV cache compared); the ort backend's greedy tokens equal the W4A16
+    reference's."""
+    from edge_quamba.onnx.validate import W4A16_RTOL
+
+    proc = cli_in_process("export", "--model", "demo-hybrid", "--out", str(tmp_path / "x"), "--method", "quamba2",
+                          "--bits", "w4a16", "--calib-data", str(default_calibration_file()), "--calib-samples", "4",
+                          "--calib-seq-len", "64", "--validate-prompt-len", "64", "--validate-decode-steps", "4",
+                          "--threads", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    validation = json.loads(proc.stdout)["validation"]["ort"]
+    print(json.dumps(validation["checks"], indent=1)[:1500])
+    assert validation["passed"] and validation["logits_rtol"] == W4A16_RTOL
+    assert {c["name"] for c in validation["checks"]} >= {"logits", "ssm_state_out.5", "present_key.3"}
+    tokens = {}
+    for backend in ("ort", "ref"):
+        run = cli_in_process("run", "--model", str(tmp_path / "x"), "--backend", backend, "--prompt",
+                             "The Python interpreter", "--max-new-tokens", "16", "--temperature", "0", "--threads", "1",
+                             "--json")
         assert run.returncode == 0, run.stderr
         tokens[backend] = json.loads(run.stdout)["tokens"]
     print(tokens)

@@ -45,12 +45,12 @@ from edge_quamba.onnx.folder import (EXPORT_FORMAT_VERSION, EXPORT_KIND, FP32_GR
                                      write_export_config)
 from edge_quamba.onnx.lower import (FLAVOURS, NO_FP32_TENSORRT, NO_MAMBA2_W4A16_TENSORRT, TENSORRT_DYNAMIC_REFUSAL,
                                     lower_model)
-from edge_quamba.onnx.lower_hybrid import NO_HYBRID_FP32, lower_hybrid_model, refuse_hybrid_export
+from edge_quamba.onnx.lower_hybrid import lower_hybrid_model, refuse_hybrid_export
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.tensorrt_check import require_tensorrt_conformance
 from edge_quamba.onnx.validate import (FP32_RTOL, ValidationReport, check_graph, validate_float_graph_on_ort,
                                        validate_on_ort)
-from edge_quamba.onnx.validate_hybrid import validate_hybrid_on_ort
+from edge_quamba.onnx.validate_hybrid import validate_hybrid_float_on_ort, validate_hybrid_on_ort
 from edge_quamba.ops.specs import DOMAIN, SPECS
 from edge_quamba.quant.artifact import ARTIFACT_FILES, TOKENIZER, file_sha256, load_quantized_model, read_quant_config
 from edge_quamba.quant.qmodel import FLOAT_PARTS, QuantConfig, use_float_parts
@@ -162,7 +162,7 @@ def export_model(
         raise InputError(NO_MAMBA2_W4A16_TENSORRT)
     hybrid = isinstance(source.config, HybridConfig)
     if hybrid:
-        refuse_hybrid_export(target, bits)
+        refuse_hybrid_export(target)
     if calib_data is not None:
         read_calib_text(calib_data, 1 << 16)  # a binary --calib-data fails now, not after the quantization
     targets = ["ort", "tensorrt"] if target == "all" else [target]
@@ -225,12 +225,12 @@ def export_model(
             if flavour == "tensorrt":
                 onnx.save(lowered["tensorrt"], str(model_file))
             use_float_parts(reference, parts[flavour])
-            if bits == "w4a16":
-                report = validate_float_graph_on_ort(model_file, reference, prompt, decode_steps, threads=threads,
-                                                     progress=progress, flavour=flavour)
-            elif hybrid:
+            if hybrid:  # (a W4A16 hybrid graph is a float graph: validate_hybrid_on_ort says how it is compared)
                 report = validate_hybrid_on_ort(lowered[flavour], model_file, reference, prompt, decode_steps,
                                                 threads=threads, progress=progress, bits=bits)
+            elif bits == "w4a16":
+                report = validate_float_graph_on_ort(model_file, reference, prompt, decode_steps, threads=threads,
+                                                     progress=progress, flavour=flavour)
             else:
                 report = validate_on_ort(lowered[flavour], model_file, reference, prompt, decode_steps,
                                          threads=threads, progress=progress, flavour=flavour, bits=bits)
@@ -330,8 +330,7 @@ def export_fp32_model(
     else:
         raise InputError(f"--model {path} is a {kind} folder; --bits fp32 exports an fp checkpoint (the float32 "
                          f"graph of the unquantized model)")
-    if isinstance(source.config, HybridConfig):
-        raise InputError(NO_HYBRID_FP32)
+    hybrid = isinstance(source.config, HybridConfig)  # (its own lowering and validation, below)
     inputs = [("--model", path)]
     check_output_dir(out, inputs)
     if calib_data is not None:
@@ -354,7 +353,7 @@ def export_fp32_model(
         shutil.copyfile(tokenizer_file, fp_dir / TOKENIZER)
         shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
         log("lowering to ONNX (float32)")
-        graph = lower_model(reference, "ort")
+        graph = lower_hybrid_model(reference) if hybrid else lower_model(reference, "ort")
         onnx.checker.check_model(graph, full_check=True)
         problems = check_graph(graph, "ort")
         if problems:  # a lowering bug, not a user error: keep the traceback
@@ -363,8 +362,9 @@ def export_fp32_model(
         prompt = validation_prompt(tmp, calib_data, prompt_len)
         log(f"validating the ort graph on ONNX Runtime against the fp32 reference ({prompt_len} prompt tokens, "
             f"{decode_steps} decode steps)")
-        report = _passed(validate_float_graph_on_ort(tmp / ORT_MODEL, reference, prompt, decode_steps,
-                                                     threads=threads, progress=progress, rtol=FP32_RTOL), out, echo)
+        validate = validate_hybrid_float_on_ort if hybrid else validate_float_graph_on_ort
+        report = _passed(validate(tmp / ORT_MODEL, reference, prompt, decode_steps, threads=threads,
+                                  progress=progress, rtol=FP32_RTOL), out, echo)
         fp_files = [f"{FP_DIR}/{name}" for name in ("config.json", "model.safetensors", TOKENIZER)]
         record = {"graph": FP32_GRAPH, "quantization": None, "calibration": None, "source": source_record}
         config_file = write_export_config(tmp, _export_config(tmp, reference.config, ["ort"], [ORT_MODEL], fp_files,

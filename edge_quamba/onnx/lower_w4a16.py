@@ -205,12 +205,11 @@ class FloatGraph(GraphBuilder):
         return self.linear(self.to_act(gated), m.out_proj, f"{p}out_proj")
 
 
-def lower_float_lm(model: MambaLM, g: FloatGraph, conv_shape: list, ssm_shape: list, name: str) -> onnx.ModelProto:
-    """The float language model around ``g.mixer`` (MambaLM.forward): embeddings, per layer act_norm -> mixer ->
-    residual add (float32 when ``residual_in_fp32``), norm_f, lm_head; states as graph I/O, conv_state.{i}
-    ``conv_shape`` in ``g.act`` and ssm_state.{i} ``ssm_shape`` float32 (symbolic batch "b"). The TensorRT flavour
-    (``g.flavour``) ends in ``last_logits`` (b, v) float16 of the last position, opset 17, with the bodies of its
-    custom nodes as model-local functions."""
+def float_lm_nodes(model: MambaLM, g: FloatGraph) -> onnx.ValueInfoProto:
+    """The nodes of the float language model around ``g.mixer`` (MambaLM.forward): embeddings, per block act_norm ->
+    mixer -> residual add (float32 when ``residual_in_fp32``), norm_f, lm_head. Returns the logits output: ``logits``
+    (b, l, v) float32, or in the TensorRT flavour (``g.flavour``) ``last_logits`` (b, v) float16 of the last
+    position. Each mixer reads and writes its own states (whose graph I/O the caller declares)."""
     c = model.config
     resid_type = FLOAT if c.residual_in_fp32 else g.act
     table = g.act_init("embeddings.weight", model.backbone.embeddings.weight)  # (v, d)
@@ -232,7 +231,15 @@ def lower_float_lm(model: MambaLM, g: FloatGraph, conv_shape: list, ssm_shape: l
         out_shape = g.op("Concat", g.op("Shape", INPUT_IDS), g.ints(c.vocab_size), axis=0)
         g.op("Reshape", g.to_float32(logits_act), out_shape, out=LOGITS)
         logits = helper.make_tensor_value_info(LOGITS, FLOAT, ["b", "l", c.vocab_size])
+    return logits
 
+
+def lower_float_lm(model: MambaLM, g: FloatGraph, conv_shape: list, ssm_shape: list, name: str) -> onnx.ModelProto:
+    """The float language model (:func:`float_lm_nodes`) with its states as graph I/O: conv_state.{i} ``conv_shape``
+    in ``g.act`` and ssm_state.{i} ``ssm_shape`` float32 (symbolic batch "b"). The TensorRT flavour ends in
+    ``last_logits``, opset 17, with the bodies of its custom nodes as model-local functions."""
+    c = model.config
+    logits = float_lm_nodes(model, g)
     state_in, state_out = state_names(c.n_layer)
     info = helper.make_tensor_value_info
     inputs = [info(INPUT_IDS, TensorProto.INT64, ["b", "l"])]
