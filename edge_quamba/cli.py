@@ -273,7 +273,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
 @click.option("--target", type=click.Choice(TARGETS), default="all", show_default=True,
               help="ort: model.onnx (custom ops as ONNX functions, runs on stock ONNX Runtime); tensorrt: "
               "model.trt.onnx (custom ops as TensorRT plugin nodes; not tested with TensorRT here); all: both "
-              "(Mamba2 and hybrid models, --out-proj-scale dynamic and --bits fp32: ort only).")
+              "(W4A16 Mamba2 and hybrid models, --out-proj-scale dynamic and --bits fp32: ort only).")
 @calibration_options
 @click.option("--validate-prompt-len", type=click.IntRange(1, MAX_VALIDATE_PROMPT_LEN), default=128, show_default=True,
               help=f"Validation prompt: this many tokens of the calibration text (at most {MAX_VALIDATE_PROMPT_LEN}).")

@@ -164,3 +164,34 @@ def test_demo_mamba2_exports_for_tensorrt(tmp_path):
     assert {n.op_type for n in graph.graph.node if n.domain == "edge_quamba"} == {
         "Int8CausalConv1dChannelScales", "Int8SSDScan", "GatedRMSNormHadamardQuantize"}
     assert check_tensorrt_graph(graph) == []
+
+
+def test_float16_float_parts_validate_against_the_float16_reference(fp_model, tmp_path):
+    """--float-parts float16 for W8A8 Mamba2: the residual stream is float16 between blocks in the reference
+    (use_float_parts) and in the TensorRT graph, whose codes then equal that reference's (ties followed)."""
+    from edge_quamba.quant.qmodel import use_float_parts
+
+    model = quamba2_quantize(fp_model, calib_data(), Q2(), progress=False)
+    with pytest.raises(ValueError, match="float_parts"):
+        lower_model(model, "tensorrt", float_parts="float16")  # the reference is still float32
+    use_float_parts(model, "float16")
+    graph = lower_model(model, "tensorrt", float_parts="float16")
+    assert producers(graph.graph)[f"layers.{model.config.n_layer - 1}.residual"].op_type == "Cast"
+    assert check_tensorrt_graph(to_tensorrt_flavour(graph)) == []
+    file = tmp_path / "half.onnx"
+    onnx.save(graph, str(file))
+    prompt = torch.randint(0, model.config.vocab_size, (24,), generator=torch.Generator().manual_seed(4)).tolist()
+    report = validate_on_ort(graph, file, model, prompt, 3, flavour="tensorrt")
+    print(*report.lines(), sep="\n")
+    assert report.passed and report.checks[0].max_abs_diff == 0
+
+
+def test_tensorrt_backend_binds_mamba2_state_shapes():
+    """--backend tensorrt sizes and binds the states as the graph declares them: Mamba2's (1, conv_dim, k) int8 and
+    (1, h, p, n) float32, Mamba1's (1, d_inner, k) and (1, d_inner, n)."""
+    from edge_quamba.models.config import MambaConfig, Mamba2Config
+    from edge_quamba.runtime.tensorrt_backend import state_shapes
+
+    m2 = Mamba2Config(d_model=2560, n_layer=64, vocab_size=50288, d_state=128, headdim=64, ngroups=1)
+    assert state_shapes(m2) == ((1, 5376, 4), (1, 80, 64, 128))
+    assert state_shapes(MambaConfig(d_model=768, n_layer=24, vocab_size=50280)) == ((1, 1536, 4), (1, 1536, 16))

@@ -99,7 +99,7 @@ from edge_quamba.quant.mamba2_qmodel import QuantMamba2Mixer, W4A16Mamba2Mixer
 from edge_quamba.quant.primitives import INT8_MAX
 from edge_quamba.errors import InputError
 from edge_quamba.quant.qmodel import Int4Linear, QuantLinear, QuantMambaMixer, W4A16Mixer
-from edge_quamba.quant.sites import SITE_BY_NAME, SITE_NAMES, tensor_name
+from edge_quamba.quant.sites import SITE_BY_NAME, tensor_name
 
 ZERO_POINT = "zero_point_int8"
 

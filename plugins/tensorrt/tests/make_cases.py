@@ -153,7 +153,7 @@ def _weights(case: Case, g: torch.Generator) -> tuple[dict[str, torch.Tensor], d
         return tensors, _fields(case, {"dt_scale": 1.5 / 127})
     if case.op.startswith("GatedRMSNorm"):  # normed values ~ N(0, 1) * weight: the largest saturate at 0.03 * 127
         tensors = {"weight": torch.rand(d, generator=g) + 0.5}
-        return tensors, _fields(case, {"z_scale": 0.05, "eps": 1e-5, "group_size": d // case.ngroups,
+        return tensors, _fields(case, {"z_scale": 0.02, "eps": 1e-5, "group_size": d // case.ngroups,
                                        "out_scale": 0.03})
     if case.op == "Int8CausalConv1d":
         # acc of k products of uniform codes has std ~ 2 * 127^2 / 3; times x_scale * weight_scale ~ 1 (SiLU's range)
