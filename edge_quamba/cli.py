@@ -137,7 +137,7 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
 @click.option("--target", type=click.Choice(TARGETS), default="all", show_default=True,
               help="ort: model.onnx (custom ops as ONNX functions, runs on stock ONNX Runtime); tensorrt: "
               "model.trt.onnx (custom ops as TensorRT plugin nodes; not tested with TensorRT here); all: both "
-              "(Mamba2 and hybrid models, --out-proj-scale dynamic and --bits fp32: ort only).")
+              "(W4A16 Mamba2 and hybrid models, --out-proj-scale dynamic and --bits fp32: ort only).")
 @calibration_options
 @click.option("--validate-prompt-len", type=click.IntRange(1, MAX_VALIDATE_PROMPT_LEN), default=128, show_default=True,
               help=f"Validation prompt: this many tokens of the calibration text (at most {MAX_VALIDATE_PROMPT_LEN}).")
@@ -145,8 +145,8 @@ def quantize(model, out, calib_data, method, bits, group_size, no_gptq, gptq_ord
               show_default=True, help="Greedy decode steps validated after the prompt, states threaded through the "
               f"graph (at most {MAX_VALIDATE_DECODE_STEPS}).")
 @click.option("--float-parts", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
-              help="The TensorRT graph's residual stream between blocks (W8A8 Mamba1): float16 halves its memory "
-                   "traffic on a Jetson (norms and sums still computed in float32), at the cost measured by "
+              help="The TensorRT graph's residual stream between blocks (W8A8 Mamba1 and Mamba2): float16 halves "
+                   "its memory traffic on a Jetson (norms and sums still computed in float32), at the cost measured by "
                    "benchmarks/float_parts.py; validated against the reference with the same setting.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, validation) at the end.")

@@ -1,6 +1,7 @@
 """Each custom op's ONNX function body, run alone on stock ONNX Runtime, against its qops reference on identical
 int8 inputs: int8 outputs exact except counted rounding ties (each proven: the reference's quotient x / s lies within
-TIE_TOLERANCE codes of .5), float outputs within a stated tolerance. The 4-bit linears of the TensorRT flavour:
+TIE_TOLERANCE codes of .5), float outputs within a stated tolerance. The gated norms of the Mamba2 TensorRT graph
+(GatedRMSNorm(Hadamard)Quantize) exact but at ties. The 4-bit linears of the TensorRT flavour:
 W4A8Linear(Quantize) bit-identical, W4A16Linear within one float16 step plus float32 sums in another order;
 SelectiveScanF16 within the scan's tolerance."""
 
@@ -15,11 +16,13 @@ from onnx import TensorProto, helper
 
 from edge_quamba.onnx import IR_VERSION, OPSET
 from edge_quamba.models.mamba import selective_scan
-from edge_quamba.onnx.functions import (Body, hadamard_quantize_function, int8_causal_conv1d_function,
+from edge_quamba.onnx.functions import (Body, gated_rms_norm_quantize_function, hadamard_quantize_function,
+                                        int8_causal_conv1d_function,
                                         int8_selective_scan_function, selective_scan_f16_function,
                                         w4a8_linear_function, w4a8_linear_quantize_function, w4a16_linear_function)
 from edge_quamba.onnx.validate import TIE_TOLERANCE
-from edge_quamba.ops.specs import (DOMAIN, HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN,
+from edge_quamba.ops.specs import (DOMAIN, GATED_RMS_NORM_HADAMARD_QUANTIZE, GATED_RMS_NORM_QUANTIZE,
+                                   HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN,
                                    SELECTIVE_SCAN_F16, W4A8_LINEAR, W4A8_LINEAR_QUANTIZE, W4A16_LINEAR)
 from edge_quamba.quant import primitives, qops
 from edge_quamba.quant.hadamard import hadamard_transform
@@ -129,6 +132,30 @@ def test_hadamard_quantize_body(d_in):
     ties = assert_exact_but_ties(f"y_q d_in={d_in}", got, y_q, quotient)
     assert ties == 0  # the butterflies run in the reference's order: bit-identical on ORT CPU
     assert np.abs(got.astype(int)).max() == 127
+
+
+@pytest.mark.parametrize("hadamard", [False, True])
+@pytest.mark.parametrize("b,l,d_in,groups", [(1, 1, 5120, 1), (2, 9, 768, 2), (3, 4, 96, 4)])
+def test_gated_rms_norm_quantize_bodies(hadamard, b, l, d_in, groups):
+    """GatedRMSNorm(Hadamard)Quantize (the TensorRT graph's gated norm before it becomes a plugin) against
+    qops.gated_rms_norm_(hadamard_)quantize, z codes with -128 read as -127: codes exact but at proven ties (exp and
+    the mean of squares differ from torch's in the last bits)."""
+    g = torch.Generator().manual_seed(d_in + groups + 10 * hadamard)
+    y = torch.randn(b, l, d_in, generator=g) * 2
+    y[..., :: max(d_in // 8, 1)] *= 20.0  # outlier channels
+    z_q, weight = ints(g, b, l, d_in), torch.rand(d_in, generator=g) + 0.5
+    z_q.view(-1)[::7] = -128  # many: silu(-128 s) and silu(-127 s) differ by ~1% at s = 0.02, which moves codes
+    attrs = dict(z_scale=0.02, eps=1e-5, group_size=d_in // groups)
+    reference = qops.gated_rms_norm_hadamard_quantize if hadamard else qops.gated_rms_norm_quantize
+    normed = qops.gated_rms_norm(y, z_q, weight, *attrs.values())
+    attrs["out_scale"] = float((hadamard_transform(normed) if hadamard else normed).abs().max()) / 127 * 0.8
+    y_q, (quotient,) = with_quotients(reference, y, z_q, weight, *attrs.values())
+    spec = GATED_RMS_NORM_HADAMARD_QUANTIZE if hadamard else GATED_RMS_NORM_QUANTIZE
+    (got,) = run_single_node(spec, gated_rms_norm_quantize_function(d_in, hadamard), attrs,
+                             {"y": y.numpy(), "z_q": z_q.numpy(), "weight": weight.numpy()})
+    ties = assert_exact_but_ties(f"{spec.name} y_q", got, y_q, quotient)
+    assert ties <= max(2, y_q.numel() // 10_000)
+    assert np.abs(got.astype(int)).max() == 127  # the largest values saturate, never to -128
 
 
 def test_quantize_pattern_matches_primitives_at_ties_and_limits():

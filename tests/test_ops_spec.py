@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import edge_quamba.ops.torch_ops as torch_ops
-from edge_quamba.onnx.functions import custom_functions
+from edge_quamba.onnx.functions import custom_functions, mamba2_custom_functions
 from edge_quamba.ops.plugins import FIELD_TYPES, plugin_config_yaml, plugin_info, plugin_node_attributes
 from edge_quamba.ops.specs import DOMAIN, PLUGIN_SPECS, SPECS
 from edge_quamba.quant import primitives, qops
@@ -71,7 +71,31 @@ def sample_args(name: str):
         if name == "W4A16Linear":
             return (torch.randn(b, l, 39, generator=g).half(), *weight, 16)
         return (ints(b, l, 39), *weight, 0.02, 16) + ((0.05,) if name == "W4A8LinearQuantize" else ())
+    if name == "Int8CausalConv1dChannelScales":  # conv_dim 24
+        return (ints(b, l, d_in), ints(b, d_in, k), ints(d_in, k), torch.randn(d_in, generator=g),
+                torch.rand(d_in, generator=g) * 0.05 + 0.01, 0.02, 0.01)
+    if name == "Int8SSDScan":  # h = 6 heads of p = 4 (d_in 24), g = 2 groups of n = 4 states
+        return (ints(b, l, d_in), ints(b, l, 6), ints(b, l, 2 * n), ints(b, l, 2 * n),
+                torch.randn(b, 6, 4, n, generator=g),
+                -torch.rand(6, generator=g), torch.randn(6, generator=g), torch.randn(6, generator=g),
+                torch.rand(d_in, generator=g) * 0.02 + 0.01, torch.rand(2 * n, generator=g) * 0.02 + 0.01,
+                torch.rand(2 * n, generator=g) * 0.02 + 0.01, 0.03)
+    if name.startswith("GatedRMSNorm"):  # two groups of 12 channels
+        return (torch.randn(b, l, d_in, generator=g), ints(b, l, d_in), torch.rand(d_in, generator=g) + 0.5, 0.05, 1e-5,
+                12, 0.03)
     return (torch.randn(b, l, d_in, generator=g), 0.05)
+
+
+def all_functions() -> dict[str, onnx.FunctionProto]:
+    """Every op's ONNX function body, from the Mamba1 builders (d_inner 96) and the Mamba2 ones of a tiny config."""
+    from edge_quamba.models.config import Mamba2Config
+
+    functions = custom_functions(d_inner=96, hadamard=True) + custom_functions(96, True, out_proj_scale="dynamic") + \
+        custom_functions(96, True, int4_linears="w4a8") + custom_functions(96, True, int4_linears="w4a16")
+    mamba2 = Mamba2Config(d_model=48, n_layer=1, vocab_size=16, d_state=4, headdim=8, ngroups=2)  # d_inner 96
+    for hadamard in (False, True):
+        functions += mamba2_custom_functions(mamba2, hadamard, flavour="tensorrt")
+    return {f.name: f for f in functions}
 
 
 @pytest.mark.parametrize("name", SPEC_NAMES)
@@ -93,9 +117,7 @@ def test_torch_op_equals_reference_and_passes_opcheck(name):
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_onnx_function_follows_spec(name):
     spec = SPECS[name]
-    functions = custom_functions(d_inner=96, hadamard=True) + custom_functions(96, True, out_proj_scale="dynamic") + \
-        custom_functions(96, True, int4_linears="w4a8") + custom_functions(96, True, int4_linears="w4a16")
-    function = {f.name: f for f in functions}[name]
+    function = all_functions()[name]
     assert function.domain == spec.domain == DOMAIN
     assert list(function.input) == [t.name for t in spec.inputs]
     assert list(function.output) == [t.name for t in spec.outputs]

@@ -378,12 +378,7 @@ def demo_quantized(request, tmp_path_factory):
     return load_quantized_model(out)
 
 
-DEMOS = [
-    pytest.param("demo", id="mamba1"),
-    pytest.param("demo-mamba2", id="mamba2", marks=pytest.mark.skip(
-        reason="no TensorRT graph for Mamba2 yet (export refuses it: no plugins for its conv and SSD scan); remove "
-               "this mark when it lands")),
-]
+DEMOS = [pytest.param("demo", id="mamba1"), pytest.param("demo-mamba2", id="mamba2")]
 
 
 @pytest.mark.parametrize("demo_quantized", DEMOS, indirect=True)

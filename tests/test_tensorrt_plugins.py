@@ -176,9 +176,10 @@ make_cases = _load("make_cases")
 check_cases = _load("check_cases")
 
 TINY = tuple(make_cases.Case(f"{op}-tiny", op, 64, ((1, 1), (2, 3), (1, 9), (2, 5), (1, 3)), opt=(1, 5), decode_b=2,
-                             replays=3, seed=i)
-             for i, op in enumerate(("Int8CausalConv1d", "Int8SelectiveScan", "HadamardQuantize")))
-"""The case sets' structure at d_inner 64 (a supported Hadamard size), l <= 9: cheap on the CPU."""
+                             replays=3, seed=i, headdim=16, ngroups=2)
+             for i, op in enumerate(make_cases.MAMBA1_OPS + make_cases.MAMBA2_OPS))
+"""The case sets' structure at d_inner 64 (a supported Hadamard size; Mamba2: 4 heads of 16, 2 groups of 16 states),
+l <= 9: cheap on the CPU."""
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +202,17 @@ def _fake_harness(case_dir: Path, outputs=None) -> None:
 
 
 def test_make_cases_sets_cover_the_tensorrt_order():
-    """The model set: d_inner 768 and 5120, l 1, 7, 512, 2048 then back to 7 on one object, b changing at 768,
-    profile min/opt/max around every shape, graph replays at l = 1."""
+    """The model set: every op at d_inner 768 and 5120 (Mamba2's: the demo Mamba2's shapes and Mamba2-2.7b's, 80 heads
+    of 64, d_state 128, one group), l 1, 7, 512, 2048 then back to 7 on one object, b changing at 768, profile
+    min/opt/max around every shape, graph replays at l = 1."""
     model = make_cases.SETS["model"]
     assert sorted({(c.op, c.d_in) for c in model}) == sorted(
-        (op, d) for op in ("HadamardQuantize", "Int8CausalConv1d", "Int8SelectiveScan") for d in (768, 5120))
+        (op, d) for op in make_cases.MAMBA1_OPS + make_cases.MAMBA2_OPS for d in (768, 5120))
+    assert set(make_cases.MAMBA1_OPS + make_cases.MAMBA2_OPS) == set(make_cases.PLUGIN_SPECS) - {
+        "W4A8Linear", "W4A8LinearQuantize", "W4A16Linear", "SelectiveScanF16"}  # those: make_w4_cases.py
+    big = {c.op: c for c in model if c.d_in == 5120}
+    assert (big["Int8SSDScan"].n, big["Int8SSDScan"].ngroups, big["Int8SSDScan"].headdim) == (128, 1, 64)
+    assert big["Int8CausalConv1dChannelScales"].conv_dim == 5376
     for case in model:
         print(case.name, case.shapes, case.profile())
         assert [l for _, l in case.shapes] == [1, 7, 512, 2048, 7]
@@ -291,7 +298,8 @@ def _outputs_reading_raw(monkeypatch, raw_input: str | None):
 
 def test_check_cases_catches_a_plugin_that_reads_minus_128_raw(tiny_cases, monkeypatch):
     """The cases prove the -128 rule: a conv plugin reading -128 as -128 fails (codes and state differ), and so does
-    a scan plugin that does it in any one of its five int8 inputs (u, dt, B, C, z)."""
+    a scan plugin that does it in any one of its five int8 inputs (u, dt, B, C, z); Mamba2's: the per-channel conv,
+    the SSD scan in any of x, dt, B, C, and both gated norms in z."""
     conv, scan = tiny_cases[0], tiny_cases[1]
     _fake_harness(conv, _outputs_reading_raw(monkeypatch, None))
     rows, _ = check_cases.check_case(conv)
@@ -299,13 +307,18 @@ def test_check_cases_catches_a_plugin_that_reads_minus_128_raw(tiny_cases, monke
     print("conv read raw: failing outputs", sorted(failed), sum(not r["ok"] for r in rows), "of", len(rows), "rows")
     assert {"u_q", "conv_state_out"} <= failed
     _fake_harness(conv)
-    for name in ("u_q", "dt_q", "B_q", "C_q", "z_q"):
-        _fake_harness(scan, _outputs_reading_raw(monkeypatch, name))
-        rows, _ = check_cases.check_case(scan)
-        failing = [r["step"] for r in rows if not r["ok"]]
-        print(f"scan reading {name} raw: {len(failing)} of {len(rows)} rows fail")
-        assert failing, f"a scan plugin that reads {name}'s -128 raw would pass"
-    _fake_harness(scan)
+    by_op = {check_cases.read_case(c)["plugin"]: c for c in tiny_cases}
+    raw_inputs = {"Int8SelectiveScan": ("u_q", "dt_q", "B_q", "C_q", "z_q"),
+                  "Int8CausalConv1dChannelScales": (None,), "Int8SSDScan": ("x_q", "dt_q", "B_q", "C_q"),
+                  "GatedRMSNormQuantize": ("z_q",), "GatedRMSNormHadamardQuantize": ("z_q",)}
+    for op, names in raw_inputs.items():
+        for name in names:
+            _fake_harness(by_op[op], _outputs_reading_raw(monkeypatch, name))
+            rows, _ = check_cases.check_case(by_op[op])
+            failing = [r["step"] for r in rows if not r["ok"]]
+            print(f"{op} reading {name or 'every int8 input'} raw: {len(failing)} of {len(rows)} rows fail")
+            assert failing, f"a {op} plugin that reads {name}'s -128 raw would pass"
+        _fake_harness(by_op[op])
 
 
 @needs_build

@@ -44,7 +44,7 @@ from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.models.hybrid_config import HybridConfig
 from edge_quamba.onnx import INPUT_IDS, LAST_LOGITS, LOGITS, TARGETS, graph_state_names
 from edge_quamba.onnx.folder import write_export_config
-from edge_quamba.onnx.lower import (FLAVOURS, NO_FP32_TENSORRT, NO_MAMBA2_GRAPH, TENSORRT_DYNAMIC_REFUSAL,
+from edge_quamba.onnx.lower import (FLAVOURS, NO_FP32_TENSORRT, NO_MAMBA2_W4A16_TENSORRT, TENSORRT_DYNAMIC_REFUSAL,
                                     lower_model)
 from edge_quamba.onnx.lower_hybrid import lower_hybrid_model, refuse_hybrid_export
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
@@ -158,8 +158,9 @@ def export_model(
     artifact = None if kind == FP else source if kind == QUANTIZED.name else source.reference
     bits = (qconfig if artifact is None else artifact.quant).bits
     mamba2 = isinstance(source.config, Mamba2Config)
-    if mamba2 and target == "tensorrt":
-        raise InputError(NO_MAMBA2_GRAPH)
+    ort_only = mamba2 and bits == "w4a16"  # no TensorRT graph (NO_MAMBA2_W4A16_TENSORRT says why)
+    if ort_only and target == "tensorrt":
+        raise InputError(NO_MAMBA2_W4A16_TENSORRT)
     hybrid = isinstance(source.config, HybridConfig)
     if hybrid:
         refuse_hybrid_export(target)
@@ -171,10 +172,10 @@ def export_model(
         raise InputError(TENSORRT_DYNAMIC_REFUSAL.replace("--target tensorrt", f"--target {target}", 1))
     if float_parts not in FLOAT_PARTS:
         raise InputError(f"--float-parts {float_parts!r} is not one of {', '.join(FLOAT_PARTS)}")
-    if float_parts != "float32" and (target == "ort" or bits != "w8a8" or mamba2 or hybrid):
+    if float_parts != "float32" and (target == "ort" or bits != "w8a8" or hybrid):
         arch = "hybrid" if hybrid else "Mamba2" if mamba2 else "Mamba1"
-        raise InputError(f"--float-parts {float_parts} applies to the TensorRT graph of a W8A8 Mamba1 model; this "
-                         f"export writes no such graph (--target {target}, {bits}, {arch})")
+        raise InputError(f"--float-parts {float_parts} applies to the TensorRT graph of a W8A8 Mamba1 or Mamba2 model; "
+                         f"this export writes no such graph (--target {target}, {bits}, {arch})")
     log = _stderr if progress else (lambda _: None)
     out = Path(out)
     with atomic_output_dir(out, inputs) as tmp:
@@ -185,15 +186,16 @@ def export_model(
                        batch_size=batch_size, progress=progress)
         artifact = artifact or open_folder(qdir)  # a copy is byte-identical to the opened source
         reference = load_reference_model(artifact)
-        if mamba2 or hybrid:  # an ORT flavour only (lower_model / refuse_hybrid_export say why in one line)
+        if ort_only or hybrid:  # an ORT flavour only (lower_model / refuse_hybrid_export say why in one line)
             if target == "all":
                 log("exporting the ort target only (--target tensorrt is not built for "
-                    f"{'hybrid models' if hybrid else 'Mamba2'} yet)")
+                    f"{'hybrid models' if hybrid else 'W4A16 Mamba2'} yet)")
             targets = ["ort" if target == "all" else target]
         log("lowering to ONNX")
         # both flavours are built and checked whatever the target (Mamba1 at every bit width with a static out_proj
-        # scale); a per-token out_proj scale, Mamba2 and hybrid models have the ORT flavour only
-        built = FLAVOURS if out_proj_scale == "static" and not (mamba2 or hybrid) else ("ort",)
+        # scale, Mamba2 at W8A8 and W4A8); a per-token out_proj scale, W4A16 Mamba2 and hybrid models have the ORT
+        # flavour only
+        built = FLAVOURS if out_proj_scale == "static" and not (ort_only or hybrid) else ("ort",)
         parts = {"ort": "float32", "tensorrt": float_parts}
         lowered = {flavour: lower_hybrid_model(reference) if hybrid else
                    lower_model(use_float_parts(reference, parts[flavour]), flavour, progress=progress,

@@ -54,7 +54,8 @@ import torch
 from onnx import FunctionProto, TensorProto, helper, numpy_helper
 
 from edge_quamba.onnx import OPSET
-from edge_quamba.ops.specs import (HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
+from edge_quamba.ops.specs import (GATED_RMS_NORM_HADAMARD_QUANTIZE, GATED_RMS_NORM_QUANTIZE, HADAMARD_QUANTIZE,
+                                   HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
                                    INT8_CONV1D_CHANNEL_SCALES, INT8_SELECTIVE_SCAN, INT8_SSD_SCAN, SELECTIVE_SCAN_F16,
                                    W4A8_LINEAR, W4A8_LINEAR_QUANTIZE, W4A16_LINEAR, OpSpec)
 from edge_quamba.quant.hadamard import hadamard_factors, hadamard_matrix
@@ -216,11 +217,11 @@ def int8_selective_scan_function(opset: int = OPSET) -> FunctionProto:
     return _function(INT8_SELECTIVE_SCAN, b, opset)
 
 
-def _hadamard(b: Body, d_inner: int) -> str:
-    """Nodes of the orthonormal Hadamard transform of input ``y`` (..., n), n = d_inner = m * p, in the reference's
+def _hadamard(b: Body, d_inner: int, y: str = "y") -> str:
+    """Nodes of the orthonormal Hadamard transform of ``y`` (..., n), n = d_inner = m * p, in the reference's
     operation order (see module docstring); returns the name of the rotated (..., n) float32 tensor."""
     m, p = hadamard_factors(d_inner)
-    x = "y"
+    x = y
     h = 1
     while h < p:  # Sylvester stage: pairs (i, i + h) inside blocks of 2h -> (a + b, a - b)
         blocks = b.op("Reshape", x, b.ints(-1, p // (2 * h), 2, h))
@@ -231,7 +232,7 @@ def _hadamard(b: Body, d_inner: int) -> str:
     if m > 1:  # H_m from the left: entries +-1, so each product is exact
         x = b.op("MatMul", b.const(hadamard_matrix(m, torch.float32).numpy(), "hadamard_m"), x)
     scale = np.array(1.0 / math.sqrt(d_inner), dtype=np.float32)  # rounded once, as the reference's float32 multiply
-    return b.op("Mul", b.op("Reshape", x, b.op("Shape", "y")), b.const(scale, "inv_sqrt_n"))
+    return b.op("Mul", b.op("Reshape", x, b.op("Shape", y)), b.const(scale, "inv_sqrt_n"))
 
 
 def hadamard_quantize_function(d_inner: int) -> FunctionProto:
@@ -310,6 +311,39 @@ def int8_ssd_scan_function(nheads: int, headdim: int, ngroups: int, d_state: int
     y = ssd_scan_nodes(b, x, delta, "A", B, C, "D", "ssm_state", "ssm_state_out", "y_scan", nheads, ngroups, d_state)
     b.op("Reshape", y, b.ints(0, 0, h * p), out="y")
     return _function(INT8_SSD_SCAN, b)
+
+
+def gated_rms_norm_nodes(b: Body, y: str, z: str, weight: str, group_size: str, eps: str, opset: int = OPSET) -> str:
+    """Mamba2's gated RMSNorm in float32 nodes, :func:`edge_quamba.quant.qops.gated_rms_norm`'s order: y (b, l, d_in)
+    and the dequantized gate z (b, l, d_in) float32, weight (d_in,), ``group_size`` a (1,) int64 tensor, ``eps`` a
+    float32 scalar -> weight * (g / sqrt(mean(g^2) + eps)) per group of group_size channels, g = y * silu(z). Shared by
+    the int8 ORT graph (:class:`edge_quamba.onnx.lower_mamba2.Mamba2GraphOps`, constants) and the GatedRMSNorm*Quantize
+    bodies (attributes). ``opset``: ReduceMean takes its axes as an input from opset 18."""
+    gated = b.op("Mul", y, b.silu(z))
+    groups = b.op("Reshape", gated, b.op("Concat", b.ints(0, 0, -1), group_size, axis=0))  # (b, l, g, group_size)
+    square = b.op("Mul", groups, groups)
+    mean_square = b.op("ReduceMean", square, b.ints(-1), keepdims=1) if opset >= 18 else \
+        b.op("ReduceMean", square, axes=[-1], keepdims=1)
+    rstd = b.op("Reciprocal", b.op("Sqrt", b.op("Add", mean_square, eps)))
+    normed = b.op("Reshape", b.op("Mul", groups, rstd), b.op("Shape", y))
+    return b.op("Mul", weight, normed)
+
+
+def gated_rms_norm_quantize_function(d_inner: int, hadamard: bool, opset: int = OPSET) -> FunctionProto:
+    """GatedRMSNormQuantize, or GatedRMSNormHadamardQuantize for width d_inner (the Hadamard stages depend on its
+    factors): z = DequantizeLinear(read_codes(z_q), z_scale) (float32(q) * s, the reference's dequantize), the norm
+    (:func:`gated_rms_norm_nodes`), then the Hadamard nodes of HadamardQuantize when ``hadamard``, then Max +
+    QuantizeLinear at out_scale: the nodes the int8 ORT graph writes for the same step, so the reference's float order
+    up to the last-bit differences of exp and of the sums (ties: :mod:`edge_quamba.onnx.validate`)."""
+    b = Body()
+    zero_point = b.const(np.array(0, np.int8), "zero_point")
+    z = b.op("DequantizeLinear", b.read_codes("z_q"), b.attr_float("z_scale"), zero_point)
+    group_size = b.op("Reshape", b.attr_int("group_size"), b.ints(1))
+    v = gated_rms_norm_nodes(b, "y", z, "weight", group_size, b.attr_float("eps"), opset)
+    if hadamard:
+        v = _hadamard(b, d_inner, v)
+    b.quantize(v, b.attr_float("out_scale"), out="y_q")
+    return _function(GATED_RMS_NORM_HADAMARD_QUANTIZE if hadamard else GATED_RMS_NORM_QUANTIZE, b, opset)
 
 
 def _int4_codes(b: Body, packed: str, k: str) -> str:
@@ -413,11 +447,17 @@ DequantizeLinear -> MatMul and the W4A16 scan to standard nodes instead): W4A16'
 functions are these alone."""
 
 
-def mamba2_custom_functions(config, hadamard: bool, opset: int = OPSET) -> list[FunctionProto]:
-    """The FunctionProtos of a Mamba2 model (``config``: its Mamba2Config), at the model's opset."""
+def mamba2_custom_functions(config, hadamard: bool, opset: int = OPSET, flavour: str = "ort",
+                            int4_linears: str | None = None) -> list[FunctionProto]:
+    """The FunctionProtos of a Mamba2 model (``config``: its Mamba2Config), at the model's opset. flavour "ort": the
+    gated norm is standard nodes, then HadamardQuantize when ``hadamard``; "tensorrt": the fused
+    GatedRMSNorm(Hadamard)Quantize instead, and ``int4_linears`` "w4a8" adds the W4A8 linears' bodies."""
     functions = [int8_conv1d_channel_scales_function(config.conv_dim),
                  int8_ssd_scan_function(config.nheads, config.headdim, config.ngroups, config.d_state)]
-    if hadamard:
+    functions += [make() for make in INT4_LINEAR_FUNCTIONS.get(int4_linears, ())]
+    if flavour == "tensorrt":
+        functions.append(gated_rms_norm_quantize_function(config.d_inner, hadamard, opset))
+    elif hadamard:
         functions.append(hadamard_quantize_function(config.d_inner))
     return _at_opset(functions, opset)
 

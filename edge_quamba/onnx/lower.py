@@ -60,9 +60,11 @@ two scales per row multiplying it: bit-identical to :func:`edge_quamba.quant.pri
 uint8 shift (exact: (q + 128) - 128 = q) is what ORT's own x86 Q/DQ rewrite does, and for the same reason: its
 int8 x int8 MatMulInteger measured 12x (l = 512) to 15x (l = 1) slower than uint8 x int8 on this project's x86 CPU.
 The TensorRT flavour refuses a per-token scale (README, TensorRT).
-Mamba2 (Quamba2 W8A8 and W4A8, ORT flavour only): :class:`Mamba2GraphOps` runs :func:`edge_quamba.quant.flow.mamba2_mixer_flow`
-the same way; its conv and SSD scan are the custom nodes Int8CausalConv1dChannelScales and Int8SSDScan
-(``MAMBA2_SPECS``), per-channel scales as float32 initializers; states are (b, conv_dim, k) int8 and (b, h, p, n).
+Mamba2 (Quamba2 W8A8 and W4A8, both flavours): :class:`edge_quamba.onnx.lower_mamba2.Mamba2GraphOps` runs
+:func:`edge_quamba.quant.flow.mamba2_mixer_flow` the same way; its conv and SSD scan are the custom nodes
+Int8CausalConv1dChannelScales and Int8SSDScan (``MAMBA2_SPECS``), per-channel scales as float32 initializers; states
+are (b, conv_dim, k) int8 and (b, h, p, n). Its TensorRT flavour (three in_proj GEMMs, one per output scale, and the
+fused gated-norm node) is described in that module.
 W4A16 graphs (no int8 codes; custom ops only in the TensorRT flavour) are lowered apart:
 :mod:`edge_quamba.onnx.lower_w4a16` (Mamba1, both flavours) and
 :mod:`edge_quamba.onnx.lower_mamba2_w4a16` (Mamba2); so is the fp model itself, as the float32 baseline graph
@@ -91,14 +93,13 @@ from edge_quamba.models.mamba2 import Mamba2Mixer
 from edge_quamba.onnx import INPUT_IDS, INT4_IR_VERSION, INT4_OPSET, IR_VERSION, LAST_LOGITS, LOGITS, OPSET, state_names
 from edge_quamba.onnx.functions import Body, custom_functions, mamba2_custom_functions
 from edge_quamba.ops.specs import (DOMAIN, HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
-                                   INT8_CONV1D_CHANNEL_SCALES, INT8_SELECTIVE_SCAN, INT8_SSD_SCAN, W4A8_LINEAR,
-                                   W4A8_LINEAR_QUANTIZE, OpSpec)
+                                   INT8_SELECTIVE_SCAN, W4A8_LINEAR, W4A8_LINEAR_QUANTIZE, OpSpec)
 from edge_quamba.quant.flow import mamba1_mixer_flow, mamba2_mixer_flow
-from edge_quamba.quant.mamba2_qmodel import PER_TENSOR_SITES, QuantMamba2Mixer, W4A16Mamba2Mixer
+from edge_quamba.quant.mamba2_qmodel import QuantMamba2Mixer, W4A16Mamba2Mixer
 from edge_quamba.quant.primitives import INT8_MAX
 from edge_quamba.errors import InputError
 from edge_quamba.quant.qmodel import Int4Linear, QuantLinear, QuantMambaMixer, W4A16Mixer
-from edge_quamba.quant.sites import MAMBA2_SITE_BY_NAME, SITE_BY_NAME, SITE_NAMES, tensor_name
+from edge_quamba.quant.sites import SITE_BY_NAME, tensor_name
 
 ZERO_POINT = "zero_point_int8"
 
@@ -412,73 +413,14 @@ class GraphOps:
         return self.g.int8_linear_per_token(x_q, x_scale, getattr(self.m, name), f"{self.prefix}{name}")
 
 
-class Mamba2GraphOps(GraphOps):
-    """:func:`edge_quamba.quant.flow.mamba2_mixer_flow`'s ops emitting the nodes of a Mamba2 layer. in_proj's float
-    output is split in float and each piece quantized at its site (z, xBC, dt); the conv's int8 output (ssm_input)
-    is split as codes into x_q | B_q | C_q; the gated norm is standard float32 nodes."""
-
-    def __init__(self, g: GraphBuilder, mixer: QuantMamba2Mixer, norm: Norm, layer: int):
-        self.g, self.m, self.norm, self.layer = g, mixer, norm, layer
-        self.prefix = f"layers.{layer}.mixer."
-        self.scales = {site: g.scale(f"{self.prefix}{site}_scale", getattr(mixer, f"{site}_scale"))
-                       for site in PER_TENSOR_SITES}
-        self.saturated: set[str] = set()  # the ORT flavour only, so far: nothing saturates
-        self._ssm_input: str | None = None
-
-    def _codes(self, value: str | _Pending, code: str | None = None) -> str:
-        if not isinstance(value, _Pending):
-            return value
-        out = tensor_name(self.layer, code or MAMBA2_SITE_BY_NAME[value.site].code)
-        return self.g.quantize(value.x, self.scales[value.site], out=out)
-
-    def split(self, x: str, sizes: list[int]) -> list[str]:
-        if x == self._ssm_input:  # the conv's codes: x | B | C
-            names = MAMBA2_SITE_BY_NAME["ssm_input"].pieces
-        else:  # in_proj's float output: z | xBC | dt, each quantized at its own site by the flow
-            names = ("z", "xBC", "dt")
-        return self.g.split(x, sizes, [tensor_name(self.layer, name) for name in names])
-
-    def causal_conv1d(self, xBC_q: _Pending, conv_state: str) -> tuple[str, str]:
-        m, g, p = self.m, self.g, self.prefix
-        bias = m.conv_bias if m.conv_bias is not None else torch.zeros(m.config.conv_dim)  # + 0 is exact
-        out_q, state = g.custom(
-            INT8_CONV1D_CHANNEL_SCALES,
-            [self._codes(xBC_q), conv_state, g.init(f"{p}conv_weight_q", m.conv_weight), g.init(f"{p}conv_bias", bias),
-             g.init(f"{p}ssm_input_scales", m.scales()["ssm_input"])],
-            [tensor_name(self.layer, MAMBA2_SITE_BY_NAME["ssm_input"].code), f"conv_state_out.{self.layer}"],
-            f"{p}conv1d", x_scale=m.xBC_scale, weight_scale=m.conv_weight_scale)
-        self._ssm_input = out_q
-        return out_q, state
-
-    def ssd_scan(self, x_q: str, dt_q: _Pending, B_q: str, C_q: str, ssm_state: str) -> tuple[str, str]:
-        m, g, p = self.m, self.g, self.prefix
-        s = m.scales()
-        return tuple(g.custom(
-            INT8_SSD_SCAN,
-            [x_q, self._codes(dt_q), B_q, C_q, ssm_state, g.init(f"{p}A", m.A.float()), g.init(f"{p}D", m.D.float()),
-             g.init(f"{p}dt_bias", m.dt_bias.float()), g.init(f"{p}x_scales", s["x"]),
-             g.init(f"{p}B_scales", s["B"]), g.init(f"{p}C_scales", s["C"])],
-            [f"{p}y", f"ssm_state_out.{self.layer}"], f"{p}ssd_scan", dt_scale=m.dt_scale))
-
-    def gated_norm_quantize(self, y: str, z_q: _Pending, hadamard: bool) -> str:
-        """rmsnorm over groups of d_in / g channels of y * silu(z), times the weight (qops.gated_rms_norm's order:
-        the gate, the mean of squares per group, * 1/sqrt(mean + eps), then * weight), then HadamardQuantize or
-        QuantizeLinear at the out_proj input (the fused op's composition)."""
-        m, g, p = self.m, self.g, self.prefix
-        c = m.config
-        z = g.op("DequantizeLinear", self._codes(z_q), self.scales["z"], ZERO_POINT, out=f"{p}z.dequantized")
-        gated = g.op("Mul", y, g.silu(z), out=f"{p}gated")
-        normed = g.group_rms_normalize(gated, c.ngroups, c.d_inner, c.gate_norm_eps, f"{p}norm")
-        y = g.op("Mul", g.init(f"{p}norm.weight", m.norm_weight.float()), normed, out=f"{p}norm.out")
-        return self.hadamard_quantize(y) if hadamard else self.quantize(y, "out_proj_input")
-
-
 def _mixer(g: GraphBuilder, block, resid: str, i: int) -> str:
     """One block's norm and mixer: resid (b, l, d) float32 -> the mixer's output (b, l, d) float32; reads and
     writes layer i's states."""
     c = block.mixer.config
     state = LayerState(f"conv_state.{i}", f"ssm_state.{i}")
     if isinstance(block.mixer, QuantMamba2Mixer):
+        from edge_quamba.onnx.lower_mamba2 import Mamba2GraphOps  # it builds on GraphOps: imported here, not above
+
         out, _ = mamba2_mixer_flow(Mamba2GraphOps(g, block.mixer, block.norm, i), resid, state, c.d_inner,
                                    c.ngroups * c.d_state, c.nheads, block.mixer.hadamard)
         return out
@@ -497,8 +439,11 @@ TENSORRT_DYNAMIC_REFUSAL = (
 NO_FP32_TENSORRT = ("--target tensorrt is not built for the fp32 graph (--bits fp32): it needs no plugin, but it has "
                     "never been built or run with TensorRT here; export with --target ort")
 
-NO_MAMBA2_GRAPH = ("ONNX export of a Mamba2 model is built for --target ort only (w8a8, w4a8, w4a16): no TensorRT "
-                   "plugin for its conv and SSD scan is written yet")
+NO_MAMBA2_W4A16_TENSORRT = (
+    "--target tensorrt is not built for a W4A16 Mamba2 model: its float16 SSD scan has no TensorRT plugin (the "
+    "Int8SSDScan plugin reads int8 codes, SelectiveScanF16 is Mamba1's scan); export it with --target ort, or quantize "
+    "with --bits w8a8 or w4a8 for a TensorRT graph")
+"""The one-line error for a TensorRT export of a W4A16 Mamba2 model."""
 
 FLAVOURS = ("ort", "tensorrt")
 """What each graph is lowered for (the TensorRT flavour then becomes plugin nodes: :mod:`edge_quamba.onnx.tensorrt`)."""
@@ -541,7 +486,7 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False,
         return lower_w4a16(model, flavour)
     if all(isinstance(m, W4A16Mamba2Mixer) for m in mixers):  # Mamba2 W4A16: the same, with Mamba2 mixers
         if flavour != "ort":
-            raise InputError(NO_MAMBA2_GRAPH)
+            raise InputError(NO_MAMBA2_W4A16_TENSORRT)
         from edge_quamba.onnx.lower_mamba2_w4a16 import lower_mamba2_w4a16
 
         return lower_mamba2_w4a16(model)
@@ -552,8 +497,6 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False,
     if flavour == "tensorrt" and out_proj_scale == "dynamic":
         raise ConfigError(TENSORRT_DYNAMIC_REFUSAL)
     four_bit = isinstance(mixers[0].in_proj, Int4Linear)
-    if mamba2 and flavour != "ort":
-        raise InputError(NO_MAMBA2_GRAPH)
     # INT4 initializers need opset 21; the TensorRT flavour has none (its W4A8 linears are plugin nodes over the
     # packed bytes), so it stays at the opset TensorRT 10.3's parser documents
     opset, ir_version = (INT4_OPSET, INT4_IR_VERSION) if four_bit and flavour == "ort" else (OPSET, IR_VERSION)
@@ -612,7 +555,9 @@ def lower_model(model: MambaLM, flavour: str = "ort", progress: bool = False,
     hadamard = any(m.hadamard for m in mixers)
     onnx_model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, 1)],
-        functions=mamba2_custom_functions(c, hadamard, opset) if mamba2 else
+        functions=mamba2_custom_functions(c, hadamard, opset, flavour,
+                                          int4_linears="w4a8" if four_bit and flavour == "tensorrt" else None)
+        if mamba2 else
         custom_functions(c.d_inner, hadamard, out_proj_scale, opset,
                          int4_linears="w4a8" if four_bit and flavour == "tensorrt" else None),
         producer_name="edge-quamba",

@@ -1,7 +1,7 @@
 """Lowering: the quantized hybrid reference (:mod:`edge_quamba.quant.hybrid_qmodel`) -> one ONNX graph (ORT flavour).
 
 As :mod:`edge_quamba.onnx.lower`, the graph is the model's own data flows run with ops that emit nodes: Mamba2 blocks
-through :func:`mamba2_mixer_flow` with :class:`edge_quamba.onnx.lower.Mamba2GraphOps` (the custom nodes
+through :func:`mamba2_mixer_flow` with :class:`edge_quamba.onnx.lower_mamba2.Mamba2GraphOps` (the custom nodes
 Int8CausalConv1dChannelScales, Int8SSDScan, HadamardQuantize), attention and MLP blocks through
 :func:`attention_flow` / :func:`mlp_flow` with :class:`HybridGraphOps` (standard ops only):
 
@@ -50,7 +50,8 @@ from edge_quamba.models.mamba import LayerState
 from edge_quamba.models.attention import KVState
 from edge_quamba.onnx import INPUT_IDS, INT4_IR_VERSION, INT4_OPSET, IR_VERSION, LOGITS, OPSET
 from edge_quamba.onnx.functions import mamba2_custom_functions
-from edge_quamba.onnx.lower import ZERO_POINT, GraphBuilder, Mamba2GraphOps, _Pending
+from edge_quamba.onnx.lower import ZERO_POINT, GraphBuilder, _Pending
+from edge_quamba.onnx.lower_mamba2 import Mamba2GraphOps
 from edge_quamba.ops.specs import DOMAIN
 from edge_quamba.quant.flow import mamba2_mixer_flow
 from edge_quamba.quant.hybrid_flow import HYBRID_SITE_BY_NAME, attention_flow, mlp_flow

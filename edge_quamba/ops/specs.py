@@ -12,9 +12,11 @@ Conventions:
       an output tensor (HadamardQuantizeDynamic's y_scale);
     * shapes are symbols of the glossary in :mod:`edge_quamba.models.mamba` (b, l, d_in, n, k), and for the 4-bit
       linears ``in_features`` / ``out_features`` (K / N of nn.Linear), ``packed`` = ceil(K / 2) bytes per weight row
-      and ``groups`` = ceil(K / group_size) scales per row;
+      and ``groups`` = ceil(K / group_size) scales per row; for Mamba2 (:mod:`edge_quamba.models.mamba2`) ``conv_dim``,
+      ``h`` heads of ``p`` channels and ``gn`` = g n (B and C of every state group);
     * dtypes are "int8", "float16" or "float32" (the int8 convention: :mod:`edge_quamba.quant.primitives`);
-    * integer attributes (``kind="int"``) are layout constants (the int4 group size), > 0; float ones are scales.
+    * integer attributes (``kind="int"``) are layout constants (the int4 group size, the gated norm's group), > 0;
+      float ones are scales, and the gated norm's eps: finite and > 0 (TensorRT plugin fields are checked so).
 
 The 4-bit linears take the packed weight as the artifact stores it, (N, ceil(K / 2)) bytes, two int4 codes per byte
 low nibble first (:func:`edge_quamba.quant.primitives.pack_int4`). Its spec dtype is "int8": the graph and the
@@ -235,17 +237,8 @@ SELECTIVE_SCAN_F16 = OpSpec(
         "A and state; per t h = exp(delta A) h + (delta u) B, y = C . h, then y + u D; float32 out, no gate.",
 )
 
-SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, HADAMARD_QUANTIZE,
-                                                HADAMARD_QUANTIZE_DYNAMIC, W4A8_LINEAR, W4A8_LINEAR_QUANTIZE,
-                                                W4A16_LINEAR, SELECTIVE_SCAN_F16)}
-"""Every custom op, by ONNX op_type."""
-
-PLUGIN_SPECS: dict[str, OpSpec] = {name: s for name, s in SPECS.items() if s.tensorrt_plugin}
-"""The custom ops that have a TensorRT plugin (plugins/tensorrt/PluginConfig.yaml, common/opSpecs.h)."""
-
 # Mamba2 (Quamba2). Per-channel scales are float32 tensor inputs (the group scales gathered per channel), not
-# attributes. Shapes: conv_dim = d_in + 2 g n, h heads of p channels, g groups of n states. ONNX Runtime only: no
-# TensorRT plugin is built for them yet, so they are kept out of SPECS (which the plugin tooling reads).
+# attributes. Shapes: conv_dim = d_in + 2 g n, h heads of p channels (d_in = h p), g groups of n states (gn = g n).
 
 INT8_CONV1D_CHANNEL_SCALES = OpSpec(
     name="Int8CausalConv1dChannelScales",
@@ -285,5 +278,41 @@ INT8_SSD_SCAN = OpSpec(
         "state: delta = softplus(dt + dt_bias), h_t = exp(delta A) h_{t-1} + delta x_t B_t^T, y = h_t C_t + D x_t.",
 )
 
-MAMBA2_SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CONV1D_CHANNEL_SCALES, INT8_SSD_SCAN)}
-"""The Mamba2 custom ops, by ONNX op_type (ONNX Runtime functions; no TensorRT plugin yet)."""
+
+def _gated_norm(name: str, reference: str, hadamard: bool) -> OpSpec:
+    """Mamba2's gated RMSNorm before out_proj fused with the quantize of out_proj's input (and, when ``hadamard``,
+    the Hadamard transform between them)."""
+    rotate = "the Hadamard transform over channels (as HadamardQuantize), then " if hadamard else ""
+    return OpSpec(
+        name=name,
+        reference=reference,
+        inputs=(_f32("y", "b", "l", "d_in"), _i8("z_q", "b", "l", "d_in"), _f32("weight", "d_in")),
+        outputs=(_i8("y_q", "b", "l", "d_in"),),
+        attributes=(
+            _scale("z_scale", "z_q (the gate)"),
+            AttrSpec("eps", "float", "the RMSNorm epsilon (added to the mean of squares), finite and > 0"),
+            AttrSpec("group_size", "int", "channels per RMS group (d_in / ngroups), divides d_in, >= 1"),
+            _scale("out_scale", "y_q (the out_proj input)"),
+        ),
+        doc=f"Mamba2's gated RMSNorm: g = y * silu(z_q * z_scale), per group of group_size channels "
+            f"g / sqrt(mean(g^2) + eps), times weight; {rotate}int8 at out_scale.",
+    )
+
+
+GATED_RMS_NORM_QUANTIZE = _gated_norm("GatedRMSNormQuantize", "gated_rms_norm_quantize", hadamard=False)
+GATED_RMS_NORM_HADAMARD_QUANTIZE = _gated_norm("GatedRMSNormHadamardQuantize", "gated_rms_norm_hadamard_quantize",
+                                               hadamard=True)
+
+MAMBA2_SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CONV1D_CHANNEL_SCALES, INT8_SSD_SCAN,
+                                                       GATED_RMS_NORM_QUANTIZE, GATED_RMS_NORM_HADAMARD_QUANTIZE)}
+"""The Mamba2 custom ops, by ONNX op_type. The int8 Mamba2 graphs' ORT flavour uses the conv and the SSD scan (its
+gated norm is standard nodes followed by HadamardQuantize or QuantizeLinear); the TensorRT flavour also the fused
+gated norm, which becomes one plugin."""
+
+SPECS: dict[str, OpSpec] = {s.name: s for s in (INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN, HADAMARD_QUANTIZE,
+                                                HADAMARD_QUANTIZE_DYNAMIC, W4A8_LINEAR, W4A8_LINEAR_QUANTIZE,
+                                                W4A16_LINEAR, SELECTIVE_SCAN_F16, *MAMBA2_SPECS.values())}
+"""Every custom op, by ONNX op_type."""
+
+PLUGIN_SPECS: dict[str, OpSpec] = {name: s for name, s in SPECS.items() if s.tensorrt_plugin}
+"""The custom ops that have a TensorRT plugin (plugins/tensorrt/PluginConfig.yaml, common/opSpecs.h)."""

@@ -37,7 +37,8 @@ is a float32 tensor made by the Hadamard op and read by out_proj, not a constant
     int8_ssd_scan(_update)                       the SSD recurrence        qops.int8_ssd_scan
     gated_rms_norm_quantize                      quantize(gated_rms_norm)   qops.gated_rms_norm -> quantize
     gated_rms_norm_hadamard_quantize             ... Hadamard + quantize    qops.gated_rms_norm -> hadamard_quantize
-  (the gated norm is standard float32 nodes in the graph; the fused ops' CPU kernels are the compositions)
+  (the ORT graph writes the gated norm as standard float32 nodes, the TensorRT graph as the custom node
+  GatedRMSNorm(Hadamard)Quantize; the fused ops' CPU kernels are the compositions, qops.gated_rms_norm_*quantize)
 
 The schemas of the custom nodes (the three int8 ops, the 4-bit linears) follow :mod:`edge_quamba.ops.specs`
 (tensors, then float scales and the int group size; a test checks it). Scales are Python floats: static per-tensor scales are constants, as they are in the graph and in the
@@ -365,7 +366,7 @@ def gated_rms_norm_quantize(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: flo
     """Mamba2's gated norm before out_proj and the quantize of out_proj's input (no Hadamard), in one op:
     y (..., d_in) float32, z_q (..., d_in) int8 -> (..., d_in) int8 = quantize(qops.gated_rms_norm(...), out_scale).
     A kernel's mean of squares sums in its own order, so its codes may differ at .5 ties (the tie rule)."""
-    return primitives.quantize(qops.gated_rms_norm(y, z_q, weight, z_scale, eps, group_size), out_scale)
+    return qops.gated_rms_norm_quantize(y, z_q, weight, z_scale, eps, group_size, out_scale)
 
 
 @gated_rms_norm_quantize.register_fake
@@ -378,7 +379,7 @@ def gated_rms_norm_hadamard_quantize(y: Tensor, z_q: Tensor, weight: Tensor, z_s
                                      group_size: int, out_scale: float) -> Tensor:
     """The same with the Hadamard transform between norm and quantize (the out_proj input of a Hadamard-rotated
     Mamba2 model): (..., d_in) int8 = qops.hadamard_quantize(qops.gated_rms_norm(...), out_scale)."""
-    return qops.hadamard_quantize(qops.gated_rms_norm(y, z_q, weight, z_scale, eps, group_size), out_scale)
+    return qops.gated_rms_norm_hadamard_quantize(y, z_q, weight, z_scale, eps, group_size, out_scale)
 
 
 @gated_rms_norm_hadamard_quantize.register_fake
@@ -389,5 +390,7 @@ def _(y, z_q, weight, z_scale, eps, group_size, out_scale):
 OPS = {"Int8CausalConv1d": int8_causal_conv1d, "Int8SelectiveScan": int8_selective_scan,
        "HadamardQuantize": hadamard_quantize, "HadamardQuantizeDynamic": hadamard_quantize_dynamic,
        "W4A8Linear": w4a8_linear, "W4A8LinearQuantize": w4a8_linear_quantize, "W4A16Linear": w4a16_linear,
-       "SelectiveScanF16": selective_scan}
+       "SelectiveScanF16": selective_scan, "Int8CausalConv1dChannelScales": int8_causal_conv1d_channel_scales,
+       "Int8SSDScan": int8_ssd_scan, "GatedRMSNormQuantize": gated_rms_norm_quantize,
+       "GatedRMSNormHadamardQuantize": gated_rms_norm_hadamard_quantize}
 """The torch custom op of each ONNX custom-op spec, by ONNX op_type."""

@@ -227,8 +227,9 @@ class QuantMamba2Block(nn.Module):
         self.mixer = QuantMamba2Mixer(config, qconfig, layer)
 
     def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
+        """The sum is float32, stored in resid's dtype (float16 with use_float_parts: one rounding), as Mamba1's."""
         out, state = (self.mixer.step if step else self.mixer)(resid, state, self.norm)
-        return resid + out, state
+        return (resid.float() + out).to(resid.dtype), state
 
 
 class W4A16Mamba2Mixer(Mamba2Mixer):

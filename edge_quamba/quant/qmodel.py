@@ -283,7 +283,7 @@ FLOAT_PARTS = {"float32": torch.float32, "float16": torch.float16}
 
 
 def use_float_parts(model: MambaLM, float_parts: str) -> MambaLM:
-    """Set the residual stream's storage dtype of a quantized W8A8 Mamba1 reference (in place; returns it).
+    """Set the residual stream's storage dtype of a quantized Mamba1 or Mamba2 reference (in place; returns it).
 
     "float32" (the default): the stream, the norms and out_proj's output are float32. "float16": the stream is
     stored in float16 between blocks (embedding rows as stored; each block's sum ``resid + out_proj(...)`` computed
@@ -293,8 +293,12 @@ def use_float_parts(model: MambaLM, float_parts: str) -> MambaLM:
     moves a value across a rounding boundary (benchmarks/float_parts.py measures how often, and the perplexity)."""
     if float_parts not in FLOAT_PARTS:
         raise ConfigError(f"--float-parts {float_parts!r} is not one of {', '.join(FLOAT_PARTS)}")
-    if float_parts != "float32" and not all(isinstance(block, QuantResidualBlock) for block in model.backbone.layers):
-        raise ConfigError(f"--float-parts {float_parts} applies to quantized Mamba1 models (the TensorRT graph) only")
+    from edge_quamba.quant.mamba2_qmodel import QuantMamba2Block  # it builds on this module
+
+    blocks = (QuantResidualBlock, QuantMamba2Block)
+    if float_parts != "float32" and not all(isinstance(block, blocks) for block in model.backbone.layers):
+        raise ConfigError(f"--float-parts {float_parts} applies to quantized Mamba1 and Mamba2 models (the TensorRT "
+                          f"graph) only")
     model.residual_storage = None if float_parts == "float32" else FLOAT_PARTS[float_parts]
     return model
 

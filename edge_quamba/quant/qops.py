@@ -289,3 +289,17 @@ def gated_rms_norm(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: 
     groups = gated.unflatten(-1, (-1, group_size))
     normed = groups * torch.rsqrt(groups.pow(2).mean(-1, keepdim=True) + eps)
     return weight.float() * normed.flatten(-2)
+
+
+def gated_rms_norm_quantize(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: float, group_size: int,
+                            out_scale: float) -> Tensor:
+    """The gated norm and the quantize of out_proj's input, one op (``GatedRMSNormQuantize``): y (..., d_in)
+    float32, z_q (..., d_in) int8 -> (..., d_in) int8 = quantize(:func:`gated_rms_norm`, out_scale)."""
+    return quantize(gated_rms_norm(y, z_q, weight, z_scale, eps, group_size), out_scale)
+
+
+def gated_rms_norm_hadamard_quantize(y: Tensor, z_q: Tensor, weight: Tensor, z_scale: float, eps: float,
+                                     group_size: int, out_scale: float) -> Tensor:
+    """The same with the Hadamard transform between norm and quantize (``GatedRMSNormHadamardQuantize``, the out_proj
+    input of a Hadamard-rotated Mamba2 model): :func:`hadamard_quantize` of :func:`gated_rms_norm`."""
+    return hadamard_quantize(gated_rms_norm(y, z_q, weight, z_scale, eps, group_size), out_scale)

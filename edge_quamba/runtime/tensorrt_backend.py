@@ -9,7 +9,8 @@ recurrence with ``import torch`` blocked; not TensorRT's numbers or speed.
 Memory layout (batch 1; d = d_inner, k = d_conv, n = d_state, v = the padded vocabulary), all made at construction:
 
     state set 0, set 1   one device block each: conv_state.i (1, d, k) int8 and ssm_state.i (1, d, n) float32 for every
-                         layer, each at a 256-byte aligned offset (so zeroing a set is one memset)
+                         layer (Mamba2: (1, conv_dim, k) and (1, h, p, n), :func:`state_shapes`), each at a 256-byte
+                         aligned offset (so zeroing a set is one memset)
     decode_ids           (1, 1) int64 device      <- pinned host (1, 1) int64 (the token id, 8 bytes per token)
     prefill_ids          (1, L) int64 device      <- pinned host (1, L) int64; L = the prefill profile's max length
     last_logits          (1, v) float16 device    -> pinned host (1, v) float16 (the only copy out per token)
@@ -54,12 +55,19 @@ import numpy as np
 from edge_quamba.errors import BackendUnavailableError, CheckpointError, InputError
 from edge_quamba.folders import ModelFolder
 from edge_quamba.kinds import ENGINE_FILE
-from edge_quamba.models.config import require_mamba1
+from edge_quamba.models.config import Mamba2Config, require_mamba1
 from edge_quamba.runtime.cuda_device import CudaDevice
 from edge_quamba.runtime.tensorrt_engine import DECODE_PROFILE, PREFILL_PROFILE, Logger, import_tensorrt, load_plugins
 
 ALIGN = 256
 """Byte alignment of every tensor inside a state block (cudaMalloc's own alignment)."""
+
+
+def state_shapes(config) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The batch-1 shapes of one layer's conv_state and ssm_state for a Mamba1 or Mamba2 config (the graph's)."""
+    if isinstance(config, Mamba2Config):
+        return (1, config.conv_dim, config.d_conv), (1, config.nheads, config.headdim, config.d_state)
+    return (1, config.d_inner, config.d_conv), (1, config.d_inner, config.d_state)
 
 
 def _aligned(nbytes: int) -> int:
@@ -117,9 +125,9 @@ class TensorRTBackend:
 
         # -- buffers, made once ------------------------------------------------------------------------------
         shapes = {}
+        conv_shape, ssm_shape = state_shapes(config)
         for conv, ssm in zip(self.state_in[0::2], self.state_in[1::2]):
-            shapes[conv] = ((1, config.d_inner, config.d_conv), np.int8)
-            shapes[ssm] = ((1, config.d_inner, config.d_state), np.float32)
+            shapes[conv], shapes[ssm] = (conv_shape, np.int8), (ssm_shape, np.float32)
         offsets, size = {}, 0
         for name, (shape, dtype) in shapes.items():
             offsets[name] = size
@@ -184,8 +192,7 @@ class TensorRTBackend:
         for name_in, name_out in zip(self.state_in, self.state_out, strict=True):
             bindings[name_in] = self._state_address(read, name_in)
             bindings[name_out] = self._state_address(1 - read, name_in)
-        conv_shape = (1, self.config.d_inner, self.config.d_conv)
-        ssm_shape = (1, self.config.d_inner, self.config.d_state)
+        conv_shape, ssm_shape = state_shapes(self.config)
         shapes = {self.input_ids: (1, 1)}
         for conv, ssm in zip(self.state_in[0::2], self.state_in[1::2]):
             shapes[conv], shapes[ssm] = conv_shape, ssm_shape

@@ -1,10 +1,13 @@
 // The library's entry points for TensorRT: IPluginRegistry::loadLibrary (trtexec --dynamicPlugins, the Python
 // builder's get_plugin_registry().load_library) looks up `getCreators` and, when present, `setLoggerFinder`.
 // Neither needs libnvinfer: the library never links it.
+#include "GatedRMSNormQuantizePlugin/gatedRMSNormQuantizePlugin.h"
 #include "HadamardQuantizePlugin/hadamardQuantizePlugin.h"
 #include "Int4LinearPlugin/int4LinearPlugin.h"
 #include "SelectiveScanF16Plugin/selectiveScanF16Plugin.h"
+#include "Int8CausalConv1dChannelScalesPlugin/int8CausalConv1dChannelScalesPlugin.h"
 #include "Int8CausalConv1dPlugin/int8CausalConv1dPlugin.h"
+#include "Int8SSDScanPlugin/int8SSDScanPlugin.h"
 #include "Int8SelectiveScanPlugin/int8SelectiveScanPlugin.h"
 
 #define EDGE_QUAMBA_EXPORT __attribute__((visibility("default")))
@@ -18,8 +21,12 @@ extern "C" EDGE_QUAMBA_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreat
     static edge_quamba::trt::W4A8LinearQuantizePluginCreator sW4A8Quantize;
     static edge_quamba::trt::W4A16LinearPluginCreator sW4A16;
     static edge_quamba::trt::SelectiveScanF16PluginCreator sScanF16;
-    static nvinfer1::IPluginCreatorInterface* const kCREATORS[]
-        = {&sConv, &sScan, &sHadamard, &sW4A8, &sW4A8Quantize, &sW4A16, &sScanF16};
+    static edge_quamba::trt::Int8CausalConv1dChannelScalesPluginCreator sConvChannels;
+    static edge_quamba::trt::Int8SSDScanPluginCreator sSsd;
+    static edge_quamba::trt::GatedRMSNormQuantizePluginCreator sGatedNorm;
+    static edge_quamba::trt::GatedRMSNormHadamardQuantizePluginCreator sGatedNormHadamard;
+    static nvinfer1::IPluginCreatorInterface* const kCREATORS[] = {&sConv, &sScan, &sHadamard, &sW4A8, &sW4A8Quantize,
+        &sW4A16, &sScanF16, &sConvChannels, &sSsd, &sGatedNorm, &sGatedNormHadamard};
     nbCreators = static_cast<int32_t>(sizeof(kCREATORS) / sizeof(kCREATORS[0]));
     return kCREATORS;
 }

@@ -40,14 +40,16 @@ NVCCFLAGS=(-std=c++17 -O3 --fmad=false -Xcompiler -fPIC,-fvisibility=hidden
 
 objects=()
 pids=()
-for cu in causal_conv1d selective_scan hadamard_quantize int4_gemv int4_gemm; do
+for cu in causal_conv1d selective_scan hadamard_quantize int4_gemv int4_gemm ssd_scan rms_norm_quantize; do
     "$NVCC" "${NVCCFLAGS[@]}" -I"$KERNELS_PARENT" -c "$KERNELS_DIR/$cu.cu" -o "$OUT/obj/$cu.o" &
     pids+=($!)
     objects+=("$OUT/obj/$cu.o")
 done
 for src in common/pluginCommon Int8CausalConv1dPlugin/int8CausalConv1dPlugin \
            Int8SelectiveScanPlugin/int8SelectiveScanPlugin HadamardQuantizePlugin/hadamardQuantizePlugin \
-           Int4LinearPlugin/int4LinearPlugin SelectiveScanF16Plugin/selectiveScanF16Plugin pluginRegistration; do
+           Int4LinearPlugin/int4LinearPlugin SelectiveScanF16Plugin/selectiveScanF16Plugin \
+           Int8CausalConv1dChannelScalesPlugin/int8CausalConv1dChannelScalesPlugin Int8SSDScanPlugin/int8SSDScanPlugin \
+           GatedRMSNormQuantizePlugin/gatedRMSNormQuantizePlugin pluginRegistration; do
     name=$(basename "$src")
     "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -c "$HERE/$src.cpp" -o "$OUT/obj/$name.o"
     objects+=("$OUT/obj/$name.o")

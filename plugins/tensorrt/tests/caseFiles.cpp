@@ -109,6 +109,17 @@ Case readCase(std::string const& dir)
             line >> name >> value;
             c.fields.addFloat(name, std::strtof(value.c_str(), nullptr)); // hex float: exact
         }
+        else if (key == "intfield")
+        {
+            std::string name;
+            int32_t value = 0;
+            line >> name >> value;
+            if (!line)
+            {
+                fatal(dir + "/case.txt: bad intfield line " + text);
+            }
+            c.fields.addRaw(name, &value, sizeof(value), nvinfer1::PluginFieldType::kINT32, 1);
+        }
         else if (key == "profile")
         {
             std::string symbol;

@@ -7,7 +7,8 @@ run at the profile's opt shape, runtime shape steps in a fixed order on the same
 a CUDA graph. OUT_DIR/<case>/case.txt:
 
     plugin NAME                      the creator to use
-    field NAME HEXFLOAT              the ONNX attributes (hex: exact)
+    field NAME HEXFLOAT              the ONNX FLOAT attributes (hex: exact)
+    intfield NAME INT                the ONNX INT attributes (the gated norm's group_size)
     profile SYMBOL MIN OPT MAX       the dynamic dims (b, l) of the optimization profile
     alias OUT IN                     output OUT (a state) may be written into input IN's buffer (run in place too)
     step MODE DIR                    in order; MODE build (the build-time plugin at opt), shape (the runtime plugin,
@@ -24,10 +25,13 @@ can write -128 and every op reads it as -127 (edge_quamba.quant.primitives.read_
 that rule by every case. Statistics are those of a real layer (see _activations), so that SiLU, softplus and the
 requantizations are exercised over their working range.
 
-Sets: `model` (d_inner 768 as the demo model and 5120 as Mamba-2.8B; l 1, 7, 512, 2048, then back to 7; the demo
-size also changes b between 1 and 2) is what run_on_gpu.sh checks; `small` (the same cases with l <= 200) is what
-it runs under compute-sanitizer. Case data is large (hundreds of MB for `model`): it is made where it is used, never
-committed.
+Sets: `model` (the Mamba1 ops at d_inner 768 as the demo model and 5120 as Mamba-2.8B; the Mamba2 ops, Int8CausalConv1d
+ChannelScales, Int8SSDScan and GatedRMSNorm(Hadamard)Quantize, at the demo Mamba2's shapes (d_inner 768 = 12 heads of
+64, d_state 64, ngroups 2, conv_dim 1024) and at Mamba2-2.7b's (d_model 2560: d_inner 5120 = 80 heads of 64, d_state
+128, ngroups 1, conv_dim 5376); l 1, 7, 512, 2048, then back to 7; the demo sizes also change b between 1 and 2) is
+what run_on_gpu.sh checks; `small` (the same cases with l <= 200) is what it runs under compute-sanitizer. Case data
+is large (hundreds of MB for `model`): it is made where it is used, never committed. The Mamba2 cases have never run
+on a GPU (their plugins compile and pass the host-side selftest and the dry run here).
 """
 
 from __future__ import annotations
@@ -70,6 +74,13 @@ class Case:
     n: int = 16
     k: int = 4
     seed: int = 0
+    headdim: int = 64  # Mamba2: d_in = h * headdim
+    ngroups: int = 1  # Mamba2: state groups of B and C (gn = ngroups * n) and RMS groups of the gated norm
+
+    @property
+    def conv_dim(self) -> int:
+        """Mamba2's conv width: x | B | C."""
+        return self.d_in + 2 * self.ngroups * self.n
 
     def profile(self) -> dict[str, tuple[int, int, int]]:
         """min, opt, max of b and l over every shape the case runs."""
@@ -78,22 +89,32 @@ class Case:
                 for i, sym in enumerate(("b", "l"))}
 
 
+MAMBA1_OPS = ("Int8CausalConv1d", "Int8SelectiveScan", "HadamardQuantize")
+MAMBA2_OPS = ("Int8CausalConv1dChannelScales", "Int8SSDScan", "GatedRMSNormHadamardQuantize", "GatedRMSNormQuantize")
+MAMBA2_SHAPES = {768: (64, 2), 5120: (128, 1)}
+"""d_inner -> (d_state, ngroups) of the Mamba2 cases: the demo Mamba2 model and Mamba2-2.7b (headdim 64 both)."""
+
+
 def _cases(label: str, lengths: tuple[int, int, int, int], opt_l: int) -> tuple[Case, ...]:
     """Every op at d_inner 768 (b changing between 1 and 2) and 5120 (b = 1), l through ``lengths`` then back to
-    lengths[1]: a shape smaller than one already run on the same object."""
+    lengths[1]: a shape smaller than one already run on the same object. Mamba1's ops at n 16; Mamba2's at
+    MAMBA2_SHAPES."""
     one, few, mid, big = lengths
     sizes = ((768, ((1, one), (2, few), (1, mid), (2, big), (1, few)), 2),
              (5120, ((1, one), (1, few), (1, mid), (1, big), (1, few)), 1))
-    return tuple(Case(f"{op}-{d}-{label}", op, d, shapes, (1, opt_l), decode_b, seed=10 * i + j)
-                 for i, op in enumerate(("Int8CausalConv1d", "Int8SelectiveScan", "HadamardQuantize"))
-                 for j, (d, shapes, decode_b) in enumerate(sizes))
+    mamba1 = tuple(Case(f"{op}-{d}-{label}", op, d, shapes, (1, opt_l), decode_b, seed=10 * i + j)
+                   for i, op in enumerate(MAMBA1_OPS) for j, (d, shapes, decode_b) in enumerate(sizes))
+    mamba2 = tuple(Case(f"{op}-{d}-{label}", op, d, shapes, (1, opt_l), decode_b, n=MAMBA2_SHAPES[d][0],
+                        ngroups=MAMBA2_SHAPES[d][1], seed=100 + 10 * i + j)
+                   for i, op in enumerate(MAMBA2_OPS) for j, (d, shapes, decode_b) in enumerate(sizes))
+    return mamba1 + mamba2
 
 
 SETS = {
     "model": _cases("model", (1, 7, 512, 2048), opt_l=512),
     "small": _cases("small", (1, 7, 130, 200), opt_l=130),
 }
-"""`model`: 6 cases, l up to 2048 (200 and 130 are not multiples of the kernels' 64-step chunks: `small`)."""
+"""`model`: 14 cases, l up to 2048 (200 and 130 are not multiples of the kernels' 64-step chunks: `small`)."""
 
 
 def _codes(g: torch.Generator, *shape: int) -> torch.Tensor:
@@ -104,23 +125,58 @@ def _codes(g: torch.Generator, *shape: int) -> torch.Tensor:
     return q
 
 
-def _weights(case: Case, g: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """The inputs that stay fixed for a plugin (graph constants), and the scales (float32-representable)."""
+def _mamba_dt_bias(count: int, g: torch.Generator) -> torch.Tensor:
+    """Mamba's dt_bias initialization: the inverse softplus of Δ log-uniform in [1e-3, 0.1]."""
+    dt_init = torch.exp(torch.rand(count, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    return dt_init + torch.log(-torch.expm1(-dt_init))
+
+
+def _weights(case: Case, g: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, float | int]]:
+    """The inputs that stay fixed for a plugin (graph constants), and the fields: scales (float32-representable) and
+    the int ones (group_size)."""
     d, n, k = case.d_in, case.n, case.k
+    heads = d // case.headdim
+    if case.op == "Int8CausalConv1dChannelScales":
+        # the Mamba1 conv's statistics; per-channel output scales spanning 4x, some below SiLU's range (saturating)
+        c = case.conv_dim
+        tensors = {"weight_q": torch.randint(-127, 128, (c, k), generator=g, dtype=torch.int8),
+                   "bias": 0.1 * torch.randn(c, generator=g),
+                   "out_scales": (torch.rand(c, generator=g) * 3 + 1) * 0.01}
+        return tensors, _fields(case, {"x_scale": 0.02, "weight_scale": 0.005})
+    if case.op == "Int8SSDScan":  # mamba_ssm's A_log ~ log U(1, 16), D, dt_bias; per-channel x, per-group B/C scales
+        tensors = {"A": -torch.exp(torch.rand(heads, generator=g) * math.log(16)),
+                   "D": torch.ones(heads) + 0.1 * torch.randn(heads, generator=g),
+                   "dt_bias": _mamba_dt_bias(heads, g),
+                   "x_scales": (torch.rand(d, generator=g) * 3 + 1) * (2.0 / 127),
+                   "B_scales": ((torch.rand(case.ngroups, generator=g) + 0.5) * (2.0 / 127)).repeat_interleave(n),
+                   "C_scales": ((torch.rand(case.ngroups, generator=g) + 0.5) * (2.0 / 127)).repeat_interleave(n)}
+        return tensors, _fields(case, {"dt_scale": 1.5 / 127})
+    if case.op.startswith("GatedRMSNorm"):  # normed values ~ N(0, 1) * weight: the largest saturate at 0.03 * 127
+        tensors = {"weight": torch.rand(d, generator=g) + 0.5}
+        return tensors, _fields(case, {"z_scale": 0.02, "eps": 1e-5, "group_size": d // case.ngroups,
+                                       "out_scale": 0.03})
     if case.op == "Int8CausalConv1d":
         # acc of k products of uniform codes has std ~ 2 * 127^2 / 3; times x_scale * weight_scale ~ 1 (SiLU's range)
         tensors = {"weight_q": torch.randint(-127, 128, (d, k), generator=g, dtype=torch.int8),
                    "bias": 0.1 * torch.randn(d, generator=g)}
         scales = {"x_scale": 0.02, "weight_scale": 0.005, "out_scale": 0.03}
     elif case.op == "Int8SelectiveScan":
-        dt_init = torch.exp(torch.rand(d, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        dt_bias = _mamba_dt_bias(d, g)
         tensors = {"A": -torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1),  # S4D-real init, as Mamba's
-                   "D": torch.ones(d) + 0.1 * torch.randn(d, generator=g),
-                   "dt_bias": dt_init + torch.log(-torch.expm1(-dt_init))}  # inverse softplus, as Mamba's init
+                   "D": torch.ones(d) + 0.1 * torch.randn(d, generator=g), "dt_bias": dt_bias}
         scales = {"u_scale": 0.05, "dt_scale": 0.02, "B_scale": 0.02, "C_scale": 0.02, "z_scale": 0.05}
     else:
         tensors, scales = {}, {"out_scale": 0.05}
-    return tensors, {name: float(torch.tensor(v, dtype=torch.float32)) for name, v in scales.items()}
+    return tensors, _fields(case, scales)
+
+
+def _fields(case: Case, values: dict[str, float | int]) -> dict[str, float | int]:
+    """The op's attributes in spec order: FLOAT ones rounded to float32 (what the plugin field holds), INT ones as
+    they are."""
+    spec = PLUGIN_SPECS[case.op]
+    return {a.name: int(values[a.name]) if a.kind == "int" else float(torch.tensor(values[a.name],
+                                                                                 dtype=torch.float32))
+            for a in spec.attributes}
 
 
 def _activations(case: Case, b: int, l: int, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -128,6 +184,16 @@ def _activations(case: Case, b: int, l: int, g: torch.Generator) -> dict[str, to
     d, n, k = case.d_in, case.n, case.k
     if case.op == "Int8CausalConv1d":
         return {"x_q": _codes(g, b, l, d), "conv_state_q": _codes(g, b, d, k)}
+    if case.op == "Int8CausalConv1dChannelScales":
+        return {"x_q": _codes(g, b, l, case.conv_dim), "conv_state_q": _codes(g, b, case.conv_dim, k)}
+    if case.op == "Int8SSDScan":
+        heads, gn = d // case.headdim, case.ngroups * n
+        return {"x_q": _codes(g, b, l, d), "dt_q": _codes(g, b, l, heads), "B_q": _codes(g, b, l, gn),
+                "C_q": _codes(g, b, l, gn), "ssm_state": 0.5 * torch.randn(b, heads, case.headdim, n, generator=g)}
+    if case.op.startswith("GatedRMSNorm"):
+        y = 2 * torch.randn(b, l, d, generator=g)
+        y[..., :: max(d // 8, 1)] *= 20.0  # outlier channels, as the scan output has
+        return {"y": y, "z_q": _codes(g, b, l, d)}
     if case.op == "Int8SelectiveScan":
         return {"u_q": _codes(g, b, l, d), "dt_q": _codes(g, b, l, d), "B_q": _codes(g, b, l, n),
                 "C_q": _codes(g, b, l, n), "z_q": _codes(g, b, l, d),
@@ -187,7 +253,8 @@ def write_case(case: Case, out: Path) -> Path:
     g = torch.Generator().manual_seed(1000 + case.seed)
     weights, scales = _weights(case, g)
     lines = [f"plugin {spec.name}"]
-    lines += [f"field {a.name} {scales[a.name].hex()}" for a in spec.attributes]
+    lines += [f"intfield {a.name} {scales[a.name]}" if a.kind == "int" else f"field {a.name} {scales[a.name].hex()}"
+              for a in spec.attributes]
     lines += [f"profile {sym} {lo} {opt} {hi}" for sym, (lo, opt, hi) in case.profile().items()]
     aliases = state_aliases(spec)
     lines += [f"alias {o} {i}" for o, i in aliases]

@@ -22,12 +22,28 @@ using namespace nvinfer1;
 
 // ---- selftest -------------------------------------------------------------------------------------------------
 
-//! Sizes used for the shape checks: d_in = 768 (demo model, 12 * 64: a supported Hadamard size), n = 16, k = 4.
+//! Sizes used for the shape checks: d_in = 768 (demo model, 12 * 64: a supported Hadamard size), n = 16, k = 4;
+//! Mamba2's h = 12 heads of p = 64 channels (h p = d_in), g = 2 state groups (gn = 32), conv_dim = d_in + 2 g n = 832.
+//! The 4-bit linears' symbols are w4Selftest.cpp's (they get 0 here and are never used).
 int64_t exampleSize(int32_t symbol)
 {
-    int64_t const sizes[spec::kNB_SYMBOLS] = {2, 5, 768, 4, 16};
-    return sizes[symbol];
+    switch (symbol)
+    {
+    case spec::kSYM_B: return 2;
+    case spec::kSYM_L: return 5;
+    case spec::kSYM_D_IN: return 768;
+    case spec::kSYM_K: return 4;
+    case spec::kSYM_N: return 16;
+    case spec::kSYM_CONV_DIM: return 832;
+    case spec::kSYM_H: return 12;
+    case spec::kSYM_P: return 64;
+    case spec::kSYM_GN: return 32;
+    default: return 0;
+    }
 }
+
+//! The value of every kINT32 field in these checks: the gated norm's group_size, d_in / 2 (ngroups 2).
+constexpr int32_t kExampleIntField = 384;
 
 //! One size per op that its kernel cannot run (the plugin must refuse it at build time).
 template <class Spec>
@@ -46,6 +62,26 @@ template <>
 std::pair<int32_t, int64_t> unsupportedSize<spec::HadamardQuantize>()
 {
     return {spec::kSYM_D_IN, 100};
+}
+template <>
+std::pair<int32_t, int64_t> unsupportedSize<spec::Int8CausalConv1dChannelScales>()
+{
+    return {spec::kSYM_K, 5};
+}
+template <>
+std::pair<int32_t, int64_t> unsupportedSize<spec::Int8SSDScan>()
+{
+    return {spec::kSYM_N, 512};
+}
+template <>
+std::pair<int32_t, int64_t> unsupportedSize<spec::GatedRMSNormQuantize>()
+{
+    return {spec::kSYM_D_IN, 100}; // not a whole number of groups of 384
+}
+template <>
+std::pair<int32_t, int64_t> unsupportedSize<spec::GatedRMSNormHadamardQuantize>()
+{
+    return {spec::kSYM_D_IN, 1152}; // 3 groups of 384, but 9 * 2^7: no Hadamard transform of that size
 }
 
 //! The spec's dims of every input (or output) at exampleSize, with ``overrides`` (symbol, value) applied.
@@ -80,12 +116,32 @@ std::vector<Dims> specDims(bool inputs, int32_t overrideSymbol = -1, int64_t ove
 }
 
 template <class Spec>
+bool isIntField(int32_t i)
+{
+    return Spec::kFIELD_TYPES[i] == PluginFieldType::kINT32;
+}
+
+//! Field i at a valid value of its type (a kFLOAT32 scale ``scale``, or kExampleIntField).
+template <class Spec>
+void addValid(Fields& f, int32_t i, float scale)
+{
+    if (isIntField<Spec>(i))
+    {
+        f.addRaw(Spec::kFIELD_NAMES[i], &kExampleIntField, sizeof(int32_t), PluginFieldType::kINT32, 1);
+    }
+    else
+    {
+        f.addFloat(Spec::kFIELD_NAMES[i], scale);
+    }
+}
+
+template <class Spec>
 Fields validFields()
 {
     Fields f;
     for (int32_t i = 0; i < Spec::kNB_FIELDS; ++i)
     {
-        f.addFloat(Spec::kFIELD_NAMES[i], 0.01F * static_cast<float>(i + 1) + 0.003F);
+        addValid<Spec>(f, i, 0.01F * static_cast<float>(i + 1) + 0.003F);
     }
     return f;
 }
@@ -102,24 +158,37 @@ void selftestCreateValidation(IPluginCreatorV3One* creator, std::string const& o
         op + ": createPlugin refuses a null field collection");
     float const bad[] = {0.0F, -0.5F, NAN, INFINITY};
     char const* badNames[] = {"zero", "negative", "NaN", "Inf"};
+    int32_t const badInts[] = {0, -1};
     for (int32_t i = 0; i < Spec::kNB_FIELDS; ++i)
     {
         std::string const name = Spec::kFIELD_NAMES[i];
-        for (int b = 0; b < 4; ++b)
+        bool const isInt = isIntField<Spec>(i);
+        for (int b = 0; b < (isInt ? 2 : 4); ++b)
         {
             Fields f;
             for (int32_t j = 0; j < Spec::kNB_FIELDS; ++j)
             {
-                f.addFloat(Spec::kFIELD_NAMES[j], j == i ? bad[b] : 0.1F);
+                if (j != i)
+                {
+                    addValid<Spec>(f, j, 0.1F);
+                }
+                else if (isInt)
+                {
+                    f.addRaw(name, &badInts[b], sizeof(int32_t), PluginFieldType::kINT32, 1);
+                }
+                else
+                {
+                    f.addFloat(name, bad[b]);
+                }
             }
-            refused(f, std::string("a ") + badNames[b] + " " + name);
+            refused(f, std::string("a ") + (isInt ? std::to_string(badInts[b]) : badNames[b]) + " " + name);
         }
         Fields missing;
         for (int32_t j = 0; j < Spec::kNB_FIELDS; ++j)
         {
             if (j != i)
             {
-                missing.addFloat(Spec::kFIELD_NAMES[j], 0.1F);
+                addValid<Spec>(missing, j, 0.1F);
             }
         }
         refused(missing, "a missing " + name);
@@ -127,16 +196,22 @@ void selftestCreateValidation(IPluginCreatorV3One* creator, std::string const& o
         double const d = 0.1;
         wrongType.addRaw(name, &d, sizeof(d), PluginFieldType::kFLOAT64, 1);
         refused(wrongType, name + " as kFLOAT64");
+        Fields otherType = missing; // a scale given as kINT32, or a layout constant as kFLOAT32
+        int32_t const one = 1;
+        float const oneF = 1.0F;
+        otherType.addRaw(name, isInt ? static_cast<void const*>(&oneF) : static_cast<void const*>(&one), 4,
+            isInt ? PluginFieldType::kFLOAT32 : PluginFieldType::kINT32, 1);
+        refused(otherType, name + (isInt ? " as kFLOAT32" : " as kINT32"));
         Fields twoValues = missing;
         float const two[2] = {0.1F, 0.2F};
-        twoValues.addRaw(name, two, sizeof(two), PluginFieldType::kFLOAT32, 2);
+        twoValues.addRaw(name, two, sizeof(two), Spec::kFIELD_TYPES[i], 2);
         refused(twoValues, name + " of length 2");
     }
     Fields extra = validFields<Spec>();
     extra.addFloat("not_a_field", 0.1F);
     refused(extra, "an unknown field");
     Fields twice = validFields<Spec>();
-    twice.addFloat(Spec::kFIELD_NAMES[0], 0.1F);
+    addValid<Spec>(twice, 0, 0.1F);
     refused(twice, "a field given twice");
 }
 
@@ -466,7 +541,7 @@ void selftestOne()
     for (int32_t i = 0; declared != nullptr && i < declared->nbFields && i < Spec::kNB_FIELDS; ++i)
     {
         check(std::string(declared->fields[i].name) == Spec::kFIELD_NAMES[i]
-                && declared->fields[i].type == PluginFieldType::kFLOAT32 && declared->fields[i].length == 1,
+                && declared->fields[i].type == Spec::kFIELD_TYPES[i] && declared->fields[i].length == 1,
             op + ": declared field " + Spec::kFIELD_NAMES[i]);
     }
 
@@ -498,7 +573,7 @@ void selftestOne()
         for (int32_t i = 0; same && i < Spec::kNB_FIELDS; ++i)
         {
             same = std::string(again->fields[i].name) == Spec::kFIELD_NAMES[i]
-                && again->fields[i].type == PluginFieldType::kFLOAT32 && again->fields[i].length == 1
+                && again->fields[i].type == Spec::kFIELD_TYPES[i] && again->fields[i].length == 1
                 && std::memcmp(again->fields[i].data, fields.data[i].data(), sizeof(float)) == 0;
         }
         check(same, op + ": serialization round trip is exact");
@@ -519,6 +594,71 @@ void selftestOne()
     selftestTensorRTOrder<Spec>(creator, op);
 }
 
+//! getOutputShapes of a plugin of ``Spec`` (valid fields, ``intField`` at every kINT32 field) on the example dims with
+//! ``overrides``: 0 when it accepts them.
+template <class Spec>
+int32_t outputShapesWith(std::vector<std::pair<int32_t, int64_t>> const& overrides, int32_t intField = kExampleIntField)
+{
+    Fields f;
+    for (int32_t i = 0; i < Spec::kNB_FIELDS; ++i)
+    {
+        if (isIntField<Spec>(i))
+        {
+            f.addRaw(Spec::kFIELD_NAMES[i], &intField, sizeof(int32_t), PluginFieldType::kINT32, 1);
+        }
+        else
+        {
+            f.addFloat(Spec::kFIELD_NAMES[i], 0.1F);
+        }
+    }
+    IPluginV3* plugin = findCreator(Spec::kNAME)->createPlugin(Spec::kNAME, f.collection(), TensorRTPhase::kBUILD);
+    if (plugin == nullptr)
+    {
+        return -1;
+    }
+    TestExprBuilder builder;
+    std::vector<Dims> const dims = specDimsWith<Spec>(true, overrides);
+    std::vector<DimsExprs> in(dims.size());
+    for (size_t i = 0; i < dims.size(); ++i)
+    {
+        in[i].nbDims = dims[i].nbDims;
+        for (int32_t j = 0; j < dims[i].nbDims; ++j)
+        {
+            in[i].d[j] = builder.constant(dims[i].d[j]);
+        }
+    }
+    std::vector<DimsExprs> out(Spec::kNB_OUTPUTS);
+    int32_t const rc = capabilities(plugin).build->getOutputShapes(
+        in.data(), Spec::kNB_INPUTS, nullptr, 0, out.data(), Spec::kNB_OUTPUTS, builder);
+    delete plugin;
+    return rc;
+}
+
+//! The relations between the Mamba2 plugins' dims that no shared symbol states (their checkSizes), and the gated
+//! norm's group_size limits.
+void selftestMamba2Relations()
+{
+    using S = spec::Int8SSDScan;
+    check(outputShapesWith<S>({}) == 0, "Int8SSDScan: accepts d_in 768 = 12 heads x 64, gn 32 = 2 groups x 16");
+    check(outputShapesWith<S>({{spec::kSYM_D_IN, 704}}) != 0, "Int8SSDScan: refuses d_in != h * p");
+    check(outputShapesWith<S>({{spec::kSYM_GN, 40}}) != 0, "Int8SSDScan: refuses gn not a multiple of n");
+    check(outputShapesWith<S>({{spec::kSYM_GN, 80}}) != 0, "Int8SSDScan: refuses 5 groups for 12 heads");
+    check(outputShapesWith<S>({{spec::kSYM_N, 128}, {spec::kSYM_GN, 128}, {spec::kSYM_H, 80}, {spec::kSYM_D_IN, 5120}})
+            == 0,
+        "Int8SSDScan: accepts Mamba2-2.7b's shapes (80 heads x 64, n 128, 1 group)");
+    using G = spec::GatedRMSNormQuantize;
+    using H = spec::GatedRMSNormHadamardQuantize;
+    check(outputShapesWith<G>({{spec::kSYM_D_IN, 16384}}, 8192) == 0, "GatedRMSNormQuantize: accepts groups of 8192");
+    check(outputShapesWith<G>({{spec::kSYM_D_IN, 16384}}, 16384) != 0,
+        "GatedRMSNormQuantize: refuses a group of 16384 (> kRmsNormMaxDim)");
+    check(outputShapesWith<H>({{spec::kSYM_D_IN, 16384}}, 16384) == 0,
+        "GatedRMSNormHadamardQuantize: accepts one group of 16384");
+    check(outputShapesWith<H>({{spec::kSYM_D_IN, 5120}}, 5120) == 0,
+        "GatedRMSNormHadamardQuantize: accepts Mamba2-2.7b's d_in 5120 (20 x 256), one group");
+    check(outputShapesWith<G>({{spec::kSYM_D_IN, 768}}, 500) != 0,
+        "GatedRMSNormQuantize: refuses a group_size that does not divide d_in");
+}
+
 } // namespace
 
 int selftest()
@@ -527,6 +667,11 @@ int selftest()
     selftestOne<spec::Int8CausalConv1d>();
     selftestOne<spec::Int8SelectiveScan>();
     selftestOne<spec::HadamardQuantize>();
+    selftestOne<spec::Int8CausalConv1dChannelScales>();
+    selftestOne<spec::Int8SSDScan>();
+    selftestOne<spec::GatedRMSNormQuantize>();
+    selftestOne<spec::GatedRMSNormHadamardQuantize>();
+    selftestMamba2Relations();
     std::printf("selftest: %d checks, %d failed\n", checkCount(), failureCount());
     return failureCount() == 0 ? 0 : 1;
 }

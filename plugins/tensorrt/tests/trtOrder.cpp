@@ -673,6 +673,22 @@ int runCases(std::vector<std::string> const& dirs, bool device, bool timing)
         {
             runCase<spec::HadamardQuantize>(c, opts, stream);
         }
+        else if (c.plugin == spec::Int8CausalConv1dChannelScales::kNAME)
+        {
+            runCase<spec::Int8CausalConv1dChannelScales>(c, opts, stream);
+        }
+        else if (c.plugin == spec::Int8SSDScan::kNAME)
+        {
+            runCase<spec::Int8SSDScan>(c, opts, stream);
+        }
+        else if (c.plugin == spec::GatedRMSNormQuantize::kNAME)
+        {
+            runCase<spec::GatedRMSNormQuantize>(c, opts, stream);
+        }
+        else if (c.plugin == spec::GatedRMSNormHadamardQuantize::kNAME)
+        {
+            runCase<spec::GatedRMSNormHadamardQuantize>(c, opts, stream);
+        }
         else
         {
             fatal(dir + ": no plugin " + c.plugin);
