@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "edge_quamba"
 KNOWN_LAZY_CIRCLES = {
     # the lowering modules: lower.py dispatches to the float lowerings, which build on its GraphBuilder (left until the
     # TensorRT work on onnx/ is merged: the lowering modules are to form a tree)
-    frozenset({"edge_quamba.onnx.lower", "edge_quamba.onnx.lower_w4a16", "edge_quamba.onnx.lower_mamba2_w4a16"}),
+    frozenset({"edge_quamba.onnx.lower", "edge_quamba.onnx.lower_mamba2", "edge_quamba.onnx.lower_w4a16",
+               "edge_quamba.onnx.lower_mamba2_w4a16"}),
     frozenset({"edge_quamba.onnx.lower_hybrid", "edge_quamba.onnx.lower_hybrid_float"}),
     # parse_model_config dispatches to the hybrid parsers, which build on config.py's helpers
     frozenset({"edge_quamba.models.config", "edge_quamba.models.hybrid_config"}),

@@ -38,7 +38,7 @@ from edge_quamba.quant.hadamard import rotate_linear_input
 from edge_quamba.quant.primitives import code_label, quantize_weight_per_tensor, scale_from_amax
 from edge_quamba.quant.config import QuantConfig
 from edge_quamba.quant.linears import Int4Linear, QuantLinear, scalar_buffer
-from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, W4A16_DTYPE, QuantOps
+from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, W4A16_DTYPE, QuantBlock, QuantOps
 from edge_quamba.quant.sites import MAMBA2_SITE_BY_NAME, MAMBA2_SITE_NAMES, tensor_name
 
 FOUR_BIT_LINEARS_MAMBA2 = ("in_proj", "out_proj")
@@ -218,18 +218,13 @@ class QuantMamba2Mixer(nn.Module):
         return self._flow(resid, state, norm, step=True)
 
 
-class QuantMamba2Block(nn.Module):
-    """resid + mixer(resid), the pre-norm inside the mixer's flow; state-dict keys ``norm.*``, ``mixer.*``."""
+class QuantMamba2Block(QuantBlock):
+    """Mamba2's quantized block (:class:`QuantMamba2Mixer`); forward is :class:`QuantBlock`'s."""
 
     def __init__(self, config: Mamba2Config, qconfig: QuantConfig, layer: int):
         super().__init__()
         self.norm = Norm(config.d_model, config.norm, config.norm_eps, torch.float32)
         self.mixer = QuantMamba2Mixer(config, qconfig, layer)
-
-    def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
-        """The sum is float32, stored in resid's dtype (float16 with use_float_parts: one rounding), as Mamba1's."""
-        out, state = (self.mixer.step if step else self.mixer)(resid, state, self.norm)
-        return (resid.float() + out).to(resid.dtype), state
 
 
 class W4A16Mamba2Mixer(Mamba2Mixer):

@@ -258,21 +258,26 @@ class QuantMambaMixer(nn.Module):
         return self._flow(resid, state, norm, step=True)
 
 
-class QuantResidualBlock(nn.Module):
-    """The quantized model's block: resid + mixer(resid), the pre-norm inside the mixer's flow (so that it can be
-    fused with the quantize after it). Same state-dict keys as :class:`ResidualBlock` (``norm.*``, ``mixer.*``)."""
-
-    def __init__(self, config: MambaConfig, hadamard: bool, layer: int, per_channel: bool = False,
-                 out_proj_scale: str = "static", group_size: int | None = None):
-        super().__init__()
-        self.norm = Norm(config.d_model, config.norm, config.norm_eps, torch.float32)
-        self.mixer = QuantMambaMixer(config, hadamard, layer, per_channel, out_proj_scale, group_size)
+class QuantBlock(nn.Module):
+    """A quantized model's block, Mamba1 or Mamba2: resid + mixer(resid), the pre-norm inside the mixer's flow (so
+    that it can be fused with the quantize after it). Subclasses make ``norm`` and ``mixer``; state-dict keys as
+    :class:`ResidualBlock`'s (``norm.*``, ``mixer.*``)."""
 
     def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
         """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state. The sum is float32, stored in
         resid's dtype (float32, or float16 with :func:`use_float_parts`: one rounding of the float32 sum)."""
         out, state = (self.mixer.step if step else self.mixer)(resid, state, self.norm)
         return (resid.float() + out).to(resid.dtype), state
+
+
+class QuantResidualBlock(QuantBlock):
+    """Mamba1's quantized block (:class:`QuantMambaMixer`)."""
+
+    def __init__(self, config: MambaConfig, hadamard: bool, layer: int, per_channel: bool = False,
+                 out_proj_scale: str = "static", group_size: int | None = None):
+        super().__init__()
+        self.norm = Norm(config.d_model, config.norm, config.norm_eps, torch.float32)
+        self.mixer = QuantMambaMixer(config, hadamard, layer, per_channel, out_proj_scale, group_size)
 
 
 # Floating-point weights outside the mixers (embeddings, norms, lm_head) are stored in fp16.
@@ -293,10 +298,7 @@ def use_float_parts(model: MambaLM, float_parts: str) -> MambaLM:
     moves a value across a rounding boundary (benchmarks/float_parts.py measures how often, and the perplexity)."""
     if float_parts not in FLOAT_PARTS:
         raise ConfigError(f"--float-parts {float_parts!r} is not one of {', '.join(FLOAT_PARTS)}")
-    from edge_quamba.quant.mamba2_qmodel import QuantMamba2Block  # it builds on this module
-
-    blocks = (QuantResidualBlock, QuantMamba2Block)
-    if float_parts != "float32" and not all(isinstance(block, blocks) for block in model.backbone.layers):
+    if float_parts != "float32" and not all(isinstance(block, QuantBlock) for block in model.backbone.layers):
         raise ConfigError(f"--float-parts {float_parts} applies to quantized Mamba1 and Mamba2 models (the TensorRT "
                           f"graph) only")
     model.residual_storage = None if float_parts == "float32" else FLOAT_PARTS[float_parts]
