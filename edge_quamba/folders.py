@@ -36,7 +36,8 @@ from edge_quamba.integrity import check_listed_file, check_seal, check_sha256, f
 from edge_quamba.kinds import (ENGINE, ENGINE_FORMAT_VERSION, EXPORT, EXPORT_FORMAT_VERSION, FP,
                                FP32_GRAPH, FP_CONFIG, FP_DIR, OUTPUT_KINDS, QUANT_CONFIG, QUANTIZED, QUANTIZED_DIR,
                                QUANTIZED_GRAPH, TARGET_FILES, WEIGHTS, OutputKind)
-from edge_quamba.models.config import ModelConfig, model_config_from_dict, read_json
+from edge_quamba.models.config import ModelConfig, read_json
+from edge_quamba.models.config_dispatch import model_config_from_dict
 from edge_quamba.models.locate import FpCheckpoint, checkpoint_header, read_fp_checkpoint, resolve_model
 from edge_quamba.models.tokenizer import TextTokenizer, load_tokenizer
 from edge_quamba.paths import require_regular_file

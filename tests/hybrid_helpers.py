@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import transformers
 
-from edge_quamba.models.config import parse_model_config
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.hybrid import HybridLM, hybrid_reference_keys
 
 

@@ -18,7 +18,7 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-from edge_quamba.models.config import parse_model_config
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.loading import load_fp_model
 from helpers import make_tokenizer
 

@@ -237,7 +237,7 @@ def test_int4_wrappers_reject_bad_arguments_in_one_line():
 def tiny_four_bit_model(bits: str):
     """A tiny random model (d_model 64, d_inner 128, dt_rank 4) quantized at ``bits`` with GPTQ, groups of 32: in_proj
     2 groups, x_proj / out_proj 4, dt_proj one partial group of 4 columns (every GEMV/GEMM shape rule is exercised)."""
-    from edge_quamba.models.config import parse_model_config
+    from edge_quamba.models.config_dispatch import parse_model_config
     from edge_quamba.models.mamba import MambaLM
     from edge_quamba.quant.calibrate import CalibrationData, LinearHessians, calibrate
     from edge_quamba.quant.qmodel import QuantConfig, quantize_model

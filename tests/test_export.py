@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_quamba.errors import ValidationError
-from edge_quamba.models.config import parse_model_config
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.onnx import state_names
 from edge_quamba.onnx.export import export_model

@@ -16,8 +16,6 @@ KNOWN_LAZY_CIRCLES = {
     frozenset({"edge_quamba.onnx.lower", "edge_quamba.onnx.lower_mamba2", "edge_quamba.onnx.lower_w4a16",
                "edge_quamba.onnx.lower_mamba2_w4a16"}),
     frozenset({"edge_quamba.onnx.lower_hybrid", "edge_quamba.onnx.lower_hybrid_float"}),
-    # parse_model_config dispatches to the hybrid parsers, which build on config.py's helpers
-    frozenset({"edge_quamba.models.config", "edge_quamba.models.hybrid_config"}),
 }
 
 

@@ -12,7 +12,7 @@ import torch
 from onnx import TensorProto, numpy_helper
 
 from edge_quamba.errors import ConfigError, InputError
-from edge_quamba.models.config import parse_model_config
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.onnx.export import export_model
 from edge_quamba.onnx.validate import TIE_TOLERANCE, W4A16_RTOL, check_graph

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from edge_quamba.errors import ConfigError
-from edge_quamba.models.config import Mamba2Config, parse_model_config
+from edge_quamba.models.config import Mamba2Config
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.mamba2 import GatedRMSNorm, Mamba2LM, ssd_chunked
 from edge_quamba.ops.specs import MAMBA2_SPECS
 from edge_quamba.quant.calibrate import CalibrationData

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edge_quamba.errors import ConfigError
-from edge_quamba.models.config import parse_model_config
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.mamba import MambaLM, causal_conv1d, selective_scan
 from edge_quamba.folders import load_quantized_model
 from edge_quamba.quant.calibrate import CalibrationData, calibrate

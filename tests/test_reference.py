@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from edge_quamba.models.config import parse_model_config
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.loading import load_fp_model
 from edge_quamba.models.mamba import MambaLM
 from helpers import (decode_stepwise, random_hf_model, report, save_mamba_ssm_layout, save_transformers_layout,

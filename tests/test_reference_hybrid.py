@@ -10,7 +10,7 @@ import torch
 
 from edge_quamba.errors import CheckpointError, ConfigError
 from edge_quamba.models.attention import KVState
-from edge_quamba.models.config import parse_model_config
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.hybrid import HybridLM
 from edge_quamba.models.hybrid_config import HybridConfig
 from edge_quamba.models.loading import load_fp_model

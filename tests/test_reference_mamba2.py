@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from edge_quamba.errors import CheckpointError, ConfigError
-from edge_quamba.models.config import Mamba2Config, parse_model_config
+from edge_quamba.models.config import Mamba2Config
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.loading import load_fp_model
 from edge_quamba.models.mamba2 import Mamba2LM, ssd_chunked, ssd_sequential
 from helpers import (decode_stepwise, random_hf_mamba2, report, save_mamba_ssm_mamba2_layout,

@@ -2,7 +2,8 @@
 
 Longer than our ~400-line rule: both architectures' dataclasses, both public layouts' parsers and the checks of
 every field are one config language (the hybrid's, models/hybrid_config.py, builds on its helpers); splitting it
-would split each parser from the dataclass it fills.
+would split each parser from the dataclass it fills. The dispatch over every architecture's parser, hybrids included,
+is :mod:`edge_quamba.models.config_dispatch`, above this module and the hybrids' (so neither imports the other back).
 
 Two layouts exist for each architecture:
 
@@ -15,7 +16,7 @@ Two layouts exist for each architecture:
   ``chunk_size``, ...), ``rms_norm``, ``pad_vocab_size_multiple``; the embedding has ``vocab_size`` rounded up to
   that multiple.
 
-Parsing dispatches on ``model_type`` (or mamba_ssm's ``ssm_cfg.layer``) and never on file names. Options of the public
+Parsing dispatches (config_dispatch.py) on ``model_type`` (or mamba_ssm's ``ssm_cfg.layer``) and never on file names. Options of the public
 Mamba2 code that no released checkpoint uses (a gated-MLP share ``d_ssm``, ``D_has_hdim``, no gated norm,
 ``norm_before_gate``, a ``dt_limit``) are refused with a one-line ConfigError rather than half-supported.
 """
@@ -186,16 +187,6 @@ class Mamba2Config:
 
 
 ModelConfig = MambaConfig | Mamba2Config  # or a hybrid's HybridConfig (models/hybrid_config.py)
-
-
-def model_config_from_dict(data: dict[str, Any], source: str = "model_config") -> ModelConfig:
-    """Our own stored form (``to_dict``) of any config, told apart by its ``model_type`` (Mamba1 when absent,
-    as artifacts written before Mamba2 existed hold it; a hybrid's is its architecture)."""
-    from edge_quamba.models.hybrid_config import HYBRID_ARCHS, HybridConfig
-
-    model_type = data.get("model_type")
-    cls = Mamba2Config if model_type == "mamba2" else HybridConfig if model_type in HYBRID_ARCHS else MambaConfig
-    return cls.from_dict(data, source)
 
 
 def require_mamba1(config: ModelConfig, what: str) -> None:
@@ -406,33 +397,6 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object")
     return data
-
-
-def parse_model_config(raw: dict[str, Any], source: str) -> ModelConfig:
-    """Dispatch on ``model_type`` (transformers layout) or on the mamba_ssm keys; every bad value is a one-line
-    ConfigError that names ``source``."""
-    try:
-        return _parse(raw, source)
-    except ConfigError as exc:
-        message = str(exc)
-        raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
-
-
-def _parse(raw: dict[str, Any], source: str) -> ModelConfig:
-    model_type = raw.get("model_type")
-    if model_type is not None and not isinstance(model_type, str):
-        raise ConfigError(f"{source}: model_type={model_type!r} must be a string")
-    if model_type is None:
-        if "d_model" in raw and "n_layer" in raw:
-            return parse_mamba_ssm(raw, source)
-        raise ConfigError(f"{source} has no model_type and is not a mamba_ssm config (no d_model / n_layer)")
-    from edge_quamba.models.hybrid_config import HYBRID_ARCHS, HYBRID_PARSERS  # (it imports this module's helpers)
-
-    parser = CONFIG_PARSERS.get(model_type) or HYBRID_PARSERS.get(model_type)
-    if parser is None:
-        supported = ", ".join([*sorted(CONFIG_PARSERS), *HYBRID_ARCHS])
-        raise ConfigError(f"{source}: unknown model_type {model_type!r} (supported: {supported})")
-    return parser(raw, source)
 
 
 def checkpoint_layout(raw: dict[str, Any]) -> Literal["transformers", "mamba_ssm"]:

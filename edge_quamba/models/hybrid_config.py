@@ -293,4 +293,5 @@ def refuse_granite_hybrid(raw: dict[str, Any], source: str) -> HybridConfig:
 
 
 HYBRID_PARSERS = {"nemotron_h": parse_nemotron_h, "bamba": parse_bamba, "granitemoehybrid": refuse_granite_hybrid}
-"""model_type -> parser, merged into :data:`edge_quamba.models.config.CONFIG_PARSERS`."""
+"""model_type -> parser; :mod:`edge_quamba.models.config_dispatch` looks here after
+:data:`edge_quamba.models.config.CONFIG_PARSERS`."""

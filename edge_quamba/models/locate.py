@@ -14,7 +14,8 @@ from typing import Literal
 
 from edge_quamba.errors import CheckpointError, ConfigError, named
 from edge_quamba.kinds import FP_CONFIG
-from edge_quamba.models.config import ModelConfig, checkpoint_layout, parse_model_config, read_json
+from edge_quamba.models.config import ModelConfig, checkpoint_layout, read_json
+from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.resources import DEFAULT_DEMO, DEMO_MODELS, demo_model_dir
 from edge_quamba.safetensors_header import TensorInfo, read_header
 

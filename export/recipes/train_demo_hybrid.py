@@ -78,7 +78,7 @@ def main() -> None:
     from tokenizers import Tokenizer
     from transformers import NemotronHForCausalLM
 
-    from edge_quamba.models.config import parse_model_config
+    from edge_quamba.models.config_dispatch import parse_model_config
     from edge_quamba.models.hybrid import HybridLM, hybrid_reference_keys
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -131,7 +131,7 @@ def build_model(args, vocab_size: int, eot_id: int, device: torch.device):
 
     torch.manual_seed(args.seed)
     if args.arch == "mamba2":
-        from edge_quamba.models.config import parse_model_config
+        from edge_quamba.models.config_dispatch import parse_model_config
         from edge_quamba.models.mamba2 import Mamba2LM
 
         config = make_mamba2_config(vocab_size=vocab_size, hidden_size=args.hidden_size, layers=args.layers,
