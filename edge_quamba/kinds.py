@@ -69,6 +69,8 @@ QUANTIZED_DIR = "quantized"
 """Where an export keeps the quantized artifact its graph was validated against."""
 FP_DIR = "fp"
 """Where an fp32 export keeps its fp reference (an fp checkpoint folder)."""
+FP_REFERENCE_FILES = (FP_CONFIG, WEIGHTS, TOKENIZER)
+"""Every file of an fp32 export's fp/ folder."""
 FP32_GRAPH, QUANTIZED_GRAPH = "fp32", "quantized"
 """Values of export_config.json's ``graph`` (folders written before the key existed have none: quantized)."""
 

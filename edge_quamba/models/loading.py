@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from edge_quamba.errors import CheckpointError
+from edge_quamba.kinds import FP_CONFIG
 from edge_quamba.models.config import Mamba2Config, ModelConfig
 from edge_quamba.models.hybrid import HybridLM, hybrid_reference_keys
 from edge_quamba.models.hybrid_config import HybridConfig
@@ -180,7 +181,7 @@ def check_fp_header(checkpoint: FpCheckpoint, header: dict[str, TensorInfo]) -> 
     """An fp checkpoint's safetensors header (:func:`edge_quamba.models.locate.checkpoint_header`) against its
     config.json: layer count, names and shapes (the opener runs this before anything is read)."""
     check_tensors(to_reference_keys(header, checkpoint.config, checkpoint.layout), _fp_state_template,
-                  checkpoint.config, checkpoint.path, "config.json", check_dtypes=False)
+                  checkpoint.config, checkpoint.path, FP_CONFIG, check_dtypes=False)
 
 
 def load_fp_model(checkpoint: FpCheckpoint | Path | str, dtype: torch.dtype = torch.float32) -> MambaLM:
@@ -201,7 +202,7 @@ def load_fp_model(checkpoint: FpCheckpoint | Path | str, dtype: torch.dtype = to
     state = to_reference_keys(read_state_dict(path), config, checkpoint.layout)
     if weights_file(path).name.startswith("pytorch_model"):  # no header: the shapes are checked now
         infos = {key: (tuple(tensor.shape), "") for key, tensor in state.items()}
-        check_tensors(infos, _fp_state_template, config, path, "config.json", check_dtypes=False)
+        check_tensors(infos, _fp_state_template, config, path, FP_CONFIG, check_dtypes=False)
     check_finite(state, path)
     model = fp_model_class(config)(config, dtype=dtype)
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_quamba.errors import CheckpointError, named
+from edge_quamba.kinds import TOKENIZER
 from edge_quamba.paths import require_regular_file
 
 
@@ -40,7 +41,7 @@ leaves more rows unused is taken for another model's."""
 def _tokenizer_file(spec: Path, where: str = "") -> Path | None:
     """``spec`` or the tokenizer.json in it; None when there is none; a FIFO, device, ... in its place is a
     one-line CheckpointError that says what it is (``where`` prefixes it)."""
-    file = spec / "tokenizer.json" if spec.is_dir() else spec
+    file = spec / TOKENIZER if spec.is_dir() else spec
     if not file.exists() and not file.is_symlink():
         return None
     return require_regular_file(file, where.removesuffix(": ") if where and file == spec else f"{where}{file}",

@@ -37,8 +37,9 @@ from edge_quamba.atomic import atomic_output_dir, check_output_dir
 from edge_quamba.errors import InputError, ValidationError
 from edge_quamba.folders import Check, ModelFolder, load_model_tokenizer, load_reference_model, open_folder, open_model
 from edge_quamba.integrity import file_sha256
-from edge_quamba.kinds import (ARTIFACT_FILES, EXPORT_FORMAT_VERSION, EXPORT, FP, FP32_GRAPH, FP_DIR, ORT_MODEL,
-                               QUANTIZED, QUANTIZED_DIR, QUANTIZED_GRAPH, TARGET_FILES, TOKENIZER, TRT_MODEL)
+from edge_quamba.kinds import (ARTIFACT_FILES, EXPORT_FORMAT_VERSION, EXPORT, FP, FP32_GRAPH, FP_CONFIG, FP_DIR,
+                               FP_REFERENCE_FILES, ORT_MODEL, QUANTIZED, QUANTIZED_DIR, QUANTIZED_GRAPH, TARGET_FILES,
+                               TOKENIZER, TRT_MODEL, WEIGHTS)
 from edge_quamba.models.config import Mamba2Config
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.models.hybrid_config import HybridConfig
@@ -344,10 +345,10 @@ def export_fp32_model(
         fp_dir.mkdir()
         # the reference as an fp checkpoint: its config.json, the float32 weights under the reference's names
         # (a tied lm_head is the embedding matrix: not stored twice), its tokenizer
-        shutil.copyfile(fp_folder.path / "config.json", fp_dir / "config.json")
+        shutil.copyfile(fp_folder.path / FP_CONFIG, fp_dir / FP_CONFIG)
         state = {k: v.contiguous() for k, v in reference.state_dict().items()
                  if not (k == "lm_head.weight" and reference.config.tie_embeddings)}
-        save_file(state, str(fp_dir / "model.safetensors"), metadata={"format": "pt"})
+        save_file(state, str(fp_dir / WEIGHTS), metadata={"format": "pt"})
         shutil.copyfile(tokenizer_file, fp_dir / TOKENIZER)
         shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
         log("lowering to ONNX (float32)")
@@ -363,7 +364,7 @@ def export_fp32_model(
         validate = validate_hybrid_float_on_ort if hybrid else validate_float_graph_on_ort
         report = _passed(validate(tmp / ORT_MODEL, reference, prompt, decode_steps, threads=threads,
                                   progress=progress, rtol=FP32_RTOL), out, echo)
-        fp_files = [f"{FP_DIR}/{name}" for name in ("config.json", "model.safetensors", TOKENIZER)]
+        fp_files = [f"{FP_DIR}/{name}" for name in FP_REFERENCE_FILES]
         record = {"graph": FP32_GRAPH, "quantization": None, "calibration": None, "source": source_record}
         config_file = write_export_config(tmp, _export_config(tmp, reference.config, ["ort"], [ORT_MODEL], fp_files,
                                                               {"ort": report}, graph, record))
