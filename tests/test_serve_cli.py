@@ -20,11 +20,11 @@ from helpers import cli_in_process, one_error_line
 SHUTDOWN_TIMEOUT = 1.0
 
 
-def start_server(*args: str) -> tuple[subprocess.Popen, str, list[str]]:
+def start_server(*args: str, preexec_fn=None) -> tuple[subprocess.Popen, str, list[str]]:
     """Start `edge-quamba serve --port 0 ARGS`; returns the process, its base URL and its stderr lines so far
     (a thread keeps reading them, so the pipe never fills)."""
     proc = subprocess.Popen([sys.executable, "-m", "edge_quamba", "serve", "--port", "0", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     lines: list[str] = []
     ready = threading.Event()
@@ -92,6 +92,25 @@ def test_sigterm_stops_accepting_ends_the_work_within_the_bound_and_exits_0():
         raise AssertionError("the server still accepts connections")
     except httpx.ConnectError:
         pass
+    assert not any("Traceback" in line for line in log)
+
+
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell does for a background job (`serve &`)
+
+
+def test_an_inherited_sigint_ignore_is_kept_and_sigterm_still_stops():
+    proc, url, log = start_server("--shutdown-timeout", str(SHUTDOWN_TIMEOUT), "--no-access-log",
+                                  preexec_fn=_ignore_sigint)
+    try:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert proc.poll() is None, "".join(log)
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
     assert not any("Traceback" in line for line in log)
 
 

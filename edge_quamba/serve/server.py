@@ -11,6 +11,7 @@ that comes while the model is still loading exits 0 too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import math
@@ -68,9 +69,18 @@ def url_of(sock: socket.socket) -> str:
 class _Server(uvicorn.Server):
     """uvicorn's Server, which also starts our shutdown when its signal handler runs and announces the real URL."""
 
-    def __init__(self, config: uvicorn.Config, service: Service, announce: Callable[[], None]):
+    def __init__(self, config: uvicorn.Config, service: Service, announce: Callable[[], None],
+                 ignored: frozenset[int] = frozenset()):
         super().__init__(config)
-        self.service, self.announce, self.loop = service, announce, None
+        self.service, self.announce, self.loop, self.ignored = service, announce, None, ignored
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        """uvicorn's handlers, except for the signals our parent told us to ignore (nohup, a background job)."""
+        with super().capture_signals():
+            for sig in self.ignored:
+                signal.signal(sig, signal.SIG_IGN)
+            yield
 
     async def startup(self, sockets=None):
         self.loop = asyncio.get_running_loop()
@@ -101,8 +111,11 @@ def serve(*, model: str | None, backend: str = "ref", host: str = "127.0.0.1", p
     once the server accepts connections."""
     # uvicorn re-raises the signal it caught once it has shut down, to the handler it found: ours makes that a
     # normal return (exit 0) instead of the default action (death by signal). A signal while loading exits too.
+    # A signal inherited as ignored (SIGINT of a background job `serve &`) stays ignored: neither handler replaces it.
     main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    ignored = frozenset(sig for sig in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(sig) == signal.SIG_IGN)
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)
+                if main and sig not in ignored}
     try:
         sock = bind(host, port)  # first: a taken port is refused before seconds of loading
         served = load_served_model(model=model, backend=backend, tokenizer=tokenizer, threads=threads,
@@ -114,7 +127,7 @@ def serve(*, model: str | None, backend: str = "ref", host: str = "127.0.0.1", p
                                 timeout_graceful_shutdown=math.ceil(limits.shutdown_timeout_s) + 1)
         server = _Server(config, app.state.service, lambda: announce(
             f"edge-quamba serve: {url_of(sock)}/v1 (model {served.name}, backend {backend}, chat template "
-            f"{served.template.source}{exposed}); SIGTERM or Ctrl-C stops"))
+            f"{served.template.source}{exposed}); SIGTERM or Ctrl-C stops"), ignored)
         server.run(sockets=[sock])
     except _Stopped:
         pass

@@ -25,6 +25,24 @@ LinearDims linearDims(nvinfer1::PluginTensorDesc const* inputDesc, int32_t xInde
     nvinfer1::Dims const& x = inputDesc[xIndex].dims;
     return {leadingVolume(x, 2), static_cast<int>(inputDesc[weightIndex].dims.d[0]), static_cast<int>(x.d[2])};
 }
+
+//! The fields the three 4-bit launchers share (dims, group size, packed weights, group scales, bias, row strides),
+//! filled from the plugin's inputs; Spec names the input indices, XIndex the activation input (kX_Q or kX).
+template <class Spec, int32_t XIndex, class Params>
+void fillInt4Weights(Params& p, nvinfer1::PluginTensorDesc const* inputDesc, void const* const* inputs,
+    int32_t groupSize) noexcept
+{
+    LinearDims const d = linearDims(inputDesc, XIndex, Spec::In::kWEIGHT_PACKED);
+    p.M = d.M;
+    p.N = d.N;
+    p.K = d.K;
+    p.group_size = groupSize;
+    p.x_row_stride = d.K;
+    p.y_row_stride = d.N;
+    p.w_packed = static_cast<uint8_t const*>(inputs[Spec::In::kWEIGHT_PACKED]); // int8 bytes read as uint8
+    p.w_scale = static_cast<float const*>(inputs[Spec::In::kWEIGHT_SCALE]);
+    p.bias = static_cast<float const*>(inputs[Spec::In::kBIAS]);
+}
 } // namespace
 
 bool checkInt4LinearSizes(char const* plugin, SymbolValues const& sym, int32_t groupSize) noexcept
@@ -64,19 +82,10 @@ int32_t W4A8LinearPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     nvinfer1::PluginTensorDesc const* /*outputDesc*/, void const* const* inputs, void* const* outputs,
     void* /*workspace*/, cudaStream_t stream) noexcept
 {
-    LinearDims const d = linearDims(inputDesc, Spec::In::kX_Q, Spec::In::kWEIGHT_PACKED);
     kernels::W4A8LinearParams p{};
-    p.M = d.M;
-    p.N = d.N;
-    p.K = d.K;
-    p.group_size = mIntFields[Spec::Field::kGROUP_SIZE];
+    fillInt4Weights<Spec, Spec::In::kX_Q>(p, inputDesc, inputs, mIntFields[Spec::Field::kGROUP_SIZE]);
     p.x = static_cast<int8_t const*>(inputs[Spec::In::kX_Q]);
-    p.x_row_stride = d.K;
-    p.w_packed = static_cast<uint8_t const*>(inputs[Spec::In::kWEIGHT_PACKED]); // int8 bytes read as uint8
-    p.w_scale = static_cast<float const*>(inputs[Spec::In::kWEIGHT_SCALE]);
-    p.bias = static_cast<float const*>(inputs[Spec::In::kBIAS]);
     p.y = static_cast<float*>(outputs[Spec::Out::kY]);
-    p.y_row_stride = d.N;
     p.x_scale = mFields[Spec::Field::kX_SCALE];
     return reportLaunch(Spec::kNAME, kernels::launch_w4a8_linear(p, stream));
 }
@@ -85,19 +94,10 @@ int32_t W4A8LinearQuantizePlugin::enqueue(nvinfer1::PluginTensorDesc const* inpu
     nvinfer1::PluginTensorDesc const* /*outputDesc*/, void const* const* inputs, void* const* outputs,
     void* /*workspace*/, cudaStream_t stream) noexcept
 {
-    LinearDims const d = linearDims(inputDesc, Spec::In::kX_Q, Spec::In::kWEIGHT_PACKED);
     kernels::W4A8LinearQuantizeParams p{};
-    p.M = d.M;
-    p.N = d.N;
-    p.K = d.K;
-    p.group_size = mIntFields[Spec::Field::kGROUP_SIZE];
+    fillInt4Weights<Spec, Spec::In::kX_Q>(p, inputDesc, inputs, mIntFields[Spec::Field::kGROUP_SIZE]);
     p.x = static_cast<int8_t const*>(inputs[Spec::In::kX_Q]);
-    p.x_row_stride = d.K;
-    p.w_packed = static_cast<uint8_t const*>(inputs[Spec::In::kWEIGHT_PACKED]);
-    p.w_scale = static_cast<float const*>(inputs[Spec::In::kWEIGHT_SCALE]);
-    p.bias = static_cast<float const*>(inputs[Spec::In::kBIAS]);
     p.y_q = static_cast<int8_t*>(outputs[Spec::Out::kY_Q]);
-    p.y_row_stride = d.N;
     p.x_scale = mFields[Spec::Field::kX_SCALE];
     p.out_scale = mFields[Spec::Field::kOUT_SCALE];
     return reportLaunch(Spec::kNAME, kernels::launch_w4a8_linear_quantize(p, stream));
@@ -107,19 +107,10 @@ int32_t W4A16LinearPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     nvinfer1::PluginTensorDesc const* /*outputDesc*/, void const* const* inputs, void* const* outputs,
     void* /*workspace*/, cudaStream_t stream) noexcept
 {
-    LinearDims const d = linearDims(inputDesc, Spec::In::kX, Spec::In::kWEIGHT_PACKED);
     kernels::W4A16LinearParams p{};
-    p.M = d.M;
-    p.N = d.N;
-    p.K = d.K;
-    p.group_size = mIntFields[Spec::Field::kGROUP_SIZE];
+    fillInt4Weights<Spec, Spec::In::kX>(p, inputDesc, inputs, mIntFields[Spec::Field::kGROUP_SIZE]);
     p.x = static_cast<__half const*>(inputs[Spec::In::kX]);
-    p.x_row_stride = d.K;
-    p.w_packed = static_cast<uint8_t const*>(inputs[Spec::In::kWEIGHT_PACKED]);
-    p.w_scale = static_cast<float const*>(inputs[Spec::In::kWEIGHT_SCALE]);
-    p.bias = static_cast<float const*>(inputs[Spec::In::kBIAS]);
     p.y = static_cast<__half*>(outputs[Spec::Out::kY]);
-    p.y_row_stride = d.N;
     return reportLaunch(Spec::kNAME, kernels::launch_w4a16_linear(p, stream));
 }
 

@@ -12,7 +12,7 @@
 // k <= kernels::kConvMaxWidth (4) and b <= 65535 (grid z).
 #pragma once
 
-#include "common/pluginBase.h"
+#include "Int8CausalConv1dPlugin/int8CausalConv1dPlugin.h"
 
 namespace edge_quamba
 {
@@ -26,8 +26,10 @@ public:
     using Spec = spec::Int8CausalConv1dChannelScales;
     using PluginBase::PluginBase;
 
-    //! Limits of the kernel on the shape symbols known so far (kUNKNOWN_DIM skipped).
-    static bool checkSizes(SymbolValues const& sym) noexcept;
+    static bool checkSizes(SymbolValues const& sym) noexcept
+    {
+        return checkConvSizes(Spec::kNAME, sym);
+    }
 
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;

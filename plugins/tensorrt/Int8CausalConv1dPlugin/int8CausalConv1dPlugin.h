@@ -10,11 +10,36 @@
 #pragma once
 
 #include "common/pluginBase.h"
+#include "kernels/causal_conv1d.h"
 
 namespace edge_quamba
 {
 namespace trt
 {
+
+//! The conv kernel's limits on the shape symbols known so far (kUNKNOWN_DIM skipped), for both conv plugins.
+bool checkConvSizes(char const* plugin, SymbolValues const& sym) noexcept;
+
+//! The launch parameters both conv plugins read from their inputs (Spec::In names x_q, conv_state_q, weight_q, bias;
+//! shapes were checked in onShapeChange). x_q (b, l, dim) arrives contiguous.
+template <class Spec>
+kernels::CausalConv1dParams convInputParams(
+    nvinfer1::PluginTensorDesc const* inputDesc, void const* const* inputs) noexcept
+{
+    nvinfer1::Dims const& x = inputDesc[Spec::In::kX_Q].dims;
+    kernels::CausalConv1dParams p{};
+    p.batch = static_cast<int>(x.d[0]);
+    p.seqlen = static_cast<int>(x.d[1]);
+    p.dim = static_cast<int>(x.d[2]);
+    p.width = static_cast<int>(inputDesc[Spec::In::kCONV_STATE_Q].dims.d[2]);
+    p.x_seq_stride = p.dim;
+    p.x_batch_stride = static_cast<int64_t>(p.seqlen) * p.dim;
+    p.x = static_cast<int8_t const*>(inputs[Spec::In::kX_Q]);
+    p.conv_state_in = static_cast<int8_t const*>(inputs[Spec::In::kCONV_STATE_Q]);
+    p.weight = static_cast<int8_t const*>(inputs[Spec::In::kWEIGHT_Q]);
+    p.bias = static_cast<float const*>(inputs[Spec::In::kBIAS]);
+    return p;
+}
 
 class Int8CausalConv1dPlugin : public PluginBase<spec::Int8CausalConv1d, Int8CausalConv1dPlugin>
 {
@@ -22,8 +47,10 @@ public:
     using Spec = spec::Int8CausalConv1d;
     using PluginBase::PluginBase;
 
-    //! Limits of the kernel on the shape symbols known so far (kUNKNOWN_DIM skipped).
-    static bool checkSizes(SymbolValues const& sym) noexcept;
+    static bool checkSizes(SymbolValues const& sym) noexcept
+    {
+        return checkConvSizes(Spec::kNAME, sym);
+    }
 
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
