@@ -216,6 +216,9 @@ def write_error(exc: BaseException, out: str | Path, option: str = "--out") -> O
 _terminating = threading.Event()
 """Set by the first SIGTERM / SIGHUP: later ones are ignored while the temporary folders are removed (cleared when
 the outermost output folder is done)."""
+_received: list[int] = []
+"""That first signal's number, so that a Terminated which a library caught and replaced with its own error
+(safetensors' loader turns it into a ValueError) still ends the run as the signal."""
 _depth = [0]
 
 
@@ -234,6 +237,7 @@ def _signals_raise_terminated():
         if _terminating.is_set():  # already unwinding (a nested output restored this handler): let it clean up
             return
         _terminating.set()
+        _received[:] = [signum]
         raise Terminated(signum)
 
     for sig in previous:
@@ -245,6 +249,7 @@ def _signals_raise_terminated():
         _depth[0] -= 1
         if _depth[0] == 0:
             _terminating.clear()
+            _received.clear()
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
@@ -318,6 +323,8 @@ def atomic_output_dir(out: str | Path, inputs: Iterable[tuple[str, str | Path]] 
             if tmp.exists():
                 with contextlib.suppress(OSError):
                     _remove_marked(tmp)
+            if _received and not isinstance(exc, Terminated):  # our Terminated, replaced on its way out by a library
+                raise Terminated(_received[0]) from None
             error = write_error(exc, out, option)
             if error is not None:
                 raise error from None

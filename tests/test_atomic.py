@@ -7,6 +7,7 @@ file system) are in tests/test_outputs_cli.py."""
 import errno
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge_quamba.atomic import MARKER, atomic_output_dir, check_output_dir
-from edge_quamba.errors import OutputError
+from edge_quamba.errors import OutputError, Terminated
 from edge_quamba.integrity import file_sha256, seal
 
 
@@ -192,3 +193,22 @@ def test_other_errors_keep_their_type(tmp_path):
         with atomic_output_dir(tmp_path / "out"):
             raise OSError(errno.ENOENT, "not a write error")
     assert not isinstance(info.value, OutputError)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_a_library_replaced_with_its_own_error_still_ends_the_run_as_the_signal(tmp_path, sig):
+    """safetensors' loader catches the Terminated our handler raises inside it and raises a ValueError instead
+    ("could not determine the shape of object type ..."): the run still ends as the signal, not as a damaged file."""
+    out = fake_output(tmp_path / "out")
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(Terminated) as info:
+        with atomic_output_dir(out):
+            try:
+                signal.raise_signal(sig)
+            except Terminated:
+                raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'")
+    assert info.value.signum == sig
+    assert sorted(p.name for p in out.iterdir()) == before and siblings(out) == ["out"]
+    with pytest.raises(RuntimeError):  # the next output's errors are its own again
+        with atomic_output_dir(tmp_path / "next"):
+            raise RuntimeError("boom")
