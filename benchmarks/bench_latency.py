@@ -13,10 +13,20 @@ gives, without spending minutes on the host. The baselines are built with their 
 
 Rows, per shape:
     edge-quamba cuda   the cuda backend (W8A8), timed through the generation protocol of ``edge-quamba bench``
-                       (``edge_quamba.runtime.bench.time_once``: prefill, then per token one graph replay and a
-                       greedy argmax read back by the host, which is what streaming needs). ``graph_ms`` adds the
-                       time of one decode graph replay alone (back-to-back replays between CUDA events, no host
-                       round trip per token): the floor the streaming loop approaches.
+                       (``edge_quamba.runtime.bench.time_once``: prefill, then per token one decode and the greedy
+                       token read back by the host, which is what streaming needs), in two ways on the same backend
+                       (``--token-choice``, default both):
+                       device: greedy on the GPU inside the decode graph (the argmax writes the next step's token
+                         buffer; the id goes to pinned host memory asynchronously; the host enqueues step t + 1
+                         before it reads token t): ``generate``'s path for greedy decoding on --backend cuda.
+                       host (row name + " host-argmax"; the path of every record before 2026-12-08): per token the
+                         host writes the token, replays the logits graph, clones the logits, takes their argmax and
+                         waits for it before the next step.
+                       ``graph_ms``: one replay of that row's decode graph alone (back-to-back replays between CUDA
+                       events, no host round trip per token): the floor the streaming loop approaches.
+                       ``host_ms_per_token`` = tpot_ms - graph_ms: the host time per token the GPU waits for (outside
+                       the graph: the token write, the launches, the read-back); issue 20's target is <= 3% of TPOT
+                       (``host_fraction_of_tpot``).
     edge-quamba cuda w4a8 / w4a16 (``--impls edge-quamba-w4a8,edge-quamba-w4a16``): the same backend and timing on a
                        random 4-bit model (``--bits w4a8 / w4a16`` layout, groups of 64: random packed codes, group
                        scales 0.1 / 7); W4A16 is the float16 fp model with 4-bit linears, so its norm, conv, scan
@@ -82,10 +92,15 @@ PADDED_VOCAB = VOCAB + (-VOCAB) % 8
 SYNTHETIC_AMAX = {"in_proj_input": 4.0, "xz": 8.0, "u": 4.0, "dbc": 8.0, "dt": 4.0, "out_proj_input": 4.0,
                   "weight": 0.1}
 """Stand-ins for calibrated activation amaxes and weight amaxes (values do not change the speed)."""
-CSV_FIELDS = ("shape", "impl", "status", "ttft_ms", "tpot_ms", "graph_ms", "decode_tokens_per_s", "peak_memory_gb",
-              "weight_gb", "achieved_gb_per_s", "fraction_of_copy_bandwidth")
+CSV_FIELDS = ("shape", "impl", "status", "ttft_ms", "tpot_ms", "graph_ms", "host_ms_per_token", "host_fraction_of_tpot",
+              "token_choice", "decode_tokens_per_s", "peak_memory_gb", "weight_gb", "achieved_gb_per_s",
+              "fraction_of_copy_bandwidth")
 IMPLS = ("edge-quamba cuda int8", "mamba_ssm fp16 cg", "transformers fp16", "edge-quamba cuda w4a8",
          "edge-quamba cuda w4a16")
+TOKEN_CHOICES = ("device", "host")
+"""--token-choice: where the edge-quamba rows choose the greedy token (module docstring); "both" times each."""
+HOST_ARGMAX_SUFFIX = " host-argmax"
+"""Appended to an edge-quamba row's name when its tokens were chosen on the host."""
 FOUR_BIT_IMPLS = {"edge-quamba-w4a8": ("w4a8", IMPLS[3]), "edge-quamba-w4a16": ("w4a16", IMPLS[4])}
 """--impls name of a 4-bit edge-quamba row -> (QuantConfig.bits, row name)."""
 INT4_WEIGHT_AMAX = 0.1
@@ -151,27 +166,28 @@ def copy_bandwidth_gb_per_s(device: torch.device, nbytes: int = 2**30, iters: in
     return 2 * nbytes * iters / seconds / 1e9
 
 
-def graph_replay_ms(backend, replays: int = 64) -> float:
-    """Mean time of one decode-graph replay, back to back (the sequence just advances; the token is fixed)."""
+def graph_replay_ms(graph: torch.cuda.CUDAGraph, replays: int = 64) -> float:
+    """Mean time of one decode-graph replay, back to back (the sequence just advances; the logits graph reads a fixed
+    token, the greedy graph the token it chose)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    backend.graph.replay()
+    graph.replay()
     start.record()
     for _ in range(replays):
-        backend.graph.replay()
+        graph.replay()
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / replays
 
 
-def kernel_table(backend, steps: int = 8, top: int = 12) -> list[dict]:
-    """GPU time per decode step by kernel name, from torch.profiler over ``steps`` graph replays."""
+def kernel_table(graph: torch.cuda.CUDAGraph, steps: int = 8, top: int = 12) -> list[dict]:
+    """GPU time per decode step by kernel name, from torch.profiler over ``steps`` replays of ``graph``."""
     from torch.profiler import ProfilerActivity, profile
 
-    backend.graph.replay()
+    graph.replay()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
-            backend.graph.replay()
+            graph.replay()
         torch.cuda.synchronize()
     rows = []
     for event in prof.key_averages():
@@ -204,9 +220,43 @@ def timed(fn) -> float:
 def row(shape: str, impl: str, ttft: float, tpot: float, peak: int, weight_bytes: int, copy_bw: float,
         **extra) -> dict:
     gb_per_s = weight_bytes / tpot / 1e9
-    return {"shape": shape, "impl": impl, "status": "ok", "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3,
-            "decode_tokens_per_s": 1 / tpot, "peak_memory_gb": peak / 1e9, "weight_gb": weight_bytes / 1e9,
-            "achieved_gb_per_s": gb_per_s, "fraction_of_copy_bandwidth": gb_per_s / copy_bw, **extra}
+    result = {"shape": shape, "impl": impl, "status": "ok", "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3,
+              "decode_tokens_per_s": 1 / tpot, "peak_memory_gb": peak / 1e9, "weight_gb": weight_bytes / 1e9,
+              "achieved_gb_per_s": gb_per_s, "fraction_of_copy_bandwidth": gb_per_s / copy_bw, **extra}
+    if "graph_ms" in extra:  # wall time per token the GPU spends outside the decode graph
+        result["host_ms_per_token"] = result["tpot_ms"] - extra["graph_ms"]
+        result["host_fraction_of_tpot"] = result["host_ms_per_token"] / result["tpot_ms"]
+    return result
+
+
+def edge_quamba_rows(backend, shape: str, impl: str, prompt, new_tokens: int, repeats: int, copy_bw: float,
+                     profile_kernels: bool, token_choices=TOKEN_CHOICES) -> list[dict]:
+    """The rows of one cuda backend, one per token choice (module docstring), timed on the same backend and GPU;
+    the per-kernel table (of that row's graph) on the first row timed. Peak memory: since the backend was built."""
+    from edge_quamba.runtime.cuda_backend import weight_bytes_per_token
+    from edge_quamba.runtime.sampling import NumericsError
+
+    weight_bytes = weight_bytes_per_token(backend.model)
+    rows = []
+    for choice in token_choices:
+        decoder = backend.device_greedy(None) if choice == "device" else None  # None: argmax over every logit
+        graph = backend.graph if decoder is None else decoder.graph
+        name = impl if choice == "device" else impl + HOST_ARGMAX_SUFFIX
+        try:
+            ttft, tpot = median_timings(backend, prompt, new_tokens, repeats, decoder)
+        except NumericsError as exc:  # the device path checks the logits (NaN, all -Inf); the host argmax does not
+            rows.append(skipped(shape, name, f"failed: NumericsError: {exc}"))
+            continue
+        graph_ms = statistics.median(graph_replay_ms(graph) for _ in range(repeats))
+        rows.append(row(shape, name, ttft, tpot, torch.cuda.max_memory_allocated(), weight_bytes, copy_bw,
+                        graph_ms=graph_ms,
+                        graph_achieved_gb_per_s=weight_bytes / graph_ms / 1e6, token_choice=choice))
+        if profile_kernels and not any("kernels" in r for r in rows):
+            try:
+                rows[-1]["kernels"] = kernel_table(graph)
+            except RuntimeError as exc:  # a profiler that cannot see inside graphs: say so, keep the timings
+                rows[-1]["kernels"] = f"profiler failed: {str(exc).splitlines()[0]}"
+    return rows
 
 
 def skipped(shape: str, impl: str, status: str) -> dict:
@@ -214,29 +264,21 @@ def skipped(shape: str, impl: str, status: str) -> dict:
 
 
 def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels, bits="w8a8",
-                      impl=IMPLS[0]) -> dict:
+                      impl=IMPLS[0], token_choices=TOKEN_CHOICES) -> list[dict]:
     from edge_quamba.errors import BackendUnavailableError
-    from edge_quamba.runtime.cuda_backend import CudaBackend, require_cuda_kernels, weight_bytes_per_token
+    from edge_quamba.runtime.cuda_backend import CudaBackend, require_cuda_kernels
 
     try:
         require_cuda_kernels()
     except BackendUnavailableError as exc:
-        return skipped(shape, impl, f"unavailable: {exc}")
+        return [skipped(shape, impl, f"unavailable: {exc}")]
     backend = CudaBackend(random_quantized_model(mamba_config(shape), seed, "cuda", bits))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    ttft, tpot = median_timings(backend, prompt, new_tokens, repeats)
-    graph_ms = statistics.median(graph_replay_ms(backend) for _ in range(repeats))
-    result = row(shape, impl, ttft, tpot, torch.cuda.max_memory_allocated(), weight_bytes_per_token(backend.model),
-                 copy_bw, graph_ms=graph_ms,
-                 graph_achieved_gb_per_s=weight_bytes_per_token(backend.model) / graph_ms / 1e6)
-    if profile_kernels:
-        try:
-            result["kernels"] = kernel_table(backend)
-        except RuntimeError as exc:  # a profiler that cannot see inside graphs: say so, keep the timings
-            result["kernels"] = f"profiler failed: {str(exc).splitlines()[0]}"
+    rows = edge_quamba_rows(backend, shape, impl, prompt, new_tokens, repeats, copy_bw, profile_kernels,
+                            token_choices)
     del backend
-    return result
+    return rows
 
 
 def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
@@ -369,14 +411,16 @@ def plot(report: dict, path: Path) -> None:
 
 
 def print_table(report: dict) -> None:
-    print(f"{'shape':<8}{'impl':<24}{'TTFT ms':>9}{'TPOT ms':>9}{'graph ms':>9}{'peak GB':>9}{'weights GB':>11}"
-          f"{'GB/s':>8}{'of copy':>8}  status")
+    print(f"{'shape':<8}{'impl':<36}{'TTFT ms':>9}{'TPOT ms':>9}{'graph ms':>9}{'host ms':>9}{'host %':>7}"
+          f"{'peak GB':>9}{'weights GB':>11}{'GB/s':>8}{'of copy':>8}  status")
     for r in report["rows"]:
         if r["status"] != "ok":
-            print(f"{r['shape']:<8}{r['impl']:<24}{'':>72}  {r['status']}")
+            print(f"{r['shape']:<8}{r['impl']:<36}{'':>88}  {r['status']}")
             continue
         graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "-"
-        print(f"{r['shape']:<8}{r['impl']:<24}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}"
+        host = f"{r['host_ms_per_token']:.3f}" if "host_ms_per_token" in r else "-"
+        share = f"{100 * r['host_fraction_of_tpot']:.1f}" if "host_fraction_of_tpot" in r else "-"
+        print(f"{r['shape']:<8}{r['impl']:<36}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}{host:>9}{share:>7}"
               f"{r['peak_memory_gb']:>9.2f}{r['weight_gb']:>11.3f}{r['achieved_gb_per_s']:>8.0f}"
               f"{r['fraction_of_copy_bandwidth']:>8.2f}  ok")
 
@@ -395,6 +439,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="repeats for the (slow) transformers rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-profile", action="store_true", help="skip the per-kernel table of the edge-quamba rows")
+    parser.add_argument("--token-choice", choices=(*TOKEN_CHOICES, "both"), default="both",
+                        help="edge-quamba rows: greedy token chosen on the GPU inside the decode graph (device), "
+                        "by the host after each step (host: the path before 2026-12-08), or both on the same backend")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="output folder")
     parser.add_argument("--name", default="latency_h200", help="output file stem")
     parser.add_argument("--replot", metavar="JSON", default=None,
@@ -410,6 +457,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.prompt_len < 1 or args.new_tokens < 2 or args.repeats < 1 or args.transformers_repeats < 1:
         parser.error("--prompt-len >= 1, --new-tokens >= 2, --repeats >= 1 and --transformers-repeats >= 1")
     args.shapes, args.impls = shapes, impls
+    args.token_choices = TOKEN_CHOICES if args.token_choice == "both" else (args.token_choice,)
     return args
 
 
@@ -436,8 +484,11 @@ def main(argv=None) -> None:
             "causal_conv1d is not installed: mamba_ssm runs its PyTorch conv fallback; transformers falls back to "
             "PyTorch references of causal_conv1d_fn/causal_conv1d_update (its own message); its scan path was not "
             "checked",
-            "edge-quamba tpot_ms: the streaming loop (host reads each greedy token); graph_ms: one decode graph "
-            "replay alone; baselines sample on the device without a host round trip per token",
+            "edge-quamba tpot_ms: the streaming loop (the host reads each greedy token); token_choice device: the "
+            "argmax inside the decode graph, the id read back one step behind; host (' host-argmax' rows): the host "
+            "writes each token and waits for each argmax; graph_ms: one decode graph replay alone; "
+            "host_ms_per_token = tpot_ms - graph_ms; baselines sample on the device without a host round trip per "
+            "token",
         ],
         "rows": [],
     }
@@ -451,20 +502,22 @@ def main(argv=None) -> None:
                 result = latency_mamba2.bench(shape, impl, prompt, args, copy_bw, VOCAB, PADDED_VOCAB)
             elif impl == "edge-quamba":
                 result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
-                                           not args.no_profile)
+                                           not args.no_profile, token_choices=args.token_choices)
             elif impl in FOUR_BIT_IMPLS:
                 bits, name = FOUR_BIT_IMPLS[impl]
                 result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
-                                           not args.no_profile, bits=bits, impl=name)
+                                           not args.no_profile, bits=bits, impl=name, token_choices=args.token_choices)
             elif impl == "mamba_ssm":
                 result = bench_mamba_ssm(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw)
             else:
                 result = bench_transformers(shape, prompt, args.new_tokens, args.transformers_repeats, args.seed,
                                             copy_bw)
-            result["wall_s"] = time.perf_counter() - start
-            report["rows"].append(result)
+            results = result if isinstance(result, list) else [result]  # edge-quamba: a row per token choice
+            for result in results:
+                result["wall_s"] = (time.perf_counter() - start) / len(results)
+                report["rows"].append(result)
+                print(json.dumps({k: v for k, v in result.items() if k != "kernels"}), file=sys.stderr, flush=True)
             free_memory()
-            print(json.dumps({k: v for k, v in result.items() if k != "kernels"}), file=sys.stderr, flush=True)
         paths = write_outputs(report, out, args.name)
     print_table(report)
     for r in report["rows"]:
