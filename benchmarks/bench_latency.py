@@ -13,10 +13,20 @@ gives, without spending minutes on the host. The baselines are built with their 
 
 Rows, per shape:
     edge-quamba cuda   the cuda backend (W8A8), timed through the generation protocol of ``edge-quamba bench``
-                       (``edge_quamba.runtime.bench.time_once``: prefill, then per token one graph replay and a
-                       greedy argmax read back by the host, which is what streaming needs). ``graph_ms`` adds the
-                       time of one decode graph replay alone (back-to-back replays between CUDA events, no host
-                       round trip per token): the floor the streaming loop approaches.
+                       (``edge_quamba.runtime.bench.time_once``: prefill, then per token one decode and the greedy
+                       token read back by the host, which is what streaming needs), in two ways on the same backend
+                       (``--token-choice``, default both):
+                       device: greedy on the GPU inside the decode graph (the argmax writes the next step's token
+                         buffer; the id goes to pinned host memory asynchronously; the host enqueues step t + 1
+                         before it reads token t): ``generate``'s path for greedy decoding on --backend cuda.
+                       host (row name + " host-argmax"; the path of every record before 2026-12-08): per token the
+                         host writes the token, replays the logits graph, clones the logits, takes their argmax and
+                         waits for it before the next step.
+                       ``graph_ms``: one replay of that row's decode graph alone (back-to-back replays between CUDA
+                       events, no host round trip per token): the floor the streaming loop approaches.
+                       ``host_ms_per_token`` = tpot_ms - graph_ms: the host time per token the GPU waits for (outside
+                       the graph: the token write, the launches, the read-back); issue 20's target is <= 3% of TPOT
+                       (``host_fraction_of_tpot``).
     edge-quamba cuda w4a8 / w4a16 (``--impls edge-quamba-w4a8,edge-quamba-w4a16``): the same backend and timing on a
                        random 4-bit model (``--bits w4a8 / w4a16`` layout, groups of 64: random packed codes, group
                        scales 0.1 / 7); W4A16 is the float16 fp model with 4-bit linears, so its norm, conv, scan
@@ -57,7 +67,6 @@ import argparse
 import importlib.util
 import json
 import math
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -69,12 +78,11 @@ from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.quant.primitives import scale_from_amax
 from edge_quamba.quant.qmodel import QuantConfig, empty_quantized_model
-from edge_quamba.runtime.bench import median_timings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_mamba2  # noqa: E402  (the Mamba2 rows; beside this file)
-from latency_common import (FOUR_BIT_IMPLS, IMPLS, copy_bandwidth_gb_per_s, environment, free_memory,  # noqa: E402
-                            generate_row, graph_replay_ms, kernel_table, print_table, row, skipped, timed,
+from latency_common import (FOUR_BIT_IMPLS, IMPLS, TOKEN_CHOICES, copy_bandwidth_gb_per_s,  # noqa: E402
+                            edge_quamba_rows, environment, free_memory, generate_row, print_table, skipped, timed,
                             weight_bytes_fp16_model, write_outputs)
 
 SHAPES = {"130m": (768, 24), "370m": (1024, 48), "1.4b": (2048, 48), "2.8b": (2560, 64)}
@@ -134,29 +142,21 @@ def random_tensor(key: str, shape, dtype, config: MambaConfig, gen: torch.Genera
 
 
 def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels, bits="w8a8",
-                      impl=IMPLS[0]) -> dict:
+                      impl=IMPLS[0], token_choices=TOKEN_CHOICES) -> list[dict]:
     from edge_quamba.errors import BackendUnavailableError
-    from edge_quamba.runtime.cuda_backend import CudaBackend, require_cuda_kernels, weight_bytes_per_token
+    from edge_quamba.runtime.cuda_backend import CudaBackend, require_cuda_kernels
 
     try:
         require_cuda_kernels()
     except BackendUnavailableError as exc:
-        return skipped(shape, impl, f"unavailable: {exc}")
+        return [skipped(shape, impl, f"unavailable: {exc}")]
     backend = CudaBackend(random_quantized_model(mamba_config(shape), seed, "cuda", bits))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    ttft, tpot = median_timings(backend, prompt, new_tokens, repeats)
-    graph_ms = statistics.median(graph_replay_ms(backend) for _ in range(repeats))
-    result = row(shape, impl, ttft, tpot, torch.cuda.max_memory_allocated(), weight_bytes_per_token(backend.model),
-                 copy_bw, graph_ms=graph_ms,
-                 graph_achieved_gb_per_s=weight_bytes_per_token(backend.model) / graph_ms / 1e6)
-    if profile_kernels:
-        try:
-            result["kernels"] = kernel_table(backend)
-        except RuntimeError as exc:  # a profiler that cannot see inside graphs: say so, keep the timings
-            result["kernels"] = f"profiler failed: {str(exc).splitlines()[0]}"
+    rows = edge_quamba_rows(backend, shape, impl, prompt, new_tokens, repeats, copy_bw, profile_kernels,
+                            token_choices)
     del backend
-    return result
+    return rows
 
 
 def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
@@ -227,6 +227,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="repeats for the (slow) transformers rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-profile", action="store_true", help="skip the per-kernel table of the edge-quamba rows")
+    parser.add_argument("--token-choice", choices=(*TOKEN_CHOICES, "both"), default="both",
+                        help="edge-quamba rows: greedy token chosen on the GPU inside the decode graph (device), "
+                        "by the host after each step (host: the path before 2026-12-08), or both on the same backend")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="output folder")
     parser.add_argument("--name", default="latency_h200", help="output file stem")
     parser.add_argument("--replot", metavar="JSON", default=None,
@@ -242,6 +245,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.prompt_len < 1 or args.new_tokens < 2 or args.repeats < 1 or args.transformers_repeats < 1:
         parser.error("--prompt-len >= 1, --new-tokens >= 2, --repeats >= 1 and --transformers-repeats >= 1")
     args.shapes, args.impls = shapes, impls
+    args.token_choices = TOKEN_CHOICES if args.token_choice == "both" else (args.token_choice,)
     return args
 
 
@@ -268,8 +272,11 @@ def main(argv=None) -> None:
             "causal_conv1d is not installed: mamba_ssm runs its PyTorch conv fallback; transformers falls back to "
             "PyTorch references of causal_conv1d_fn/causal_conv1d_update (its own message); its scan path was not "
             "checked",
-            "edge-quamba tpot_ms: the streaming loop (host reads each greedy token); graph_ms: one decode graph "
-            "replay alone; baselines sample on the device without a host round trip per token",
+            "edge-quamba tpot_ms: the streaming loop (the host reads each greedy token); token_choice device: the "
+            "argmax inside the decode graph, the id read back one step behind; host (' host-argmax' rows): the host "
+            "writes each token and waits for each argmax; graph_ms: one decode graph replay alone; "
+            "host_ms_per_token = tpot_ms - graph_ms; baselines sample on the device without a host round trip per "
+            "token",
         ],
         "rows": [],
     }
@@ -283,20 +290,22 @@ def main(argv=None) -> None:
                 result = latency_mamba2.bench(shape, impl, prompt, args, copy_bw, VOCAB, PADDED_VOCAB)
             elif impl == "edge-quamba":
                 result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
-                                           not args.no_profile)
+                                           not args.no_profile, token_choices=args.token_choices)
             elif impl in FOUR_BIT_IMPLS:
                 bits, name = FOUR_BIT_IMPLS[impl]
                 result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
-                                           not args.no_profile, bits=bits, impl=name)
+                                           not args.no_profile, bits=bits, impl=name, token_choices=args.token_choices)
             elif impl == "mamba_ssm":
                 result = bench_mamba_ssm(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw)
             else:
                 result = bench_transformers(shape, prompt, args.new_tokens, args.transformers_repeats, args.seed,
                                             copy_bw)
-            result["wall_s"] = time.perf_counter() - start
-            report["rows"].append(result)
+            results = result if isinstance(result, list) else [result]  # edge-quamba: a row per token choice
+            for result in results:
+                result["wall_s"] = (time.perf_counter() - start) / len(results)
+                report["rows"].append(result)
+                print(json.dumps({k: v for k, v in result.items() if k != "kernels"}), file=sys.stderr, flush=True)
             free_memory()
-            print(json.dumps({k: v for k, v in result.items() if k != "kernels"}), file=sys.stderr, flush=True)
         paths = write_outputs(report, out, args.name, SHAPE_ORDER)
     print_table(report)
     for r in report["rows"]:

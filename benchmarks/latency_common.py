@@ -1,7 +1,8 @@
 """What the latency rows of benchmarks/bench_latency.py (Mamba1) and benchmarks/latency_mamba2.py (Mamba2) share:
 the row names, the device copy bandwidth, timing a call or a decode-graph replay, the per-kernel profile, a row's
-derived columns (achieved GB/s against the copy bandwidth), the baselines' generate-based row, and the outputs (JSON,
-CSV with a fixed header, PNG, the printed table).
+derived columns (achieved GB/s against the copy bandwidth, host time per token), the edge-quamba rows of one cuda
+backend (one per --token-choice), the baselines' generate-based row, and the outputs (JSON, CSV with a fixed header,
+PNG, the printed table).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ from pathlib import Path
 
 import torch
 
-from edge_quamba.runtime.bench import package_version
+from edge_quamba.runtime.bench import median_timings, package_version
 
-CSV_FIELDS = ("shape", "impl", "status", "ttft_ms", "tpot_ms", "graph_ms", "decode_tokens_per_s", "peak_memory_gb",
-              "weight_gb", "achieved_gb_per_s", "fraction_of_copy_bandwidth")
+CSV_FIELDS = ("shape", "impl", "status", "ttft_ms", "tpot_ms", "graph_ms", "host_ms_per_token", "host_fraction_of_tpot",
+              "token_choice", "decode_tokens_per_s", "peak_memory_gb", "weight_gb", "achieved_gb_per_s",
+              "fraction_of_copy_bandwidth")
 IMPLS = ("edge-quamba cuda int8", "mamba_ssm fp16 cg", "transformers fp16", "edge-quamba cuda w4a8",
          "edge-quamba cuda w4a16")
+TOKEN_CHOICES = ("device", "host")
+"""--token-choice: where the edge-quamba rows choose the greedy token (bench_latency's docstring); "both" times
+each."""
+HOST_ARGMAX_SUFFIX = " host-argmax"
+"""Appended to an edge-quamba row's name when its tokens were chosen on the host."""
 FOUR_BIT_IMPLS = {"edge-quamba-w4a8": ("w4a8", IMPLS[3]), "edge-quamba-w4a16": ("w4a16", IMPLS[4])}
 """--impls name of a 4-bit edge-quamba row -> (QuantConfig.bits, row name)."""
 
@@ -41,27 +48,28 @@ def copy_bandwidth_gb_per_s(device: torch.device, nbytes: int = 2**30, iters: in
     return 2 * nbytes * iters / seconds / 1e9
 
 
-def graph_replay_ms(backend, replays: int = 64) -> float:
-    """Mean time of one decode-graph replay, back to back (the sequence just advances; the token is fixed)."""
+def graph_replay_ms(graph: torch.cuda.CUDAGraph, replays: int = 64) -> float:
+    """Mean time of one decode-graph replay, back to back (the sequence just advances; the logits graph reads a fixed
+    token, the greedy graph the token it chose)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    backend.graph.replay()
+    graph.replay()
     start.record()
     for _ in range(replays):
-        backend.graph.replay()
+        graph.replay()
     end.record()
     torch.cuda.synchronize()
     return start.elapsed_time(end) / replays
 
 
-def kernel_table(backend, steps: int = 8, top: int = 12) -> list[dict]:
-    """GPU time per decode step by kernel name, from torch.profiler over ``steps`` graph replays."""
+def kernel_table(graph: torch.cuda.CUDAGraph, steps: int = 8, top: int = 12) -> list[dict]:
+    """GPU time per decode step by kernel name, from torch.profiler over ``steps`` replays of ``graph``."""
     from torch.profiler import ProfilerActivity, profile
 
-    backend.graph.replay()
+    graph.replay()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
-            backend.graph.replay()
+            graph.replay()
         torch.cuda.synchronize()
     rows = []
     for event in prof.key_averages():
@@ -94,9 +102,44 @@ def timed(fn) -> float:
 def row(shape: str, impl: str, ttft: float, tpot: float, peak: int, weight_bytes: int, copy_bw: float,
         **extra) -> dict:
     gb_per_s = weight_bytes / tpot / 1e9
-    return {"shape": shape, "impl": impl, "status": "ok", "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3,
-            "decode_tokens_per_s": 1 / tpot, "peak_memory_gb": peak / 1e9, "weight_gb": weight_bytes / 1e9,
-            "achieved_gb_per_s": gb_per_s, "fraction_of_copy_bandwidth": gb_per_s / copy_bw, **extra}
+    result = {"shape": shape, "impl": impl, "status": "ok", "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3,
+              "decode_tokens_per_s": 1 / tpot, "peak_memory_gb": peak / 1e9, "weight_gb": weight_bytes / 1e9,
+              "achieved_gb_per_s": gb_per_s, "fraction_of_copy_bandwidth": gb_per_s / copy_bw, **extra}
+    if "graph_ms" in extra:  # wall time per token the GPU spends outside the decode graph
+        result["host_ms_per_token"] = result["tpot_ms"] - extra["graph_ms"]
+        result["host_fraction_of_tpot"] = result["host_ms_per_token"] / result["tpot_ms"]
+    return result
+
+
+def edge_quamba_rows(backend, shape: str, impl: str, prompt, new_tokens: int, repeats: int, copy_bw: float,
+                     profile_kernels: bool, token_choices=TOKEN_CHOICES) -> list[dict]:
+    """The rows of one cuda backend, one per token choice (bench_latency's docstring), timed on the same backend and
+    GPU; the per-kernel table (of that row's graph) on the first row timed. Peak memory: since the backend was
+    built."""
+    from edge_quamba.runtime.cuda_backend import weight_bytes_per_token
+    from edge_quamba.runtime.sampling import NumericsError
+
+    weight_bytes = weight_bytes_per_token(backend.model)
+    rows = []
+    for choice in token_choices:
+        decoder = backend.device_greedy(None) if choice == "device" else None  # None: argmax over every logit
+        graph = backend.graph if decoder is None else decoder.graph
+        name = impl if choice == "device" else impl + HOST_ARGMAX_SUFFIX
+        try:
+            ttft, tpot = median_timings(backend, prompt, new_tokens, repeats, decoder)
+        except NumericsError as exc:  # the device path checks the logits (NaN, all -Inf); the host argmax does not
+            rows.append(skipped(shape, name, f"failed: NumericsError: {exc}"))
+            continue
+        graph_ms = statistics.median(graph_replay_ms(graph) for _ in range(repeats))
+        rows.append(row(shape, name, ttft, tpot, torch.cuda.max_memory_allocated(), weight_bytes, copy_bw,
+                        graph_ms=graph_ms,
+                        graph_achieved_gb_per_s=weight_bytes / graph_ms / 1e6, token_choice=choice))
+        if profile_kernels and not any("kernels" in r for r in rows):
+            try:
+                rows[-1]["kernels"] = kernel_table(graph)
+            except RuntimeError as exc:  # a profiler that cannot see inside graphs: say so, keep the timings
+                rows[-1]["kernels"] = f"profiler failed: {str(exc).splitlines()[0]}"
+    return rows
 
 
 def skipped(shape: str, impl: str, status: str) -> dict:
@@ -181,13 +224,15 @@ def plot(report: dict, path: Path, shape_order: tuple[str, ...] = ()) -> None:
 
 
 def print_table(report: dict) -> None:
-    print(f"{'shape':<8}{'impl':<24}{'TTFT ms':>9}{'TPOT ms':>9}{'graph ms':>9}{'peak GB':>9}{'weights GB':>11}"
-          f"{'GB/s':>8}{'of copy':>8}  status")
+    print(f"{'shape':<8}{'impl':<36}{'TTFT ms':>9}{'TPOT ms':>9}{'graph ms':>9}{'host ms':>9}{'host %':>7}"
+          f"{'peak GB':>9}{'weights GB':>11}{'GB/s':>8}{'of copy':>8}  status")
     for r in report["rows"]:
         if r["status"] != "ok":
-            print(f"{r['shape']:<8}{r['impl']:<24}{'':>72}  {r['status']}")
+            print(f"{r['shape']:<8}{r['impl']:<36}{'':>88}  {r['status']}")
             continue
         graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "-"
-        print(f"{r['shape']:<8}{r['impl']:<24}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}"
+        host = f"{r['host_ms_per_token']:.3f}" if "host_ms_per_token" in r else "-"
+        share = f"{100 * r['host_fraction_of_tpot']:.1f}" if "host_fraction_of_tpot" in r else "-"
+        print(f"{r['shape']:<8}{r['impl']:<36}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}{host:>9}{share:>7}"
               f"{r['peak_memory_gb']:>9.2f}{r['weight_gb']:>11.3f}{r['achieved_gb_per_s']:>8.0f}"
               f"{r['fraction_of_copy_bandwidth']:>8.2f}  ok")

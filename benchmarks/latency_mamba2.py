@@ -9,9 +9,10 @@ measurable difference).
 edge-quamba rows (``--impls edge-quamba`` W8A8, ``edge-quamba-w4a8``, ``edge-quamba-w4a16``, the row names of the
 Mamba1 rows): the quantized reference model of that width built directly with random weights (as bench_latency builds
 the Mamba1 one: random int8 / int4 codes, synthetic static scales, mamba_ssm's A, dt_bias and D initializations), on
-the cuda backend, timed with the same protocol as Mamba1 (``median_timings``, the graph replay alone, the per-kernel
-table). W4A16 is the float16 fp Mamba2 mixer with 4-bit linears: its conv, chunked SSD (prefill), token step and gated
-norm are the float16 reference's torch ops on the GPU. A width the backend refuses is a row with its one-line reason.
+the cuda backend, timed with the same protocol as Mamba1 (``latency_common.edge_quamba_rows``: greedy tokens chosen
+on the device and/or the host per --token-choice, the graph replay alone, host time per token, the per-kernel table).
+W4A16 is the float16 fp Mamba2 mixer with 4-bit linears: its conv, chunked SSD (prefill), token step and gated norm
+are the float16 reference's torch ops on the GPU. A width the backend refuses is a row with its one-line reason.
 mamba_ssm row: ``MambaLMHeadModel(ssm_cfg={"layer": "Mamba2"})`` in fp16, ``generate(cg=True, top_k=1)`` as for
 Mamba1: prefill through its chunked SSD (Triton ``mamba_chunk_scan_combined``), decode from its CUDA graph with the
 Triton ``selective_state_update``; causal_conv1d is not installed, so its conv runs the PyTorch path.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import statistics
 import sys
 from pathlib import Path
 
@@ -32,7 +32,6 @@ from edge_quamba.models.mamba import MambaLM
 from edge_quamba.quant.mamba2_qmodel import empty_quantized_mamba2_model
 from edge_quamba.quant.primitives import scale_from_amax
 from edge_quamba.quant.qmodel import QuantConfig
-from edge_quamba.runtime.bench import median_timings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_common  # noqa: E402  (beside this file)
@@ -93,29 +92,21 @@ def random_tensor(key: str, shape, dtype, gen: torch.Generator, device) -> torch
 
 
 def bench_edge_quamba(shape, bits, impl, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels,
-                      vocab_size) -> dict:
+                      vocab_size, token_choices) -> list[dict]:
     from edge_quamba.errors import BackendUnavailableError
-    from edge_quamba.runtime.cuda_backend import CudaBackend, weight_bytes_per_token
+    from edge_quamba.runtime.cuda_backend import CudaBackend
 
     model = random_quantized_mamba2_model(mamba2_config(shape, vocab_size), bits, seed, "cuda")
     try:
         backend = CudaBackend(model)
     except BackendUnavailableError as exc:
-        return latency_common.skipped(shape, impl, f"unavailable: {exc}")
+        return [latency_common.skipped(shape, impl, f"unavailable: {exc}")]
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    ttft, tpot = median_timings(backend, prompt, new_tokens, repeats)
-    graph_ms = statistics.median(latency_common.graph_replay_ms(backend) for _ in range(repeats))
-    weight_bytes = weight_bytes_per_token(backend.model)
-    result = latency_common.row(shape, impl, ttft, tpot, torch.cuda.max_memory_allocated(), weight_bytes, copy_bw,
-                               graph_ms=graph_ms, graph_achieved_gb_per_s=weight_bytes / graph_ms / 1e6)
-    if profile_kernels:
-        try:
-            result["kernels"] = latency_common.kernel_table(backend)
-        except RuntimeError as exc:  # a profiler that cannot see inside graphs: say so, keep the timings
-            result["kernels"] = f"profiler failed: {str(exc).splitlines()[0]}"
+    rows = latency_common.edge_quamba_rows(backend, shape, impl, prompt, new_tokens, repeats, copy_bw,
+                                           profile_kernels, token_choices)
     del backend, model
-    return result
+    return rows
 
 
 def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw, vocab) -> dict:
@@ -158,7 +149,7 @@ def bench(shape: str, impl: str, prompt, args, copy_bw: float, vocab: int, padde
     if impl == "edge-quamba" or impl in latency_common.FOUR_BIT_IMPLS:
         bits, name = ("w8a8", latency_common.IMPLS[0]) if impl == "edge-quamba" else latency_common.FOUR_BIT_IMPLS[impl]
         return bench_edge_quamba(shape, bits, name, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
-                                 not args.no_profile, padded_vocab)
+                                 not args.no_profile, padded_vocab, args.token_choices)
     if impl == "mamba_ssm":
         return bench_mamba_ssm(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw, vocab)
     return latency_common.skipped(shape, latency_common.IMPLS[2], "not run for Mamba2 shapes")

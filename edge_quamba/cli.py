@@ -41,8 +41,8 @@ def cli() -> None:
               help="Refuse longer prompts.")
 @threads_option
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object (prompt_tokens, tokens, text, ttft_ms, tpot_ms, backend) instead of "
-              "streaming.")
+              help="Print one JSON object (prompt_tokens, tokens, text, ttft_ms, tpot_ms, backend, stop_reason, "
+              "token_choice) instead of streaming.")
 def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend, tokenizer, max_prompt_tokens, threads,
         as_json):
     """Generate a continuation of --prompt, streaming text to stdout (EOS or --max-new-tokens ends it)."""
@@ -65,7 +65,7 @@ def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend,
         click.echo(json.dumps({
             "prompt_tokens": result.prompt_tokens, "tokens": result.tokens, "text": result.text,
             "ttft_ms": result.ttft_ms, "tpot_ms": result.tpot_ms, "backend": backend,
-            "stop_reason": result.stop_reason,
+            "stop_reason": result.stop_reason, "token_choice": result.token_choice,
         }))
     else:
         click.echo()

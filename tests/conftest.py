@@ -15,3 +15,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def demo_quantized(tmp_path_factory):
+    """The demo model quantized at W8A8 (once per session: the cuda backend tests and the device-greedy tests share
+    it; it takes tens of seconds)."""
+    from edge_quamba.quant.pipeline import quantize_checkpoint
+    from edge_quamba.quant.qmodel import QuantConfig
+
+    return quantize_checkpoint(model=None, out=tmp_path_factory.mktemp("demo") / "q",
+                               qconfig=QuantConfig(calib_samples=8, calib_seq_len=128), progress=False)

@@ -233,12 +233,6 @@ def test_decode_refuses_states_of_an_earlier_prefill():
         backend.decode(6, first)
 
 
-@pytest.fixture(scope="module")
-def demo_quantized(tmp_path_factory):
-    return quantize_checkpoint(model=None, out=tmp_path_factory.mktemp("demo") / "q",
-                               qconfig=QuantConfig(calib_samples=8, calib_seq_len=128), progress=False)
-
-
 @pytest.mark.cuda
 def test_cuda_backend_equals_quantized_reference_on_demo_model(demo_quantized):
     from edge_quamba.models.tokenizer import load_tokenizer

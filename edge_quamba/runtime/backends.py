@@ -38,6 +38,30 @@ class Backend(Protocol):
         """One token -> logits (v,) float32 for the next token, and the updated states."""
 
 
+class PendingToken(Protocol):
+    """A token id chosen on the device and copied to the host asynchronously; ``result`` waits for that copy only."""
+
+    def result(self) -> int:
+        """The token id (waits on the copy's event; NumericsError when the logits had a NaN or were all -Inf)."""
+
+
+class DeviceGreedy(Protocol):
+    """Greedy decoding on the backend's device (optional; ``--backend cuda`` has it): the argmax of the logits is
+    written on the device into the input of the next step, so a decode step takes no token from the host, and the id
+    comes back through a :class:`PendingToken`. A backend offers it through ``device_greedy(usable_vocab)``;
+    :func:`edge_quamba.runtime.generate.device_greedy_decoder` decides when generation uses it (greedy sampling
+    only: sampled tokens are always drawn on the host from the seeded generator)."""
+
+    usable_vocab: int
+
+    def prefill(self, tokens: list[int]) -> tuple[PendingToken, Any]:
+        """The prompt -> the first new token (pending), and the states after the prompt."""
+
+    def decode(self, states: Any) -> PendingToken:
+        """Enqueue one step on the token the previous prefill/decode chose -> the next token (pending); returns
+        without waiting for the device."""
+
+
 class TorchReferenceBackend:
     """Any module with the reference interface: ``forward(tokens (b,l), states)`` and ``step(token (b,), states)``."""
 

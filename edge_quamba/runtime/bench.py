@@ -1,6 +1,8 @@
 """`edge-quamba bench`: time prefill and decode separately for one backend (batch 1), report medians.
 
-TTFT = prefill of ``prompt_len`` tokens + choosing the first token; TPOT = one decode step + choosing the next token.
+TTFT = prefill of ``prompt_len`` tokens + choosing the first token; TPOT = one decode step + choosing the next token,
+greedy, on the device where the backend can (``--backend cuda``: the host reads each id one step behind), else on the
+host.
 Decode tokens/s counts generated tokens only (never the prompt). EOS does not stop the timed loop, so every repeat
 decodes exactly ``new_tokens`` tokens. The first run is a warm-up and is dropped. Peak memory is the process's peak
 resident set (CPU backends; tensorrt: host memory only, its device buffers are not counted) or the CUDA allocator's
@@ -23,7 +25,9 @@ from edge_quamba.errors import InputError
 from edge_quamba.folders import ModelFolder, load_model_tokenizer, open_model
 from edge_quamba.kinds import EXPORT, WEIGHTS
 from edge_quamba.resources import default_evaluation_file
-from edge_quamba.runtime.backends import Backend, check_backend, make_backend
+from edge_quamba.runtime.backends import Backend, DeviceGreedy, check_backend, make_backend
+from edge_quamba.runtime.generate import device_greedy_decoder, device_greedy_tokens
+from edge_quamba.runtime.sampling import GREEDY
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".plan")
 
@@ -47,9 +51,22 @@ def bench_prompt(tokenizer, prompt_len: int) -> list[int]:
     return ids[:prompt_len]
 
 
-def time_once(backend: Backend, prompt: list[int], new_tokens: int) -> tuple[float, float]:
-    """One timed generation: (ttft seconds, mean seconds per decoded token)."""
+def time_once(backend: Backend, prompt: list[int], new_tokens: int,
+              decoder: DeviceGreedy | None = None) -> tuple[float, float]:
+    """One timed greedy generation: (ttft seconds, mean seconds per decoded token), until each token is on the host.
+
+    decoder None: the host loop (the logits' argmax on the backend's device or in numpy, then one ``decode`` with that
+    token); a backend's on-device greedy decoder (``generate.device_greedy_decoder``): the device chooses and feeds
+    each token, the host reads it back one step behind (``generate.device_greedy_tokens``)."""
     start = time.perf_counter()
+    if decoder is not None:
+        tokens = device_greedy_tokens(decoder, prompt, new_tokens)
+        next(tokens)
+        first = time.perf_counter()
+        for _ in tokens:
+            pass
+        end = time.perf_counter()
+        return first - start, (end - first) / max(new_tokens - 1, 1)
     logits, states = backend.prefill(prompt)
     token = int(logits.argmax())  # torch tensor (on its device) or numpy array: both have argmax
     first = time.perf_counter()
@@ -60,11 +77,12 @@ def time_once(backend: Backend, prompt: list[int], new_tokens: int) -> tuple[flo
     return first - start, (end - first) / max(new_tokens - 1, 1)
 
 
-def median_timings(backend: Backend, prompt: list[int], new_tokens: int, repeats: int) -> tuple[float, float]:
+def median_timings(backend: Backend, prompt: list[int], new_tokens: int, repeats: int,
+                   decoder: DeviceGreedy | None = None) -> tuple[float, float]:
     """Medians of (ttft, tpot) seconds over ``repeats`` runs of :func:`time_once` after one dropped warm-up run
     (allocation, graph optimization, caches)."""
-    time_once(backend, prompt, new_tokens)
-    runs = [time_once(backend, prompt, new_tokens) for _ in range(repeats)]
+    time_once(backend, prompt, new_tokens, decoder)
+    runs = [time_once(backend, prompt, new_tokens, decoder) for _ in range(repeats)]
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
@@ -78,8 +96,11 @@ def peak_memory_bytes(backend_name: str) -> int:
 
 def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128, new_tokens: int = 64,
               repeats: int = 3, tokenizer: str | None = None, threads: int | None = None,
-              max_prompt_tokens: int = 4096) -> dict:
+              max_prompt_tokens: int = 4096, device_greedy: bool | None = None) -> dict:
     """Median TTFT/TPOT over ``repeats`` timed runs after one warm-up; a JSON-ready report.
+
+    device_greedy: where the greedy tokens are chosen (``generate.device_greedy_decoder``: by default on the device
+    when the backend can, as ``run`` does); the report's ``token_choice`` says which ran.
 
     max_prompt_tokens: the same cap as ``run``'s --max-prompt-tokens (a huge --prompt-len is refused at once instead
     of tokenizing megabytes and allocating activations for it)."""
@@ -93,12 +114,14 @@ def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128,
     tok = load_model_tokenizer(folder, tokenizer)
     runner = make_backend(backend, folder, threads=threads)
     prompt = bench_prompt(tok, prompt_len)
-    ttft, tpot = median_timings(runner, prompt, new_tokens, repeats)
+    # usable vocabulary None: the argmax over every logit, as the host loop takes it
+    decoder = device_greedy_decoder(runner, GREEDY, None, device_greedy)
+    ttft, tpot = median_timings(runner, prompt, new_tokens, repeats, decoder)
     size = model_bytes(folder, backend)
     torch = sys.modules.get("torch")  # loaded by the torch backends only
     return {
         "model": str(path), "kind": kind, "backend": backend, "batch": 1, "prompt_len": prompt_len,
-        "new_tokens": new_tokens, "repeats": repeats,
+        "new_tokens": new_tokens, "repeats": repeats, "token_choice": "host" if decoder is None else "device",
         "ttft_ms": ttft * 1e3, "prefill_tokens_per_s": prompt_len / ttft,
         "tpot_ms": tpot * 1e3, "decode_tokens_per_s": 1.0 / tpot,
         "model_bytes": size, "decode_weight_gb_per_s": size / tpot / 1e9,

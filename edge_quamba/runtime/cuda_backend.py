@@ -30,12 +30,23 @@ the static buffers (two ``_foreach_copy_`` launches: int8 conv states, float32 s
 the sequence by one token. A decode step is then: write the token id into the static buffer, replay, read the static
 logits. Prefill runs eagerly (``model.forward`` on the whole prompt) and copies its final states into the static
 buffers. The backend therefore holds ONE sequence: ``decode`` refuses states from any prefill but the latest.
+
+Greedy decoding on the GPU (``device_greedy(usable_vocab)``, used by ``generate`` when sampling is greedy): a second
+decode graph ends with :func:`greedy_choice_`, one ``torch.max`` over the first ``usable_vocab`` logits whose index
+output IS the static token buffer, so the next replay reads the token the previous one chose and the host writes
+nothing between replays. The token buffer and the chosen logit are one 16-byte device record (int64 id, float32
+maximum), copied after each step (outside the graph: the destination slot changes) into a pinned two-slot host ring
+with one event per slot (:class:`TokenRing`); the host waits on a slot's event only when it needs that id. The
+generation loop enqueues step t + 1 before it reads token t, so streaming, the EOS check and ``should_stop`` run while
+the GPU computes (one step past EOS may be computed and discarded). Sampled decoding (temperature > 0) keeps the host
+path: the seeded numpy sampler of ``sampling.py``, the same for every backend.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -46,6 +57,8 @@ from edge_quamba.models.mamba import LayerState, MambaLM
 
 WARMUP_STEPS = 2
 """Eager decode steps on a side stream before capture (lazy cuBLAS/kernel initialization, allocator warm-up)."""
+TOKEN_RING_SLOTS = 2
+"""Pinned host slots the chosen tokens are copied into: the generation loop reads token t while step t + 1 runs."""
 
 
 def require_cuda_kernels() -> None:
@@ -126,6 +139,72 @@ def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
     torch._foreach_copy_([s.ssm_state for s in dst], [s.ssm_state for s in src])
 
 
+def record_views(record: Tensor) -> tuple[Tensor, Tensor]:
+    """The 16-byte token record (uint8) -> (token id (1,) int64 = bytes 0-7, its logit (1,) float32 = bytes 8-11)."""
+    return record[:8].view(torch.int64), record[8:12].view(torch.float32)
+
+
+def greedy_choice_(logits: Tensor, usable_vocab: int, token: Tensor, top: Tensor) -> None:
+    """logits (1, v) float32 -> token (1,) int64 <- the first index of the maximum of ``logits[:, :usable_vocab]``,
+    top (1,) float32 <- that maximum; one reduction kernel, capturable (both outputs are preallocated).
+
+    The choice of ``sampling.sample_next`` at temperature 0 (``np.argmax``: first index on ties; a +Inf is the maximum,
+    the first +Inf wins). ``torch.max`` over a dim returns the first maximal index and propagates NaN, so a NaN logit
+    leaves top = NaN and all -Inf leaves top = -Inf: the host turns both into NumericsError (:class:`PendingToken`)."""
+    torch.max(logits[:, :usable_vocab], dim=-1, out=(top, token))
+
+
+class PendingToken:
+    """Token ``index`` of a :class:`TokenRing`: ``result()`` waits on its slot's event, reads the id, checks the
+    numerics (once; later calls return the same id)."""
+
+    def __init__(self, ring: "TokenRing", index: int):
+        self.ring, self.index, self.value = ring, index, None
+
+    def result(self) -> int:
+        if self.value is None:
+            self.value = self.ring.read(self.index)
+        return self.value
+
+
+class TokenRing:
+    """The 16-byte device record (bytes 0-7: the chosen token id, int64, which is also the decode graph's static
+    token input; bytes 8-11: its logit, float32) copied device -> pinned host memory asynchronously, into slot
+    ``index % slots``, one event per slot. ``read(index)`` is valid until ``slots`` later pushes reuse the slot.
+
+    pin / event: pinned memory and ``torch.cuda.Event`` on a GPU; the CPU tests pass False and a fake event."""
+
+    def __init__(self, record: Tensor, slots: int = TOKEN_RING_SLOTS, pin: bool = True,
+                 event: Callable[[], Any] | None = None):
+        if record.dtype != torch.uint8 or record.numel() != 16:
+            raise ValueError("the token record is 16 bytes (uint8): int64 token id, float32 logit, 4 bytes padding")
+        self.record = record
+        self.host = torch.zeros((slots, 16), dtype=torch.uint8, pin_memory=pin)
+        self.rows = self.host.numpy()  # the same memory, read without torch's per-call overhead
+        self.events = [(event or torch.cuda.Event)() for _ in range(slots)]
+        self.pushed = 0
+
+    def push(self) -> PendingToken:
+        """Enqueue the copy of the record as it will be after the work already enqueued on the current stream."""
+        slot = self.pushed % len(self.events)
+        self.host[slot].copy_(self.record, non_blocking=True)
+        self.events[slot].record()
+        self.pushed += 1
+        return PendingToken(self, self.pushed - 1)
+
+    def read(self, index: int) -> int:
+        from edge_quamba.runtime.sampling import check_greedy_maximum
+
+        if not self.pushed - len(self.events) <= index < self.pushed:
+            raise RuntimeError(f"token {index} is no longer in the {len(self.events)}-slot ring ({self.pushed} "
+                               f"pushed): read each pending token before enqueuing {len(self.events)} more steps")
+        slot = index % len(self.events)
+        self.events[slot].synchronize()
+        row = self.rows[slot]
+        check_greedy_maximum(float(row[8:12].view(np.float32)[0]))
+        return int(row[:8].view(np.int64)[0])
+
+
 def weight_bytes_per_token(model: MambaLM) -> int:
     """Bytes of weights one decode step reads: every tensor on the GPU once (the tied embedding table is read by
     lm_head), except an untied embedding table, of which one row is read."""
@@ -158,43 +237,78 @@ class CudaBackend:
             raise BackendUnavailableError(f"--backend cuda runs on a CUDA device, not {self.device}")
         refuse_options(model)
         require_cuda_kernels()
-        self.model = prepare_gpu_model(model, self.device)
+        self.setup(prepare_gpu_model(model, self.device), graph)
+
+    def setup(self, model: MambaLM, graph: bool, pin: bool = True, event: Callable[[], Any] | None = None) -> None:
+        """The static buffers, the decode graph and the token ring around a prepared model on ``self.device``.
+        (The CPU tests call it on a CPU model with graph=False, pin=False and a fake event; nothing else does.)"""
+        self.model = model
+        self.vocab = int(self.model.lm_head.weight.shape[0])
         with torch.inference_mode():
-            self.token = torch.zeros(1, dtype=torch.long, device=self.device)  # static decode input
+            # static decode input: the token id, in the 16-byte record the greedy path copies to the host (TokenRing)
+            self.record = torch.zeros(16, dtype=torch.uint8, device=self.device)
+            self.token, self.top = record_views(self.record)  # (1,) int64, (1,) float32 (the greedy choice's logit)
             self.states = self.model.empty_states(1)  # static decode states, advanced in place by each step
         self.handle: object | None = None  # identifies the prefill the static states belong to
+        self.pool = torch.cuda.graph_pool_handle() if graph else None  # one memory pool for every decode graph
         self.graph, self.logits = self.capture() if graph else (None, None)
+        self.ring = TokenRing(self.record, pin=pin, event=event)  # where the greedy path's token ids come back
+        self.greedy: dict[int, CudaGreedy] = {}  # usable vocabulary -> its greedy decoder
 
     @torch.inference_mode()
-    def capture(self) -> tuple[torch.cuda.CUDAGraph, Tensor]:
-        """Capture one decode step (reads self.token and self.states, writes self.states)
-        -> (graph, its static logits (1, v))."""
+    def capture(self, greedy_vocab: int | None = None) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+        """Capture one decode step (reads self.token and self.states, writes self.states; with ``greedy_vocab``
+        also writes its greedy choice into self.token and self.top) -> (graph, its static logits (1, v))."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
+            scratch = record_views(torch.zeros(16, dtype=torch.uint8, device=self.device))
             for _ in range(WARMUP_STEPS):  # states are not copied back: warm-up leaves them untouched
-                self.model.step(self.token, self.states)
+                logits, _ = self.model.step(self.token, self.states)
+                if greedy_vocab is not None:  # into scratch: self.token is the live sequence's next input
+                    greedy_choice_(logits, greedy_vocab, *scratch)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool):
             logits, new_states = self.model.step(self.token, self.states)
             copy_states(self.states, new_states)
+            if greedy_vocab is not None:
+                greedy_choice_(logits, greedy_vocab, self.token, self.top)
         return graph, logits
 
+    def device_greedy(self, usable_vocab: int | None = None) -> "CudaGreedy":
+        """Greedy decoding on the GPU over the first ``usable_vocab`` logits (all when None; rows past the
+        tokenizer's vocabulary are padding). Captures its decode graph on the first call per vocabulary
+        (``graph=False``: eager steps, the same kernels), so call it before timing."""
+        usable = self.vocab if usable_vocab is None else min(int(usable_vocab), self.vocab)
+        if usable < 1:
+            raise InputError(f"greedy decoding needs a vocabulary of at least one token, not {usable_vocab}")
+        if usable not in self.greedy:
+            self.greedy[usable] = CudaGreedy(self, usable)
+        return self.greedy[usable]
+
     @torch.inference_mode()
-    def prefill(self, tokens: list[int]) -> tuple[Tensor, Any]:
-        """The prompt -> logits (v,) float32 on the GPU for the next token, and a handle to the static states."""
+    def prefill_last(self, tokens: list[int]) -> Tensor:
+        """Run the prompt, make its states the static ones (a new handle) -> the last position's logits (1, v)."""
         ids = torch.tensor([tokens], dtype=torch.long).to(self.device)
         logits, states = self.model(ids)
         copy_states(self.states, states)
         self.handle = object()
-        return logits[0, -1].clone(), self.handle  # a copy: the (1, l, v) logits are freed
+        return logits[:, -1]
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int]) -> tuple[Tensor, Any]:
+        """The prompt -> logits (v,) float32 on the GPU for the next token, and a handle to the static states."""
+        return self.prefill_last(tokens)[0].clone(), self.handle  # a copy: the (1, l, v) logits are freed
+
+    def check_handle(self, states: Any) -> None:
+        if states is None or states is not self.handle:
+            raise InputError("--backend cuda holds one sequence on the GPU: decode continues only the latest prefill")
 
     @torch.inference_mode()
     def decode(self, token: int, states: Any) -> tuple[Tensor, Any]:
         """One token of the sequence of the latest prefill -> logits (v,) float32 on the GPU, the same handle."""
-        if states is None or states is not self.handle:
-            raise InputError("--backend cuda holds one sequence on the GPU: decode continues only the latest prefill")
+        self.check_handle(states)
         self.token.fill_(token)
         if self.graph is not None:
             self.graph.replay()
@@ -206,6 +320,35 @@ class CudaBackend:
     @torch.inference_mode()
     def __call__(self, tokens: Tensor) -> tuple[Tensor, list[LayerState]]:
         return self.model(tokens.to(self.device))
+
+
+class CudaGreedy:
+    """Greedy decoding on the GPU for one usable vocabulary (module docstring): prefill and decode steps that choose
+    the next token on the device and write it into the static token buffer; the host only reads the ids
+    (``PendingToken.result``). ``graph``: the decode graph with the choice inside (None when the backend decodes
+    eagerly); ``logits``: its static logits (1, v)."""
+
+    def __init__(self, backend: CudaBackend, usable_vocab: int):
+        self.backend, self.usable_vocab = backend, usable_vocab
+        self.graph, self.logits = backend.capture(usable_vocab) if backend.graph is not None else (None, None)
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int]) -> tuple[PendingToken, Any]:
+        b = self.backend
+        greedy_choice_(b.prefill_last(tokens), self.usable_vocab, b.token, b.top)
+        return b.ring.push(), b.handle
+
+    @torch.inference_mode()
+    def decode(self, states: Any) -> PendingToken:
+        b = self.backend
+        b.check_handle(states)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            logits, new_states = b.model.step(b.token, b.states)
+            copy_states(b.states, new_states)
+            greedy_choice_(logits, self.usable_vocab, b.token, b.top)
+        return b.ring.push()
 
 
 def load_cuda_backend(folder: ModelFolder) -> CudaBackend:

@@ -14,6 +14,10 @@ Randomness: ``SamplingConfig.generator()`` is ``numpy.random.default_rng(seed)``
 is None). Each sampled token draws ONE uniform u in [0, 1) from it and takes the first token, in vocabulary order,
 whose cumulative probability exceeds u times the total (inverse CDF), so a run is reproducible from its seed and
 the logits alone. Greedy choice draws nothing (the first index of the maximum).
+
+Greedy choice on the device (``--backend cuda``, :mod:`edge_quamba.runtime.generate`'s ``device_greedy``) makes the
+same choice without copying the logits here: the first index of the maximum, NaN or all -Inf a NumericsError
+(:func:`check_greedy_maximum`). Sampling (temperature > 0) always runs here, for every backend.
 """
 
 from __future__ import annotations
@@ -70,6 +74,16 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     """Softmax of float64 scores whose maximum is finite (entries may be -inf)."""
     e = np.exp(x - x.max())
     return e / e.sum()
+
+
+def check_greedy_maximum(top: float) -> None:
+    """The maximum logit a device's greedy choice found -> NumericsError when no token can be chosen, as
+    :func:`sample_next` decides it (a NaN anywhere makes the device's maximum NaN; all -Inf leaves -Inf)."""
+    if math.isnan(top):
+        raise NumericsError("the model produced NaN logits (found by the greedy choice on the device): its "
+                            "activations overflow; the checkpoint cannot be run at this input")
+    if top == -math.inf:
+        raise NumericsError("the model produced -Inf for every token: no token can be chosen")
 
 
 def sample_next(logits: Any, config: SamplingConfig, generator: np.random.Generator | None) -> int:
