@@ -402,7 +402,7 @@ def test_mamba2_w4a16_exports_and_validates_on_ort(exported):
     `--backend ref`'s."""
     import onnx
 
-    from edge_quamba.onnx.validate import check_graph
+    from edge_quamba.onnx.structure_check import check_graph
     from helpers import cli_in_process
 
     tmp, folder, text, _ = exported
