@@ -15,7 +15,7 @@ import click
 from edge_quamba import __version__
 from edge_quamba.onnx import MAX_VALIDATE_DECODE_STEPS, MAX_VALIDATE_PROMPT_LEN, TARGETS
 from edge_quamba.quant.sites import DEFAULT_PERCENTILE_SITES, OUT_PROJ_SCALES, SITE_NAMES
-from edge_quamba.recipe_options import refuse_inapplicable
+from edge_quamba.recipe_options import given_options, refuse_inapplicable
 from edge_quamba.runtime import BACKENDS, SEED_MAX
 
 MODEL_HELP = (
@@ -88,12 +88,18 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (prompt_tokens, tokens, text, ttft_ms, tpot_ms, backend, stop_reason, "
               "token_choice) instead of streaming.")
-def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend, tokenizer, max_prompt_tokens, threads,
-        as_json):
+@click.pass_context
+def run(ctx, model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend, tokenizer, max_prompt_tokens,
+        threads, as_json):
     """Generate a continuation of --prompt, streaming text to stdout (EOS or --max-new-tokens ends it)."""
+    from edge_quamba.errors import InputError
     from edge_quamba.runtime.run import run_prompt
     from edge_quamba.runtime.sampling import SamplingConfig
 
+    given = given_options(ctx)
+    for name in ("top_k", "top_p", "seed"):
+        if temperature == 0 and name in given:
+            raise InputError(f"{given[name]} does not apply: --temperature 0 decodes greedily (nothing is sampled)")
     check_utf8(prompt, "--prompt")
 
     def emit(piece: str) -> None:
