@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 python3 benchmarks/dynscale_ort_cpu.py [--out benchmarks/results/dynscale_ort_cpu.json]
 
-Each graph is what the lowering emits for one mixer's tail (edge_quamba.onnx.lower.GraphBuilder, the function bodies
-of edge_quamba.onnx.functions): y (1, l, d_inner) float32 ->
+Each graph is what the lowering emits for one mixer's tail (edge_quamba.onnx.graph_builder.GraphBuilder, the function
+bodies of edge_quamba.onnx.functions): y (1, l, d_inner) float32 ->
     static:  HadamardQuantize(out_scale) -> DQ -> MatMul(DQ(W)) (ORT fuses it into MatMulIntegerToFloat)
     dynamic: HadamardQuantizeDynamic -> (y_q, y_scale) -> MatMulInteger(uint8 shift) -> Cast -> Mul(per-row scale)
 out_proj is d_inner -> d_inner / 2 with random int8 weights; batch 1, one intra-op thread, the median of `--repeats`
@@ -29,7 +29,7 @@ from onnx import TensorProto, helper
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_quamba.onnx import IR_VERSION, OPSET  # noqa: E402
 from edge_quamba.onnx.functions import hadamard_quantize_dynamic_function, hadamard_quantize_function  # noqa: E402
-from edge_quamba.onnx.lower import GraphBuilder  # noqa: E402
+from edge_quamba.onnx.graph_builder import GraphBuilder  # noqa: E402
 from edge_quamba.ops import torch_ops  # noqa: E402,F401  (registers torch.ops.edge_quamba)
 from edge_quamba.ops.specs import DOMAIN, HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC  # noqa: E402
 from edge_quamba.quant.qmodel import QuantLinear  # noqa: E402

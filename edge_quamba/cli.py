@@ -16,8 +16,9 @@ from edge_quamba import __version__
 from edge_quamba.cli_options import (backend_option, calibration_options, model_option, quant_config, threads_option,
                                      tokenizer_option)
 from edge_quamba.onnx import MAX_VALIDATE_DECODE_STEPS, MAX_VALIDATE_PROMPT_LEN, TARGETS
-from edge_quamba.recipe_options import refuse_inapplicable
+from edge_quamba.recipe_options import given_options, refuse_inapplicable
 from edge_quamba.runtime import SEED_MAX
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edge-quamba")
@@ -43,12 +44,18 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (prompt_tokens, tokens, text, ttft_ms, tpot_ms, backend, stop_reason, "
               "token_choice) instead of streaming.")
-def run(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend, tokenizer, max_prompt_tokens, threads,
-        as_json):
+@click.pass_context
+def run(ctx, model, prompt, max_new_tokens, temperature, top_k, top_p, seed, backend, tokenizer, max_prompt_tokens,
+        threads, as_json):
     """Generate a continuation of --prompt, streaming text to stdout (EOS or --max-new-tokens ends it)."""
+    from edge_quamba.errors import InputError
     from edge_quamba.runtime.run import run_prompt
     from edge_quamba.runtime.sampling import SamplingConfig
 
+    given = given_options(ctx)
+    for name in ("top_k", "top_p", "seed"):
+        if temperature == 0 and name in given:
+            raise InputError(f"{given[name]} does not apply: --temperature 0 decodes greedily (nothing is sampled)")
     check_utf8(prompt, "--prompt")
 
     def emit(piece: str) -> None:

@@ -19,7 +19,8 @@ from edge_quamba.errors import ConfigError
 from edge_quamba.integrity import seal
 from edge_quamba.onnx import IR_VERSION, OPSET
 from edge_quamba.onnx.functions import hadamard_quantize_dynamic_function
-from edge_quamba.onnx.lower import GraphBuilder, lower_model
+from edge_quamba.onnx.graph_builder import GraphBuilder
+from edge_quamba.onnx.lower import lower_model
 from edge_quamba.ops.specs import HADAMARD_QUANTIZE_DYNAMIC
 from edge_quamba.folders import load_quantized_model
 from edge_quamba.quant.artifact import QUANT_CONFIG, write_artifact

@@ -22,8 +22,9 @@ from edge_quamba.models.mamba import MambaLM
 from edge_quamba.onnx import state_names
 from edge_quamba.onnx.export import export_model
 from edge_quamba.onnx.lower import lower_model
+from edge_quamba.onnx.structure_check import check_graph
 from edge_quamba.onnx.tensorrt import custom_nodes, to_tensorrt_flavour
-from edge_quamba.onnx.validate import TieFollower, check_graph, validate_on_ort
+from edge_quamba.onnx.validate import TieFollower, validate_on_ort
 from edge_quamba.ops.plugins import plugin_node_attributes
 from edge_quamba.ops.specs import DOMAIN, SPECS
 from edge_quamba.quant.calibrate import CalibrationData, calibrate

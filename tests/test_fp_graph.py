@@ -22,7 +22,8 @@ from edge_quamba.models.config import Mamba2Config, MambaConfig
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.models.mamba2 import Mamba2LM
 from edge_quamba.onnx.lower import lower_model
-from edge_quamba.onnx.validate import FP32_RTOL, check_graph
+from edge_quamba.onnx.structure_check import check_graph
+from edge_quamba.onnx.validate import FP32_RTOL
 from edge_quamba.runtime.ort_backend import OrtGraph
 
 CONFIGS = {

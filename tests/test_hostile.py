@@ -433,6 +433,18 @@ def test_recipe_options_do_not_apply_to_a_re_export(folders, tmp_path, source, a
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [["--top-k", "5"], ["--top-p", "0.5"], ["--seed", "3"]])
+def test_a_sampling_option_at_temperature_0_is_refused(folders, args):
+    proc = cli_in_process("run", "--model", str(folders["fp"]), "--prompt", "Hi", "--temperature", "0", *args)
+    assert f"{args[0]} does not apply: --temperature 0 decodes greedily" in one_error_line(proc)
+
+
+def test_sampling_options_at_a_temperature_are_accepted(folders):
+    proc = cli_in_process("run", "--model", str(folders["fp"]), "--prompt", "Hi", "--temperature", "0.5",
+                          "--top-k", "5", "--seed", "3", "--max-new-tokens", "2")
+    assert proc.returncode == 0, proc.stderr
+
+
 # -- wording: say what a path is -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("what", ["FIFO", "device"])

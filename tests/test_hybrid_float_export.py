@@ -20,7 +20,8 @@ from hybrid_helpers import random_hf_bamba, random_hf_nemotron_h, reference_from
 
 from edge_quamba.folders import open_model
 from edge_quamba.onnx.lower_hybrid import lower_hybrid_model
-from edge_quamba.onnx.validate import FP32_RTOL, W4A16_RTOL, check_graph
+from edge_quamba.onnx.structure_check import check_graph
+from edge_quamba.onnx.validate import FP32_RTOL, W4A16_RTOL
 from edge_quamba.quant.hybrid_qmodel import quantize_hybrid_model
 from edge_quamba.quant.qmodel import Int4Linear, QuantConfig
 from edge_quamba.runtime.ort_backend import OrtGraph

@@ -15,7 +15,8 @@ from edge_quamba.errors import ConfigError, InputError
 from edge_quamba.models.config_dispatch import parse_model_config
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.onnx.export import export_model
-from edge_quamba.onnx.validate import TIE_TOLERANCE, W4A16_RTOL, check_graph
+from edge_quamba.onnx.structure_check import check_graph
+from edge_quamba.onnx.validate import TIE_TOLERANCE, W4A16_RTOL
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.folders import load_quantized_model
 from edge_quamba.quant.artifact import QUANT_CONFIG

@@ -16,10 +16,11 @@ from onnx import TensorProto, helper
 
 from edge_quamba.onnx import IR_VERSION, OPSET
 from edge_quamba.models.mamba import selective_scan
-from edge_quamba.onnx.functions import (Body, gated_rms_norm_quantize_function, hadamard_quantize_function,
-                                        int8_causal_conv1d_function,
-                                        int8_selective_scan_function, selective_scan_f16_function,
-                                        w4a8_linear_function, w4a8_linear_quantize_function, w4a16_linear_function)
+from edge_quamba.onnx.functions import (hadamard_quantize_function, int8_causal_conv1d_function,
+                                        int8_selective_scan_function, selective_scan_f16_function)
+from edge_quamba.onnx.functions_int4 import w4a8_linear_function, w4a8_linear_quantize_function, w4a16_linear_function
+from edge_quamba.onnx.functions_mamba2 import gated_rms_norm_quantize_function
+from edge_quamba.onnx.nodes import Body
 from edge_quamba.onnx.validate import TIE_TOLERANCE
 from edge_quamba.ops.specs import (DOMAIN, GATED_RMS_NORM_HADAMARD_QUANTIZE, GATED_RMS_NORM_QUANTIZE,
                                    HADAMARD_QUANTIZE, INT8_CAUSAL_CONV1D, INT8_SELECTIVE_SCAN,

@@ -11,7 +11,8 @@ import torch
 import yaml
 
 import edge_quamba.ops.torch_ops as torch_ops
-from edge_quamba.onnx.functions import custom_functions, mamba2_custom_functions
+from edge_quamba.onnx.functions import custom_functions
+from edge_quamba.onnx.functions_mamba2 import mamba2_custom_functions
 from edge_quamba.ops.plugins import FIELD_TYPES, plugin_config_yaml, plugin_info, plugin_node_attributes
 from edge_quamba.ops.specs import DOMAIN, PLUGIN_SPECS, SPECS
 from edge_quamba.quant import primitives, qops

@@ -20,7 +20,8 @@ from edge_quamba.eval.last_word import build_examples, write_task
 from edge_quamba.models.loading import load_fp_model
 from edge_quamba.models.tokenizer import load_tokenizer
 from edge_quamba.onnx.lower import lower_model
-from edge_quamba.onnx.validate import check_graph, validate_on_ort
+from edge_quamba.onnx.structure_check import check_graph
+from edge_quamba.onnx.validate import validate_on_ort
 from edge_quamba.quant.calibrate import calibrate, calibrate_many, load_calibration_data
 from edge_quamba.quant.primitives import INT8_MAX, int8_linear, quantize_weight_per_channel
 from edge_quamba.quant.qmodel import QuantConfig, quantize_model

@@ -304,7 +304,7 @@ def test_quantize_quamba2_cli_end_to_end(tmp_path):
 def test_mamba2_ops_follow_their_spec(name):
     """The torch schema, the qops reference's signature and the ONNX function body of each Mamba2 custom op follow
     its spec (tensors in spec order, then the float attributes)."""
-    from edge_quamba.onnx.functions import mamba2_custom_functions
+    from edge_quamba.onnx.functions_mamba2 import mamba2_custom_functions
     from edge_quamba.quant import qops
 
     spec = MAMBA2_SPECS[name]
@@ -404,7 +404,7 @@ def test_mamba2_w4a16_exports_and_validates_on_ort(exported):
     `--backend ref`'s."""
     import onnx
 
-    from edge_quamba.onnx.validate import check_graph
+    from edge_quamba.onnx.structure_check import check_graph
     from helpers import cli_in_process
 
     tmp, folder, text, _ = exported

@@ -429,8 +429,8 @@ def test_require_raises_one_line_naming_the_rules():
 
 def test_export_refuses_a_tensorrt_graph_that_fails_and_writes_nothing(tmp_path, monkeypatch):
     """export --target tensorrt on a small random checkpoint, with a node TensorRT 10.3 has no rule for here (an
-    unused Round: onnx.checker and validate.check_graph pass it): ConformanceError before anything is validated or
-    written; no output folder, no temporary folder."""
+    unused Round: onnx.checker and structure_check.check_graph pass it): ConformanceError before anything is validated
+    or written; no output folder, no temporary folder."""
     from helpers import make_tokenizer, random_hf_model, save_transformers_layout
 
     from edge_quamba.onnx import export

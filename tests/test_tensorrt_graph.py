@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from edge_quamba.onnx.lower import lower_model
+from edge_quamba.onnx.structure_check import check_graph
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
-from edge_quamba.onnx.validate import check_graph, validate_on_ort
+from edge_quamba.onnx.validate import validate_on_ort
 from test_export import SHAPES, quantized_model
 
 REQUANTIZED_GEMMS = ("in_proj", "x_proj", "dt_proj")

@@ -18,9 +18,10 @@ import torch
 
 from edge_quamba.errors import InputError
 from edge_quamba.onnx.lower import NO_MAMBA2_W4A16_TENSORRT, lower_model
+from edge_quamba.onnx.structure_check import check_graph
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.tensorrt_check import check_tensorrt_graph
-from edge_quamba.onnx.validate import TIE_TOLERANCE, check_graph, validate_on_ort
+from edge_quamba.onnx.validate import TIE_TOLERANCE, validate_on_ort
 from edge_quamba.quant.quamba2 import quamba2_quantize
 from test_quamba2 import Q2, calib_data, fp_mamba2
 

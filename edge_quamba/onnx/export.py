@@ -3,8 +3,8 @@
     1. the quantized artifact: quantize the fp checkpoint (``quantize_checkpoint``), or copy the given artifact, into
        ``quantized/`` of the new folder
     2. lower it (:func:`edge_quamba.onnx.lower.lower_model`) and derive the TensorRT flavour
-    3. check both flavours: onnx.checker (full_check) and :func:`edge_quamba.onnx.validate.check_graph`; a TensorRT
-       graph to be written must also pass :func:`edge_quamba.onnx.tensorrt_check.require_tensorrt_conformance`
+    3. check both flavours: onnx.checker (full_check) and :func:`edge_quamba.onnx.structure_check.check_graph`; a
+       TensorRT graph to be written must also pass :func:`edge_quamba.onnx.tensorrt_check.require_tensorrt_conformance`
        (ConformanceError: nothing is written)
     4. write the ONNX file(s) of ``target``, the tokenizer and export_config.json
     5. validate on ONNX Runtime against the reference in ``quantized/`` (:func:`validate_on_ort`): one line per output
@@ -48,10 +48,10 @@ from edge_quamba.onnx.folder import write_export_config
 from edge_quamba.onnx.lower import (FLAVOURS, NO_FP32_TENSORRT, NO_MAMBA2_W4A16_TENSORRT, TENSORRT_DYNAMIC_REFUSAL,
                                     lower_model)
 from edge_quamba.onnx.lower_hybrid import lower_hybrid_model, refuse_hybrid_export
+from edge_quamba.onnx.structure_check import check_graph
 from edge_quamba.onnx.tensorrt import to_tensorrt_flavour
 from edge_quamba.onnx.tensorrt_check import require_tensorrt_conformance
-from edge_quamba.onnx.validate import (FP32_RTOL, ValidationReport, check_graph, validate_float_graph_on_ort,
-                                       validate_on_ort)
+from edge_quamba.onnx.validate import FP32_RTOL, ValidationReport, validate_float_graph_on_ort, validate_on_ort
 from edge_quamba.onnx.validate_hybrid import validate_hybrid_float_on_ort, validate_hybrid_on_ort
 from edge_quamba.ops.specs import DOMAIN, SPECS
 from edge_quamba.quant.config import QuantConfig

@@ -13,7 +13,7 @@ Runtime into MatMulNBits at float32 accuracy) and Mamba2 mixers are :mod:`edge_q
     attention  q, k, v = linears(hidden) in act (float32 sums, one rounding to act)
                RoPE (Bamba): cos, sin from float32 angles, cast to act; x_rot * cos + rotate_half(x_rot) * sin in act
                key, value = Concat(past_key.{i}, k) (b, kv, t + l, e) in act -> present_key.{i} (the cache holds act)
-               softmax(q keyᵀ e^-1/2, causal) value in float32 (:func:`edge_quamba.onnx.lower_hybrid.attention_nodes`,
+               softmax(q keyᵀ e^-1/2, causal) value in float32 (:func:`edge_quamba.onnx.hybrid_nodes.attention_nodes`,
                the int8 graph's nodes), rounded to act -> o_proj
     MLP        relu²: Relu(up) then its square, in act;  SwiGLU: silu(gate) in float32 rounded to act, times up in act
                -> down_proj
@@ -39,7 +39,7 @@ from edge_quamba.models.attention import MLP, Attention
 from edge_quamba.models.hybrid import HybridLM
 from edge_quamba.models.mamba2 import Mamba2Mixer
 from edge_quamba.onnx import INPUT_IDS, INT4_IR_VERSION, INT4_OPSET
-from edge_quamba.onnx.lower_hybrid import attention_nodes, hybrid_state_io, rope_nodes, split_heads
+from edge_quamba.onnx.hybrid_nodes import attention_nodes, hybrid_state_io, rope_nodes, split_heads
 from edge_quamba.onnx.lower_mamba2_w4a16 import Mamba2FloatGraph
 from edge_quamba.onnx.lower_w4a16 import FLOAT, FLOAT16, float_lm_nodes
 

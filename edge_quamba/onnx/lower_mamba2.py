@@ -10,11 +10,11 @@ with :class:`Mamba2GraphOps`, whose ops emit nodes (the language model around it
     out_proj: DQ(y_q) @ DQ(W) (+ bias) -> float32, added to the residual stream
 
 flavour "ort": in_proj is one int8 GEMM (Q/DQ MatMul, float out) whose output is split in float and each piece
-quantized with Max + QuantizeLinear (the form ONNX Runtime fuses, :mod:`edge_quamba.onnx.lower`); the gated norm is
-standard float32 nodes (:func:`edge_quamba.onnx.functions.gated_rms_norm_nodes`) followed by HadamardQuantize or
-Max + QuantizeLinear.
+quantized with Max + QuantizeLinear (the form ONNX Runtime fuses, :mod:`edge_quamba.onnx.graph_builder`); the gated
+norm is standard float32 nodes (:func:`edge_quamba.onnx.functions_mamba2.gated_rms_norm_nodes`) followed by
+HadamardQuantize or Max + QuantizeLinear.
 
-flavour "tensorrt" (issue 18's rules, :mod:`edge_quamba.onnx.lower`'s docstring): TensorRT fuses a QuantizeLinear
+flavour "tensorrt" (issue 18's rules, :mod:`edge_quamba.onnx.lower_mamba1`'s docstring): TensorRT fuses a QuantizeLinear
 that directly follows a GEMM into the GEMM's epilogue, but only at ONE per-tensor output scale: TensorRT quantizes
 activations per tensor (a per-axis QuantizeLinear of an activation is refused, rule TRT043 of tensorrt_rules.json).
 z, xBC and Δ have three scales, so in_proj is lowered as three GEMMs over its row blocks (W[:d_in], W[d_in:d_in +
@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from edge_quamba.models.mamba import Norm
-from edge_quamba.onnx.functions import gated_rms_norm_nodes
-from edge_quamba.onnx.lower import ZERO_POINT, GraphBuilder, GraphOps, _Pending
+from edge_quamba.onnx.functions_mamba2 import gated_rms_norm_nodes
+from edge_quamba.onnx.graph_builder import ZERO_POINT, GraphBuilder, Pending
+from edge_quamba.onnx.lower_mamba1 import GraphOps
 from edge_quamba.ops.specs import (GATED_RMS_NORM_HADAMARD_QUANTIZE, GATED_RMS_NORM_QUANTIZE,
                                    INT8_CONV1D_CHANNEL_SCALES, INT8_SSD_SCAN, W4A8_LINEAR_QUANTIZE)
 from edge_quamba.quant.mamba2_qmodel import PER_TENSOR_SITES, QuantMamba2Mixer
@@ -94,14 +95,14 @@ class Mamba2GraphOps(GraphOps):
         self.saturated: set[str] = set()  # TensorRT flavour: z_q, xBC_q, dt_q (bare QuantizeLinear); no GEMM reads them
         self._ssm_input: str | None = None
 
-    def _codes(self, value: str | _Pending, code: str | None = None) -> str:
-        if not isinstance(value, _Pending):
+    def _codes(self, value: str | Pending, code: str | None = None) -> str:
+        if not isinstance(value, Pending):
             return value
         out = tensor_name(self.layer, code or MAMBA2_SITE_BY_NAME[value.site].code)
         return self.g.quantize(value.x, self.scales[value.site], out=out)
 
-    def linear(self, name: str, x_q: str | _Pending, in_site: str, bias: bool = True,
-               out_site: str | None = None) -> str | _Pending | _Rows:
+    def linear(self, name: str, x_q: str | Pending, in_site: str, bias: bool = True,
+               out_site: str | None = None) -> str | Pending | _Rows:
         if name == "in_proj" and self.g.flavour == "tensorrt":  # emitted per site when the flow quantizes the pieces
             return _Rows(name, self._codes(x_q), in_site, 0, self.m.config.d_in_proj)
         return super().linear(name, x_q, in_site, bias, out_site)
@@ -116,7 +117,7 @@ class Mamba2GraphOps(GraphOps):
             names = IN_PROJ_SITES
         return self.g.split(x, sizes, [tensor_name(self.layer, name) for name in names])
 
-    def quantize(self, x: str | _Rows, site: str) -> str | _Pending:
+    def quantize(self, x: str | _Rows, site: str) -> str | Pending:
         if isinstance(x, _Rows):
             return self._gemm_rows(x, site)
         return super().quantize(x, site)
@@ -142,7 +143,7 @@ class Mamba2GraphOps(GraphOps):
         self.saturated.add(codes)
         return g.quantize_saturating(y, self.scales[site], out=codes)
 
-    def causal_conv1d(self, xBC_q: str | _Pending, conv_state: str) -> tuple[str, str]:
+    def causal_conv1d(self, xBC_q: str | Pending, conv_state: str) -> tuple[str, str]:
         m, g, p = self.m, self.g, self.prefix
         bias = m.conv_bias if m.conv_bias is not None else torch.zeros(m.config.conv_dim)  # + 0 is exact
         out_q, state = g.custom(
@@ -154,7 +155,7 @@ class Mamba2GraphOps(GraphOps):
         self._ssm_input = out_q
         return out_q, state
 
-    def ssd_scan(self, x_q: str, dt_q: str | _Pending, B_q: str, C_q: str, ssm_state: str) -> tuple[str, str]:
+    def ssd_scan(self, x_q: str, dt_q: str | Pending, B_q: str, C_q: str, ssm_state: str) -> tuple[str, str]:
         m, g, p = self.m, self.g, self.prefix
         s = m.scales()
         return tuple(g.custom(
@@ -164,7 +165,7 @@ class Mamba2GraphOps(GraphOps):
              g.init(f"{p}B_scales", s["B"]), g.init(f"{p}C_scales", s["C"])],
             [f"{p}y", f"ssm_state_out.{self.layer}"], f"{p}ssd_scan", dt_scale=m.dt_scale))
 
-    def gated_norm_quantize(self, y: str, z_q: str | _Pending, hadamard: bool) -> str | _Pending:
+    def gated_norm_quantize(self, y: str, z_q: str | Pending, hadamard: bool) -> str | Pending:
         """The gated RMSNorm of y with the gate z and the codes of out_proj's input (qops.gated_rms_norm's order: the
         gate, the mean of squares per group of d_in / g channels, * 1/sqrt(mean + eps), * weight; then Hadamard and
         quantize). ORT flavour: standard float32 nodes, then HadamardQuantize or Max + QuantizeLinear; TensorRT

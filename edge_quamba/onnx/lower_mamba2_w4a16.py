@@ -11,7 +11,7 @@ the causal conv + SiLU are :mod:`edge_quamba.onnx.lower_w4a16`'s. Per mixer, wit
     xBC -> causal conv over conv_dim channels (float32 sums, one rounding to float16) -> silu -> float16
         -> x (b, l, h, p) | B | C (b, l, g n), cast to float32
     Δ = softplus(float32(dt_raw) + dt_bias) (b, l, h);  A = -exp(A_log) (h,), float32 as the reference
-    SSD recurrence in float32 (:func:`edge_quamba.onnx.functions.ssd_scan_nodes`, the Int8SSDScan body's Scan):
+    SSD recurrence in float32 (:func:`edge_quamba.onnx.functions_mamba2.ssd_scan_nodes`, the Int8SSDScan body's Scan):
         y = h C + D x (b, l, h, p), the (b, h, p, n) state carried through a Scan over l
     gated norm: rmsnorm over groups of d_in / g channels of y * silu(float32(z)) in float32, cast to float16,
         times the float16 weight (GatedRMSNorm's order) -> out_proj -> (b, l, d) float16
@@ -35,7 +35,7 @@ import onnx
 
 from edge_quamba.models.mamba2 import Mamba2LM
 from edge_quamba.onnx import INT4_OPSET
-from edge_quamba.onnx.functions import ssd_scan_nodes
+from edge_quamba.onnx.functions_mamba2 import ssd_scan_nodes
 from edge_quamba.models.mamba2 import Mamba2Mixer
 from edge_quamba.onnx.lower_w4a16 import FLOAT, FloatGraph, lower_float_lm
 

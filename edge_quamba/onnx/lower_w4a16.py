@@ -33,8 +33,9 @@ over the packed weight as stored (float16 in, float16 out; :mod:`edge_quamba.ops
 node (the kernel of the float16 scan; the reference's ONNX Scan would become a TensorRT loop of l iterations), and,
 as in the int8 TensorRT flavour, only the last position goes through the final norm and the float16 lm_head:
 ``last_logits`` (b, v) float16. Validated on ONNX Runtime through the custom ops' function bodies
-(:mod:`edge_quamba.onnx.functions`) before they become plugin nodes (:mod:`edge_quamba.onnx.tensorrt`). Why plugins
-and not TensorRT's own INT4 weight-only quantization: README, TensorRT and 4-bit weights.
+(:mod:`edge_quamba.onnx.functions_int4`, :mod:`edge_quamba.onnx.functions`) before they become plugin nodes
+(:mod:`edge_quamba.onnx.tensorrt`). Why plugins and not TensorRT's own INT4 weight-only quantization: README,
+TensorRT and 4-bit weights.
 
 Interface: as the int8 graph, except ``conv_state.{i}`` / ``conv_state_out.{i}`` are in the activation type
 (float16 or float32, the reference's).
@@ -54,7 +55,7 @@ from edge_quamba.models.mamba import MambaLM, Norm
 from edge_quamba.onnx import (INPUT_IDS, INT4_IR_VERSION, INT4_OPSET, IR_VERSION, LAST_LOGITS, LOGITS, OPSET,
                               state_names)
 from edge_quamba.onnx.functions import INT4_LINEAR_FUNCTIONS, selective_scan_nodes
-from edge_quamba.onnx.lower import GraphBuilder
+from edge_quamba.onnx.graph_builder import GraphBuilder
 from edge_quamba.ops.specs import DOMAIN, SELECTIVE_SCAN_F16, W4A16_LINEAR
 from edge_quamba.quant.qmodel import Int4Linear
 

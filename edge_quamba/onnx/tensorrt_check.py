@@ -1,5 +1,7 @@
 """Static TensorRT conformance of the TensorRT graph (``model.trt.onnx``): every rule TensorRT 10.3's ONNX parser and
-headers set on it, checked without TensorRT.
+headers set on it, checked without TensorRT. (Past 400 lines on purpose: one checker of one rule table, each rule a
+short function over the same private typed view of the graph, :class:`_Graph`; split, its files would share only
+that view.)
 
 The rules are data, :data:`RULES_FILE` (``tensorrt_rules.json``): each rule id (TRT0xx), the ops table (importer,
 element types, attributes, constant inputs per op) and the int8 data-flow table cite the parser source (onnx-tensorrt

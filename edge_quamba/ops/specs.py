@@ -1,9 +1,9 @@
 """One spec per custom op: the single definition that every implementation follows.
 
 The reference (:mod:`edge_quamba.quant.qops`), the PyTorch custom op (:mod:`edge_quamba.ops.torch_ops`), the ONNX node
-and its function body (:mod:`edge_quamba.onnx.functions`) and the TensorRT plugin fields
-(:mod:`edge_quamba.ops.plugins`) all take their names, order, dtypes and attributes from here; tests/test_ops_spec.py
-checks that they agree.
+and its function body (:mod:`edge_quamba.onnx.functions` and its siblings ``functions_mamba2``, ``functions_int4``)
+and the TensorRT plugin fields (:mod:`edge_quamba.ops.plugins`) all take their names, order, dtypes and attributes
+from here; tests/test_ops_spec.py checks that they agree.
 
 Conventions:
     * inputs, then attributes, in the order of the qops reference function's parameters;

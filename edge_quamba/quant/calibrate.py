@@ -14,6 +14,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import torch
 from torch import Tensor
@@ -188,6 +189,33 @@ def calibrate(model: MambaLM, data: CalibrationData, qconfig: QuantConfig, batch
     return calibrate_many(model, data, [qconfig], batch_size, progress, hessians)[0]
 
 
+def site_tap(observers: Callable[[int, str, Tensor], None],
+             hessians: Callable[[int, str, Tensor], None] | None) -> Callable[[int, str, Tensor], None]:
+    """The tap a float flow calls at each site (layer or block index, site name, tensor): the observers, then the
+    Hessian accumulators when given (GPTQ's statistics come from the same pass)."""
+    def tap(layer: int, site: str, x: Tensor) -> None:
+        observers(layer, site, x)
+        if hessians is not None:
+            hessians(layer, site, x)
+    return tap
+
+
+@torch.inference_mode()
+def run_calibration(model, data: CalibrationData, flow: ContextManager, batch_size: int, progress: bool,
+                    desc: str = "calibrating") -> None:
+    """Every batch of ``data`` through ``model.residual_stream`` inside ``flow`` (a float flow whose tap observes
+    the sites; no lm_head: only the mixers are observed). NaN or Inf in the residual stream, or an observer's
+    ValueError (its message names the layer and tensor), becomes a one-line InputError."""
+    try:
+        with flow:
+            for batch in tqdm(data.tokens.split(batch_size), desc=desc, unit="batch", disable=not progress):
+                resid, _ = model.residual_stream(batch.to(model.device))
+                if not torch.isfinite(resid).all():
+                    raise InputError("calibration: the model's residual stream holds NaN or Inf")
+    except ValueError as exc:
+        raise InputError(f"calibration stopped: {exc}") from None
+
+
 @torch.inference_mode()
 def calibrate_many(model: MambaLM, data: CalibrationData, qconfigs: list[QuantConfig], batch_size: int = 8,
                    progress: bool = True, hessians: LinearHessians | None = None) -> list[list[dict[str, Tensor]]]:
@@ -196,19 +224,6 @@ def calibrate_many(model: MambaLM, data: CalibrationData, qconfigs: list[QuantCo
     if len({q.hadamard for q in qconfigs}) != 1:
         raise ValueError("calibrate_many: the configs must share one hadamard setting (it changes what is observed)")
     observers = SiteObservers(model.config.n_layer, qconfigs)
-
-    def tap(layer: int, site: str, x: Tensor) -> None:
-        observers(layer, site, x)
-        if hessians is not None:
-            hessians(layer, site, x)
-
-    try:
-        with float_flow(model, qconfigs[0].hadamard, tap):
-            batches = data.tokens.split(batch_size)
-            for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress):
-                resid, _ = model.residual_stream(batch.to(model.device))  # no lm_head: only the mixers are observed
-                if not torch.isfinite(resid).all():
-                    raise InputError("calibration: the model's residual stream holds NaN or Inf")
-        return [observers.amaxes(q) for q in qconfigs]
-    except ValueError as exc:  # an observer saw NaN/Inf; its message names the layer and tensor
-        raise InputError(f"calibration stopped: {exc}") from None
+    run_calibration(model, data, float_flow(model, qconfigs[0].hadamard, site_tap(observers, hessians)), batch_size,
+                    progress)
+    return [observers.amaxes(q) for q in qconfigs]

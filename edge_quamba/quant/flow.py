@@ -8,7 +8,7 @@ and nothing else, so one function serves every use:
                (:class:`edge_quamba.quant.qmodel.QuantMambaMixer` forward and step)
     FloatOps   the fp model with the same structure, observing the float value at each site: calibration,
                per-layer SQNR, activation statistics (:func:`float_flow`)
-    GraphOps   the ONNX lowering: the same calls emit nodes (:mod:`edge_quamba.onnx.lower`)
+    GraphOps   the ONNX lowering: the same calls emit nodes (:mod:`edge_quamba.onnx.lower_mamba1`)
 
 Glossary: :mod:`edge_quamba.models.mamba` (b, l, d_in, n, r, k, u, z, Δ, A, B, C, D). Shapes below are for prefill,
 (b, l, ...); decode (``step``) runs the same flow on (b, ...) with the ``*_update`` ops. The flow starts at the

@@ -18,11 +18,9 @@ import copy
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from edge_quamba.errors import InputError
 from edge_quamba.models.hybrid import HybridLM
-from edge_quamba.quant.calibrate import CalibrationData
+from edge_quamba.quant.calibrate import CalibrationData, run_calibration, site_tap
 from edge_quamba.quant.cluster import ClusterPlan, permute_mamba2_mixer, sort_and_cluster
 from edge_quamba.quant.gptq import HessianAccumulator
 from edge_quamba.quant.hybrid_flow import ATTENTION_SITES, LINEAR_INPUTS, MLP_SITES, hybrid_float_flow
@@ -90,21 +88,8 @@ def calibrate_hybrid(model: HybridLM, data: CalibrationData, hadamard: bool, bat
     """Per-block amaxes of every site (0-dim; (conv_dim,) for ssm_input); ``hessians``, when given, accumulates the
     int4 linears' input Hessians in the same pass."""
     observers = HybridObservers(model.config.pattern)
-
-    def tap(block: int, site: str, x: Tensor) -> None:
-        observers(block, site, x)
-        if hessians is not None:
-            hessians(block, site, x)
-
-    try:
-        with hybrid_float_flow(model, hadamard, tap):
-            for batch in tqdm(data.tokens.split(batch_size), desc=desc, unit="batch", disable=not progress):
-                resid, _ = model.residual_stream(batch.to(model.device))
-                if not torch.isfinite(resid).all():
-                    raise InputError("calibration: the model's residual stream holds NaN or Inf")
-        return observers.amaxes()
-    except ValueError as exc:  # an observer saw NaN/Inf; its message names the layer and tensor
-        raise InputError(f"calibration stopped: {exc}") from None
+    run_calibration(model, data, hybrid_float_flow(model, hadamard, site_tap(observers, hessians)), batch_size, progress, desc)
+    return observers.amaxes()
 
 
 def reorder_hybrid(fp_model: HybridLM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,

@@ -64,7 +64,7 @@ TensorRT's QuantizeLinear saturates to [-128, 127]. Reading -128 as -127 downstr
 producer that clamps to [-127, 127]: ``max(round(x / s), -127)`` either way. A conv state stores the codes as read
 (clamped), so states stay in [-127, 127] too. int8 GEMMs do not apply the rule (TensorRT's own GEMMs cannot), so a
 graph must never feed a possible -128 into a GEMM; the lowering requantizes such an input with a clamp first
-(:mod:`edge_quamba.onnx.lower`).
+(:mod:`edge_quamba.onnx.lower_mamba1`).
 
 Weight scales: per tensor or per output channel
 -----------------------------------------------

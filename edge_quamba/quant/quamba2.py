@@ -25,11 +25,9 @@ import copy
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from edge_quamba.errors import InputError
 from edge_quamba.models.mamba2 import Mamba2LM
-from edge_quamba.quant.calibrate import CalibrationData
+from edge_quamba.quant.calibrate import CalibrationData, run_calibration, site_tap
 from edge_quamba.quant.cluster import ClusterPlan, permute_mamba2_mixer, sort_and_cluster
 from edge_quamba.quant.flow import float_flow
 from edge_quamba.quant.gptq import HessianAccumulator
@@ -82,21 +80,8 @@ def calibrate_mamba2(model: Mamba2LM, data: CalibrationData, hadamard: bool, bat
     """Per-layer amaxes of every Mamba2 site: 0-dim tensors, (conv_dim,) for ``ssm_input``; ``hessians``, when
     given, accumulates the int4 linears' input Hessians in the same pass."""
     observers = Mamba2SiteObservers(model.config.n_layer)
-
-    def tap(layer: int, site: str, x: Tensor) -> None:
-        observers(layer, site, x)
-        if hessians is not None:
-            hessians(layer, site, x)
-
-    try:
-        with float_flow(model, hadamard, tap):
-            for batch in tqdm(data.tokens.split(batch_size), desc=desc, unit="batch", disable=not progress):
-                resid, _ = model.residual_stream(batch.to(model.device))
-                if not torch.isfinite(resid).all():
-                    raise InputError("calibration: the model's residual stream holds NaN or Inf")
-        return observers.amaxes()
-    except ValueError as exc:  # an observer saw NaN/Inf; its message names the layer and tensor
-        raise InputError(f"calibration stopped: {exc}") from None
+    run_calibration(model, data, float_flow(model, hadamard, site_tap(observers, hessians)), batch_size, progress, desc)
+    return observers.amaxes()
 
 
 def reorder_for_quamba2(fp_model: Mamba2LM, data: CalibrationData, qconfig: QuantConfig, batch_size: int = 8,

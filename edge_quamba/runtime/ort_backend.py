@@ -9,7 +9,7 @@ Session settings (:func:`session_options`): every graph optimization on (ORT_ENA
 from ``threads`` (ONNX Runtime's default, one per physical core, when None). ONNX Runtime's own choice of int8 kernels
 is kept: on x86 it runs int8 activations as uint8 (exact, zero point 128), which its fast u8 x s8 GEMM needs; the
 option ``session.qdqisint8allowed = 1`` would fuse x_proj too but selects an s8 x s8 path that measured 56x slower
-(1x384x1536 GEMV: 457 us against 8 us). See :mod:`edge_quamba.onnx.lower` for what fuses.
+(1x384x1536 GEMV: 457 us against 8 us). See :mod:`edge_quamba.onnx.graph_builder` for what fuses.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def session_options(threads: int | None = None, optimized_model_path: Path | Non
     """The SessionOptions every edge-quamba ORT session uses (optionally saving ORT's optimized graph).
     ``optimize=False`` runs a graph as it is (validation runs an already optimized graph this way). ``qdq_int8``
     lets ORT fuse int8 Q/DQ pairs whose codes have several readers (validation of the TensorRT flavour, which has
-    no copies: see :mod:`edge_quamba.onnx.lower`); slow s8 x s8 kernels on x86, exact everywhere."""
+    no copies: see :mod:`edge_quamba.onnx.graph_builder`); slow s8 x s8 kernels on x86, exact everywhere."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
