@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Issues 19 and 20's remaining GPU work in one device call (bounded at ~500 s; run from the repository root):
+# Issues 19 and 20's remaining GPU work in one device call (bounded at ~360 s; run from the repository root):
 #   - in the background from the start: the mamba_ssm baseline's build (build_mamba_ssm.sh, .sdists carried) and our
 #     torch extension's build (so the latency job finds both ready)
 #   - in the background once the extension is built: the greedy-on-the-GPU tests and the cuda backend's tests
-#     (pytest -m cuda tests/test_device_greedy.py tests/test_cuda_backend.py, timeout 240 s, beside the harnesses:
+#     (pytest -m cuda tests/test_device_greedy.py tests/test_cuda_backend.py, timeout 150 s, beside the harnesses:
 #     correctness only, nothing timed runs then)
-#   - harness: the TensorRT plugins' harness over every case set, Mamba2 cases included (run_on_gpu.sh, DEADLINE 150)
-#   - trtw4: the 4-bit plugins' harness (trt_w4_plugins.sh, DEADLINE 120)
-#   - latency: bench_latency.py, Mamba2 2.7b, Mamba1 2.8b and Mamba2 130m at W8A8 / W4A8 / W4A16 beside mamba_ssm fp16
+#   - harness: the TensorRT plugins' harness over every case set, Mamba2 cases included (run_on_gpu.sh, DEADLINE 120)
+#   - trtw4: the 4-bit plugins' harness (trt_w4_plugins.sh, DEADLINE 100)
+#   - latency: bench_latency.py, Mamba2 2.7b and Mamba1 2.8b at W8A8 / W4A8 / W4A16 beside mamba_ssm fp16
 #     with CUDA graphs, all on this GPU, once the background jobs are done; our rows twice: tokens chosen on the GPU
 #     (as mamba_ssm's are) and on the host (the earlier records' method), the before/after of issue 20's first step
-#     (timeout 180 s; each row is printed as a JSON line as it finishes)
+#     (timeout 130 s; each row is printed as a JSON line as it finishes)
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists. Everything comes back in $OUT/bundle.tgz.
 set -u
 OUT=${OUT:-gpu-out}
@@ -22,10 +22,10 @@ mkdir -p /tmp/bundle
 ( python3 -c \
     "from edge_quamba.ops.cuda_ops import load_extension; load_extension()" > /tmp/bundle/extension_build.log 2>&1
   echo "rc $?" >> /tmp/bundle/extension_build.log; touch /tmp/ext.done
-  timeout 240 python3 -m pytest -q -rs -m cuda tests/test_device_greedy.py tests/test_cuda_backend.py \
+  timeout 150 python3 -m pytest -q -rs -m cuda tests/test_device_greedy.py tests/test_cuda_backend.py \
     > /tmp/bundle/cuda_tests.log 2>&1; echo "rc $?" >> /tmp/bundle/cuda_tests.log; touch /tmp/tests.done ) &
 OUT=$OUT bash benchmarks/gpu/bundle.sh \
-  'harness=DEADLINE=150 bash plugins/tensorrt/tests/run_on_gpu.sh' \
-  'trtw4=DEADLINE=120 bash benchmarks/gpu/trt_w4_plugins.sh' \
-  'latency=until [ -f /tmp/ms.done ] && [ -f /tmp/tests.done ]; do sleep 2; done; timeout 180 python3 benchmarks/bench_latency.py --shapes m2-2.7b,2.8b,m2-130m --repeats 2 --impls edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,mamba_ssm --out $OUT --token-choice both --name latency_quamba2'
+  'harness=DEADLINE=120 bash plugins/tensorrt/tests/run_on_gpu.sh' \
+  'trtw4=DEADLINE=100 bash benchmarks/gpu/trt_w4_plugins.sh' \
+  'latency=until [ -f /tmp/ms.done ] && [ -f /tmp/tests.done ]; do sleep 2; done; timeout 130 python3 benchmarks/bench_latency.py --shapes m2-2.7b,2.8b --repeats 2 --impls edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,mamba_ssm --out $OUT --token-choice both --name latency_quamba2'
 tar czf "$OUT/bundle.tgz" -C /tmp bundle
