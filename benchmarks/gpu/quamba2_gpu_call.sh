@@ -11,7 +11,8 @@
 #     with CUDA graphs, all on this GPU, once the background jobs are done; our rows twice: tokens chosen on the GPU
 #     (as mamba_ssm's are) and on the host (the earlier records' method), the before/after of issue 20's first step
 #     (timeout 130 s; each row is printed as a JSON line as it finishes)
-# LATENCY=0 (default 1) skips the mamba_ssm build and the latency job (~230 s then).
+# LATENCY=0 (default 1) skips the mamba_ssm build and the latency job (~230 s then); HARNESS_S, W4_S, TESTS_S override
+# the harness deadlines and the cuda tests' timeout, SANITIZERS=0 skips the harness's compute-sanitizer stages.
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists. Everything comes back in $OUT/bundle.tgz.
 set -u
 OUT=${OUT:-gpu-out}
@@ -24,10 +25,10 @@ LATENCY=${LATENCY:-1}
 ( python3 -c \
     "from edge_quamba.ops.cuda_ops import load_extension; load_extension()" > /tmp/bundle/extension_build.log 2>&1
   echo "rc $?" >> /tmp/bundle/extension_build.log; touch /tmp/ext.done
-  timeout 150 python3 -m pytest -q -rs -m cuda tests/test_device_greedy.py tests/test_cuda_backend.py \
+  timeout ${TESTS_S:-150} python3 -m pytest -q -rs -m cuda tests/test_device_greedy.py tests/test_cuda_backend.py \
     > /tmp/bundle/cuda_tests.log 2>&1; echo "rc $?" >> /tmp/bundle/cuda_tests.log; touch /tmp/tests.done ) &
-calls=('harness=DEADLINE=120 bash plugins/tensorrt/tests/run_on_gpu.sh'
-      'trtw4=DEADLINE=100 bash benchmarks/gpu/trt_w4_plugins.sh')
+calls=("harness=DEADLINE=${HARNESS_S:-120} SANITIZERS=${SANITIZERS:-1} bash plugins/tensorrt/tests/run_on_gpu.sh"
+       "trtw4=DEADLINE=${W4_S:-100} bash benchmarks/gpu/trt_w4_plugins.sh")
 [ "$LATENCY" = 1 ] && calls+=('latency=until [ -f /tmp/ms.done ] && [ -f /tmp/tests.done ]; do sleep 2; done; timeout 130 python3 benchmarks/bench_latency.py --shapes m2-2.7b,2.8b --repeats 2 --impls edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,mamba_ssm --out $OUT --token-choice both --name latency_quamba2')
 OUT=$OUT bash benchmarks/gpu/bundle.sh "${calls[@]}"
 until [ -f /tmp/tests.done ]; do sleep 2; done
