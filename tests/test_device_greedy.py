@@ -19,6 +19,7 @@ from edge_quamba.runtime import cuda_backend
 from edge_quamba.runtime.backends import TorchReferenceBackend
 from edge_quamba.runtime.bench import median_timings
 from edge_quamba.runtime.cuda_backend import TokenRing, greedy_choice_, record_views
+from edge_quamba.runtime import generate as generate_module
 from edge_quamba.runtime.generate import device_greedy_decoder, generate
 from edge_quamba.runtime.sampling import GREEDY, NumericsError, SamplingConfig, sample_next
 from edge_quamba.quant.calibrate import calibrate
@@ -148,7 +149,15 @@ def cpu_backend(model, graph=False):
     return backend
 
 
-def test_paths_and_one_line_errors(tiny_model):
+def test_the_host_path_is_the_default_until_the_device_path_has_run_on_a_gpu(tiny_model):
+    backend = cpu_backend(tiny_model)
+    assert generate_module.DEVICE_GREEDY_BY_DEFAULT is False
+    assert device_greedy_decoder(backend, GREEDY, 100) is None
+    assert generate(backend, StubTokenizer(100), [1, 2], 4, GREEDY).token_choice == "host"
+
+
+def test_paths_and_one_line_errors(tiny_model, monkeypatch):
+    monkeypatch.setattr(generate_module, "DEVICE_GREEDY_BY_DEFAULT", True)  # the selection once it is the default
     backend = cpu_backend(tiny_model)
     ref = TorchReferenceBackend(tiny_model)
     sampled = SamplingConfig(temperature=0.8, seed=3)
@@ -170,7 +179,7 @@ def test_generate_device_tokens_equal_host_tokens(tiny_model):
     for usable in (backend.vocab, backend.vocab - 7):
         tokenizer = StubTokenizer(usable)
         host = generate(backend, tokenizer, prompt, 20, GREEDY, device_greedy=False)
-        device = generate(backend, tokenizer, prompt, 20, GREEDY)
+        device = generate(backend, tokenizer, prompt, 20, GREEDY, device_greedy=True)
         print(usable, host.tokens, device.tokens)
         assert (host.token_choice, device.token_choice) == ("host", "device")
         assert device.tokens == host.tokens and device.text == host.text and len(device.tokens) == 20
@@ -215,7 +224,8 @@ def test_next_step_is_enqueued_before_the_token_is_read(tiny_model, stop):
     backend.device_greedy = lambda usable: spy  # generate asks the backend for its decoder
     calls = iter(range(100))
     should_stop = (lambda: "stop_sequence" if next(calls) == 5 else None) if stop == "should_stop" else None
-    result = generate(backend, StubTokenizer(backend.vocab, eos), prompt, 12, GREEDY, should_stop=should_stop)
+    result = generate(backend, StubTokenizer(backend.vocab, eos), prompt, 12, GREEDY, should_stop=should_stop,
+                      device_greedy=True)
     print(stop, expected, result.tokens, spy.log)
     assert result.tokens == expected[:n] and result.stop_reason == {"should_stop": "stop_sequence"}.get(stop, stop)
     assert spy.log[:3] == ["decode", "read 0", "decode"]  # step 1 runs while token 0 is read and streamed

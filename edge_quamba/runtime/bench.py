@@ -99,8 +99,8 @@ def benchmark(*, model: str | None, backend: str = "ref", prompt_len: int = 128,
               max_prompt_tokens: int = 4096, device_greedy: bool | None = None) -> dict:
     """Median TTFT/TPOT over ``repeats`` timed runs after one warm-up; a JSON-ready report.
 
-    device_greedy: where the greedy tokens are chosen (``generate.device_greedy_decoder``: by default on the device
-    when the backend can, as ``run`` does); the report's ``token_choice`` says which ran.
+    device_greedy: where the greedy tokens are chosen (``generate.device_greedy_decoder``: None follows
+    ``generate.DEVICE_GREEDY_BY_DEFAULT``, as ``run`` does); the report's ``token_choice`` says which ran.
 
     max_prompt_tokens: the same cap as ``run``'s --max-prompt-tokens (a huge --prompt-len is refused at once instead
     of tokenizing megabytes and allocating activations for it)."""

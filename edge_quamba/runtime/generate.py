@@ -7,8 +7,9 @@ Two ways to choose each token, the same tokens either way:
              the device inside the decode step and feeds the next step there; the host reads each id from pinned
              memory and enqueues step t + 1 before it reads token t, so its streaming and stop checks overlap the
              device's work (a step past EOS or a stop may be computed, never returned).
-:func:`device_greedy_decoder` picks: by default the device path whenever sampling is greedy and the backend has one;
-asked for explicitly (``device_greedy=True``) where it cannot run, a one-line error says why.
+:func:`device_greedy_decoder` picks: the host path unless the device path is asked for (``device_greedy=True``;
+``benchmarks/bench_latency.py --token-choice``), where it cannot run a one-line error saying why. The device path is
+opt-in (:data:`DEVICE_GREEDY_BY_DEFAULT`) until it has run on a GPU: it was written on a machine without one.
 """
 
 from __future__ import annotations
@@ -66,14 +67,20 @@ def encode_prompt(tokenizer: TextTokenizer, prompt: str, max_prompt_tokens: int)
     return ids
 
 
+DEVICE_GREEDY_BY_DEFAULT = False
+"""Whether greedy generation on a backend that offers it chooses tokens on the device when not told
+(``device_greedy=None``). False until the device path's cuda tests (tests/test_device_greedy.py) have passed on a GPU:
+``run``, ``bench`` and ``serve`` keep the host path, which has."""
+
+
 def device_greedy_decoder(backend: Backend, sampling: SamplingConfig, usable_vocab: int | None = None,
                           requested: bool | None = None) -> DeviceGreedy | None:
     """The backend's on-device greedy decoder when generation should choose tokens there, else None (host path).
 
-    requested: None uses it when sampling is greedy (temperature 0) and the backend offers ``device_greedy``; False
-    never; True requires it: a one-line InputError (sampling is not greedy) or BackendUnavailableError (the backend
+    requested: None follows :data:`DEVICE_GREEDY_BY_DEFAULT` (when on: used where sampling is greedy, temperature 0,
+    and the backend offers ``device_greedy``); False never; True requires it: a one-line InputError (sampling is not greedy) or BackendUnavailableError (the backend
     has none) says why it cannot run. Getting the decoder may capture a CUDA graph: call this before timing."""
-    if requested is False:
+    if requested is False or (requested is None and not DEVICE_GREEDY_BY_DEFAULT):
         return None
     if sampling.temperature != 0:
         if requested:
