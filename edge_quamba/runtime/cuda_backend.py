@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from edge_quamba.errors import BackendUnavailableError, InputError
 from edge_quamba.folders import ModelFolder, load_reference_model
 from edge_quamba.models.mamba import LayerState, MambaLM
+from edge_quamba.runtime.sampling import check_greedy_maximum
 
 WARMUP_STEPS = 2
 """Eager decode steps on a side stream before capture (lazy cuBLAS/kernel initialization, allocator warm-up)."""
@@ -193,8 +194,6 @@ class TokenRing:
         return PendingToken(self, self.pushed - 1)
 
     def read(self, index: int) -> int:
-        from edge_quamba.runtime.sampling import check_greedy_maximum
-
         if not self.pushed - len(self.events) <= index < self.pushed:
             raise RuntimeError(f"token {index} is no longer in the {len(self.events)}-slot ring ({self.pushed} "
                                f"pushed): read each pending token before enqueuing {len(self.events)} more steps")
