@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 CLOSED_STDOUT = "stdout is closed; redirect it (e.g. > /dev/null) instead of closing it (>&-)"
 
@@ -33,3 +35,35 @@ def drop_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
+
+
+class _KeptWriteErrors:
+    """sys.stdout, but a write's OSError is kept (and still raised) for :func:`argparse_write_errors_raised`."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.errors: list[OSError] = []
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            self.errors.append(exc)
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def argparse_write_errors_raised() -> Iterator[None]:
+    """argparse swallows an OSError from writing ``--help`` (its ``_print_message``) and exits 0: around a parse, the
+    first such error (EPIPE: the reader is gone) is raised at the end instead, in place of that SystemExit(0)."""
+    kept = _KeptWriteErrors(sys.stdout)
+    sys.stdout = kept
+    try:
+        yield
+    finally:
+        sys.stdout = kept._stream
+        if kept.errors:
+            raise kept.errors[0]

@@ -323,11 +323,15 @@ def test_a_closed_stdout_is_one_line(folders, command):
     assert "stdout is closed" in one_error_line(proc, prog=prog)
 
 
-@pytest.mark.parametrize("command", ["run", "--help"])
+@pytest.mark.parametrize("command", ["run", "--help", "lm-eval --help"])
 def test_a_reader_that_goes_away_ends_quietly(folders, command):
     argv = {"run": [sys.executable, "-m", "edge_quamba", "run", "--model", str(folders["fp"]), "--prompt", "hi",
                     "--max-new-tokens", "40", "--temperature", "0"],
-            "--help": [sys.executable, "-m", "edge_quamba", "--help"]}[command]
+            "--help": [sys.executable, "-m", "edge_quamba", "--help"],
+            "lm-eval --help": [sys.executable, "-c", "import sys; from edge_quamba.eval.harness import main; "
+                               "sys.argv = ['edge-quamba-lm-eval', '--help']; main()"]}[command]
+    if command.startswith("lm-eval"):
+        pytest.importorskip("lm_eval")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     proc.stdout.close()  # the reader is gone before the first write: every write is EPIPE

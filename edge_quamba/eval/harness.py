@@ -170,7 +170,7 @@ def main() -> None:
     from lm_eval.utils import setup_logging
 
     from edge_quamba.hub import NETWORK_ERRORS, describe, go_offline, hub_reachable, offline_requested
-    from edge_quamba.streams import CLOSED_STDOUT, drop_stdout, stdout_closed
+    from edge_quamba.streams import CLOSED_STDOUT, argparse_write_errors_raised, drop_stdout, stdout_closed
 
     if stdout_closed():
         _fail(CLOSED_STDOUT)
@@ -178,7 +178,8 @@ def main() -> None:
     parser = HarnessCLI()
     args, offline = None, offline_requested()
     try:
-        args = parser.parse_args()  # --help writes to stdout here
+        with argparse_write_errors_raised():
+            args = parser.parse_args()  # --help writes to stdout here
         if not offline and getattr(args, "tasks", None) and not hub_reachable():
             go_offline()
             offline = True
