@@ -64,7 +64,6 @@ columns, the outputs): benchmarks/latency_common.py.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
@@ -81,7 +80,7 @@ from edge_quamba.quant.qmodel import QuantConfig, empty_quantized_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_mamba2  # noqa: E402  (the Mamba2 rows; beside this file)
-from latency_common import (FOUR_BIT_IMPLS, IMPLS, TOKEN_CHOICES, copy_bandwidth_gb_per_s,  # noqa: E402
+from latency_common import (FOUR_BIT_IMPLS, IMPLS, TOKEN_CHOICES, bench_mamba_ssm, copy_bandwidth_gb_per_s,  # noqa: E402
                             edge_quamba_rows, environment, free_memory, generate_row, print_table, skipped, timed,
                             weight_bytes_fp16_model, write_outputs)
 
@@ -157,32 +156,6 @@ def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile
                             token_choices)
     del backend
     return rows
-
-
-def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
-    impl = IMPLS[1]
-    if importlib.util.find_spec("mamba_ssm") is None:
-        return skipped(shape, impl, "not installed")
-    try:
-        from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
-        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
-    except ImportError as exc:
-        return skipped(shape, impl, f"import failed: {str(exc).splitlines()[0]}")
-    d_model, n_layer = SHAPES[shape]
-    torch.manual_seed(seed)
-    config = SsmConfig(d_model=d_model, n_layer=n_layer, vocab_size=VOCAB, ssm_cfg={"layer": "Mamba1"},
-                       rms_norm=True, residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=8)
-    model = MambaLMHeadModel(config, device="cuda", dtype=torch.float16).eval()
-    ids = torch.tensor([prompt], dtype=torch.long, device="cuda")
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-
-    def generate(n: int) -> float:
-        return timed(lambda: model.generate(ids, max_length=len(prompt) + n, cg=True, top_k=1))
-
-    result = generate_row(generate, shape, impl, weight_bytes_fp16_model(model), new_tokens, repeats, copy_bw)
-    del model
-    return result
 
 
 def bench_transformers(shape, prompt, new_tokens, repeats, seed, copy_bw) -> dict:
@@ -296,7 +269,8 @@ def main(argv=None) -> None:
                 result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
                                            not args.no_profile, bits=bits, impl=name, token_choices=args.token_choices)
             elif impl == "mamba_ssm":
-                result = bench_mamba_ssm(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw)
+                result = bench_mamba_ssm(shape, *SHAPES[shape], VOCAB, {"layer": "Mamba1"}, prompt, args.new_tokens,
+                                         args.repeats, args.seed, copy_bw)
             else:
                 result = bench_transformers(shape, prompt, args.new_tokens, args.transformers_repeats, args.seed,
                                             copy_bw)

@@ -1,13 +1,14 @@
 """What the latency rows of benchmarks/bench_latency.py (Mamba1) and benchmarks/latency_mamba2.py (Mamba2) share:
 the row names, the device copy bandwidth, timing a call or a decode-graph replay, the per-kernel profile, a row's
 derived columns (achieved GB/s against the copy bandwidth, host time per token), the edge-quamba rows of one cuda
-backend (one per --token-choice), the baselines' generate-based row, and the outputs (JSON, CSV with a fixed header,
+backend (one per --token-choice), the baselines' generate-based row, mamba_ssm's row (Mamba1 or Mamba2), and the outputs (JSON, CSV with a fixed header,
 PNG, the printed table).
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import platform
 import statistics
@@ -155,6 +156,40 @@ def generate_row(generate, shape, impl, weight_bytes, new_tokens, repeats, copy_
     total = statistics.median(generate(new_tokens) for _ in range(repeats))
     return row(shape, impl, ttft, (total - ttft) / (new_tokens - 1), torch.cuda.max_memory_allocated(), weight_bytes,
                copy_bw)
+
+
+def bench_mamba_ssm(shape: str, d_model: int, n_layer: int, vocab: int, ssm_cfg: dict, prompt, new_tokens: int,
+                    repeats: int, seed: int, copy_bw: float) -> dict:
+    """mamba_ssm's row: its MambaLMHeadModel in float16 with random weights (seeded), ``ssm_cfg`` choosing Mamba1 or
+    Mamba2 and its shape, generating with its CUDA-graph decode (cg=True) and greedy tokens (top_k=1). Not installed,
+    failing to import, or failing inside its own code (e.g. a path that needs causal_conv1d): the row records why and
+    the run goes on to the other rows."""
+    impl = IMPLS[1]
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return skipped(shape, impl, "not installed")
+    try:
+        from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+    except ImportError as exc:
+        return skipped(shape, impl, f"import failed: {str(exc).splitlines()[0]}")
+    torch.manual_seed(seed)
+    config = SsmConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab, ssm_cfg=ssm_cfg, rms_norm=True,
+                       residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=8)
+    model = MambaLMHeadModel(config, device="cuda", dtype=torch.float16).eval()
+    ids = torch.tensor([prompt], dtype=torch.long, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+
+    def generate(n: int) -> float:
+        return timed(lambda: model.generate(ids, max_length=len(prompt) + n, cg=True, top_k=1))
+
+    try:
+        result = generate_row(generate, shape, impl, weight_bytes_fp16_model(model), new_tokens, repeats, copy_bw)
+    except Exception as exc:  # noqa: BLE001 (a third-party failure is the row's status; see above)
+        first_line = (str(exc).splitlines() or [""])[0]
+        result = skipped(shape, impl, f"failed: {type(exc).__name__}: {first_line}")
+    del model
+    return result
 
 
 def free_memory() -> None:

@@ -20,7 +20,6 @@ Triton ``selective_state_update``; causal_conv1d is not installed, so its conv r
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -41,6 +40,8 @@ SHAPES = {"m2-130m": (768, 24), "m2-2.7b": (2560, 64)}
 SYNTHETIC_AMAX = {"in_proj_input": 4.0, "z": 8.0, "xBC": 8.0, "dt": 4.0, "out_proj_input": 4.0, "x": 4.0, "B": 4.0,
                   "C": 4.0, "weight": 0.1}
 """Stand-ins for calibrated activation amaxes and weight amaxes (values do not change the speed)."""
+MAMBA_SSM_CFG = {"layer": "Mamba2", "d_state": 128, "headdim": 64, "ngroups": 1, "expand": 2}
+"""mamba_ssm's Mamba2 mixer at the public checkpoints' settings (the shapes above)."""
 
 
 def mamba2_config(shape: str, vocab_size: int) -> Mamba2Config:
@@ -109,40 +110,6 @@ def bench_edge_quamba(shape, bits, impl, prompt, new_tokens, repeats, seed, copy
     return rows
 
 
-def bench_mamba_ssm(shape, prompt, new_tokens, repeats, seed, copy_bw, vocab) -> dict:
-    impl = latency_common.IMPLS[1]
-    if importlib.util.find_spec("mamba_ssm") is None:
-        return latency_common.skipped(shape, impl, "not installed")
-    try:
-        from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
-        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
-    except ImportError as exc:
-        return latency_common.skipped(shape, impl, f"import failed: {str(exc).splitlines()[0]}")
-    d_model, n_layer = SHAPES[shape]
-    torch.manual_seed(seed)
-    config = SsmConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab,
-                       ssm_cfg={"layer": "Mamba2", "d_state": 128, "headdim": 64, "ngroups": 1, "expand": 2},
-                       rms_norm=True, residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=8)
-    model = MambaLMHeadModel(config, device="cuda", dtype=torch.float16).eval()
-    ids = torch.tensor([prompt], dtype=torch.long, device="cuda")
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-
-    def generate(n: int) -> float:
-        return latency_common.timed(lambda: model.generate(ids, max_length=len(prompt) + n, cg=True, top_k=1))
-
-    # A third-party baseline may fail inside its own code (e.g. a path that needs causal_conv1d): the row records the
-    # failure and the run goes on to the other rows.
-    try:
-        result = latency_common.generate_row(generate, shape, impl, latency_common.weight_bytes_fp16_model(model),
-                                            new_tokens, repeats, copy_bw)
-    except Exception as exc:  # noqa: BLE001 (see above)
-        first_line = (str(exc).splitlines() or [""])[0]
-        result = latency_common.skipped(shape, impl, f"failed: {type(exc).__name__}: {first_line}")
-    del model
-    return result
-
-
 def bench(shape: str, impl: str, prompt, args, copy_bw: float, vocab: int, padded_vocab: int) -> dict:
     """The row of one (Mamba2 shape, --impls entry): edge-quamba at a width, mamba_ssm, or (transformers) a row saying
     it is not run for Mamba2."""
@@ -151,5 +118,6 @@ def bench(shape: str, impl: str, prompt, args, copy_bw: float, vocab: int, padde
         return bench_edge_quamba(shape, bits, name, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
                                  not args.no_profile, padded_vocab, args.token_choices)
     if impl == "mamba_ssm":
-        return bench_mamba_ssm(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw, vocab)
+        return latency_common.bench_mamba_ssm(shape, *SHAPES[shape], vocab, MAMBA_SSM_CFG, prompt, args.new_tokens,
+                                              args.repeats, args.seed, copy_bw)
     return latency_common.skipped(shape, latency_common.IMPLS[2], "not run for Mamba2 shapes")

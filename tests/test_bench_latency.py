@@ -88,8 +88,9 @@ def test_four_bit_impls_are_accepted():
 def test_missing_mamba_ssm_row_says_not_installed(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mamba_ssm" else real(name, *a))
-    row = bench_latency.bench_mamba_ssm("130m", [1, 2], 4, 1, 0, 1000.0)
-    assert row == {"shape": "130m", "impl": "mamba_ssm fp16 cg", "status": "not installed"}
+    for shape, cfg in (("130m", {"layer": "Mamba1"}), ("m2-130m", latency_mamba2.MAMBA_SSM_CFG)):
+        row = latency_common.bench_mamba_ssm(shape, 768, 24, bench_latency.VOCAB, cfg, [1, 2], 4, 1, 0, 1000.0)
+        assert row == {"shape": shape, "impl": "mamba_ssm fp16 cg", "status": "not installed"}
 
 
 def test_outputs_hold_every_row(tmp_path):
@@ -186,8 +187,3 @@ def test_mamba2_transformers_row_says_not_run():
     assert row == {"shape": "m2-130m", "impl": "transformers fp16", "status": "not run for Mamba2 shapes"}
 
 
-def test_missing_mamba_ssm_row_for_mamba2_says_not_installed(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mamba_ssm" else real(name, *a))
-    row = latency_mamba2.bench_mamba_ssm("m2-130m", [1, 2], 4, 1, 0, 1000.0, bench_latency.VOCAB)
-    assert row == {"shape": "m2-130m", "impl": "mamba_ssm fp16 cg", "status": "not installed"}
