@@ -185,5 +185,3 @@ def test_mamba2_transformers_row_says_not_run():
     row = latency_mamba2.bench("m2-130m", "transformers", [1, 2], args, 1000.0, bench_latency.VOCAB,
                                bench_latency.PADDED_VOCAB)
     assert row == {"shape": "m2-130m", "impl": "transformers fp16", "status": "not run for Mamba2 shapes"}
-
-
