@@ -7,11 +7,14 @@
 #     correctness only, nothing timed runs then)
 #   - harness: the TensorRT plugins' harness over every case set, Mamba2 cases included (run_on_gpu.sh, DEADLINE 120)
 #   - trtw4: the 4-bit plugins' harness (trt_w4_plugins.sh, DEADLINE 100)
-#   - latency: bench_latency.py, Mamba2 2.7b and Mamba1 2.8b at W8A8 / W4A8 / W4A16 beside mamba_ssm fp16
-#     with CUDA graphs, all on this GPU, once the background jobs are done; our rows twice: tokens chosen on the GPU
-#     (as mamba_ssm's are) and on the host (the earlier records' method), the before/after of issue 20's first step
-#     (timeout 130 s; each row is printed as a JSON line as it finishes)
-# LATENCY=0 (default 1) skips the mamba_ssm build and the latency job (~230 s then); HARNESS_S, W4_S, TESTS_S override
+#   - latency: bench_latency.py, Mamba2 2.7b and Mamba1 2.8b (issue 19), then 130m, 370m, 1.4b (issue 20's table) and
+#     Mamba2 130m, each at W8A8 / W4A8 / W4A16 beside mamba_ssm fp16 with CUDA graphs, all on this GPU, once the
+#     background jobs are done (the harnesses run before it: bundle.sh runs its jobs one after another); our rows
+#     twice: tokens chosen on the GPU (as mamba_ssm's are) and on the host (the earlier records' method), the
+#     before/after of issue 20's first step (timeout LATENCY_S, default 260 s; each row is printed as a JSON line as it
+#     finishes, the JSON/CSV rewritten after each shape, so a cut-off run keeps its finished shapes; SHAPES overrides
+#     the list)
+# LATENCY=0 (default 1) skips the mamba_ssm build and the latency job (~230 s then; ~500 s with it); HARNESS_S, W4_S, TESTS_S override
 # the harness deadlines and the cuda tests' timeout, SANITIZERS=0 skips the harness's compute-sanitizer stages.
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists. Everything comes back in $OUT/bundle.tgz.
 set -u
@@ -29,7 +32,7 @@ LATENCY=${LATENCY:-1}
     > /tmp/bundle/cuda_tests.log 2>&1; echo "rc $?" >> /tmp/bundle/cuda_tests.log; touch /tmp/tests.done ) &
 calls=("harness=DEADLINE=${HARNESS_S:-120} SANITIZERS=${SANITIZERS:-1} bash plugins/tensorrt/tests/run_on_gpu.sh"
        "trtw4=DEADLINE=${W4_S:-100} bash benchmarks/gpu/trt_w4_plugins.sh")
-[ "$LATENCY" = 1 ] && calls+=('latency=until [ -f /tmp/ms.done ] && [ -f /tmp/tests.done ]; do sleep 2; done; timeout 130 python3 benchmarks/bench_latency.py --shapes m2-2.7b,2.8b --repeats 2 --impls edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,mamba_ssm --out $OUT --token-choice both --name latency_quamba2')
+[ "$LATENCY" = 1 ] && calls+=("latency=until [ -f /tmp/ms.done ] && [ -f /tmp/tests.done ]; do sleep 2; done; timeout ${LATENCY_S:-260} python3 benchmarks/bench_latency.py --shapes ${SHAPES:-m2-2.7b,2.8b,130m,370m,1.4b,m2-130m} --repeats 2 --impls edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,mamba_ssm --out \$OUT --token-choice both --name latency_quamba2")
 OUT=$OUT bash benchmarks/gpu/bundle.sh "${calls[@]}"
 until [ -f /tmp/tests.done ]; do sleep 2; done
 tar czf "$OUT/bundle.tgz" -C /tmp bundle
