@@ -26,3 +26,11 @@ def demo_quantized(tmp_path_factory):
 
     return quantize_checkpoint(model=None, out=tmp_path_factory.mktemp("demo") / "q",
                                qconfig=QuantConfig(calib_samples=8, calib_seq_len=128), progress=False)
+
+
+@pytest.fixture(scope="session")
+def hostile_folders(tmp_path_factory):
+    """helpers.fp_quantized_export_folders, once per session (test_hostile.py and test_hostile_processes.py)."""
+    from helpers import fp_quantized_export_folders
+
+    return fp_quantized_export_folders(tmp_path_factory.mktemp("hostile"))

@@ -186,3 +186,24 @@ def decode_stepwise(model, tokens: torch.Tensor):
         logits, states = model.step(tokens[:, t], states)
         stepped.append(logits)
     return torch.stack(stepped, 1), states
+
+
+QUICK_CALIB = ("--calib-samples", "2", "--calib-seq-len", "32")
+"""The smallest calibration the CLI accepts quickly (tests that need an artifact, not its quality)."""
+
+
+def fp_quantized_export_folders(root: Path) -> dict:
+    """An fp checkpoint (transformers layout), its quantized artifact and its export folder, and calibration text,
+    under ``root``: {"fp", "q", "x", "calib", "hf"}."""
+    tokenizer = make_tokenizer(120)
+    hf = random_hf_model(seed=21, vocab_size=tokenizer.get_vocab_size())
+    fp = save_transformers_layout(hf, root / "fp", tokenizer)
+    calib = root / "calib.txt"
+    calib.write_text(TEXT * 4)
+    proc = cli_in_process("quantize", "--model", str(fp), "--out", str(root / "q"), "--calib-data", str(calib),
+                          *QUICK_CALIB)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli_in_process("export", "--model", str(root / "q"), "--out", str(root / "x"), "--calib-data", str(calib),
+                          "--target", "ort", "--validate-prompt-len", "8", "--validate-decode-steps", "1")
+    assert proc.returncode == 0, proc.stderr
+    return {"fp": fp, "q": root / "q", "x": root / "x", "calib": calib, "hf": hf}
