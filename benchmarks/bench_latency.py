@@ -29,7 +29,7 @@ Rows, per shape:
                        (``host_fraction_of_tpot``).
     edge-quamba cuda w4a8 / w4a16 (``--impls edge-quamba-w4a8,edge-quamba-w4a16``): the same backend and timing on a
                        random 4-bit model (``--bits w4a8 / w4a16`` layout, groups of 64: random packed codes, group
-                       scales 0.1 / 7); W4A16 is the float16 fp model with 4-bit linears, so its norm, conv, scan
+                       scales sqrt(3 / K) / 7, unit gain: :func:`int4_group_amax`); W4A16 is the float16 fp model with 4-bit linears, so its norm, conv, scan
                        and gate are the float16 reference's torch ops (its prefill scan a Python loop over l).
     mamba_ssm fp16     ``MambaLMHeadModel.generate(cg=True, top_k=1)``: prefill eager, decode from its CUDA graph,
                        sampling on the device, no host round trip per token. causal_conv1d is NOT installed (its
@@ -76,6 +76,7 @@ import torch
 from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.mamba import MambaLM
 from edge_quamba.quant.primitives import scale_from_amax
+from edge_quamba.quant.config import DEFAULT_GROUP_SIZE
 from edge_quamba.quant.qmodel import QuantConfig, empty_quantized_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,8 +94,15 @@ PADDED_VOCAB = VOCAB + (-VOCAB) % 8
 SYNTHETIC_AMAX = {"in_proj_input": 4.0, "xz": 8.0, "u": 4.0, "dbc": 8.0, "dt": 4.0, "out_proj_input": 4.0,
                   "weight": 0.1}
 """Stand-ins for calibrated activation amaxes and weight amaxes (values do not change the speed)."""
-INT4_WEIGHT_AMAX = 0.1
-"""Stand-in amax of every int4 weight group (scale amax / 7)."""
+
+
+def int4_group_amax(in_features: int) -> float:
+    """Stand-in amax of every int4 weight group of a linear with ``in_features`` inputs (group scale amax / 7):
+    sqrt(3 / K), unit gain. Codes are uniform, so a weight's variance is about amax^2 / 3 and an output's variance
+    K * amax^2 / 3 = 1 times its input's. W4A16 runs its activations in float16 without the clamp an int8 scale
+    gives: with a fixed amax of 0.1, Mamba-1.4b/2.8b's random activations grew past float16's 65504 by layer 13 and
+    the logits were NaN (measured on the CPU reference and on an H100, 2026-12-07)."""
+    return math.sqrt(3.0 / in_features)
 
 
 def mamba_config(shape: str) -> MambaConfig:
@@ -124,8 +132,8 @@ def random_tensor(key: str, shape, dtype, config: MambaConfig, gen: torch.Genera
         return torch.randint(-127, 128, shape, dtype=torch.int8, generator=gen, device=device)
     if dtype == torch.uint8:  # packed int4 codes: every byte is two valid codes in [-8, 7]
         return torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen, device=device)
-    if name == "weight_scale" and len(shape) == 2:  # int4 group scales (N, G)
-        return torch.full(shape, INT4_WEIGHT_AMAX / 7, dtype=dtype, device=device)
+    if name == "weight_scale" and len(shape) == 2:  # int4 group scales (N, G): K = G * group size
+        return torch.full(shape, int4_group_amax(shape[1] * DEFAULT_GROUP_SIZE) / 7, dtype=dtype, device=device)
     if name.endswith("scale"):  # 0-dim static scales
         activation = name[: -len("_scale")]
         return scale_from_amax(SYNTHETIC_AMAX.get(activation, SYNTHETIC_AMAX["weight"])).to(device)

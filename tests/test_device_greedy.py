@@ -274,6 +274,29 @@ def test_token_buffer_is_written_only_by_the_greedy_choice(tiny_model):
     check_token_buffer_written_only_by_the_choice(cpu_backend(tiny_model))
 
 
+def check_two_steps_in_flight(backend, new_tokens=4):
+    """Always two unread steps (the ring's depth): step t + 1 is enqueued before token t is read, as generate does;
+    the ids read back are the host path's tokens. A third unread step would reuse the oldest slot (refused)."""
+    host = generate(backend, StubTokenizer(backend.vocab), [5, 17, 3], new_tokens, GREEDY, device_greedy=False).tokens
+    decoder = backend.device_greedy(backend.vocab)
+    pending, states = decoder.prefill([5, 17, 3])
+    tokens = []
+    for _ in range(new_tokens - 1):
+        following = decoder.decode(states)
+        tokens.append(pending.result())
+        pending = following
+    tokens.append(pending.result())
+    assert tokens == host
+    pending, states = decoder.prefill([5, 17, 3])
+    decoder.decode(states), decoder.decode(states)
+    with pytest.raises(RuntimeError, match="no longer in the 2-slot ring"):
+        pending.result()
+
+
+def test_two_steps_in_flight_give_the_host_tokens(tiny_model):
+    check_two_steps_in_flight(cpu_backend(tiny_model))
+
+
 def test_bench_times_the_device_path(tiny_model):
     backend = cpu_backend(tiny_model)
     ttft, tpot = median_timings(backend, [5, 17, 3], 6, 1, backend.device_greedy(None))
@@ -316,11 +339,7 @@ def test_cuda_graph_decode_writes_no_token_from_the_host(tiny_model):
 
     backend = cuda_backend.CudaBackend(copy.deepcopy(tiny_model))
     check_token_buffer_written_only_by_the_choice(backend, allowed=())
-    host = generate(backend, StubTokenizer(backend.vocab), [5, 17, 3], 3, GREEDY, device_greedy=False).tokens
-    decoder = backend.device_greedy(backend.vocab)
-    pending, states = decoder.prefill([5, 17, 3])
-    in_flight = [decoder.decode(states), decoder.decode(states)]
-    assert [pending.result(), *[p.result() for p in in_flight]] == host
+    check_two_steps_in_flight(backend)
 
 
 def check_demo(folder):

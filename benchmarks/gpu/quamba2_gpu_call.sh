@@ -1,38 +1,67 @@
 #!/usr/bin/env bash
-# Issues 19 and 20's remaining GPU work in one device call (bounded at ~360 s; run from the repository root):
-#   - in the background from the start: the mamba_ssm baseline's build (build_mamba_ssm.sh, .sdists carried) and our
-#     torch extension's build (so the latency job finds both ready)
-#   - in the background once the extension is built: the greedy-on-the-GPU tests and the cuda backend's tests
-#     (pytest -m cuda tests/test_device_greedy.py tests/test_cuda_backend.py, timeout 150 s, beside the harnesses:
-#     correctness only, nothing timed runs then)
-#   - harness: the TensorRT plugins' harness over every case set, Mamba2 cases included (run_on_gpu.sh, DEADLINE 120)
-#   - trtw4: the 4-bit plugins' harness (trt_w4_plugins.sh, DEADLINE 100)
-#   - latency: bench_latency.py, Mamba2 2.7b and Mamba1 2.8b (issue 19), then 130m, 370m, 1.4b (issue 20's table) and
-#     Mamba2 130m, each at W8A8 / W4A8 / W4A16 beside mamba_ssm fp16 with CUDA graphs, all on this GPU, once the
-#     background jobs are done (the harnesses run before it: bundle.sh runs its jobs one after another); our rows
-#     twice: tokens chosen on the GPU (as mamba_ssm's are) and on the host (the earlier records' method), the
-#     before/after of issue 20's first step (timeout LATENCY_S, default 260 s; each row is printed as a JSON line as it
-#     finishes, the JSON/CSV rewritten after each shape, so a cut-off run keeps its finished shapes; SHAPES overrides
-#     the list)
-# LATENCY=0 (default 1) skips the mamba_ssm build and the latency job (~230 s then; ~500 s with it); HARNESS_S, W4_S, TESTS_S override
-# the harness deadlines and the cuda tests' timeout, SANITIZERS=0 skips the harness's compute-sanitizer stages.
-# Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists. Everything comes back in $OUT/bundle.tgz.
+# Issues 19 and 20's GPU work in one device call (run from the repository root; everything comes back in
+# $OUT/bundle.tgz, one folder or log per job).
+#   Phase 1, correctness, the jobs side by side (they share the GPU; nothing is timed then):
+#     - ext -> tests: build our torch extension, then the cuda tests (pytest -m cuda $TESTS, timeout TESTS_S;
+#       device greedy and the cuda backend first, so that a cut-off run has them)
+#     - harness: the TensorRT plugins' harness (plugins/tensorrt/tests/run_on_gpu.sh) over HARNESS_SET (model: the
+#       ops at model sizes; small: with the compute-sanitizer stages, SANITIZERS=1), DEADLINE HARNESS_S
+#     - trtw4: the 4-bit plugins' harness (benchmarks/gpu/trt_w4_plugins.sh: small set under memcheck, model set),
+#       DEADLINE W4_S (its int8 small set is left to the harness job)
+#     - the mamba_ssm baseline's build (build_mamba_ssm.sh, .sdists carried) when LATENCY_IMPLS names mamba_ssm
+#   Phase 2, timing, alone on the GPU once phase 1 is over: bench_latency.py over SHAPES x LATENCY_IMPLS with both
+#   token choices (the greedy token chosen on the GPU, and on the host as the earlier records did), timeout
+#   LATENCY_S; each row is printed as a JSON line as it finishes and the JSON/CSV are rewritten after each shape, so a
+#   cut-off run keeps its finished shapes. LATENCY=0 skips phase 2.
+# Knobs (defaults): TESTS (tests/test_device_greedy.py tests/test_cuda_backend.py tests/), TESTS_S (240),
+#   HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1), SANITIZE_S (80), W4_S (220), LATENCY (1),
+#   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
+#   mamba_ssm), LATENCY_S (260).
+# Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists.
 set -u
 OUT=${OUT:-gpu-out}
-export PYTHONPATH=$PWD EDGE_QUAMBA_CUDA_BUILD_DIR=$PWD/build/eq_cuda_ext  # one extension build for all jobs
-rm -f /tmp/ms.done /tmp/ext.done /tmp/tests.done
-mkdir -p /tmp/bundle
+B=/tmp/bundle
+rm -rf "$B" && mkdir -p "$B" "$OUT"
+export PYTHONPATH=$PWD EDGE_QUAMBA_CUDA_BUILD_DIR=$PWD/build/eq_cuda_ext PYTHONUNBUFFERED=1
+TESTS=${TESTS:-tests/test_device_greedy.py tests/test_cuda_backend.py tests/}
 LATENCY=${LATENCY:-1}
-[ "$LATENCY" = 1 ] && ( bash benchmarks/gpu/build_mamba_ssm.sh > /tmp/bundle/build_mamba_ssm.log 2>&1; echo "rc $?" >> /tmp/bundle/build_mamba_ssm.log
-  touch /tmp/ms.done ) &
-( python3 -c \
-    "from edge_quamba.ops.cuda_ops import load_extension; load_extension()" > /tmp/bundle/extension_build.log 2>&1
-  echo "rc $?" >> /tmp/bundle/extension_build.log; touch /tmp/ext.done
-  timeout ${TESTS_S:-150} python3 -m pytest -q -rs -m cuda tests/test_device_greedy.py tests/test_cuda_backend.py \
-    > /tmp/bundle/cuda_tests.log 2>&1; echo "rc $?" >> /tmp/bundle/cuda_tests.log; touch /tmp/tests.done ) &
-calls=("harness=DEADLINE=${HARNESS_S:-120} SANITIZERS=${SANITIZERS:-1} bash plugins/tensorrt/tests/run_on_gpu.sh"
-       "trtw4=DEADLINE=${W4_S:-100} bash benchmarks/gpu/trt_w4_plugins.sh")
-[ "$LATENCY" = 1 ] && calls+=("latency=until [ -f /tmp/ms.done ] && [ -f /tmp/tests.done ]; do sleep 2; done; timeout ${LATENCY_S:-260} python3 benchmarks/bench_latency.py --shapes ${SHAPES:-m2-2.7b,2.8b,130m,370m,1.4b,m2-130m} --repeats 2 --impls edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,mamba_ssm --out \$OUT --token-choice both --name latency_quamba2")
-OUT=$OUT bash benchmarks/gpu/bundle.sh "${calls[@]}"
-until [ -f /tmp/tests.done ]; do sleep 2; done
+SHAPES=${SHAPES:-m2-2.7b,2.8b,130m,370m,1.4b,m2-130m}
+LATENCY_IMPLS=${LATENCY_IMPLS:-edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,mamba_ssm}
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$B/calls.txt"; }
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$B/machine.txt"
+
+# job NAME COMMAND: run COMMAND in the background with OUT=$B/NAME, its output in $B/NAME.log
+pids=()
+job() {
+  local name=$1 cmd=$2
+  mkdir -p "$B/$name"
+  ( start=$(date +%s); OUT=$B/$name bash -c "$cmd" > "$B/$name.log" 2>&1
+    stamp "$name: rc $? in $(( $(date +%s) - start )) s" ) &
+  pids+=($!)
+}
+
+# pytest -q prints F at once but the failure's text only at the end: -x would hide the rest, so a junit file keeps
+# every result even when the timeout cuts the run
+job tests "python3 -c 'from edge_quamba.ops.cuda_ops import load_extension; load_extension()' > \$OUT/extension_build.log 2>&1 &&
+           timeout ${TESTS_S:-240} python3 -m pytest -q -rfEs --tb=short -m cuda --junitxml=\$OUT/cuda_tests.xml $TESTS"
+job harness "TRT_INCLUDE_2= MAIN_SET=${HARNESS_SET:-model} DEADLINE=${HARNESS_S:-200} SANITIZERS=${SANITIZERS:-1} \
+             SANITIZE_S=${SANITIZE_S:-80} bash plugins/tensorrt/tests/run_on_gpu.sh"
+job trtw4 "INT8_CASES=0 DEADLINE=${W4_S:-220} bash benchmarks/gpu/trt_w4_plugins.sh"
+if [ "$LATENCY" = 1 ] && [[ ",$LATENCY_IMPLS," == *",mamba_ssm,"* ]]; then
+  job mamba_ssm_build "bash benchmarks/gpu/build_mamba_ssm.sh"
+fi
+wait "${pids[@]}"
+tar czf "$OUT/bundle.tgz" -C /tmp bundle  # now, so that a call cut off in phase 2 still brings phase 1 back
+
+if [ "$LATENCY" = 1 ]; then
+  stamp "latency: start"
+  mkdir -p "$B/latency"
+  timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
+      --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --name latency_quamba2 > "$B/latency.log" 2>&1
+  stamp "latency: rc $?"
+fi
+for name in tests harness trtw4; do echo "=== $name"; tail -12 "$B/$name.log"; done
+cat "$B/calls.txt"
 tar czf "$OUT/bundle.tgz" -C /tmp bundle
