@@ -82,12 +82,14 @@ from edge_quamba.quant.qmodel import QuantConfig, empty_quantized_model
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_mamba2  # noqa: E402  (the Mamba2 rows; beside this file)
 from latency_common import (FOUR_BIT_IMPLS, IMPLS, TOKEN_CHOICES, bench_mamba_ssm, copy_bandwidth_gb_per_s,  # noqa: E402
-                            edge_quamba_rows, environment, free_memory, generate_row, print_table, skipped, timed,
-                            weight_bytes_fp16_model, write_outputs)
+                            edge_quamba_rows, environment, free_memory, generate_row, markdown_table, print_table,
+                            skipped, timed, weight_bytes_fp16_model, write_outputs)
 
 SHAPES = {"130m": (768, 24), "370m": (1024, 48), "1.4b": (2048, 48), "2.8b": (2560, 64)}
 """name -> (d_model, n_layer) of the public state-spaces/mamba-* checkpoints."""
 SHAPE_ORDER = (*SHAPES, *latency_mamba2.SHAPES)
+SHAPE_NAMES = {**{s: f"Mamba1 {s}" for s in SHAPES}, **{s: f"Mamba2 {s[3:]}" for s in latency_mamba2.SHAPES}}
+"""--shapes name -> the README's name of the shape."""
 """How the plot orders the shapes: by architecture and size, not run order."""
 VOCAB = 50277  # the GPT-NeoX tokenizer's size; padded to a multiple of 8: 50280 embedding rows
 PADDED_VOCAB = VOCAB + (-VOCAB) % 8
@@ -215,6 +217,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", default="latency_h200", help="output file stem")
     parser.add_argument("--replot", metavar="JSON", default=None,
                         help="no measurement: rewrite the CSV, PNG and table of an earlier run's JSON into --out")
+    parser.add_argument("--markdown", action="store_true",
+                        help="with --replot: also print the run as the README's markdown table")
     args = parser.parse_args(argv)
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     impls = [s.strip() for s in args.impls.split(",") if s.strip()]
@@ -235,6 +239,8 @@ def main(argv=None) -> None:
     if args.replot is not None:
         report = json.loads(Path(args.replot).read_text())
         print_table(report)
+        if args.markdown:
+            print(markdown_table(report, SHAPE_NAMES))
         for p in write_outputs(report, Path(args.out), args.name, SHAPE_ORDER):
             print(f"wrote {p}")
         return

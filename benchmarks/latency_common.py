@@ -271,3 +271,26 @@ def print_table(report: dict) -> None:
         print(f"{r['shape']:<8}{r['impl']:<36}{r['ttft_ms']:>9.2f}{r['tpot_ms']:>9.3f}{graph:>9}{host:>9}{share:>7}"
               f"{r['peak_memory_gb']:>9.2f}{r['weight_gb']:>11.3f}{r['achieved_gb_per_s']:>8.0f}"
               f"{r['fraction_of_copy_bandwidth']:>8.2f}  ok")
+
+
+def markdown_table(report: dict, shape_names: dict[str, str]) -> str:
+    """The README's table of a run: one line per implementation and shape, an edge-quamba row's TPOT with the token
+    chosen on the GPU beside its host-argmax twin's (when the run timed both); rows that did not run say why."""
+    host = {(r["shape"], r["impl"][: -len(HOST_ARGMAX_SUFFIX)]): r for r in report["rows"]
+            if r["impl"].endswith(HOST_ARGMAX_SUFFIX)}
+    lines = ["| shape | implementation | TTFT ms | TPOT ms | TPOT ms, host argmax | peak memory GB | "
+             "weight GB/s per token (of copy) |", "|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        if r["impl"].endswith(HOST_ARGMAX_SUFFIX):
+            continue
+        twin = host.get((r["shape"], r["impl"]))
+        twin_tpot = f"{twin['tpot_ms']:.3f}" if twin is not None and twin["status"] == "ok" else "-"
+        name = shape_names.get(r["shape"], r["shape"])
+        if r["status"] != "ok":
+            lines.append(f"| {name} | {r['impl']} | - | {r['status']} | {twin_tpot} | - | - |")
+            continue
+        lines.append(f"| {name} | {r['impl']} | {r['ttft_ms']:.1f} | {r['tpot_ms']:.3f} | {twin_tpot} | "
+                     f"{r['peak_memory_gb']:.2f} | {r['achieved_gb_per_s']:.0f} "
+                     f"({r['fraction_of_copy_bandwidth']:.2f}) |")
+    return "\n".join(lines)
+

@@ -185,3 +185,14 @@ def test_mamba2_transformers_row_says_not_run():
     row = latency_mamba2.bench("m2-130m", "transformers", [1, 2], args, 1000.0, bench_latency.VOCAB,
                                bench_latency.PADDED_VOCAB)
     assert row == {"shape": "m2-130m", "impl": "transformers fp16", "status": "not run for Mamba2 shapes"}
+
+
+def test_markdown_table_pairs_each_row_with_its_host_argmax_twin():
+    ok = latency_common.row("2.8b", latency_common.IMPLS[0], 0.05, 0.0028, 3 * 10**9, 2 * 10**9, 3000.0)
+    twin = {**latency_common.row("2.8b", latency_common.IMPLS[0], 0.05, 0.0031, 3 * 10**9, 2 * 10**9, 3000.0),
+            "impl": latency_common.IMPLS[0] + latency_common.HOST_ARGMAX_SUFFIX}
+    failed = latency_common.skipped("2.8b", latency_common.IMPLS[4], "failed: NumericsError: NaN")
+    table = latency_common.markdown_table({"rows": [ok, twin, failed]}, bench_latency.SHAPE_NAMES).splitlines()
+    assert len(table) == 4 and table[2].startswith("| Mamba1 2.8b | edge-quamba cuda int8 | 50.0 | 2.800 | 3.100 |")
+    assert table[3] == "| Mamba1 2.8b | edge-quamba cuda w4a16 | - | failed: NumericsError: NaN | - | - | - |"
+
