@@ -4,7 +4,8 @@
 # plugins (Int8CausalConv1d, Int8SelectiveScan, HadamardQuantize) passed on an H100 on 2026-12-07
 # (benchmarks/results/tensorrt_plugin_harness.txt); the Mamba2 plugins' cases (Int8CausalConv1dChannelScales,
 # Int8SSDScan, GatedRMSNormHadamardQuantize, GatedRMSNormQuantize: the demo Mamba2's and Mamba2-2.7b's shapes) are
-# in both sets since and HAVE NEVER RUN ON A GPU (their plugins pass the host-side selftest and the dry run on a CPU).
+# in both sets since; their model set passed on an H100 on 2026-12-07
+# (benchmarks/results/tensorrt_plugin_harness_quamba2_h100.txt, the sanitizer stages cut by that call's deadline).
 #   1. build the library and the harness for sm_SM against TRT_INCLUDE, and (when present) against TRT_INCLUDE_2;
 #      meanwhile make the cases here (make_cases.py: `model`, the ops at d_inner 768 and 5120, l up to 2048, several
 #      hundred MB; `small`, l up to 200, for the sanitizers): case data never travels
