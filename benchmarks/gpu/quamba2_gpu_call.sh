@@ -32,6 +32,10 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$B/calls.txt"; }
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$B/machine.txt"
 
+# the archive every 20 s, so that a call cut off by its time limit still brings back what was done
+( while sleep 20; do tar czf "$OUT/bundle.tgz.part" -C /tmp bundle 2>/dev/null && mv "$OUT/bundle.tgz.part" "$OUT/bundle.tgz"; done ) &
+archiver=$!
+
 # job NAME COMMAND: run COMMAND in the background with OUT=$B/NAME, its output in $B/NAME.log
 pids=()
 job() {
@@ -53,7 +57,6 @@ if [ "$LATENCY" = 1 ] && [[ ",$LATENCY_IMPLS," == *",mamba_ssm,"* ]]; then
   job mamba_ssm_build "bash benchmarks/gpu/build_mamba_ssm.sh"
 fi
 wait "${pids[@]}"
-tar czf "$OUT/bundle.tgz" -C /tmp bundle  # now, so that a call cut off in phase 2 still brings phase 1 back
 
 if [ "$LATENCY" = 1 ]; then
   stamp "latency: start"
@@ -64,4 +67,5 @@ if [ "$LATENCY" = 1 ]; then
 fi
 for name in tests harness trtw4; do echo "=== $name"; tail -12 "$B/$name.log"; done
 cat "$B/calls.txt"
+kill "$archiver"
 tar czf "$OUT/bundle.tgz" -C /tmp bundle
