@@ -13,7 +13,7 @@
 #   token choices (the greedy token chosen on the GPU, and on the host as the earlier records did), timeout
 #   LATENCY_S; each row is printed as a JSON line as it finishes and the JSON/CSV are rewritten after each shape, so a
 #   cut-off run keeps its finished shapes. LATENCY=0 skips phase 2.
-# Knobs (defaults): TESTS (tests/test_device_greedy.py tests/test_cuda_backend.py tests/), TESTS_S (240),
+# Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run), TESTS (tests/test_device_greedy.py tests/test_cuda_backend.py tests/), TESTS_S (240),
 #   HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1), SANITIZE_S (80), W4_S (220), LATENCY (1),
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
 #   mamba_ssm), LATENCY_S (260).
@@ -48,11 +48,12 @@ job() {
 
 # pytest -q prints F at once but the failure's text only at the end: -x would hide the rest, so a junit file keeps
 # every result even when the timeout cuts the run
-job tests "python3 -c 'from edge_quamba.ops.cuda_ops import load_extension; load_extension()' > \$OUT/extension_build.log 2>&1 &&
+JOBS=" ${JOBS:-tests harness trtw4} "
+[[ $JOBS == *" tests "* ]] && job tests "python3 -c 'from edge_quamba.ops.cuda_ops import load_extension; load_extension()' > \$OUT/extension_build.log 2>&1 &&
            timeout ${TESTS_S:-240} python3 -m pytest -q -rfEs --tb=short -m cuda --junitxml=\$OUT/cuda_tests.xml $TESTS"
-job harness "TRT_INCLUDE_2= MAIN_SET=${HARNESS_SET:-model} DEADLINE=${HARNESS_S:-200} SANITIZERS=${SANITIZERS:-1} \
+[[ $JOBS == *" harness "* ]] && job harness "TRT_INCLUDE_2= MAIN_SET=${HARNESS_SET:-model} DEADLINE=${HARNESS_S:-200} SANITIZERS=${SANITIZERS:-1} \
              SANITIZE_S=${SANITIZE_S:-80} bash plugins/tensorrt/tests/run_on_gpu.sh"
-job trtw4 "INT8_CASES=0 DEADLINE=${W4_S:-220} bash benchmarks/gpu/trt_w4_plugins.sh"
+[[ $JOBS == *" trtw4 "* ]] && job trtw4 "INT8_CASES=0 DEADLINE=${W4_S:-220} bash benchmarks/gpu/trt_w4_plugins.sh"
 if [ "$LATENCY" = 1 ] && [[ ",$LATENCY_IMPLS," == *",mamba_ssm,"* ]]; then
   job mamba_ssm_build "bash benchmarks/gpu/build_mamba_ssm.sh"
 fi
@@ -65,7 +66,7 @@ if [ "$LATENCY" = 1 ]; then
       --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --name latency_quamba2 > "$B/latency.log" 2>&1
   stamp "latency: rc $?"
 fi
-for name in tests harness trtw4; do echo "=== $name"; tail -12 "$B/$name.log"; done
+for name in $JOBS; do echo "=== $name"; tail -12 "$B/$name.log"; done
 cat "$B/calls.txt"
 kill "$archiver"
 tar czf "$OUT/bundle.tgz" -C /tmp bundle
