@@ -58,7 +58,7 @@ for pid in "${pids[@]}"; do
     wait "$pid"   # a failed nvcc fails the script (set -e)
 done
 harness_objects=()
-for src in harness selftest trtOrder caseFiles deviceIo; do
+for src in harness harnessMain selftest trtOrder caseFiles deviceIo; do
     "$CXX" "${CXXFLAGS[@]}" "${INCLUDES[@]}" -I"$HERE/tests" -c "$HERE/tests/$src.cpp" -o "$OUT/obj/harness_$src.o"
     harness_objects+=("$OUT/obj/harness_$src.o")
 done
@@ -70,6 +70,7 @@ done
 "$NVCC" -shared -o "$OUT/libedge_quamba_trt_plugins.so" "${objects[@]}" -cudart shared
 "$NVCC" -o "$OUT/harness" "${harness_objects[@]}" "${objects[@]}" -cudart shared
 # The 4-bit configs' harness reaches the plugins only through the library's getCreators, as TensorRT does.
-"$NVCC" -o "$OUT/w4_harness" "$OUT/obj/w4Selftest.o" "$OUT/obj/w4Run.o" -L"$OUT" -ledge_quamba_trt_plugins \
+"$NVCC" -o "$OUT/w4_harness" "$OUT/obj/w4Selftest.o" "$OUT/obj/w4Run.o" "$OUT/obj/harness_harness.o" \
+    "$OUT/obj/harness_caseFiles.o" -L"$OUT" -ledge_quamba_trt_plugins \
     -Xlinker -rpath='$ORIGIN' -cudart shared
 echo "built $OUT/libedge_quamba_trt_plugins.so, $OUT/harness and $OUT/w4_harness (sm_$SM, TensorRT headers $TRT_INCLUDE)"

@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
@@ -109,6 +110,16 @@ void enqueueOrDie(nvinfer1::IPluginV3OneRuntime* runtime, Descs const& descs, Bi
 //! enqueue cannot be captured.
 cudaGraphExec_t captureGraph(nvinfer1::IPluginV3OneRuntime* runtime, Descs const& descs, Bindings const& b,
     void* workspace, cudaStream_t stream, std::string const& what);
+
+//! Prints the current device's name and compute capability ("device NAME (sm_XY)").
+inline void printDevice()
+{
+    cudaDeviceProp prop{};
+    int id = 0;
+    CUDA_CHECK(cudaGetDevice(&id));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, id));
+    std::printf("device %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+}
 
 //! Median of 21 cudaEvent-timed calls of ``launch`` in microseconds (identical work: outputs feed no input).
 template <class Launch>

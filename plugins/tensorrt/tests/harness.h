@@ -47,6 +47,7 @@ struct Fields
     void addRaw(std::string const& name, void const* value, size_t bytes, nvinfer1::PluginFieldType type,
         int32_t length);
     void addFloat(std::string const& name, float value);
+    void addInt(std::string const& name, int32_t value);
     //! A deep copy of a collection: what an engine keeps of getFieldsToSerialize() after the plugin is gone.
     static Fields copyOf(nvinfer1::PluginFieldCollection const& collection);
     nvinfer1::PluginFieldCollection const* collection();

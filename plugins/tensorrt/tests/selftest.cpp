@@ -1,6 +1,7 @@
 // TEST ONLY: `harness selftest` (every interface method of every plugin, on the host: no GPU needed) and
 // `harness describe` (what the creators and plugins declare, as JSON; tests compare it with the op specs).
 #include "harness.h"
+#include "selftestCommon.h"
 
 #include <array>
 #include <cmath>
@@ -528,21 +529,10 @@ template <class Spec>
 void selftestOne()
 {
     std::string const op = Spec::kNAME;
-    IPluginCreatorV3One* creator = findCreator(op);
-    check(creator != nullptr, op + ": getCreators lists a V3One creator");
+    IPluginCreatorV3One* creator = checkedCreator<Spec>();
     if (creator == nullptr)
     {
         return;
-    }
-    check(std::string(creator->getPluginVersion()) == Spec::kVERSION, op + ": creator version");
-    check(std::string(creator->getPluginNamespace()) == Spec::kNAMESPACE, op + ": creator namespace");
-    PluginFieldCollection const* declared = creator->getFieldNames();
-    check(declared != nullptr && declared->nbFields == Spec::kNB_FIELDS, op + ": getFieldNames count");
-    for (int32_t i = 0; declared != nullptr && i < declared->nbFields && i < Spec::kNB_FIELDS; ++i)
-    {
-        check(std::string(declared->fields[i].name) == Spec::kFIELD_NAMES[i]
-                && declared->fields[i].type == Spec::kFIELD_TYPES[i] && declared->fields[i].length == 1,
-            op + ": declared field " + Spec::kFIELD_NAMES[i]);
     }
 
     Fields fields = validFields<Spec>();
@@ -563,29 +553,7 @@ void selftestOne()
         op + ": capability interface kinds");
 
     // Serialization round trip: the stored fields rebuild an equal plugin (bit for bit) in the runtime phase.
-    PluginFieldCollection const* stored = cap.runtime->getFieldsToSerialize();
-    IPluginV3* restored = creator->createPlugin(op.c_str(), stored, TensorRTPhase::kRUNTIME);
-    check(restored != nullptr, op + ": createPlugin(kRUNTIME) accepts getFieldsToSerialize's fields");
-    if (restored != nullptr)
-    {
-        PluginFieldCollection const* again = capabilities(restored).runtime->getFieldsToSerialize();
-        bool same = again->nbFields == Spec::kNB_FIELDS;
-        for (int32_t i = 0; same && i < Spec::kNB_FIELDS; ++i)
-        {
-            same = std::string(again->fields[i].name) == Spec::kFIELD_NAMES[i]
-                && again->fields[i].type == Spec::kFIELD_TYPES[i] && again->fields[i].length == 1
-                && std::memcmp(again->fields[i].data, fields.data[i].data(), sizeof(float)) == 0;
-        }
-        check(same, op + ": serialization round trip is exact");
-        delete restored;
-    }
-
-    IPluginV3* copy = plugin->clone();
-    check(copy != nullptr && capabilities(copy).core != nullptr, op + ": clone");
-    delete copy;
-    IPluginV3* attached = cap.runtime->attachToContext(nullptr);
-    check(attached != nullptr, op + ": attachToContext");
-    delete attached;
+    checkRoundTripCloneAttach<Spec>(creator, plugin, fields, op);
 
     selftestShapes<Spec>(cap.build, op);
     selftestFormatsAndConfigure<Spec>(cap.build, cap.runtime, op);

@@ -647,11 +647,7 @@ int runCases(std::vector<std::string> const& dirs, bool device, bool timing)
     cudaStream_t stream = nullptr;
     if (device)
     {
-        cudaDeviceProp prop{};
-        int id = 0;
-        CUDA_CHECK(cudaGetDevice(&id));
-        CUDA_CHECK(cudaGetDeviceProperties(&prop, id));
-        std::printf("device %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+        printDevice();
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     }
     else

@@ -26,11 +26,14 @@
 // CUDA graph and replayed for new inputs copied into the captured buffers. Every output is poisoned before each run
 // (int8: -128, which the requantizing epilogues never write; floats: NaN). Constant inputs (weights, scales, A, D)
 // are uploaded once and stay in device memory for the whole life, as a network's constants do.
+#include "deviceIo.h"
 #include "w4Harness.h"
 
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -41,13 +44,6 @@ using namespace edge_quamba::trt::w4test;
 
 // ---- run --------------------------------------------------------------------------------------------------------
 
-#define CUDA_CHECK(call)                                                                                               \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        cudaError_t const status_ = (call);                                                                            \
-        if (status_ != cudaSuccess)                                                                                    \
-            fatal(std::string(#call) + ": " + cudaGetErrorString(status_));                                           \
-    } while (0)
 
 DataType parseType(std::string const& type)
 {
@@ -204,27 +200,6 @@ Case readCase(std::string const& dir)
         fatal(dir + "/case.txt: the first step must be the build-time run");
     }
     return c;
-}
-
-std::vector<char> readFile(std::string const& path, size_t bytes)
-{
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> data(bytes);
-    if (!in.read(data.data(), static_cast<std::streamsize>(bytes)) || in.peek() != EOF)
-    {
-        fatal(path + " does not hold exactly " + std::to_string(bytes) + " bytes");
-    }
-    return data;
-}
-
-void writeFile(std::string const& path, void const* data, size_t bytes)
-{
-    std::ofstream out(path, std::ios::binary);
-    out.write(static_cast<char const*>(data), static_cast<std::streamsize>(bytes));
-    if (!out)
-    {
-        fatal("cannot write " + path);
-    }
 }
 
 size_t bytesOf(Tensor const& t)
@@ -484,24 +459,7 @@ IPluginV3* buildPhase(Case& c, IPluginCreatorV3One* creator)
 //! Median of 21 timed runs (identical work: no output feeds an input), microseconds.
 double medianUs(Buffers& b, std::function<void()> const& launch)
 {
-    cudaEvent_t start, stop;
-    CUDA_CHECK(cudaEventCreate(&start));
-    CUDA_CHECK(cudaEventCreate(&stop));
-    std::vector<float> times;
-    for (int rep = 0; rep < 21; ++rep)
-    {
-        CUDA_CHECK(cudaEventRecord(start, b.stream()));
-        launch();
-        CUDA_CHECK(cudaEventRecord(stop, b.stream()));
-        CUDA_CHECK(cudaEventSynchronize(stop));
-        float ms = 0.0F;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-        times.push_back(ms);
-    }
-    CUDA_CHECK(cudaEventDestroy(start));
-    CUDA_CHECK(cudaEventDestroy(stop));
-    std::sort(times.begin(), times.end());
-    return 1e3 * times[times.size() / 2];
+    return edge_quamba::trt::test::medianMicroseconds(b.stream(), launch);
 }
 
 void runCase(Case& c, bool device)
@@ -601,11 +559,7 @@ int run(int argc, char** argv)
     bool const device = std::string(argv[0]) != "--dry-run";
     if (device)
     {
-        cudaDeviceProp prop{};
-        int id = 0;
-        CUDA_CHECK(cudaGetDevice(&id));
-        CUDA_CHECK(cudaGetDeviceProperties(&prop, id));
-        std::printf("device %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+        edge_quamba::trt::test::printDevice();
     }
     for (int a = device ? 0 : 1; a < argc; ++a)
     {

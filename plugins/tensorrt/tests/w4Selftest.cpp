@@ -1,8 +1,10 @@
 // w4_harness selftest: the 4-bit configs' plugins (W4A8Linear, W4A8LinearQuantize, W4A16Linear, SelectiveScanF16)
 // through their own interfaces on the host (no GPU): see w4Run.cpp for the whole tool.
 #include "w4Harness.h"
+#include "selftestCommon.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace edge_quamba
 {
@@ -243,22 +245,10 @@ template <class Spec>
 void selftestOne()
 {
     std::string const op = Spec::kNAME;
-    IPluginCreatorV3One* creator = findCreator(op);
-    check(creator != nullptr, op + ": getCreators lists a V3One creator");
+    IPluginCreatorV3One* creator = test::checkedCreator<Spec>();
     if (creator == nullptr)
     {
         return;
-    }
-    check(std::string(creator->getPluginVersion()) == Spec::kVERSION
-            && std::string(creator->getPluginNamespace()) == Spec::kNAMESPACE,
-        op + ": creator version and namespace");
-    PluginFieldCollection const* declared = creator->getFieldNames();
-    check(declared != nullptr && declared->nbFields == Spec::kNB_FIELDS, op + ": getFieldNames count");
-    for (int32_t i = 0; declared != nullptr && i < declared->nbFields && i < Spec::kNB_FIELDS; ++i)
-    {
-        check(std::string(declared->fields[i].name) == Spec::kFIELD_NAMES[i]
-                && declared->fields[i].type == Spec::kFIELD_TYPES[i] && declared->fields[i].length == 1,
-            op + ": declared field " + Spec::kFIELD_NAMES[i]);
     }
 
     Fields fields = validFields<Spec>(64);
@@ -272,28 +262,7 @@ void selftestOne()
     check(cap.core != nullptr && cap.build != nullptr && cap.runtime != nullptr, op + ": all three capabilities");
     check(std::string(cap.core->getPluginName()) == op, op + ": core name");
 
-    PluginFieldCollection const* stored = cap.runtime->getFieldsToSerialize();
-    IPluginV3* restored = creator->createPlugin(op.c_str(), stored, TensorRTPhase::kRUNTIME);
-    check(restored != nullptr, op + ": createPlugin(kRUNTIME) accepts getFieldsToSerialize's fields");
-    if (restored != nullptr)
-    {
-        PluginFieldCollection const* again = capabilities(restored).runtime->getFieldsToSerialize();
-        bool same = again->nbFields == Spec::kNB_FIELDS;
-        for (int32_t i = 0; same && i < Spec::kNB_FIELDS; ++i)
-        {
-            same = std::string(again->fields[i].name) == Spec::kFIELD_NAMES[i]
-                && again->fields[i].type == Spec::kFIELD_TYPES[i] && again->fields[i].length == 1
-                && std::memcmp(again->fields[i].data, fields.data[i].data(), 4) == 0;
-        }
-        check(same, op + ": serialization round trip is exact (scales and group_size)");
-        delete restored;
-    }
-    IPluginV3* copy = plugin->clone();
-    check(copy != nullptr && capabilities(copy).core != nullptr, op + ": clone");
-    delete copy;
-    IPluginV3* attached = cap.runtime->attachToContext(nullptr);
-    check(attached != nullptr, op + ": attachToContext");
-    delete attached;
+    test::checkRoundTripCloneAttach<Spec>(creator, plugin, fields, op);
 
     selftestShapes<Spec>(cap.build, op);
     selftestFormatsAndConfigure<Spec>(cap.build, cap.runtime, op);
@@ -432,8 +401,8 @@ int selftest()
     selftestOne<spec::W4A8LinearQuantize>();
     selftestOne<spec::W4A16Linear>();
     selftestScan();
-    std::printf("selftest: %d checks, %d failed\n", gChecks, gFailures);
-    return gFailures == 0 ? 0 : 1;
+    std::printf("selftest: %d checks, %d failed\n", checkCount(), failureCount());
+    return failureCount() == 0 ? 0 : 1;
 }
 
 
