@@ -2,7 +2,7 @@
 
     python3 plugins/tensorrt/tests/make_cases.py OUT_DIR [--set model|small] [--only NAME_SUBSTRING] [--jobs N]
 
-A case is one plugin object's life in TensorRT (harness.cpp says which call comes when): one profile, a build-time
+A case is one plugin object's life in TensorRT (trtOrder.cpp says which call comes when): one profile, a build-time
 run at the profile's opt shape, runtime shape steps in a fixed order on the same object, then decode replays through
 a CUDA graph. OUT_DIR/<case>/case.txt:
 
