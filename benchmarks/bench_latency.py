@@ -151,7 +151,7 @@ def random_tensor(key: str, shape, dtype, config: MambaConfig, gen: torch.Genera
 
 
 def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels, bits="w8a8",
-                      impl=IMPLS[0], token_choices=TOKEN_CHOICES) -> list[dict]:
+                      impl=IMPLS[0], token_choices=TOKEN_CHOICES, prefill_graphs=False) -> list[dict]:
     from edge_quamba.errors import BackendUnavailableError
     from edge_quamba.runtime.cuda_backend import CudaBackend, require_cuda_kernels
 
@@ -159,7 +159,8 @@ def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile
         require_cuda_kernels()
     except BackendUnavailableError as exc:
         return [skipped(shape, impl, f"unavailable: {exc}")]
-    backend = CudaBackend(random_quantized_model(mamba_config(shape), seed, "cuda", bits))
+    backend = CudaBackend(random_quantized_model(mamba_config(shape), seed, "cuda", bits),
+                          prefill_graphs=prefill_graphs)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     rows = edge_quamba_rows(backend, shape, impl, prompt, new_tokens, repeats, copy_bw, profile_kernels,
@@ -213,6 +214,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--token-choice", choices=(*TOKEN_CHOICES, "both"), default="both",
                         help="edge-quamba rows: greedy token chosen on the GPU inside the decode graph (device), "
                         "by the host after each step (host: the path before 2026-12-08), or both on the same backend")
+    parser.add_argument("--prefill", choices=("eager", "graphs"), default="eager",
+                        help="edge-quamba rows: prefill eagerly from Python (the default path) or in chunk graphs "
+                        "(edge_quamba/runtime/cuda_prefill.py, opt-in; TTFT then excludes each chunk length's "
+                        "one-time capture, done in the warm-up run)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="output folder")
     parser.add_argument("--name", default="latency_h200", help="output file stem")
     parser.add_argument("--replot", metavar="JSON", default=None,
@@ -252,7 +257,7 @@ def main(argv=None) -> None:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
-        "batch": 1, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
+        "batch": 1, "prefill": args.prefill, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
         "transformers_repeats": args.transformers_repeats, "seed": args.seed, "weights": "random (seeded)",
         "environment": environment(), "copy_bandwidth_gb_per_s": copy_bw,
         "notes": [
@@ -277,11 +282,13 @@ def main(argv=None) -> None:
                 result = latency_mamba2.bench(shape, impl, prompt, args, copy_bw, VOCAB, PADDED_VOCAB)
             elif impl == "edge-quamba":
                 result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
-                                           not args.no_profile, token_choices=args.token_choices)
+                                           not args.no_profile, token_choices=args.token_choices,
+                                           prefill_graphs=args.prefill == "graphs")
             elif impl in FOUR_BIT_IMPLS:
                 bits, name = FOUR_BIT_IMPLS[impl]
                 result = bench_edge_quamba(shape, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
-                                           not args.no_profile, bits=bits, impl=name, token_choices=args.token_choices)
+                                           not args.no_profile, bits=bits, impl=name, token_choices=args.token_choices,
+                                           prefill_graphs=args.prefill == "graphs")
             elif impl == "mamba_ssm":
                 result = bench_mamba_ssm(shape, *SHAPES[shape], VOCAB, {"layer": "Mamba1"}, prompt, args.new_tokens,
                                          args.repeats, args.seed, copy_bw)

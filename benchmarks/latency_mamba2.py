@@ -93,13 +93,13 @@ def random_tensor(key: str, shape, dtype, gen: torch.Generator, device) -> torch
 
 
 def bench_edge_quamba(shape, bits, impl, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels,
-                      vocab_size, token_choices) -> list[dict]:
+                      vocab_size, token_choices, prefill_graphs=False) -> list[dict]:
     from edge_quamba.errors import BackendUnavailableError
     from edge_quamba.runtime.cuda_backend import CudaBackend
 
     model = random_quantized_mamba2_model(mamba2_config(shape, vocab_size), bits, seed, "cuda")
     try:
-        backend = CudaBackend(model)
+        backend = CudaBackend(model, prefill_graphs=prefill_graphs)
     except BackendUnavailableError as exc:
         return [latency_common.skipped(shape, impl, f"unavailable: {exc}")]
     torch.cuda.synchronize()
@@ -116,7 +116,7 @@ def bench(shape: str, impl: str, prompt, args, copy_bw: float, vocab: int, padde
     if impl == "edge-quamba" or impl in latency_common.FOUR_BIT_IMPLS:
         bits, name = ("w8a8", latency_common.IMPLS[0]) if impl == "edge-quamba" else latency_common.FOUR_BIT_IMPLS[impl]
         return bench_edge_quamba(shape, bits, name, prompt, args.new_tokens, args.repeats, args.seed, copy_bw,
-                                 not args.no_profile, padded_vocab, args.token_choices)
+                                 not args.no_profile, padded_vocab, args.token_choices, args.prefill == "graphs")
     if impl == "mamba_ssm":
         return latency_common.bench_mamba_ssm(shape, *SHAPES[shape], vocab, MAMBA_SSM_CFG, prompt, args.new_tokens,
                                               args.repeats, args.seed, copy_bw)

@@ -16,7 +16,7 @@
 # Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run), TESTS (tests/test_device_greedy.py tests/test_cuda_backend.py tests/), TESTS_S (240),
 #   HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1), SANITIZE_S (80), W4_S (220), LATENCY (1),
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
-#   mamba_ssm), LATENCY_S (260).
+#   mamba_ssm), LATENCY_S (260), PREFILL (eager; graphs: the opt-in chunk-graph prefill, bench_latency --prefill).
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists.
 set -u
 OUT=${OUT:-gpu-out}
@@ -63,7 +63,7 @@ if [ "$LATENCY" = 1 ]; then
   stamp "latency: start"
   mkdir -p "$B/latency"
   timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
-      --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --name latency_quamba2 > "$B/latency.log" 2>&1
+      --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "${PREFILL:-eager}" --name latency_quamba2 > "$B/latency.log" 2>&1
   stamp "latency: rc $?"
 fi
 for name in $JOBS; do echo "=== $name"; tail -12 "$B/$name.log"; done

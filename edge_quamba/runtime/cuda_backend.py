@@ -29,7 +29,8 @@ Decode: ``model.step`` on a static token buffer and static per-layer states is c
 the static buffers (two ``_foreach_copy_`` launches: int8 conv states, float32 scan states), so each replay advances
 the sequence by one token. A decode step is then: write the token id into the static buffer, replay, read the static
 logits. Prefill runs eagerly (``model.forward`` on the whole prompt) and copies its final states into the static
-buffers. The backend therefore holds ONE sequence: ``decode`` refuses states from any prefill but the latest.
+buffers; or, opt-in (``prefill_graphs``), as power-of-two chunks replayed from captured graphs that continue the
+static states in place (:mod:`edge_quamba.runtime.cuda_prefill`). The backend therefore holds ONE sequence: ``decode`` refuses states from any prefill but the latest.
 
 Greedy decoding on the GPU (``device_greedy(usable_vocab)``, used by ``generate`` when sampling is greedy): a second
 decode graph ends with :func:`greedy_choice_`, one ``torch.max`` over the first ``usable_vocab`` logits whose index
@@ -54,6 +55,7 @@ from torch import Tensor, nn
 from edge_quamba.errors import BackendUnavailableError, InputError
 from edge_quamba.folders import ModelFolder, load_reference_model
 from edge_quamba.models.mamba import LayerState, MambaLM
+from edge_quamba.runtime.cuda_prefill import PREFILL_GRAPHS_BY_DEFAULT, PrefillGraphs, copy_states
 from edge_quamba.runtime.sampling import check_greedy_maximum
 
 WARMUP_STEPS = 2
@@ -132,12 +134,6 @@ def prepare_gpu_model(model: MambaLM, device: torch.device) -> MambaLM:
     model.lm_head.half()  # a tied head is the same (already fp16) parameter
     model.lm_head = Fp16Head(model.lm_head.weight)
     return model.eval()
-
-
-def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
-    """dst <- src for every layer, in two launches (one per state dtype), capturable in a CUDA graph."""
-    torch._foreach_copy_([s.conv_state for s in dst], [s.conv_state for s in src])
-    torch._foreach_copy_([s.ssm_state for s in dst], [s.ssm_state for s in src])
 
 
 def record_views(record: Tensor) -> tuple[Tensor, Tensor]:
@@ -230,17 +226,20 @@ class CudaBackend:
 
     name = "cuda"
 
-    def __init__(self, model: MambaLM, device: str | torch.device = "cuda", graph: bool = True):
+    def __init__(self, model: MambaLM, device: str | torch.device = "cuda", graph: bool = True,
+                 prefill_graphs: bool | None = None):
         self.device = torch.device(device)
         if self.device.type != "cuda":
             raise BackendUnavailableError(f"--backend cuda runs on a CUDA device, not {self.device}")
         refuse_options(model)
         require_cuda_kernels()
-        self.setup(prepare_gpu_model(model, self.device), graph)
+        self.setup(prepare_gpu_model(model, self.device), graph, prefill_graphs=prefill_graphs)
 
-    def setup(self, model: MambaLM, graph: bool, pin: bool = True, event: Callable[[], Any] | None = None) -> None:
-        """The static buffers, the decode graph and the token ring around a prepared model on ``self.device``.
-        (The CPU tests call it on a CPU model with graph=False, pin=False and a fake event; nothing else does.)"""
+    def setup(self, model: MambaLM, graph: bool, pin: bool = True, event: Callable[[], Any] | None = None,
+              prefill_graphs: bool | None = None) -> None:
+        """The static buffers, the decode graph, the token ring and (``prefill_graphs``, None: the default of
+        cuda_prefill.py) the chunked prefill around a prepared model on ``self.device``. (The CPU tests call it on a
+        CPU model with graph=False, pin=False and a fake event: chunked prefill then runs its chunks eagerly.)"""
         self.model = model
         self.vocab = int(self.model.lm_head.weight.shape[0])
         with torch.inference_mode():
@@ -253,6 +252,9 @@ class CudaBackend:
         self.graph, self.logits = self.capture() if graph else (None, None)
         self.ring = TokenRing(self.record, pin=pin, event=event)  # where the greedy path's token ids come back
         self.greedy: dict[int, CudaGreedy] = {}  # usable vocabulary -> its greedy decoder
+        use_chunks = PREFILL_GRAPHS_BY_DEFAULT if prefill_graphs is None else prefill_graphs
+        # the prompt in chunk graphs continuing the static states (None: eager prefill of the whole prompt)
+        self.chunked = PrefillGraphs(self.model, self.states, self.pool, graph=graph) if use_chunks else None
 
     @torch.inference_mode()
     def capture(self, greedy_vocab: int | None = None) -> tuple[torch.cuda.CUDAGraph, Tensor]:
@@ -288,11 +290,14 @@ class CudaBackend:
 
     @torch.inference_mode()
     def prefill_last(self, tokens: list[int]) -> Tensor:
-        """Run the prompt, make its states the static ones (a new handle) -> the last position's logits (1, v)."""
+        """Run the prompt, make its states the static ones (a new handle) -> the last position's logits (1, v)
+        (with chunked prefill: a graph's static buffer, valid until the next prefill)."""
+        self.handle = object()
+        if self.chunked is not None:
+            return self.chunked.run(tokens)
         ids = torch.tensor([tokens], dtype=torch.long).to(self.device)
         logits, states = self.model(ids)
         copy_states(self.states, states)
-        self.handle = object()
         return logits[:, -1]
 
     @torch.inference_mode()

@@ -1,0 +1,118 @@
+"""Prefill in CUDA graphs for ``--backend cuda`` (issue 20, step P1 of benchmarks/DECODE_PLAN.md). OPT-IN.
+
+Eager prefill runs the model from Python, one launch after another, and at 2.8b most of its 59.7 ms (H200) is launch
+and Python time. Here a prompt of n tokens runs as chunks: MAX_CHUNK tokens as often as they fit, then the binary
+decomposition of the rest, largest first (700 -> 512 + 128 + 32 + 16 + 8 + 4; :func:`chunk_lengths`). Each chunk
+length has one captured graph (made on its first use, all in the decode graphs' memory pool) that reads its chunk's
+token ids from a static buffer and the static per-layer states, and writes the new states back into them, so the
+chunks continue one another as decode steps do. Only the last position goes through norm_f and lm_head
+(:func:`last_position_logits`), as in the TensorRT graph.
+
+Exactness: a chunk continues from the states exactly as the next tokens of one prompt would (the conv reads its
+window from the state, the scan continues its recurrence token by token, every GEMM is exact in int32, the norms are
+per token), so the states after the chunks equal one-shot prefill's bit for bit (tests/test_cuda_prefill.py, on the
+CPU), except at W4A16: its mixer is the float16 fp mixer, whose float16 GEMMs may round differently for another
+number of rows (on the GPU the 4-bit GEMV and the prefill GEMM sum in different orders) and whose Mamba2 prefill SSD
+is the chunked form (models/mamba2.ssd_chunked) with its float order set by the chunk boundaries: states within
+float rounding there. The last position's logits come from a one-row lm_head GEMM, as decode's do: within float32 GEMM rounding of
+the one-shot prefill's last row (its summation order may differ), not bit-equal. Padded buckets would not be exact
+(a padding token advances the state), hence the decomposition.
+
+Opt-in (:data:`PREFILL_GRAPHS_BY_DEFAULT`) until it has run on a GPU: it was written on a machine without one, and
+whether every op of every format's prefill path is capturable (no host sync inside) is only known there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from edge_quamba.models.mamba import LayerState, MambaLM
+
+MAX_CHUNK = 512
+"""The longest chunk a graph is captured for; longer prompts replay its graph several times."""
+PREFILL_GRAPHS_BY_DEFAULT = False
+"""Whether ``CudaBackend`` prefills through chunk graphs when not told. False until tests/test_cuda_prefill.py's cuda
+tests have passed on a GPU: until then prefill stays eager, the path whose tests have."""
+
+
+def chunk_lengths(n: int, max_chunk: int = MAX_CHUNK) -> list[int]:
+    """n >= 1 prompt tokens -> the chunk lengths it runs as, in order (each a power of two <= max_chunk, itself a power
+    of two): max_chunk while it fits, then the binary digits of the rest, largest first."""
+    if n < 1 or max_chunk < 1 or max_chunk & (max_chunk - 1):
+        raise ValueError(f"chunk_lengths needs n >= 1 and a power-of-two max_chunk, not n={n}, max_chunk={max_chunk}")
+    chunks = [max_chunk] * (n // max_chunk)
+    rest = n % max_chunk
+    chunks += [1 << bit for bit in range(rest.bit_length() - 1, -1, -1) if rest >> bit & 1]
+    return chunks
+
+
+def last_position_logits(model: MambaLM, tokens: Tensor, states: list[LayerState]
+                         ) -> tuple[Tensor, list[LayerState]]:
+    """tokens (1, l) continuing ``states`` -> logits of the last position (1, v) and the states after the tokens.
+    norm_f is per position, so normalizing the last position alone gives its values; lm_head runs on one row."""
+    resid, new_states = model.residual_stream(tokens, states)
+    hidden = model.backbone.norm_f(resid[:, -1:].to(model.dtype))
+    return model.lm_head(hidden)[:, -1], new_states
+
+
+class ChunkGraph:
+    """One captured chunk of ``length`` tokens: static ids (1, length) int64 in, static logits (1, v) out; the
+    backend's static states are read and written in place by each replay."""
+
+    def __init__(self, model: MambaLM, states: list[LayerState], length: int, pool, warmup_steps: int):
+        device = model.device
+        self.ids = torch.zeros((1, length), dtype=torch.long, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup_steps):  # functional: the static states are read, not changed
+                last_position_logits(model, self.ids, states)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.logits, new_states = last_position_logits(model, self.ids, states)
+            copy_states(states, new_states)
+
+
+def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
+    """dst <- src for every layer, in two launches (one per state dtype), capturable in a CUDA graph (the decode
+    graphs of cuda_backend.py end with it too)."""
+    torch._foreach_copy_([s.conv_state for s in dst], [s.conv_state for s in src])
+    torch._foreach_copy_([s.ssm_state for s in dst], [s.ssm_state for s in src])
+
+
+class PrefillGraphs:
+    """Chunked prefill of one model into its backend's static ``states`` (module docstring). ``run`` replays the
+    chunk graphs (capturing a length's graph on its first use: call it once before timing); ``graph=False`` runs the
+    same chunks eagerly (the CPU tests: no CUDA there)."""
+
+    def __init__(self, model: MambaLM, states: list[LayerState], pool=None, graph: bool = True,
+                 max_chunk: int = MAX_CHUNK, warmup_steps: int = 2):
+        self.model, self.states, self.pool, self.graph = model, states, pool, graph
+        self.max_chunk, self.warmup_steps = max_chunk, warmup_steps
+        self.graphs: dict[int, ChunkGraph] = {}
+
+    @torch.inference_mode()
+    def run(self, tokens: list[int]) -> Tensor:
+        """The prompt from zero states -> the last position's logits (1, v); the static states then hold the
+        prompt's. The returned tensor is a graph's static buffer: read or copy it before the next prefill."""
+        ids = torch.tensor([tokens], dtype=torch.long).to(self.model.device)
+        for state in self.states:
+            state.conv_state.zero_()
+            state.ssm_state.zero_()
+        start, logits = 0, None
+        for length in chunk_lengths(len(tokens), self.max_chunk):
+            chunk = ids[:, start:start + length]
+            start += length
+            if not self.graph:
+                logits, new_states = last_position_logits(self.model, chunk, self.states)
+                copy_states(self.states, new_states)
+                continue
+            if length not in self.graphs:
+                self.graphs[length] = ChunkGraph(self.model, self.states, length, self.pool, self.warmup_steps)
+            captured = self.graphs[length]
+            captured.ids.copy_(chunk)
+            captured.graph.replay()
+            logits = captured.logits
+        return logits

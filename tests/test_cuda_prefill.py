@@ -1,0 +1,152 @@
+"""Chunked prefill (``edge_quamba.runtime.cuda_prefill``; issue 20, step P1): a prompt runs as power-of-two chunks that
+continue one another's states.
+
+CPU: the chunk decomposition; for every format the quantizer writes (Mamba1 and Mamba2 at W8A8, W4A8, W4A16, random
+weights from the latency benchmark's builders), the chunks run eagerly give states bit-equal to one-shot prefill's
+(W4A16: within float rounding, :data:`STATE_RTOL`) and last-position logits within float32 GEMM rounding of
+its last row; the backend's chunked prefill then decodes the
+same greedy tokens as its eager prefill; it is off by default.
+GPU (marker ``cuda``): the same through the captured chunk graphs, prompts across the 512-token chunk, and prefills
+of other lengths one after another on one backend.
+"""
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from edge_quamba.models.config import Mamba2Config, MambaConfig
+from edge_quamba.runtime import cuda_backend, cuda_prefill
+from edge_quamba.runtime.cuda_prefill import PrefillGraphs, chunk_lengths, last_position_logits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_latency  # noqa: E402  (the random quantized models of the latency benchmark)
+import latency_mamba2  # noqa: E402
+
+FORMATS = [(arch, bits) for arch in ("mamba1", "mamba2") for bits in ("w8a8", "w4a8", "w4a16")]
+LOGIT_RTOL = 1e-5
+"""Last-position logits against one-shot prefill's last row, times max |logit|: a one-row lm_head GEMM may sum in
+another order than the l-row one (measured here: 3.8e-6 absolute on logits of magnitude ~1)."""
+
+
+def random_model(arch: str, bits: str, seed: int = 3):
+    """A small quantized model of the format, prepared as the cuda backend prepares it (fp16 embeddings and head)."""
+    if arch == "mamba1":
+        config = MambaConfig(d_model=64, n_layer=2, vocab_size=256, d_state=16, expand=2, d_conv=4)
+        model = bench_latency.random_quantized_model(config, seed, "cpu", bits)
+    else:
+        config = Mamba2Config(d_model=64, n_layer=2, vocab_size=256, d_state=16, headdim=16, ngroups=1)
+        model = latency_mamba2.random_quantized_mamba2_model(config, bits, seed=seed, device="cpu")
+    return cuda_backend.prepare_gpu_model(model, torch.device("cpu"))
+
+
+def prompt(n: int, seed: int = 0) -> list[int]:
+    return torch.randint(0, 256, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+STATE_RTOL = {("mamba1", "w4a16"): 1e-3, ("mamba2", "w4a16"): 1e-3}
+"""Formats whose states are not bit-equal, times max |state|. W4A16 is the float16 fp mixer: its linears are float16
+GEMMs whose rounding may depend on the number of rows (a chunk is a different M; on the GPU the 4-bit GEMV and the
+prefill GEMM sum in different orders), its conv state holds their float16 outputs, and Mamba2's prefill SSD is the
+chunked form (models/mamba2.ssd_chunked), whose float order follows the chunk boundaries. Measured here (Mamba2):
+the conv state off by float16 rounding in a few entries, the scan state by 6e-11 on a scale of 2e-4. W8A8 and W4A8:
+integer GEMMs and per-token float epilogues, bit-equal."""
+
+
+def assert_same_prefill(logits, states, ref_logits, ref_states, state_rtol=0.0):
+    """states bit-equal (state_rtol 0) or within state_rtol of their scale; logits (1, v) within LOGIT_RTOL of the
+    reference row's scale."""
+    for got, ref in zip(states, ref_states, strict=True):
+        for name in ("conv_state", "ssm_state"):
+            a, b = getattr(got, name).cpu(), getattr(ref, name).cpu()
+            if state_rtol == 0.0:
+                assert torch.equal(a, b), f"{name} differs"
+            else:
+                assert (a.float() - b.float()).abs().max() <= state_rtol * b.float().abs().max(), f"{name} differs"
+    ref_logits = ref_logits.float().cpu()
+    diff = (logits.float().cpu() - ref_logits).abs().max()
+    assert diff <= LOGIT_RTOL * ref_logits.abs().max(), f"last-position logits differ by {float(diff):.3g}"
+
+
+def test_chunk_lengths():
+    assert chunk_lengths(700) == [512, 128, 32, 16, 8, 4]
+    assert chunk_lengths(512) == [512] and chunk_lengths(1) == [1]
+    assert chunk_lengths(1100) == [512, 512, 64, 8, 4]
+    assert chunk_lengths(13, max_chunk=4) == [4, 4, 4, 1]
+    for n in range(1, 1200, 7):
+        chunks = chunk_lengths(n)
+        assert sum(chunks) == n and all(c & (c - 1) == 0 and c <= 512 for c in chunks)
+        assert chunks == sorted(chunks, reverse=True)
+    for n, max_chunk in ((0, 512), (5, 3)):
+        with pytest.raises(ValueError, match="chunk_lengths needs"):
+            chunk_lengths(n, max_chunk)
+
+
+@pytest.mark.parametrize("arch, bits", FORMATS)
+def test_chunks_continue_to_one_shot_prefill(arch, bits):
+    model = random_model(arch, bits)
+    tokens = prompt(37)
+    with torch.inference_mode():
+        full, ref_states = model(torch.tensor([tokens]))
+        states = model.empty_states(1)
+        logits = PrefillGraphs(model, states, graph=False, max_chunk=8).run(tokens)  # 8 + 8 + 8 + 8 + 4 + 1
+    assert_same_prefill(logits, states, full[:, -1], ref_states, STATE_RTOL.get((arch, bits), 0.0))
+
+
+def test_last_position_logits_is_the_last_row_of_the_forward():
+    model = random_model("mamba1", "w8a8")
+    ids = torch.tensor([prompt(9)])
+    with torch.inference_mode():
+        full, ref_states = model(ids)
+        logits, states = last_position_logits(model, ids, model.empty_states(1))
+    assert_same_prefill(logits, states, full[:, -1], ref_states)
+
+
+def cpu_backend(model, prefill_graphs):
+    """The real CudaBackend on a CPU model (eager decode, chunks run eagerly; see test_device_greedy.cpu_backend)."""
+    backend = cuda_backend.CudaBackend.__new__(cuda_backend.CudaBackend)
+    backend.device = torch.device("cpu")
+    backend.setup(copy.deepcopy(model), graph=False, pin=False, event=lambda: None, prefill_graphs=prefill_graphs)
+    return backend
+
+
+def greedy(backend, tokens, steps=12):
+    logits, handle = backend.prefill(tokens)
+    out = []
+    for _ in range(steps):
+        out.append(int(logits.argmax()))
+        logits, handle = backend.decode(out[-1], handle)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["mamba1", "mamba2"])
+def test_backend_chunked_prefill_decodes_as_eager_prefill(arch):
+    model = random_model(arch, "w8a8")
+    eager, chunked = cpu_backend(model, False), cpu_backend(model, True)
+    assert eager.chunked is None and isinstance(chunked.chunked, PrefillGraphs)
+    for n in (1, 23, 5):  # prefills of other lengths one after another: each starts from zero states
+        assert greedy(chunked, prompt(n, seed=n)) == greedy(eager, prompt(n, seed=n))
+
+
+def test_prefill_stays_eager_by_default():
+    assert cuda_prefill.PREFILL_GRAPHS_BY_DEFAULT is False
+    assert cpu_backend(random_model("mamba1", "w8a8"), None).chunked is None
+
+
+# ---------------------------------------------------------------- GPU
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("arch, bits", FORMATS)
+def test_cuda_chunk_graphs_equal_eager_prefill(arch, bits):
+    model = random_model(arch, bits)
+    graphs = cuda_backend.CudaBackend(copy.deepcopy(model), prefill_graphs=True)
+    eager = cuda_backend.CudaBackend(copy.deepcopy(model), prefill_graphs=False)
+    for n in (700, 1, 37, 512):  # across the 512 chunk, then shorter prompts on the same graphs
+        tokens = prompt(n, seed=n)
+        logits = graphs.prefill_last(tokens).clone()
+        ref_logits = eager.prefill_last(tokens)
+        assert_same_prefill(logits, graphs.states, ref_logits, eager.states, STATE_RTOL.get((arch, bits), 0.0))
+        assert greedy(graphs, tokens, 8) == greedy(eager, tokens, 8)
