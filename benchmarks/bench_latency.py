@@ -29,8 +29,9 @@ Rows, per shape:
                        (``host_fraction_of_tpot``).
     edge-quamba cuda w4a8 / w4a16 (``--impls edge-quamba-w4a8,edge-quamba-w4a16``): the same backend and timing on a
                        random 4-bit model (``--bits w4a8 / w4a16`` layout, groups of 64: random packed codes, group
-                       scales sqrt(3 / K) / 7, unit gain: :func:`int4_group_amax`); W4A16 is the float16 fp model with 4-bit linears, so its norm, conv, scan
-                       and gate are the float16 reference's torch ops (its prefill scan a Python loop over l).
+                       scales sqrt(3 / K) / 7, unit gain: :func:`int4_group_amax`); W4A16 is the float16 fp model
+                       with 4-bit linears, so its norm, conv, scan and gate are the float16 reference's torch ops
+                       (its prefill scan a Python loop over l).
     mamba_ssm fp16     ``MambaLMHeadModel.generate(cg=True, top_k=1)``: prefill eager, decode from its CUDA graph,
                        sampling on the device, no host round trip per token. causal_conv1d is NOT installed (its
                        build did not finish in the time limit), so mamba_ssm runs its PyTorch conv fallback; its
@@ -81,9 +82,9 @@ from edge_quamba.quant.qmodel import QuantConfig, empty_quantized_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency_mamba2  # noqa: E402  (the Mamba2 rows; beside this file)
-from latency_common import (FOUR_BIT_IMPLS, IMPLS, TOKEN_CHOICES, bench_mamba_ssm, copy_bandwidth_gb_per_s,  # noqa: E402
-                            edge_quamba_rows, environment, free_memory, generate_row, markdown_table, print_table,
-                            skipped, timed, weight_bytes_fp16_model, write_outputs)
+from latency_common import (FOUR_BIT_IMPLS, IMPLS, TOKEN_CHOICES, bench_mamba_ssm,  # noqa: E402
+                            copy_bandwidth_gb_per_s, edge_quamba_rows, environment, free_memory, generate_row,
+                            markdown_table, print_table, skipped, timed, weight_bytes_fp16_model, write_outputs)
 
 SHAPES = {"130m": (768, 24), "370m": (1024, 48), "1.4b": (2048, 48), "2.8b": (2560, 64)}
 """name -> (d_model, n_layer) of the public state-spaces/mamba-* checkpoints."""
@@ -257,7 +258,8 @@ def main(argv=None) -> None:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
-        "batch": 1, "prefill": args.prefill, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
+        "batch": 1, "prefill": args.prefill, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+        "repeats": args.repeats,
         "transformers_repeats": args.transformers_repeats, "seed": args.seed, "weights": "random (seeded)",
         "environment": environment(), "copy_bandwidth_gb_per_s": copy_bw,
         "notes": [

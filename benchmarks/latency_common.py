@@ -1,8 +1,8 @@
 """What the latency rows of benchmarks/bench_latency.py (Mamba1) and benchmarks/latency_mamba2.py (Mamba2) share:
 the row names, the device copy bandwidth, timing a call or a decode-graph replay, the per-kernel profile, a row's
 derived columns (achieved GB/s against the copy bandwidth, host time per token), the edge-quamba rows of one cuda
-backend (one per --token-choice), the baselines' generate-based row, mamba_ssm's row (Mamba1 or Mamba2), and the outputs (JSON, CSV with a fixed header,
-PNG, the printed table).
+backend (one per --token-choice), the baselines' generate-based row, mamba_ssm's row (Mamba1 or Mamba2), and the
+outputs (JSON, CSV with a fixed header, PNG, the printed table, the README's markdown table).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ the static buffers (two ``_foreach_copy_`` launches: int8 conv states, float32 s
 the sequence by one token. A decode step is then: write the token id into the static buffer, replay, read the static
 logits. Prefill runs eagerly (``model.forward`` on the whole prompt) and copies its final states into the static
 buffers; or, opt-in (``prefill_graphs``), as power-of-two chunks replayed from captured graphs that continue the
-static states in place (:mod:`edge_quamba.runtime.cuda_prefill`). The backend therefore holds ONE sequence: ``decode`` refuses states from any prefill but the latest.
+static states in place (:mod:`edge_quamba.runtime.cuda_prefill`). The backend therefore holds ONE sequence:
+``decode`` refuses states from any prefill but the latest.
 
 Greedy decoding on the GPU (``device_greedy(usable_vocab)``, used by ``generate`` when sampling is greedy): a second
 decode graph ends with :func:`greedy_choice_`, one ``torch.max`` over the first ``usable_vocab`` logits whose index

@@ -14,9 +14,9 @@ per token), so the states after the chunks equal one-shot prefill's bit for bit 
 CPU), except at W4A16: its mixer is the float16 fp mixer, whose float16 GEMMs may round differently for another
 number of rows (on the GPU the 4-bit GEMV and the prefill GEMM sum in different orders) and whose Mamba2 prefill SSD
 is the chunked form (models/mamba2.ssd_chunked) with its float order set by the chunk boundaries: states within
-float rounding there. The last position's logits come from a one-row lm_head GEMM, as decode's do: within float32 GEMM rounding of
-the one-shot prefill's last row (its summation order may differ), not bit-equal. Padded buckets would not be exact
-(a padding token advances the state), hence the decomposition.
+float rounding there. The last position's logits come from a one-row lm_head GEMM, as decode's do: within float32
+GEMM rounding of the one-shot prefill's last row (its summation order may differ), not bit-equal. Padded buckets
+would not be exact (a padding token advances the state), hence the decomposition.
 
 Opt-in (:data:`PREFILL_GRAPHS_BY_DEFAULT`) until it has run on a GPU: it was written on a machine without one, and
 whether every op of every format's prefill path is capturable (no host sync inside) is only known there.
