@@ -14,7 +14,8 @@
 #   LATENCY_S; each row is printed as a JSON line as it finishes and the JSON/CSV are rewritten after each shape, so a
 #   cut-off run keeps its finished shapes. LATENCY=0 skips phase 2.
 # Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run), TESTS (tests/test_device_greedy.py
-#   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1), SANITIZE_S (80), W4_S (220), LATENCY (1),
+#   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
+#   SANITIZE_S (80), W4_S (220), LATENCY (1),
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
 #   mamba_ssm), LATENCY_S (260), PREFILL (eager; graphs: the opt-in chunk-graph prefill, bench_latency --prefill).
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists.
