@@ -25,7 +25,7 @@ tie). Every other code must be equal. Then:
 The graph run with extra outputs must give bit-identical standard outputs to the shipped file, which is checked.
 Without the tie rule the demo model's plain logits differ by up to ~0.9 on such prompts and greedy continuations can
 part where the top two logits are closer than that (benchmarks/results/ort_cpu.json records one such case);
-tests/test_export.py shows both sides on 12 windows of held-out text.
+tests/test_export_cli.py shows both sides on 12 windows of held-out text.
 """
 
 from __future__ import annotations
