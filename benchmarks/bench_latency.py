@@ -103,8 +103,9 @@ def int4_group_amax(in_features: int) -> float:
     """Stand-in amax of every int4 weight group of a linear with ``in_features`` inputs (group scale amax / 7):
     sqrt(3 / K), unit gain. Codes are uniform, so a weight's variance is about amax^2 / 3 and an output's variance
     K * amax^2 / 3 = 1 times its input's. W4A16 runs its activations in float16 without the clamp an int8 scale
-    gives: with a fixed amax of 0.1, Mamba-1.4b/2.8b's random activations grew past float16's 65504 by layer 13 and
-    the logits were NaN (measured on the CPU reference and on an H100, 2026-12-07)."""
+    gives: with a fixed amax of 0.1, Mamba-1.4b/2.8b's random activations grew past float16's 65504 and the logits
+    were NaN (the H100 run of 2026-12-07, benchmarks/results/latency_quamba2_h100.json). benchmarks/
+    random_model_finite.py checks a shape's random model on the CPU reference."""
     return math.sqrt(3.0 / in_features)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 KINDS = (
@@ -54,8 +55,8 @@ def breakdown(row: dict) -> dict:
             "outside_top_12_us": graph_us - listed}
 
 
-def profiled_rows(report: dict, shapes: list[str] | None) -> list[dict]:
-    return [r for r in report["rows"] if isinstance(r.get("kernels"), list) and "graph_ms" in r
+def profiled_rows(rows: list[dict], shapes: list[str] | None) -> list[dict]:
+    return [r for r in rows if isinstance(r.get("kernels"), list) and "graph_ms" in r
             and (shapes is None or r["shape"] in shapes)]
 
 
@@ -75,15 +76,19 @@ def main(argv=None) -> None:
     parser.add_argument("--shapes", default=None, help="comma-separated shapes (default: every profiled row)")
     parser.add_argument("--out", default=None, help="JSON output (default: none)")
     args = parser.parse_args(argv)
-    report = json.loads(Path(args.record).read_text())
+    try:
+        report = json.loads(Path(args.record).read_text())
+        rows = report["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"{args.record} is not a readable bench_latency.py record ({type(exc).__name__}: {exc})")
     shapes = [s.strip() for s in args.shapes.split(",")] if args.shapes else None
-    items = [breakdown(r) for r in profiled_rows(report, shapes)]
+    items = [breakdown(r) for r in profiled_rows(rows, shapes)]
     if not items:
         parser.error(f"{args.record} has no profiled edge-quamba rows" + (f" for {args.shapes}" if shapes else ""))
     print_table(items)
     if args.out:
         out = {"source": args.record, "command": "python3 benchmarks/kernel_breakdown.py " + " ".join(
-            argv if argv is not None else __import__("sys").argv[1:]), "rows": items}
+            argv if argv is not None else sys.argv[1:]), "rows": items}
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
         print(f"\nwrote {args.out}")
 

@@ -137,15 +137,16 @@ def tiny_model():
     return varied_tiny_model()
 
 
-def cpu_backend(model, graph=False):
+def cpu_backend(model, graph=False, prefill_graphs=None):
     """The real CudaBackend around a CPU copy of ``model`` (eager decode; pageable ring, fake events): its device
-    greedy logic runs here as on the GPU, minus the graph."""
+    greedy logic runs here as on the GPU, minus the graph (and chunked prefill, ``prefill_graphs``, runs its chunks
+    eagerly)."""
     import copy
 
     backend = cuda_backend.CudaBackend.__new__(cuda_backend.CudaBackend)
     backend.device = torch.device("cpu")
     backend.setup(cuda_backend.prepare_gpu_model(copy.deepcopy(model), backend.device), graph, pin=False,
-                  event=FakeEvent)
+                  event=FakeEvent, prefill_graphs=prefill_graphs)
     return backend
 
 

@@ -38,3 +38,14 @@ def test_breakdown_sums_by_kind_and_reports_the_rest(tmp_path, capsys):
     assert "int8 GEMV" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         kernel_breakdown.main([str(record), "--shapes", "2.8b"])  # nothing profiled there: an error, not an empty table
+
+
+@pytest.mark.parametrize("content", [None, "not json", '{"no_rows": 1}'])
+def test_a_missing_or_foreign_record_is_a_usage_error(tmp_path, capsys, content):
+    record = tmp_path / "record.json"
+    if content is not None:
+        record.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        kernel_breakdown.main([str(record)])
+    assert exc.value.code == 2 and "is not a readable bench_latency.py record" in capsys.readouterr().err
+

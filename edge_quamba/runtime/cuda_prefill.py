@@ -98,9 +98,8 @@ class PrefillGraphs:
         """The prompt from zero states -> the last position's logits (1, v); the static states then hold the
         prompt's. The returned tensor is a graph's static buffer: read or copy it before the next prefill."""
         ids = torch.tensor([tokens], dtype=torch.long).to(self.model.device)
-        for state in self.states:
-            state.conv_state.zero_()
-            state.ssm_state.zero_()
+        torch._foreach_zero_([s.conv_state for s in self.states])  # two launches, not two per layer
+        torch._foreach_zero_([s.ssm_state for s in self.states])
         start, logits = 0, None
         for length in chunk_lengths(len(tokens), self.max_chunk):
             chunk = ids[:, start:start + length]

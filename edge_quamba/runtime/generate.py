@@ -78,8 +78,9 @@ def device_greedy_decoder(backend: Backend, sampling: SamplingConfig, usable_voc
     """The backend's on-device greedy decoder when generation should choose tokens there, else None (host path).
 
     requested: None follows :data:`DEVICE_GREEDY_BY_DEFAULT` (when on: used where sampling is greedy, temperature 0,
-    and the backend offers ``device_greedy``); False never; True requires it: a one-line InputError (sampling is not greedy) or BackendUnavailableError (the backend
-    has none) says why it cannot run. Getting the decoder may capture a CUDA graph: call this before timing."""
+    and the backend offers ``device_greedy``); False never; True requires it: a one-line InputError (sampling is not
+    greedy) or BackendUnavailableError (the backend has none) says why it cannot run. Getting the decoder may capture
+    a CUDA graph: call this before timing."""
     if requested is False or (requested is None and not DEVICE_GREEDY_BY_DEFAULT):
         return None
     if sampling.temperature != 0:
