@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,11 @@ def fp_quantized_export_folders(root: Path) -> dict:
                           "--target", "ort", "--validate-prompt-len", "8", "--validate-decode-steps", "1")
     assert proc.returncode == 0, proc.stderr
     return {"fp": fp, "q": root / "q", "x": root / "x", "calib": calib, "hf": hf}
+
+
+def default_signals() -> None:
+    """A subprocess's ``preexec_fn``: SIGINT and SIGTERM back to their defaults in the child, whatever this test run
+    inherited (a shell starts a background job, ``pytest ... &``, with SIGINT ignored, and the child would keep it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from edge_quamba.atomic import MARKER
-from helpers import TEXT, cli_in_process, make_tokenizer, one_error_line, random_hf_model, save_transformers_layout
+from helpers import (TEXT, cli_in_process, default_signals, make_tokenizer, one_error_line, random_hf_model,
+                     save_transformers_layout)
 
 QUICK = ("--calib-samples", "2", "--calib-seq-len", "32")
 
@@ -90,7 +91,7 @@ def _start_export(fp_folder, out):
     return subprocess.Popen(
         [sys.executable, "-m", "edge_quamba", "export", "--model", str(fp_folder), "--out", str(out),
          "--calib-data", str(fp_folder.parent / "calib.txt"), "--calib-samples", "64", "--calib-seq-len", "64"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_signals)
 
 
 def _wait_for_temporary(parent: Path, proc, timeout: float = 120.0) -> Path:
