@@ -244,7 +244,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.replot is not None:
-        report = json.loads(Path(args.replot).read_text())
+        try:
+            report = json.loads(Path(args.replot).read_text())
+            if not isinstance(report, dict) or not isinstance(report.get("rows"), list):
+                raise ValueError("no list of rows")
+        except (OSError, ValueError) as exc:
+            sys.exit(f"bench_latency.py: --replot {args.replot} is not a readable record ({type(exc).__name__}: {exc})")
         print_table(report)
         if args.markdown:
             print(markdown_table(report, SHAPE_NAMES))

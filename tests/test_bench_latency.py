@@ -196,3 +196,13 @@ def test_markdown_table_pairs_each_row_with_its_host_argmax_twin():
     assert len(table) == 4 and table[2].startswith("| Mamba1 2.8b | edge-quamba cuda int8 | 50.0 | 2.800 | 3.100 |")
     assert table[3] == "| Mamba1 2.8b | edge-quamba cuda w4a16 | - | failed: NumericsError: NaN | - | - | - |"
 
+
+@pytest.mark.parametrize("content", [None, "not json", "[1, 2]"])
+def test_replot_of_an_unreadable_record_is_one_line(tmp_path, content):
+    record = tmp_path / "latency.json"
+    if content is not None:
+        record.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        bench_latency.main(["--replot", str(record), "--out", str(tmp_path / "out")])
+    assert "is not a readable record" in str(exc.value.code) and not (tmp_path / "out").exists()
+
