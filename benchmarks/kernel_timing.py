@@ -224,14 +224,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernel_timing.json"))
     parser.add_argument("--int4-only", action="store_true",
                         help="time only the 4-bit linears (no int8 rows, no chains)")
+    parser.add_argument("--profile-once", action="store_true",
+                        help="call each selected kernel once, eagerly, and exit without timing (run it under ncu)")
     args = parser.parse_args()
     ext = load_extension()
+
+    def selected(l: int):
+        return int4_kernels(ext, l) if args.int4_only else layer_kernels(ext, l) + int4_kernels(ext, l)
+
+    if args.profile_once:
+        for l in (1, 512):
+            for _name, _chain, fn, _nbytes, _reps in selected(l):
+                fn()
+        torch.cuda.synchronize()
+        return
     copies = copy_bandwidth_gbs()
     copy = max(copies.values())
     rows, layers = [], []
     for l in (1, 512):
-        kernels = int4_kernels(ext, l) if args.int4_only else layer_kernels(ext, l) + int4_kernels(ext, l)
-        for name, chain, fn, nbytes, reps in kernels:
+        for name, chain, fn, nbytes, reps in selected(l):
             us = graph_time_us(fn, reps)
             gbs = nbytes / (us * 1e-6) / 1e9
             rows.append(dict(kernel=name, chain=chain, seqlen=l, time_us=round(us, 3), bytes=nbytes,

@@ -12,10 +12,12 @@
 #   Phase 2, timing, alone on the GPU once phase 1 is over: bench_latency.py over SHAPES x LATENCY_IMPLS with both
 #   token choices (the greedy token chosen on the GPU, and on the host as the earlier records did), timeout
 #   LATENCY_S; each row is printed as a JSON line as it finishes and the JSON/CSV are rewritten after each shape, so a
-#   cut-off run keeps its finished shapes. LATENCY=0 skips phase 2.
+#   cut-off run keeps its finished shapes. LATENCY=0 skips it. PROFILE=1 then adds, still alone on the GPU: Nsight
+#   Compute over one eager call of each kernel of benchmarks/kernel_timing.py (--profile-once; the l = 1 kernels come
+#   first, PROFILE_LAUNCHES of them), and kernel_timing.py --int4-only (the 4-bit linears timed in CUDA graphs).
 # Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run), TESTS (tests/test_device_greedy.py
 #   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
-#   SANITIZE_S (80), W4_S (220), LATENCY (1),
+#   SANITIZE_S (80), W4_S (220), LATENCY (1), PROFILE (0), PROFILE_S (150 per profiling command), PROFILE_LAUNCHES (24),
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
 #   mamba_ssm), LATENCY_S (260), PREFILL (eager; graphs: the opt-in chunk-graph prefill, bench_latency --prefill).
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists.
@@ -66,6 +68,18 @@ if [ "$LATENCY" = 1 ]; then
   timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
       --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "${PREFILL:-eager}" --name latency_quamba2 > "$B/latency.log" 2>&1
   stamp "latency: rc $?"
+fi
+if [ "${PROFILE:-0}" = 1 ]; then
+  stamp "profile: start"
+  timeout "${PROFILE_S:-150}" ncu --clock-control none --launch-count "${PROFILE_LAUNCHES:-24}" \
+      -k 'regex:^(w4a|int8_gemv|int32_epilogue|hadamard|selective|causal|rms_norm|gated_rms|quantize|ssd)' \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
+      --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+      python3 benchmarks/kernel_timing.py --profile-once > "$B/ncu_l1.txt" 2>&1
+  stamp "profile ncu: rc $?"
+  timeout "${PROFILE_S:-150}" python3 benchmarks/kernel_timing.py --int4-only --out "$B/kernel_timing_int4.json" \
+      > "$B/kernel_timing_int4.log" 2>&1
+  stamp "profile kernel_timing --int4-only: rc $?"
 fi
 for name in $JOBS; do echo "=== $name"; tail -12 "$B/$name.log"; done
 cat "$B/calls.txt"
