@@ -60,13 +60,17 @@ def cuda_or_none(t):
 
 
 # (M, K, N, group, x row stride or None, bias): 2.8b layers (in_proj, x_proj, dt_proj as a view of x_proj's output,
-# out_proj), the demo model's (dt_proj: K = 24 < group), every GEMV chunk width, odd K and odd groups, the GEMM with
-# M and N tails and groups of 3 steps, and the M > 16 GEMV fallback.
+# out_proj), groups a lane team covers whole and groups wider than a team, the demo model's (dt_proj: K = 24 <
+# group), every GEMV chunk width, odd K and odd groups, the GEMM with M and N tails and groups of 3 steps, and the
+# M > 16 GEMV fallback.
 W4A8_CASES = [
     (1, 2560, 10240, 64, None, False),   # in_proj 2.8b decode: 16-byte chunks
     (1, 5120, 192, 64, None, True),      # x_proj 2.8b: split-K over 256 threads per row
     (1, 160, 5120, 64, 192, True),       # dt_proj 2.8b: strided view, last group of 32 columns
     (1, 5120, 2560, 64, None, False),    # out_proj 2.8b
+    (1, 2560, 640, 128, None, True),     # groups of 128: teams of 4 lanes own whole groups
+    (1, 4096, 96, 2048, None, False),    # groups of 2048: wider than a team, summed with atomics
+    (4, 4096, 40, 1024, None, True),     # the same, 4 x rows per pass
     (1, 384, 1536, 64, None, False),     # demo in_proj
     (1, 24, 768, 64, 56, True),          # demo dt_proj: one partial group, 4-byte chunks
     (3, 768, 56, 64, None, True),        # demo x_proj, batch 3 (4-row passes)
@@ -154,6 +158,9 @@ W4A16_CASES = [
     (1, 5120, 192, 64, None, True),      # x_proj 2.8b (groups split over 8 warps)
     (1, 160, 5120, 64, 192, True),       # dt_proj 2.8b: strided view, 3 groups (5 warps idle)
     (1, 5120, 2560, 64, None, False),    # out_proj 2.8b
+    (1, 2560, 640, 128, None, True),     # groups of 128: teams of 4 lanes own whole groups
+    (1, 4096, 96, 2048, None, False),    # groups of 2048: wider than a team, summed with atomics
+    (4, 4096, 40, 1024, None, True),     # the same, 4 x rows per pass
     (1, 384, 1536, 64, None, False),     # demo in_proj
     (1, 24, 768, 64, 56, True),          # demo dt_proj: the one-warp-per-output kernel
     (3, 768, 56, 64, None, True),        # demo x_proj, batch 3

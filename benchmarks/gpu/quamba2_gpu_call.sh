@@ -15,6 +15,9 @@
 #   cut-off run keeps its finished shapes. LATENCY=0 skips it. PROFILE=1 then adds, still alone on the GPU: Nsight
 #   Compute over one eager call of each kernel of benchmarks/kernel_timing.py (--profile-once; the l = 1 kernels come
 #   first, PROFILE_LAUNCHES of them), and kernel_timing.py --int4-only (the 4-bit linears timed in CUDA graphs).
+#   BASELINE_KERNELS=DIR (a carried folder of plugins/kernels files, e.g. the files a change replaced, from git show):
+#   phase 1 also builds a copy of the tree with those files in place, and PROFILE=1 times the 4-bit linears with it
+#   too (kernel_timing_int4_baseline.json): the before and after of a kernel change in one run.
 # Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run), TESTS (tests/test_device_greedy.py
 #   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
 #   SANITIZE_S (80), W4_S (220), LATENCY (1), PROFILE (0), PROFILE_S (150 per profiling command), PROFILE_LAUNCHES (24),
@@ -57,6 +60,12 @@ JOBS=" ${JOBS:-tests harness trtw4} "
 [[ $JOBS == *" harness "* ]] && job harness "TRT_INCLUDE_2= MAIN_SET=${HARNESS_SET:-model} DEADLINE=${HARNESS_S:-200} SANITIZERS=${SANITIZERS:-1} \
              SANITIZE_S=${SANITIZE_S:-80} bash plugins/tensorrt/tests/run_on_gpu.sh"
 [[ $JOBS == *" trtw4 "* ]] && job trtw4 "INT8_CASES=0 DEADLINE=${W4_S:-220} bash benchmarks/gpu/trt_w4_plugins.sh"
+BASE=/tmp/baseline_tree
+if [ -n "${BASELINE_KERNELS:-}" ]; then
+  job baseline_build "rm -rf $BASE && mkdir -p $BASE && cp -r edge_quamba plugins benchmarks $BASE/ &&
+                      cp $BASELINE_KERNELS/* $BASE/plugins/kernels/ && cd $BASE &&
+                      PYTHONPATH=$BASE python3 -c 'from edge_quamba.ops.cuda_ops import load_extension; load_extension()'"
+fi
 if [ "$LATENCY" = 1 ] && [[ ",$LATENCY_IMPLS," == *",mamba_ssm,"* ]]; then
   job mamba_ssm_build "bash benchmarks/gpu/build_mamba_ssm.sh"
 fi
@@ -80,6 +89,11 @@ if [ "${PROFILE:-0}" = 1 ]; then
   timeout "${PROFILE_S:-150}" python3 benchmarks/kernel_timing.py --int4-only --out "$B/kernel_timing_int4.json" \
       > "$B/kernel_timing_int4.log" 2>&1
   stamp "profile kernel_timing --int4-only: rc $?"
+  if [ -n "${BASELINE_KERNELS:-}" ]; then
+    (cd $BASE && PYTHONPATH=$BASE timeout "${PROFILE_S:-150}" python3 benchmarks/kernel_timing.py --int4-only \
+        --out "$B/kernel_timing_int4_baseline.json" > "$B/kernel_timing_int4_baseline.log" 2>&1)
+    stamp "profile kernel_timing --int4-only, baseline kernels: rc $?"
+  fi
 fi
 for name in $JOBS; do echo "=== $name"; tail -12 "$B/$name.log"; done
 cat "$B/calls.txt"

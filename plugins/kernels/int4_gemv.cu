@@ -9,10 +9,13 @@
 //   as in the int8 GEMV. A chunk never straddles a group (CPC divides the group size). Each chunk's int32 dot
 //   product (unpacked to 16 * code, int4_common.cuh, then __dp4a) is summed over the `team` of adjacent lanes
 //   whose chunks always share a group (shuffles), and the team's first lane adds it into the per-(row, x row, group)
-//   sum in shared memory with an integer atomic: exact, in any order. The block's scales (R * G consecutive floats
-//   of w_scale) are staged in shared memory meanwhile. After a barrier, one thread per (weight row, x row) walks the
-//   groups in ascending order: y = float(acc_0) * alpha_0, y = y + float(acc_g) * alpha_g, then + bias and the
-//   float32 or quantized store. blockIdx.y walks x rows in passes of MB (1 or 4) rows, as in the int8 GEMV.
+//   sum: when a team covers whole groups (team == CPC-chunks per group, e.g. groups of 64 codes read 16 bytes a lane
+//   by teams of 2), the team's first lane forms the group's float term float32(acc_g) * float32(x_scale * w_scale)
+//   at once, the scale loaded with the weights, and stores it in shared memory (no zeroing, no atomics, no global
+//   load before the weight loads); for wider groups it adds the int32 sum into shared memory with an integer atomic
+//   (exact, in any order; these sums are zeroed first) and the terms are formed in the walk. After a barrier, one
+//   thread per (weight row, x row) adds the terms in ascending group order: y = term_0, y = y + term_g, then + bias
+//   and the float32 or quantized store. blockIdx.y walks x rows in passes of MB (1 or 4) rows, as in the int8 GEMV.
 // W4A16 GEMV: a block of 8 warps owns 16 weight rows (the 16-row A operand of mma m16n8k16) and up to 8 x rows (the
 //   8 columns of B; blockIdx.y walks passes of 8); the warps split the groups of K evenly, in order. In a group,
 //   step j gives thread t (of the 4 threads sharing a fragment row) word 4j + t of the group: 8 codes of each of its
@@ -94,21 +97,29 @@ __device__ __forceinline__ int dot16(const Chunk<CPC>& wc, const int8_t* __restr
     }
 }
 
-template <int CPC, int MB, bool QUANT>
+// Group g's term of the reference's sum (int4_linear.h): float32(acc_g) * float32(x_scale * w_scale[n, g]), from
+// sum16 = 16 * acc_g (exact, so the shift is exact).
+__device__ __forceinline__ float group_term(int sum16, float x_scale, float w_scale) {
+    return __fmul_rn(__int2float_rn(sum16 >> 4), __fmul_rn(x_scale, w_scale));
+}
+
+// WHOLE (team == chunks per group): every group's chunks are read by one team of lanes in one step, so the team's
+// first lane forms the group's float term at once (its scale loaded with its weights) and stores it; nothing is
+// zeroed and no atomics. Otherwise (groups wider than a team) integer atomics gather the group sums first and the
+// walk forms the terms. Either way the walk adds the terms in ascending group order: the same rounded operations.
+template <int CPC, int MB, bool QUANT, bool WHOLE>
 __global__ void __launch_bounds__(kThreads) w4a8_gemv_kernel(Problem p, int tpr_log2) {
-    extern __shared__ int smem[];
+    extern __shared__ int smem[];  // [rows][MB][G]: float terms (WHOLE) or int32 sums of 16 * code * x
+    float* terms = reinterpret_cast<float*>(smem);
     const int tpr = 1 << tpr_log2;
     const int rows = kThreads >> tpr_log2;
     const int G = p.groups;
-    float* scales = reinterpret_cast<float*>(smem);  // [rows][G]
-    int* sums = smem + rows * G;                      // [rows][MB][G], 16x the per-group sums
     const int n0 = blockIdx.x * rows;
     const int64_t m0 = int64_t(blockIdx.y) * MB;
-
-    const int valid_rows = min(rows, p.N - n0);
-    for (int i = threadIdx.x; i < valid_rows * G; i += kThreads) scales[i] = __ldg(p.scale + int64_t(n0) * G + i);
-    for (int i = threadIdx.x; i < rows * MB * G; i += kThreads) sums[i] = 0;
-    __syncthreads();
+    if constexpr (!WHOLE) {  // no global load before this barrier: the weight loads below start at once
+        for (int i = threadIdx.x; i < rows * MB * G; i += kThreads) smem[i] = 0;
+        __syncthreads();
+    }
 
     const int lane = threadIdx.x & (tpr - 1);
     const int r = threadIdx.x >> tpr_log2;
@@ -116,21 +127,28 @@ __global__ void __launch_bounds__(kThreads) w4a8_gemv_kernel(Problem p, int tpr_
     const int chunks = p.K / CPC;      // CPC divides K (launcher)
     const int q = p.group_size / CPC;  // chunks per group (CPC divides the group size)
     const int team = min(q & -q, min(tpr, 32));  // aligned lanes whose chunks always lie in one group
-    const uint8_t* wrow = p.w + int64_t(row_ok ? n0 + r : 0) * ((p.K + 1) / 2);
+    const int q_log2 = __ffs(q) - 1;             // WHOLE: q is a power of two, c / q = c >> q_log2
+    const int64_t n = row_ok ? n0 + r : 0;
+    const uint8_t* wrow = p.w + n * ((p.K + 1) / 2);
+    const float* srow = p.scale + n * G;
     const int8_t* xrow[MB];
 #pragma unroll
     for (int mb = 0; mb < MB; ++mb) {
         const int64_t m = min(m0 + mb, p.M - 1);  // rows past M repeat the last one; never written
         xrow[mb] = static_cast<const int8_t*>(p.x) + m * p.x_row_stride;
     }
-    int* row_sums = sums + r * MB * G;
+    int* row_smem = smem + r * MB * G;
 
     for (int base = 0; base < chunks; base += kUnroll * tpr) {  // uniform trip count: shuffles below are safe
         Chunk<CPC> wc[kUnroll];
+        float sc[kUnroll];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {  // issue all weight loads first
+        for (int u = 0; u < kUnroll; ++u) {  // issue all weight (and, WHOLE, scale) loads first
             const int c = base + u * tpr + lane;
-            if (row_ok && c < chunks) wc[u] = load_w<CPC>(wrow, c);
+            if (row_ok && c < chunks) {
+                wc[u] = load_w<CPC>(wrow, c);
+                if constexpr (WHOLE) sc[u] = __ldg(srow + (c >> q_log2));
+            }
         }
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
@@ -144,9 +162,12 @@ __global__ void __launch_bounds__(kThreads) w4a8_gemv_kernel(Problem p, int tpr_
                 for (int mb = 0; mb < MB; ++mb) acc[mb] += __shfl_xor_sync(0xffffffffu, acc[mb], off);
             }
             if (ok && (lane & (team - 1)) == 0) {
-                const int g = c / q;
+                const int g = WHOLE ? c >> q_log2 : c / q;
 #pragma unroll
-                for (int mb = 0; mb < MB; ++mb) atomicAdd(row_sums + mb * G + g, acc[mb]);
+                for (int mb = 0; mb < MB; ++mb) {
+                    if constexpr (WHOLE) terms[(r * MB + mb) * G + g] = group_term(acc[mb], p.x_scale, sc[u]);
+                    else atomicAdd(row_smem + mb * G + g, acc[mb]);
+                }
             }
         }
     }
@@ -155,22 +176,27 @@ __global__ void __launch_bounds__(kThreads) w4a8_gemv_kernel(Problem p, int tpr_
     // The group order of the reference, one thread per (weight row, x row).
     for (int i = threadIdx.x; i < rows * MB; i += kThreads) {
         const int rr = i / MB, mb = i % MB;
-        const int n = n0 + rr;
+        const int nn = n0 + rr;
         const int64_t m = m0 + mb;
-        if (n >= p.N || m >= p.M) continue;
-        const int* s = sums + (rr * MB + mb) * G;
-        const float* sc = scales + rr * G;
-        float y = __fmul_rn(__int2float_rn(s[0] >> 4), __fmul_rn(p.x_scale, sc[0]));
-        for (int g = 1; g < G; ++g) {
-            y = __fadd_rn(y, __fmul_rn(__int2float_rn(s[g] >> 4), __fmul_rn(p.x_scale, sc[g])));
+        if (nn >= p.N || m >= p.M) continue;
+        float y;
+        if constexpr (WHOLE) {
+            const float* t = terms + (rr * MB + mb) * G;
+            y = t[0];
+            for (int g = 1; g < G; ++g) y = __fadd_rn(y, t[g]);
+        } else {
+            const int* s = smem + (rr * MB + mb) * G;
+            const float* sr = p.scale + int64_t(nn) * G;
+            y = group_term(s[0], p.x_scale, __ldg(sr));
+            for (int g = 1; g < G; ++g) y = __fadd_rn(y, group_term(s[g], p.x_scale, __ldg(sr + g)));
         }
-        if (p.bias != nullptr) y = __fadd_rn(y, __ldg(p.bias + n));
-        if constexpr (QUANT) static_cast<int8_t*>(p.y)[m * p.y_row_stride + n] = quantize_rn(y, p.out_scale);
-        else static_cast<float*>(p.y)[m * p.y_row_stride + n] = y;
+        if (p.bias != nullptr) y = __fadd_rn(y, __ldg(p.bias + nn));
+        if constexpr (QUANT) static_cast<int8_t*>(p.y)[m * p.y_row_stride + nn] = quantize_rn(y, p.out_scale);
+        else static_cast<float*>(p.y)[m * p.y_row_stride + nn] = y;
     }
 }
 
-int shared_bytes(int rows, int mb, int groups) { return rows * groups * 4 * (1 + mb); }
+int shared_bytes(int rows, int mb, int groups) { return rows * mb * groups * 4; }
 
 // Threads per row: ~8 chunks per thread, more while the grid is small (split-K for short N), more while the
 // block's per-group sums do not fit the shared memory.
@@ -189,7 +215,12 @@ cudaError_t launch_cpc_mb(const Problem& p, cudaStream_t stream) {
     const int bytes = shared_bytes(rows, MB, p.groups);
     if (bytes > kMaxSharedBytes || (p.M - 1) / MB + 1 > 65535) return cudaErrorInvalidValue;
     const dim3 grid((p.N + rows - 1) / rows, static_cast<unsigned>((p.M + MB - 1) / MB));
-    w4a8_gemv_kernel<CPC, MB, QUANT><<<grid, kThreads, bytes, stream>>>(p, log2);
+    const int q = p.group_size / CPC;
+    if ((q & (q - 1)) == 0 && q <= std::min(1 << log2, 32)) {  // team == q: WHOLE groups per team
+        w4a8_gemv_kernel<CPC, MB, QUANT, true><<<grid, kThreads, bytes, stream>>>(p, log2);
+    } else {
+        w4a8_gemv_kernel<CPC, MB, QUANT, false><<<grid, kThreads, bytes, stream>>>(p, log2);
+    }
     return cudaGetLastError();
 }
 

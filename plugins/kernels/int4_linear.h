@@ -24,9 +24,10 @@
 //
 // Dispatch (inside each launcher, so every caller gets the same kernels):
 //   M <= 16 (decode): a GEMV that reads each weight row once per launch (per 4 x rows for W4A8, 8 for W4A16).
-//     W4A8: threads split each row's K (split-K inside a block), unpack nibbles to int8 and __dp4a; per-group int32
-//     sums meet in shared memory (integer atomics: exact in any order), then one thread per (row, x row) adds the
-//     groups in ascending order as above. Any K, any group size.
+//     W4A8: threads split each row's K (split-K inside a block), unpack nibbles to int8 and __dp4a; each group's
+//     exact int32 sum (a shuffle over the lanes that read it, or integer atomics in shared memory for groups wider
+//     than those lanes) becomes its float term, and one thread per (row, x row) adds the terms in ascending group
+//     order as above. Any K, any group size.
 //     W4A16: mma.sync m16n8k16 (float16 in, float32 accumulate) with the weight rows as the 16-row operand and up to
 //     8 x rows as the 8-column one; the 8 warps of a block split K by whole groups and add their partial sums in
 //     warp order. Needs K % 32 == 0, group_size % 32 == 0, x row stride % 8 == 0 and a 16-byte-aligned x; other
@@ -48,7 +49,7 @@
 namespace edge_quamba {
 namespace kernels {
 
-constexpr int kInt4MaxGroups = 6144;  // G = ceil(K / group_size) of a W4A8 linear (48 KB of shared memory)
+constexpr int kInt4MaxGroups = 6144;  // G = ceil(K / group_size) of a W4A8 linear (24 KB of shared memory a row)
 
 struct W4A8LinearParams {
     int64_t M;                // rows of x (batch * seqlen)
