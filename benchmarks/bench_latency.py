@@ -220,10 +220,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="edge-quamba rows: prefill eagerly from Python (the default path) or in chunk graphs "
                         "(edge_quamba/runtime/cuda_prefill.py, opt-in; TTFT then excludes each chunk length's "
                         "one-time capture, done in the warm-up run)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="output folder")
-    parser.add_argument("--name", default="latency_h200", help="output file stem")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: benchmarks/results; with --replot: the JSON's folder)")
+    parser.add_argument("--name", default=None,
+                        help="output file stem (default: latency_h200; with --replot: the JSON's own stem)")
     parser.add_argument("--replot", metavar="JSON", default=None,
-                        help="no measurement: rewrite the CSV, PNG and table of an earlier run's JSON into --out")
+                        help="no measurement: rewrite the CSV, PNG and table of an earlier run's JSON (beside it, "
+                        "unless --out / --name say otherwise)")
     parser.add_argument("--markdown", action="store_true",
                         help="with --replot: also print the run as the README's markdown table")
     args = parser.parse_args(argv)
@@ -237,6 +240,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.prompt_len < 1 or args.new_tokens < 2 or args.repeats < 1 or args.transformers_repeats < 1:
         parser.error("--prompt-len >= 1, --new-tokens >= 2, --repeats >= 1 and --transformers-repeats >= 1")
     args.shapes, args.impls = shapes, impls
+    replot = Path(args.replot) if args.replot is not None else None
+    if args.out is None:
+        args.out = str(replot.parent if replot is not None else Path(__file__).parent / "results")
+    if args.name is None:
+        args.name = replot.stem if replot is not None else "latency_h200"
     args.token_choices = TOKEN_CHOICES if args.token_choice == "both" else (args.token_choice,)
     return args
 

@@ -143,6 +143,21 @@ def test_replot_rewrites_outputs_without_measuring(tmp_path):
     assert (tmp_path / "out" / "again.png").stat().st_size > 10_000
 
 
+def test_replot_without_out_rewrites_beside_the_record_not_the_default_results(tmp_path):
+    report = {"prompt_len": 8, "new_tokens": 4, "repeats": 1, "copy_bandwidth_gb_per_s": 100.0,
+              "environment": {"gpu": "test GPU"},
+              "rows": [latency_common.row("2.8b", latency_common.IMPLS[1], 0.05, 0.004, 6 * 10**9, 5 * 10**9, 100.0)]}
+    source = tmp_path / "earlier.json"
+    source.write_text(json.dumps(report))
+    args = bench_latency.parse_args(["--replot", str(source)])
+    assert (Path(args.out), args.name) == (tmp_path, "earlier")
+    bench_latency.main(["--replot", str(source)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier.csv", "earlier.json", "earlier.png"]
+    assert json.loads(source.read_text()) == report
+    measured = bench_latency.parse_args([])
+    assert (Path(measured.out), measured.name) == (Path(bench_latency.__file__).parent / "results", "latency_h200")
+
+
 # -- Mamba2 rows (benchmarks/latency_mamba2.py) ---------------------------------------------------------------------
 
 import latency_mamba2  # noqa: E402

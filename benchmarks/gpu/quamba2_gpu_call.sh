@@ -18,7 +18,7 @@
 #   BASELINE_KERNELS=DIR (a carried folder of plugins/kernels files, e.g. the files a change replaced, from git show):
 #   phase 1 also builds a copy of the tree with those files in place, and PROFILE=1 times the 4-bit linears with it
 #   too (kernel_timing_int4_baseline.json): the before and after of a kernel change in one run.
-# Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run), TESTS (tests/test_device_greedy.py
+# Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run; JOBS= runs none), TESTS (tests/test_device_greedy.py
 #   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
 #   SANITIZE_S (80), W4_S (220), LATENCY (1), PROFILE (0), PROFILE_S (150 per profiling command), PROFILE_LAUNCHES (24),
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
@@ -54,7 +54,7 @@ job() {
 
 # pytest -q prints F at once but the failure's text only at the end: -x would hide the rest, so a junit file keeps
 # every result even when the timeout cuts the run
-JOBS=" ${JOBS:-tests harness trtw4} "
+JOBS=" ${JOBS-tests harness trtw4} "  # unset: all three; empty: none
 [[ $JOBS == *" tests "* ]] && job tests "python3 -c 'from edge_quamba.ops.cuda_ops import load_extension; load_extension()' > \$OUT/extension_build.log 2>&1 &&
            timeout ${TESTS_S:-240} python3 -m pytest -q -rfEs --tb=short -m cuda --junitxml=\$OUT/cuda_tests.xml $TESTS"
 [[ $JOBS == *" harness "* ]] && job harness "TRT_INCLUDE_2= MAIN_SET=${HARNESS_SET:-model} DEADLINE=${HARNESS_S:-200} SANITIZERS=${SANITIZERS:-1} \
