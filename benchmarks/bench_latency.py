@@ -19,9 +19,9 @@ Rows, per shape:
                        device: greedy on the GPU inside the decode graph (the argmax writes the next step's token
                          buffer; the id goes to pinned host memory asynchronously; the host enqueues step t + 1
                          before it reads token t): ``generate``'s path for greedy decoding on --backend cuda.
-                       host (row name + " host-argmax"; the path of every record before 2026-12-08): per token the
-                         host writes the token, replays the logits graph, clones the logits, takes their argmax and
-                         waits for it before the next step.
+                       host (row name + " host-argmax"; the path of every record before step S1): per token the host
+                         writes the token, replays the logits graph, clones the logits, takes their argmax and waits
+                         for it before the next step.
                        ``graph_ms``: one replay of that row's decode graph alone (back-to-back replays between CUDA
                        events, no host round trip per token): the floor the streaming loop approaches.
                        ``host_ms_per_token`` = tpot_ms - graph_ms: the host time per token the GPU waits for (outside
@@ -153,7 +153,7 @@ def random_tensor(key: str, shape, dtype, config: MambaConfig, gen: torch.Genera
 
 
 def bench_edge_quamba(shape, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels, bits="w8a8",
-                      impl=IMPLS[0], token_choices=TOKEN_CHOICES, prefill_graphs=False) -> list[dict]:
+                      impl=IMPLS[0], token_choices=TOKEN_CHOICES, prefill_graphs=True) -> list[dict]:
     from edge_quamba.errors import BackendUnavailableError
     from edge_quamba.runtime.cuda_backend import CudaBackend, require_cuda_kernels
 
@@ -215,11 +215,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-profile", action="store_true", help="skip the per-kernel table of the edge-quamba rows")
     parser.add_argument("--token-choice", choices=(*TOKEN_CHOICES, "both"), default="both",
                         help="edge-quamba rows: greedy token chosen on the GPU inside the decode graph (device), "
-                        "by the host after each step (host: the path before 2026-12-08), or both on the same backend")
-    parser.add_argument("--prefill", choices=("eager", "graphs"), default="eager",
-                        help="edge-quamba rows: prefill eagerly from Python (the default path) or in chunk graphs "
-                        "(edge_quamba/runtime/cuda_prefill.py, opt-in; TTFT then excludes each chunk length's "
-                        "one-time capture, done in the warm-up run)")
+                        "by the host after each step (host: the path before step S1), or both on the same backend")
+    parser.add_argument("--prefill", choices=("eager", "graphs"), default="graphs",
+                        help="edge-quamba rows: prefill in chunk graphs (edge_quamba/runtime/cuda_prefill.py, the "
+                        "cuda backend's default; the prompt's graphs are captured before the warm-up run, so TTFT "
+                        "excludes the one-time capture) or eagerly from Python, one forward (the path before P1)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: benchmarks/results; with --replot: the JSON's folder)")
     parser.add_argument("--name", default=None,

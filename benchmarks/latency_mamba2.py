@@ -93,7 +93,7 @@ def random_tensor(key: str, shape, dtype, gen: torch.Generator, device) -> torch
 
 
 def bench_edge_quamba(shape, bits, impl, prompt, new_tokens, repeats, seed, copy_bw, profile_kernels,
-                      vocab_size, token_choices, prefill_graphs=False) -> list[dict]:
+                      vocab_size, token_choices, prefill_graphs=True) -> list[dict]:
     from edge_quamba.errors import BackendUnavailableError
     from edge_quamba.runtime.cuda_backend import CudaBackend
 

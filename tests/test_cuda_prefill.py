@@ -4,10 +4,11 @@ continue one another's states.
 CPU: the chunk decomposition; for every format the quantizer writes (Mamba1 and Mamba2 at W8A8, W4A8, W4A16, random
 weights from the latency benchmark's builders), the chunks run eagerly give states bit-equal to one-shot prefill's
 (W4A16: within float rounding, :data:`STATE_RTOL`) and last-position logits within float32 GEMM rounding of
-its last row; the backend's chunked prefill then decodes the
-same greedy tokens as its eager prefill; it is off by default.
+its last row; the backend's chunked prefill then decodes the same greedy tokens as its eager prefill; it is the
+default; a chunk length runs eagerly on its first use, is captured on its second and replayed after, and ``prepare``
+captures ahead (a stand-in graph class counts the captures).
 GPU (marker ``cuda``): the same through the captured chunk graphs, prompts across the 512-token chunk, and prefills
-of other lengths one after another on one backend.
+of other lengths one after another on one backend, each twice (first uses eager, then captures and replays).
 """
 
 import copy
@@ -126,9 +127,48 @@ def test_backend_chunked_prefill_decodes_as_eager_prefill(arch):
         assert greedy(chunked, prompt(n, seed=n)) == greedy(eager, prompt(n, seed=n))
 
 
-def test_prefill_stays_eager_by_default():
-    assert cuda_prefill.PREFILL_GRAPHS_BY_DEFAULT is False
-    assert cpu_backend(random_model("mamba1", "w8a8")).chunked is None
+def test_prefill_runs_in_chunks_by_default():
+    assert cuda_prefill.PREFILL_GRAPHS_BY_DEFAULT is True
+    assert isinstance(cpu_backend(random_model("mamba1", "w8a8")).chunked, PrefillGraphs)
+
+
+class EagerStandInGraph:
+    """What ChunkGraph gives the prefill (ids, graph.replay(), logits), computed eagerly on the CPU; counts captures."""
+
+    captures: list[int] = []
+
+    def __init__(self, model, states, length, pool, warmup_steps):
+        EagerStandInGraph.captures.append(length)
+        self.ids = torch.zeros((1, length), dtype=torch.long)
+        self.graph = self
+        self.model, self.states = model, states
+
+    def replay(self):
+        self.logits, new_states = last_position_logits(self.model, self.ids, self.states)
+        cuda_prefill.copy_states(self.states, new_states)
+
+
+def test_a_chunk_length_runs_eagerly_first_is_captured_second_and_replayed_after(monkeypatch):
+    monkeypatch.setattr(cuda_prefill, "ChunkGraph", EagerStandInGraph)
+    monkeypatch.setattr(EagerStandInGraph, "captures", [])
+    model = random_model("mamba1", "w8a8")
+    prefill = PrefillGraphs(model, model.empty_states(1), graph=True, max_chunk=8)
+    eager_only = PrefillGraphs(model, model.empty_states(1), graph=False, max_chunk=8)
+    captured_before = []
+    for n in (13, 13, 13, 5):  # 8 + 4 + 1, three times, then 4 + 1
+        captured_before.append(sorted(EagerStandInGraph.captures))
+        logits = prefill.run(prompt(n, seed=n)).clone()
+        assert torch.equal(logits, eager_only.run(prompt(n, seed=n)))
+        for got, want in zip(prefill.states, eager_only.states):
+            assert torch.equal(got.conv_state, want.conv_state) and torch.equal(got.ssm_state, want.ssm_state)
+    assert captured_before == [[], [], [1, 4, 8], [1, 4, 8]]  # the second run of 13 captured its three lengths
+    assert sorted(EagerStandInGraph.captures) == [1, 4, 8] and prefill.ran_eagerly == {1, 4, 8}
+    prefill.prepare(16 + 2)  # 8 + 8 + 2: only 2 is new
+    assert sorted(EagerStandInGraph.captures) == [1, 2, 4, 8]
+    eager_only.prepare(13)
+    eager_only.run(prompt(13))
+    eager_only.run(prompt(13))
+    assert sorted(EagerStandInGraph.captures) == [1, 2, 4, 8] and not eager_only.ran_eagerly
 
 
 # ---------------------------------------------------------------- GPU
@@ -140,9 +180,10 @@ def test_cuda_chunk_graphs_equal_eager_prefill(arch, bits):
     model = random_model(arch, bits)
     graphs = cuda_backend.CudaBackend(copy.deepcopy(model), prefill_graphs=True)
     eager = cuda_backend.CudaBackend(copy.deepcopy(model), prefill_graphs=False)
-    for n in (700, 1, 37, 512):  # across the 512 chunk, then shorter prompts on the same graphs
+    for n in (700, 1, 37, 512) * 2:  # across the 512 chunk, shorter prompts; first uses eager, then graphs
         tokens = prompt(n, seed=n)
         logits = graphs.prefill_last(tokens).clone()
         ref_logits = eager.prefill_last(tokens)
         assert_same_prefill(logits, graphs.states, ref_logits, eager.states, STATE_RTOL.get((arch, bits), 0.0))
         assert greedy(graphs, tokens, 8) == greedy(eager, tokens, 8)
+    assert sorted(graphs.chunked.graphs) == [1, 4, 8, 16, 32, 128, 512]  # every length used twice: captured

@@ -150,15 +150,15 @@ def cpu_backend(model, graph=False, prefill_graphs=None):
     return backend
 
 
-def test_the_host_path_is_the_default_until_the_device_path_has_run_on_a_gpu(tiny_model):
+def test_greedy_generation_chooses_on_the_device_by_default(tiny_model):
     backend = cpu_backend(tiny_model)
-    assert generate_module.DEVICE_GREEDY_BY_DEFAULT is False
-    assert device_greedy_decoder(backend, GREEDY, 100) is None
-    assert generate(backend, StubTokenizer(100), [1, 2], 4, GREEDY).token_choice == "host"
+    assert generate_module.DEVICE_GREEDY_BY_DEFAULT is True
+    assert device_greedy_decoder(backend, GREEDY, 100) is backend.device_greedy(100)
+    assert generate(backend, StubTokenizer(100), [1, 2], 4, GREEDY).token_choice == "device"
+    assert generate(backend, StubTokenizer(100), [1, 2], 4, GREEDY, device_greedy=False).token_choice == "host"
 
 
-def test_paths_and_one_line_errors(tiny_model, monkeypatch):
-    monkeypatch.setattr(generate_module, "DEVICE_GREEDY_BY_DEFAULT", True)  # the selection once it is the default
+def test_paths_and_one_line_errors(tiny_model):
     backend = cpu_backend(tiny_model)
     ref = TorchReferenceBackend(tiny_model)
     sampled = SamplingConfig(temperature=0.8, seed=3)

@@ -80,7 +80,11 @@ def time_once(backend: Backend, prompt: list[int], new_tokens: int,
 def median_timings(backend: Backend, prompt: list[int], new_tokens: int, repeats: int,
                    decoder: DeviceGreedy | None = None) -> tuple[float, float]:
     """Medians of (ttft, tpot) seconds over ``repeats`` runs of :func:`time_once` after one dropped warm-up run
-    (allocation, graph optimization, caches)."""
+    (allocation, graph optimization, caches); a backend that captures prefill graphs per prompt length
+    (``prepare_prefill``: ``--backend cuda``) captures this prompt's first, so no timed run includes a capture."""
+    prepare = getattr(backend, "prepare_prefill", None)
+    if prepare is not None:
+        prepare(len(prompt))
     time_once(backend, prompt, new_tokens, decoder)
     runs = [time_once(backend, prompt, new_tokens, decoder) for _ in range(repeats)]
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)

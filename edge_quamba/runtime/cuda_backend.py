@@ -28,9 +28,10 @@ Decode: ``model.step`` on a static token buffer and static per-layer states is c
 ``torch.cuda.CUDAGraph`` (after warm-up steps on a side stream); inside the graph the new states are copied back into
 the static buffers (two ``_foreach_copy_`` launches: int8 conv states, float32 scan states), so each replay advances
 the sequence by one token. A decode step is then: write the token id into the static buffer, replay, read the static
-logits. Prefill runs eagerly (``model.forward`` on the whole prompt) and copies its final states into the static
-buffers; or, opt-in (``prefill_graphs``), as power-of-two chunks replayed from captured graphs that continue the
-static states in place (:mod:`edge_quamba.runtime.cuda_prefill`). The backend therefore holds ONE sequence:
+logits. Prefill runs as power-of-two chunks replayed from captured graphs that continue the static states in place
+(:mod:`edge_quamba.runtime.cuda_prefill`; a chunk length's first use runs eagerly, its second captures); or, with
+``prefill_graphs=False``, eagerly (``model.forward`` on the whole prompt), copying its final states into the static
+buffers. The backend therefore holds ONE sequence:
 ``decode`` refuses states from any prefill but the latest.
 
 Greedy decoding on the GPU (``device_greedy(usable_vocab)``, used by ``generate`` when sampling is greedy): a second
@@ -288,6 +289,12 @@ class CudaBackend:
         if usable not in self.greedy:
             self.greedy[usable] = CudaGreedy(self, usable)
         return self.greedy[usable]
+
+    def prepare_prefill(self, n_tokens: int) -> None:
+        """Capture the prefill graphs a prompt of ``n_tokens`` uses, so that its prefill only replays (call it before
+        timing; nothing to do with eager prefill)."""
+        if self.chunked is not None:
+            self.chunked.prepare(n_tokens)
 
     @torch.inference_mode()
     def prefill_last(self, tokens: list[int]) -> Tensor:

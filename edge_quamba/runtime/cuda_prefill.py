@@ -1,11 +1,14 @@
-"""Prefill in CUDA graphs for ``--backend cuda`` (issue 20, step P1 of benchmarks/DECODE_PLAN.md). OPT-IN.
+"""Prefill in CUDA graphs for ``--backend cuda`` (issue 20, step P1 of benchmarks/DECODE_PLAN.md), the default.
 
 Eager prefill runs the model from Python, one launch after another, and at 2.8b most of its 59.7 ms (H200) is launch
 and Python time. Here a prompt of n tokens runs as chunks: MAX_CHUNK tokens as often as they fit, then the binary
 decomposition of the rest, largest first (700 -> 512 + 128 + 32 + 16 + 8 + 4; :func:`chunk_lengths`). Each chunk
-length has one captured graph (made on its first use, all in the decode graphs' memory pool) that reads its chunk's
-token ids from a static buffer and the static per-layer states, and writes the new states back into them, so the
-chunks continue one another as decode steps do. Only the last position goes through norm_f and lm_head
+length has one captured graph (all in the decode graphs' memory pool) that reads its chunk's token ids from a static
+buffer and the static per-layer states, and writes the new states back into them, so the chunks continue one another
+as decode steps do. A length's first use runs its chunk eagerly (the same ops; it also warms up cuBLAS and the
+allocator), its second use captures the graph (warm-up steps and the capture, then the replay), later uses replay
+it: a single prompt (``run``) pays no capture, a server's repeated lengths do once, and ``prepare`` captures a prompt
+length's graphs ahead of timing (``bench``). Only the last position goes through norm_f and lm_head
 (:func:`last_position_logits`), as in the TensorRT graph.
 
 Exactness: a chunk continues from the states exactly as the next tokens of one prompt would (the conv reads its
@@ -18,8 +21,8 @@ float rounding there. The last position's logits come from a one-row lm_head GEM
 GEMM rounding of the one-shot prefill's last row (its summation order may differ), not bit-equal. Padded buckets
 would not be exact (a padding token advances the state), hence the decomposition.
 
-Opt-in (:data:`PREFILL_GRAPHS_BY_DEFAULT`) until it has run on a GPU: it was written on a machine without one, and
-whether every op of every format's prefill path is capturable (no host sync inside) is only known there.
+Measured on an H100 (benchmarks/results/latency_quamba2_h100_p1.json, 512-token prompt): 2.8b int8 TTFT 71.0 ->
+22.2 ms; every format of Mamba1 and Mamba2 captures (tests/test_cuda_prefill.py's cuda tests passed there).
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from edge_quamba.models.mamba import LayerState, MambaLM
 
 MAX_CHUNK = 512
 """The longest chunk a graph is captured for; longer prompts replay its graph several times."""
-PREFILL_GRAPHS_BY_DEFAULT = False
-"""Whether ``CudaBackend`` prefills through chunk graphs when not told. False until tests/test_cuda_prefill.py's cuda
-tests have passed on a GPU: until then prefill stays eager, the path whose tests have."""
+PREFILL_GRAPHS_BY_DEFAULT = True
+"""Whether ``CudaBackend`` prefills through chunk graphs when not told (``prefill_graphs=False``: the whole prompt
+eagerly, one forward)."""
 
 
 def chunk_lengths(n: int, max_chunk: int = MAX_CHUNK) -> list[int]:
@@ -83,15 +86,30 @@ def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
 
 
 class PrefillGraphs:
-    """Chunked prefill of one model into its backend's static ``states`` (module docstring). ``run`` replays the
-    chunk graphs (capturing a length's graph on its first use: call it once before timing); ``graph=False`` runs the
-    same chunks eagerly (the CPU tests: no CUDA there)."""
+    """Chunked prefill of one model into its backend's static ``states`` (module docstring). ``run`` runs a chunk
+    length eagerly on its first use, captures its graph on the second and replays it after; ``prepare`` captures
+    ahead; ``graph=False`` runs every chunk eagerly (the CPU tests: no CUDA there)."""
 
     def __init__(self, model: MambaLM, states: list[LayerState], pool=None, graph: bool = True,
                  max_chunk: int = MAX_CHUNK, warmup_steps: int = 2):
         self.model, self.states, self.pool, self.graph = model, states, pool, graph
         self.max_chunk, self.warmup_steps = max_chunk, warmup_steps
         self.graphs: dict[int, ChunkGraph] = {}
+        self.ran_eagerly: set[int] = set()  # chunk lengths used once, without a graph yet
+
+    def captured(self, length: int) -> ChunkGraph:
+        """The graph of chunk ``length``, captured now if it has none (the static states are not changed)."""
+        if length not in self.graphs:
+            self.graphs[length] = ChunkGraph(self.model, self.states, length, self.pool, self.warmup_steps)
+        return self.graphs[length]
+
+    @torch.inference_mode()
+    def prepare(self, n_tokens: int) -> None:
+        """Capture the graphs a prompt of ``n_tokens`` runs through, so that its next prefill only replays (call it
+        before timing). Nothing to do with ``graph=False``."""
+        if self.graph:
+            for length in set(chunk_lengths(n_tokens, self.max_chunk)):
+                self.captured(length)
 
     @torch.inference_mode()
     def run(self, tokens: list[int]) -> Tensor:
@@ -104,14 +122,14 @@ class PrefillGraphs:
         for length in chunk_lengths(len(tokens), self.max_chunk):
             chunk = ids[:, start:start + length]
             start += length
-            if not self.graph:
-                logits, new_states = last_position_logits(self.model, chunk, self.states)
-                copy_states(self.states, new_states)
+            if length in self.graphs or length in self.ran_eagerly:  # the second use captures
+                graph = self.captured(length)
+                graph.ids.copy_(chunk)
+                graph.graph.replay()
+                logits = graph.logits
                 continue
-            if length not in self.graphs:
-                self.graphs[length] = ChunkGraph(self.model, self.states, length, self.pool, self.warmup_steps)
-            captured = self.graphs[length]
-            captured.ids.copy_(chunk)
-            captured.graph.replay()
-            logits = captured.logits
+            logits, new_states = last_position_logits(self.model, chunk, self.states)
+            copy_states(self.states, new_states)
+            if self.graph:
+                self.ran_eagerly.add(length)
         return logits
