@@ -20,7 +20,7 @@
 #   too (kernel_timing_int4_baseline.json): the before and after of a kernel change in one run.
 # Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run; JOBS= runs none), TESTS (tests/test_device_greedy.py
 #   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
-#   SANITIZE_S (80), W4_S (220), LATENCY (1), PROFILE (0), PROFILE_S (150 per profiling command), PROFILE_LAUNCHES (24),
+#   SANITIZE_S (80), W4_S (220), LATENCY (1), PROFILE (0), PROFILE_NCU (1; 0: no ncu), PROFILE_S (150 per profiling command), PROFILE_LAUNCHES (24),
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
 #   mamba_ssm), LATENCY_S (260), PREFILL (eager; graphs: the opt-in chunk-graph prefill, bench_latency --prefill).
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists.
@@ -78,7 +78,7 @@ if [ "$LATENCY" = 1 ]; then
       --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "${PREFILL:-eager}" --name latency_quamba2 > "$B/latency.log" 2>&1
   stamp "latency: rc $?"
 fi
-if [ "${PROFILE:-0}" = 1 ]; then
+if [ "${PROFILE:-0}" = 1 ] && [ "${PROFILE_NCU:-1}" = 1 ]; then
   stamp "profile: start"
   timeout "${PROFILE_S:-150}" ncu --clock-control none --launch-count "${PROFILE_LAUNCHES:-24}" \
       -k 'regex:^(w4a|int8_gemv|int32_epilogue|hadamard|selective|causal|rms_norm|gated_rms|quantize|ssd)' \
@@ -86,6 +86,8 @@ if [ "${PROFILE:-0}" = 1 ]; then
       --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
       python3 benchmarks/kernel_timing.py --profile-once > "$B/ncu_l1.txt" 2>&1
   stamp "profile ncu: rc $?"
+fi
+if [ "${PROFILE:-0}" = 1 ]; then
   timeout "${PROFILE_S:-150}" python3 benchmarks/kernel_timing.py --int4-only --out "$B/kernel_timing_int4.json" \
       > "$B/kernel_timing_int4.log" 2>&1
   stamp "profile kernel_timing --int4-only: rc $?"

@@ -37,6 +37,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kUnroll = 4;
+constexpr int kMinBlocks = 5;  // resident blocks per SM the registers must allow (<= 51 a thread): 660 on an H100
 constexpr int kMaxSharedBytes = 48 * 1024;
 
 // A chunk of CPC codes: CPC / 8 words of w_packed and CPC bytes of x.
@@ -108,7 +109,7 @@ __device__ __forceinline__ float group_term(int sum16, float x_scale, float w_sc
 // zeroed and no atomics. Otherwise (groups wider than a team) integer atomics gather the group sums first and the
 // walk forms the terms. Either way the walk adds the terms in ascending group order: the same rounded operations.
 template <int CPC, int MB, bool QUANT, bool WHOLE>
-__global__ void __launch_bounds__(kThreads) w4a8_gemv_kernel(Problem p, int tpr_log2) {
+__global__ void __launch_bounds__(kThreads, kMinBlocks) w4a8_gemv_kernel(Problem p, int tpr_log2) {
     extern __shared__ int smem[];  // [rows][MB][G]: float terms (WHOLE) or int32 sums of 16 * code * x
     float* terms = reinterpret_cast<float*>(smem);
     const int tpr = 1 << tpr_log2;
