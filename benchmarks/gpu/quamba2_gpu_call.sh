@@ -22,7 +22,7 @@
 #   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
 #   SANITIZE_S (80), W4_S (220), LATENCY (1), PROFILE (0), PROFILE_NCU (1; 0: no ncu), PROFILE_S (150 per profiling command), PROFILE_LAUNCHES (24),
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
-#   mamba_ssm), LATENCY_S (260), PREFILL (eager; graphs: the opt-in chunk-graph prefill, bench_latency --prefill).
+#   mamba_ssm), LATENCY_S (260), PREFILL (graphs, the cuda backend's default; eager: one forward; bench_latency --prefill).
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists.
 set -u
 OUT=${OUT:-gpu-out}
@@ -75,7 +75,7 @@ if [ "$LATENCY" = 1 ]; then
   stamp "latency: start"
   mkdir -p "$B/latency"
   timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
-      --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "${PREFILL:-eager}" --name latency_quamba2 > "$B/latency.log" 2>&1
+      --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "${PREFILL:-graphs}" --name latency_quamba2 > "$B/latency.log" 2>&1
   stamp "latency: rc $?"
 fi
 if [ "${PROFILE:-0}" = 1 ] && [ "${PROFILE_NCU:-1}" = 1 ]; then
