@@ -132,10 +132,15 @@ def test_keep_sm90_leaves_one_gencode_pair_and_valid_python():
         keep_sm90(SETUP_SNIPPET.replace("compute_90,code=sm_90", "compute_89,code=sm_89"))
 
 
+def small_record() -> dict:
+    """A one-row bench_latency record, as a run writes it."""
+    return {"prompt_len": 8, "new_tokens": 4, "repeats": 1, "copy_bandwidth_gb_per_s": 100.0,
+            "environment": {"gpu": "test GPU"},
+            "rows": [latency_common.row("2.8b", latency_common.IMPLS[1], 0.05, 0.004, 6 * 10**9, 5 * 10**9, 100.0)]}
+
+
 def test_replot_rewrites_outputs_without_measuring(tmp_path):
-    report = {"prompt_len": 8, "new_tokens": 4, "repeats": 1, "copy_bandwidth_gb_per_s": 100.0,
-              "environment": {"gpu": "test GPU"},
-              "rows": [latency_common.row("2.8b", latency_common.IMPLS[1], 0.05, 0.004, 6 * 10**9, 5 * 10**9, 100.0)]}
+    report = small_record()
     source = tmp_path / "earlier.json"
     source.write_text(json.dumps(report))
     bench_latency.main(["--replot", str(source), "--out", str(tmp_path / "out"), "--name", "again"])
@@ -144,9 +149,7 @@ def test_replot_rewrites_outputs_without_measuring(tmp_path):
 
 
 def test_replot_without_out_rewrites_beside_the_record_not_the_default_results(tmp_path):
-    report = {"prompt_len": 8, "new_tokens": 4, "repeats": 1, "copy_bandwidth_gb_per_s": 100.0,
-              "environment": {"gpu": "test GPU"},
-              "rows": [latency_common.row("2.8b", latency_common.IMPLS[1], 0.05, 0.004, 6 * 10**9, 5 * 10**9, 100.0)]}
+    report = small_record()
     source = tmp_path / "earlier.json"
     source.write_text(json.dumps(report))
     args = bench_latency.parse_args(["--replot", str(source)])
