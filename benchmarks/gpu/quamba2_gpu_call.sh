@@ -14,10 +14,12 @@
 #   LATENCY_S; each row is printed as a JSON line as it finishes and the JSON/CSV are rewritten after each shape, so a
 #   cut-off run keeps its finished shapes. LATENCY=0 skips it. PROFILE=1 then adds, still alone on the GPU: Nsight
 #   Compute over one eager call of each kernel of benchmarks/kernel_timing.py (--profile-once; the l = 1 kernels come
-#   first, PROFILE_LAUNCHES of them), and kernel_timing.py --int4-only (the 4-bit linears timed in CUDA graphs).
+#   first, PROFILE_LAUNCHES of them), and kernel_timing.py $KERNEL_TIMING_ARGS (default --int4-only: the 4-bit
+#   linears timed in CUDA graphs; KERNEL_TIMING_ARGS= times every kernel of a 2.8b layer and the chains).
 #   BASELINE_KERNELS=DIR (a carried folder of plugins/kernels files, e.g. the files a change replaced, from git show):
 #   phase 1 also builds a copy of the tree with those files in place, and PROFILE=1 times the 4-bit linears with it
-#   too (kernel_timing_int4_baseline.json): the before and after of a kernel change in one run.
+#   too (kernel_timing_baseline.json beside kernel_timing.json): the before and after of a kernel change in one run
+#   (benchmarks/kernel_timing_ab.py makes the table).
 # Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run; JOBS= runs none), TESTS (tests/test_device_greedy.py
 #   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
 #   SANITIZE_S (80), W4_S (220), LATENCY (1), PROFILE (0), PROFILE_NCU (1; 0: no ncu), PROFILE_S (150 per profiling command), PROFILE_LAUNCHES (24),
@@ -87,14 +89,15 @@ if [ "${PROFILE:-0}" = 1 ] && [ "${PROFILE_NCU:-1}" = 1 ]; then
       python3 benchmarks/kernel_timing.py --profile-once > "$B/ncu_l1.txt" 2>&1
   stamp "profile ncu: rc $?"
 fi
+KT_ARGS=${KERNEL_TIMING_ARGS---int4-only}
 if [ "${PROFILE:-0}" = 1 ]; then
-  timeout "${PROFILE_S:-150}" python3 benchmarks/kernel_timing.py --int4-only --out "$B/kernel_timing_int4.json" \
-      > "$B/kernel_timing_int4.log" 2>&1
-  stamp "profile kernel_timing --int4-only: rc $?"
+  timeout "${PROFILE_S:-150}" python3 benchmarks/kernel_timing.py $KT_ARGS --out "$B/kernel_timing.json" \
+      > "$B/kernel_timing.log" 2>&1
+  stamp "profile kernel_timing $KT_ARGS: rc $?"
   if [ -n "${BASELINE_KERNELS:-}" ]; then
-    (cd $BASE && PYTHONPATH=$BASE timeout "${PROFILE_S:-150}" python3 benchmarks/kernel_timing.py --int4-only \
-        --out "$B/kernel_timing_int4_baseline.json" > "$B/kernel_timing_int4_baseline.log" 2>&1)
-    stamp "profile kernel_timing --int4-only, baseline kernels: rc $?"
+    (cd $BASE && PYTHONPATH=$BASE timeout "${PROFILE_S:-150}" python3 benchmarks/kernel_timing.py $KT_ARGS \
+        --out "$B/kernel_timing_baseline.json" > "$B/kernel_timing_baseline.log" 2>&1)
+    stamp "profile kernel_timing $KT_ARGS, baseline kernels: rc $?"
   fi
 fi
 for name in $JOBS; do echo "=== $name"; tail -12 "$B/$name.log"; done
