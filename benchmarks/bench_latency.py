@@ -89,9 +89,9 @@ from latency_common import (FOUR_BIT_IMPLS, IMPLS, TOKEN_CHOICES, bench_mamba_ss
 SHAPES = {"130m": (768, 24), "370m": (1024, 48), "1.4b": (2048, 48), "2.8b": (2560, 64)}
 """name -> (d_model, n_layer) of the public state-spaces/mamba-* checkpoints."""
 SHAPE_ORDER = (*SHAPES, *latency_mamba2.SHAPES)
+"""How the plot orders the shapes: by architecture and size, not run order."""
 SHAPE_NAMES = {**{s: f"Mamba1 {s}" for s in SHAPES}, **{s: f"Mamba2 {s[3:]}" for s in latency_mamba2.SHAPES}}
 """--shapes name -> the README's name of the shape."""
-"""How the plot orders the shapes: by architecture and size, not run order."""
 VOCAB = 50277  # the GPT-NeoX tokenizer's size; padded to a multiple of 8: 50280 embedding rows
 PADDED_VOCAB = VOCAB + (-VOCAB) % 8
 SYNTHETIC_AMAX = {"in_proj_input": 4.0, "xz": 8.0, "u": 4.0, "dbc": 8.0, "dt": 4.0, "out_proj_input": 4.0,

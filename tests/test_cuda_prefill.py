@@ -6,7 +6,8 @@ weights from the latency benchmark's builders), the chunks run eagerly give stat
 (W4A16: within float rounding, :data:`STATE_RTOL`) and last-position logits within float32 GEMM rounding of
 its last row; the backend's chunked prefill then decodes the same greedy tokens as its eager prefill; it is the
 default; a chunk length runs eagerly on its first use, is captured on its second and replayed after, and ``prepare``
-captures ahead (a stand-in graph class counts the captures).
+captures ahead (a stand-in graph class counts the captures), and bench captures before its warm-up run; the
+capture mechanism shared with the decode graphs (capture_graph) with recorders in place of torch.cuda's streams.
 GPU (marker ``cuda``): the same through the captured chunk graphs, prompts across the 512-token chunk, and prefills
 of other lengths one after another on one backend, each twice (first uses eager, then captures and replays).
 """
@@ -169,6 +170,58 @@ def test_a_chunk_length_runs_eagerly_first_is_captured_second_and_replayed_after
     eager_only.run(prompt(13))
     eager_only.run(prompt(13))
     assert sorted(EagerStandInGraph.captures) == [1, 2, 4, 8] and not eager_only.ran_eagerly
+
+
+def test_bench_captures_the_prompts_graphs_before_its_warm_up_run(monkeypatch):
+    """bench's median_timings calls the backend's prepare_prefill first, so no timed (or warm-up) prefill runs a
+    chunk eagerly or captures one."""
+    from edge_quamba.runtime.bench import median_timings
+
+    monkeypatch.setattr(cuda_prefill, "ChunkGraph", EagerStandInGraph)
+    monkeypatch.setattr(EagerStandInGraph, "captures", [])
+    backend = cpu_backend(random_model("mamba1", "w8a8"), prefill_graphs=True)
+    backend.chunked.graph = True  # chunk graphs (stand-ins) on this CPU backend
+    median_timings(backend, prompt(13), 3, 2)
+    assert sorted(EagerStandInGraph.captures) == chunk_lengths(13)[::-1] and not backend.chunked.ran_eagerly
+
+
+def test_capture_graph_warms_up_on_a_side_stream_then_captures_the_body_once(monkeypatch):
+    """The capture mechanism of the decode and chunk graphs, with torch.cuda's streams and graphs replaced by
+    recorders (no CUDA here): warm-up runs warmup_steps times inside the side stream, the body once inside the graph
+    (in the pool given), and the body's output is returned with the graph."""
+    events = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __enter__(self):
+            events.append(f"enter {self.name}")
+
+        def __exit__(self, *exc):
+            events.append(f"exit {self.name}")
+
+    class FakeStream:
+        def __init__(self, device=None):
+            self.name = "side"
+
+        def wait_stream(self, other):
+            events.append(f"{self.name} waits for {other.name}")
+
+    current = FakeStream()
+    current.name = "current"
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: Recorder(f"stream {stream.name}"))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: "graph")
+    monkeypatch.setattr(torch.cuda, "graph", lambda graph, pool: Recorder(f"capture into {graph}, pool {pool}"))
+
+    graph, out = cuda_prefill.capture_graph(torch.device("cpu"), "pool", lambda: events.append("warmup"), 2,
+                                            lambda: events.append("body") or "static output")
+    assert (graph, out) == ("graph", "static output")
+    assert events == ["side waits for current", "enter stream side", "warmup", "warmup", "exit stream side",
+                      "current waits for side", "enter capture into graph, pool pool", "body",
+                      "exit capture into graph, pool pool"]
 
 
 # ---------------------------------------------------------------- GPU

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from edge_quamba.errors import BackendUnavailableError, InputError
 from edge_quamba.folders import ModelFolder, load_reference_model
 from edge_quamba.models.mamba import LayerState, MambaLM
-from edge_quamba.runtime.cuda_prefill import PREFILL_GRAPHS_BY_DEFAULT, PrefillGraphs, copy_states
+from edge_quamba.runtime.cuda_prefill import PREFILL_GRAPHS_BY_DEFAULT, PrefillGraphs, capture_graph, copy_states
 from edge_quamba.runtime.sampling import check_greedy_maximum
 
 WARMUP_STEPS = 2
@@ -262,22 +262,21 @@ class CudaBackend:
     def capture(self, greedy_vocab: int | None = None) -> tuple[torch.cuda.CUDAGraph, Tensor]:
         """Capture one decode step (reads self.token and self.states, writes self.states; with ``greedy_vocab``
         also writes its greedy choice into self.token and self.top) -> (graph, its static logits (1, v))."""
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            scratch = record_views(torch.zeros(16, dtype=torch.uint8, device=self.device))
-            for _ in range(WARMUP_STEPS):  # states are not copied back: warm-up leaves them untouched
-                logits, _ = self.model.step(self.token, self.states)
-                if greedy_vocab is not None:  # into scratch: self.token is the live sequence's next input
-                    greedy_choice_(logits, greedy_vocab, *scratch)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        scratch = record_views(torch.zeros(16, dtype=torch.uint8, device=self.device))
+
+        def warmup() -> None:  # states are not copied back: warm-up leaves them untouched
+            logits, _ = self.model.step(self.token, self.states)
+            if greedy_vocab is not None:  # into scratch: self.token is the live sequence's next input
+                greedy_choice_(logits, greedy_vocab, *scratch)
+
+        def step() -> Tensor:
             logits, new_states = self.model.step(self.token, self.states)
             copy_states(self.states, new_states)
             if greedy_vocab is not None:
                 greedy_choice_(logits, greedy_vocab, self.token, self.top)
-        return graph, logits
+            return logits
+
+        return capture_graph(self.device, self.pool, warmup, WARMUP_STEPS, step)
 
     def device_greedy(self, usable_vocab: int | None = None) -> "CudaGreedy":
         """Greedy decoding on the GPU over the first ``usable_vocab`` logits (all when None; rows past the

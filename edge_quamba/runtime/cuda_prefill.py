@@ -28,6 +28,8 @@ against 50.4-70.9 ms for eager prefill in the other runs of that day; every form
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -60,23 +62,40 @@ def last_position_logits(model: MambaLM, tokens: Tensor, states: list[LayerState
     return model.lm_head(hidden)[:, -1], new_states
 
 
+def capture_graph(device: torch.device, pool, warmup: Callable[[], object], warmup_steps: int,
+                  body: Callable[[], Tensor]) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+    """``warmup()`` ``warmup_steps`` times on a side stream (lazy cuBLAS and kernel initialization, the allocator;
+    it must leave the static buffers as they are), then ``body()`` captured into a graph whose allocations come from
+    ``pool`` -> (the graph, body's return value: a static output each replay rewrites). The decode graphs of
+    cuda_backend.py and the chunk graphs here are made by it."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup_steps):
+            warmup()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = body()
+    return graph, out
+
+
 class ChunkGraph:
     """One captured chunk of ``length`` tokens: static ids (1, length) int64 in, static logits (1, v) out; the
     backend's static states are read and written in place by each replay."""
 
     def __init__(self, model: MambaLM, states: list[LayerState], length: int, pool, warmup_steps: int):
-        device = model.device
-        self.ids = torch.zeros((1, length), dtype=torch.long, device=device)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup_steps):  # functional: the static states are read, not changed
-                last_position_logits(model, self.ids, states)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
-            self.logits, new_states = last_position_logits(model, self.ids, states)
+        self.ids = torch.zeros((1, length), dtype=torch.long, device=model.device)
+
+        def chunk() -> Tensor:
+            logits, new_states = last_position_logits(model, self.ids, states)
             copy_states(states, new_states)
+            return logits
+
+        def warmup() -> None:  # functional: the static states are read, not changed
+            last_position_logits(model, self.ids, states)
+
+        self.graph, self.logits = capture_graph(model.device, pool, warmup, warmup_steps, chunk)
 
 
 def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
