@@ -24,7 +24,8 @@
 #   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
 #   SANITIZE_S (80), W4_S (220), LATENCY (1), PROFILE (0), PROFILE_NCU (1; 0: no ncu), PROFILE_S (150 per profiling command), PROFILE_LAUNCHES (24),
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
-#   mamba_ssm), LATENCY_S (260), PREFILL (graphs, the cuda backend's default; eager: one forward; bench_latency --prefill).
+#   mamba_ssm), LATENCY_S (260, per prefill mode), PREFILL (graphs, the cuda backend's default; eager: one forward;
+#   bench_latency --prefill; a comma list such as graphs,eager times each mode in turn, alone on the GPU).
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists.
 set -u
 OUT=${OUT:-gpu-out}
@@ -73,12 +74,18 @@ if [ "$LATENCY" = 1 ] && [[ ",$LATENCY_IMPLS," == *",mamba_ssm,"* ]]; then
 fi
 wait "${pids[@]}"
 
+PREFILL=${PREFILL:-graphs}
 if [ "$LATENCY" = 1 ]; then
-  stamp "latency: start"
   mkdir -p "$B/latency"
-  timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
-      --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "${PREFILL:-graphs}" --name latency_quamba2 > "$B/latency.log" 2>&1
-  stamp "latency: rc $?"
+  for prefill in ${PREFILL//,/ }; do  # one run per prefill mode; with two modes each record's name says its mode
+    name=latency_quamba2; log=latency
+    [[ $PREFILL == *,* ]] && name=latency_quamba2_prefill_$prefill && log=latency_prefill_$prefill
+    stamp "latency (prefill $prefill): start"
+    timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
+        --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "$prefill" --name "$name" \
+        > "$B/$log.log" 2>&1
+    stamp "latency (prefill $prefill): rc $?"
+  done
 fi
 if [ "${PROFILE:-0}" = 1 ] && [ "${PROFILE_NCU:-1}" = 1 ]; then
   stamp "profile: start"
