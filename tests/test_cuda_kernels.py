@@ -360,7 +360,7 @@ def test_int8_selective_scan_chunks_and_decode_steps_equal_prefill(ext):
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8, 12, 16, 20, 28, 48, 56, 320, 512, 768, 1536, 2048, 3072, 4096, 5120, 7168,
                                8192, 10240, 12288, 14336, 16384])
-@pytest.mark.parametrize("rows", [(1, 1), (2, 37)])
+@pytest.mark.parametrize("rows", [(1, 1), (3,), (2, 37)])  # m > 1: the column split over 8 blocks a row, fewer, none
 def test_hadamard_quantize_exact(ext, n, rows):
     g = gen(n * 13 + rows[1])
     y = torch.randn(*rows, n, generator=g) * 2

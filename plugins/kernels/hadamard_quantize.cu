@@ -15,6 +15,12 @@
 // computes Z[i, j] = sum_r H_m[i, r] X[r, j] in the order r = 0, 1, ..., m - 1 for the rows i of its group (sign
 // flips: exact); then v = Z * c, c = float32(1/sqrt(n)), and q = quantize(v, out_scale) (int8 row contiguous).
 // Shared memory: n float32 when m > 1 or p > 32 E, none otherwise; n <= 16384 (64 KB).
+// COLUMN SPLIT (m > 1, static or gated, few rows: decode): the H_m phase is most of the work (m dependent adds and one
+// IEEE division per output) and one block per row leaves all but one SM idle, so blockIdx.y splits the p columns j of
+// a row into S aligned slices of 2^log_cols columns. Every block of a row redoes the load, the gated norm and the
+// Sylvester stages of the whole row (the same operations, so the same X; registers, shuffles and L2-resident reads)
+// and then forms and stores only the outputs Z[i, j] of its slice. With 2^log_cols <= T / m each thread owns one
+// output (one chain of m adds). The per-token scale (DYNAMIC) needs the whole row's amax: one block per row there.
 // DYNAMIC (per-token scale): the scaled values v = Z * c stay in registers (m = 1, p <= 32 E), go back into X
 // (m = 1, p > 32 E: each column element is read and written by one thread) or into a second buffer of n float32 after
 // X (m > 1: the threads of one column group still read X while others write), so shared memory is 2 n float32 there
@@ -40,6 +46,7 @@ namespace {
 
 constexpr int kMaxThreads = 1024;
 constexpr int kMaxDim = 16384;
+constexpr int64_t kSplitBlocks = 128;  // the column split stops once rows x slices would pass this (about one per SM)
 constexpr int kMaxColumn = 32;  // longest cross-warp column p / (32 E): m = 1, n = 8192 (E 8) or 16384 (E 16)
 constexpr float kAmaxFloor = 1e-5f;  // edge_quamba.quant.primitives.AMAX_FLOOR as float32
 constexpr size_t kStaticSmem = sizeof(unsigned) * (28 + 1);  // the kernel's sign_mask (m <= 28) and amax_bits
@@ -165,10 +172,11 @@ __device__ __forceinline__ void gated_rms_norm(float (&v)[E], const GatedRmsNorm
 enum class Mode { kStatic, kDynamic, kGated };
 
 // M: the H_m factor (1, 12, 20, 28); E: elements per thread; log_p = log2(p), p = n / M; blockDim.x * E == n.
+// log_cols: log2 of the columns of X whose H_m outputs this block forms (blockIdx.y: which slice; log_p: all).
 // kDynamic: per-token scale (prm.y_scale); kGated: Mamba2's gated RMSNorm first (gate), see the file comment.
 template <int M, int E, Mode MODE>
 __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(HadamardQuantizeParams prm, int log_p,
-                                                                       float c, bool vec_loads,
+                                                                       int log_cols, float c, bool vec_loads,
                                                                        GatedRmsNormQuantizeParams gate,
                                                                        bool gate_vec) {
     constexpr bool DYNAMIC = MODE == Mode::kDynamic;
@@ -316,12 +324,32 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
         // H_m over rows: item w = (group g, column j); the rows i = g, g + G, ... of column j, four at a time (four
         // independent sum chains in flight). The signs of H_m row i are the bits of sign_mask[i] (bit r set:
         // H_m[i, r] = +1); z + (-x) is z - x exactly, so each term is __fadd_rn(z, +-x) in the order r = 0 .. m-1.
-        const int G = max(1, min(M, T / p));
-        for (int w = t; w < p * G; w += T) {
-            const int j = w & (p - 1), g = w >> log_p;
+        // Output Z[i, j] scaled, then quantized (static) or kept for the row's scale (DYNAMIC).
+        const auto emit = [&](int i, int j, float z) {
+            const float scaled = __fmul_rn(z, c);
+            if constexpr (DYNAMIC) {
+                X[n + (i << log_p) + j] = scaled;  // the second buffer: X is still being read
+                amax = fmaxf(amax, fabsf(scaled));
+            } else {
+                out[(i << log_p) + j] = quantize_rn(scaled, prm.out_scale);
+            }
+        };
+        // Columns j0 .. j0 + cols - 1 (the column split; all p when gridDim.y == 1).
+        const int cols = 1 << log_cols, j0 = int(blockIdx.y) << log_cols;
+        const int G = max(1, min(M, T >> log_cols));
+        for (int w = t; w < cols * G; w += T) {
+            const int j = j0 + (w & (cols - 1)), g = w >> log_cols;
             float xr[M];
 #pragma unroll
             for (int r = 0; r < M; ++r) xr[r] = X[(r << log_p) + j];
+            if (G == M) {  // one output a thread: a single chain (the four-chain form would form three unused ones)
+                const unsigned signs = sign_mask[g];
+                float z = (signs & 1u) ? xr[0] : -xr[0];
+#pragma unroll
+                for (int r = 1; r < M; ++r) z = __fadd_rn(z, ((signs >> r) & 1u) ? xr[r] : -xr[r]);
+                emit(g, j, z);
+                continue;
+            }
             for (int i0 = g; i0 < M; i0 += 4 * G) {
                 unsigned masks[4];
                 float z[4];
@@ -337,16 +365,7 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
                 }
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
-                    const int i = i0 + u * G;
-                    if (i < M) {
-                        if constexpr (DYNAMIC) {
-                            const float scaled = __fmul_rn(z[u], c);
-                            X[n + (i << log_p) + j] = scaled;  // the second buffer: X is still being read
-                            amax = fmaxf(amax, fabsf(scaled));
-                        } else {
-                            out[(i << log_p) + j] = quantize_rn(__fmul_rn(z[u], c), prm.out_scale);
-                        }
-                    }
+                    if (i0 + u * G < M) emit(i0 + u * G, j, z[u]);
                 }
             }
         }
@@ -382,9 +401,19 @@ cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, const GatedR
                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         if (err != cudaSuccess) return err;
     }
+    // The column split (file comment): slices of 2^log_cols <= threads / m columns (one output a thread), as many as
+    // bring the grid to about kSplitBlocks blocks; one slice (log_cols = log_p) for the per-token scale, for m = 1,
+    // and for prefill, whose rows fill the GPU already.
+    int log_cols = log_p;
+    if constexpr (M > 1 && !DYNAMIC) {
+        int log_min = 0;  // log2 of the narrowest slice: the largest power of two <= threads / m
+        while (log_min < log_p && (2 << log_min) * M <= threads) ++log_min;
+        while (log_cols > log_min && (prm.rows << (log_p - log_cols + 1)) <= kSplitBlocks) --log_cols;
+    }
+    const dim3 grid(static_cast<unsigned>(prm.rows), 1u << (log_p - log_cols));
     const bool vec_loads = prm.y_row_stride % 4 == 0 && reinterpret_cast<uintptr_t>(prm.y) % 16 == 0;
-    hadamard_quantize_kernel<M, E, MODE><<<static_cast<unsigned>(prm.rows), threads, smem, stream>>>(
-        prm, log_p, c, vec_loads, gate, gate_vec);
+    hadamard_quantize_kernel<M, E, MODE><<<grid, threads, smem, stream>>>(prm, log_p, log_cols, c, vec_loads, gate,
+                                                                          gate_vec);
     return cudaGetLastError();
 }
 
