@@ -7,8 +7,12 @@
 //   The sequence is walked in chunks of G timesteps. In a chunk, lane j of each group first computes the
 //   per-channel scalars of timestep t0 + j (u, delta = softplus(dt + dt_bias), delta * u, D * u, silu(z): one
 //   softplus and two expf per channel and timestep instead of per state), then the group steps through the chunk,
-//   broadcasting those scalars with __shfl_sync. B[t, s] and C[t, s] are read by lane s (the same 16 bytes for every
-//   channel of the block: L1 broadcast). y[t] is the shuffle-tree sum over the group, written by lane 0.
+//   broadcasting delta and delta * u with __shfl_sync. B[t, s] and C[t, s] are read by lane s (the same 16 bytes for
+//   every channel of the block: L1 broadcast). y[t] is the shuffle-tree sum over the group of h[s] * C[t, s]: in a
+//   whole chunk, lane s keeps its G products and one transposed reduction (transpose_sum) leaves the sum of step
+//   t0 + s in lane s, which holds that step's D * u and gate and writes y[t0 + s]; in a partial chunk (decode's l = 1,
+//   a prompt's tail) each step is summed by the xor tree and written by lane 0. Both pair the same values in the same
+//   order, so y does not depend on the chunking.
 // Numerics: every op an explicitly rounded intrinsic (no FMA), accurate expf / log1pf (numerics.cuh); int8 codes are
 // read with read_code (-128 as -127).
 #include <cmath>
@@ -21,6 +25,33 @@ namespace kernels {
 namespace {
 
 constexpr int kThreads = 128;
+
+// Lane s of a group of G lanes, each holding v[j] for the G steps j of a chunk -> the sum over the group of v[s].
+// Recursive halving: in the round of offset o = G/2, ..., 1 a lane keeps the steps whose bit o equals its own, sends
+// the others to lane s ^ o and adds what it receives, so every step's sum pairs the same values in the same order
+// as the per-step tree v + shfl_xor(v, o) (bit-identical), with G - 1 shuffles for G steps instead of G log2 G.
+template <int G>
+__device__ __forceinline__ float transpose_sum(float (&v)[G], int s) {
+#pragma unroll
+    for (int o = G / 2; o > 0; o /= 2) {
+        const bool upper = (s & o) != 0;  // after this round v[i] (i < o) is step i + (s & o) of the remaining half
+#pragma unroll
+        for (int i = 0; i < o; ++i) {
+            const float send = upper ? v[i] : v[i + o];
+            const float keep = upper ? v[i + o] : v[i];
+            v[i] = __fadd_rn(keep, __shfl_xor_sync(0xffffffffu, send, o, G));
+        }
+    }
+    return v[0];
+}
+
+// The per-step tree of transpose_sum: every lane gets the sum over the group of v.
+template <int G>
+__device__ __forceinline__ float tree_sum(float v) {
+#pragma unroll
+    for (int off = G / 2; off > 0; off /= 2) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, off, G));
+    return v;
+}
 
 template <int G>
 __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanParams p) {
@@ -56,22 +87,29 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanP
             Du = __fmul_rn(D, u);
             gate = silu_rn(__fmul_rn(static_cast<float>(read_code(z_ptr[t * p.z_seq_stride])), p.z_scale));
         }
+        // Step j of the chunk: h advances, returns lane s's term h[s] * C[t0 + j, s] of y[t0 + j].
+        const auto advance = [&](int j) {
+            const int64_t t = t0 + j;
+            const float delta_t = __shfl_sync(0xffffffffu, delta, j, G);
+            const float du_t = __shfl_sync(0xffffffffu, du, j, G);
+            const float Bv = __fmul_rn(static_cast<float>(read_code(B_ptr[t * p.B_seq_stride])), p.B_scale);
+            const float Cv = __fmul_rn(static_cast<float>(read_code(C_ptr[t * p.C_seq_stride])), p.C_scale);
+            const float dA = expf(__fmul_rn(delta_t, a));
+            h = __fadd_rn(__fmul_rn(dA, h), __fmul_rn(du_t, Bv));
+            return __fmul_rn(h, Cv);
+        };
+        if (steps == G) {
+            float terms[G];
 #pragma unroll
-        for (int j = 0; j < G; ++j) {
-            if (j < steps) {
-                const int64_t t = t0 + j;
-                const float delta_t = __shfl_sync(0xffffffffu, delta, j, G);
-                const float du_t = __shfl_sync(0xffffffffu, du, j, G);
-                const float Bv = __fmul_rn(static_cast<float>(read_code(B_ptr[t * p.B_seq_stride])), p.B_scale);
-                const float Cv = __fmul_rn(static_cast<float>(read_code(C_ptr[t * p.C_seq_stride])), p.C_scale);
-                const float dA = expf(__fmul_rn(delta_t, a));
-                h = __fadd_rn(__fmul_rn(dA, h), __fmul_rn(du_t, Bv));
-                float y = __fmul_rn(h, Cv);
-#pragma unroll
-                for (int off = G / 2; off > 0; off /= 2) y = __fadd_rn(y, __shfl_xor_sync(0xffffffffu, y, off, G));
+            for (int j = 0; j < G; ++j) terms[j] = advance(j);
+            const float y = transpose_sum<G>(terms, s);  // step t0 + s: this lane's Du and gate
+            if (valid) y_ptr[(t0 + s) * int64_t(p.dim)] = __fmul_rn(__fadd_rn(y, Du), gate);
+        } else {
+            for (int j = 0; j < steps; ++j) {
+                const float y = tree_sum<G>(advance(j));
                 const float Du_t = __shfl_sync(0xffffffffu, Du, j, G);
                 const float gate_t = __shfl_sync(0xffffffffu, gate, j, G);
-                if (s == 0 && valid) y_ptr[t * p.dim] = __fmul_rn(__fadd_rn(y, Du_t), gate_t);
+                if (s == 0 && valid) y_ptr[(t0 + j) * int64_t(p.dim)] = __fmul_rn(__fadd_rn(y, Du_t), gate_t);
             }
         }
     }
@@ -107,21 +145,27 @@ __global__ void __launch_bounds__(kThreads) selective_scan_f16_kernel(SelectiveS
             du = __fmul_rn(delta, u);
             Du = __fmul_rn(u, D);
         }
+        const auto advance = [&](int j) {  // as in selective_scan_kernel
+            const int64_t t = t0 + j;
+            const float delta_t = __shfl_sync(0xffffffffu, delta, j, G);
+            const float du_t = __shfl_sync(0xffffffffu, du, j, G);
+            const float Bv = __half2float(B_ptr[t * p.B_seq_stride]);
+            const float Cv = __half2float(C_ptr[t * p.C_seq_stride]);
+            const float dA = expf(__fmul_rn(delta_t, a));
+            h = __fadd_rn(__fmul_rn(h, dA), __fmul_rn(du_t, Bv));
+            return __fmul_rn(h, Cv);
+        };
+        if (steps == G) {
+            float terms[G];
 #pragma unroll
-        for (int j = 0; j < G; ++j) {
-            if (j < steps) {
-                const int64_t t = t0 + j;
-                const float delta_t = __shfl_sync(0xffffffffu, delta, j, G);
-                const float du_t = __shfl_sync(0xffffffffu, du, j, G);
-                const float Bv = __half2float(B_ptr[t * p.B_seq_stride]);
-                const float Cv = __half2float(C_ptr[t * p.C_seq_stride]);
-                const float dA = expf(__fmul_rn(delta_t, a));
-                h = __fadd_rn(__fmul_rn(h, dA), __fmul_rn(du_t, Bv));
-                float y = __fmul_rn(h, Cv);
-#pragma unroll
-                for (int off = G / 2; off > 0; off /= 2) y = __fadd_rn(y, __shfl_xor_sync(0xffffffffu, y, off, G));
+            for (int j = 0; j < G; ++j) terms[j] = advance(j);
+            const float y = transpose_sum<G>(terms, s);
+            if (valid) y_ptr[(t0 + s) * int64_t(p.dim)] = __fadd_rn(y, Du);
+        } else {
+            for (int j = 0; j < steps; ++j) {
+                const float y = tree_sum<G>(advance(j));
                 const float Du_t = __shfl_sync(0xffffffffu, Du, j, G);
-                if (s == 0 && valid) y_ptr[t * p.dim] = __fadd_rn(y, Du_t);
+                if (s == 0 && valid) y_ptr[(t0 + j) * int64_t(p.dim)] = __fadd_rn(y, Du_t);
             }
         }
     }
