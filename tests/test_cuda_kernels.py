@@ -362,7 +362,7 @@ def test_int8_selective_scan_chunks_and_decode_steps_equal_prefill(ext):
                                8192, 10240, 12288, 14336, 16384])
 @pytest.mark.parametrize("rows", [(1, 1), (3,), (2, 37)])  # m > 1: the column split over 8 blocks a row, fewer, none
 def test_hadamard_quantize_exact(ext, n, rows):
-    g = gen(n * 13 + rows[1])
+    g = gen(n * 13 + rows[-1])
     y = torch.randn(*rows, n, generator=g) * 2
     y[..., :5] = torch.tensor([30.0, -30.0, 0.0, 1e-3, -7.0])[: min(5, n)]
     scale = 4.0 / 127
