@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+import edge_quamba.ops
+
 from edge_quamba.errors import BackendUnavailableError, InputError
 from edge_quamba.quant.calibrate import calibrate
 from edge_quamba.quant.pipeline import quantize_checkpoint
@@ -60,8 +62,11 @@ def test_no_gpu_is_one_line_error_from_every_command(folders):
 
 @pytest.fixture
 def pretend_gpu(monkeypatch):
-    """torch.cuda.is_available() -> True, so the checks after it run on this machine."""
+    """torch.cuda.is_available() -> True, so the checks after it run on this machine; and the binding module not
+    imported yet (an earlier test module may have imported it: ``from edge_quamba.ops import cuda_ops`` would then
+    find the package attribute without importing)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delattr(edge_quamba.ops, "cuda_ops", raising=False)
 
 
 def test_missing_binding_is_one_line_error(pretend_gpu, monkeypatch):

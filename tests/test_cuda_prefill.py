@@ -7,9 +7,11 @@ weights from the latency benchmark's builders), the chunks run eagerly give stat
 its last row; the backend's chunked prefill then decodes the same greedy tokens as its eager prefill; it is the
 default; a chunk length runs eagerly on its first use, is captured on its second and replayed after, and ``prepare``
 captures ahead (a stand-in graph class counts the captures), and bench captures before its warm-up run; the
-capture mechanism shared with the decode graphs (capture_graph) with recorders in place of torch.cuda's streams.
+capture mechanism shared with the decode graphs (capture_graph) with recorders in place of torch.cuda's streams,
+with and without programmatic dependent launch, and the EDGE_QUAMBA_PDL override of its default.
 GPU (marker ``cuda``): the same through the captured chunk graphs, prompts across the 512-token chunk, and prefills
-of other lengths one after another on one backend, each twice (first uses eager, then captures and replays).
+of other lengths one after another on one backend, each twice (first uses eager, then captures and replays); graphs
+captured with programmatic dependent launch equal plainly launched ones (every format; compute capability 9.0).
 """
 
 import copy
@@ -19,7 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from edge_quamba.errors import InputError
 from edge_quamba.models.config import Mamba2Config, MambaConfig
+from edge_quamba.ops import cuda_ops
 from edge_quamba.runtime import cuda_backend, cuda_prefill
 from edge_quamba.runtime.cuda_prefill import PrefillGraphs, chunk_lengths, last_position_logits
 
@@ -138,7 +142,7 @@ class EagerStandInGraph:
 
     captures: list[int] = []
 
-    def __init__(self, model, states, length, pool, warmup_steps):
+    def __init__(self, model, states, length, pool, warmup_steps, programmatic=False):
         EagerStandInGraph.captures.append(length)
         self.ids = torch.zeros((1, length), dtype=torch.long)
         self.graph = self
@@ -216,12 +220,30 @@ def test_capture_graph_warms_up_on_a_side_stream_then_captures_the_body_once(mon
     monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: "graph")
     monkeypatch.setattr(torch.cuda, "graph", lambda graph, pool: Recorder(f"capture into {graph}, pool {pool}"))
 
+    monkeypatch.setattr(cuda_ops, "programmatic_launch", lambda: Recorder("programmatic launch"))
+
     graph, out = cuda_prefill.capture_graph(torch.device("cpu"), "pool", lambda: events.append("warmup"), 2,
                                             lambda: events.append("body") or "static output")
     assert (graph, out) == ("graph", "static output")
-    assert events == ["side waits for current", "enter stream side", "warmup", "warmup", "exit stream side",
-                      "current waits for side", "enter capture into graph, pool pool", "body",
-                      "exit capture into graph, pool pool"]
+    warmup = ["side waits for current", "enter stream side", "warmup", "warmup", "exit stream side",
+              "current waits for side"]
+    assert events == [*warmup, "enter capture into graph, pool pool", "body", "exit capture into graph, pool pool"]
+    events.clear()  # programmatic dependent launch: the capture inside the switch, the warm-up outside it
+    cuda_prefill.capture_graph(torch.device("cpu"), "pool", lambda: events.append("warmup"), 2,
+                               lambda: events.append("body"), programmatic=True)
+    assert events == [*warmup, "enter programmatic launch", "enter capture into graph, pool pool", "body",
+                      "exit capture into graph, pool pool", "exit programmatic launch"]
+
+
+def test_programmatic_launch_default_and_its_environment_override(monkeypatch):
+    monkeypatch.delenv("EDGE_QUAMBA_PDL", raising=False)
+    assert cuda_prefill.programmatic_launch_default() is cuda_prefill.PROGRAMMATIC_LAUNCH_BY_DEFAULT
+    for value, expected in (("1", True), ("0", False)):
+        monkeypatch.setenv("EDGE_QUAMBA_PDL", value)
+        assert cuda_prefill.programmatic_launch_default() is expected
+    monkeypatch.setenv("EDGE_QUAMBA_PDL", "yes")
+    with pytest.raises(InputError, match="EDGE_QUAMBA_PDL must be 0 or 1, not 'yes'"):
+        cuda_prefill.programmatic_launch_default()
 
 
 # ---------------------------------------------------------------- GPU
@@ -240,3 +262,20 @@ def test_cuda_chunk_graphs_equal_eager_prefill(arch, bits):
         assert_same_prefill(logits, graphs.states, ref_logits, eager.states, STATE_RTOL.get((arch, bits), 0.0))
         assert greedy(graphs, tokens, 8) == greedy(eager, tokens, 8)
     assert sorted(graphs.chunked.graphs) == [1, 4, 8, 16, 32, 128, 512]  # every length used twice: captured
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("arch, bits", FORMATS)
+def test_cuda_programmatic_launch_graphs_equal_plain_graphs(arch, bits):
+    """Graphs captured with programmatic dependent launch (the kernels wait for their producer before touching an
+    activation) prefill and decode exactly as plainly launched graphs: the same kernels, the same results."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("programmatic dependent launch needs compute capability 9.0")
+    model = random_model(arch, bits)
+    pdl = cuda_backend.CudaBackend(copy.deepcopy(model), programmatic_launch=True)
+    plain = cuda_backend.CudaBackend(copy.deepcopy(model), programmatic_launch=False)
+    for n in (700, 37) * 2:  # the second round replays captured chunk graphs
+        tokens = prompt(n, seed=n)
+        logits = pdl.prefill_last(tokens).clone()
+        assert_same_prefill(logits, pdl.states, plain.prefill_last(tokens), plain.states)
+        assert greedy(pdl, tokens, 8) == greedy(plain, tokens, 8)

@@ -26,6 +26,7 @@
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
 #   mamba_ssm), LATENCY_S (260, per prefill mode), PREFILL (graphs, the cuda backend's default; eager: one forward;
 #   bench_latency --prefill; a comma list such as graphs,eager times each mode in turn, alone on the GPU).
+#   PDL (default: the backend's default; 0 or 1: EDGE_QUAMBA_PDL for the latency runs; 0,1 times both in turn).
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists.
 set -u
 OUT=${OUT:-gpu-out}
@@ -75,16 +76,21 @@ fi
 wait "${pids[@]}"
 
 PREFILL=${PREFILL:-graphs}
+PDL=${PDL:-default}
 if [ "$LATENCY" = 1 ]; then
   mkdir -p "$B/latency"
-  for prefill in ${PREFILL//,/ }; do  # one run per prefill mode; with two modes each record's name says its mode
-    name=latency_quamba2; log=latency
-    [[ $PREFILL == *,* ]] && name=latency_quamba2_prefill_$prefill && log=latency_prefill_$prefill
-    stamp "latency (prefill $prefill): start"
-    timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
-        --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "$prefill" --name "$name" \
-        > "$B/$log.log" 2>&1
-    stamp "latency (prefill $prefill): rc $?"
+  for pdl in ${PDL//,/ }; do  # one run per (PDL, prefill mode); with several, each record's name says which
+    for prefill in ${PREFILL//,/ }; do
+      name=latency_quamba2; log=latency
+      [[ $PREFILL == *,* ]] && name=${name}_prefill_$prefill && log=${log}_prefill_$prefill
+      [[ $PDL == *,* ]] && name=${name}_pdl$pdl && log=${log}_pdl$pdl
+      stamp "latency (prefill $prefill, PDL $pdl): start"
+      ( [ "$pdl" != default ] && export EDGE_QUAMBA_PDL=$pdl
+        timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
+          --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "$prefill" --name "$name" \
+          > "$B/$log.log" 2>&1 )
+      stamp "latency (prefill $prefill, PDL $pdl): rc $?"
+    done
   done
 fi
 if [ "${PROFILE:-0}" = 1 ] && [ "${PROFILE_NCU:-1}" = 1 ]; then

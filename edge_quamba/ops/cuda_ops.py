@@ -27,6 +27,7 @@ output, dt / B / C slices of x_proj's output); only layouts that no single row s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
@@ -83,6 +84,19 @@ def _check_toolchain() -> None:
 
 
 @functools.lru_cache(maxsize=None)
+@contextlib.contextmanager
+def programmatic_launch():
+    """Inside this block the kernels launch with programmatic dependent launch (plugins/kernels/common.h: a kernel
+    may start while the previous one finishes, the GEMVs loading their first weights meanwhile); compute capability
+    9.0 or later. Capturing a CUDA graph inside it records the launches that way."""
+    ext = load_extension()
+    ext.set_programmatic_launch(True)
+    try:
+        yield
+    finally:
+        ext.set_programmatic_launch(False)
+
+
 def load_extension(verbose: bool = False) -> ModuleType:
     """Builds (first call, or after a source changed) and loads the binding; returns the Python module."""
     _check_toolchain()

@@ -57,7 +57,8 @@ from torch import Tensor, nn
 from edge_quamba.errors import BackendUnavailableError, InputError
 from edge_quamba.folders import ModelFolder, load_reference_model
 from edge_quamba.models.mamba import LayerState, MambaLM
-from edge_quamba.runtime.cuda_prefill import PREFILL_GRAPHS_BY_DEFAULT, PrefillGraphs, capture_graph, copy_states
+from edge_quamba.runtime.cuda_prefill import (PREFILL_GRAPHS_BY_DEFAULT, PrefillGraphs, capture_graph, copy_states,
+                                              programmatic_launch_default)
 from edge_quamba.runtime.sampling import check_greedy_maximum
 
 WARMUP_STEPS = 2
@@ -229,20 +230,30 @@ class CudaBackend:
     name = "cuda"
 
     def __init__(self, model: MambaLM, device: str | torch.device = "cuda", graph: bool = True,
-                 prefill_graphs: bool | None = None):
+                 prefill_graphs: bool | None = None, programmatic_launch: bool | None = None):
         self.device = torch.device(device)
         if self.device.type != "cuda":
             raise BackendUnavailableError(f"--backend cuda runs on a CUDA device, not {self.device}")
         refuse_options(model)
         require_cuda_kernels()
-        self.setup(prepare_gpu_model(model, self.device), graph, prefill_graphs=prefill_graphs)
+        if programmatic_launch is None:
+            programmatic_launch = programmatic_launch_default()
+        capability = torch.cuda.get_device_capability(self.device)
+        if programmatic_launch and capability < (9, 0):
+            raise BackendUnavailableError(f"programmatic dependent launch (EDGE_QUAMBA_PDL=1) needs compute capability "
+                                          f"9.0 or later; this GPU has {capability[0]}.{capability[1]}")
+        self.setup(prepare_gpu_model(model, self.device), graph, prefill_graphs=prefill_graphs,
+                   programmatic_launch=programmatic_launch)
 
     def setup(self, model: MambaLM, graph: bool, pin: bool = True, event: Callable[[], Any] | None = None,
-              prefill_graphs: bool | None = None) -> None:
+              prefill_graphs: bool | None = None, programmatic_launch: bool = False) -> None:
         """The static buffers, the decode graph, the token ring and (``prefill_graphs``, None: the default of
-        cuda_prefill.py) the chunked prefill around a prepared model on ``self.device``. (The CPU tests call it on a
-        CPU model with graph=False, pin=False and a fake event: chunked prefill then runs its chunks eagerly.)"""
+        cuda_prefill.py) the chunked prefill around a prepared model on ``self.device``; ``programmatic_launch``:
+        the graphs are captured with programmatic dependent launch (cuda_prefill.PROGRAMMATIC_LAUNCH_BY_DEFAULT).
+        (The CPU tests call it on a CPU model with graph=False, pin=False and a fake event: chunked prefill then runs
+        its chunks eagerly.)"""
         self.model = model
+        self.programmatic_launch = programmatic_launch
         self.vocab = int(self.model.lm_head.weight.shape[0])
         with torch.inference_mode():
             # static decode input: the token id, in the 16-byte record the greedy path copies to the host (TokenRing)
@@ -256,7 +267,8 @@ class CudaBackend:
         self.greedy: dict[int, CudaGreedy] = {}  # usable vocabulary -> its greedy decoder
         use_chunks = PREFILL_GRAPHS_BY_DEFAULT if prefill_graphs is None else prefill_graphs
         # the prompt in chunk graphs continuing the static states (None: eager prefill of the whole prompt)
-        self.chunked = PrefillGraphs(self.model, self.states, self.pool, graph=graph) if use_chunks else None
+        self.chunked = PrefillGraphs(self.model, self.states, self.pool, graph=graph,
+                                     programmatic=programmatic_launch) if use_chunks else None
 
     @torch.inference_mode()
     def capture(self, greedy_vocab: int | None = None) -> tuple[torch.cuda.CUDAGraph, Tensor]:
@@ -276,7 +288,7 @@ class CudaBackend:
                 greedy_choice_(logits, greedy_vocab, self.token, self.top)
             return logits
 
-        return capture_graph(self.device, self.pool, warmup, WARMUP_STEPS, step)
+        return capture_graph(self.device, self.pool, warmup, WARMUP_STEPS, step, self.programmatic_launch)
 
     def device_greedy(self, usable_vocab: int | None = None) -> "CudaGreedy":
         """Greedy decoding on the GPU over the first ``usable_vocab`` logits (all when None; rows past the

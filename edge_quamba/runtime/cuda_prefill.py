@@ -28,11 +28,14 @@ against 50.4-70.9 ms for eager prefill in the other runs of that day; every form
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from edge_quamba.errors import InputError
 from edge_quamba.models.mamba import LayerState, MambaLM
 
 MAX_CHUNK = 512
@@ -40,6 +43,19 @@ MAX_CHUNK = 512
 PREFILL_GRAPHS_BY_DEFAULT = True
 """Whether ``CudaBackend`` prefills through chunk graphs when not told (``prefill_graphs=False``: the whole prompt
 eagerly, one forward)."""
+PROGRAMMATIC_LAUNCH_BY_DEFAULT = False
+"""Whether ``CudaBackend`` captures its graphs with programmatic dependent launch (plugins/kernels/common.h; compute
+capability 9.0+) when not told; the environment variable EDGE_QUAMBA_PDL=1 or 0 overrides it (benchmarks A/B it)."""
+
+
+def programmatic_launch_default() -> bool:
+    """PROGRAMMATIC_LAUNCH_BY_DEFAULT, or EDGE_QUAMBA_PDL when set (1: on, 0: off; anything else is an error)."""
+    value = os.environ.get("EDGE_QUAMBA_PDL")
+    if value is None:
+        return PROGRAMMATIC_LAUNCH_BY_DEFAULT
+    if value not in ("0", "1"):
+        raise InputError(f"EDGE_QUAMBA_PDL must be 0 or 1, not {value!r}")
+    return value == "1"
 
 
 def chunk_lengths(n: int, max_chunk: int = MAX_CHUNK) -> list[int]:
@@ -63,11 +79,12 @@ def last_position_logits(model: MambaLM, tokens: Tensor, states: list[LayerState
 
 
 def capture_graph(device: torch.device, pool, warmup: Callable[[], object], warmup_steps: int,
-                  body: Callable[[], Tensor]) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+                  body: Callable[[], Tensor], programmatic: bool = False) -> tuple[torch.cuda.CUDAGraph, Tensor]:
     """``warmup()`` ``warmup_steps`` times on a side stream (lazy cuBLAS and kernel initialization, the allocator;
     it must leave the static buffers as they are), then ``body()`` captured into a graph whose allocations come from
     ``pool`` -> (the graph, body's return value: a static output each replay rewrites). The decode graphs of
-    cuda_backend.py and the chunk graphs here are made by it."""
+    cuda_backend.py and the chunk graphs here are made by it. ``programmatic``: our kernels are captured with
+    programmatic dependent launch (cuda_ops.programmatic_launch; the warm-up launches plainly)."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
@@ -75,7 +92,13 @@ def capture_graph(device: torch.device, pool, warmup: Callable[[], object], warm
             warmup()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    if programmatic:  # imported here: the binding stays optional for importing this module (require_cuda_kernels)
+        from edge_quamba.ops import cuda_ops
+
+        launches = cuda_ops.programmatic_launch()
+    else:
+        launches = contextlib.nullcontext()
+    with launches, torch.cuda.graph(graph, pool=pool):
         out = body()
     return graph, out
 
@@ -84,7 +107,8 @@ class ChunkGraph:
     """One captured chunk of ``length`` tokens: static ids (1, length) int64 in, static logits (1, v) out; the
     backend's static states are read and written in place by each replay."""
 
-    def __init__(self, model: MambaLM, states: list[LayerState], length: int, pool, warmup_steps: int):
+    def __init__(self, model: MambaLM, states: list[LayerState], length: int, pool, warmup_steps: int,
+                 programmatic: bool = False):
         self.ids = torch.zeros((1, length), dtype=torch.long, device=model.device)
 
         def chunk() -> Tensor:
@@ -95,7 +119,7 @@ class ChunkGraph:
         def warmup() -> None:  # functional: the static states are read, not changed
             last_position_logits(model, self.ids, states)
 
-        self.graph, self.logits = capture_graph(model.device, pool, warmup, warmup_steps, chunk)
+        self.graph, self.logits = capture_graph(model.device, pool, warmup, warmup_steps, chunk, programmatic)
 
 
 def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
@@ -108,11 +132,13 @@ def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
 class PrefillGraphs:
     """Chunked prefill of one model into its backend's static ``states`` (module docstring). ``run`` runs a chunk
     length eagerly on its first use, captures its graph on the second and replays it after; ``prepare`` captures
-    ahead; ``graph=False`` runs every chunk eagerly (the CPU tests: no CUDA there)."""
+    ahead; ``graph=False`` runs every chunk eagerly (the CPU tests: no CUDA there); ``programmatic``: the graphs are
+    captured with programmatic dependent launch."""
 
     def __init__(self, model: MambaLM, states: list[LayerState], pool=None, graph: bool = True,
-                 max_chunk: int = MAX_CHUNK, warmup_steps: int = 2):
+                 max_chunk: int = MAX_CHUNK, warmup_steps: int = 2, programmatic: bool = False):
         self.model, self.states, self.pool, self.graph = model, states, pool, graph
+        self.programmatic = programmatic
         self.max_chunk, self.warmup_steps = max_chunk, warmup_steps
         self.graphs: dict[int, ChunkGraph] = {}
         self.ran_eagerly: set[int] = set()  # chunk lengths used once, without a graph yet
@@ -120,7 +146,8 @@ class PrefillGraphs:
     def captured(self, length: int) -> ChunkGraph:
         """The graph of chunk ``length``, captured now if it has none (the static states are not changed)."""
         if length not in self.graphs:
-            self.graphs[length] = ChunkGraph(self.model, self.states, length, self.pool, self.warmup_steps)
+            self.graphs[length] = ChunkGraph(self.model, self.states, length, self.pool, self.warmup_steps,
+                                             self.programmatic)
         return self.graphs[length]
 
     @torch.inference_mode()

@@ -28,6 +28,8 @@ constexpr int kChunk = 64;  // timesteps per thread (>= kConvMaxWidth - 1)
 
 template <int W>
 __global__ void __launch_bounds__(kThreads) causal_conv1d_kernel(CausalConv1dParams p) {
+    wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
+    allow_dependents();
     const int c = blockIdx.x * kThreads + threadIdx.x;
     const int b = blockIdx.z;
     if (c >= p.dim) return;
@@ -94,12 +96,11 @@ cudaError_t launch_int8_causal_conv1d(const CausalConv1dParams& p, cudaStream_t 
     // seqlen == 0 still runs one chunk: it copies the state through.
     const dim3 grid((p.dim + kThreads - 1) / kThreads, std::max(1, (p.seqlen + kChunk - 1) / kChunk), p.batch);
     switch (p.width) {
-        case 1: causal_conv1d_kernel<1><<<grid, kThreads, 0, stream>>>(p); break;
-        case 2: causal_conv1d_kernel<2><<<grid, kThreads, 0, stream>>>(p); break;
-        case 3: causal_conv1d_kernel<3><<<grid, kThreads, 0, stream>>>(p); break;
-        default: causal_conv1d_kernel<4><<<grid, kThreads, 0, stream>>>(p); break;
+        case 1: return launch_kernel(causal_conv1d_kernel<1>, grid, kThreads, 0, stream, p);
+        case 2: return launch_kernel(causal_conv1d_kernel<2>, grid, kThreads, 0, stream, p);
+        case 3: return launch_kernel(causal_conv1d_kernel<3>, grid, kThreads, 0, stream, p);
+        default: return launch_kernel(causal_conv1d_kernel<4>, grid, kThreads, 0, stream, p);
     }
-    return cudaGetLastError();
 }
 
 }  // namespace kernels

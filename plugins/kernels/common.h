@@ -19,5 +19,53 @@ namespace kernels {
 // Element type of a floating input that kernels read (and convert to float32 exactly before any arithmetic).
 enum class FloatType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
+// Programmatic dependent launch (PDL; compute capability 9.0 and later). Off by default. When a caller turns it on
+// (set_programmatic_launch(true), e.g. while capturing a decode graph), the launchers of the decode kernels launch with
+// cudaLaunchAttributeProgrammaticStreamSerialization: such a kernel may start while the previous kernel of its stream
+// still runs, once every block of that kernel has called allow_dependents(). Until wait_for_producer() returns (the
+// previous kernel finished, its writes visible) it may only read what no kernel writes (weights: the GEMVs issue their
+// first weight loads there); it neither reads an activation nor writes anything before it, since a graph's memory
+// pool may hand its output the buffer the previous kernel still reads. Every kernel that a launcher starts through
+// launch_kernel calls wait_for_producer() and then allow_dependents() (after the wait, so at most one kernel runs
+// ahead). On sm_87 (Orin) and in the CPU emulator both calls are no-ops and launches are plain.
+__device__ __forceinline__ void wait_for_producer() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cudaGridDependencySynchronize();
+#endif
+}
+
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cudaTriggerProgrammaticLaunchCompletion();
+#endif
+}
+
+// The process-wide switch (one flag for every launcher of this library; read at each launch).
+inline bool& programmatic_launch_flag() {
+    static bool on = false;
+    return on;
+}
+inline void set_programmatic_launch(bool on) { programmatic_launch_flag() = on; }
+inline bool programmatic_launch() { return programmatic_launch_flag(); }
+
+// kernel<<<grid, block, smem, stream>>>(args...), with the PDL attribute when the switch is on; returns the launch's
+// error (cudaLaunchKernelEx's, else cudaGetLastError's).
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                          Args... args) {
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attribute;
+    config.numAttrs = programmatic_launch() ? 1 : 0;
+    const cudaError_t err = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+    return err != cudaSuccess ? err : cudaGetLastError();
+}
+
 }  // namespace kernels
 }  // namespace edge_quamba

@@ -179,6 +179,8 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
                                                                        int log_cols, float c, bool vec_loads,
                                                                        GatedRmsNormQuantizeParams gate,
                                                                        bool gate_vec) {
+    wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
+    allow_dependents();
     constexpr bool DYNAMIC = MODE == Mode::kDynamic;
     extern __shared__ float4 smem[];  // declared float4: 16-byte aligned for store_row's float4 stores
     float* X = reinterpret_cast<float*>(smem);  // (M, p) row-major, when used
@@ -412,9 +414,8 @@ cudaError_t launch_me(const HadamardQuantizeParams& prm, int log_p, const GatedR
     }
     const dim3 grid(static_cast<unsigned>(prm.rows), 1u << (log_p - log_cols));
     const bool vec_loads = prm.y_row_stride % 4 == 0 && reinterpret_cast<uintptr_t>(prm.y) % 16 == 0;
-    hadamard_quantize_kernel<M, E, MODE><<<grid, threads, smem, stream>>>(prm, log_p, log_cols, c, vec_loads, gate,
-                                                                          gate_vec);
-    return cudaGetLastError();
+    return launch_kernel(hadamard_quantize_kernel<M, E, MODE>, grid, threads, smem, stream, prm, log_p, log_cols, c,
+                         vec_loads, gate, gate_vec);
 }
 
 template <int M, int E>

@@ -110,6 +110,8 @@ __device__ __forceinline__ float group_term(int sum16, float x_scale, float w_sc
 // walk forms the terms. Either way the walk adds the terms in ascending group order: the same rounded operations.
 template <int CPC, int MB, bool QUANT, bool WHOLE>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) w4a8_gemv_kernel(Problem p, int tpr_log2) {
+    wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
+    allow_dependents();
     extern __shared__ int smem[];  // [rows][MB][G]: float terms (WHOLE) or int32 sums of 16 * code * x
     float* terms = reinterpret_cast<float*>(smem);
     const int tpr = 1 << tpr_log2;
@@ -218,11 +220,9 @@ cudaError_t launch_cpc_mb(const Problem& p, cudaStream_t stream) {
     const dim3 grid((p.N + rows - 1) / rows, static_cast<unsigned>((p.M + MB - 1) / MB));
     const int q = p.group_size / CPC;
     if ((q & (q - 1)) == 0 && q <= std::min(1 << log2, 32)) {  // team == q: WHOLE groups per team
-        w4a8_gemv_kernel<CPC, MB, QUANT, true><<<grid, kThreads, bytes, stream>>>(p, log2);
-    } else {
-        w4a8_gemv_kernel<CPC, MB, QUANT, false><<<grid, kThreads, bytes, stream>>>(p, log2);
+        return launch_kernel(w4a8_gemv_kernel<CPC, MB, QUANT, true>, grid, kThreads, bytes, stream, p, log2);
     }
-    return cudaGetLastError();
+    return launch_kernel(w4a8_gemv_kernel<CPC, MB, QUANT, false>, grid, kThreads, bytes, stream, p, log2);
 }
 
 template <int CPC, bool QUANT>

@@ -78,13 +78,25 @@ __global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Gemv p) {
 #pragma unroll
     for (int mb = 0; mb < MB; ++mb) acc[mb] = 0;
 
+    // PDL (common.h): the first kUnroll weight chunks are loaded before waiting for the previous kernel (no kernel
+    // writes a weight); x is read and y written only after the wait.
+    T wv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+        const int c = lane + u * TPR;
+        if (row_ok && c < chunks) wv[u] = __ldcs(w + c);
+    }
+    wait_for_producer();
+    allow_dependents();
+
     if (row_ok) {
         for (int c0 = lane; c0 < chunks; c0 += kUnroll * TPR) {
-            T wv[kUnroll];
+            if (c0 != lane) {
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {  // issue all weight loads first
-                const int c = c0 + u * TPR;
-                if (c < chunks) wv[u] = __ldcs(w + c);
+                for (int u = 0; u < kUnroll; ++u) {  // issue all weight loads first
+                    const int c = c0 + u * TPR;
+                    if (c < chunks) wv[u] = __ldcs(w + c);
+                }
             }
 #pragma unroll
             for (int u = 0; u < kUnroll; ++u) {
@@ -153,9 +165,8 @@ template <int VEC, int TPR, bool QUANT>
 cudaError_t launch_mb(const Gemv& p, cudaStream_t stream) {
     const int mb = p.M == 1 ? 1 : 4;
     const dim3 grid((p.N + kThreads / TPR - 1) / (kThreads / TPR), static_cast<unsigned>((p.M + mb - 1) / mb));
-    if (mb == 1) int8_gemv_kernel<VEC, TPR, 1, QUANT><<<grid, kThreads, 0, stream>>>(p);
-    else int8_gemv_kernel<VEC, TPR, 4, QUANT><<<grid, kThreads, 0, stream>>>(p);
-    return cudaGetLastError();
+    if (mb == 1) return launch_kernel(int8_gemv_kernel<VEC, TPR, 1, QUANT>, grid, kThreads, 0, stream, p);
+    return launch_kernel(int8_gemv_kernel<VEC, TPR, 4, QUANT>, grid, kThreads, 0, stream, p);
 }
 
 template <int VEC, bool QUANT>
@@ -198,6 +209,8 @@ cudaError_t launch_gemv(const Gemv& p, cudaStream_t stream) {
 // Prefill epilogue: 4 consecutive accumulators per thread (16-byte load, 4-byte store; N % 4 == 0 checked by the
 // launcher), grid-stride over the (M, N) matrix; the same rounded ops as the GEMV epilogue, then quantize_rn.
 __global__ void int32_epilogue_quantize_kernel(Int32EpilogueQuantizeParams p) {
+    wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
+    allow_dependents();
     const float alpha = __fmul_rn(p.x_scale, p.weight_scale);
     const int64_t groups = p.M * (p.N / 4);
     for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < groups;
@@ -238,8 +251,7 @@ cudaError_t launch_int32_epilogue_quantize(const Int32EpilogueQuantizeParams& p,
     const int threads = 256;
     const int64_t groups = p.M * (p.N / 4);
     const int blocks = static_cast<int>(std::min<int64_t>((groups + threads - 1) / threads, 65536));
-    int32_epilogue_quantize_kernel<<<blocks, threads, 0, stream>>>(p);
-    return cudaGetLastError();
+    return launch_kernel(int32_epilogue_quantize_kernel, blocks, threads, 0, stream, p);
 }
 
 }  // namespace kernels

@@ -22,6 +22,8 @@ __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162f
 
 template <typename T>
 __global__ void quantize_kernel(QuantizeParams p) {
+    wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
+    allow_dependents();
     const int64_t groups_per_row = (p.cols + 3) / 4;
     const int64_t total = p.rows * groups_per_row;
     const T* x = static_cast<const T*>(p.x);
@@ -50,12 +52,11 @@ cudaError_t launch_quantize(const QuantizeParams& p, cudaStream_t stream) {
     const int64_t groups = p.rows * ((p.cols + 3) / 4);
     const int blocks = static_cast<int>(std::min<int64_t>((groups + threads - 1) / threads, 65536));
     switch (p.x_type) {
-        case FloatType::kFloat32: quantize_kernel<float><<<blocks, threads, 0, stream>>>(p); break;
-        case FloatType::kFloat16: quantize_kernel<__half><<<blocks, threads, 0, stream>>>(p); break;
-        case FloatType::kBFloat16: quantize_kernel<__nv_bfloat16><<<blocks, threads, 0, stream>>>(p); break;
+        case FloatType::kFloat32: return launch_kernel(quantize_kernel<float>, blocks, threads, 0, stream, p);
+        case FloatType::kFloat16: return launch_kernel(quantize_kernel<__half>, blocks, threads, 0, stream, p);
+        case FloatType::kBFloat16: return launch_kernel(quantize_kernel<__nv_bfloat16>, blocks, threads, 0, stream, p);
         default: return cudaErrorInvalidValue;
     }
-    return cudaGetLastError();
 }
 
 }  // namespace kernels

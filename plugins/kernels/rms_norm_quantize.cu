@@ -40,6 +40,8 @@ __device__ __forceinline__ float block_inv_rms(float sum_sq, int dim, float eps)
 
 template <int THREADS, int ITEMS>
 __global__ void __launch_bounds__(THREADS) rms_norm_quantize_kernel(RmsNormQuantizeParams p) {
+    wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
+    allow_dependents();
     constexpr int kThreads = THREADS;
     const int t = threadIdx.x;
     const float* x = p.x + int64_t(blockIdx.x) * p.x_row_stride;
@@ -65,6 +67,8 @@ __global__ void __launch_bounds__(THREADS) rms_norm_quantize_kernel(RmsNormQuant
 // Gated: block (row blockIdx.x, group blockIdx.y) normalizes the group's group_size channels.
 template <int THREADS, int ITEMS>
 __global__ void __launch_bounds__(THREADS) gated_rms_norm_quantize_kernel(GatedRmsNormQuantizeParams p) {
+    wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
+    allow_dependents();
     const int t = threadIdx.x, offset = blockIdx.y * p.group_size;
     const float* y = p.y + int64_t(blockIdx.x) * p.y_row_stride + offset;
     const int8_t* z = p.z + int64_t(blockIdx.x) * p.z_row_stride + offset;
@@ -94,15 +98,13 @@ __global__ void __launch_bounds__(THREADS) gated_rms_norm_quantize_kernel(GatedR
 
 template <int THREADS, int ITEMS>
 cudaError_t launch_items(const RmsNormQuantizeParams& p, cudaStream_t stream) {
-    rms_norm_quantize_kernel<THREADS, ITEMS><<<static_cast<unsigned>(p.rows), THREADS, 0, stream>>>(p);
-    return cudaGetLastError();
+    return launch_kernel(rms_norm_quantize_kernel<THREADS, ITEMS>, static_cast<unsigned>(p.rows), THREADS, 0, stream, p);
 }
 
 template <int THREADS, int ITEMS>
 cudaError_t launch_gated_items(const GatedRmsNormQuantizeParams& p, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.dim / p.group_size));
-    gated_rms_norm_quantize_kernel<THREADS, ITEMS><<<grid, THREADS, 0, stream>>>(p);
-    return cudaGetLastError();
+    return launch_kernel(gated_rms_norm_quantize_kernel<THREADS, ITEMS>, grid, THREADS, 0, stream, p);
 }
 
 }  // namespace

@@ -55,6 +55,8 @@ __device__ __forceinline__ float tree_sum(float v) {
 
 template <int G>
 __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanParams p) {
+    wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
+    allow_dependents();
     const int s = threadIdx.x % G;
     const int d_raw = blockIdx.x * (kThreads / G) + threadIdx.x / G;
     const bool valid = d_raw < p.dim;
@@ -187,14 +189,13 @@ cudaError_t launch_int8_selective_scan(const SelectiveScanParams& p, cudaStream_
     const int channels_per_block = kThreads / p.dstate;
     const dim3 grid((p.dim + channels_per_block - 1) / channels_per_block, p.batch);
     switch (p.dstate) {
-        case 1: selective_scan_kernel<1><<<grid, kThreads, 0, stream>>>(p); break;
-        case 2: selective_scan_kernel<2><<<grid, kThreads, 0, stream>>>(p); break;
-        case 4: selective_scan_kernel<4><<<grid, kThreads, 0, stream>>>(p); break;
-        case 8: selective_scan_kernel<8><<<grid, kThreads, 0, stream>>>(p); break;
-        case 16: selective_scan_kernel<16><<<grid, kThreads, 0, stream>>>(p); break;
-        default: selective_scan_kernel<32><<<grid, kThreads, 0, stream>>>(p); break;
+        case 1: return launch_kernel(selective_scan_kernel<1>, grid, kThreads, 0, stream, p);
+        case 2: return launch_kernel(selective_scan_kernel<2>, grid, kThreads, 0, stream, p);
+        case 4: return launch_kernel(selective_scan_kernel<4>, grid, kThreads, 0, stream, p);
+        case 8: return launch_kernel(selective_scan_kernel<8>, grid, kThreads, 0, stream, p);
+        case 16: return launch_kernel(selective_scan_kernel<16>, grid, kThreads, 0, stream, p);
+        default: return launch_kernel(selective_scan_kernel<32>, grid, kThreads, 0, stream, p);
     }
-    return cudaGetLastError();
 }
 
 cudaError_t launch_selective_scan_f16(const SelectiveScanF16Params& p, cudaStream_t stream) {

@@ -29,6 +29,8 @@ constexpr int kMaxChunk = 64;
 
 template <int SPL, int NT>
 __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(SsdScanParams p, int chunk, bool vec_state) {
+    wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
+    allow_dependents();
     constexpr int kRows = kThreads / NT;
     constexpr int kPad = SPL * NT;  // n_pad
     extern __shared__ float4 smem4[];
@@ -157,8 +159,7 @@ cudaError_t launch_spl(const SsdScanParams& p, cudaStream_t stream) {
     const bool vec_state = p.dstate == kPad && reinterpret_cast<uintptr_t>(p.ssm_state_in) % 16 == 0 &&
                            reinterpret_cast<uintptr_t>(p.ssm_state_out) % 16 == 0;
     const dim3 grid((p.headdim + kRows - 1) / kRows, p.nheads, p.batch);
-    ssd_scan_kernel<SPL, NT><<<grid, kThreads, smem, stream>>>(p, chunk, vec_state);
-    return cudaGetLastError();
+    return launch_kernel(ssd_scan_kernel<SPL, NT>, grid, kThreads, smem, stream, p, chunk, vec_state);
 }
 
 }  // namespace

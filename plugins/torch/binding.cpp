@@ -652,6 +652,8 @@ void def_mamba2_ops(pybind11::module_& m) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.doc() = "edge-quamba int8 CUDA kernels (plugins/kernels) for torch.ops.edge_quamba.*";
+    m.def("set_programmatic_launch", &ek::set_programmatic_launch,
+          "on: the decode kernels' launches carry the programmatic-dependent-launch attribute (kernels/common.h)");
     def_mamba2_ops(m);
     m.def("quantize", &quantize, "x (...) float -> int8 (...)");
     m.def("int8_linear", &int8_linear, "x_q (..., K), weight_q (N, K), bias? -> float32 (..., N)");

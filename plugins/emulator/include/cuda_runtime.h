@@ -260,6 +260,25 @@ cudaError_t cudaFuncSetAttribute(K, cudaFuncAttribute, int value) {
     emu::smem_optin = std::max(emu::smem_optin, static_cast<size_t>(value));
     return cudaSuccess;
 }
+// cudaLaunchKernelEx and its config: the launch attributes (programmatic dependent launch) change nothing here,
+// where kernels run one after another; the device calls that pair with them are no-ops without __CUDA_ARCH__.
+enum cudaLaunchAttributeID { cudaLaunchAttributeProgrammaticStreamSerialization = 5 };
+struct cudaLaunchAttributeValue { int programmaticStreamSerializationAllowed; };
+struct cudaLaunchAttribute { cudaLaunchAttributeID id; cudaLaunchAttributeValue val; };
+struct cudaLaunchConfig_t {
+    dim3 gridDim, blockDim;
+    size_t dynamicSmemBytes;
+    cudaStream_t stream;
+    cudaLaunchAttribute* attrs;
+    unsigned numAttrs;
+};
+template <class... P, class... A>
+cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* c, void (*kernel)(P...), A... args) {
+    emu::launch(c->gridDim, c->blockDim, c->dynamicSmemBytes, c->stream, [=]() { kernel(args...); });
+    const cudaError_t e = emu::last_error;
+    emu::last_error = cudaSuccess;
+    return e;
+}
 inline cudaError_t cudaGetLastError() { const cudaError_t e = emu::last_error; emu::last_error = cudaSuccess; return e; }
 inline const char* cudaGetErrorString(cudaError_t e) {
     return e == cudaSuccess ? "no error"
