@@ -8,7 +8,7 @@
 //   blockIdx.y walks x rows in passes of MB rows; every weight chunk is multiplied with the MB x rows it meets
 //   (x is tiny and stays in L1/L2; the weight is streamed once per pass, with the evict-first hint __ldcs).
 //   TPR is chosen so that short, tall layers (x_proj: N = 192, K = 5120) still spread over many threads
-//   (split-K up to 256 threads per row) and long, wide layers keep ~8 chunks per thread.
+//   (split-K up to 256 threads per row) and long, wide layers keep 8-16 chunks per thread.
 // Numerics: int32 dot products (__dp4a), exact, reduced in any order (integer addition is associative); the
 // epilogue is float32(acc) * alpha then + bias, each rounded (no FMA), alpha = x_scale * weight_scale in float32;
 // int8_linear_quantize's epilogue (template flag QUANT) then divides by out_scale and rounds (quantize_rn). A per-row
@@ -153,10 +153,12 @@ __global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Gemv p) {
     }
 }
 
-// Threads per row: ~8 chunks per thread, then more threads while the grid is small (split-K for short N).
+// Threads per row: at least 8 chunks per thread (the 2.8b in_proj, 160 chunks: 16 threads a row, 640 blocks, one
+// wave at 5 blocks a multiprocessor; with ~5 chunks a thread it was 1280 blocks in 1.6 waves), then more threads
+// while the grid is small (split-K for short N).
 int choose_tpr(int64_t chunks, int N) {
     int tpr = 4;
-    while (tpr < kThreads && tpr * 8 < chunks) tpr *= 2;
+    while (tpr < kThreads && tpr * 16 <= chunks) tpr *= 2;
     while (tpr < kThreads && int64_t(N) * tpr < 128 * 1024 && chunks >= 2 * tpr) tpr *= 2;
     return tpr;
 }
