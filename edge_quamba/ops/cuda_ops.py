@@ -83,7 +83,6 @@ def _check_toolchain() -> None:
         raise BackendUnavailableError("building the CUDA kernels needs nvcc: none found (set CUDA_HOME)")
 
 
-@functools.lru_cache(maxsize=None)
 @contextlib.contextmanager
 def programmatic_launch():
     """Inside this block the kernels launch with programmatic dependent launch (plugins/kernels/common.h: a kernel
@@ -97,6 +96,7 @@ def programmatic_launch():
         ext.set_programmatic_launch(False)
 
 
+@functools.lru_cache(maxsize=None)
 def load_extension(verbose: bool = False) -> ModuleType:
     """Builds (first call, or after a source changed) and loads the binding; returns the Python module."""
     _check_toolchain()

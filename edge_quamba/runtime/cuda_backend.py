@@ -28,7 +28,9 @@ Decode: ``model.step`` on a static token buffer and static per-layer states is c
 ``torch.cuda.CUDAGraph`` (after warm-up steps on a side stream); inside the graph the new states are copied back into
 the static buffers (two ``_foreach_copy_`` launches: int8 conv states, float32 scan states), so each replay advances
 the sequence by one token. A decode step is then: write the token id into the static buffer, replay, read the static
-logits. Prefill runs as power-of-two chunks replayed from captured graphs that continue the static states in place
+logits. On compute capability 9.0+ the decode graph is captured with programmatic dependent launch (each of our
+kernels starts while its producer finishes and waits for it before touching an activation; the GEMVs load their
+first weights meanwhile; :func:`decide_programmatic_launch`, EDGE_QUAMBA_PDL=0 turns it off). Prefill runs as power-of-two chunks replayed from captured graphs that continue the static states in place
 (:mod:`edge_quamba.runtime.cuda_prefill`; a chunk length's first use runs eagerly, its second captures); or, with
 ``prefill_graphs=False``, eagerly (``model.forward`` on the whole prompt), copying its final states into the static
 buffers. The backend therefore holds ONE sequence:
@@ -57,8 +59,8 @@ from torch import Tensor, nn
 from edge_quamba.errors import BackendUnavailableError, InputError
 from edge_quamba.folders import ModelFolder, load_reference_model
 from edge_quamba.models.mamba import LayerState, MambaLM
-from edge_quamba.runtime.cuda_prefill import (PREFILL_GRAPHS_BY_DEFAULT, PrefillGraphs, capture_graph, copy_states,
-                                              programmatic_launch_default)
+from edge_quamba.runtime.cuda_prefill import (PREFILL_GRAPHS_BY_DEFAULT, PROGRAMMATIC_LAUNCH_BY_DEFAULT, PrefillGraphs,
+                                              capture_graph, copy_states, programmatic_launch_requested)
 from edge_quamba.runtime.sampling import check_greedy_maximum
 
 WARMUP_STEPS = 2
@@ -221,6 +223,19 @@ def weight_bytes_per_token(model: MambaLM) -> int:
     return total
 
 
+def decide_programmatic_launch(requested: bool | None, capability: tuple[int, int]) -> bool:
+    """Whether the decode graphs use programmatic dependent launch: as requested (``CudaBackend``'s argument or
+    EDGE_QUAMBA_PDL), where a request for it on a GPU below compute capability 9.0 is a one-line error; unrequested,
+    cuda_prefill.PROGRAMMATIC_LAUNCH_BY_DEFAULT on GPUs that have it (9.0+), plain launches below (Orin: 8.7)."""
+    has_it = tuple(capability) >= (9, 0)
+    if requested is None:
+        return PROGRAMMATIC_LAUNCH_BY_DEFAULT and has_it
+    if requested and not has_it:
+        raise BackendUnavailableError(f"programmatic dependent launch (EDGE_QUAMBA_PDL=1) needs compute capability "
+                                      f"9.0 or later; this GPU has {capability[0]}.{capability[1]}")
+    return requested
+
+
 class CudaBackend:
     """Batch-1 generation on the GPU: eager prefill, CUDA-graph decode (``graph=False``: eager decode, for tests).
 
@@ -236,20 +251,16 @@ class CudaBackend:
             raise BackendUnavailableError(f"--backend cuda runs on a CUDA device, not {self.device}")
         refuse_options(model)
         require_cuda_kernels()
-        if programmatic_launch is None:
-            programmatic_launch = programmatic_launch_default()
-        capability = torch.cuda.get_device_capability(self.device)
-        if programmatic_launch and capability < (9, 0):
-            raise BackendUnavailableError(f"programmatic dependent launch (EDGE_QUAMBA_PDL=1) needs compute capability "
-                                          f"9.0 or later; this GPU has {capability[0]}.{capability[1]}")
+        requested = programmatic_launch_requested() if programmatic_launch is None else programmatic_launch
         self.setup(prepare_gpu_model(model, self.device), graph, prefill_graphs=prefill_graphs,
-                   programmatic_launch=programmatic_launch)
+                   programmatic_launch=decide_programmatic_launch(requested,
+                                                                  torch.cuda.get_device_capability(self.device)))
 
     def setup(self, model: MambaLM, graph: bool, pin: bool = True, event: Callable[[], Any] | None = None,
               prefill_graphs: bool | None = None, programmatic_launch: bool = False) -> None:
         """The static buffers, the decode graph, the token ring and (``prefill_graphs``, None: the default of
         cuda_prefill.py) the chunked prefill around a prepared model on ``self.device``; ``programmatic_launch``:
-        the graphs are captured with programmatic dependent launch (cuda_prefill.PROGRAMMATIC_LAUNCH_BY_DEFAULT).
+        the decode graphs are captured with programmatic dependent launch (decide_programmatic_launch).
         (The CPU tests call it on a CPU model with graph=False, pin=False and a fake event: chunked prefill then runs
         its chunks eagerly.)"""
         self.model = model
@@ -267,8 +278,7 @@ class CudaBackend:
         self.greedy: dict[int, CudaGreedy] = {}  # usable vocabulary -> its greedy decoder
         use_chunks = PREFILL_GRAPHS_BY_DEFAULT if prefill_graphs is None else prefill_graphs
         # the prompt in chunk graphs continuing the static states (None: eager prefill of the whole prompt)
-        self.chunked = PrefillGraphs(self.model, self.states, self.pool, graph=graph,
-                                     programmatic=programmatic_launch) if use_chunks else None
+        self.chunked = PrefillGraphs(self.model, self.states, self.pool, graph=graph) if use_chunks else None
 
     @torch.inference_mode()
     def capture(self, greedy_vocab: int | None = None) -> tuple[torch.cuda.CUDAGraph, Tensor]:

@@ -43,16 +43,19 @@ MAX_CHUNK = 512
 PREFILL_GRAPHS_BY_DEFAULT = True
 """Whether ``CudaBackend`` prefills through chunk graphs when not told (``prefill_graphs=False``: the whole prompt
 eagerly, one forward)."""
-PROGRAMMATIC_LAUNCH_BY_DEFAULT = False
-"""Whether ``CudaBackend`` captures its graphs with programmatic dependent launch (plugins/kernels/common.h; compute
-capability 9.0+) when not told; the environment variable EDGE_QUAMBA_PDL=1 or 0 overrides it (benchmarks A/B it)."""
+PROGRAMMATIC_LAUNCH_BY_DEFAULT = True
+"""Whether ``CudaBackend`` captures its decode graphs with programmatic dependent launch (plugins/kernels/common.h) on
+a GPU that has it (compute capability 9.0+; below, as on Orin, they are captured plainly) when neither its argument
+nor EDGE_QUAMBA_PDL says. Measured on an H100 (benchmarks/results/latency_pdl_h100.txt): TPOT 2.507 -> 2.149 ms at
+Mamba1 2.8b int8, 3.081 -> 2.660 ms at Mamba2 2.7b, 0.587 -> 0.482 ms at 130m, the tokens equal the plain graphs'.
+The prefill chunk graphs stay plain: captured that way the 512-token TTFT rose 19.1 -> 21.4 ms at 2.8b."""
 
 
-def programmatic_launch_default() -> bool:
-    """PROGRAMMATIC_LAUNCH_BY_DEFAULT, or EDGE_QUAMBA_PDL when set (1: on, 0: off; anything else is an error)."""
+def programmatic_launch_requested() -> bool | None:
+    """EDGE_QUAMBA_PDL as a request (1: on, 0: off), None when unset; anything else is an error."""
     value = os.environ.get("EDGE_QUAMBA_PDL")
     if value is None:
-        return PROGRAMMATIC_LAUNCH_BY_DEFAULT
+        return None
     if value not in ("0", "1"):
         raise InputError(f"EDGE_QUAMBA_PDL must be 0 or 1, not {value!r}")
     return value == "1"
@@ -83,8 +86,8 @@ def capture_graph(device: torch.device, pool, warmup: Callable[[], object], warm
     """``warmup()`` ``warmup_steps`` times on a side stream (lazy cuBLAS and kernel initialization, the allocator;
     it must leave the static buffers as they are), then ``body()`` captured into a graph whose allocations come from
     ``pool`` -> (the graph, body's return value: a static output each replay rewrites). The decode graphs of
-    cuda_backend.py and the chunk graphs here are made by it. ``programmatic``: our kernels are captured with
-    programmatic dependent launch (cuda_ops.programmatic_launch; the warm-up launches plainly)."""
+    cuda_backend.py and the chunk graphs here are made by it. ``programmatic`` (the decode graphs): our kernels are
+    captured with programmatic dependent launch (cuda_ops.programmatic_launch; the warm-up launches plainly)."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
@@ -107,8 +110,7 @@ class ChunkGraph:
     """One captured chunk of ``length`` tokens: static ids (1, length) int64 in, static logits (1, v) out; the
     backend's static states are read and written in place by each replay."""
 
-    def __init__(self, model: MambaLM, states: list[LayerState], length: int, pool, warmup_steps: int,
-                 programmatic: bool = False):
+    def __init__(self, model: MambaLM, states: list[LayerState], length: int, pool, warmup_steps: int):
         self.ids = torch.zeros((1, length), dtype=torch.long, device=model.device)
 
         def chunk() -> Tensor:
@@ -119,7 +121,7 @@ class ChunkGraph:
         def warmup() -> None:  # functional: the static states are read, not changed
             last_position_logits(model, self.ids, states)
 
-        self.graph, self.logits = capture_graph(model.device, pool, warmup, warmup_steps, chunk, programmatic)
+        self.graph, self.logits = capture_graph(model.device, pool, warmup, warmup_steps, chunk)
 
 
 def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
@@ -132,13 +134,11 @@ def copy_states(dst: list[LayerState], src: list[LayerState]) -> None:
 class PrefillGraphs:
     """Chunked prefill of one model into its backend's static ``states`` (module docstring). ``run`` runs a chunk
     length eagerly on its first use, captures its graph on the second and replays it after; ``prepare`` captures
-    ahead; ``graph=False`` runs every chunk eagerly (the CPU tests: no CUDA there); ``programmatic``: the graphs are
-    captured with programmatic dependent launch."""
+    ahead; ``graph=False`` runs every chunk eagerly (the CPU tests: no CUDA there)."""
 
     def __init__(self, model: MambaLM, states: list[LayerState], pool=None, graph: bool = True,
-                 max_chunk: int = MAX_CHUNK, warmup_steps: int = 2, programmatic: bool = False):
+                 max_chunk: int = MAX_CHUNK, warmup_steps: int = 2):
         self.model, self.states, self.pool, self.graph = model, states, pool, graph
-        self.programmatic = programmatic
         self.max_chunk, self.warmup_steps = max_chunk, warmup_steps
         self.graphs: dict[int, ChunkGraph] = {}
         self.ran_eagerly: set[int] = set()  # chunk lengths used once, without a graph yet
@@ -146,8 +146,7 @@ class PrefillGraphs:
     def captured(self, length: int) -> ChunkGraph:
         """The graph of chunk ``length``, captured now if it has none (the static states are not changed)."""
         if length not in self.graphs:
-            self.graphs[length] = ChunkGraph(self.model, self.states, length, self.pool, self.warmup_steps,
-                                             self.programmatic)
+            self.graphs[length] = ChunkGraph(self.model, self.states, length, self.pool, self.warmup_steps)
         return self.graphs[length]
 
     @torch.inference_mode()
