@@ -18,6 +18,8 @@ import re
 import sys
 from pathlib import Path
 
+from edge_quamba.streams import drop_stdout
+
 KINDS = (
     ("int8 GEMV", r"int8_gemv_kernel"),
     ("W4A8 GEMV", r"w4a8_gemv_kernel"),
@@ -85,12 +87,17 @@ def main(argv=None) -> None:
     items = [breakdown(r) for r in profiled_rows(rows, shapes)]
     if not items:
         parser.error(f"{args.record} has no profiled edge-quamba rows" + (f" for {args.shapes}" if shapes else ""))
-    print_table(items)
-    if args.out:
+    if args.out:  # before the table: a reader that stops early (`| head`) must not cost the record
         out = {"source": args.record, "command": "python3 benchmarks/kernel_breakdown.py " + " ".join(
             argv if argv is not None else sys.argv[1:]), "rows": items}
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-        print(f"\nwrote {args.out}")
+    try:
+        print_table(items)
+        if args.out:
+            print(f"\nwrote {args.out}")
+        sys.stdout.flush()  # a pipe buffers: the error comes here, not at the interpreter's exit
+    except BrokenPipeError:  # stdout closed early (piped into head): stop quietly, no traceback
+        drop_stdout()
 
 
 if __name__ == "__main__":

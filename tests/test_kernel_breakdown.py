@@ -1,6 +1,7 @@
 """benchmarks/kernel_breakdown.py: a decode step's profiled kernels summed by kind against the graph time."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,3 +50,15 @@ def test_a_missing_or_foreign_record_is_a_usage_error(tmp_path, capsys, content)
         kernel_breakdown.main([str(record)])
     assert exc.value.code == 2 and "is not a readable bench_latency.py record" in capsys.readouterr().err
 
+
+
+def test_a_reader_that_stops_early_gets_no_traceback_and_the_record_is_written(tmp_path):
+    kernels = [{"kernel": f"kernel_{i}", "us_per_token": 10.0, "launches_per_token": 1} for i in range(40)]
+    record = tmp_path / "latency.json"
+    record.write_text(json.dumps({"rows": [{"shape": "2.8b", "impl": "edge-quamba cuda int8", "graph_ms": 1.0,
+                                            "kernels": kernels}]}))
+    out = tmp_path / "breakdown.json"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(f"{sys.executable} benchmarks/kernel_breakdown.py {record} --out {out} | true",
+                          shell=True, cwd=root, capture_output=True, text=True, env={"PYTHONPATH": str(root)})
+    assert proc.stderr == "" and json.loads(out.read_text())["rows"][0]["shape"] == "2.8b"
