@@ -30,7 +30,8 @@ the static buffers (two ``_foreach_copy_`` launches: int8 conv states, float32 s
 the sequence by one token. A decode step is then: write the token id into the static buffer, replay, read the static
 logits. On compute capability 9.0+ the decode graph is captured with programmatic dependent launch (each of our
 kernels starts while its producer finishes and waits for it before touching an activation; the GEMVs load their
-first weights meanwhile; :func:`decide_programmatic_launch`, EDGE_QUAMBA_PDL=0 turns it off). Prefill runs as power-of-two chunks replayed from captured graphs that continue the static states in place
+first weights meanwhile; :func:`decide_programmatic_launch`, EDGE_QUAMBA_PDL=0 turns it off). Prefill runs as
+power-of-two chunks replayed from captured graphs that continue the static states in place
 (:mod:`edge_quamba.runtime.cuda_prefill`; a chunk length's first use runs eagerly, its second captures); or, with
 ``prefill_graphs=False``, eagerly (``model.forward`` on the whole prompt), copying its final states into the static
 buffers. The backend therefore holds ONE sequence:

@@ -98,7 +98,8 @@ __global__ void __launch_bounds__(THREADS) gated_rms_norm_quantize_kernel(GatedR
 
 template <int THREADS, int ITEMS>
 cudaError_t launch_items(const RmsNormQuantizeParams& p, cudaStream_t stream) {
-    return launch_kernel(rms_norm_quantize_kernel<THREADS, ITEMS>, static_cast<unsigned>(p.rows), THREADS, 0, stream, p);
+    return launch_kernel(rms_norm_quantize_kernel<THREADS, ITEMS>, static_cast<unsigned>(p.rows), THREADS, 0, stream,
+                         p);
 }
 
 template <int THREADS, int ITEMS>
