@@ -238,18 +238,18 @@ def test_capture_graph_warms_up_on_a_side_stream_then_captures_the_body_once(mon
 
 def test_programmatic_launch_request_from_the_environment(monkeypatch):
     monkeypatch.delenv("EDGE_QUAMBA_PDL", raising=False)
-    assert cuda_prefill.programmatic_launch_requested() is None
+    assert cuda_backend.programmatic_launch_requested() is None
     for value, expected in (("1", True), ("0", False)):
         monkeypatch.setenv("EDGE_QUAMBA_PDL", value)
-        assert cuda_prefill.programmatic_launch_requested() is expected
+        assert cuda_backend.programmatic_launch_requested() is expected
     monkeypatch.setenv("EDGE_QUAMBA_PDL", "yes")
     with pytest.raises(InputError, match="EDGE_QUAMBA_PDL must be 0 or 1, not 'yes'"):
-        cuda_prefill.programmatic_launch_requested()
+        cuda_backend.programmatic_launch_requested()
 
 
 def test_decode_graphs_use_programmatic_launch_where_the_gpu_has_it():
     decide = cuda_backend.decide_programmatic_launch
-    assert cuda_prefill.PROGRAMMATIC_LAUNCH_BY_DEFAULT is True
+    assert cuda_backend.PROGRAMMATIC_LAUNCH_BY_DEFAULT is True
     assert decide(None, (9, 0)) is True and decide(None, (10, 0)) is True
     assert decide(None, (8, 7)) is False  # Orin: no programmatic dependent launch, plain graphs
     assert decide(False, (9, 0)) is False and decide(True, (9, 0)) is True

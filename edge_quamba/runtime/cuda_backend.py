@@ -50,6 +50,7 @@ path: the seeded numpy sampler of ``sampling.py``, the same for every backend.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -60,14 +61,29 @@ from torch import Tensor, nn
 from edge_quamba.errors import BackendUnavailableError, InputError
 from edge_quamba.folders import ModelFolder, load_reference_model
 from edge_quamba.models.mamba import LayerState, MambaLM
-from edge_quamba.runtime.cuda_prefill import (PREFILL_GRAPHS_BY_DEFAULT, PROGRAMMATIC_LAUNCH_BY_DEFAULT, PrefillGraphs,
-                                              capture_graph, copy_states, programmatic_launch_requested)
+from edge_quamba.runtime.cuda_prefill import PREFILL_GRAPHS_BY_DEFAULT, PrefillGraphs, capture_graph, copy_states
 from edge_quamba.runtime.sampling import check_greedy_maximum
 
 WARMUP_STEPS = 2
 """Eager decode steps on a side stream before capture (lazy cuBLAS/kernel initialization, allocator warm-up)."""
 TOKEN_RING_SLOTS = 2
 """Pinned host slots the chosen tokens are copied into: the generation loop reads token t while step t + 1 runs."""
+PROGRAMMATIC_LAUNCH_BY_DEFAULT = True
+"""Whether ``CudaBackend`` captures its decode graphs with programmatic dependent launch (plugins/kernels/common.h) on
+a GPU that has it (compute capability 9.0+; below, as on Orin, they are captured plainly) when neither its argument
+nor EDGE_QUAMBA_PDL says. Measured on an H100 (benchmarks/results/latency_pdl_h100.txt): TPOT 2.507 -> 2.149 ms at
+Mamba1 2.8b int8, 3.081 -> 2.660 ms at Mamba2 2.7b, 0.587 -> 0.482 ms at 130m, the tokens equal the plain graphs'.
+The prefill chunk graphs stay plain: captured that way the 512-token TTFT rose 19.1 -> 21.4 ms at 2.8b."""
+
+
+def programmatic_launch_requested() -> bool | None:
+    """EDGE_QUAMBA_PDL as a request (1: on, 0: off), None when unset; anything else is an error."""
+    value = os.environ.get("EDGE_QUAMBA_PDL")
+    if value is None:
+        return None
+    if value not in ("0", "1"):
+        raise InputError(f"EDGE_QUAMBA_PDL must be 0 or 1, not {value!r}")
+    return value == "1"
 
 
 def require_cuda_kernels() -> None:
@@ -227,7 +243,7 @@ def weight_bytes_per_token(model: MambaLM) -> int:
 def decide_programmatic_launch(requested: bool | None, capability: tuple[int, int]) -> bool:
     """Whether the decode graphs use programmatic dependent launch: as requested (``CudaBackend``'s argument or
     EDGE_QUAMBA_PDL), where a request for it on a GPU below compute capability 9.0 is a one-line error; unrequested,
-    cuda_prefill.PROGRAMMATIC_LAUNCH_BY_DEFAULT on GPUs that have it (9.0+), plain launches below (Orin: 8.7)."""
+    PROGRAMMATIC_LAUNCH_BY_DEFAULT on GPUs that have it (9.0+), plain launches below (Orin: 8.7)."""
     has_it = tuple(capability) >= (9, 0)
     if requested is None:
         return PROGRAMMATIC_LAUNCH_BY_DEFAULT and has_it

@@ -29,13 +29,11 @@ against 50.4-70.9 ms for eager prefill in the other runs of that day; every form
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from edge_quamba.errors import InputError
 from edge_quamba.models.mamba import LayerState, MambaLM
 
 MAX_CHUNK = 512
@@ -43,22 +41,6 @@ MAX_CHUNK = 512
 PREFILL_GRAPHS_BY_DEFAULT = True
 """Whether ``CudaBackend`` prefills through chunk graphs when not told (``prefill_graphs=False``: the whole prompt
 eagerly, one forward)."""
-PROGRAMMATIC_LAUNCH_BY_DEFAULT = True
-"""Whether ``CudaBackend`` captures its decode graphs with programmatic dependent launch (plugins/kernels/common.h) on
-a GPU that has it (compute capability 9.0+; below, as on Orin, they are captured plainly) when neither its argument
-nor EDGE_QUAMBA_PDL says. Measured on an H100 (benchmarks/results/latency_pdl_h100.txt): TPOT 2.507 -> 2.149 ms at
-Mamba1 2.8b int8, 3.081 -> 2.660 ms at Mamba2 2.7b, 0.587 -> 0.482 ms at 130m, the tokens equal the plain graphs'.
-The prefill chunk graphs stay plain: captured that way the 512-token TTFT rose 19.1 -> 21.4 ms at 2.8b."""
-
-
-def programmatic_launch_requested() -> bool | None:
-    """EDGE_QUAMBA_PDL as a request (1: on, 0: off), None when unset; anything else is an error."""
-    value = os.environ.get("EDGE_QUAMBA_PDL")
-    if value is None:
-        return None
-    if value not in ("0", "1"):
-        raise InputError(f"EDGE_QUAMBA_PDL must be 0 or 1, not {value!r}")
-    return value == "1"
 
 
 def chunk_lengths(n: int, max_chunk: int = MAX_CHUNK) -> list[int]:

@@ -29,7 +29,6 @@ constexpr int kChunk = 64;  // timesteps per thread (>= kConvMaxWidth - 1)
 template <int W>
 __global__ void __launch_bounds__(kThreads) causal_conv1d_kernel(CausalConv1dParams p) {
     wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
-    allow_dependents();
     const int c = blockIdx.x * kThreads + threadIdx.x;
     const int b = blockIdx.z;
     if (c >= p.dim) return;

@@ -22,20 +22,15 @@ enum class FloatType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 // Programmatic dependent launch (PDL; compute capability 9.0 and later). Off by default. When a caller turns it on
 // (set_programmatic_launch(true), e.g. while capturing a decode graph), the launchers of the decode kernels launch with
 // cudaLaunchAttributeProgrammaticStreamSerialization: such a kernel may start while the previous kernel of its stream
-// still runs, once every block of that kernel has called allow_dependents(). Until wait_for_producer() returns (the
+// still runs, once every block of that kernel has passed its wait_for_producer(). Until wait_for_producer() returns (the
 // previous kernel finished, its writes visible) it may only read what no kernel writes (weights: the GEMVs issue their
 // first weight loads there); it neither reads an activation nor writes anything before it, since a graph's memory
 // pool may hand its output the buffer the previous kernel still reads. Every kernel that a launcher starts through
-// launch_kernel calls wait_for_producer() and then allow_dependents() (after the wait, so at most one kernel runs
-// ahead). On sm_87 (Orin) and in the CPU emulator both calls are no-ops and launches are plain.
+// launch_kernel calls wait_for_producer(), which then lets the next kernel launch (after the wait, so at most one
+// kernel runs ahead). On sm_87 (Orin) and in the CPU emulator it is a no-op and launches are plain.
 __device__ __forceinline__ void wait_for_producer() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     cudaGridDependencySynchronize();
-#endif
-}
-
-__device__ __forceinline__ void allow_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     cudaTriggerProgrammaticLaunchCompletion();
 #endif
 }

@@ -180,7 +180,6 @@ __global__ void __launch_bounds__(kMaxThreads) hadamard_quantize_kernel(Hadamard
                                                                        GatedRmsNormQuantizeParams gate,
                                                                        bool gate_vec) {
     wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
-    allow_dependents();
     constexpr bool DYNAMIC = MODE == Mode::kDynamic;
     extern __shared__ float4 smem[];  // declared float4: 16-byte aligned for store_row's float4 stores
     float* X = reinterpret_cast<float*>(smem);  // (M, p) row-major, when used

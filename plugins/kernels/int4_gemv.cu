@@ -111,7 +111,6 @@ __device__ __forceinline__ float group_term(int sum16, float x_scale, float w_sc
 template <int CPC, int MB, bool QUANT, bool WHOLE>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) w4a8_gemv_kernel(Problem p, int tpr_log2) {
     wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
-    allow_dependents();
     extern __shared__ int smem[];  // [rows][MB][G]: float terms (WHOLE) or int32 sums of 16 * code * x
     float* terms = reinterpret_cast<float*>(smem);
     const int tpr = 1 << tpr_log2;

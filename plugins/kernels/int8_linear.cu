@@ -87,7 +87,6 @@ __global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Gemv p) {
         if (row_ok && c < chunks) wv[u] = __ldcs(w + c);
     }
     wait_for_producer();
-    allow_dependents();
 
     if (row_ok) {
         for (int c0 = lane; c0 < chunks; c0 += kUnroll * TPR) {
@@ -212,7 +211,6 @@ cudaError_t launch_gemv(const Gemv& p, cudaStream_t stream) {
 // launcher), grid-stride over the (M, N) matrix; the same rounded ops as the GEMV epilogue, then quantize_rn.
 __global__ void int32_epilogue_quantize_kernel(Int32EpilogueQuantizeParams p) {
     wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
-    allow_dependents();
     const float alpha = __fmul_rn(p.x_scale, p.weight_scale);
     const int64_t groups = p.M * (p.N / 4);
     for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < groups;

@@ -23,7 +23,6 @@ __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162f
 template <typename T>
 __global__ void quantize_kernel(QuantizeParams p) {
     wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
-    allow_dependents();
     const int64_t groups_per_row = (p.cols + 3) / 4;
     const int64_t total = p.rows * groups_per_row;
     const T* x = static_cast<const T*>(p.x);

@@ -41,7 +41,6 @@ __device__ __forceinline__ float block_inv_rms(float sum_sq, int dim, float eps)
 template <int THREADS, int ITEMS>
 __global__ void __launch_bounds__(THREADS) rms_norm_quantize_kernel(RmsNormQuantizeParams p) {
     wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
-    allow_dependents();
     constexpr int kThreads = THREADS;
     const int t = threadIdx.x;
     const float* x = p.x + int64_t(blockIdx.x) * p.x_row_stride;
@@ -68,7 +67,6 @@ __global__ void __launch_bounds__(THREADS) rms_norm_quantize_kernel(RmsNormQuant
 template <int THREADS, int ITEMS>
 __global__ void __launch_bounds__(THREADS) gated_rms_norm_quantize_kernel(GatedRmsNormQuantizeParams p) {
     wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
-    allow_dependents();
     const int t = threadIdx.x, offset = blockIdx.y * p.group_size;
     const float* y = p.y + int64_t(blockIdx.x) * p.y_row_stride + offset;
     const int8_t* z = p.z + int64_t(blockIdx.x) * p.z_row_stride + offset;

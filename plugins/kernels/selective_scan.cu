@@ -56,7 +56,6 @@ __device__ __forceinline__ float tree_sum(float v) {
 template <int G>
 __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanParams p) {
     wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
-    allow_dependents();
     const int s = threadIdx.x % G;
     const int d_raw = blockIdx.x * (kThreads / G) + threadIdx.x / G;
     const bool valid = d_raw < p.dim;

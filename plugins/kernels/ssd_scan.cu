@@ -30,7 +30,6 @@ constexpr int kMaxChunk = 64;
 template <int SPL, int NT>
 __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(SsdScanParams p, int chunk, bool vec_state) {
     wait_for_producer();  // PDL (common.h): nothing read or written before the previous kernel is done
-    allow_dependents();
     constexpr int kRows = kThreads / NT;
     constexpr int kPad = SPL * NT;  // n_pad
     extern __shared__ float4 smem4[];
