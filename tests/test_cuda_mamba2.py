@@ -303,6 +303,69 @@ def test_bad_arguments_raise_one_line_value_errors():
     assert "no Hadamard matrix for n=36" in lines[4]
 
 
+# ---------------------------------------------------- in_proj with its three output sites quantized in the epilogue
+
+def segments_case(M, K, sizes, stride, bits, seed):
+    """Inputs of int8 / w4a8_linear_quantize_segments and their scales: segment i's scale saturates its largest
+    |y| (150 / 127 of it), so the segments' scales differ by their outputs' ranges (and every code range is used).
+    Returns (op name, args before the scales, out_scales)."""
+    g = gen(seed)
+    n = sum(sizes)
+    x_q = rand_i8(M, stride or K, g=g)[:, :K]
+    bias = torch.randn(n, generator=g)
+    if bits == "w8a8":
+        w = rand_i8(n, K, g=g).clamp(min=-127)
+        w[sizes[0]:] //= 8  # the later segments' outputs 8x smaller: one shared scale would not fit them
+        args = ("int8_linear_quantize_segments", (x_q, w, bias, 0.0173, 0.0021))
+        y = torch_ops.int8_linear(*args[1])
+    else:
+        from test_cuda_int4 import int4_weight
+
+        _, packed, scales = int4_weight(n, K, 64, g)
+        scales[sizes[0]:] /= 8
+        args = ("w4a8_linear_quantize_segments", (x_q, packed, scales, bias, 0.0173, 64))
+        y = qops.w4a8_linear(*args[1])
+    return (*args, [float(part.abs().max()) / 150 for part in y.split(list(sizes), dim=-1)])
+
+
+def check_linear_quantize_segments(ext, device, M, K, sizes, stride, bits, seed=0):
+    name, args, out_scales = segments_case(M, K, sizes, stride, bits, seed)
+    ref = getattr(torch_ops, name)(*args, out_scales, list(sizes))
+    to = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+    poison_on(device, ((M, sum(sizes)), torch.int8))
+    got = getattr(ext, name)(*(to(a) for a in args), out_scales, list(sizes)).cpu()
+    report(f"{name} M={M} K={K} sizes={sizes}", got, ref)
+    assert got.dtype == torch.int8 and got.shape == ref.shape
+    assert torch.equal(got, ref)
+
+
+SEGMENT_CASES = [  # (M, K, sizes z | xBC | dt, x row stride or None, bits)
+    (1, 2560, (5120, 5376, 80), None, "w8a8"),    # Mamba2 2.7b in_proj, decode
+    (2, 768, (1536, 1792, 24), None, "w8a8"),     # the demo's, batch 2
+    (40, 768, (1536, 1792, 24), None, "w8a8"),    # prefill: torch._int_mm + the int32 epilogue
+    (3, 100, (7, 13, 5), 104, "w8a8"),            # odd sizes, a strided x
+    (1, 2560, (5120, 5376, 80), None, "w4a8"),    # W4A8 decode (the GEMV)
+    (40, 768, (1536, 1792, 24), None, "w4a8"),    # W4A8 prefill (the tensor-core GEMM)
+]
+
+
+@pytest.mark.parametrize("M,K,sizes,stride,bits", SEGMENT_CASES)
+def test_linear_quantize_segments_exact(ext, M, K, sizes, stride, bits):
+    check_linear_quantize_segments(ext, "cuda", M, K, sizes, stride, bits, seed=case_seed((M, K, *sizes)))
+
+
+def test_linear_quantize_segments_reject_bad_segments_in_one_line():
+    from edge_quamba.ops import cuda_ops
+
+    x, w = torch.zeros(1, 32, dtype=torch.int8, device="cuda"), torch.zeros(8, 32, dtype=torch.int8, device="cuda")
+    for scales, sizes, message in (([0.1, 0.1], [4, 3], "do not split 8 columns"),
+                                   ([0.1], [4, 4], "one scale each"),
+                                   ([0.1, 0.0], [4, 4], "out_scales[1] must be a finite float > 0"),
+                                   ([0.1] * 5, [1, 1, 1, 1, 4], "1 to 4 segments")):
+        with pytest.raises(ValueError, match=message):
+            cuda_ops.int8_linear_quantize_segments(x, w, None, 0.1, 0.1, scales, sizes)
+
+
 # ------------------------------------------------------------------------------------------------- dispatch
 
 def test_mamba2_ops_dispatch_to_the_kernels_and_update_ops_equal_prefill(ext):

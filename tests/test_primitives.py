@@ -210,3 +210,29 @@ def test_int8_linear_matches_float_reference():
     sqnr = 10 * torch.log10((x @ w.T).pow(2).mean() / (y - x @ w.T).pow(2).mean())
     print(f"int8_linear SQNR vs fp32 {sqnr.item():.1f} dB")
     assert sqnr.item() > 30
+
+
+def test_quantize_segments_each_at_its_scale_and_label():
+    """Consecutive segments of the last axis, each quantized at its own scale, each under its own code label."""
+    x = torch.randn(3, 10, generator=torch.Generator().manual_seed(0))
+    got = P.quantize_segments(x, [0.1, 0.002, 0.5], [4, 5, 1])
+    want = torch.cat([P.quantize(x[:, :4], 0.1), P.quantize(x[:, 4:9], 0.002), P.quantize(x[:, 9:], 0.5)], dim=-1)
+    assert torch.equal(got, want) and (got[:, 4:9].abs() == 127).any()  # the small scale saturates
+    seen = []
+
+    def hook(label, quotient, q):
+        seen.append((label, q.shape[-1]))
+        return q
+
+    with P.quantize_hook(hook), P.code_label(("a", "b", "c")):
+        P.quantize_segments(x, [0.1, 0.002, 0.5], [4, 5, 1])
+    with P.quantize_hook(hook), P.code_label("one"):
+        P.quantize_segments(x, [0.1, 0.2], [4, 6])
+    assert seen == [("a", 4), ("b", 5), ("c", 1), ("one", 4), ("one", 6)]
+
+
+@pytest.mark.parametrize("scales,sizes,labels", [([0.1], [4, 6], None), ([0.1, 0.1], [4, 5], None),
+                                                 ([0.1, 0.1], [0, 10], None), ([0.1, 0.1], [4, 6], ("a",))])
+def test_quantize_segments_rejects_mismatched_segments(scales, sizes, labels):
+    with pytest.raises(ValueError, match="quantize_segments"), P.code_label(labels):
+        P.quantize_segments(torch.zeros(2, 10), scales, sizes)

@@ -207,17 +207,45 @@ def test_quantized_mamba2_tracks_fp_and_clustering_helps(quantized, fp32_model):
 
 def test_mamba2_model_calls_only_the_edge_quamba_ops(quantized):
     """The Mamba2 data flow exists once: prefill and decode call torch.ops.edge_quamba.* (decode the one-token
-    ops), and aten makes no int8 tensor except views and the zero states."""
+    ops), and aten makes no int8 tensor except views and the zero states. in_proj's three output sites are
+    quantized in its epilogue (int8_linear_quantize_segments): no separate quantize op."""
     from test_data_flow import VIEWS, record_prefill_and_decode
 
     q = quantized["quamba2"]
     tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
     prefill, decode, _ = record_prefill_and_decode(q, tokens)
     print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
-    common = {"rms_norm_quantize", "int8_linear", "quantize", "gated_rms_norm_hadamard_quantize"}
+    common = {"rms_norm_quantize", "int8_linear_quantize_segments", "int8_linear", "gated_rms_norm_hadamard_quantize"}
     assert prefill.edge_quamba == common | {"int8_causal_conv1d_channel_scales", "int8_ssd_scan"}
     assert decode.edge_quamba == common | {"int8_causal_conv1d_channel_scales_update", "int8_ssd_scan_update"}
     assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
+
+
+def test_in_proj_sites_are_labelled_in_its_epilogue(quantized):
+    """in_proj's one op quantizes z, xBC and Δ each at its site's scale and under its site's label (validation's tie
+    rule finds each graph tensor by that label), and its codes equal the float linear quantized part by part."""
+    from edge_quamba.quant.primitives import quantize, quantize_hook
+
+    q = quantized["quamba2"]
+    seen = {}
+
+    def hook(label, quotient, codes):
+        seen.setdefault(label, codes.shape[-1])
+        return codes
+
+    tokens = torch.randint(0, 120, (1, 5), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), quantize_hook(hook):
+        q(tokens)
+    c, mixer = q.config, q.backbone.layers[0].mixer
+    sizes = [c.d_inner, c.d_inner + 2 * c.ngroups * c.d_state, c.nheads]
+    assert [seen[f"layers.0.mixer.{code}"] for code in ("z_q", "xBC_q", "dt_q")] == sizes
+    x_q = torch.randint(-127, 128, (3, c.d_model), dtype=torch.int8, generator=torch.Generator().manual_seed(3))
+    s = mixer.scales()
+    y = torch.ops.edge_quamba.int8_linear(x_q, mixer.in_proj.weight, mixer.in_proj.bias, 0.02, s["in_proj.weight"])
+    want = torch.cat([quantize(part, s[site]) for part, site in zip(y.split(sizes, -1), ("z", "xBC", "dt"))], -1)
+    got = torch.ops.edge_quamba.int8_linear_quantize_segments(x_q, mixer.in_proj.weight, mixer.in_proj.bias, 0.02,
+                                                             s["in_proj.weight"], [s["z"], s["xBC"], s["dt"]], sizes)
+    assert torch.equal(got, want) and len({s["z"], s["xBC"], s["dt"]}) == 3
 
 
 @pytest.mark.parametrize("bits", ["w4a8", "w4a16"])

@@ -51,7 +51,8 @@ HADAMARD_MAX_DIM = 16384
 """Largest n of the Hadamard kernel (one row in 64 KB of shared memory)."""
 RMS_NORM_MAX_DIM = 8192
 """Largest d of the RMSNorm + quantize kernel (one row in the registers of a 1024-thread block)."""
-OP_NAMES = ("quantize", "rms_norm_quantize", "int8_linear", "int8_linear_quantize", "int8_causal_conv1d",
+OP_NAMES = ("quantize", "rms_norm_quantize", "int8_linear", "int8_linear_quantize", "int8_linear_quantize_segments",
+            "int8_causal_conv1d",
             "int8_causal_conv1d_update", "int8_selective_scan", "int8_selective_scan_update", "hadamard_quantize",
             "hadamard_quantize_dynamic", "int8_linear_per_token")
 """Every op of the edge_quamba namespace (edge_quamba.ops.torch_ops), by torch op name."""
@@ -200,6 +201,29 @@ def int8_linear_quantize(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
     return load_extension().int8_linear_quantize(x_q, weight_q, bias, x_scale, weight_scale, out_scale)
 
 
+MAX_OUT_SEGMENTS = 4
+"""Most column segments of a *_quantize_segments op (``kMaxOutSegments`` in plugins/kernels/common.h)."""
+
+
+def _check_segments(op, out_scales, sizes, n):
+    _require(1 <= len(sizes) <= MAX_OUT_SEGMENTS and len(out_scales) == len(sizes),
+             f"{op}: expected 1 to {MAX_OUT_SEGMENTS} segments with one scale each, got {len(sizes)} sizes and "
+             f"{len(out_scales)} scales")
+    _require(min(sizes) >= 1 and sum(sizes) == n, f"{op}: segment sizes {list(sizes)} do not split {n} columns")
+    for i, scale in enumerate(out_scales):
+        _scale(f"{op}: out_scales[{i}]", scale)
+
+
+def int8_linear_quantize_segments(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes):
+    """int8_linear_quantize with a scale per consecutive column segment -> int8 (..., N), the same kernels (the
+    epilogue picks each column's segment scale)."""
+    op = "int8_linear_quantize_segments"
+    _check_linear(op, x_q, weight_q, bias, x_scale, weight_scale)
+    _check_segments(op, out_scales, sizes, weight_q.shape[0])
+    return load_extension().int8_linear_quantize_segments(x_q, weight_q, bias, x_scale, weight_scale,
+                                                          list(out_scales), list(sizes))
+
+
 def int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale):
     """-> (u_q (b, l, d_in) int8, conv_state_out (b, d_in, k) int8)."""
     _cuda("int8_causal_conv1d: x_q", x_q, torch.int8, 3)
@@ -293,7 +317,8 @@ def hadamard_quantize_dynamic(y):
 
 
 _KERNELS = {"quantize": quantize, "rms_norm_quantize": rms_norm_quantize, "int8_linear": int8_linear,
-            "int8_linear_quantize": int8_linear_quantize, "int8_causal_conv1d": int8_causal_conv1d,
+            "int8_linear_quantize": int8_linear_quantize,
+            "int8_linear_quantize_segments": int8_linear_quantize_segments, "int8_causal_conv1d": int8_causal_conv1d,
             "int8_causal_conv1d_update": int8_causal_conv1d_update, "int8_selective_scan": int8_selective_scan,
             "int8_selective_scan_update": int8_selective_scan_update, "hadamard_quantize": hadamard_quantize,
             "hadamard_quantize_dynamic": hadamard_quantize_dynamic, "int8_linear_per_token": int8_linear_per_token}
@@ -348,6 +373,16 @@ def w4a8_linear_quantize(x_q, weight_packed, weight_scale, bias, x_scale, group_
                                                  out_scale)
 
 
+def w4a8_linear_quantize_segments(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scales, sizes):
+    """w4a8_linear_quantize with a scale per consecutive column segment -> int8 (..., N), one kernel."""
+    op = "w4a8_linear_quantize_segments"
+    _check_int4(op, x_q, weight_packed, weight_scale, bias, group_size, torch.int8)
+    _scale(f"{op}: x_scale", x_scale)
+    _check_segments(op, out_scales, sizes, weight_packed.shape[0])
+    return load_extension().w4a8_linear_quantize_segments(x_q, weight_packed, weight_scale, bias, x_scale, group_size,
+                                                          list(out_scales), list(sizes))
+
+
 def w4a16_linear(x, weight_packed, weight_scale, bias, group_size):
     """x (..., K) float16, weight_packed (N, ceil(K / 2)) uint8, weight_scale (N, G) float32, bias (N) float32 or
     None -> float16 (..., N), float32 accumulation (mma.sync GEMV / GEMM where K and the group size are multiples
@@ -374,8 +409,9 @@ def selective_scan(u, delta, A, B, C, D, ssm_state):
     return load_extension().selective_scan(u, delta, A, B, C, D, ssm_state)
 
 
-OP_NAMES += ("w4a8_linear", "w4a8_linear_quantize", "w4a16_linear", "selective_scan")
-_KERNELS.update(w4a8_linear=w4a8_linear, w4a8_linear_quantize=w4a8_linear_quantize, w4a16_linear=w4a16_linear,
+OP_NAMES += ("w4a8_linear", "w4a8_linear_quantize", "w4a8_linear_quantize_segments", "w4a16_linear", "selective_scan")
+_KERNELS.update(w4a8_linear=w4a8_linear, w4a8_linear_quantize=w4a8_linear_quantize,
+                w4a8_linear_quantize_segments=w4a8_linear_quantize_segments, w4a16_linear=w4a16_linear,
                 selective_scan=selective_scan)
 # ------------------------------------------------------------------- end of the 4-bit-weight linears and W4A16 scan
 

@@ -10,6 +10,8 @@ the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cu
     rms_norm_quantize            RMSNorm nodes -> QuantizeLinear       quantize(RMSNorm(x))  (Norm.forward's order)
     int8_linear                  DequantizeLinear -> MatMul (+ Add)    primitives.int8_linear (+ bias)
     int8_linear_quantize         ... -> QuantizeLinear                 quantize(int8_linear(...))  (fused epilogue)
+    int8_linear_quantize_segments  ... -> Split -> QuantizeLinear each  primitives.quantize_segments(int8_linear(...))
+                                 (Mamba2's in_proj: z | xBC | Δ, each at its site's scale; a scale per segment)
     int8_linear_per_channel      the same, weight DequantizeLinear     primitives.int8_linear, w_scale (N,)
     int8_linear_per_channel_quantize   with axis=1 (per output column)  (--weight-scales channel; no CUDA kernel)
     int8_causal_conv1d           custom node Int8CausalConv1d          qops.int8_causal_conv1d
@@ -26,6 +28,8 @@ is a float32 tensor made by the Hadamard op and read by out_proj, not a constant
                                  (TensorRT flavour: custom node W4A8Linear)
     w4a8_linear_quantize         ... -> QuantizeLinear                 qops.w4a8_linear_quantize  (fused epilogue)
                                  (TensorRT flavour: custom node W4A8LinearQuantize)
+    w4a8_linear_quantize_segments  ... -> Split -> QuantizeLinear each  quantize_segments(w4a8_linear(...))
+                                 (TensorRT flavour: a W4A8LinearQuantize node per segment's rows)
     w4a16_linear                 DQ(INT4 W) -> MatMul (float16 graph)  qops.w4a16_linear
                                  (TensorRT flavour: custom node W4A16Linear)
   The three 4-bit linears take the packed weight as the artifact stores it, (N, ceil(K / 2)) uint8 (two codes per
@@ -117,6 +121,20 @@ def int8_linear_quantize(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_s
 
 @int8_linear_quantize.register_fake
 def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
+
+
+@_op("int8_linear_quantize_segments")
+def int8_linear_quantize_segments(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float,
+                                  weight_scale: float, out_scales: list[float], sizes: list[int]) -> Tensor:
+    """int8_linear whose output columns are split into consecutive segments (``sizes``, summing to N), segment i
+    quantized at ``out_scales[i]``, in one op: x_q (..., K) int8 -> (..., N) int8. Bit-exact: the same float32
+    epilogue, then :func:`edge_quamba.quant.primitives.quantize_segments`."""
+    return primitives.quantize_segments(int8_linear(x_q, weight_q, bias, x_scale, weight_scale), out_scales, sizes)
+
+
+@int8_linear_quantize_segments.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes):
     return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
 
 
@@ -268,6 +286,21 @@ def w4a8_linear_quantize(x_q: Tensor, weight_packed: Tensor, weight_scale: Tenso
 
 @w4a8_linear_quantize.register_fake
 def _(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scale):
+    return x_q.new_empty((*x_q.shape[:-1], weight_packed.shape[0]), dtype=torch.int8)
+
+
+@_op("w4a8_linear_quantize_segments")
+def w4a8_linear_quantize_segments(x_q: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None,
+                                  x_scale: float, group_size: int, out_scales: list[float], sizes: list[int]
+                                  ) -> Tensor:
+    """w4a8_linear whose consecutive column segments are quantized at their own scales, in one op (as
+    :func:`int8_linear_quantize_segments`): x_q (..., K) int8 -> (..., N) int8."""
+    y = qops.w4a8_linear(x_q, weight_packed, weight_scale, bias, x_scale, group_size)
+    return primitives.quantize_segments(y, out_scales, sizes)
+
+
+@w4a8_linear_quantize_segments.register_fake
+def _(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scales, sizes):
     return x_q.new_empty((*x_q.shape[:-1], weight_packed.shape[0]), dtype=torch.int8)
 
 

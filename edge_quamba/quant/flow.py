@@ -29,6 +29,7 @@ from edge_quamba.models.mamba import (LayerState, MambaLM, MambaMixer, Norm, Res
                                       selective_scan)
 from edge_quamba.models.mamba2 import Mamba2Mixer, ssd_chunked
 from edge_quamba.quant.hadamard import hadamard_transform
+from edge_quamba.quant.sites import MAMBA2_IN_PROJ_SITES
 
 Tap = Callable[[str, Tensor], None]
 """tap(site, value): sees the float value at a site (FloatOps) or the dequantized codes (QuantOps)."""
@@ -79,12 +80,16 @@ def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int
 
 
 class Mamba2MixerOps(Protocol):
-    """What :func:`mamba2_mixer_flow` needs (norm_quantize, quantize, split, linear as :class:`MixerOps`)."""
+    """What :func:`mamba2_mixer_flow` needs (norm_quantize, quantize, split, linear as :class:`MixerOps`).
+    ``linear_quantize_split``: the linear's output split into consecutive parts of ``sizes``, part i quantized at
+    site ``out_sites[i]`` (:func:`linear_split_quantize` is that composition)."""
 
     def norm_quantize(self, resid: Any, site: str) -> Any: ...
     def quantize(self, x: Any, site: str) -> Any: ...
     def split(self, x: Any, sizes: list[int]) -> list[Any]: ...
     def linear(self, name: str, x_q: Any, in_site: str, bias: bool = True, out_site: str | None = None) -> Any: ...
+    def linear_quantize_split(self, name: str, x_q: Any, in_site: str, out_sites: tuple[str, ...],
+                              sizes: list[int]) -> list[Any]: ...
     def causal_conv1d(self, xBC_q: Any, conv_state: Any) -> tuple[Any, Any]: ...
     def ssd_scan(self, x_q: Any, dt_q: Any, B_q: Any, C_q: Any, ssm_state: Any) -> tuple[Any, Any]: ...
     def gated_norm_quantize(self, y: Any, z_q: Any, hadamard: bool) -> Any: ...
@@ -95,23 +100,32 @@ def mamba2_mixer_flow(ops: Mamba2MixerOps, resid: Any, state: LayerState, d_inne
     """One Quamba2 W8A8 Mamba2 mixer with its pre-norm: resid (b, l, d) float -> the mixer's output (b, l, d) float
     and the state after the last token. ``bc_width`` = g n, the width of B (and of C).
 
-    Quamba2 (arXiv 2503.22879): the norm writes int8; int8 in_proj, its float output split into z, xBC and Δ
-    (without dt_bias), each quantized at its own per-tensor scale; the int8 depthwise conv over xBC + SiLU writes
-    x at the per-group scales of the sorted-and-clustered channels and B, C at per-state-group scales (one
-    ``ssm_input`` tensor with per-channel scales); the SSD scan on int8 x, Δ, B, C with a float32 state (dt_bias,
-    softplus, A and D per head inside); the gated RMSNorm of y with the int8 gate z, Hadamard and the quantize of
-    out_proj's input (one fused op, as norm_quantize is); int8 out_proj with the rotated weight, float out. The sort-and-cluster channel order is applied to the weights
-    offline (:mod:`edge_quamba.quant.cluster`), so the flow never permutes.
+    Quamba2 (arXiv 2503.22879): the norm writes int8; int8 in_proj, its output split into z, xBC and Δ (without
+    dt_bias), each quantized at its own per-tensor scale (in the GEMM's epilogue: one op); the int8 depthwise conv
+    over xBC + SiLU writes x at the per-group scales of the sorted-and-clustered channels and B, C at
+    per-state-group scales (one ``ssm_input`` tensor with per-channel scales); the SSD scan on int8 x, Δ, B, C with
+    a float32 state (dt_bias, softplus, A and D per head inside); the gated RMSNorm of y with the int8 gate z,
+    Hadamard and the quantize of out_proj's input (one fused op, as norm_quantize is); int8 out_proj with the
+    rotated weight, float out. The sort-and-cluster channel order is applied to the weights offline
+    (:mod:`edge_quamba.quant.cluster`), so the flow never permutes.
     """
     x_q = ops.norm_quantize(resid, "in_proj_input")  # (b, l, d) int8
-    zxbcdt = ops.linear("in_proj", x_q, "in_proj_input")  # (b, l, d_in + conv_dim + h) float32
-    z, xBC, dt = ops.split(zxbcdt, [d_inner, d_inner + 2 * bc_width, nheads])
-    z_q, xBC_q, dt_q = ops.quantize(z, "z"), ops.quantize(xBC, "xBC"), ops.quantize(dt, "dt")
+    # in_proj's output (b, l, d_in + conv_dim + h): z (b, l, d_in), xBC (b, l, conv_dim), Δ (b, l, h) int8
+    z_q, xBC_q, dt_q = ops.linear_quantize_split("in_proj", x_q, "in_proj_input", MAMBA2_IN_PROJ_SITES,
+                                                 [d_inner, d_inner + 2 * bc_width, nheads])
     ssm_in_q, conv_state = ops.causal_conv1d(xBC_q, state.conv_state)  # reads xBC, writes ssm_input
     xs_q, B_q, C_q = ops.split(ssm_in_q, [d_inner, bc_width, bc_width])
     y, ssm_state = ops.ssd_scan(xs_q, dt_q, B_q, C_q, state.ssm_state)  # y (b, l, d_in) float32
     y_q = ops.gated_norm_quantize(y, z_q, hadamard)  # (b, l, d_in) int8: gated RMSNorm, (Hadamard,) quantize
     return ops.linear("out_proj", y_q, "out_proj_input"), LayerState(conv_state, ssm_state)
+
+
+def linear_split_quantize(ops: MixerOps, name: str, x_q: Any, in_site: str, out_sites: tuple[str, ...],
+                          sizes: list[int]) -> list[Any]:
+    """``linear_quantize_split`` as its composition: the linear (float out), split, each part quantized at its site
+    in order (the float flow observes each site; the graph lowering emits these nodes)."""
+    parts = ops.split(ops.linear(name, x_q, in_site), sizes)
+    return [ops.quantize(part, site) for part, site in zip(parts, out_sites, strict=True)]
 
 
 class FloatOps:
@@ -176,6 +190,10 @@ class Mamba2FloatOps(FloatOps):
 
     mixer: Mamba2Mixer
     conv_site = "ssm_input"
+
+    def linear_quantize_split(self, name: str, x: Tensor, in_site: str, out_sites: tuple[str, ...],
+                              sizes: list[int]) -> list[Tensor]:
+        return linear_split_quantize(self, name, x, in_site, out_sites, sizes)
 
     def ssd_scan(self, x, dt, B, C, ssm_state) -> tuple[Tensor, Tensor]:
         m, c = self.mixer, self.mixer.config

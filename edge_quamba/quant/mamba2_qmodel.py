@@ -65,6 +65,23 @@ class Mamba2QuantOps(QuantOps):
     def _label(self, site: str):
         return code_label(tensor_name(self.m.layer, MAMBA2_SITE_BY_NAME[site].code))
 
+    def linear_quantize_split(self, name: str, x_q: Tensor, in_site: str, out_sites: tuple[str, ...],
+                              sizes: list[int]) -> list[Tensor]:
+        """One op: the int8 (or W4A8) linear whose output parts (``sizes`` columns each, in order) are quantized at
+        their sites' scales in the epilogue; the parts are views of one int8 tensor, each labelled as its site."""
+        linear: QuantLinear | Int4Linear = getattr(self.m, name)
+        out_scales = [self.scales[site] for site in out_sites]
+        if isinstance(linear, Int4Linear):  # W4A8
+            op, args = eq.w4a8_linear_quantize_segments, (x_q, linear.weight_packed, linear.weight_scale, linear.bias,
+                                                         self.scales[in_site], linear.group_size)
+        else:
+            op, args = eq.int8_linear_quantize_segments, (x_q, linear.weight, linear.bias, self.scales[in_site],
+                                                         self.scales[f"{name}.weight"])
+        labels = tuple(tensor_name(self.m.layer, MAMBA2_SITE_BY_NAME[site].code) for site in out_sites)
+        with code_label(labels):
+            codes = op(*args, out_scales, sizes)
+        return [self._made(site, part) for site, part in zip(out_sites, codes.split(sizes, dim=-1), strict=True)]
+
     def causal_conv1d(self, xBC_q: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.m, self.scales
         op = eq.int8_causal_conv1d_channel_scales_update if self.step else eq.int8_causal_conv1d_channel_scales

@@ -155,13 +155,15 @@ def quantize(x: Tensor, scale: Tensor | float) -> Tensor:
 
 _TIE_HOOK: contextvars.ContextVar[Callable[[str | None, Tensor, Tensor], Tensor] | None] = contextvars.ContextVar(
     "edge_quamba_tie_hook", default=None)
-_CODE_LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("edge_quamba_code_label", default=None)
+_CODE_LABEL: contextvars.ContextVar[str | tuple[str, ...] | None] = contextvars.ContextVar(
+    "edge_quamba_code_label", default=None)
 
 
 @contextlib.contextmanager
-def code_label(label: str):
+def code_label(label: str | tuple[str, ...]):
     """Name the int8 tensor that the :func:`quantize` calls inside this block produce (e.g.
-    ``layers.3.mixer.u_q``), for a :func:`quantize_hook`. The quantized reference labels every code it makes."""
+    ``layers.3.mixer.u_q``), for a :func:`quantize_hook`. The quantized reference labels every code it makes. A
+    tuple names the segments of one :func:`quantize_segments` call, one label each."""
     token = _CODE_LABEL.set(label)
     try:
         yield
@@ -186,6 +188,27 @@ def quantize_hook(hook: Callable[[str | None, Tensor, Tensor], Tensor]):
         yield
     finally:
         _TIE_HOOK.reset(token)
+
+
+def quantize_segments(x: Tensor, scales: list[float], sizes: list[int]) -> Tensor:
+    """int8 codes of consecutive segments of x's last axis, each at its own scale: segment i (``sizes[i]`` columns)
+    is quantized at ``scales[i]`` (:func:`quantize`), in order. x (..., N) float, ``sum(sizes) == N`` -> (..., N) int8.
+
+    Mamba2's in_proj output z | xBC | Δ, whose three sites have three scales, quantized in the GEMM's epilogue
+    (op ``int8_linear_quantize_segments``). Under a :func:`code_label` tuple of one label per segment each segment's
+    quantize carries its own label (for :func:`quantize_hook`)."""
+    if len(scales) != len(sizes) or sum(sizes) != x.shape[-1] or min(sizes, default=0) < 1:
+        raise ValueError(f"quantize_segments: sizes {list(sizes)} and {len(scales)} scales do not split a last axis "
+                         f"of {x.shape[-1]}")
+    label = _CODE_LABEL.get()
+    labels = label if isinstance(label, tuple) else (label,) * len(sizes)
+    if len(labels) != len(sizes):
+        raise ValueError(f"quantize_segments: {len(labels)} labels for {len(sizes)} segments")
+    codes = []
+    for part, scale, part_label in zip(x.split(list(sizes), dim=-1), scales, labels, strict=True):
+        with code_label(part_label):
+            codes.append(quantize(part, scale))
+    return torch.cat(codes, dim=-1)
 
 
 def read_codes(q: Tensor) -> Tensor:

@@ -101,6 +101,9 @@ MAMBA2_SITES: tuple[Site, ...] = (
 """Every site of a Mamba2 mixer (:func:`edge_quamba.quant.mamba2_flow.mamba2_mixer_flow`), in data-flow order. All
 per tensor except ``ssm_input``, whose scales are per group (:mod:`edge_quamba.quant.mamba2_qmodel`)."""
 
+MAMBA2_IN_PROJ_SITES = ("z", "xBC", "dt")
+"""The sites of in_proj's output parts z | xBC | Δ, in column order (one op quantizes all three)."""
+
 MAMBA2_SITE_NAMES: tuple[str, ...] = tuple(site.name for site in MAMBA2_SITES)
 MAMBA2_SITE_BY_NAME: dict[str, Site] = {site.name: site for site in MAMBA2_SITES}
 

@@ -3,8 +3,9 @@
     python3 plugins/emulator/check_mamba2.py [--asan] [--demo]
 
 1. Every check function of tests/test_cuda_mamba2.py (conv with per-channel scales, SSD scan, its splits and token
-   steps, gated RMSNorm with and without Hadamard) on CPU tensors through the emulated binding, with the GPU tests'
-   cases and seeds (the same inputs), those small enough to emulate in seconds (the largest SSD cases left out).
+   steps, in_proj's int8 linear with a scale per output segment, gated RMSNorm with and without Hadamard) on CPU
+   tensors through the emulated binding, with the GPU tests' cases and seeds (the same inputs), those small enough to
+   emulate in seconds (the largest SSD cases left out).
 2. The calls of plugins/torch/sanitizer_smoke_mamba2.py (with --asan: under AddressSanitizer, the memcheck stand-in).
 3. The tiny Quamba2 test model through edge_quamba.ops.cuda_ops' own wrappers, registered as the CPU kernels of the
    torch.ops.edge_quamba ops (their device checks relaxed in this process): prefill logits against the reference,
@@ -40,6 +41,9 @@ def kernel_checks(ext) -> None:
         if b * l * h * p * n <= SSD_LIMIT:
             t.check_ssd_scan(ext, "cpu", *case, seed=t.case_seed(case))
     t.check_ssd_splits_and_decode(ext, "cpu", b=1, l=20, h=2, p=16, g=2, n=64)
+    for M, K, sizes, stride, bits in t.SEGMENT_CASES:
+        if bits == "w8a8":  # the 4-bit kernels use inline PTX, which the emulator does not run
+            t.check_linear_quantize_segments(ext, "cpu", M, K, sizes, stride, bits, seed=t.case_seed((M, K, *sizes)))
     for rows, d, groups, hadamard, y_extra, z_extra in t.GATED_CASES:
         t.check_gated_norm(ext, "cpu", rows, d, groups, hadamard, y_extra, z_extra,
                            seed=t.case_seed((*rows, d, groups, hadamard, y_extra, z_extra)))

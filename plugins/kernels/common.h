@@ -19,6 +19,29 @@ namespace kernels {
 // Element type of a floating input that kernels read (and convert to float32 exactly before any arithmetic).
 enum class FloatType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
+// Column segments of a linear's int8 output, each quantized at its own scale (Mamba2's in_proj writes z | xBC | Δ,
+// each at its site's scale, in one launch instead of a float32 output and three quantize kernels). Column n takes
+// scale[i] of the first segment i with n < end[i]. count == 0: not used, the params' out_scale holds for every
+// column.
+constexpr int kMaxOutSegments = 4;
+struct OutScaleSegments {
+    int count = 0;                       // 0, or 1 .. kMaxOutSegments
+    int end[kMaxOutSegments] = {};       // strictly increasing, end[count - 1] == N
+    float scale[kMaxOutSegments] = {};   // > 0, finite
+};
+
+// The launchers' check: out_scale usable when no segments are given, else every segment's scale, with the ends
+// strictly increasing up to N.
+inline bool valid_out_scales(const OutScaleSegments& s, float out_scale, int N) {
+    const auto usable = [](float v) { return v > 0.0f && v <= 3.402823466e38f; };  // > 0, finite (NaN fails)
+    if (s.count == 0) return usable(out_scale);
+    if (s.count < 0 || s.count > kMaxOutSegments || s.end[s.count - 1] != N) return false;
+    for (int i = 0; i < s.count; ++i) {
+        if (!usable(s.scale[i]) || s.end[i] <= (i == 0 ? 0 : s.end[i - 1])) return false;
+    }
+    return true;
+}
+
 // Programmatic dependent launch (PDL; compute capability 9.0 and later). Off by default. When a caller turns it on
 // (set_programmatic_launch(true), e.g. while capturing a decode graph), the launchers of the decode kernels launch with
 // cudaLaunchAttributeProgrammaticStreamSerialization: such a kernel may start while the previous kernel of its stream

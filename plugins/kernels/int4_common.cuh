@@ -32,6 +32,7 @@ struct Problem {
     void* y;                       // float (kW4A8), int8_t (kW4A8Quantize), __half (kW4A16); row stride y_row_stride
     int64_t y_row_stride;
     float x_scale, out_scale;
+    OutScaleSegments out_segments;  // kW4A8Quantize: a scale per column segment (count 0: out_scale)
 };
 
 // The tensor-core kernels' shape rule (int4_linear.h, "Dispatch"): whole 32-column steps that never straddle a

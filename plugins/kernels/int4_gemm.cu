@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(kThreads) int4_gemm_kernel(Problem p) {
                 if constexpr (MODE == Mode::kW4A16) {
                     static_cast<__half*>(p.y)[o] = __float2half_rn(v);
                 } else if constexpr (MODE == Mode::kW4A8Quantize) {
-                    static_cast<int8_t*>(p.y)[o] = quantize_rn(v, p.out_scale);
+                    static_cast<int8_t*>(p.y)[o] = quantize_rn(v, column_out_scale(p.out_segments, p.out_scale, n));
                 } else {
                     static_cast<float*>(p.y)[o] = v;
                 }
@@ -215,7 +215,8 @@ cudaError_t validate(const Problem& p, bool x_scaled, bool quantize) {
         p.x_row_stride < p.K || p.y_row_stride < p.N) {
         return cudaErrorInvalidValue;
     }
-    if ((x_scaled && !finite_positive(p.x_scale)) || (quantize && !finite_positive(p.out_scale))) {
+    if ((x_scaled && !finite_positive(p.x_scale)) ||
+        (quantize && !valid_out_scales(p.out_segments, p.out_scale, p.N))) {
         return cudaErrorInvalidValue;
     }
     if (p.M > 0 && p.N > 0 && (p.x == nullptr || p.w == nullptr || p.scale == nullptr || p.y == nullptr)) {
@@ -226,10 +227,10 @@ cudaError_t validate(const Problem& p, bool x_scaled, bool quantize) {
 
 Problem problem(int64_t M, int N, int K, int group_size, const void* x, int64_t x_row_stride, const uint8_t* w,
                 const float* scale, const float* bias, void* y, int64_t y_row_stride, float x_scale,
-                float out_scale) {
+                float out_scale, const OutScaleSegments& out_segments = {}) {
     const int groups = group_size >= 1 ? (K + group_size - 1) / group_size : 0;
     return Problem{M, N, K, group_size, groups, x, x_row_stride, w, scale, bias, y, y_row_stride, x_scale,
-                   out_scale};
+                   out_scale, out_segments};
 }
 
 cudaError_t run_w4a8(const Problem& p, bool quantize, cudaStream_t stream) {
@@ -264,7 +265,7 @@ cudaError_t launch_w4a8_linear(const W4A8LinearParams& p, cudaStream_t stream) {
 
 cudaError_t launch_w4a8_linear_quantize(const W4A8LinearQuantizeParams& p, cudaStream_t stream) {
     return w4::run_w4a8(w4::problem(p.M, p.N, p.K, p.group_size, p.x, p.x_row_stride, p.w_packed, p.w_scale,
-                                        p.bias, p.y_q, p.y_row_stride, p.x_scale, p.out_scale),
+                                        p.bias, p.y_q, p.y_row_stride, p.x_scale, p.out_scale, p.out_segments),
                           true, stream);
 }
 

@@ -193,8 +193,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) w4a8_gemv_kernel(Problem
             for (int g = 1; g < G; ++g) y = __fadd_rn(y, group_term(s[g], p.x_scale, __ldg(sr + g)));
         }
         if (p.bias != nullptr) y = __fadd_rn(y, __ldg(p.bias + nn));
-        if constexpr (QUANT) static_cast<int8_t*>(p.y)[m * p.y_row_stride + nn] = quantize_rn(y, p.out_scale);
-        else static_cast<float*>(p.y)[m * p.y_row_stride + nn] = y;
+        if constexpr (QUANT) {
+            static_cast<int8_t*>(p.y)[m * p.y_row_stride + nn] =
+                quantize_rn(y, column_out_scale(p.out_segments, p.out_scale, nn));
+        } else {
+            static_cast<float*>(p.y)[m * p.y_row_stride + nn] = y;
+        }
     }
 }
 

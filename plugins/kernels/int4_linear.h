@@ -14,7 +14,8 @@
 //   y = float32(acc_0) * alpha_0;  for g = 1 .. G-1:  y = y + float32(acc_g) * alpha_g   (ascending g, each op
 //   rounded, no FMA);  then y = y + bias[n] (float32) when bias is given.
 // w4a8_linear_quantize (op edge_quamba::w4a8_linear_quantize): that y, then q = quantize_rn(y, out_scale)
-//   (numerics.cuh: a true division, half to even, [-127, 127]), bit-exact.
+//   (numerics.cuh: a true division, half to even, [-127, 127]), bit-exact; with out_segments (common.h) each
+//   column segment at its own scale (op edge_quamba::w4a8_linear_quantize_segments).
 // w4a16_linear (reference op edge_quamba::w4a16_linear): x (M, K) float16 -> y (M, N) float16 =
 //   float16(sum_k float32(x[m, k]) * float32(q[n, k] * w_scale[n, g(k)]) + bias[n]), accumulated in float32. The
 //   reference sums in its BLAS's order; the kernels sum each group's products x * q in float32 (products exact:
@@ -80,7 +81,8 @@ struct W4A8LinearQuantizeParams {
     const float* bias;        // (N) float32 or nullptr
     int8_t* y_q;              // (M, N), row stride y_row_stride
     int64_t y_row_stride;
-    float x_scale, out_scale;  // > 0, finite
+    float x_scale, out_scale;  // > 0, finite (out_scale: unless out_segments are given)
+    OutScaleSegments out_segments;  // optional: a scale per column segment (count 0: out_scale)
 };
 
 cudaError_t launch_w4a8_linear_quantize(const W4A8LinearQuantizeParams& p, cudaStream_t stream);

@@ -11,7 +11,8 @@
 //   (split-K up to 256 threads per row) and long, wide layers keep 8-16 chunks per thread.
 // Numerics: int32 dot products (__dp4a), exact, reduced in any order (integer addition is associative); the
 // epilogue is float32(acc) * alpha then + bias, each rounded (no FMA), alpha = x_scale * weight_scale in float32;
-// int8_linear_quantize's epilogue (template flag QUANT) then divides by out_scale and rounds (quantize_rn). A per-row
+// int8_linear_quantize's epilogue (template flag QUANT) then divides by out_scale (or by its column segment's scale,
+// OutScaleSegments) and rounds (quantize_rn). A per-row
 // input scale (x_scale_rows, int8_linear only) replaces alpha by float32(x_scale_rows[m] * weight_scale) for row m.
 #include <algorithm>
 #include <cmath>
@@ -40,6 +41,7 @@ struct Gemv {
     int64_t y_row_stride;
     float x_scale, weight_scale, out_scale;
     const float* x_scale_rows;  // per-row input scales or nullptr (int8_linear only)
+    OutScaleSegments out_segments;  // QUANT only: a scale per column segment (count 0: out_scale)
 };
 
 template <int VEC> struct Chunk;
@@ -138,6 +140,7 @@ __global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Gemv p) {
     if (lane == 0 && row_ok) {
         const float alpha = __fmul_rn(p.x_scale, p.weight_scale);
         const float b = p.bias != nullptr ? p.bias[n] : 0.0f;
+        const float out_scale = column_out_scale(p.out_segments, p.out_scale, n);
 #pragma unroll
         for (int mb = 0; mb < MB; ++mb) {
             if (m0 + mb < p.M) {
@@ -145,7 +148,7 @@ __global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Gemv p) {
                                                                             p.weight_scale) : alpha;
                 float v = __fmul_rn(static_cast<float>(acc[mb]), alpha_m);
                 if (p.bias != nullptr) v = __fadd_rn(v, b);
-                if constexpr (QUANT) p.y_q[(m0 + mb) * p.y_row_stride + n] = quantize_rn(v, p.out_scale);
+                if constexpr (QUANT) p.y_q[(m0 + mb) * p.y_row_stride + n] = quantize_rn(v, out_scale);
                 else p.y[(m0 + mb) * p.y_row_stride + n] = v;
             }
         }
@@ -190,7 +193,7 @@ cudaError_t launch_gemv(const Gemv& p, cudaStream_t stream) {
     if (p.M < 0 || p.N < 0 || p.K < 1 || p.K > 131071 || p.x_row_stride < p.K || p.y_row_stride < p.N) {
         return cudaErrorInvalidValue;
     }
-    if (QUANT && (!(p.out_scale > 0.0f) || !std::isfinite(p.out_scale))) return cudaErrorInvalidValue;
+    if (QUANT && !valid_out_scales(p.out_segments, p.out_scale, p.N)) return cudaErrorInvalidValue;
     if (p.M == 0 || p.N == 0) return cudaSuccess;
     if (p.x == nullptr || p.w == nullptr || (QUANT ? p.y_q == nullptr : p.y == nullptr) ||
         (p.M - 1) / 4 + 1 > 65535) {
@@ -220,7 +223,7 @@ __global__ void int32_epilogue_quantize_kernel(Int32EpilogueQuantizeParams p) {
         const auto code = [&](int acc, int i) {
             float v = __fmul_rn(static_cast<float>(acc), alpha);
             if (p.bias != nullptr) v = __fadd_rn(v, __ldg(p.bias + n0 + i));
-            return static_cast<signed char>(quantize_rn(v, p.out_scale));
+            return static_cast<signed char>(quantize_rn(v, column_out_scale(p.out_segments, p.out_scale, n0 + i)));
         };
         reinterpret_cast<char4*>(p.y_q)[g] = make_char4(code(a.x, 0), code(a.y, 1), code(a.z, 2), code(a.w, 3));
     }
@@ -230,18 +233,18 @@ __global__ void int32_epilogue_quantize_kernel(Int32EpilogueQuantizeParams p) {
 
 cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream) {
     const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, p.y, nullptr, p.y_row_stride,
-                 p.x_scale, p.weight_scale, 1.0f, p.x_scale_rows};
+                 p.x_scale, p.weight_scale, 1.0f, p.x_scale_rows, OutScaleSegments{}};
     return launch_gemv<false>(g, stream);
 }
 
 cudaError_t launch_int8_linear_quantize(const Int8LinearQuantizeParams& p, cudaStream_t stream) {
     const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, nullptr, p.y_q, p.y_row_stride,
-                 p.x_scale, p.weight_scale, p.out_scale, nullptr};
+                 p.x_scale, p.weight_scale, p.out_scale, nullptr, p.out_segments};
     return launch_gemv<true>(g, stream);
 }
 
 cudaError_t launch_int32_epilogue_quantize(const Int32EpilogueQuantizeParams& p, cudaStream_t stream) {
-    if (p.M < 0 || p.N < 0 || p.N % 4 != 0 || !(p.out_scale > 0.0f) || !std::isfinite(p.out_scale)) {
+    if (p.M < 0 || p.N < 0 || p.N % 4 != 0 || !valid_out_scales(p.out_segments, p.out_scale, p.N)) {
         return cudaErrorInvalidValue;
     }
     if (p.M == 0 || p.N == 0) return cudaSuccess;

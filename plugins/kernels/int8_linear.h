@@ -5,7 +5,8 @@
 //   alpha_m = float32(x_scale_rows[m] * weight_scale): primitives.int8_linear_per_token.
 // int8_linear_quantize: the same GEMV whose epilogue then quantizes at out_scale (q = clamp(rn(y / out_scale)))
 //   and writes int8 instead of float32: bit-exact with quantize(int8_linear(...), out_scale) (op
-//   edge_quamba::int8_linear_quantize), one launch and a quarter of the output bytes.
+//   edge_quamba::int8_linear_quantize), one launch and a quarter of the output bytes. With out_segments (common.h)
+//   each column segment is quantized at its own scale (op edge_quamba::int8_linear_quantize_segments).
 // int32_epilogue_quantize: the prefill form of that epilogue, for an int32 accumulator computed elsewhere (the torch
 //   binding's torch._int_mm): one pass acc -> float32 * alpha (+ bias) -> int8.
 //
@@ -51,7 +52,8 @@ struct Int8LinearQuantizeParams {
     const float* bias;     // (N) float32 or nullptr
     int8_t* y_q;           // (M, N), row stride y_row_stride
     int64_t y_row_stride;
-    float x_scale, weight_scale, out_scale;  // out_scale > 0, finite
+    float x_scale, weight_scale, out_scale;  // out_scale > 0, finite (unless out_segments are given)
+    OutScaleSegments out_segments;           // optional: a scale per column segment (count 0: out_scale)
 };
 
 cudaError_t launch_int8_linear_quantize(const Int8LinearQuantizeParams& p, cudaStream_t stream);
@@ -63,6 +65,7 @@ struct Int32EpilogueQuantizeParams {
     const float* bias;     // (N) float32 or nullptr
     int8_t* y_q;           // (M, N) contiguous
     float x_scale, weight_scale, out_scale;
+    OutScaleSegments out_segments;  // optional, as in Int8LinearQuantizeParams
 };
 
 cudaError_t launch_int32_epilogue_quantize(const Int32EpilogueQuantizeParams& p, cudaStream_t stream);

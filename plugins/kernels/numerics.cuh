@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "common.h"
+
 namespace edge_quamba {
 namespace kernels {
 
@@ -21,6 +23,16 @@ __device__ __forceinline__ int8_t quantize_rn(float x, float scale) {
     if (quotient != quotient) return 0;                       // NaN
     quotient = fminf(fmaxf(quotient, -127.0f), 127.0f);       // clamp first: same result, no int overflow
     return static_cast<int8_t>(__float2int_rn(quotient));     // round half to even
+}
+
+// The out_scale of output column n: the single out_scale, or its segment's (common.h, OutScaleSegments).
+__device__ __forceinline__ float column_out_scale(const OutScaleSegments& s, float out_scale, int n) {
+    if (s.count == 0) return out_scale;
+#pragma unroll
+    for (int i = 0; i < kMaxOutSegments - 1; ++i) {
+        if (i < s.count - 1 && n < s.end[i]) return s.scale[i];
+    }
+    return s.scale[s.count - 1];
 }
 
 // An int8 activation code as every op reads it: -128 (only TensorRT's saturating QuantizeLinear writes it) reads as

@@ -177,11 +177,32 @@ at::Tensor int8_linear_per_token(const at::Tensor& x_q, const at::Tensor& weight
     return y;
 }
 
+// The column segments of a *_quantize_segments op: consecutive sizes (> 0, summing to N), one scale each.
+ek::OutScaleSegments out_segments(const char* op, const std::vector<double>& scales,
+                                  const std::vector<int64_t>& sizes, int64_t N) {
+    EQ_CHECK(!sizes.empty() && sizes.size() == scales.size() &&
+             sizes.size() <= static_cast<size_t>(ek::kMaxOutSegments), op, ": expected 1 to ",
+             ek::kMaxOutSegments, " segments with one scale each, got ", sizes.size(), " sizes and ",
+             scales.size(), " scales");
+    ek::OutScaleSegments s{};
+    s.count = static_cast<int>(sizes.size());
+    int64_t end = 0;
+    for (int i = 0; i < s.count; ++i) {
+        EQ_CHECK(sizes[i] > 0, op, ": segment sizes must be > 0");
+        end += sizes[i];
+        s.end[i] = static_cast<int>(std::min<int64_t>(end, INT32_MAX));
+        s.scale[i] = static_cast<float>(scales[i]);
+    }
+    EQ_CHECK(end == N, op, ": segment sizes sum to ", end, ", the output has ", N, " columns");
+    return s;
+}
+
 // quantize(int8_linear(...), out_scale) in one kernel: the GEMV with the int8 epilogue for M <= 16, otherwise
 // torch._int_mm (exact int32) followed by one fused epilogue kernel (float32 epilogue + quantize in one pass).
-at::Tensor int8_linear_quantize(const at::Tensor& x_q, const at::Tensor& weight_q,
-                                const std::optional<at::Tensor>& bias, double x_scale, double weight_scale,
-                                double out_scale) {
+// With segments (count > 0), each column segment at its own scale.
+at::Tensor int8_linear_quantize_any(const char* op, const at::Tensor& x_q, const at::Tensor& weight_q,
+                                    const std::optional<at::Tensor>& bias, double x_scale, double weight_scale,
+                                    double out_scale, const ek::OutScaleSegments& segments) {
     check_linear(x_q, weight_q, bias);
     const c10::cuda::CUDAGuard guard(x_q.device());
     const int64_t N = weight_q.size(0), K = weight_q.size(1);
@@ -202,7 +223,8 @@ at::Tensor int8_linear_quantize(const at::Tensor& x_q, const at::Tensor& weight_
         e.x_scale = static_cast<float>(x_scale);
         e.weight_scale = static_cast<float>(weight_scale);
         e.out_scale = static_cast<float>(out_scale);
-        check_launch(ek::launch_int32_epilogue_quantize(e, stream), "int8_linear_quantize (epilogue)");
+        e.out_segments = segments;
+        check_launch(ek::launch_int32_epilogue_quantize(e, stream), op);
         return q;
     }
     ek::Int8LinearQuantizeParams p{};
@@ -218,8 +240,25 @@ at::Tensor int8_linear_quantize(const at::Tensor& x_q, const at::Tensor& weight_
     p.x_scale = static_cast<float>(x_scale);
     p.weight_scale = static_cast<float>(weight_scale);
     p.out_scale = static_cast<float>(out_scale);
-    check_launch(ek::launch_int8_linear_quantize(p, stream), "int8_linear_quantize");
+    p.out_segments = segments;
+    check_launch(ek::launch_int8_linear_quantize(p, stream), op);
     return q;
+}
+
+at::Tensor int8_linear_quantize(const at::Tensor& x_q, const at::Tensor& weight_q,
+                                const std::optional<at::Tensor>& bias, double x_scale, double weight_scale,
+                                double out_scale) {
+    return int8_linear_quantize_any("int8_linear_quantize", x_q, weight_q, bias, x_scale, weight_scale, out_scale,
+                                    ek::OutScaleSegments{});
+}
+
+// int8_linear_quantize with consecutive column segments of the output at their own scales (Mamba2's in_proj).
+at::Tensor int8_linear_quantize_segments(const at::Tensor& x_q, const at::Tensor& weight_q,
+                                         const std::optional<at::Tensor>& bias, double x_scale, double weight_scale,
+                                         const std::vector<double>& out_scales, const std::vector<int64_t>& sizes) {
+    const char* op = "int8_linear_quantize_segments";
+    return int8_linear_quantize_any(op, x_q, weight_q, bias, x_scale, weight_scale, 1.0,
+                                    out_segments(op, out_scales, sizes, weight_q.size(0)));
 }
 
 // quantize(RMSNorm(x) * weight, scale): one block per row, the row kept in registers.
@@ -423,7 +462,8 @@ std::tuple<int64_t, int64_t, int64_t> check_int4_linear(const char* op, const at
 // w4a8_linear (quantize == false: float32 out) and w4a8_linear_quantize (int8 out at out_scale).
 at::Tensor w4a8_linear_any(const char* op, const at::Tensor& x_q, const at::Tensor& weight_packed,
                            const at::Tensor& weight_scale, const std::optional<at::Tensor>& bias, double x_scale,
-                           int64_t group_size, bool quantize, double out_scale) {
+                           int64_t group_size, bool quantize, double out_scale,
+                           const ek::OutScaleSegments& segments = {}) {
     const auto [K, N, G] = check_int4_linear(op, x_q, at::kChar, weight_packed, weight_scale, bias, group_size);
     const c10::cuda::CUDAGuard guard(x_q.device());
     auto out_sizes = x_q.sizes().vec();
@@ -440,6 +480,7 @@ at::Tensor w4a8_linear_any(const char* op, const at::Tensor& x_q, const at::Tens
         p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
         p.y_q = y.data_ptr<int8_t>(); p.y_row_stride = N;
         p.x_scale = static_cast<float>(x_scale); p.out_scale = static_cast<float>(out_scale);
+        p.out_segments = segments;
         check_launch(ek::launch_w4a8_linear_quantize(p, stream), op);
     } else {
         ek::W4A8LinearParams p{};
@@ -464,6 +505,15 @@ at::Tensor w4a8_linear_quantize(const at::Tensor& x_q, const at::Tensor& weight_
                                 double out_scale) {
     return w4a8_linear_any("w4a8_linear_quantize", x_q, weight_packed, weight_scale, bias, x_scale, group_size, true,
                            out_scale);
+}
+
+at::Tensor w4a8_linear_quantize_segments(const at::Tensor& x_q, const at::Tensor& weight_packed,
+                                         const at::Tensor& weight_scale, const std::optional<at::Tensor>& bias,
+                                         double x_scale, int64_t group_size, const std::vector<double>& out_scales,
+                                         const std::vector<int64_t>& sizes) {
+    const char* op = "w4a8_linear_quantize_segments";
+    return w4a8_linear_any(op, x_q, weight_packed, weight_scale, bias, x_scale, group_size, true, 1.0,
+                           out_segments(op, out_scales, sizes, weight_packed.size(0)));
 }
 
 at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
@@ -658,6 +708,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("quantize", &quantize, "x (...) float -> int8 (...)");
     m.def("int8_linear", &int8_linear, "x_q (..., K), weight_q (N, K), bias? -> float32 (..., N)");
     m.def("int8_linear_quantize", &int8_linear_quantize, "x_q (..., K), weight_q (N, K), bias? -> int8 (..., N)");
+    m.def("int8_linear_quantize_segments", &int8_linear_quantize_segments,
+          "int8_linear_quantize with a scale per consecutive column segment -> int8 (..., N)");
     m.def("rms_norm_quantize", &rms_norm_quantize, "x (..., d) float32, weight (d) -> int8 (..., d)");
     m.def("int8_causal_conv1d", &int8_causal_conv1d, "-> (u_q (b, l, d_in), conv_state_out (b, d_in, k))");
     m.def("int8_selective_scan", &int8_selective_scan, "-> (y (b, l, d_in), ssm_state_out (b, d_in, n))");
@@ -671,6 +723,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "x_q (..., K) int8, weight_packed (N, ceil(K/2)) uint8, weight_scale (N, G), bias?, x_scale, group_size "
           "-> float32 (..., N)");
     m.def("w4a8_linear_quantize", &w4a8_linear_quantize, "w4a8_linear, then quantize at out_scale -> int8 (..., N)");
+    m.def("w4a8_linear_quantize_segments", &w4a8_linear_quantize_segments,
+          "w4a8_linear, then each consecutive column segment quantized at its scale -> int8 (..., N)");
     m.def("w4a16_linear", &w4a16_linear,
           "x (..., K) float16, weight_packed (N, ceil(K/2)) uint8, weight_scale (N, G), bias?, group_size "
           "-> float16 (..., N)");
