@@ -185,6 +185,62 @@ def test_int8_linear_quantize_batched_view_3d(ext):
     assert got.shape == (2, 1, 1536) and torch.equal(got, ref)
 
 
+# ---------------------------------------------- in_proj with the decode conv step in its epilogue (one launch)
+
+CONV_UPDATE_CASES = [  # (b, K, sizes, conv_begin, conv channels C, k, per-channel conv scales, conv bias)
+    (1, 2560, (10240,), 0, 5120, 4, False, True),             # 2.8b: xz at one scale, the conv over its x half
+    (2, 768, (3072,), 0, 1536, 4, False, True),               # 130m, batch 2
+    (16, 96, (384,), 0, 192, 3, False, False),                # the GEMV's largest batch, k = 3, no bias
+    (17, 96, (384,), 0, 192, 4, False, True),                 # b > 16: the GEMM path, then the conv kernel
+    (1, 2560, (5120, 5376, 80), 5120, 5376, 4, True, True),   # Mamba2 2.7b: the conv over xBC, per-channel scales
+    (3, 100, (7, 13, 5), 7, 13, 2, True, False),              # odd sizes, 1-byte loads
+]
+
+
+def check_linear_quantize_conv_update(ext, device, b, K, sizes, conv_begin, C, k, per_channel, use_bias, seed=0):
+    """The one-launch op against the two ops it replaces on the same device (the same expf: bit for bit) and its
+    linear codes against the reference (exact)."""
+    g = gen(seed)
+    n = sum(sizes)
+    x_q, w_q = rand_i8(b, K, g=g), rand_i8(n, K, g=g)
+    bias = torch.randn(n, generator=g)
+    x_scale, w_scale = 0.0173, 0.00291
+    y = torch_ops.int8_linear(x_q, w_q, bias, x_scale, w_scale)
+    out_scales = [float(part.abs().max()) / 150 for part in y.split(list(sizes), dim=-1)]
+    state, conv_w = rand_i8(b, C, k, g=g), rand_i8(C, k, g=g)
+    conv_b = torch.randn(C, generator=g) * 0.5 if use_bias else None
+    conv_scales = (torch.rand(C, generator=g) * 3 + 1) / 127 if per_channel else None
+    conv_w_scale, u_scale = 0.0041, 3.0 / 127
+    to = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+    if device == "cuda":
+        poison(((b, n), torch.int8), ((b, C), torch.int8), ((b, C, k), torch.int8))
+    codes, u, new_state = ext.int8_linear_quantize_conv_update(
+        to(x_q), to(w_q), to(bias), x_scale, w_scale, out_scales, list(sizes), conv_begin, to(state), to(conv_w),
+        to(conv_b), conv_w_scale, u_scale, to(conv_scales))
+    apart = ext.int8_linear_quantize_segments(to(x_q), to(w_q), to(bias), x_scale, w_scale, out_scales, list(sizes))
+    segment = next(i for i, end in enumerate(torch.tensor(sizes).cumsum(0).tolist()) if conv_begin < end)
+    conv_x = apart[:, conv_begin:conv_begin + C].unsqueeze(1)
+    if per_channel:
+        u_apart, state_apart = ext.int8_causal_conv1d_channel_scales(conv_x, to(state), to(conv_w), to(conv_b),
+                                                                     to(conv_scales), out_scales[segment],
+                                                                     conv_w_scale)
+    else:
+        u_apart, state_apart = ext.int8_causal_conv1d(conv_x, to(state), to(conv_w), to(conv_b), out_scales[segment],
+                                                      conv_w_scale, u_scale)
+    ref = torch_ops.int8_linear_quantize_segments(x_q, w_q, bias, x_scale, w_scale, out_scales, list(sizes))
+    report(f"int8_linear_quantize_conv_update b={b} K={K} sizes={sizes}: u vs two launches", u.cpu(),
+           u_apart[:, 0].cpu())
+    assert torch.equal(codes.cpu(), ref) and torch.equal(apart.cpu(), ref)
+    assert torch.equal(u.cpu(), u_apart[:, 0].cpu()) and torch.equal(new_state.cpu(), state_apart.cpu())
+
+
+@pytest.mark.parametrize("b,K,sizes,conv_begin,C,k,per_channel,use_bias", CONV_UPDATE_CASES)
+def test_int8_linear_quantize_conv_update_equals_two_launches(ext, b, K, sizes, conv_begin, C, k, per_channel,
+                                                              use_bias):
+    check_linear_quantize_conv_update(ext, "cuda", b, K, sizes, conv_begin, C, k, per_channel, use_bias,
+                                      seed=b * 7919 + K + C + k)
+
+
 # ------------------------------------------------------------------------------------------- rms_norm_quantize
 
 def check_ties(name, got, ref, quotient):
@@ -355,6 +411,46 @@ def test_int8_selective_scan_chunks_and_decode_steps_equal_prefill(ext):
         ys.append(y_t)
     assert torch.equal(torch.cat(ys, 1), y_all) and torch.equal(h, s_all)
 
+
+
+# ------------------------------------------------------------- dt_proj inside the scan kernel (decode, one launch)
+
+SCAN_DT_CASES = [  # (b, d_in, n, dt_rank)
+    (1, 5120, 16, 160),  # 2.8b decode
+    (2, 1536, 16, 48),   # 130m, batch 2
+    (3, 100, 8, 7),      # odd sizes
+]
+
+
+def check_scan_dt_update(ext, device, b, d, n, r, seed=0):
+    """The one-launch op against dt_proj (int8_linear_quantize) and the scan step apart on the same device: dt codes,
+    y and the state bit for bit (the scan's arithmetic is the same once the codes are)."""
+    u, dt, B, C, z, h, A, D, dt_bias = scan_inputs(b, 1, d, n, r, seed)[:9]
+    g = gen(seed + 1)
+    dbc = rand_i8(b, r + 2 * n, g=g)  # x_proj's output: dt_r | B | C, dt_r a strided view
+    dt_r = dbc[:, :r]
+    w = rand_i8(d, r, g=g)
+    dt_r_scale, w_scale = 2.0 / 127, 0.0031
+    dt_scale = float(torch_ops.int8_linear(dt_r, w, None, dt_r_scale, w_scale).abs().max()) / 150
+    to = lambda t: t.to(device)  # noqa: E731
+    if device == "cuda":
+        poison(((b, d), torch.float32), ((b, d, n), torch.float32), ((b, d), torch.int8))
+    scales = (SCAN_SCALES[0], dt_r_scale, w_scale, dt_scale, *SCAN_SCALES[2:])
+    y, state, dt_q = ext.int8_selective_scan_dt_update(
+        to(u[:, 0]), to(dt_r), to(B[:, 0]), to(C[:, 0]), to(z[:, 0]), to(h), to(A), to(D), to(dt_bias), to(w), *scales)
+    dt_apart = ext.int8_linear_quantize(to(dt_r), to(w), None, dt_r_scale, w_scale, dt_scale)
+    y_apart, state_apart = ext.int8_selective_scan(
+        *(to(t) for t in (u, dt_apart.unsqueeze(1), B, C, z, h, A, D, dt_bias)), SCAN_SCALES[0], dt_scale,
+        *SCAN_SCALES[2:])
+    report(f"int8_selective_scan_dt_update b={b} d={d} n={n} r={r}: y vs two launches", y.cpu(), y_apart[:, 0].cpu())
+    assert torch.equal(dt_q.cpu(), torch_ops.int8_linear_quantize(dt_r, w, None, dt_r_scale, w_scale, dt_scale))
+    assert torch.equal(dt_q.cpu(), dt_apart.cpu()) and (dt_q.cpu().abs() == 127).any()
+    assert torch.equal(y.cpu(), y_apart[:, 0].cpu()) and torch.equal(state.cpu(), state_apart.cpu())
+
+
+@pytest.mark.parametrize("b,d,n,r", SCAN_DT_CASES)
+def test_int8_selective_scan_dt_update_equals_two_launches(ext, b, d, n, r):
+    check_scan_dt_update(ext, "cuda", b, d, n, r, seed=b * 1000 + d + r)
 
 # ---------------------------------------------------------------------------------------- hadamard_quantize
 

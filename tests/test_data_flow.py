@@ -68,9 +68,60 @@ def test_model_calls_only_the_edge_quamba_ops(quantized):
     print("decode:", sorted(decode.edge_quamba), "int8 aten:", sorted(decode.int8_aten))
     fused = {"rms_norm_quantize", "int8_linear_quantize", "int8_linear", "hadamard_quantize"}
     assert prefill.edge_quamba == fused | {"int8_causal_conv1d", "int8_selective_scan"}
-    assert decode.edge_quamba == fused | {"int8_causal_conv1d_update", "int8_selective_scan_update"}
+    # decode: in_proj and the conv step are one op (the GEMV's epilogue runs the conv), dt_proj and the scan another
+    assert decode.edge_quamba == fused | {"int8_linear_quantize_conv_update", "int8_selective_scan_dt_update"}
     # no int8 arithmetic outside the ops: aten only makes views of int8 tensors (and the zero states)
     assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
+
+
+def test_decode_fused_ops_are_labelled_and_equal_their_parts(quantized):
+    """Decode runs in_proj and the conv step as one op (int8_linear_quantize_conv_update), dt_proj and the scan as
+    another (int8_selective_scan_dt_update); their quantize steps carry the labels of xz, u and dt (validation's tie
+    rule finds each graph tensor by its label), and their outputs equal the ops apart."""
+    from edge_quamba.quant.primitives import quantize_hook
+
+    _, q, _ = quantized
+    tokens = torch.randint(0, 120, (2, 5), generator=torch.Generator().manual_seed(4))
+    seen = {}
+
+    def hook(label, quotient, codes):
+        seen.setdefault(label, codes.shape[-1])
+        return codes
+
+    with torch.no_grad():
+        _, states = q(tokens[:, :4])
+        with quantize_hook(hook):
+            q.step(tokens[:, 4], states)
+    d_in = q.config.d_inner
+    assert seen["layers.0.mixer.xz_q"] == 2 * d_in and seen["layers.0.mixer.u_q"] == d_in
+    assert seen["layers.0.mixer.dt_q"] == d_in
+    mixer = q.backbone.layers[0].mixer
+    s = mixer.scales()
+    g = torch.Generator().manual_seed(5)
+    x_q = torch.randint(-127, 128, (2, q.config.d_model), generator=g, dtype=torch.int8)
+    state = torch.randint(-127, 128, (2, d_in, q.config.d_conv), generator=g, dtype=torch.int8)
+    ops = torch.ops.edge_quamba
+    codes, u_q, new_state = ops.int8_linear_quantize_conv_update(
+        x_q, mixer.in_proj.weight, mixer.in_proj.bias, s["in_proj_input"], s["in_proj.weight"], [s["xz"]],
+        [2 * d_in], 0, state, mixer.conv_weight, mixer.conv_bias, s["conv.weight"], s["u"], None)
+    xz_q = ops.int8_linear_quantize(x_q, mixer.in_proj.weight, mixer.in_proj.bias, s["in_proj_input"],
+                                    s["in_proj.weight"], s["xz"])
+    u_apart, state_apart = ops.int8_causal_conv1d_update(xz_q[:, :d_in], state, mixer.conv_weight, mixer.conv_bias,
+                                                         s["xz"], s["conv.weight"], s["u"])
+    assert torch.equal(codes, xz_q) and torch.equal(u_q, u_apart) and torch.equal(new_state, state_apart)
+
+    r, n = q.config.dt_rank, q.config.d_state
+    dbc_q = torch.randint(-127, 128, (2, r + 2 * n), generator=g, dtype=torch.int8)
+    dt_r_q, B_q, C_q = dbc_q.split([r, n, n], dim=-1)
+    h = torch.randn(2, d_in, n, generator=g)
+    consts = (mixer.A, mixer.D, mixer.dt_bias)
+    y, h_new, dt_q = ops.int8_selective_scan_dt_update(u_q, dt_r_q, B_q, C_q, codes[:, d_in:], h, *consts,
+                                                       mixer.dt_proj.weight, s["u"], s["dbc"], s["dt_proj.weight"],
+                                                       s["dt"], s["dbc"], s["dbc"], s["xz"])
+    dt_apart = ops.int8_linear_quantize(dt_r_q, mixer.dt_proj.weight, None, s["dbc"], s["dt_proj.weight"], s["dt"])
+    y_apart, h_apart = ops.int8_selective_scan_update(u_q, dt_apart, B_q, C_q, codes[:, d_in:], h, *consts, s["u"],
+                                                      s["dt"], s["dbc"], s["dbc"], s["xz"])
+    assert torch.equal(dt_q, dt_apart) and torch.equal(y, y_apart) and torch.equal(h_new, h_apart)
 
 
 def test_update_ops_equal_prefill_ops_at_one_token():

@@ -200,7 +200,7 @@ def test_dynamic_model_calls_the_dynamic_ops_and_decode_equals_prefill(models):
     print("prefill:", sorted(prefill.edge_quamba), "decode:", sorted(decode.edge_quamba))
     fused = {"rms_norm_quantize", "int8_linear_quantize", "hadamard_quantize_dynamic", "int8_linear_per_token"}
     assert prefill.edge_quamba == fused | {"int8_causal_conv1d", "int8_selective_scan"}
-    assert decode.edge_quamba == fused | {"int8_causal_conv1d_update", "int8_selective_scan_update"}
+    assert decode.edge_quamba == fused | {"int8_linear_quantize_conv_update", "int8_selective_scan_dt_update"}
     stepped, _ = decode_stepwise(dynamic, tokens)
     assert report("dynamic: step-by-step decode vs prefill", stepped - logits) <= 1e-4 * logits.abs().max()
 

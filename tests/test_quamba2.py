@@ -208,16 +208,18 @@ def test_quantized_mamba2_tracks_fp_and_clustering_helps(quantized, fp32_model):
 def test_mamba2_model_calls_only_the_edge_quamba_ops(quantized):
     """The Mamba2 data flow exists once: prefill and decode call torch.ops.edge_quamba.* (decode the one-token
     ops), and aten makes no int8 tensor except views and the zero states. in_proj's three output sites are
-    quantized in its epilogue (int8_linear_quantize_segments): no separate quantize op."""
+    quantized in its epilogue (int8_linear_quantize_segments): no separate quantize op; at decode the same op also
+    runs the conv step (int8_linear_quantize_conv_update)."""
     from test_data_flow import VIEWS, record_prefill_and_decode
 
     q = quantized["quamba2"]
     tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
     prefill, decode, _ = record_prefill_and_decode(q, tokens)
     print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
-    common = {"rms_norm_quantize", "int8_linear_quantize_segments", "int8_linear", "gated_rms_norm_hadamard_quantize"}
-    assert prefill.edge_quamba == common | {"int8_causal_conv1d_channel_scales", "int8_ssd_scan"}
-    assert decode.edge_quamba == common | {"int8_causal_conv1d_channel_scales_update", "int8_ssd_scan_update"}
+    common = {"rms_norm_quantize", "int8_linear", "gated_rms_norm_hadamard_quantize"}
+    assert prefill.edge_quamba == common | {"int8_linear_quantize_segments", "int8_causal_conv1d_channel_scales",
+                                            "int8_ssd_scan"}
+    assert decode.edge_quamba == common | {"int8_linear_quantize_conv_update", "int8_ssd_scan_update"}
     assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
 
 
@@ -239,6 +241,13 @@ def test_in_proj_sites_are_labelled_in_its_epilogue(quantized):
     c, mixer = q.config, q.backbone.layers[0].mixer
     sizes = [c.d_inner, c.d_inner + 2 * c.ngroups * c.d_state, c.nheads]
     assert [seen[f"layers.0.mixer.{code}"] for code in ("z_q", "xBC_q", "dt_q")] == sizes
+    with torch.no_grad():  # decode: in_proj and the conv step in one op, its four quantize steps labelled in order
+        _, states = q(tokens[:, :4])
+        seen.clear()
+        with quantize_hook(hook):
+            q.step(tokens[:, 4], states)
+    codes = ("z_q", "xBC_q", "dt_q", "ssm_input_q")
+    assert [seen[f"layers.0.mixer.{code}"] for code in codes] == [*sizes, sizes[1]]
     x_q = torch.randint(-127, 128, (3, c.d_model), dtype=torch.int8, generator=torch.Generator().manual_seed(3))
     s = mixer.scales()
     y = torch.ops.edge_quamba.int8_linear(x_q, mixer.in_proj.weight, mixer.in_proj.bias, 0.02, s["in_proj.weight"])

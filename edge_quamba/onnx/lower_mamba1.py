@@ -34,6 +34,7 @@ from edge_quamba.models.mamba import Norm
 from edge_quamba.onnx.graph_builder import ZERO_POINT, GraphBuilder, Pending
 from edge_quamba.ops.specs import (HADAMARD_QUANTIZE, HADAMARD_QUANTIZE_DYNAMIC, INT8_CAUSAL_CONV1D,
                                    INT8_SELECTIVE_SCAN, W4A8_LINEAR, W4A8_LINEAR_QUANTIZE)
+from edge_quamba.quant.flow import dt_proj_scan_composed, in_proj_conv_composed
 from edge_quamba.quant.qmodel import Int4Linear, QuantLinear, QuantMambaMixer
 from edge_quamba.quant.sites import SITE_BY_NAME, tensor_name
 
@@ -118,6 +119,14 @@ class GraphOps:
                           out_scale=getattr(self.m, f"{out_site}_scale"))
         self.plugin_codes[y_q] = out_site
         return y_q
+
+    def in_proj_conv(self, x_q: str | Pending, conv_state: str, d_inner: int) -> tuple[str, str, str]:
+        """in_proj requantized at xz, split, the conv node over x (one kernel at decode on the GPU; nodes here)."""
+        return in_proj_conv_composed(self, x_q, conv_state, d_inner)
+
+    def dt_proj_scan(self, u_q: str, dt_r_q: str, B_q: str, C_q: str, z_q: str, ssm_state: str) -> tuple[str, str]:
+        """dt_proj requantized at dt, then the scan node (one kernel at decode on the GPU; nodes here)."""
+        return dt_proj_scan_composed(self, u_q, dt_r_q, B_q, C_q, z_q, ssm_state)
 
     def causal_conv1d(self, x_q: str, conv_state: str) -> tuple[str, str]:
         m, g = self.m, self.g

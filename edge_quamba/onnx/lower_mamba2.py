@@ -46,7 +46,7 @@ from edge_quamba.onnx.graph_builder import ZERO_POINT, GraphBuilder, Pending
 from edge_quamba.onnx.lower_mamba1 import GraphOps
 from edge_quamba.ops.specs import (GATED_RMS_NORM_HADAMARD_QUANTIZE, GATED_RMS_NORM_QUANTIZE,
                                    INT8_CONV1D_CHANNEL_SCALES, INT8_SSD_SCAN, W4A8_LINEAR_QUANTIZE)
-from edge_quamba.quant.flow import linear_split_quantize
+from edge_quamba.quant.flow import in_proj_split_conv_composed
 from edge_quamba.quant.mamba2_qmodel import PER_TENSOR_SITES, QuantMamba2Mixer
 from edge_quamba.quant.qmodel import Int4Linear, QuantLinear
 from edge_quamba.quant.sites import MAMBA2_IN_PROJ_SITES, MAMBA2_SITE_BY_NAME, tensor_name
@@ -105,11 +105,11 @@ class Mamba2GraphOps(GraphOps):
             return _Rows(name, self._codes(x_q), in_site, 0, self.m.config.d_in_proj)
         return super().linear(name, x_q, in_site, bias, out_site)
 
-    def linear_quantize_split(self, name: str, x_q: str | Pending, in_site: str, out_sites: tuple[str, ...],
-                              sizes: list[int]) -> list[str | Pending]:
+    def in_proj_split_conv(self, x_q: str | Pending, conv_state: str, sizes: list[int]
+                           ) -> tuple[str | Pending, str | Pending, str, str]:
         """in_proj's float output split, each part quantized at its site (ORT flavour), or one requantizing GEMM
-        per part's rows (TensorRT flavour, :meth:`linear`)."""
-        return linear_split_quantize(self, name, x_q, in_site, out_sites, sizes)
+        per part's rows (TensorRT flavour, :meth:`linear`); then the conv node over xBC."""
+        return in_proj_split_conv_composed(self, x_q, conv_state, sizes)
 
     def split(self, x: str | _Rows, sizes: list[int]) -> list[str | _Rows]:
         if isinstance(x, _Rows):  # in_proj's rows z | xBC | dt

@@ -52,9 +52,9 @@ HADAMARD_MAX_DIM = 16384
 RMS_NORM_MAX_DIM = 8192
 """Largest d of the RMSNorm + quantize kernel (one row in the registers of a 1024-thread block)."""
 OP_NAMES = ("quantize", "rms_norm_quantize", "int8_linear", "int8_linear_quantize", "int8_linear_quantize_segments",
-            "int8_causal_conv1d",
-            "int8_causal_conv1d_update", "int8_selective_scan", "int8_selective_scan_update", "hadamard_quantize",
-            "hadamard_quantize_dynamic", "int8_linear_per_token")
+            "int8_linear_quantize_conv_update", "int8_causal_conv1d", "int8_causal_conv1d_update",
+            "int8_selective_scan", "int8_selective_scan_update", "int8_selective_scan_dt_update",
+            "hadamard_quantize", "hadamard_quantize_dynamic", "int8_linear_per_token")
 """Every op of the edge_quamba namespace (edge_quamba.ops.torch_ops), by torch op name."""
 
 
@@ -224,6 +224,38 @@ def int8_linear_quantize_segments(x_q, weight_q, bias, x_scale, weight_scale, ou
                                                           list(out_scales), list(sizes))
 
 
+def int8_linear_quantize_conv_update(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes, conv_begin,
+                                     conv_state, conv_weight, conv_bias, conv_weight_scale, conv_out_scale,
+                                     conv_out_scales):
+    """in_proj and the decode conv step in one op -> (codes (b, N), conv codes (b, C), conv state (b, C, k)): up to
+    16 sequences one GEMV whose epilogue runs the conv (plugins/kernels/int8_linear.h), more the GEMM path and the
+    conv kernel."""
+    op = "int8_linear_quantize_conv_update"
+    _check_linear(op, x_q, weight_q, bias, x_scale, weight_scale)
+    n = weight_q.shape[0]
+    _check_segments(op, out_scales, sizes, n)
+    _cuda(f"{op}: conv_state", conv_state, torch.int8, 3)
+    _cuda(f"{op}: conv_weight", conv_weight, torch.int8, 2)
+    b, channels, k = conv_state.shape
+    _require(x_q.dim() == 2 and x_q.shape[0] == b, f"{op}: x_q must be (b, K) with b = {b}, got {tuple(x_q.shape)}")
+    _require(tuple(conv_weight.shape) == (channels, k) and 1 <= k <= 4,
+             f"{op}: conv_weight {tuple(conv_weight.shape)} does not fit conv_state {tuple(conv_state.shape)}")
+    ends = [sum(sizes[:i + 1]) for i in range(len(sizes))]
+    _require(0 <= conv_begin and any(end - size <= conv_begin and conv_begin + channels <= end
+                                     for end, size in zip(ends, sizes)),
+             f"{op}: the conv's columns {conv_begin}..{conv_begin + channels} are not inside one segment of {sizes}")
+    for name, t in (("conv_bias", conv_bias), ("conv_out_scales", conv_out_scales)):
+        if t is not None:
+            _vector(op, name, t, channels)
+            _require(t.is_contiguous(), f"{op}: {name} must be contiguous")
+    if conv_out_scales is None:
+        _scale(f"{op}: conv_out_scale", conv_out_scale)
+    _scale(f"{op}: conv_weight_scale", conv_weight_scale)
+    return load_extension().int8_linear_quantize_conv_update(
+        x_q, weight_q, bias, x_scale, weight_scale, list(out_scales), list(sizes), conv_begin, conv_state, conv_weight,
+        conv_bias, conv_weight_scale, conv_out_scale, conv_out_scales)
+
+
 def int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale):
     """-> (u_q (b, l, d_in) int8, conv_state_out (b, d_in, k) int8)."""
     _cuda("int8_causal_conv1d: x_q", x_q, torch.int8, 3)
@@ -285,6 +317,40 @@ def int8_selective_scan_update(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bia
     return y[:, 0], state
 
 
+def int8_selective_scan_dt_update(u_q, dt_r_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias, dt_weight, u_scale,
+                                  dt_r_scale, dt_weight_scale, dt_scale, B_scale, C_scale, z_scale):
+    """One token with dt_proj inside the scan kernel: u_q, z_q (b, d_in), dt_r_q (b, r), B_q, C_q (b, n), dt_weight
+    (d_in, r) -> (y (b, d_in), new state, dt_q (b, d_in)), one launch."""
+    op = "int8_selective_scan_dt_update"
+    for name, t in (("u_q", u_q), ("dt_r_q", dt_r_q), ("B_q", B_q), ("C_q", C_q), ("z_q", z_q),
+                    ("dt_weight", dt_weight)):
+        _cuda(f"{op}: {name}", t, torch.int8, 2)
+    _require(dt_r_q.shape[0] == u_q.shape[0] and dt_r_q.shape[1] >= 1 and dt_r_q.stride(1) == 1,
+             f"{op}: dt_r_q must be (b, r) with channel stride 1, got {tuple(dt_r_q.shape)}")
+    _require(tuple(dt_weight.shape) == (u_q.shape[1], dt_r_q.shape[1]) and dt_weight.is_contiguous(),
+             f"{op}: dt_weight must be a contiguous ({u_q.shape[1]}, {dt_r_q.shape[1]}) tensor, got "
+             f"{tuple(dt_weight.shape)}")
+    for name, v in (("dt_r_scale", dt_r_scale), ("dt_weight_scale", dt_weight_scale)):
+        _scale(f"{op}: {name}", v)
+    _cuda(f"{op}: ssm_state", ssm_state, torch.float32, 3)
+    _cuda(f"{op}: A", A, torch.float32, 2)
+    for name, t in (("D", D), ("dt_bias", dt_bias)):
+        _cuda(f"{op}: {name}", t, torch.float32, 1)
+    b, d = u_q.shape
+    n = A.shape[1]
+    _require(z_q.shape == u_q.shape and tuple(B_q.shape) == (b, n) and C_q.shape == B_q.shape and A.shape[0] == d
+             and tuple(ssm_state.shape) == (b, d, n) and D.shape[0] == d and dt_bias.shape[0] == d,
+             f"{op}: shapes do not match: u_q {tuple(u_q.shape)}, B_q {tuple(B_q.shape)}, A {tuple(A.shape)}, "
+             f"ssm_state {tuple(ssm_state.shape)}")
+    _require(1 <= n <= 32 and n & (n - 1) == 0, f"{op}: d_state n={n} must be a power of two <= 32")
+    for name, v in (("u_scale", u_scale), ("dt_scale", dt_scale), ("B_scale", B_scale), ("C_scale", C_scale),
+                    ("z_scale", z_scale)):
+        _scale(f"{op}: {name}", v)
+    return load_extension().int8_selective_scan_dt_update(u_q, dt_r_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
+                                                          dt_weight, u_scale, dt_r_scale, dt_weight_scale, dt_scale,
+                                                          B_scale, C_scale, z_scale)
+
+
 def hadamard_quantize(y, out_scale):
     """y (..., n) float32 -> int8 (..., n)."""
     _cuda("hadamard_quantize: y", y, torch.float32)
@@ -318,9 +384,12 @@ def hadamard_quantize_dynamic(y):
 
 _KERNELS = {"quantize": quantize, "rms_norm_quantize": rms_norm_quantize, "int8_linear": int8_linear,
             "int8_linear_quantize": int8_linear_quantize,
-            "int8_linear_quantize_segments": int8_linear_quantize_segments, "int8_causal_conv1d": int8_causal_conv1d,
+            "int8_linear_quantize_segments": int8_linear_quantize_segments,
+            "int8_linear_quantize_conv_update": int8_linear_quantize_conv_update,
+            "int8_causal_conv1d": int8_causal_conv1d,
             "int8_causal_conv1d_update": int8_causal_conv1d_update, "int8_selective_scan": int8_selective_scan,
-            "int8_selective_scan_update": int8_selective_scan_update, "hadamard_quantize": hadamard_quantize,
+            "int8_selective_scan_update": int8_selective_scan_update,
+            "int8_selective_scan_dt_update": int8_selective_scan_dt_update, "hadamard_quantize": hadamard_quantize,
             "hadamard_quantize_dynamic": hadamard_quantize_dynamic, "int8_linear_per_token": int8_linear_per_token}
 _registered: set[str] = set()
 

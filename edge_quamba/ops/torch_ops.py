@@ -12,12 +12,15 @@ the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cu
     int8_linear_quantize         ... -> QuantizeLinear                 quantize(int8_linear(...))  (fused epilogue)
     int8_linear_quantize_segments  ... -> Split -> QuantizeLinear each  primitives.quantize_segments(int8_linear(...))
                                  (Mamba2's in_proj: z | xBC | Δ, each at its site's scale; a scale per segment)
+    int8_linear_quantize_conv_update   (decode: in_proj, then the conv    int8_linear_quantize_segments ->
+                                 step over some of its columns)          int8_causal_conv1d(_channel_scales)_update
     int8_linear_per_channel      the same, weight DequantizeLinear     primitives.int8_linear, w_scale (N,)
     int8_linear_per_channel_quantize   with axis=1 (per output column)  (--weight-scales channel; no CUDA kernel)
     int8_causal_conv1d           custom node Int8CausalConv1d          qops.int8_causal_conv1d
     int8_causal_conv1d_update    (the same node, l = 1)                qops.int8_causal_conv1d_update
     int8_selective_scan          custom node Int8SelectiveScan         qops.int8_selective_scan
     int8_selective_scan_update   (the same node, l = 1)                qops.int8_selective_scan_update
+    int8_selective_scan_dt_update  (decode: dt_proj, then the scan step) int8_linear_quantize -> ..._update
     hadamard_quantize            custom node HadamardQuantize          qops.hadamard_quantize
     hadamard_quantize_dynamic    custom node HadamardQuantizeDynamic   qops.hadamard_quantize_dynamic
     int8_linear_per_token        MatMulInteger -> Cast -> Mul (+ Add)  primitives.int8_linear_per_token (+ bias)
@@ -138,6 +141,45 @@ def _(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes):
     return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
 
 
+@_op("int8_linear_quantize_conv_update")
+def int8_linear_quantize_conv_update(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float,
+                                     weight_scale: float, out_scales: list[float], sizes: list[int], conv_begin: int,
+                                     conv_state: Tensor, conv_weight: Tensor, conv_bias: Tensor | None,
+                                     conv_weight_scale: float, conv_out_scale: float, conv_out_scales: Tensor | None
+                                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """One decode token of in_proj and the conv after it, in one op: x_q (b, K) int8 -> codes (b, N) int8
+    (:func:`int8_linear_quantize_segments`), and the conv step over the codes' columns [conv_begin, conv_begin + C)
+    from conv_state (b, C, k): its codes (b, C) and new state (b, C, k). The conv reads those columns at the scale
+    of the segment that holds them, and quantizes at ``conv_out_scale`` (Mamba1's u) or per channel at
+    ``conv_out_scales`` (C,) (Mamba2's ssm_input). Labels: :func:`edge_quamba.quant.primitives.split_code_label`."""
+    linear_label, conv_label = primitives.split_code_label()
+    with primitives.code_label(linear_label):
+        codes = int8_linear_quantize_segments(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes)
+    channels = conv_state.shape[1]
+    ends = torch.tensor(sizes).cumsum(0).tolist()
+    segment = next(i for i, end in enumerate(ends) if conv_begin < end)
+    if conv_begin + channels > ends[segment]:
+        raise ValueError(f"int8_linear_quantize_conv_update: the conv's columns {conv_begin}..{conv_begin + channels}"
+                         f" span two segments of {list(sizes)}")
+    x = codes[:, conv_begin:conv_begin + channels]
+    with primitives.code_label(conv_label):
+        if conv_out_scales is None:
+            u, state = qops.int8_causal_conv1d_update(x, conv_state, conv_weight, conv_bias, out_scales[segment],
+                                                      conv_weight_scale, conv_out_scale)
+        else:
+            u, state = qops.int8_causal_conv1d_channel_scales_update(x, conv_state, conv_weight, conv_bias,
+                                                                     conv_out_scales, out_scales[segment],
+                                                                     conv_weight_scale)
+    return codes, u, state
+
+
+@int8_linear_quantize_conv_update.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias,
+      conv_weight_scale, conv_out_scale, conv_out_scales):
+    codes = x_q.new_empty((x_q.shape[0], weight_q.shape[0]), dtype=torch.int8)
+    return codes, x_q.new_empty(conv_state.shape[:2], dtype=torch.int8), torch.empty_like(conv_state)
+
+
 @_op("int8_linear_per_channel")
 def int8_linear_per_channel(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float,
                             weight_scale: Tensor) -> Tensor:
@@ -223,6 +265,27 @@ def int8_selective_scan_update(u_q: Tensor, dt_q: Tensor, B_q: Tensor, C_q: Tens
 @int8_selective_scan_update.register_fake
 def _(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias, u_scale, dt_scale, B_scale, C_scale, z_scale):
     return u_q.new_empty(u_q.shape, dtype=torch.float32), torch.empty_like(ssm_state, dtype=torch.float32)
+
+
+@_op("int8_selective_scan_dt_update")
+def int8_selective_scan_dt_update(u_q: Tensor, dt_r_q: Tensor, B_q: Tensor, C_q: Tensor, z_q: Tensor,
+                                  ssm_state: Tensor, A: Tensor, D: Tensor, dt_bias: Tensor, dt_weight: Tensor,
+                                  u_scale: float, dt_r_scale: float, dt_weight_scale: float, dt_scale: float,
+                                  B_scale: float, C_scale: float, z_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """One decode token of dt_proj (no bias) and the scan step, in one op: dt_r_q (b, r) int8 at ``dt_r_scale``,
+    dt_weight (d_in, r) int8 -> dt_q = int8_linear_quantize(dt_r_q, dt_weight, None, dt_r_scale, dt_weight_scale,
+    dt_scale) (b, d_in), then :func:`int8_selective_scan_update` on it. Returns (y (b, d_in), new state, dt_q)."""
+    dt_q = int8_linear_quantize(dt_r_q, dt_weight, None, dt_r_scale, dt_weight_scale, dt_scale)
+    y, state = qops.int8_selective_scan_update(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias, u_scale, dt_scale,
+                                               B_scale, C_scale, z_scale)
+    return y, state, dt_q
+
+
+@int8_selective_scan_dt_update.register_fake
+def _(u_q, dt_r_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias, dt_weight, u_scale, dt_r_scale, dt_weight_scale, dt_scale,
+      B_scale, C_scale, z_scale):
+    y = u_q.new_empty(u_q.shape, dtype=torch.float32)
+    return y, torch.empty_like(ssm_state), u_q.new_empty(u_q.shape, dtype=torch.int8)
 
 
 @_op("hadamard_quantize")

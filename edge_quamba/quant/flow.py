@@ -42,11 +42,31 @@ class MixerOps(Protocol):
     def quantize(self, x: Any, site: str) -> Any: ...
     def split(self, x: Any, sizes: list[int]) -> list[Any]: ...
     def linear(self, name: str, x_q: Any, in_site: str, bias: bool = True, out_site: str | None = None) -> Any: ...
+    def in_proj_conv(self, x_q: Any, conv_state: Any, d_inner: int) -> tuple[Any, Any, Any]: ...
     def causal_conv1d(self, x_q: Any, conv_state: Any) -> tuple[Any, Any]: ...
     def selective_scan(self, u_q: Any, dt_q: Any, B_q: Any, C_q: Any, z_q: Any, ssm_state: Any) -> tuple[Any, Any]: ...
+    def dt_proj_scan(self, u_q: Any, dt_r_q: Any, B_q: Any, C_q: Any, z_q: Any, ssm_state: Any
+                     ) -> tuple[Any, Any]: ...
     def hadamard_quantize(self, y: Any) -> Any: ...
     def hadamard_quantize_dynamic(self, y: Any) -> tuple[Any, Any]: ...
     def linear_per_token(self, name: str, x_q: Any, x_scale: Any) -> Any: ...
+
+
+def in_proj_conv_composed(ops: MixerOps, x_q: Any, conv_state: Any, d_inner: int) -> tuple[Any, Any, Any]:
+    """``in_proj_conv`` as its composition: in_proj requantized at site xz (b, l, 2 d_in), split into its x and z
+    halves (views), the conv over x (reads xz, writes u). Returns (z_q, u_q, conv_state)."""
+    xz_q = ops.linear("in_proj", x_q, "in_proj_input", out_site="xz")
+    xc_q, z_q = ops.split(xz_q, [d_inner, d_inner])
+    u_q, conv_state = ops.causal_conv1d(xc_q, conv_state)
+    return z_q, u_q, conv_state
+
+
+def dt_proj_scan_composed(ops: MixerOps, u_q: Any, dt_r_q: Any, B_q: Any, C_q: Any, z_q: Any, ssm_state: Any
+                          ) -> tuple[Any, Any]:
+    """``dt_proj_scan`` as its composition: dt_proj without its bias (added inside the scan) requantized at site
+    dt, then the scan."""
+    dt_q = ops.linear("dt_proj", dt_r_q, "dbc", bias=False, out_site="dt")
+    return ops.selective_scan(u_q, dt_q, B_q, C_q, z_q, ssm_state)
 
 
 def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int, dt_rank: int, d_state: int,
@@ -65,13 +85,11 @@ def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int
     site out_proj_input).
     """
     x_q = ops.norm_quantize(resid, "in_proj_input")  # (b, l, d) int8
-    xz_q = ops.linear("in_proj", x_q, "in_proj_input", out_site="xz")  # (b, l, 2 d_in) int8
-    xc_q, z_q = ops.split(xz_q, [d_inner, d_inner])  # views: x for the conv, z for the gate
-    u_q, conv_state = ops.causal_conv1d(xc_q, state.conv_state)  # reads xz, writes u
+    z_q, u_q, conv_state = ops.in_proj_conv(x_q, state.conv_state, d_inner)  # z (b, l, d_in) for the gate, u
     dbc_q = ops.linear("x_proj", u_q, "u", out_site="dbc")  # (b, l, r + 2n) int8
     dt_r_q, B_q, C_q = ops.split(dbc_q, [dt_rank, d_state, d_state])
-    dt_q = ops.linear("dt_proj", dt_r_q, "dbc", bias=False, out_site="dt")  # (b, l, d_in) int8
-    y, ssm_state = ops.selective_scan(u_q, dt_q, B_q, C_q, z_q, state.ssm_state)  # y (b, l, d_in) float32
+    # dt_proj (Δ at site dt, (b, l, d_in) int8) and the scan: y (b, l, d_in) float32
+    y, ssm_state = ops.dt_proj_scan(u_q, dt_r_q, B_q, C_q, z_q, state.ssm_state)
     if out_proj_scale == "dynamic":
         y_q, y_scale = ops.hadamard_quantize_dynamic(y)  # (b, l, d_in) int8, (b, l) float32
         return ops.linear_per_token("out_proj", y_q, y_scale), LayerState(conv_state, ssm_state)
@@ -81,15 +99,14 @@ def mamba1_mixer_flow(ops: MixerOps, resid: Any, state: LayerState, d_inner: int
 
 class Mamba2MixerOps(Protocol):
     """What :func:`mamba2_mixer_flow` needs (norm_quantize, quantize, split, linear as :class:`MixerOps`).
-    ``linear_quantize_split``: the linear's output split into consecutive parts of ``sizes``, part i quantized at
-    site ``out_sites[i]`` (:func:`linear_split_quantize` is that composition)."""
+    ``in_proj_split_conv``: in_proj's output split into z | xBC | Δ (``sizes``), each quantized at its site, and the
+    conv over xBC; returns (z_q, dt_q, ssm_input codes, conv state) (:func:`in_proj_split_conv_composed`)."""
 
     def norm_quantize(self, resid: Any, site: str) -> Any: ...
     def quantize(self, x: Any, site: str) -> Any: ...
     def split(self, x: Any, sizes: list[int]) -> list[Any]: ...
     def linear(self, name: str, x_q: Any, in_site: str, bias: bool = True, out_site: str | None = None) -> Any: ...
-    def linear_quantize_split(self, name: str, x_q: Any, in_site: str, out_sites: tuple[str, ...],
-                              sizes: list[int]) -> list[Any]: ...
+    def in_proj_split_conv(self, x_q: Any, conv_state: Any, sizes: list[int]) -> tuple[Any, Any, Any, Any]: ...
     def causal_conv1d(self, xBC_q: Any, conv_state: Any) -> tuple[Any, Any]: ...
     def ssd_scan(self, x_q: Any, dt_q: Any, B_q: Any, C_q: Any, ssm_state: Any) -> tuple[Any, Any]: ...
     def gated_norm_quantize(self, y: Any, z_q: Any, hadamard: bool) -> Any: ...
@@ -110,22 +127,24 @@ def mamba2_mixer_flow(ops: Mamba2MixerOps, resid: Any, state: LayerState, d_inne
     (:mod:`edge_quamba.quant.cluster`), so the flow never permutes.
     """
     x_q = ops.norm_quantize(resid, "in_proj_input")  # (b, l, d) int8
-    # in_proj's output (b, l, d_in + conv_dim + h): z (b, l, d_in), xBC (b, l, conv_dim), Δ (b, l, h) int8
-    z_q, xBC_q, dt_q = ops.linear_quantize_split("in_proj", x_q, "in_proj_input", MAMBA2_IN_PROJ_SITES,
-                                                 [d_inner, d_inner + 2 * bc_width, nheads])
-    ssm_in_q, conv_state = ops.causal_conv1d(xBC_q, state.conv_state)  # reads xBC, writes ssm_input
+    # in_proj's output (b, l, d_in + conv_dim + h) = z | xBC | Δ, each at its site; the conv reads xBC, writes
+    # ssm_input (b, l, conv_dim)
+    z_q, dt_q, ssm_in_q, conv_state = ops.in_proj_split_conv(x_q, state.conv_state,
+                                                             [d_inner, d_inner + 2 * bc_width, nheads])
     xs_q, B_q, C_q = ops.split(ssm_in_q, [d_inner, bc_width, bc_width])
     y, ssm_state = ops.ssd_scan(xs_q, dt_q, B_q, C_q, state.ssm_state)  # y (b, l, d_in) float32
     y_q = ops.gated_norm_quantize(y, z_q, hadamard)  # (b, l, d_in) int8: gated RMSNorm, (Hadamard,) quantize
     return ops.linear("out_proj", y_q, "out_proj_input"), LayerState(conv_state, ssm_state)
 
 
-def linear_split_quantize(ops: MixerOps, name: str, x_q: Any, in_site: str, out_sites: tuple[str, ...],
-                          sizes: list[int]) -> list[Any]:
-    """``linear_quantize_split`` as its composition: the linear (float out), split, each part quantized at its site
-    in order (the float flow observes each site; the graph lowering emits these nodes)."""
-    parts = ops.split(ops.linear(name, x_q, in_site), sizes)
-    return [ops.quantize(part, site) for part, site in zip(parts, out_sites, strict=True)]
+def in_proj_split_conv_composed(ops: Any, x_q: Any, conv_state: Any, sizes: list[int]) -> tuple[Any, Any, Any, Any]:
+    """``in_proj_split_conv`` as its composition: in_proj (float out), split into z | xBC | Δ, each quantized at
+    its site in order (the float flow observes each site; the graph lowering emits these nodes), then the conv over
+    xBC."""
+    parts = ops.split(ops.linear("in_proj", x_q, "in_proj_input"), sizes)
+    z_q, xBC_q, dt_q = (ops.quantize(part, site) for part, site in zip(parts, MAMBA2_IN_PROJ_SITES, strict=True))
+    ssm_in_q, conv_state = ops.causal_conv1d(xBC_q, conv_state)
+    return z_q, dt_q, ssm_in_q, conv_state
 
 
 class FloatOps:
@@ -164,6 +183,12 @@ class FloatOps:
         y = F.linear(x, module.weight, module.bias if bias else None)
         return y if out_site is None else self.quantize(y, out_site)
 
+    def in_proj_conv(self, x: Tensor, conv_state: Tensor, d_inner: int) -> tuple[Tensor, Tensor, Tensor]:
+        return in_proj_conv_composed(self, x, conv_state, d_inner)
+
+    def dt_proj_scan(self, u, dt_r, B, C, z, ssm_state) -> tuple[Tensor, Tensor]:
+        return dt_proj_scan_composed(self, u, dt_r, B, C, z, ssm_state)
+
     def causal_conv1d(self, x: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         conv = self.mixer.conv1d
         y, conv_state = causal_conv1d(x, conv.weight[:, 0, :], conv.bias, conv_state)
@@ -191,9 +216,9 @@ class Mamba2FloatOps(FloatOps):
     mixer: Mamba2Mixer
     conv_site = "ssm_input"
 
-    def linear_quantize_split(self, name: str, x: Tensor, in_site: str, out_sites: tuple[str, ...],
-                              sizes: list[int]) -> list[Tensor]:
-        return linear_split_quantize(self, name, x, in_site, out_sites, sizes)
+    def in_proj_split_conv(self, x: Tensor, conv_state: Tensor, sizes: list[int]
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return in_proj_split_conv_composed(self, x, conv_state, sizes)
 
     def ssd_scan(self, x, dt, B, C, ssm_state) -> tuple[Tensor, Tensor]:
         m, c = self.mixer, self.mixer.config

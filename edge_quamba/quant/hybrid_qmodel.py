@@ -37,11 +37,10 @@ from edge_quamba.quant.flow import Tap
 from edge_quamba.quant.hybrid_flow import (HYBRID_SITE_BY_NAME, attention_flow, block_sites, mlp_activation,
                                            mlp_flow, rope_flat)
 from edge_quamba.quant.mamba2_qmodel import QuantMamba2Mixer, W4A16Mamba2Mixer
-from edge_quamba.quant.primitives import code_label, dequantize, scale_from_amax
+from edge_quamba.quant.primitives import dequantize, scale_from_amax
 from edge_quamba.quant.config import QuantConfig
 from edge_quamba.quant.linears import Int4Linear, QuantLinear
 from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, W4A16_DTYPE, QuantOps
-from edge_quamba.quant.sites import tensor_name
 
 eq = torch.ops.edge_quamba
 LINEAR_NAMES = {"*": ("q_proj", "k_proj", "v_proj", "o_proj"), "-": ("gate_proj", "up_proj", "down_proj")}
@@ -71,8 +70,7 @@ class HybridQuantOps(QuantOps):
     labels, with these blocks' sites). A site the block holds no scale for (a float linear's input) passes the float
     value on; a float linear is ``F.linear``. The tap also sees each linear's output under its name."""
 
-    def _label(self, site: str):
-        return code_label(tensor_name(self.m.layer, HYBRID_SITE_BY_NAME[site].code))
+    site_by_name = HYBRID_SITE_BY_NAME
 
     def norm_quantize(self, resid: Tensor, site: str) -> Tensor:
         return super().norm_quantize(resid, site) if site in self.scales else self.norm(resid)

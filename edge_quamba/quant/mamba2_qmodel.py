@@ -39,7 +39,7 @@ from edge_quamba.quant.primitives import code_label, quantize_weight_per_tensor,
 from edge_quamba.quant.config import QuantConfig
 from edge_quamba.quant.linears import Int4Linear, QuantLinear, scalar_buffer
 from edge_quamba.quant.qmodel import FLOAT_STORAGE_DTYPE, W4A16_DTYPE, QuantBlock, QuantOps
-from edge_quamba.quant.sites import MAMBA2_SITE_BY_NAME, MAMBA2_SITE_NAMES, tensor_name
+from edge_quamba.quant.sites import MAMBA2_IN_PROJ_SITES, MAMBA2_SITE_BY_NAME, MAMBA2_SITE_NAMES
 
 FOUR_BIT_LINEARS_MAMBA2 = ("in_proj", "out_proj")
 """The Mamba2 linears that hold int4 weights at w4a8 and w4a16."""
@@ -62,25 +62,40 @@ class Mamba2QuantOps(QuantOps):
     split and linear ops and conventions: every int8 tensor labelled ``layers.<i>.mixer.<code>``, ``tap`` sees
     dequantized codes, ``step`` picks the one-token ops) with Mamba2's sites, conv, SSD scan and gated norm."""
 
-    def _label(self, site: str):
-        return code_label(tensor_name(self.m.layer, MAMBA2_SITE_BY_NAME[site].code))
+    site_by_name = MAMBA2_SITE_BY_NAME
 
-    def linear_quantize_split(self, name: str, x_q: Tensor, in_site: str, out_sites: tuple[str, ...],
-                              sizes: list[int]) -> list[Tensor]:
-        """One op: the int8 (or W4A8) linear whose output parts (``sizes`` columns each, in order) are quantized at
-        their sites' scales in the epilogue; the parts are views of one int8 tensor, each labelled as its site."""
-        linear: QuantLinear | Int4Linear = getattr(self.m, name)
-        out_scales = [self.scales[site] for site in out_sites]
+    def in_proj_split_conv(self, x_q: Tensor, conv_state: Tensor, sizes: list[int]
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """in_proj's z | xBC | Δ, each quantized at its site in the GEMM's epilogue (one op), then the conv over xBC:
+        at decode with int8 weights the same GEMV's epilogue runs the conv step (one launch for both); prefill and
+        W4A8 run the conv as its own op. The codes are views of one int8 tensor, each labelled as its site."""
+        m, s = self.m, self.scales
+        linear: QuantLinear | Int4Linear = m.in_proj
+        labels = tuple(self._code_name(site) for site in MAMBA2_IN_PROJ_SITES)
+        out_scales = [s[site] for site in MAMBA2_IN_PROJ_SITES]
+        if self.step and isinstance(linear, QuantLinear):
+            with code_label((*labels, self._code_name("ssm_input"))):
+                codes, ssm_in_q, conv_state = eq.int8_linear_quantize_conv_update(
+                    x_q, linear.weight, linear.bias, s["in_proj_input"], s["in_proj.weight"], out_scales, sizes,
+                    sizes[0], conv_state, m.conv_weight, m.conv_bias, s["conv.weight"], 1.0, s["ssm_input"])
+            z_q, _, dt_q = self._parts(codes, sizes)
+            return z_q, dt_q, self._made("ssm_input", ssm_in_q), conv_state
         if isinstance(linear, Int4Linear):  # W4A8
             op, args = eq.w4a8_linear_quantize_segments, (x_q, linear.weight_packed, linear.weight_scale, linear.bias,
-                                                         self.scales[in_site], linear.group_size)
+                                                         s["in_proj_input"], linear.group_size)
         else:
-            op, args = eq.int8_linear_quantize_segments, (x_q, linear.weight, linear.bias, self.scales[in_site],
-                                                         self.scales[f"{name}.weight"])
-        labels = tuple(tensor_name(self.m.layer, MAMBA2_SITE_BY_NAME[site].code) for site in out_sites)
+            op, args = eq.int8_linear_quantize_segments, (x_q, linear.weight, linear.bias, s["in_proj_input"],
+                                                         s["in_proj.weight"])
         with code_label(labels):
             codes = op(*args, out_scales, sizes)
-        return [self._made(site, part) for site, part in zip(out_sites, codes.split(sizes, dim=-1), strict=True)]
+        z_q, xBC_q, dt_q = self._parts(codes, sizes)
+        ssm_in_q, conv_state = self.causal_conv1d(xBC_q, conv_state)
+        return z_q, dt_q, ssm_in_q, conv_state
+
+    def _parts(self, codes: Tensor, sizes: list[int]) -> list[Tensor]:
+        """in_proj's codes split into z | xBC | Δ (views), each shown to the tap as its site."""
+        return [self._made(site, part)
+                for site, part in zip(MAMBA2_IN_PROJ_SITES, codes.split(sizes, dim=-1), strict=True)]
 
     def causal_conv1d(self, xBC_q: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.m, self.scales

@@ -190,6 +190,17 @@ def quantize_hook(hook: Callable[[str | None, Tensor, Tensor], Tensor]):
         _TIE_HOOK.reset(token)
 
 
+def split_code_label() -> tuple[str | tuple[str, ...] | None, str | None]:
+    """The current :func:`code_label` split for a fused op that quantizes twice, first a linear's output (its
+    segments) and then a conv's: a tuple's last label names the conv's codes and the rest the linear's (one label
+    left: a plain label); a plain label (or none) names both."""
+    label = _CODE_LABEL.get()
+    if not isinstance(label, tuple):
+        return label, label
+    first = label[:-1]
+    return (first[0] if len(first) == 1 else first), label[-1]
+
+
 def quantize_segments(x: Tensor, scales: list[float], sizes: list[int]) -> Tensor:
     """int8 codes of consecutive segments of x's last axis, each at its own scale: segment i (``sizes[i]`` columns)
     is quantized at ``scales[i]`` (:func:`quantize`), in order. x (..., N) float, ``sum(sizes) == N`` -> (..., N) int8.

@@ -41,7 +41,7 @@ from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer, Norm
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.quant.config import FOUR_BIT_LINEARS, QuantConfig, check_method
-from edge_quamba.quant.flow import Tap, mamba1_mixer_flow
+from edge_quamba.quant.flow import Tap, dt_proj_scan_composed, in_proj_conv_composed, mamba1_mixer_flow
 from edge_quamba.quant.hadamard import rotate_linear_input
 from edge_quamba.quant.linears import Int4Linear, QuantLinear, scalar_buffer
 from edge_quamba.quant.primitives import code_label, dequantize, quantize_weight_per_tensor, scale_from_amax
@@ -69,8 +69,14 @@ class QuantOps:
             self.m.tap(site, dequantize(q, self.scales[site] if scale is None else scale[..., None]))
         return q
 
+    site_by_name = SITE_BY_NAME
+    """The sites of this mixer kind (their codes name the labels)."""
+
+    def _code_name(self, site: str) -> str:
+        return tensor_name(self.m.layer, self.site_by_name[site].code)
+
     def _label(self, site: str):
-        return code_label(tensor_name(self.m.layer, SITE_BY_NAME[site].code))
+        return code_label(self._code_name(site))
 
     def norm_quantize(self, resid: Tensor, site: str) -> Tensor:
         """The block's pre-norm and the quantize after it: one op for RMSNorm (Mamba's default); a LayerNorm
@@ -107,6 +113,19 @@ class QuantOps:
         with self._label(out_site):
             return self._made(out_site, fused(*args, self.scales[out_site]))
 
+    def in_proj_conv(self, x_q: Tensor, conv_state: Tensor, d_inner: int) -> tuple[Tensor, Tensor, Tensor]:
+        """in_proj (xz at its site) and the conv over its x half. Decode with per-tensor int8 weights: one op, whose
+        GEMV epilogue runs the conv step; otherwise :func:`edge_quamba.quant.flow.in_proj_conv_composed`."""
+        m, s = self.m, self.scales
+        linear = m.in_proj
+        if not self.step or not isinstance(linear, QuantLinear) or linear.per_channel:
+            return in_proj_conv_composed(self, x_q, conv_state, d_inner)
+        with code_label((self._code_name("xz"), self._code_name("u"))):
+            xz_q, u_q, conv_state = eq.int8_linear_quantize_conv_update(
+                x_q, linear.weight, linear.bias, s["in_proj_input"], s["in_proj.weight"], [s["xz"]], [2 * d_inner],
+                0, conv_state, m.conv_weight, m.conv_bias, s["conv.weight"], s["u"], None)
+        return self._made("xz", xz_q)[..., d_inner:], self._made("u", u_q), conv_state
+
     def causal_conv1d(self, x_q: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.m, self.scales
         op = eq.int8_causal_conv1d_update if self.step else eq.int8_causal_conv1d
@@ -119,6 +138,22 @@ class QuantOps:
         op = eq.int8_selective_scan_update if self.step else eq.int8_selective_scan
         return op(u_q, dt_q, B_q, C_q, z_q, ssm_state, m.A, m.D, m.dt_bias,
                   s["u"], s["dt"], s["dbc"], s["dbc"], s["xz"])
+
+    def dt_proj_scan(self, u_q: Tensor, dt_r_q: Tensor, B_q: Tensor, C_q: Tensor, z_q: Tensor, ssm_state: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+        """dt_proj and the scan. Decode with per-tensor int8 weights: one op, the scan kernel computes dt_proj
+        (and returns its codes, labelled and tapped as the dt site); otherwise
+        :func:`edge_quamba.quant.flow.dt_proj_scan_composed`."""
+        m, s = self.m, self.scales
+        linear = m.dt_proj
+        if not self.step or not isinstance(linear, QuantLinear) or linear.per_channel:
+            return dt_proj_scan_composed(self, u_q, dt_r_q, B_q, C_q, z_q, ssm_state)
+        with self._label("dt"):
+            y, ssm_state, dt_q = eq.int8_selective_scan_dt_update(
+                u_q, dt_r_q, B_q, C_q, z_q, ssm_state, m.A, m.D, m.dt_bias, linear.weight, s["u"], s["dbc"],
+                s["dt_proj.weight"], s["dt"], s["dbc"], s["dbc"], s["xz"])
+        self._made("dt", dt_q)
+        return y, ssm_state
 
     def hadamard_quantize(self, y: Tensor) -> Tensor:
         with self._label("out_proj_input"):

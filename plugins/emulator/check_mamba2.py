@@ -3,13 +3,15 @@
     python3 plugins/emulator/check_mamba2.py [--asan] [--demo]
 
 1. Every check function of tests/test_cuda_mamba2.py (conv with per-channel scales, SSD scan, its splits and token
-   steps, in_proj's int8 linear with a scale per output segment, gated RMSNorm with and without Hadamard) on CPU
-   tensors through the emulated binding, with the GPU tests' cases and seeds (the same inputs), those small enough to
-   emulate in seconds (the largest SSD cases left out).
+   steps, in_proj's int8 linear with a scale per output segment, gated RMSNorm with and without Hadamard) and
+   tests/test_cuda_kernels.py's in_proj + conv step and dt_proj + scan step in one launch each, on CPU tensors
+   through the emulated binding, with the GPU tests' cases and seeds (the same inputs), those small enough to emulate
+   in seconds (the largest SSD cases left out).
 2. The calls of plugins/torch/sanitizer_smoke_mamba2.py (with --asan: under AddressSanitizer, the memcheck stand-in).
-3. The tiny Quamba2 test model through edge_quamba.ops.cuda_ops' own wrappers, registered as the CPU kernels of the
-   torch.ops.edge_quamba ops (their device checks relaxed in this process): prefill logits against the reference,
-   token-by-token decode states equal to prefill's; with --demo also the Mamba2 demo model (~4 minutes).
+3. The tiny Quamba2 and Quamba (Mamba1) test models through edge_quamba.ops.cuda_ops' own wrappers, registered as the
+   CPU kernels of the torch.ops.edge_quamba ops (their device checks relaxed in this process): prefill logits against
+   the reference, token-by-token decode states equal to prefill's; with --demo also the Mamba2 demo model (~4
+   minutes).
 Exits non-zero on the first failure. The emulator is not a GPU: no timing, no memory model or races, host libm.
 """
 
@@ -44,6 +46,13 @@ def kernel_checks(ext) -> None:
     for M, K, sizes, stride, bits in t.SEGMENT_CASES:
         if bits == "w8a8":  # the 4-bit kernels use inline PTX, which the emulator does not run
             t.check_linear_quantize_segments(ext, "cpu", M, K, sizes, stride, bits, seed=t.case_seed((M, K, *sizes)))
+    import test_cuda_kernels as k1
+
+    for b, K, sizes, conv_begin, C, k, per_channel, use_bias in k1.CONV_UPDATE_CASES:
+        k1.check_linear_quantize_conv_update(ext, "cpu", b, K, sizes, conv_begin, C, k, per_channel, use_bias,
+                                             seed=b * 7919 + K + C + k)
+    for b, d, n, r in k1.SCAN_DT_CASES:
+        k1.check_scan_dt_update(ext, "cpu", b, d, n, r, seed=b * 1000 + d + r)
     for rows, d, groups, hadamard, y_extra, z_extra in t.GATED_CASES:
         t.check_gated_norm(ext, "cpu", rows, d, groups, hadamard, y_extra, z_extra,
                            seed=t.case_seed((*rows, d, groups, hadamard, y_extra, z_extra)))
@@ -106,7 +115,11 @@ def main() -> None:
     print(f"[{time.perf_counter() - start:.0f} s] sanitizer smoke calls ran", flush=True)
     from test_cuda_mamba2 import tiny_quantized_mamba2
 
-    models = [("tiny Quamba2 model", tiny_quantized_mamba2())]
+    from test_cuda_backend import quantized_tiny_model
+
+    # the Mamba1 model's decode runs in_proj and the conv step as one op (int8_linear_quantize_conv_update)
+    models = [("tiny Quamba2 model", tiny_quantized_mamba2()),
+              ("tiny Quamba W8A8 Mamba1 model", quantized_tiny_model())]
     if args.demo:
         import tempfile
 

@@ -65,9 +65,7 @@ __global__ void __launch_bounds__(kThreads) causal_conv1d_kernel(CausalConv1dPar
         int acc = 0;
 #pragma unroll
         for (int j = 0; j < W; ++j) acc += w[j] * win[j];
-        float v = __fmul_rn(static_cast<float>(acc), alpha);
-        if (p.bias != nullptr) v = __fadd_rn(v, bias);
-        u[int64_t(t) * p.dim] = quantize_rn(silu_rn(v), out_scale);
+        u[int64_t(t) * p.dim] = conv_output_rn(acc, alpha, p.bias, bias, out_scale);
     }
 
     if (t0 == 0) {  // the new state: inputs l - W .. l - 1 (state entries when l < W)

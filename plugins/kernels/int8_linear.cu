@@ -42,7 +42,29 @@ struct Gemv {
     float x_scale, weight_scale, out_scale;
     const float* x_scale_rows;  // per-row input scales or nullptr (int8_linear only)
     OutScaleSegments out_segments;  // QUANT only: a scale per column segment (count 0: out_scale)
+    int conv_begin;                 // QUANT only: the conv step over columns [conv_begin, + conv.dim) (int8_linear.h)
+    CausalConv1dParams conv;
 };
+
+// The conv step of output column n for x row (= sequence) m, whose code q was just written: the window is the
+// state's last width - 1 inputs and q (causal_conv1d.cu at seqlen 1; the same integer sum and conv_output_rn), and
+// the new state is that window. Reads the state row before writing it, so in and out may alias.
+__device__ __forceinline__ void conv_step(const CausalConv1dParams& c, int64_t m, int ch, int8_t q) {
+    const int64_t row = (m * c.dim + ch) * c.width;
+    const int8_t* w = c.weight + int64_t(ch) * c.width;
+    int acc = 0;
+    for (int j = 0; j + 1 < c.width; ++j) {
+        const int x = read_code(c.conv_state_in[row + j + 1]);
+        acc += w[j] * x;
+        c.conv_state_out[row + j] = static_cast<int8_t>(x);
+    }
+    acc += w[c.width - 1] * read_code(q);
+    c.conv_state_out[row + c.width - 1] = q;
+    const float alpha = __fmul_rn(c.x_scale, c.weight_scale);
+    const float bias = c.bias != nullptr ? c.bias[ch] : 0.0f;
+    const float out_scale = c.out_scales != nullptr ? c.out_scales[ch] : c.out_scale;
+    c.u[m * c.dim + ch] = conv_output_rn(acc, alpha, c.bias, bias, out_scale);
+}
 
 template <int VEC> struct Chunk;
 template <> struct Chunk<16> { using T = int4; };
@@ -148,8 +170,15 @@ __global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Gemv p) {
                                                                             p.weight_scale) : alpha;
                 float v = __fmul_rn(static_cast<float>(acc[mb]), alpha_m);
                 if (p.bias != nullptr) v = __fadd_rn(v, b);
-                if constexpr (QUANT) p.y_q[(m0 + mb) * p.y_row_stride + n] = quantize_rn(v, out_scale);
-                else p.y[(m0 + mb) * p.y_row_stride + n] = v;
+                if constexpr (QUANT) {
+                    const int8_t q = quantize_rn(v, out_scale);
+                    p.y_q[(m0 + mb) * p.y_row_stride + n] = q;
+                    if (n >= p.conv_begin && n < p.conv_begin + p.conv.dim) {
+                        conv_step(p.conv, m0 + mb, n - p.conv_begin, q);
+                    }
+                } else {
+                    p.y[(m0 + mb) * p.y_row_stride + n] = v;
+                }
             }
         }
     }
@@ -188,12 +217,37 @@ cudaError_t launch_vec(const Gemv& p, cudaStream_t stream) {
 
 bool aligned(const void* ptr, int v) { return reinterpret_cast<uintptr_t>(ptr) % v == 0; }
 
+bool usable_scale(float v) { return v > 0.0f && std::isfinite(v); }
+
+// The conv step's checks: its columns inside the output and inside one segment whose scale is conv.x_scale, a
+// width of 1 .. kConvMaxWidth, its buffers given, usable scales (per-channel out_scales are the caller's, as in
+// launch_int8_causal_conv1d).
+bool valid_conv_step(const Gemv& p) {
+    const CausalConv1dParams& c = p.conv;
+    if (c.dim < 0 || p.conv_begin < 0 || int64_t(p.conv_begin) + c.dim > p.N || c.width < 1 ||
+        c.width > kConvMaxWidth || c.conv_state_in == nullptr || c.conv_state_out == nullptr ||
+        c.weight == nullptr || c.u == nullptr || !usable_scale(c.weight_scale) ||
+        (c.out_scales == nullptr && !usable_scale(c.out_scale))) {
+        return false;
+    }
+    const OutScaleSegments& s = p.out_segments;
+    if (s.count == 0) return c.x_scale == p.out_scale;
+    for (int i = 0; i < s.count; ++i) {
+        const int begin = i == 0 ? 0 : s.end[i - 1];
+        if (p.conv_begin >= begin && p.conv_begin < s.end[i]) {
+            return p.conv_begin + c.dim <= s.end[i] && c.x_scale == s.scale[i];
+        }
+    }
+    return false;
+}
+
 template <bool QUANT>
 cudaError_t launch_gemv(const Gemv& p, cudaStream_t stream) {
     if (p.M < 0 || p.N < 0 || p.K < 1 || p.K > 131071 || p.x_row_stride < p.K || p.y_row_stride < p.N) {
         return cudaErrorInvalidValue;
     }
     if (QUANT && !valid_out_scales(p.out_segments, p.out_scale, p.N)) return cudaErrorInvalidValue;
+    if (p.conv.dim != 0 && (!QUANT || !valid_conv_step(p))) return cudaErrorInvalidValue;
     if (p.M == 0 || p.N == 0) return cudaSuccess;
     if (p.x == nullptr || p.w == nullptr || (QUANT ? p.y_q == nullptr : p.y == nullptr) ||
         (p.M - 1) / 4 + 1 > 65535) {
@@ -233,13 +287,13 @@ __global__ void int32_epilogue_quantize_kernel(Int32EpilogueQuantizeParams p) {
 
 cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream) {
     const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, p.y, nullptr, p.y_row_stride,
-                 p.x_scale, p.weight_scale, 1.0f, p.x_scale_rows, OutScaleSegments{}};
+                 p.x_scale, p.weight_scale, 1.0f, p.x_scale_rows, OutScaleSegments{}, 0, CausalConv1dParams{}};
     return launch_gemv<false>(g, stream);
 }
 
 cudaError_t launch_int8_linear_quantize(const Int8LinearQuantizeParams& p, cudaStream_t stream) {
     const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, nullptr, p.y_q, p.y_row_stride,
-                 p.x_scale, p.weight_scale, p.out_scale, nullptr, p.out_segments};
+                 p.x_scale, p.weight_scale, p.out_scale, nullptr, p.out_segments, p.conv_begin, p.conv};
     return launch_gemv<true>(g, stream);
 }
 

@@ -6,7 +6,11 @@
 // int8_linear_quantize: the same GEMV whose epilogue then quantizes at out_scale (q = clamp(rn(y / out_scale)))
 //   and writes int8 instead of float32: bit-exact with quantize(int8_linear(...), out_scale) (op
 //   edge_quamba::int8_linear_quantize), one launch and a quarter of the output bytes. With out_segments (common.h)
-//   each column segment is quantized at its own scale (op edge_quamba::int8_linear_quantize_segments).
+//   each column segment is quantized at its own scale (op edge_quamba::int8_linear_quantize_segments). With a conv
+//   step (conv.dim > 0, decode: row m is sequence m's one token) the codes of columns [conv_begin, conv_begin +
+//   conv.dim) are also the inputs of a causal conv step (causal_conv1d.h) continuing from conv.conv_state_in: the
+//   thread that writes column n's code then writes channel n - conv_begin's u code and new state (Mamba's conv over
+//   in_proj's x half, op edge_quamba::int8_linear_quantize_conv_update; bit-exact with the two ops in sequence).
 // int32_epilogue_quantize: the prefill form of that epilogue, for an int32 accumulator computed elsewhere (the torch
 //   binding's torch._int_mm): one pass acc -> float32 * alpha (+ bias) -> int8.
 //
@@ -19,6 +23,7 @@
 // Requires K <= 131071 (|acc| <= 128 * 128 * K fits int32).
 #pragma once
 
+#include "causal_conv1d.h"
 #include "common.h"
 
 namespace edge_quamba {
@@ -54,6 +59,11 @@ struct Int8LinearQuantizeParams {
     int64_t y_row_stride;
     float x_scale, weight_scale, out_scale;  // out_scale > 0, finite (unless out_segments are given)
     OutScaleSegments out_segments;           // optional: a scale per column segment (count 0: out_scale)
+    // Optional conv step over columns [conv_begin, conv_begin + conv.dim) (conv.dim 0: none). Used fields of conv:
+    // dim, width, conv_state_in / conv_state_out (M, dim, width) contiguous (may alias), weight, bias, u (M, dim)
+    // contiguous, x_scale (must equal the scale those columns are quantized at), weight_scale, out_scale(s).
+    int conv_begin;
+    CausalConv1dParams conv;
 };
 
 cudaError_t launch_int8_linear_quantize(const Int8LinearQuantizeParams& p, cudaStream_t stream);

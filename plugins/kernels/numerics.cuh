@@ -51,5 +51,14 @@ __device__ __forceinline__ float softplus_rn(float dt) {
     return dt > 20.0f ? dt : log1pf(expf(dt));
 }
 
+// One causal-conv output from its exact int32 window sum: float32(acc) * alpha (+ bias), SiLU, quantize at
+// out_scale (causal_conv1d.h's contract; the conv kernel and the GEMV's conv epilogue both call this).
+__device__ __forceinline__ int8_t conv_output_rn(int acc, float alpha, const float* bias, float bias_c,
+                                                 float out_scale) {
+    float v = __fmul_rn(static_cast<float>(acc), alpha);
+    if (bias != nullptr) v = __fadd_rn(v, bias_c);
+    return quantize_rn(silu_rn(v), out_scale);
+}
+
 }  // namespace kernels
 }  // namespace edge_quamba

@@ -74,6 +74,21 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanP
     const int8_t* C_ptr = p.C + int64_t(b) * p.C_batch_stride + s;
     float* y_ptr = p.y + int64_t(b) * p.seqlen * p.dim + d;
 
+    // Decode with dt_proj here (seqlen 1): lane s sums ranks s, s + G, ... of the exact dot product, the group's xor
+    // tree completes it in every lane, and lane 0 writes the code (the GEMV's epilogue, without bias).
+    int dt_code = 0;
+    if (p.dt_weight != nullptr) {
+        const int8_t* dt_r = p.dt_r + int64_t(b) * p.dt_r_batch_stride;
+        const int8_t* w = p.dt_weight + int64_t(d) * p.dt_rank;
+        int acc = 0;
+        for (int r = s; r < p.dt_rank; r += G) acc += int(dt_r[r]) * int(w[r]);
+#pragma unroll
+        for (int off = G / 2; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off, G);
+        dt_code = quantize_rn(__fmul_rn(static_cast<float>(acc), __fmul_rn(p.dt_r_scale, p.dt_weight_scale)),
+                              p.dt_scale);
+        if (s == 0 && valid) p.dt_out[int64_t(b) * p.dim + d] = static_cast<int8_t>(dt_code);
+    }
+
     for (int t0 = 0; t0 < p.seqlen; t0 += G) {
         const int steps = min(G, p.seqlen - t0);
         // Lane s: the per-channel scalars of timestep t0 + s.
@@ -81,7 +96,8 @@ __global__ void __launch_bounds__(kThreads) selective_scan_kernel(SelectiveScanP
         if (s < steps) {
             const int64_t t = t0 + s;
             const float u = __fmul_rn(static_cast<float>(read_code(u_ptr[t * p.u_seq_stride])), p.u_scale);
-            const float dt_value = __fmul_rn(static_cast<float>(read_code(dt_ptr[t * p.dt_seq_stride])), p.dt_scale);
+            const int dt_q = p.dt_weight != nullptr ? dt_code : read_code(dt_ptr[t * p.dt_seq_stride]);
+            const float dt_value = __fmul_rn(static_cast<float>(dt_q), p.dt_scale);
             const float dt = __fadd_rn(dt_value, dt_bias);
             delta = softplus_rn(dt);
             du = __fmul_rn(delta, u);
@@ -179,10 +195,14 @@ cudaError_t launch_int8_selective_scan(const SelectiveScanParams& p, cudaStream_
     const bool pow2 = p.dstate > 0 && p.dstate <= 32 && (p.dstate & (p.dstate - 1)) == 0;
     if (p.batch < 0 || p.seqlen < 0 || p.dim < 0 || !pow2 || p.batch > 65535) return cudaErrorInvalidValue;
     if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+    const bool dt_here = p.dt_weight != nullptr;  // dt_proj in this kernel: decode only
     if (p.ssm_state_in == nullptr || p.ssm_state_out == nullptr || p.A == nullptr || p.D == nullptr ||
         p.dt_bias == nullptr ||
-        (p.seqlen > 0 && (p.u == nullptr || p.dt == nullptr || p.z == nullptr || p.B == nullptr ||
-                          p.C == nullptr || p.y == nullptr))) {
+        (p.seqlen > 0 && (p.u == nullptr || (!dt_here && p.dt == nullptr) || p.z == nullptr || p.B == nullptr ||
+                          p.C == nullptr || p.y == nullptr)) ||
+        (dt_here && (p.seqlen != 1 || p.dt_r == nullptr || p.dt_out == nullptr || p.dt_rank < 1 ||
+                     !(p.dt_r_scale > 0.0f) || !std::isfinite(p.dt_r_scale) || !(p.dt_weight_scale > 0.0f) ||
+                     !std::isfinite(p.dt_weight_scale)))) {
         return cudaErrorInvalidValue;
     }
     const int channels_per_block = kThreads / p.dstate;

@@ -9,7 +9,8 @@
 // Parallelism: a group of `dstate` adjacent lanes owns one (batch, channel); lane s keeps h[s] in a register and
 // walks the sequence; the per-channel scalars (u, delta, silu(z)) are computed once per timestep by one lane of the
 // group (lane j for timestep t0 + j) and broadcast with shuffles. Prefill (seqlen = l) and decode (seqlen = 1) are
-// the same kernel. dstate must be a power of two <= 32 (Mamba1: 16).
+// the same kernel; at decode it may also run dt_proj (dt_weight, below: one launch fewer a layer). dstate must be a
+// power of two <= 32 (Mamba1: 16).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -34,6 +35,15 @@ struct SelectiveScanParams {
     float* y;                    // (b, l, d) contiguous float32
     float* ssm_state_out;        // (b, d, n) contiguous; may alias ssm_state_in (each element: read, then written)
     float u_scale, dt_scale, B_scale, C_scale, z_scale;
+    // Optional, decode only (seqlen 1): dt_proj here instead of reading dt (dt_weight != nullptr; dt unused). Its
+    // codes are those of int8_linear_quantize without bias (int8_linear.h): dt_q[b, d] = quantize(float32(sum_r
+    // dt_r[b, r] * dt_weight[d, r]) * float32(dt_r_scale * dt_weight_scale), dt_scale), exact int32 sum of the raw
+    // codes, written to dt_out (b, d) contiguous and scanned as the dt input would be.
+    const int8_t* dt_r; int64_t dt_r_batch_stride;  // (b, dt_rank), channel stride 1: a view of x_proj's output
+    const int8_t* dt_weight;     // (d, dt_rank) contiguous
+    int dt_rank;
+    float dt_r_scale, dt_weight_scale;
+    int8_t* dt_out;
 };
 
 cudaError_t launch_int8_selective_scan(const SelectiveScanParams& p, cudaStream_t stream);

@@ -10,6 +10,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <tuple>
@@ -200,9 +201,11 @@ ek::OutScaleSegments out_segments(const char* op, const std::vector<double>& sca
 // quantize(int8_linear(...), out_scale) in one kernel: the GEMV with the int8 epilogue for M <= 16, otherwise
 // torch._int_mm (exact int32) followed by one fused epilogue kernel (float32 epilogue + quantize in one pass).
 // With segments (count > 0), each column segment at its own scale.
+// With conv (M <= 16 only, the caller's check): the GEMV's epilogue also runs that conv step (int8_linear.h).
 at::Tensor int8_linear_quantize_any(const char* op, const at::Tensor& x_q, const at::Tensor& weight_q,
                                     const std::optional<at::Tensor>& bias, double x_scale, double weight_scale,
-                                    double out_scale, const ek::OutScaleSegments& segments) {
+                                    double out_scale, const ek::OutScaleSegments& segments,
+                                    const ek::CausalConv1dParams* conv = nullptr, int conv_begin = 0) {
     check_linear(x_q, weight_q, bias);
     const c10::cuda::CUDAGuard guard(x_q.device());
     const int64_t N = weight_q.size(0), K = weight_q.size(1);
@@ -213,6 +216,7 @@ at::Tensor int8_linear_quantize_any(const char* op, const at::Tensor& x_q, const
     at::Tensor q = at::empty(out_sizes, x_q.options());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     if (M > 16 && K % 8 == 0 && N % 8 == 0) {
+        EQ_CHECK(conv == nullptr, op, ": the conv step runs in the GEMV only (M <= 16)");
         const at::Tensor acc = at::_int_mm(xr.reshape({M, K}).contiguous(), weight_q.t());
         ek::Int32EpilogueQuantizeParams e{};
         e.M = M;
@@ -241,6 +245,10 @@ at::Tensor int8_linear_quantize_any(const char* op, const at::Tensor& x_q, const
     p.weight_scale = static_cast<float>(weight_scale);
     p.out_scale = static_cast<float>(out_scale);
     p.out_segments = segments;
+    if (conv != nullptr) {
+        p.conv = *conv;
+        p.conv_begin = conv_begin;
+    }
     check_launch(ek::launch_int8_linear_quantize(p, stream), op);
     return q;
 }
@@ -342,10 +350,80 @@ std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, con
     return causal_conv1d_impl(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale, std::nullopt);
 }
 
-std::tuple<at::Tensor, at::Tensor> int8_selective_scan(
+// in_proj and the decode conv step in one op (Mamba's conv over in_proj's x columns): x_q (b, K) -> codes (b, N),
+// and over columns [conv_begin, conv_begin + C) the conv step's u (b, C) and new state (b, C, k) from conv_state
+// (b, C, k). Up to 16 sequences: one GEMV whose epilogue runs the conv; more: the prefill GEMM path, then the conv
+// kernel on the codes' columns (two launches, the same values).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> int8_linear_quantize_conv_update(
+        const at::Tensor& x_q, const at::Tensor& weight_q, const std::optional<at::Tensor>& bias, double x_scale,
+        double weight_scale, const std::vector<double>& out_scales, const std::vector<int64_t>& sizes,
+        int64_t conv_begin, const at::Tensor& conv_state, const at::Tensor& conv_weight,
+        const std::optional<at::Tensor>& conv_bias, double conv_weight_scale, double conv_out_scale,
+        const std::optional<at::Tensor>& conv_out_scales) {
+    const char* op = "int8_linear_quantize_conv_update";
+    check_cuda(conv_state, op, at::kChar);
+    check_cuda(conv_weight, op, at::kChar);
+    EQ_CHECK(x_q.dim() == 2 && conv_state.dim() == 3 && conv_weight.dim() == 2, op,
+             ": expected x_q (b, K), conv_state (b, C, k), conv_weight (C, k)");
+    const int64_t b = x_q.size(0), N = weight_q.size(0), C = conv_state.size(1), k = conv_state.size(2);
+    const ek::OutScaleSegments segments = out_segments(op, out_scales, sizes, N);
+    EQ_CHECK(conv_state.size(0) == b && conv_weight.size(0) == C && conv_weight.size(1) == k && conv_begin >= 0 &&
+             conv_begin + C <= N && C >= 1 && k >= 1 && k <= ek::kConvMaxWidth, op, ": conv_state ",
+             conv_state.sizes(), " / conv_weight ", conv_weight.sizes(), " do not fit columns from ", conv_begin,
+             " of ", N);
+    // The conv's input scale: the scale of the segment that holds its columns (one segment, checked).
+    int64_t begin = 0;
+    double conv_x_scale = 0.0;
+    for (size_t i = 0; i < sizes.size(); begin += sizes[i], ++i) {
+        if (conv_begin >= begin && conv_begin < begin + sizes[i]) {
+            EQ_CHECK(conv_begin + C <= begin + sizes[i], op, ": the conv's columns span two segments");
+            conv_x_scale = out_scales[i];
+        }
+    }
+    if (b > 16) {
+        const at::Tensor codes = int8_linear_quantize_any(op, x_q, weight_q, bias, x_scale, weight_scale, 1.0,
+                                                          segments);
+        auto [u, state_out] = causal_conv1d_impl(codes.narrow(1, conv_begin, C).unsqueeze(1), conv_state, conv_weight,
+                                                 conv_bias, conv_x_scale, conv_weight_scale, conv_out_scale,
+                                                 conv_out_scales);
+        return {codes, u.squeeze(1), state_out};
+    }
+    if (conv_bias.has_value()) {
+        check_cuda(*conv_bias, op, at::kFloat);
+        EQ_CHECK(conv_bias->dim() == 1 && conv_bias->size(0) == C && conv_bias->is_contiguous(), op,
+                 ": conv_bias must be a contiguous (C,) float32 tensor");
+    }
+    if (conv_out_scales.has_value()) {
+        check_cuda(*conv_out_scales, op, at::kFloat);
+        EQ_CHECK(conv_out_scales->dim() == 1 && conv_out_scales->size(0) == C && conv_out_scales->is_contiguous(), op,
+                 ": conv_out_scales must be a contiguous (C,) float32 tensor");
+    }
+    const at::Tensor state_in = conv_state.contiguous();
+    const at::Tensor w = conv_weight.contiguous();
+    at::Tensor u = at::empty({b, C}, x_q.options());
+    at::Tensor state_out = at::empty({b, C, k}, x_q.options());
+    ek::CausalConv1dParams c{};
+    c.batch = static_cast<int>(b); c.seqlen = 1; c.dim = static_cast<int>(C); c.width = static_cast<int>(k);
+    c.conv_state_in = state_in.data_ptr<int8_t>();
+    c.conv_state_out = state_out.data_ptr<int8_t>();
+    c.weight = w.data_ptr<int8_t>();
+    c.bias = conv_bias.has_value() ? conv_bias->data_ptr<float>() : nullptr;
+    c.u = u.data_ptr<int8_t>();
+    c.x_scale = static_cast<float>(conv_x_scale);
+    c.weight_scale = static_cast<float>(conv_weight_scale);
+    c.out_scale = static_cast<float>(conv_out_scale);
+    c.out_scales = conv_out_scales.has_value() ? conv_out_scales->data_ptr<float>() : nullptr;
+    const at::Tensor codes = int8_linear_quantize_any(op, x_q, weight_q, bias, x_scale, weight_scale, 1.0, segments,
+                                                      &c, static_cast<int>(conv_begin));
+    return {codes, u, state_out};
+}
+
+// The scan; `finish` (when given) completes the params before the launch (the decode form that runs dt_proj).
+std::tuple<at::Tensor, at::Tensor> selective_scan_impl(
     const at::Tensor& u_q, const at::Tensor& dt_q, const at::Tensor& B_q, const at::Tensor& C_q,
     const at::Tensor& z_q, const at::Tensor& ssm_state, const at::Tensor& A, const at::Tensor& D,
-    const at::Tensor& dt_bias, double u_scale, double dt_scale, double B_scale, double C_scale, double z_scale) {
+    const at::Tensor& dt_bias, double u_scale, double dt_scale, double B_scale, double C_scale, double z_scale,
+    const std::function<void(ek::SelectiveScanParams&)>& finish = {}) {
     const char* names[] = {"u_q", "dt_q", "B_q", "C_q", "z_q"};
     const at::Tensor* ins[] = {&u_q, &dt_q, &B_q, &C_q, &z_q};
     for (int i = 0; i < 5; ++i) {
@@ -385,8 +463,48 @@ std::tuple<at::Tensor, at::Tensor> int8_selective_scan(
     p.u_scale = static_cast<float>(u_scale); p.dt_scale = static_cast<float>(dt_scale);
     p.B_scale = static_cast<float>(B_scale); p.C_scale = static_cast<float>(C_scale);
     p.z_scale = static_cast<float>(z_scale);
+    if (finish) finish(p);
     check_launch(ek::launch_int8_selective_scan(p, c10::cuda::getCurrentCUDAStream()), "int8_selective_scan");
     return {y, h_out};
+}
+
+std::tuple<at::Tensor, at::Tensor> int8_selective_scan(
+    const at::Tensor& u_q, const at::Tensor& dt_q, const at::Tensor& B_q, const at::Tensor& C_q,
+    const at::Tensor& z_q, const at::Tensor& ssm_state, const at::Tensor& A, const at::Tensor& D,
+    const at::Tensor& dt_bias, double u_scale, double dt_scale, double B_scale, double C_scale, double z_scale) {
+    return selective_scan_impl(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias, u_scale, dt_scale, B_scale,
+                               C_scale, z_scale);
+}
+
+// One decode token with dt_proj inside the scan (selective_scan.h): u_q, z_q (b, d_in), dt_r_q (b, r), B_q, C_q
+// (b, n), dt_weight (d_in, r) -> (y (b, d_in), new state, dt_q (b, d_in) the codes dt_proj would have written).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> int8_selective_scan_dt_update(
+    const at::Tensor& u_q, const at::Tensor& dt_r_q, const at::Tensor& B_q, const at::Tensor& C_q,
+    const at::Tensor& z_q, const at::Tensor& ssm_state, const at::Tensor& A, const at::Tensor& D,
+    const at::Tensor& dt_bias, const at::Tensor& dt_weight, double u_scale, double dt_r_scale,
+    double dt_weight_scale, double dt_scale, double B_scale, double C_scale, double z_scale) {
+    const char* op = "int8_selective_scan_dt_update";
+    check_cuda(dt_r_q, op, at::kChar);
+    check_cuda(dt_weight, op, at::kChar);
+    EQ_CHECK(u_q.dim() == 2 && dt_r_q.dim() == 2 && dt_weight.dim() == 2 && dt_r_q.size(0) == u_q.size(0) &&
+             dt_weight.size(0) == u_q.size(1) && dt_weight.size(1) == dt_r_q.size(1) && dt_r_q.size(1) >= 1 &&
+             dt_r_q.stride(1) == 1 && dt_weight.is_contiguous(), op, ": expected u_q (b, d_in), dt_r_q (b, r) with "
+             "channel stride 1 and dt_weight (d_in, r) contiguous, got ", u_q.sizes(), ", ", dt_r_q.sizes(), ", ",
+             dt_weight.sizes());
+    at::Tensor dt_q = at::empty(u_q.sizes(), u_q.options());
+    // the scan's dt input is not read in this form: u_q stands in for its shape
+    auto [y, h_out] = selective_scan_impl(
+        u_q.unsqueeze(1), u_q.unsqueeze(1), B_q.unsqueeze(1), C_q.unsqueeze(1), z_q.unsqueeze(1), ssm_state, A, D,
+        dt_bias, u_scale, dt_scale, B_scale, C_scale, z_scale, [&](ek::SelectiveScanParams& p) {
+            p.dt_r = dt_r_q.data_ptr<int8_t>();
+            p.dt_r_batch_stride = dt_r_q.stride(0);
+            p.dt_weight = dt_weight.data_ptr<int8_t>();
+            p.dt_rank = static_cast<int>(dt_r_q.size(1));
+            p.dt_r_scale = static_cast<float>(dt_r_scale);
+            p.dt_weight_scale = static_cast<float>(dt_weight_scale);
+            p.dt_out = dt_q.data_ptr<int8_t>();
+        });
+    return {y.squeeze(1), h_out, dt_q};
 }
 
 at::Tensor hadamard_quantize(const at::Tensor& y, double out_scale) {
@@ -708,11 +826,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("quantize", &quantize, "x (...) float -> int8 (...)");
     m.def("int8_linear", &int8_linear, "x_q (..., K), weight_q (N, K), bias? -> float32 (..., N)");
     m.def("int8_linear_quantize", &int8_linear_quantize, "x_q (..., K), weight_q (N, K), bias? -> int8 (..., N)");
+    m.def("int8_linear_quantize_conv_update", &int8_linear_quantize_conv_update,
+          "in_proj with the decode conv step over its columns [conv_begin, + C) -> (codes, u, conv_state_out)");
     m.def("int8_linear_quantize_segments", &int8_linear_quantize_segments,
           "int8_linear_quantize with a scale per consecutive column segment -> int8 (..., N)");
     m.def("rms_norm_quantize", &rms_norm_quantize, "x (..., d) float32, weight (d) -> int8 (..., d)");
     m.def("int8_causal_conv1d", &int8_causal_conv1d, "-> (u_q (b, l, d_in), conv_state_out (b, d_in, k))");
     m.def("int8_selective_scan", &int8_selective_scan, "-> (y (b, l, d_in), ssm_state_out (b, d_in, n))");
+    m.def("int8_selective_scan_dt_update", &int8_selective_scan_dt_update,
+          "one token with dt_proj inside -> (y (b, d_in), ssm_state_out (b, d_in, n), dt_q (b, d_in))");
     m.def("hadamard_quantize", &hadamard_quantize, "y (..., n) float32 -> int8 (..., n)");
     m.def("hadamard_quantize_dynamic", &hadamard_quantize_dynamic,
           "y (..., n) float32 -> (int8 (..., n), per-token scale float32 (...))");

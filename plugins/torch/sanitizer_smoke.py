@@ -3,7 +3,8 @@
     compute-sanitizer --tool memcheck python3 plugins/torch/sanitizer_smoke.py
 Shapes exercise the edge paths: 1-, 4-, 8- and 16-byte GEMV loads, split-K, rows past N, channels past a block,
 l < k, several sequence chunks, every Hadamard factor m, its shuffle / cross-warp / partial-warp paths and the
-> 48 KB shared-memory case, the int8 GEMV epilogue and the _int_mm + fused epilogue, RMSNorm rows of 1 .. 8192.
+> 48 KB shared-memory case, the int8 GEMV epilogue and the _int_mm + fused epilogue, RMSNorm rows of 1 .. 8192, the
+decode fusions (in_proj + conv step, dt_proj + scan step).
 """
 
 from __future__ import annotations
@@ -41,6 +42,21 @@ def main() -> None:
         ext.int8_selective_scan(i8(b, l, d), i8(b, l, d), xp[..., 24:24 + n], xp[..., 24 + n:], xz[..., d:],
                                 torch.randn(b, d, n, device="cuda"), A, torch.randn(d, device="cuda"),
                                 torch.randn(d, device="cuda"), 0.02, 0.01, 0.02, 0.02, 0.03)
+    # the decode fusions: in_proj with the conv step in its epilogue (one segment, and three with the conv over the
+    # second), dt_proj inside the scan step
+    for b, K, sizes, begin, c, k in [(1, 130, [260], 0, 130, 4), (3, 24, [7, 13, 5], 7, 13, 2),
+                                     (17, 64, [96], 0, 48, 4)]:
+        n_out = sum(sizes)
+        ext.int8_linear_quantize_conv_update(i8(b, K), i8(n_out, K), torch.randn(n_out, device="cuda"), 0.01, 0.02,
+                                             [0.05] * len(sizes), sizes, begin, i8(b, c, k), i8(c, k),
+                                             torch.randn(c, device="cuda"), 0.01, 0.03,
+                                             torch.rand(c, device="cuda") + 0.01 if len(sizes) > 1 else None)
+    for b, d, n, r in [(1, 130, 16, 24), (2, 5, 8, 3)]:
+        xp = i8(b, r + 2 * n)
+        ext.int8_selective_scan_dt_update(i8(b, d), xp[:, :r], xp[:, r:r + n], xp[:, r + n:], i8(b, 2 * d)[:, d:],
+                                          torch.randn(b, d, n, device="cuda"), -torch.rand(d, n, device="cuda"),
+                                          torch.randn(d, device="cuda"), torch.randn(d, device="cuda"), i8(d, r),
+                                          0.02, 0.02, 0.01, 0.05, 0.02, 0.02, 0.03)
     for n in [1, 8, 12, 20, 28, 56, 320, 768, 4096, 5120, 12288, 16384]:
         ext.hadamard_quantize(torch.randn(3, n + 8, device="cuda")[:, :n], 0.05)
     torch.cuda.synchronize()
