@@ -185,6 +185,31 @@ def test_int8_linear_quantize_batched_view_3d(ext):
     assert got.shape == (2, 1, 1536) and torch.equal(got, ref)
 
 
+# ------------------------------------------------------ out_proj with the block's residual add in its epilogue
+
+RESIDUAL_CASES = [(1, 5120, 2560), (2, 1536, 768), (16, 100, 33), (17, 64, 24)]  # (M, K, N); M > 16: _int_mm path
+
+
+def check_linear_residual(ext, device, M, K, N, seed=0):
+    """residual + int8_linear(...) in one op, bit for bit the reference's float32 add after the linear."""
+    g = gen(seed)
+    x_q, w_q = rand_i8(M, K, g=g), rand_i8(N, K, g=g)
+    bias, residual = torch.randn(N, generator=g), torch.randn(M, N, generator=g) * 4
+    if device == "cuda":
+        poison(((M, N), torch.float32))
+    got = ext.int8_linear_residual(x_q.to(device), w_q.to(device), bias.to(device), 0.0173, 0.00291,
+                                   residual.to(device)).cpu()
+    ref = torch_ops.int8_linear_residual(x_q, w_q, bias, 0.0173, 0.00291, residual)
+    report(f"int8_linear_residual M={M} K={K} N={N}", got, ref)
+    assert torch.equal(got, ref) and torch.equal(ref, residual + torch_ops.int8_linear(x_q, w_q, bias, 0.0173,
+                                                                                        0.00291))
+
+
+@pytest.mark.parametrize("M,K,N", RESIDUAL_CASES)
+def test_int8_linear_residual_exact(ext, M, K, N):
+    check_linear_residual(ext, "cuda", M, K, N, seed=M * 31 + K + N)
+
+
 # ---------------------------------------------- in_proj with the decode conv step in its epilogue (one launch)
 
 CONV_UPDATE_CASES = [  # (b, K, sizes, conv_begin, conv channels C, k, per-channel conv scales, conv bias)

@@ -68,16 +68,20 @@ def test_model_calls_only_the_edge_quamba_ops(quantized):
     print("decode:", sorted(decode.edge_quamba), "int8 aten:", sorted(decode.int8_aten))
     fused = {"rms_norm_quantize", "int8_linear_quantize", "int8_linear", "hadamard_quantize"}
     assert prefill.edge_quamba == fused | {"int8_causal_conv1d", "int8_selective_scan"}
-    # decode: in_proj and the conv step are one op (the GEMV's epilogue runs the conv), dt_proj and the scan another
-    assert decode.edge_quamba == fused | {"int8_linear_quantize_conv_update", "int8_selective_scan_dt_update"}
+    # decode: in_proj and the conv step are one op (the GEMV's epilogue runs the conv), dt_proj and the scan another,
+    # and out_proj adds the block's residual in its epilogue (int8_linear_residual)
+    assert decode.edge_quamba == {"rms_norm_quantize", "int8_linear_quantize", "int8_linear_residual",
+                                  "hadamard_quantize", "int8_linear_quantize_conv_update",
+                                  "int8_selective_scan_dt_update"}
     # no int8 arithmetic outside the ops: aten only makes views of int8 tensors (and the zero states)
     assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
 
 
 def test_decode_fused_ops_are_labelled_and_equal_their_parts(quantized):
     """Decode runs in_proj and the conv step as one op (int8_linear_quantize_conv_update), dt_proj and the scan as
-    another (int8_selective_scan_dt_update); their quantize steps carry the labels of xz, u and dt (validation's tie
-    rule finds each graph tensor by its label), and their outputs equal the ops apart."""
+    another (int8_selective_scan_dt_update), out_proj and the block's residual add as a third; their quantize steps
+    carry the labels of xz, u and dt (validation's tie rule finds each graph tensor by its label), and their outputs
+    equal the ops apart."""
     from edge_quamba.quant.primitives import quantize_hook
 
     _, q, _ = quantized
@@ -122,6 +126,12 @@ def test_decode_fused_ops_are_labelled_and_equal_their_parts(quantized):
     y_apart, h_apart = ops.int8_selective_scan_update(u_q, dt_apart, B_q, C_q, codes[:, d_in:], h, *consts, s["u"],
                                                       s["dt"], s["dbc"], s["dbc"], s["xz"])
     assert torch.equal(dt_q, dt_apart) and torch.equal(y, y_apart) and torch.equal(h_new, h_apart)
+
+    block = q.backbone.layers[0]  # decode's block output: out_proj adds the residual (int8_linear_residual)
+    resid = torch.randn(2, q.config.d_model, generator=g)
+    fused, _ = block(resid, block.mixer.empty_state(2), step=True)
+    out, _ = block.mixer.step(resid, block.mixer.empty_state(2), block.norm)
+    assert torch.equal(fused, resid + out) and not torch.equal(fused, out)
 
 
 def test_update_ops_equal_prefill_ops_at_one_token():

@@ -209,17 +209,19 @@ def test_mamba2_model_calls_only_the_edge_quamba_ops(quantized):
     """The Mamba2 data flow exists once: prefill and decode call torch.ops.edge_quamba.* (decode the one-token
     ops), and aten makes no int8 tensor except views and the zero states. in_proj's three output sites are
     quantized in its epilogue (int8_linear_quantize_segments): no separate quantize op; at decode the same op also
-    runs the conv step (int8_linear_quantize_conv_update)."""
+    runs the conv step (int8_linear_quantize_conv_update), and out_proj adds the residual."""
     from test_data_flow import VIEWS, record_prefill_and_decode
 
     q = quantized["quamba2"]
     tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
     prefill, decode, _ = record_prefill_and_decode(q, tokens)
     print("prefill:", sorted(prefill.edge_quamba), "int8 aten:", sorted(prefill.int8_aten))
-    common = {"rms_norm_quantize", "int8_linear", "gated_rms_norm_hadamard_quantize"}
+    common = {"rms_norm_quantize", "gated_rms_norm_hadamard_quantize"}
     assert prefill.edge_quamba == common | {"int8_linear_quantize_segments", "int8_causal_conv1d_channel_scales",
-                                            "int8_ssd_scan"}
-    assert decode.edge_quamba == common | {"int8_linear_quantize_conv_update", "int8_ssd_scan_update"}
+                                            "int8_ssd_scan", "int8_linear"}
+    # decode: out_proj also adds the block's residual (int8_linear_residual)
+    assert decode.edge_quamba == common | {"int8_linear_quantize_conv_update", "int8_ssd_scan_update",
+                                           "int8_linear_residual"}
     assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
 
 

@@ -51,8 +51,9 @@ HADAMARD_MAX_DIM = 16384
 """Largest n of the Hadamard kernel (one row in 64 KB of shared memory)."""
 RMS_NORM_MAX_DIM = 8192
 """Largest d of the RMSNorm + quantize kernel (one row in the registers of a 1024-thread block)."""
-OP_NAMES = ("quantize", "rms_norm_quantize", "int8_linear", "int8_linear_quantize", "int8_linear_quantize_segments",
-            "int8_linear_quantize_conv_update", "int8_causal_conv1d", "int8_causal_conv1d_update",
+OP_NAMES = ("quantize", "rms_norm_quantize", "int8_linear", "int8_linear_residual", "int8_linear_quantize",
+            "int8_linear_quantize_segments", "int8_linear_quantize_conv_update", "int8_causal_conv1d",
+            "int8_causal_conv1d_update",
             "int8_selective_scan", "int8_selective_scan_update", "int8_selective_scan_dt_update",
             "hadamard_quantize", "hadamard_quantize_dynamic", "int8_linear_per_token")
 """Every op of the edge_quamba namespace (edge_quamba.ops.torch_ops), by torch op name."""
@@ -199,6 +200,17 @@ def int8_linear_quantize(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
     _check_linear("int8_linear_quantize", x_q, weight_q, bias, x_scale, weight_scale)
     _scale("int8_linear_quantize: out_scale", out_scale)
     return load_extension().int8_linear_quantize(x_q, weight_q, bias, x_scale, weight_scale, out_scale)
+
+
+def int8_linear_residual(x_q, weight_q, bias, x_scale, weight_scale, residual):
+    """residual + int8_linear(...) -> float32 (..., N): the GEMV adds the residual in its epilogue (up to 16 rows);
+    above, torch._int_mm and aten ops."""
+    op = "int8_linear_residual"
+    _check_linear(op, x_q, weight_q, bias, x_scale, weight_scale)
+    _cuda(f"{op}: residual", residual, torch.float32)
+    _require(tuple(residual.shape) == (*x_q.shape[:-1], weight_q.shape[0]),
+             f"{op}: residual {tuple(residual.shape)} is not the output's shape")
+    return load_extension().int8_linear_residual(x_q, weight_q, bias, x_scale, weight_scale, residual)
 
 
 MAX_OUT_SEGMENTS = 4
@@ -383,7 +395,7 @@ def hadamard_quantize_dynamic(y):
 
 
 _KERNELS = {"quantize": quantize, "rms_norm_quantize": rms_norm_quantize, "int8_linear": int8_linear,
-            "int8_linear_quantize": int8_linear_quantize,
+            "int8_linear_residual": int8_linear_residual, "int8_linear_quantize": int8_linear_quantize,
             "int8_linear_quantize_segments": int8_linear_quantize_segments,
             "int8_linear_quantize_conv_update": int8_linear_quantize_conv_update,
             "int8_causal_conv1d": int8_causal_conv1d,

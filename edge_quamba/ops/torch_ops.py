@@ -10,6 +10,7 @@ the same schemas with ``torch.library.register_kernel("edge_quamba::<name>", "cu
     rms_norm_quantize            RMSNorm nodes -> QuantizeLinear       quantize(RMSNorm(x))  (Norm.forward's order)
     int8_linear                  DequantizeLinear -> MatMul (+ Add)    primitives.int8_linear (+ bias)
     int8_linear_quantize         ... -> QuantizeLinear                 quantize(int8_linear(...))  (fused epilogue)
+    int8_linear_residual         (decode: out_proj + the block's add)  residual + int8_linear(...)
     int8_linear_quantize_segments  ... -> Split -> QuantizeLinear each  primitives.quantize_segments(int8_linear(...))
                                  (Mamba2's in_proj: z | xBC | Δ, each at its site's scale; a scale per segment)
     int8_linear_quantize_conv_update   (decode: in_proj, then the conv    int8_linear_quantize_segments ->
@@ -125,6 +126,19 @@ def int8_linear_quantize(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_s
 @int8_linear_quantize.register_fake
 def _(x_q, weight_q, bias, x_scale, weight_scale, out_scale):
     return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
+
+
+@_op("int8_linear_residual")
+def int8_linear_residual(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float, weight_scale: float,
+                         residual: Tensor) -> Tensor:
+    """The block's residual add in out_proj's epilogue: residual (..., N) float32 + int8_linear(...) (..., N),
+    one more rounded float32 add (:class:`edge_quamba.quant.qmodel.QuantBlock`'s ``resid.float() + out``)."""
+    return residual + int8_linear(x_q, weight_q, bias, x_scale, weight_scale)
+
+
+@int8_linear_residual.register_fake
+def _(x_q, weight_q, bias, x_scale, weight_scale, residual):
+    return torch.empty_like(residual)
 
 
 @_op("int8_linear_quantize_segments")

@@ -236,18 +236,25 @@ class QuantMamba2Mixer(nn.Module):
             ssm_state=torch.zeros(batch, c.nheads, c.headdim, c.d_state, dtype=torch.float32, device=self.A.device),
         )
 
-    def _flow(self, resid: Tensor, state: LayerState, norm: Norm, step: bool) -> tuple[Tensor, LayerState]:
+    def _flow(self, resid: Tensor, state: LayerState, norm: Norm, step: bool, add_residual: bool = False
+              ) -> tuple[Tensor, LayerState]:
         c = self.config
-        return mamba2_mixer_flow(Mamba2QuantOps(self, norm, step), resid, state, c.d_inner, c.ngroups * c.d_state,
-                                 c.nheads, self.hadamard)
+        ops = Mamba2QuantOps(self, norm, step, resid if add_residual else None)
+        return mamba2_mixer_flow(ops, resid, state, c.d_inner, c.ngroups * c.d_state, c.nheads, self.hadamard)
+
+    def adds_residual(self, resid: Tensor) -> bool:
+        """Whether :meth:`step` can add the residual in out_proj's epilogue: a float32 stream, int8 out_proj."""
+        return resid.dtype == torch.float32 and isinstance(self.out_proj, QuantLinear)
 
     def forward(self, resid: Tensor, state: LayerState, norm: Norm) -> tuple[Tensor, LayerState]:
         """Prefill: resid (b, l, d) float -> the mixer's output (b, l, d) float32, continuing from ``state``."""
         return self._flow(resid, state, norm, step=False)
 
-    def step(self, resid: Tensor, state: LayerState, norm: Norm) -> tuple[Tensor, LayerState]:
-        """Decode one token: resid (b, d) -> (b, d), through the one-token ops."""
-        return self._flow(resid, state, norm, step=True)
+    def step(self, resid: Tensor, state: LayerState, norm: Norm, add_residual: bool = False
+             ) -> tuple[Tensor, LayerState]:
+        """Decode one token: resid (b, d) -> (b, d), through the one-token ops; with ``add_residual`` (see
+        :meth:`adds_residual`) the block's output resid + out, added in out_proj."""
+        return self._flow(resid, state, norm, step=True, add_residual=add_residual)
 
 
 class QuantMamba2Block(QuantBlock):

@@ -58,8 +58,11 @@ class QuantOps:
     the one-token ``*_update`` ops (inputs without the l axis).
     """
 
-    def __init__(self, mixer: "QuantMambaMixer", norm: Norm, step: bool):
+    def __init__(self, mixer: "QuantMambaMixer", norm: Norm, step: bool, residual: Tensor | None = None):
         self.m, self.norm, self.step = mixer, norm, step
+        self.residual = residual
+        """The block's residual stream (float32), added in out_proj's epilogue when given (op int8_linear_residual:
+        the flow then returns the block's output; :meth:`QuantBlock.forward` at decode)."""
         self.scales = mixer.scales()
 
     def _made(self, site: str, q: Tensor, scale: Tensor | None = None) -> Tensor:
@@ -108,6 +111,10 @@ class QuantOps:
         else:
             args = (x_q, linear.weight, b, self.scales[in_site], self.scales[f"{name}.weight"])
             single, fused = eq.int8_linear, eq.int8_linear_quantize
+        if name == "out_proj" and self.residual is not None:
+            if single is not eq.int8_linear:
+                raise ConfigError(f"layer {self.m.layer}: the residual add runs in per-tensor int8 out_proj only")
+            return eq.int8_linear_residual(*args, self.residual)
         if out_site is None:
             return single(*args)
         with self._label(out_site):
@@ -278,19 +285,30 @@ class QuantMambaMixer(nn.Module):
             ssm_state=torch.zeros(batch, c.d_inner, c.d_state, dtype=torch.float32, device=self.A.device),
         )
 
-    def _flow(self, resid: Tensor, state: LayerState, norm: Norm, step: bool) -> tuple[Tensor, LayerState]:
+    def _flow(self, resid: Tensor, state: LayerState, norm: Norm, step: bool, add_residual: bool = False
+              ) -> tuple[Tensor, LayerState]:
         c = self.config
-        return mamba1_mixer_flow(QuantOps(self, norm, step), resid, state, c.d_inner, c.dt_rank, c.d_state,
-                                 self.hadamard, self.out_proj_scale)
+        ops = QuantOps(self, norm, step, resid if add_residual else None)
+        return mamba1_mixer_flow(ops, resid, state, c.d_inner, c.dt_rank, c.d_state, self.hadamard,
+                                 self.out_proj_scale)
+
+    def adds_residual(self, resid: Tensor) -> bool:
+        """Whether :meth:`step` can add the residual in out_proj's epilogue: a float32 stream, a per-tensor int8
+        out_proj at a static input scale."""
+        out_proj = self.out_proj
+        return (resid.dtype == torch.float32 and self.out_proj_scale == "static" and isinstance(out_proj, QuantLinear)
+                and not out_proj.per_channel)
 
     def forward(self, resid: Tensor, state: LayerState, norm: Norm) -> tuple[Tensor, LayerState]:
         """Prefill: the residual stream (b, l, d) float and the block's pre-norm -> the mixer's output (b, l, d)
         float32, continuing from ``state``."""
         return self._flow(resid, state, norm, step=False)
 
-    def step(self, resid: Tensor, state: LayerState, norm: Norm) -> tuple[Tensor, LayerState]:
-        """Decode one token: resid (b, d) -> (b, d), through the one-token ops (conv state roll, one scan step)."""
-        return self._flow(resid, state, norm, step=True)
+    def step(self, resid: Tensor, state: LayerState, norm: Norm, add_residual: bool = False
+             ) -> tuple[Tensor, LayerState]:
+        """Decode one token: resid (b, d) -> (b, d), through the one-token ops (conv state roll, one scan step);
+        with ``add_residual`` (see :meth:`adds_residual`) the block's output resid + out, added in out_proj."""
+        return self._flow(resid, state, norm, step=True, add_residual=add_residual)
 
 
 class QuantBlock(nn.Module):
@@ -301,6 +319,8 @@ class QuantBlock(nn.Module):
     def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
         """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state. The sum is float32, stored in
         resid's dtype (float32, or float16 with :func:`use_float_parts`: one rounding of the float32 sum)."""
+        if step and self.mixer.adds_residual(resid):  # decode: the add runs in out_proj's epilogue
+            return self.mixer.step(resid, state, self.norm, add_residual=True)
         out, state = (self.mixer.step if step else self.mixer)(resid, state, self.norm)
         return (resid.float() + out).to(resid.dtype), state
 

@@ -4,9 +4,9 @@
 
 1. Every check function of tests/test_cuda_mamba2.py (conv with per-channel scales, SSD scan, its splits and token
    steps, in_proj's int8 linear with a scale per output segment, gated RMSNorm with and without Hadamard) and
-   tests/test_cuda_kernels.py's in_proj + conv step and dt_proj + scan step in one launch each, on CPU tensors
-   through the emulated binding, with the GPU tests' cases and seeds (the same inputs), those small enough to emulate
-   in seconds (the largest SSD cases left out).
+   tests/test_cuda_kernels.py's in_proj + conv step, dt_proj + scan step and out_proj + residual add in one launch
+   each, on CPU tensors through the emulated binding, with the GPU tests' cases and seeds (the same inputs), those
+   small enough to emulate in seconds (the largest SSD cases left out).
 2. The calls of plugins/torch/sanitizer_smoke_mamba2.py (with --asan: under AddressSanitizer, the memcheck stand-in).
 3. The tiny Quamba2 and Quamba (Mamba1) test models through edge_quamba.ops.cuda_ops' own wrappers, registered as the
    CPU kernels of the torch.ops.edge_quamba ops (their device checks relaxed in this process): prefill logits against
@@ -51,6 +51,8 @@ def kernel_checks(ext) -> None:
     for b, K, sizes, conv_begin, C, k, per_channel, use_bias in k1.CONV_UPDATE_CASES:
         k1.check_linear_quantize_conv_update(ext, "cpu", b, K, sizes, conv_begin, C, k, per_channel, use_bias,
                                              seed=b * 7919 + K + C + k)
+    for M, K, N in k1.RESIDUAL_CASES:
+        k1.check_linear_residual(ext, "cpu", M, K, N, seed=M * 31 + K + N)
     for b, d, n, r in k1.SCAN_DT_CASES:
         k1.check_scan_dt_update(ext, "cpu", b, d, n, r, seed=b * 1000 + d + r)
     for rows, d, groups, hadamard, y_extra, z_extra in t.GATED_CASES:

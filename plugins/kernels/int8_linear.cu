@@ -41,6 +41,8 @@ struct Gemv {
     int64_t y_row_stride;
     float x_scale, weight_scale, out_scale;
     const float* x_scale_rows;  // per-row input scales or nullptr (int8_linear only)
+    const float* residual;      // int8_linear only: added to y (or nullptr)
+    int64_t residual_row_stride;
     OutScaleSegments out_segments;  // QUANT only: a scale per column segment (count 0: out_scale)
     int conv_begin;                 // QUANT only: the conv step over columns [conv_begin, + conv.dim) (int8_linear.h)
     CausalConv1dParams conv;
@@ -177,6 +179,9 @@ __global__ void __launch_bounds__(kThreads) int8_gemv_kernel(Gemv p) {
                         conv_step(p.conv, m0 + mb, n - p.conv_begin, q);
                     }
                 } else {
+                    if (p.residual != nullptr) {
+                        v = __fadd_rn(__ldg(p.residual + (m0 + mb) * p.residual_row_stride + n), v);
+                    }
                     p.y[(m0 + mb) * p.y_row_stride + n] = v;
                 }
             }
@@ -248,6 +253,7 @@ cudaError_t launch_gemv(const Gemv& p, cudaStream_t stream) {
     }
     if (QUANT && !valid_out_scales(p.out_segments, p.out_scale, p.N)) return cudaErrorInvalidValue;
     if (p.conv.dim != 0 && (!QUANT || !valid_conv_step(p))) return cudaErrorInvalidValue;
+    if (p.residual != nullptr && (QUANT || p.residual_row_stride < p.N)) return cudaErrorInvalidValue;
     if (p.M == 0 || p.N == 0) return cudaSuccess;
     if (p.x == nullptr || p.w == nullptr || (QUANT ? p.y_q == nullptr : p.y == nullptr) ||
         (p.M - 1) / 4 + 1 > 65535) {
@@ -287,13 +293,14 @@ __global__ void int32_epilogue_quantize_kernel(Int32EpilogueQuantizeParams p) {
 
 cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream) {
     const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, p.y, nullptr, p.y_row_stride,
-                 p.x_scale, p.weight_scale, 1.0f, p.x_scale_rows, OutScaleSegments{}, 0, CausalConv1dParams{}};
+                 p.x_scale, p.weight_scale, 1.0f, p.x_scale_rows, p.residual, p.residual_row_stride,
+                 OutScaleSegments{}, 0, CausalConv1dParams{}};
     return launch_gemv<false>(g, stream);
 }
 
 cudaError_t launch_int8_linear_quantize(const Int8LinearQuantizeParams& p, cudaStream_t stream) {
     const Gemv g{p.M, p.N, p.K, p.x, p.x_row_stride, p.w, p.bias, nullptr, p.y_q, p.y_row_stride,
-                 p.x_scale, p.weight_scale, p.out_scale, nullptr, p.out_segments, p.conv_begin, p.conv};
+                 p.x_scale, p.weight_scale, p.out_scale, nullptr, nullptr, 0, p.out_segments, p.conv_begin, p.conv};
     return launch_gemv<true>(g, stream);
 }
 

@@ -43,6 +43,10 @@ struct Int8LinearParams {
     int64_t y_row_stride;
     float x_scale, weight_scale;
     const float* x_scale_rows;  // (M) float32 per-row input scales (> 0), or nullptr: x_scale for every row
+    // Optional (decode: the block's residual add in out_proj's epilogue, op int8_linear_residual): y = residual +
+    // (the float32 result above), one more rounded add, as the reference block's resid.float() + out.
+    const float* residual;      // (M, N) float32, row stride residual_row_stride, or nullptr
+    int64_t residual_row_stride;
 };
 
 cudaError_t launch_int8_linear(const Int8LinearParams& p, cudaStream_t stream);

@@ -101,8 +101,10 @@ void check_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const std::
     }
 }
 
-at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const std::optional<at::Tensor>& bias,
-                       double x_scale, double weight_scale) {
+// int8_linear, or with residual (the same shape as the output, float32) residual + int8_linear(...).
+at::Tensor int8_linear_any(const char* op, const at::Tensor& x_q, const at::Tensor& weight_q,
+                           const std::optional<at::Tensor>& bias, double x_scale, double weight_scale,
+                           const std::optional<at::Tensor>& residual) {
     check_linear(x_q, weight_q, bias);
     const c10::cuda::CUDAGuard guard(x_q.device());
     const int64_t N = weight_q.size(0), K = weight_q.size(1);
@@ -117,9 +119,11 @@ at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const 
         at::Tensor acc = at::_int_mm(xr.reshape({M, K}).contiguous(), weight_q.t());
         at::Tensor y = acc.to(at::kFloat).mul_(alpha);
         if (bias.has_value()) y.add_(*bias);
+        if (residual.has_value()) y.add_(residual->reshape({M, N}));  // y + residual == residual + y in IEEE
         return y.view(out_sizes);
     }
     at::Tensor y = at::empty(out_sizes, x_q.options().dtype(at::kFloat));
+    const at::Tensor res = residual.has_value() ? residual->reshape({M, N}).contiguous() : at::Tensor();
     ek::Int8LinearParams p{};
     p.M = M;
     p.N = static_cast<int>(N);
@@ -132,8 +136,29 @@ at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const 
     p.y_row_stride = N;
     p.x_scale = static_cast<float>(x_scale);
     p.weight_scale = static_cast<float>(weight_scale);
-    check_launch(ek::launch_int8_linear(p, c10::cuda::getCurrentCUDAStream()), "int8_linear");
+    if (residual.has_value()) {
+        p.residual = res.data_ptr<float>();
+        p.residual_row_stride = N;
+    }
+    check_launch(ek::launch_int8_linear(p, c10::cuda::getCurrentCUDAStream()), op);
     return y;
+}
+
+at::Tensor int8_linear(const at::Tensor& x_q, const at::Tensor& weight_q, const std::optional<at::Tensor>& bias,
+                       double x_scale, double weight_scale) {
+    return int8_linear_any("int8_linear", x_q, weight_q, bias, x_scale, weight_scale, std::nullopt);
+}
+
+// residual + int8_linear(...) (the block's residual add in out_proj's epilogue): residual (..., N) float32.
+at::Tensor int8_linear_residual(const at::Tensor& x_q, const at::Tensor& weight_q,
+                                const std::optional<at::Tensor>& bias, double x_scale, double weight_scale,
+                                const at::Tensor& residual) {
+    check_cuda(residual, "int8_linear_residual: residual", at::kFloat);
+    auto out_sizes = x_q.sizes().vec();
+    out_sizes.back() = weight_q.size(0);
+    EQ_CHECK(residual.sizes().vec() == out_sizes, "int8_linear_residual: residual ", residual.sizes(),
+             " is not the output's shape");
+    return int8_linear_any("int8_linear_residual", x_q, weight_q, bias, x_scale, weight_scale, residual);
 }
 
 // int8_linear with a per-token input scale x_scale (...) float32 (the leading shape of x_q): row m's epilogue
@@ -826,6 +851,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("quantize", &quantize, "x (...) float -> int8 (...)");
     m.def("int8_linear", &int8_linear, "x_q (..., K), weight_q (N, K), bias? -> float32 (..., N)");
     m.def("int8_linear_quantize", &int8_linear_quantize, "x_q (..., K), weight_q (N, K), bias? -> int8 (..., N)");
+    m.def("int8_linear_residual", &int8_linear_residual, "residual + int8_linear(...) -> float32 (..., N)");
     m.def("int8_linear_quantize_conv_update", &int8_linear_quantize_conv_update,
           "in_proj with the decode conv step over its columns [conv_begin, + C) -> (codes, u, conv_state_out)");
     m.def("int8_linear_quantize_segments", &int8_linear_quantize_segments,

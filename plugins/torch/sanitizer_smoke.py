@@ -4,7 +4,7 @@
 Shapes exercise the edge paths: 1-, 4-, 8- and 16-byte GEMV loads, split-K, rows past N, channels past a block,
 l < k, several sequence chunks, every Hadamard factor m, its shuffle / cross-warp / partial-warp paths and the
 > 48 KB shared-memory case, the int8 GEMV epilogue and the _int_mm + fused epilogue, RMSNorm rows of 1 .. 8192, the
-decode fusions (in_proj + conv step, dt_proj + scan step).
+decode fusions (in_proj + conv step, dt_proj + scan step, out_proj + residual add).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
                                 torch.randn(b, d, n, device="cuda"), A, torch.randn(d, device="cuda"),
                                 torch.randn(d, device="cuda"), 0.02, 0.01, 0.02, 0.02, 0.03)
     # the decode fusions: in_proj with the conv step in its epilogue (one segment, and three with the conv over the
-    # second), dt_proj inside the scan step
+    # second), out_proj with the residual add, dt_proj inside the scan step
     for b, K, sizes, begin, c, k in [(1, 130, [260], 0, 130, 4), (3, 24, [7, 13, 5], 7, 13, 2),
                                      (17, 64, [96], 0, 48, 4)]:
         n_out = sum(sizes)
@@ -51,6 +51,9 @@ def main() -> None:
                                              [0.05] * len(sizes), sizes, begin, i8(b, c, k), i8(c, k),
                                              torch.randn(c, device="cuda"), 0.01, 0.03,
                                              torch.rand(c, device="cuda") + 0.01 if len(sizes) > 1 else None)
+    for M, K, N in [(1, 130, 77), (17, 64, 24)]:
+        ext.int8_linear_residual(i8(M, K), i8(N, K), torch.randn(N, device="cuda"), 0.01, 0.02,
+                                 torch.randn(M, N, device="cuda"))
     for b, d, n, r in [(1, 130, 16, 24), (2, 5, 8, 3)]:
         xp = i8(b, r + 2 * n)
         ext.int8_selective_scan_dt_update(i8(b, d), xp[:, :r], xp[:, r:r + n], xp[:, r + n:], i8(b, 2 * d)[:, d:],
