@@ -287,26 +287,33 @@ def int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale,
     return load_extension().int8_causal_conv1d(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale)
 
 
-def int8_selective_scan(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
-                        u_scale, dt_scale, B_scale, C_scale, z_scale):
-    """-> (y (b, l, d_in) float32, ssm_state_out (b, d_in, n) float32)."""
+def _check_scan(op, u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias, scales) -> None:
+    """The scan's argument checks: u_q, dt_q, z_q (b, l, d_in), B_q, C_q (b, l, n) int8, the float32 state and
+    constants, ``scales`` (name, value) pairs."""
     for name, t in (("u_q", u_q), ("dt_q", dt_q), ("B_q", B_q), ("C_q", C_q), ("z_q", z_q)):
-        _cuda(f"int8_selective_scan: {name}", t, torch.int8, 3)
-    _cuda("int8_selective_scan: ssm_state", ssm_state, torch.float32, 3)
-    _cuda("int8_selective_scan: A", A, torch.float32, 2)
-    _cuda("int8_selective_scan: D", D, torch.float32, 1)
-    _cuda("int8_selective_scan: dt_bias", dt_bias, torch.float32, 1)
+        _cuda(f"{op}: {name}", t, torch.int8, 3)
+    _cuda(f"{op}: ssm_state", ssm_state, torch.float32, 3)
+    _cuda(f"{op}: A", A, torch.float32, 2)
+    _cuda(f"{op}: D", D, torch.float32, 1)
+    _cuda(f"{op}: dt_bias", dt_bias, torch.float32, 1)
     b, l, d = u_q.shape
     n = A.shape[1]
     _require(dt_q.shape == u_q.shape and z_q.shape == u_q.shape and tuple(B_q.shape) == (b, l, n)
              and C_q.shape == B_q.shape and A.shape[0] == d and tuple(ssm_state.shape) == (b, d, n)
              and D.shape[0] == d and dt_bias.shape[0] == d,
-             f"int8_selective_scan: shapes do not match: u_q {tuple(u_q.shape)}, B_q {tuple(B_q.shape)}, "
+             f"{op}: shapes do not match: u_q {tuple(u_q.shape)}, B_q {tuple(B_q.shape)}, "
              f"A {tuple(A.shape)}, ssm_state {tuple(ssm_state.shape)}")
-    _require(1 <= n <= 32 and n & (n - 1) == 0, f"int8_selective_scan: d_state n={n} must be a power of two <= 32")
-    for name, v in (("u_scale", u_scale), ("dt_scale", dt_scale), ("B_scale", B_scale), ("C_scale", C_scale),
-                    ("z_scale", z_scale)):
-        _scale(f"int8_selective_scan: {name}", v)
+    _require(1 <= n <= 32 and n & (n - 1) == 0, f"{op}: d_state n={n} must be a power of two <= 32")
+    for name, v in scales:
+        _scale(f"{op}: {name}", v)
+
+
+def int8_selective_scan(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
+                        u_scale, dt_scale, B_scale, C_scale, z_scale):
+    """-> (y (b, l, d_in) float32, ssm_state_out (b, d_in, n) float32)."""
+    _check_scan("int8_selective_scan", u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
+                (("u_scale", u_scale), ("dt_scale", dt_scale), ("B_scale", B_scale), ("C_scale", C_scale),
+                 ("z_scale", z_scale)))
     return load_extension().int8_selective_scan(u_q, dt_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
                                                 u_scale, dt_scale, B_scale, C_scale, z_scale)
 
@@ -342,22 +349,10 @@ def int8_selective_scan_dt_update(u_q, dt_r_q, B_q, C_q, z_q, ssm_state, A, D, d
     _require(tuple(dt_weight.shape) == (u_q.shape[1], dt_r_q.shape[1]) and dt_weight.is_contiguous(),
              f"{op}: dt_weight must be a contiguous ({u_q.shape[1]}, {dt_r_q.shape[1]}) tensor, got "
              f"{tuple(dt_weight.shape)}")
-    for name, v in (("dt_r_scale", dt_r_scale), ("dt_weight_scale", dt_weight_scale)):
-        _scale(f"{op}: {name}", v)
-    _cuda(f"{op}: ssm_state", ssm_state, torch.float32, 3)
-    _cuda(f"{op}: A", A, torch.float32, 2)
-    for name, t in (("D", D), ("dt_bias", dt_bias)):
-        _cuda(f"{op}: {name}", t, torch.float32, 1)
-    b, d = u_q.shape
-    n = A.shape[1]
-    _require(z_q.shape == u_q.shape and tuple(B_q.shape) == (b, n) and C_q.shape == B_q.shape and A.shape[0] == d
-             and tuple(ssm_state.shape) == (b, d, n) and D.shape[0] == d and dt_bias.shape[0] == d,
-             f"{op}: shapes do not match: u_q {tuple(u_q.shape)}, B_q {tuple(B_q.shape)}, A {tuple(A.shape)}, "
-             f"ssm_state {tuple(ssm_state.shape)}")
-    _require(1 <= n <= 32 and n & (n - 1) == 0, f"{op}: d_state n={n} must be a power of two <= 32")
-    for name, v in (("u_scale", u_scale), ("dt_scale", dt_scale), ("B_scale", B_scale), ("C_scale", C_scale),
-                    ("z_scale", z_scale)):
-        _scale(f"{op}: {name}", v)
+    # the scan at l = 1; its dt input is made inside, shaped as u_q
+    _check_scan(op, *(t.unsqueeze(1) for t in (u_q, u_q, B_q, C_q, z_q)), ssm_state, A, D, dt_bias,
+                (("u_scale", u_scale), ("dt_r_scale", dt_r_scale), ("dt_weight_scale", dt_weight_scale),
+                 ("dt_scale", dt_scale), ("B_scale", B_scale), ("C_scale", C_scale), ("z_scale", z_scale)))
     return load_extension().int8_selective_scan_dt_update(u_q, dt_r_q, B_q, C_q, z_q, ssm_state, A, D, dt_bias,
                                                           dt_weight, u_scale, dt_r_scale, dt_weight_scale, dt_scale,
                                                           B_scale, C_scale, z_scale)
