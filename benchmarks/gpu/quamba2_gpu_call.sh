@@ -3,7 +3,9 @@
 # $OUT/bundle.tgz, one folder or log per job).
 #   Phase 1, correctness, the jobs side by side (they share the GPU; nothing is timed then):
 #     - ext -> tests: build our torch extension, then the cuda tests (pytest -m cuda $TESTS, timeout TESTS_S;
-#       device greedy and the cuda backend first, so that a cut-off run has them)
+#       device greedy and the cuda backend first, so that a cut-off run has them), then (SMOKE=1, the default)
+#       compute-sanitizer memcheck over plugins/torch/sanitizer_smoke{,_mamba2,_int4}.py and racecheck over
+#       sanitizer_smoke.py (every kernel of the torch binding on odd shapes; SMOKE_S each)
 #     - harness: the TensorRT plugins' harness (plugins/tensorrt/tests/run_on_gpu.sh) over HARNESS_SET (model: the
 #       ops at model sizes; small: with the compute-sanitizer stages, SANITIZERS=1), DEADLINE HARNESS_S
 #     - trtw4: the 4-bit plugins' harness (benchmarks/gpu/trt_w4_plugins.sh: small set under memcheck, model set),
@@ -21,7 +23,7 @@
 #   too (kernel_timing_baseline.json beside kernel_timing.json): the before and after of a kernel change in one run
 #   (benchmarks/kernel_timing_ab.py makes the table).
 # Knobs (defaults): JOBS (tests harness trtw4: which phase-1 jobs run; JOBS= runs none), TESTS (tests/test_device_greedy.py
-#   tests/test_cuda_backend.py tests/), TESTS_S (240), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
+#   tests/test_cuda_backend.py tests/), TESTS_S (240), SMOKE (1), SMOKE_S (60), HARNESS_SET (model), HARNESS_S (200), SANITIZERS (1),
 #   SANITIZE_S (80), W4_S (220), LATENCY (1), PROFILE (0), PROFILE_NCU (1; 0: no ncu), PROFILE_S (150 per profiling command), PROFILE_LAUNCHES (24),
 #   SHAPES (m2-2.7b,2.8b,130m,370m,1.4b,m2-130m), LATENCY_IMPLS (edge-quamba,edge-quamba-w4a8,edge-quamba-w4a16,
 #   mamba_ssm), LATENCY_S (260, per prefill mode), PREFILL (graphs, the cuda backend's default; eager: one forward;
@@ -59,8 +61,15 @@ job() {
 # pytest -q prints F at once but the failure's text only at the end: -x would hide the rest, so a junit file keeps
 # every result even when the timeout cuts the run
 JOBS=" ${JOBS-tests harness trtw4} "  # unset: all three; empty: none
+SMOKE_S=${SMOKE_S:-60}
+SMOKE_CMD="for smoke in sanitizer_smoke sanitizer_smoke_mamba2 sanitizer_smoke_int4; do
+             timeout $SMOKE_S compute-sanitizer --tool memcheck --error-exitcode 3 python3 plugins/torch/\$smoke.py \
+               > \$OUT/memcheck_\$smoke.txt 2>&1; echo \"memcheck \$smoke rc \$?\"; done
+           timeout $SMOKE_S compute-sanitizer --tool racecheck --error-exitcode 3 python3 plugins/torch/sanitizer_smoke.py \
+             > \$OUT/racecheck_sanitizer_smoke.txt 2>&1; echo \"racecheck sanitizer_smoke rc \$?\""
 [[ $JOBS == *" tests "* ]] && job tests "python3 -c 'from edge_quamba.ops.cuda_ops import load_extension; load_extension()' > \$OUT/extension_build.log 2>&1 &&
-           timeout ${TESTS_S:-240} python3 -m pytest -q -rfEs --tb=short -m cuda --junitxml=\$OUT/cuda_tests.xml $TESTS"
+           { timeout ${TESTS_S:-240} python3 -m pytest -q -rfEs --tb=short -m cuda --junitxml=\$OUT/cuda_tests.xml $TESTS;
+             echo \"pytest rc \$?\"; [ \"${SMOKE:-1}\" = 1 ] && { $SMOKE_CMD; }; true; }"
 [[ $JOBS == *" harness "* ]] && job harness "TRT_INCLUDE_2= MAIN_SET=${HARNESS_SET:-model} DEADLINE=${HARNESS_S:-200} SANITIZERS=${SANITIZERS:-1} \
              SANITIZE_S=${SANITIZE_S:-80} bash plugins/tensorrt/tests/run_on_gpu.sh"
 [[ $JOBS == *" trtw4 "* ]] && job trtw4 "INT8_CASES=0 DEADLINE=${W4_S:-220} bash benchmarks/gpu/trt_w4_plugins.sh"

@@ -34,6 +34,9 @@ def main() -> None:
         w, s, b = packed(N, K), scales(N, K, group), torch.randn(N, device="cuda")
         ext.w4a8_linear(x, w, s, b, 0.01, group)
         ext.w4a8_linear_quantize(x, w, s, None, 0.01, group, 0.05)
+        if N >= 3:  # three column segments at their own scales (Mamba2's in_proj)
+            sizes = [N // 3, N // 3, N - 2 * (N // 3)]
+            ext.w4a8_linear_quantize_segments(x, w, s, b, 0.01, group, [0.05, 0.02, 0.1], sizes)
         x16 = torch.randn(M, stride, device="cuda").half()[:, :K]
         ext.w4a16_linear(x16, w, s, b, group)
     torch.cuda.synchronize()

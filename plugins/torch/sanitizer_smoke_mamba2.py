@@ -4,7 +4,8 @@
 Shapes exercise the edge paths: the conv with per-channel scales at l = 1, l < k and over several chunks on strided
 views; the SSD scan at every lane layout (d_state 1 .. 256, padded n, rows past headdim, several chunks, 1 and 4
 groups, decode); the gated norm + Hadamard at every factor m, a partial warp, groups that split a thread's elements,
-E = 16 with > 48 KB of shared memory; the gated norm without Hadamard at 1 .. 8192 channels per group.
+E = 16 with > 48 KB of shared memory; the gated norm without Hadamard at 1 .. 8192 channels per group; in_proj's
+output quantized at three segment scales (GEMV and prefill epilogue).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def run(ext, device: str) -> None:
         x = i8(b, l, d + 8)[..., :d]
         ext.int8_causal_conv1d_channel_scales(x, i8(b, d, k).clamp(min=-127), i8(d, k), torch.randn(d, device=device),
                                               pos(d), 0.02, 0.01)
+    for M, K, sizes in [(1, 768, [1536, 1792, 24]), (3, 100, [7, 13, 5]), (40, 768, [1536, 1792, 24])]:
+        n = sum(sizes)  # in_proj's z | xBC | dt at three scales: the GEMV, and M > 16 the _int_mm epilogue
+        ext.int8_linear_quantize_segments(i8(M, K), i8(n, K), torch.randn(n, device=device), 0.01, 0.02,
+                                          [0.05, 0.02, 0.1], sizes)
     for b, l, h, p, g, n in [(1, 1, 12, 64, 2, 64), (2, 70, 4, 10, 2, 5), (1, 33, 8, 16, 4, 128), (1, 9, 2, 4, 1, 256),
                              (2, 3, 3, 3, 1, 1), (1, 40, 6, 8, 3, 32)]:
         conv = i8(b, l, h * p + 2 * g * n)
