@@ -58,6 +58,9 @@ class QuantOps:
     the one-token ``*_update`` ops (inputs without the l axis).
     """
 
+    site_by_name = SITE_BY_NAME
+    """The sites of this mixer kind (their codes name the labels)."""
+
     def __init__(self, mixer: "QuantMambaMixer", norm: Norm, step: bool, residual: Tensor | None = None):
         self.m, self.norm, self.step = mixer, norm, step
         self.residual = residual
@@ -71,9 +74,6 @@ class QuantOps:
         if self.m.tap is not None:
             self.m.tap(site, dequantize(q, self.scales[site] if scale is None else scale[..., None]))
         return q
-
-    site_by_name = SITE_BY_NAME
-    """The sites of this mixer kind (their codes name the labels)."""
 
     def _code_name(self, site: str) -> str:
         return tensor_name(self.m.layer, self.site_by_name[site].code)

@@ -12,8 +12,9 @@
 // Numerics: int32 dot products (__dp4a), exact, reduced in any order (integer addition is associative); the
 // epilogue is float32(acc) * alpha then + bias, each rounded (no FMA), alpha = x_scale * weight_scale in float32;
 // int8_linear_quantize's epilogue (template flag QUANT) then divides by out_scale (or by its column segment's scale,
-// OutScaleSegments) and rounds (quantize_rn). A per-row
-// input scale (x_scale_rows, int8_linear only) replaces alpha by float32(x_scale_rows[m] * weight_scale) for row m.
+// OutScaleSegments) and rounds (quantize_rn). A per-row input scale (x_scale_rows, int8_linear only) replaces alpha
+// by float32(x_scale_rows[m] * weight_scale) for row m. Decode fusions in the same epilogue thread: the causal conv
+// step of a conv column (QUANT, conv_step below), and the residual add (int8_linear: y = residual + y, rounded).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
