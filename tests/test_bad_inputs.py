@@ -168,6 +168,24 @@ def test_binary_calib_data_on_export_is_one_line(model, tmp_path, content):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.bin"]
 
 
+def test_short_calib_data_is_refused_before_the_weights_load(model, tmp_path, monkeypatch):
+    """A calibration text with fewer tokens than the windows need: one line naming it, before the fp weights are
+    loaded (the cheap check first), nothing written."""
+    from edge_quamba.quant import pipeline
+
+    calib = tmp_path / "short.txt"
+    calib.write_text("a few words only")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the calibration text was checked")
+
+    monkeypatch.setattr(pipeline, "load_fp_model", no_load)
+    proc = cli_in_process("quantize", "--model", str(model), "--out", str(tmp_path / "q"), "--calib-data", str(calib))
+    line = one_error_line(proc)
+    assert f"calibration data {calib} has" in line and "--calib-samples" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.txt"]
+
+
 def test_eval_errors_with_json(model, tmp_path):
     binary = tmp_path / "data.bin"
     binary.write_bytes(b"\xff\xfe\x00" * 50)

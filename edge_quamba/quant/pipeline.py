@@ -60,9 +60,10 @@ def quantize_folder(folder: ModelFolder, *, out: str | Path, calib_data: str | P
     check_output_dir(out, inputs)
     calib_file = Path(calib_data) if calib_data is not None else default_calibration_file()
     require_regular_file(calib_file, f"--calib-data {calib_file}")
-    fp_model = load_fp_model(folder.checkpoint, dtype=torch.float32)
+    # the calibration windows before the weights: a text too short for them is refused before the expensive load
     tok = load_model_tokenizer(folder, tokenizer)
     data = load_calibration_data(calib_file, tok, qconfig.calib_samples, qconfig.calib_seq_len, qconfig.calib_seed)
+    fp_model = load_fp_model(folder.checkpoint, dtype=torch.float32)
     if isinstance(config, HybridConfig):  # Quamba2 Mamba2 blocks, int8 attention / MLP (hybrid_quant)
         from edge_quamba.quant.hybrid_quant import hybrid_quantize
 
