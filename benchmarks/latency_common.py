@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import time
@@ -199,12 +200,18 @@ def free_memory() -> None:
     torch.cuda.empty_cache()
 
 
+RUNTIME_SWITCHES = ("EDGE_QUAMBA_PDL", "EDGE_QUAMBA_FUSED_DECODE")
+"""The environment switches of the cuda backend that a record notes when they are set."""
+
+
 def environment() -> dict:
     props = torch.cuda.get_device_properties(0)
     names = ("torch", "transformers", "mamba_ssm", "causal_conv1d", "triton", "edge-quamba")
+    switches = {name: os.environ[name] for name in RUNTIME_SWITCHES if name in os.environ}
     return {"gpu": props.name, "gpu_memory_gb": props.total_memory / 1e9, "sm_count": props.multi_processor_count,
             "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
-            "python": platform.python_version(), **{name: package_version(name) for name in names}}
+            "python": platform.python_version(), **{name: package_version(name) for name in names},
+            "switches": switches}
 
 
 def write_outputs(report: dict, out: Path, name: str, shape_order: tuple[str, ...] = ()) -> list[Path]:

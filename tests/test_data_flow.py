@@ -134,6 +134,30 @@ def test_decode_fused_ops_are_labelled_and_equal_their_parts(quantized):
     assert torch.equal(fused, resid + out) and not torch.equal(fused, out)
 
 
+def test_fused_decode_off_runs_the_separate_ops_with_the_same_results(quantized, monkeypatch):
+    """EDGE_QUAMBA_FUSED_DECODE=0 (for timing the fusions against what they replace): decode calls the separate ops
+    and gives the same logits and states bit for bit; a value other than 0 or 1 is a one-line InputError."""
+    from edge_quamba.errors import InputError
+    from edge_quamba.quant.qmodel import FUSED_DECODE_ENV
+
+    _, q, _ = quantized
+    tokens = torch.randint(0, 120, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        _, states = q(tokens[:, :-1])
+        fused = q.step(tokens[:, -1], states)
+        monkeypatch.setenv(FUSED_DECODE_ENV, "0")
+        _, decode, _ = record_prefill_and_decode(q, tokens)
+        apart = q.step(tokens[:, -1], states)
+    assert decode.edge_quamba == {"rms_norm_quantize", "int8_linear_quantize", "int8_linear", "hadamard_quantize",
+                                  "int8_causal_conv1d_update", "int8_selective_scan_update"}
+    assert torch.equal(fused[0], apart[0])
+    for a, b in zip(fused[1], apart[1], strict=True):
+        assert torch.equal(a.conv_state, b.conv_state) and torch.equal(a.ssm_state, b.ssm_state)
+    monkeypatch.setenv(FUSED_DECODE_ENV, "yes")
+    with pytest.raises(InputError, match="EDGE_QUAMBA_FUSED_DECODE must be 0 or 1"), torch.inference_mode():
+        q.step(tokens[:, -1], states)
+
+
 def test_update_ops_equal_prefill_ops_at_one_token():
     g = torch.Generator().manual_seed(1)
     b, d_in, n, k = 3, 96, 8, 4

@@ -222,6 +222,11 @@ def test_mamba2_model_calls_only_the_edge_quamba_ops(quantized):
     # decode: out_proj also adds the block's residual (int8_linear_residual)
     assert decode.edge_quamba == common | {"int8_linear_quantize_conv_update", "int8_ssd_scan_update",
                                            "int8_linear_residual"}
+    with pytest.MonkeyPatch.context() as patch:  # the fused decode ops off: the separate ops of before
+        patch.setenv("EDGE_QUAMBA_FUSED_DECODE", "0")
+        _, apart, _ = record_prefill_and_decode(q, tokens)
+    assert apart.edge_quamba == common | {"int8_linear", "quantize", "int8_causal_conv1d_channel_scales_update",
+                                          "int8_ssd_scan_update"}
     assert prefill.int8_aten <= VIEWS | {"zeros"} and decode.int8_aten <= VIEWS
 
 

@@ -29,6 +29,7 @@
 #   mamba_ssm), LATENCY_S (260, per prefill mode), PREFILL (graphs, the cuda backend's default; eager: one forward;
 #   bench_latency --prefill; a comma list such as graphs,eager times each mode in turn, alone on the GPU).
 #   PDL (default: the backend's default; 0 or 1: EDGE_QUAMBA_PDL for the latency runs; 0,1 times both in turn).
+#   FUSED (default: the fused decode ops; 0 or 1: EDGE_QUAMBA_FUSED_DECODE, 0 keeps the separate ops; 0,1 both).
 # Carry: third_party/tensorrt-10.3, third_party/tensorrt-main, .sdists.
 set -u
 OUT=${OUT:-gpu-out}
@@ -86,19 +87,24 @@ wait "${pids[@]}"
 
 PREFILL=${PREFILL:-graphs}
 PDL=${PDL:-default}
+FUSED=${FUSED:-default}
 if [ "$LATENCY" = 1 ]; then
   mkdir -p "$B/latency"
-  for pdl in ${PDL//,/ }; do  # one run per (PDL, prefill mode); with several, each record's name says which
-    for prefill in ${PREFILL//,/ }; do
-      name=latency_quamba2; log=latency
-      [[ $PREFILL == *,* ]] && name=${name}_prefill_$prefill && log=${log}_prefill_$prefill
-      [[ $PDL == *,* ]] && name=${name}_pdl$pdl && log=${log}_pdl$pdl
-      stamp "latency (prefill $prefill, PDL $pdl): start"
-      ( [ "$pdl" != default ] && export EDGE_QUAMBA_PDL=$pdl
-        timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
-          --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "$prefill" --name "$name" \
-          > "$B/$log.log" 2>&1 )
-      stamp "latency (prefill $prefill, PDL $pdl): rc $?"
+  for fused in ${FUSED//,/ }; do  # one run per (fused decode ops, PDL, prefill mode); each record's name says which
+    for pdl in ${PDL//,/ }; do
+      for prefill in ${PREFILL//,/ }; do
+        name=latency_quamba2; log=latency
+        [[ $PREFILL == *,* ]] && name=${name}_prefill_$prefill && log=${log}_prefill_$prefill
+        [[ $PDL == *,* ]] && name=${name}_pdl$pdl && log=${log}_pdl$pdl
+        [[ $FUSED == *,* ]] && name=${name}_fused$fused && log=${log}_fused$fused
+        stamp "latency (prefill $prefill, PDL $pdl, fused $fused): start"
+        ( [ "$pdl" != default ] && export EDGE_QUAMBA_PDL=$pdl
+          [ "$fused" != default ] && export EDGE_QUAMBA_FUSED_DECODE=$fused
+          timeout "${LATENCY_S:-260}" python3 benchmarks/bench_latency.py --shapes "$SHAPES" --repeats 2 \
+            --impls "$LATENCY_IMPLS" --out "$B/latency" --token-choice both --prefill "$prefill" --name "$name" \
+            > "$B/$log.log" 2>&1 )
+        stamp "latency (prefill $prefill, PDL $pdl, fused $fused): rc $?"
+      done
     done
   done
 fi

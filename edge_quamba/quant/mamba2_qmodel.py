@@ -33,7 +33,7 @@ from edge_quamba.models.mamba import LayerState, Norm
 from edge_quamba.models.mamba2 import Mamba2LM, Mamba2Mixer
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
 from edge_quamba.quant.cluster import ClusterPlan
-from edge_quamba.quant.flow import Tap, mamba2_mixer_flow
+from edge_quamba.quant.flow import Tap, in_proj_split_conv_composed, mamba2_mixer_flow
 from edge_quamba.quant.hadamard import rotate_linear_input
 from edge_quamba.quant.primitives import code_label, quantize_weight_per_tensor, scale_from_amax
 from edge_quamba.quant.config import QuantConfig
@@ -68,12 +68,15 @@ class Mamba2QuantOps(QuantOps):
                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """in_proj's z | xBC | Δ, each quantized at its site in the GEMM's epilogue (one op), then the conv over xBC:
         at decode with int8 weights the same GEMV's epilogue runs the conv step (one launch for both); prefill and
-        W4A8 run the conv as its own op. The codes are views of one int8 tensor, each labelled as its site."""
+        W4A8 run the conv as its own op. The codes are views of one int8 tensor, each labelled as its site. With the
+        fused decode ops off (:func:`edge_quamba.quant.qmodel.fused_decode`) decode runs the composition."""
         m, s = self.m, self.scales
         linear: QuantLinear | Int4Linear = m.in_proj
         labels = tuple(self._code_name(site) for site in MAMBA2_IN_PROJ_SITES)
         out_scales = [s[site] for site in MAMBA2_IN_PROJ_SITES]
-        if self.step and isinstance(linear, QuantLinear):
+        if self.step and not self.fused:  # the separate ops (fused_decode off): float in_proj, three quantizes
+            return in_proj_split_conv_composed(self, x_q, conv_state, sizes)
+        if self.fused and isinstance(linear, QuantLinear):
             with code_label((*labels, self._code_name("ssm_input"))):
                 codes, ssm_in_q, conv_state = eq.int8_linear_quantize_conv_update(
                     x_q, linear.weight, linear.bias, s["in_proj_input"], s["in_proj.weight"], out_scales, sizes,

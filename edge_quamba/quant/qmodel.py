@@ -32,11 +32,12 @@ Bit widths (``QuantConfig.bits``, Quamba2 arXiv 2503.22879's three configs):
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 from torch import Tensor, nn
 
-from edge_quamba.errors import ConfigError
+from edge_quamba.errors import ConfigError, InputError
 from edge_quamba.models.config import MambaConfig
 from edge_quamba.models.mamba import LayerState, MambaLM, MambaMixer, Norm
 from edge_quamba.ops import torch_ops  # noqa: F401  (registers torch.ops.edge_quamba.*)
@@ -50,12 +51,26 @@ from edge_quamba.quant.sites import SITE_BY_NAME, static_site_names, tensor_name
 eq = torch.ops.edge_quamba
 
 
+FUSED_DECODE_ENV = "EDGE_QUAMBA_FUSED_DECODE"
+
+
+def fused_decode() -> bool:
+    """Whether decode runs the fused ops (in_proj + the conv step, dt_proj + the scan step, out_proj + the residual
+    add; each bit-exact with the ops it replaces): yes unless EDGE_QUAMBA_FUSED_DECODE=0, which keeps the separate
+    ops, so that a benchmark can time both in one run. Any other value is an error."""
+    value = os.environ.get(FUSED_DECODE_ENV, "1")
+    if value not in ("0", "1"):
+        raise InputError(f"{FUSED_DECODE_ENV} must be 0 or 1, not {value!r}")
+    return value == "1"
+
+
 class QuantOps:
     """The flow's ops on int8 tensors: ``torch.ops.edge_quamba.*`` with this mixer's weights and scales.
 
     Every int8 tensor the flow makes is labelled (``layers.<i>.mixer.<code>``, :func:`code_label`) so that
     validation can match it with the graph's; ``tap`` (SQNR) sees each site's dequantized codes. ``step`` selects
-    the one-token ``*_update`` ops (inputs without the l axis).
+    the one-token ``*_update`` ops (inputs without the l axis); at decode the fused ops run unless
+    :func:`fused_decode` says otherwise (``fused``).
     """
 
     site_by_name = SITE_BY_NAME
@@ -63,6 +78,7 @@ class QuantOps:
 
     def __init__(self, mixer: "QuantMambaMixer", norm: Norm, step: bool, residual: Tensor | None = None):
         self.m, self.norm, self.step = mixer, norm, step
+        self.fused = step and fused_decode()
         self.residual = residual
         """The block's residual stream (float32), added in out_proj's epilogue when given (op int8_linear_residual:
         the flow then returns the block's output; :meth:`QuantBlock.forward` at decode)."""
@@ -125,7 +141,7 @@ class QuantOps:
         GEMV epilogue runs the conv step; otherwise :func:`edge_quamba.quant.flow.in_proj_conv_composed`."""
         m, s = self.m, self.scales
         linear = m.in_proj
-        if not self.step or not isinstance(linear, QuantLinear) or linear.per_channel:
+        if not self.fused or not isinstance(linear, QuantLinear) or linear.per_channel:
             return in_proj_conv_composed(self, x_q, conv_state, d_inner)
         with code_label((self._code_name("xz"), self._code_name("u"))):
             xz_q, u_q, conv_state = eq.int8_linear_quantize_conv_update(
@@ -153,7 +169,7 @@ class QuantOps:
         :func:`edge_quamba.quant.flow.dt_proj_scan_composed`."""
         m, s = self.m, self.scales
         linear = m.dt_proj
-        if not self.step or not isinstance(linear, QuantLinear) or linear.per_channel:
+        if not self.fused or not isinstance(linear, QuantLinear) or linear.per_channel:
             return dt_proj_scan_composed(self, u_q, dt_r_q, B_q, C_q, z_q, ssm_state)
         with self._label("dt"):
             y, ssm_state, dt_q = eq.int8_selective_scan_dt_update(
@@ -319,7 +335,7 @@ class QuantBlock(nn.Module):
     def forward(self, resid: Tensor, state: LayerState, step: bool = False) -> tuple[Tensor, LayerState]:
         """resid: (b, l, d) (or (b, d) with step=True) -> same shape, new state. The sum is float32, stored in
         resid's dtype (float32, or float16 with :func:`use_float_parts`: one rounding of the float32 sum)."""
-        if step and self.mixer.adds_residual(resid):  # decode: the add runs in out_proj's epilogue
+        if step and fused_decode() and self.mixer.adds_residual(resid):  # decode: the add in out_proj's epilogue
             return self.mixer.step(resid, state, self.norm, add_residual=True)
         out, state = (self.mixer.step if step else self.mixer)(resid, state, self.norm)
         return (resid.float() + out).to(resid.dtype), state
