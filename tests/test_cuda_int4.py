@@ -94,34 +94,41 @@ def w4a8_inputs(M, K, N, group, stride, use_bias, seed):
     return x_q, packed, scales, bias
 
 
+def check_w4a8(ext, device, M, K, N, group, stride, use_bias, quantize):
+    """w4a8_linear (float out) or w4a8_linear_quantize against the reference, bit for bit, on ``device`` (the GPU,
+    or the CPU kernel emulator's build of the binding for the GEMV cases)."""
+    seed = M * 7919 + K * 31 + N + group if not quantize else M * 7907 + K * 29 + N + group
+    x_q, packed, scales, bias = w4a8_inputs(M, K, N, group, stride, use_bias, seed)
+    x_scale = 0.0173
+    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    if quantize:
+        y = torch_ops.w4a8_linear(x_q, packed, scales, bias, x_scale, group)
+        out_scale = float(y.abs().max()) / 150  # the largest |y| saturate at +-127
+        ref = torch_ops.w4a8_linear_quantize(x_q, packed, scales, bias, x_scale, group, out_scale)
+        if device == "cuda":
+            poison(((M, N), torch.int8))
+        got = ext.w4a8_linear_quantize(to(x_q), to(packed), to(scales), to(bias), x_scale, group, out_scale).cpu()
+        report(f"w4a8_linear_quantize M={M} K={K} N={N} group={group}", got, ref)
+        print(f"  codes at +-127: {int((ref.abs() == 127).sum())} of {ref.numel()}")
+        assert got.dtype == torch.int8 and not (got == -128).any(), "unwritten outputs"
+    else:
+        ref = torch_ops.w4a8_linear(x_q, packed, scales, bias, x_scale, group)
+        if device == "cuda":
+            poison(((M, N), torch.float32))
+        got = ext.w4a8_linear(to(x_q), to(packed), to(scales), to(bias), x_scale, group).cpu()
+        report(f"w4a8_linear M={M} K={K} N={N} group={group} stride={stride}", got, ref)
+        assert got.dtype == torch.float32 and not torch.isnan(got).any(), "unwritten outputs"
+    assert got.shape == ref.shape and torch.equal(got, ref)
+
+
 @pytest.mark.parametrize("M,K,N,group,stride,use_bias", W4A8_CASES)
 def test_w4a8_linear_exact(ext, M, K, N, group, stride, use_bias):
-    x_q, packed, scales, bias = w4a8_inputs(M, K, N, group, stride, use_bias, M * 7919 + K * 31 + N + group)
-    x_scale = 0.0173
-    ref = torch_ops.w4a8_linear(x_q, packed, scales, bias, x_scale, group)
-    poison(((M, N), torch.float32))
-    got = ext.w4a8_linear(x_q.cuda(), packed.cuda(), scales.cuda(), cuda_or_none(bias), x_scale, group).cpu()
-    report(f"w4a8_linear M={M} K={K} N={N} group={group} stride={stride}", got, ref)
-    assert got.dtype == torch.float32 and got.shape == ref.shape
-    assert not torch.isnan(got).any(), "unwritten outputs"
-    assert torch.equal(got, ref)
+    check_w4a8(ext, "cuda", M, K, N, group, stride, use_bias, quantize=False)
 
 
 @pytest.mark.parametrize("M,K,N,group,stride,use_bias", W4A8_CASES)
 def test_w4a8_linear_quantize_exact(ext, M, K, N, group, stride, use_bias):
-    x_q, packed, scales, bias = w4a8_inputs(M, K, N, group, stride, use_bias, M * 7907 + K * 29 + N + group)
-    x_scale = 0.0173
-    y = torch_ops.w4a8_linear(x_q, packed, scales, bias, x_scale, group)
-    out_scale = float(y.abs().max()) / 150  # the largest |y| saturate at +-127
-    ref = torch_ops.w4a8_linear_quantize(x_q, packed, scales, bias, x_scale, group, out_scale)
-    poison(((M, N), torch.int8))
-    got = ext.w4a8_linear_quantize(x_q.cuda(), packed.cuda(), scales.cuda(), cuda_or_none(bias), x_scale, group,
-                                   out_scale).cpu()
-    report(f"w4a8_linear_quantize M={M} K={K} N={N} group={group}", got, ref)
-    print(f"  codes at +-127: {int((ref.abs() == 127).sum())} of {ref.numel()}")
-    assert got.dtype == torch.int8 and got.shape == ref.shape
-    assert not (got == -128).any(), "unwritten outputs"
-    assert torch.equal(got, ref)
+    check_w4a8(ext, "cuda", M, K, N, group, stride, use_bias, quantize=True)
 
 
 @pytest.mark.parametrize("M", [1, 512])

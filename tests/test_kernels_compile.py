@@ -29,7 +29,7 @@ def _nvcc() -> str | None:
 @pytest.mark.skipif(_nvcc() is None, reason="nvcc not found on this machine")
 def test_every_kernel_compiles_for_sm87_and_sm90(tmp_path):
     sources = sorted(str(p) for p in KERNELS.glob("*.cu"))
-    assert len(sources) == 9, sources
+    assert len(sources) == 11, sources  # a new kernel file changes this count on purpose
     procs = {}
     for arch in ARCHS:  # one nvcc call per arch, both running at once
         out = tmp_path / f"sm_{arch}"

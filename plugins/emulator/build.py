@@ -24,6 +24,8 @@ from types import ModuleType
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 LAUNCHER = re.compile(r"cudaError_t (launch_\w+)\(const (\w+)& \w+, cudaStream_t \w+\);")
+# the launchers a kernel family declares for its own files (int4_common.cuh: namespace w4), any parameters
+FAMILY_LAUNCHER = re.compile(r"^cudaError_t (launch_\w+)\(([^;{]*)\);", re.M)
 LAUNCH = re.compile(r"([A-Za-z_]\w*(?:<[^<>;]*>)?)<<<(.+?)>>>\((.*?)\);", re.S)
 EXTERN_SHARED = re.compile(r"extern __shared__ (\w+) (\w+)\[\];")
 
@@ -54,12 +56,20 @@ def translate(out: Path) -> list[Path]:
             sources.append(target)
     stubs = {name: v for name, v in declared.items() if not re.search(rf"{name}\(const \w+& \w+, cudaStream_t \w+\) {{",
                                                                         emulated_text)}
-    if stubs:
-        lines = [f'#include "{header}"' for header in sorted({h for _, h in stubs.values()})]
+    # a family header's own launchers (e.g. w4::launch_gemm) whose file was left out: stubs in the namespace w4
+    family = {path: [(name, args) for name, args in FAMILY_LAUNCHER.findall(path.read_text())
+                     if not re.search(rf"cudaError_t {name}\([^;{{]*\) {{", emulated_text)]
+              for path in sorted(kernels.glob("*.cuh")) if "namespace w4 {" in path.read_text()}
+    if stubs or any(family.values()):
+        headers = {h for _, h in stubs.values()} | {path.name for path, found in family.items() if found}
+        lines = [f'#include "{header}"' for header in sorted(headers)]
         lines += ["namespace edge_quamba {", "namespace kernels {"]
         lines += [f"cudaError_t {name}(const {params}&, cudaStream_t) {{ return cudaErrorNotSupported; }}"
                   for name, (params, _) in sorted(stubs.items())]
-        lines += ["}  // namespace kernels", "}  // namespace edge_quamba", ""]
+        lines += ["namespace w4 {"]
+        lines += [f"cudaError_t {name}({args}) {{ return cudaErrorNotSupported; }}"
+                  for found in family.values() for name, args in found]
+        lines += ["}  // namespace w4", "}  // namespace kernels", "}  // namespace edge_quamba", ""]
         (out / "kernels" / "not_emulated.cpp").write_text("\n".join(lines))
         sources.append(out / "kernels" / "not_emulated.cpp")
     binding = out / "torch" / "binding.cpp"

@@ -1,5 +1,5 @@
-// Prefill GEMM of the 4-bit-weight linears (int4_linear.h) and the three public launchers (they dispatch between
-// it and the GEMVs of int4_gemv.cu).
+// Prefill GEMM of the 4-bit-weight linears (int4_linear.h); the public launchers (int4_linear.cu) dispatch between
+// it and the GEMVs.
 //
 // GEMM, memory layout and work split (needs w4::tensor_core_shape):
 //   A block of 4 warps computes a 64 (x rows) x 64 (weight rows) tile of y over the whole K, in steps of 32
@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "int4_common.cuh"
+#include "int4_mma.cuh"
 #include "numerics.cuh"
 
 namespace edge_quamba {
@@ -207,41 +207,6 @@ __global__ void __launch_bounds__(kThreads) int4_gemm_kernel(Problem p) {
             }
 }
 
-bool finite_positive(float v) { return v > 0.0f && std::isfinite(v); }
-
-// The checks every launcher shares (int4_linear.h, "Requirements"); returns cudaSuccess when p is usable.
-cudaError_t validate(const Problem& p, bool x_scaled, bool quantize) {
-    if (p.M < 0 || p.N < 0 || p.K < 1 || p.K > 131071 || p.group_size < 1 || p.groups > kInt4MaxGroups ||
-        p.x_row_stride < p.K || p.y_row_stride < p.N) {
-        return cudaErrorInvalidValue;
-    }
-    if ((x_scaled && !finite_positive(p.x_scale)) ||
-        (quantize && !valid_out_scales(p.out_segments, p.out_scale, p.N))) {
-        return cudaErrorInvalidValue;
-    }
-    if (p.M > 0 && p.N > 0 && (p.x == nullptr || p.w == nullptr || p.scale == nullptr || p.y == nullptr)) {
-        return cudaErrorInvalidValue;
-    }
-    return cudaSuccess;
-}
-
-Problem problem(int64_t M, int N, int K, int group_size, const void* x, int64_t x_row_stride, const uint8_t* w,
-                const float* scale, const float* bias, void* y, int64_t y_row_stride, float x_scale,
-                float out_scale, const OutScaleSegments& out_segments = {}) {
-    const int groups = group_size >= 1 ? (K + group_size - 1) / group_size : 0;
-    return Problem{M, N, K, group_size, groups, x, x_row_stride, w, scale, bias, y, y_row_stride, x_scale,
-                   out_scale, out_segments};
-}
-
-cudaError_t run_w4a8(const Problem& p, bool quantize, cudaStream_t stream) {
-    const cudaError_t err = validate(p, true, quantize);
-    if (err != cudaSuccess || p.M == 0 || p.N == 0) return err;
-    if (p.M > 16 && tensor_core_shape(p, 1)) {
-        return launch_gemm(p, quantize ? Mode::kW4A8Quantize : Mode::kW4A8, stream);
-    }
-    return launch_w4a8_gemv(p, quantize, stream);
-}
-
 }  // namespace
 
 cudaError_t launch_gemm(const Problem& p, Mode mode, cudaStream_t stream) {
@@ -256,27 +221,5 @@ cudaError_t launch_gemm(const Problem& p, Mode mode, cudaStream_t stream) {
 }
 
 }  // namespace w4
-
-cudaError_t launch_w4a8_linear(const W4A8LinearParams& p, cudaStream_t stream) {
-    return w4::run_w4a8(w4::problem(p.M, p.N, p.K, p.group_size, p.x, p.x_row_stride, p.w_packed, p.w_scale,
-                                        p.bias, p.y, p.y_row_stride, p.x_scale, 1.0f),
-                          false, stream);
-}
-
-cudaError_t launch_w4a8_linear_quantize(const W4A8LinearQuantizeParams& p, cudaStream_t stream) {
-    return w4::run_w4a8(w4::problem(p.M, p.N, p.K, p.group_size, p.x, p.x_row_stride, p.w_packed, p.w_scale,
-                                        p.bias, p.y_q, p.y_row_stride, p.x_scale, p.out_scale, p.out_segments),
-                          true, stream);
-}
-
-cudaError_t launch_w4a16_linear(const W4A16LinearParams& p, cudaStream_t stream) {
-    const w4::Problem q = w4::problem(p.M, p.N, p.K, p.group_size, p.x, p.x_row_stride, p.w_packed, p.w_scale,
-                                          p.bias, p.y, p.y_row_stride, 1.0f, 1.0f);
-    const cudaError_t err = w4::validate(q, false, false);
-    if (err != cudaSuccess || q.M == 0 || q.N == 0) return err;
-    if (!w4::tensor_core_shape(q, 2)) return w4::launch_w4a16_generic(q, stream);
-    return q.M > 16 ? w4::launch_gemm(q, w4::Mode::kW4A16, stream) : w4::launch_w4a16_gemv(q, stream);
-}
-
 }  // namespace kernels
 }  // namespace edge_quamba

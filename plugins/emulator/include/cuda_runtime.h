@@ -39,6 +39,7 @@ struct char4 { signed char x, y, z, w; };
 struct int4 { int x, y, z, w; };
 struct int2 { int x, y; };
 struct uint2 { unsigned x, y; };
+struct uint4 { unsigned x, y, z, w; };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 inline char4 make_char4(signed char a, signed char b, signed char c, signed char d) { return {a, b, c, d}; }
 
@@ -252,6 +253,17 @@ inline int __dp4a(int a, int b, int c) {
     return c;
 }
 inline unsigned atomicMax(unsigned* p, unsigned v) { const unsigned old = *p; *p = std::max(old, v); return old; }
+// Fibers switch only at barriers and warp collectives, so a plain read-modify-write is atomic here.
+inline int atomicAdd(int* p, int v) { const int old = *p; *p = old + v; return old; }
+inline float __int2float_rn(int x) { return static_cast<float>(x); }  // round to nearest, as the host's default mode
+inline int __ffs(int x) { return __builtin_ffs(x); }
+// Byte i of the result is byte (s >> 4i) & 7 of the 8 bytes y:x (x the low four), PTX prmt's default mode.
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const unsigned long long v = (static_cast<unsigned long long>(y) << 32) | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; ++i) r |= static_cast<unsigned>((v >> (8 * ((s >> (4 * i)) & 7))) & 0xFFu) << (8 * i);
+    return r;
+}
 template <class T> T __ldg(const T* p) { return *p; }
 template <class T> T __ldcs(const T* p) { return *p; }
 

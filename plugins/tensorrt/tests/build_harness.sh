@@ -40,7 +40,8 @@ NVCCFLAGS=(-std=c++17 -O3 --fmad=false -Xcompiler -fPIC,-fvisibility=hidden
 
 objects=()
 pids=()
-for cu in causal_conv1d selective_scan hadamard_quantize int4_gemv int4_gemm ssd_scan rms_norm_quantize; do
+for cu in causal_conv1d selective_scan hadamard_quantize int4_linear int4_gemv int4_gemv_f16 int4_gemm ssd_scan \
+          rms_norm_quantize; do
     "$NVCC" "${NVCCFLAGS[@]}" -I"$KERNELS_PARENT" -c "$KERNELS_DIR/$cu.cu" -o "$OUT/obj/$cu.o" &
     pids+=($!)
     objects+=("$OUT/obj/$cu.o")
