@@ -131,6 +131,71 @@ def test_w4a8_linear_quantize_exact(ext, M, K, N, group, stride, use_bias):
     check_w4a8(ext, "cuda", M, K, N, group, stride, use_bias, quantize=True)
 
 
+# The W4A8 decode fusions (the GEMV's epilogue): out_proj + the residual add, in_proj + the conv step.
+W4A8_RESIDUAL_CASES = [(1, 5120, 2560, 64), (3, 768, 56, 64), (16, 96, 40, 32), (17, 100, 33, 20)]  # (M, K, N, g)
+W4A8_CONV_CASES = [  # (b, K, sizes, conv_begin, C, k, per-channel conv scales, group)
+    (1, 2560, (10240,), 0, 5120, 4, False, 64),             # 2.8b W4A8 in_proj and the conv over x
+    (1, 2560, (5120, 5376, 80), 5120, 5376, 4, True, 64),   # Mamba2 2.7b: the conv over xBC
+    (3, 100, (7, 13, 5), 7, 13, 2, True, 20),               # odd sizes, one code per chunk
+    (17, 100, (96,), 0, 48, 4, False, 20),                  # b > 16: the launches apart
+]
+
+
+def check_w4a8_residual(ext, device, M, K, N, group):
+    """residual + w4a8_linear(...) in one op, bit for bit the reference's float32 add after the linear."""
+    x_q, packed, scales, bias = w4a8_inputs(M, K, N, group, None, True, M * 31 + K + N)
+    residual = torch.randn(M, N, generator=gen(M + N)) * 4
+    to = lambda t: t.to(device)  # noqa: E731
+    got = ext.w4a8_linear_residual(to(x_q), to(packed), to(scales), to(bias), 0.0173, group, to(residual)).cpu()
+    ref = torch_ops.w4a8_linear_residual(x_q, packed, scales, bias, 0.0173, group, residual)
+    report(f"w4a8_linear_residual M={M} K={K} N={N}", got, ref)
+    assert torch.equal(got, ref) and torch.equal(ref, residual + torch_ops.w4a8_linear(x_q, packed, scales, bias,
+                                                                                        0.0173, group))
+
+
+def check_w4a8_conv_update(ext, device, b, K, sizes, conv_begin, C, k, per_channel, group):
+    """W4A8 in_proj + the conv step in one op against the two launches apart on the same device (bit for bit) and
+    its codes against the reference."""
+    n = sum(sizes)
+    x_q, packed, scales, bias = w4a8_inputs(b, K, n, group, None, True, b * 7919 + K + C)
+    y = torch_ops.w4a8_linear(x_q, packed, scales, bias, 0.0173, group)
+    out_scales = [float(part.abs().max()) / 150 for part in y.split(list(sizes), dim=-1)]
+    g = gen(b + C)
+    state = torch.randint(-127, 128, (b, C, k), generator=g, dtype=torch.int8)
+    conv_w = torch.randint(-127, 128, (C, k), generator=g, dtype=torch.int8)
+    conv_b = torch.randn(C, generator=g) * 0.5
+    conv_scales = (torch.rand(C, generator=g) * 3 + 1) / 127 if per_channel else None
+    to = lambda t: None if t is None else t.to(device)  # noqa: E731
+    codes, u, new_state = ext.w4a8_linear_quantize_conv_update(
+        to(x_q), to(packed), to(scales), to(bias), 0.0173, group, out_scales, list(sizes), conv_begin, to(state),
+        to(conv_w), to(conv_b), 0.0041, 3.0 / 127, to(conv_scales))
+    apart = ext.w4a8_linear_quantize_segments(to(x_q), to(packed), to(scales), to(bias), 0.0173, group, out_scales,
+                                              list(sizes))
+    segment = next(i for i, end in enumerate(torch.tensor(sizes).cumsum(0).tolist()) if conv_begin < end)
+    conv_x = apart[:, conv_begin:conv_begin + C].unsqueeze(1)
+    if per_channel:
+        u_apart, state_apart = ext.int8_causal_conv1d_channel_scales(conv_x, to(state), to(conv_w), to(conv_b),
+                                                                     to(conv_scales), out_scales[segment], 0.0041)
+    else:
+        u_apart, state_apart = ext.int8_causal_conv1d(conv_x, to(state), to(conv_w), to(conv_b), out_scales[segment],
+                                                      0.0041, 3.0 / 127)
+    ref = torch_ops.w4a8_linear_quantize_segments(x_q, packed, scales, bias, 0.0173, group, out_scales, list(sizes))
+    report(f"w4a8_linear_quantize_conv_update b={b} K={K} sizes={sizes}: u vs two launches", u.cpu(),
+           u_apart[:, 0].cpu())
+    assert torch.equal(codes.cpu(), ref) and torch.equal(apart.cpu(), ref)
+    assert torch.equal(u.cpu(), u_apart[:, 0].cpu()) and torch.equal(new_state.cpu(), state_apart.cpu())
+
+
+@pytest.mark.parametrize("M,K,N,group", W4A8_RESIDUAL_CASES)
+def test_w4a8_linear_residual_exact(ext, M, K, N, group):
+    check_w4a8_residual(ext, "cuda", M, K, N, group)
+
+
+@pytest.mark.parametrize("b,K,sizes,conv_begin,C,k,per_channel,group", W4A8_CONV_CASES)
+def test_w4a8_linear_quantize_conv_update_equals_two_launches(ext, b, K, sizes, conv_begin, C, k, per_channel, group):
+    check_w4a8_conv_update(ext, "cuda", b, K, sizes, conv_begin, C, k, per_channel, group)
+
+
 @pytest.mark.parametrize("M", [1, 512])
 def test_w4a8_reads_minus_128_raw_as_the_reference(ext, M):
     """A GEMM reads its int8 input raw (primitives, "Reading codes"): -128 multiplies as -128, GEMV and GEMM."""

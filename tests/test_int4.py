@@ -253,6 +253,26 @@ def test_w4a8_mixer_calls_only_the_int4_ops_for_its_linears(monkeypatch):
     assert "int8_linear" not in called and "int8_linear_quantize" not in called
 
 
+def test_w4a8_decode_runs_the_fused_ops_with_the_separate_ops_results(monkeypatch):
+    """W4A8 decode: in_proj + the conv step and out_proj + the residual add are one op each (the W4A8 GEMV's
+    epilogue); with EDGE_QUAMBA_FUSED_DECODE=0 the separate ops give the same logits and states bit for bit."""
+    from test_data_flow import record_prefill_and_decode
+
+    _, model = quantized("w4a8")
+    tokens = torch.randint(0, 120, (2, 7), generator=torch.Generator().manual_seed(3))
+    _, decode, _ = record_prefill_and_decode(model, tokens)
+    assert {"w4a8_linear_quantize_conv_update", "w4a8_linear_residual"} <= decode.edge_quamba
+    assert not {"int8_causal_conv1d_update", "w4a8_linear"} & decode.edge_quamba
+    with torch.inference_mode():
+        _, states = model(tokens[:, :-1])
+        fused = model.step(tokens[:, -1], states)
+        monkeypatch.setenv("EDGE_QUAMBA_FUSED_DECODE", "0")
+        apart = model.step(tokens[:, -1], states)
+    assert torch.equal(fused[0], apart[0])
+    for a, b in zip(fused[1], apart[1], strict=True):
+        assert torch.equal(a.conv_state, b.conv_state) and torch.equal(a.ssm_state, b.ssm_state)
+
+
 def test_gptq_lowers_the_models_output_error_against_rtn():
     fp, gptq_model = quantized("w4a16", gptq=True)
     _, rtn_model = quantized("w4a16", gptq=False)

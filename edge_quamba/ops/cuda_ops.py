@@ -236,15 +236,10 @@ def int8_linear_quantize_segments(x_q, weight_q, bias, x_scale, weight_scale, ou
                                                           list(out_scales), list(sizes))
 
 
-def int8_linear_quantize_conv_update(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes, conv_begin,
-                                     conv_state, conv_weight, conv_bias, conv_weight_scale, conv_out_scale,
-                                     conv_out_scales):
-    """in_proj and the decode conv step in one op -> (codes (b, N), conv codes (b, C), conv state (b, C, k)): up to
-    16 sequences one GEMV whose epilogue runs the conv (plugins/kernels/int8_linear.h), more the GEMM path and the
-    conv kernel."""
-    op = "int8_linear_quantize_conv_update"
-    _check_linear(op, x_q, weight_q, bias, x_scale, weight_scale)
-    n = weight_q.shape[0]
+def _check_conv_update(op, x_q, n, out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias,
+                       conv_weight_scale, conv_out_scale, conv_out_scales):
+    """The checks of a *_quantize_conv_update op past its linear's: the segments, the conv's state, weight, bias and
+    scales, its columns inside one segment."""
     _check_segments(op, out_scales, sizes, n)
     _cuda(f"{op}: conv_state", conv_state, torch.int8, 3)
     _cuda(f"{op}: conv_weight", conv_weight, torch.int8, 2)
@@ -263,6 +258,18 @@ def int8_linear_quantize_conv_update(x_q, weight_q, bias, x_scale, weight_scale,
     if conv_out_scales is None:
         _scale(f"{op}: conv_out_scale", conv_out_scale)
     _scale(f"{op}: conv_weight_scale", conv_weight_scale)
+
+
+def int8_linear_quantize_conv_update(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes, conv_begin,
+                                     conv_state, conv_weight, conv_bias, conv_weight_scale, conv_out_scale,
+                                     conv_out_scales):
+    """in_proj and the decode conv step in one op -> (codes (b, N), conv codes (b, C), conv state (b, C, k)): up to
+    16 sequences one GEMV whose epilogue runs the conv (plugins/kernels/int8_linear.h), more the GEMM path and the
+    conv kernel."""
+    op = "int8_linear_quantize_conv_update"
+    _check_linear(op, x_q, weight_q, bias, x_scale, weight_scale)
+    _check_conv_update(op, x_q, weight_q.shape[0], out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias,
+                       conv_weight_scale, conv_out_scale, conv_out_scales)
     return load_extension().int8_linear_quantize_conv_update(
         x_q, weight_q, bias, x_scale, weight_scale, list(out_scales), list(sizes), conv_begin, conv_state, conv_weight,
         conv_bias, conv_weight_scale, conv_out_scale, conv_out_scales)
@@ -459,6 +466,31 @@ def w4a8_linear_quantize_segments(x_q, weight_packed, weight_scale, bias, x_scal
                                                           list(out_scales), list(sizes))
 
 
+def w4a8_linear_residual(x_q, weight_packed, weight_scale, bias, x_scale, group_size, residual):
+    """residual + w4a8_linear(...) -> float32 (..., N): the W4A8 GEMV adds the residual in its epilogue."""
+    op = "w4a8_linear_residual"
+    _check_int4(op, x_q, weight_packed, weight_scale, bias, group_size, torch.int8)
+    _scale(f"{op}: x_scale", x_scale)
+    _cuda(f"{op}: residual", residual, torch.float32)
+    _require(tuple(residual.shape) == (*x_q.shape[:-1], weight_packed.shape[0]),
+             f"{op}: residual {tuple(residual.shape)} is not the output's shape")
+    return load_extension().w4a8_linear_residual(x_q, weight_packed, weight_scale, bias, x_scale, group_size, residual)
+
+
+def w4a8_linear_quantize_conv_update(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scales, sizes,
+                                     conv_begin, conv_state, conv_weight, conv_bias, conv_weight_scale,
+                                     conv_out_scale, conv_out_scales):
+    """int8_linear_quantize_conv_update with W4A8 weights: the W4A8 GEMV's epilogue runs the conv step."""
+    op = "w4a8_linear_quantize_conv_update"
+    _check_int4(op, x_q, weight_packed, weight_scale, bias, group_size, torch.int8)
+    _scale(f"{op}: x_scale", x_scale)
+    _check_conv_update(op, x_q, weight_packed.shape[0], out_scales, sizes, conv_begin, conv_state, conv_weight,
+                       conv_bias, conv_weight_scale, conv_out_scale, conv_out_scales)
+    return load_extension().w4a8_linear_quantize_conv_update(
+        x_q, weight_packed, weight_scale, bias, x_scale, group_size, list(out_scales), list(sizes), conv_begin,
+        conv_state, conv_weight, conv_bias, conv_weight_scale, conv_out_scale, conv_out_scales)
+
+
 def w4a16_linear(x, weight_packed, weight_scale, bias, group_size):
     """x (..., K) float16, weight_packed (N, ceil(K / 2)) uint8, weight_scale (N, G) float32, bias (N) float32 or
     None -> float16 (..., N), float32 accumulation (mma.sync GEMV / GEMM where K and the group size are multiples
@@ -485,9 +517,11 @@ def selective_scan(u, delta, A, B, C, D, ssm_state):
     return load_extension().selective_scan(u, delta, A, B, C, D, ssm_state)
 
 
-OP_NAMES += ("w4a8_linear", "w4a8_linear_quantize", "w4a8_linear_quantize_segments", "w4a16_linear", "selective_scan")
-_KERNELS.update(w4a8_linear=w4a8_linear, w4a8_linear_quantize=w4a8_linear_quantize,
-                w4a8_linear_quantize_segments=w4a8_linear_quantize_segments, w4a16_linear=w4a16_linear,
+OP_NAMES += ("w4a8_linear", "w4a8_linear_residual", "w4a8_linear_quantize", "w4a8_linear_quantize_segments",
+             "w4a8_linear_quantize_conv_update", "w4a16_linear", "selective_scan")
+_KERNELS.update(w4a8_linear=w4a8_linear, w4a8_linear_residual=w4a8_linear_residual,
+                w4a8_linear_quantize=w4a8_linear_quantize, w4a8_linear_quantize_segments=w4a8_linear_quantize_segments,
+                w4a8_linear_quantize_conv_update=w4a8_linear_quantize_conv_update, w4a16_linear=w4a16_linear,
                 selective_scan=selective_scan)
 # ------------------------------------------------------------------- end of the 4-bit-weight linears and W4A16 scan
 

@@ -34,6 +34,8 @@ is a float32 tensor made by the Hadamard op and read by out_proj, not a constant
                                  (TensorRT flavour: custom node W4A8LinearQuantize)
     w4a8_linear_quantize_segments  ... -> Split -> QuantizeLinear each  quantize_segments(w4a8_linear(...))
                                  (TensorRT flavour: a W4A8LinearQuantize node per segment's rows)
+    w4a8_linear_residual, w4a8_linear_quantize_conv_update   the W4A8 forms of int8_linear_residual and
+                                 int8_linear_quantize_conv_update (decode)
     w4a16_linear                 DQ(INT4 W) -> MatMul (float16 graph)  qops.w4a16_linear
                                  (TensorRT flavour: custom node W4A16Linear)
   The three 4-bit linears take the packed weight as the artifact stores it, (N, ceil(K / 2)) uint8 (two codes per
@@ -155,6 +157,32 @@ def _(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes):
     return x_q.new_empty((*x_q.shape[:-1], weight_q.shape[0]), dtype=torch.int8)
 
 
+def _conv_step_after(linear_codes, out_scales: list[float], sizes: list[int], conv_begin: int, conv_state: Tensor,
+                     conv_weight: Tensor, conv_bias: Tensor | None, conv_weight_scale: float, conv_out_scale: float,
+                     conv_out_scales: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The *_quantize_conv_update references: ``linear_codes()`` (the linear's segment codes, under the first labels
+    of :func:`edge_quamba.quant.primitives.split_code_label`), then the conv step over their columns [conv_begin,
+    conv_begin + C) at the scale of the segment that holds them -> (codes, conv codes, new state)."""
+    linear_label, conv_label = primitives.split_code_label()
+    with primitives.code_label(linear_label):
+        codes = linear_codes()
+    channels = conv_state.shape[1]
+    ends = torch.tensor(sizes).cumsum(0).tolist()
+    segment = next(i for i, end in enumerate(ends) if conv_begin < end)
+    if conv_begin + channels > ends[segment]:
+        raise ValueError(f"the conv's columns {conv_begin}..{conv_begin + channels} span two segments of {list(sizes)}")
+    x = codes[:, conv_begin:conv_begin + channels]
+    with primitives.code_label(conv_label):
+        if conv_out_scales is None:
+            u, state = qops.int8_causal_conv1d_update(x, conv_state, conv_weight, conv_bias, out_scales[segment],
+                                                      conv_weight_scale, conv_out_scale)
+        else:
+            u, state = qops.int8_causal_conv1d_channel_scales_update(x, conv_state, conv_weight, conv_bias,
+                                                                     conv_out_scales, out_scales[segment],
+                                                                     conv_weight_scale)
+    return codes, u, state
+
+
 @_op("int8_linear_quantize_conv_update")
 def int8_linear_quantize_conv_update(x_q: Tensor, weight_q: Tensor, bias: Tensor | None, x_scale: float,
                                      weight_scale: float, out_scales: list[float], sizes: list[int], conv_begin: int,
@@ -166,25 +194,10 @@ def int8_linear_quantize_conv_update(x_q: Tensor, weight_q: Tensor, bias: Tensor
     from conv_state (b, C, k): its codes (b, C) and new state (b, C, k). The conv reads those columns at the scale
     of the segment that holds them, and quantizes at ``conv_out_scale`` (Mamba1's u) or per channel at
     ``conv_out_scales`` (C,) (Mamba2's ssm_input). Labels: :func:`edge_quamba.quant.primitives.split_code_label`."""
-    linear_label, conv_label = primitives.split_code_label()
-    with primitives.code_label(linear_label):
-        codes = int8_linear_quantize_segments(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes)
-    channels = conv_state.shape[1]
-    ends = torch.tensor(sizes).cumsum(0).tolist()
-    segment = next(i for i, end in enumerate(ends) if conv_begin < end)
-    if conv_begin + channels > ends[segment]:
-        raise ValueError(f"int8_linear_quantize_conv_update: the conv's columns {conv_begin}..{conv_begin + channels}"
-                         f" span two segments of {list(sizes)}")
-    x = codes[:, conv_begin:conv_begin + channels]
-    with primitives.code_label(conv_label):
-        if conv_out_scales is None:
-            u, state = qops.int8_causal_conv1d_update(x, conv_state, conv_weight, conv_bias, out_scales[segment],
-                                                      conv_weight_scale, conv_out_scale)
-        else:
-            u, state = qops.int8_causal_conv1d_channel_scales_update(x, conv_state, conv_weight, conv_bias,
-                                                                     conv_out_scales, out_scales[segment],
-                                                                     conv_weight_scale)
-    return codes, u, state
+    return _conv_step_after(
+        lambda: int8_linear_quantize_segments(x_q, weight_q, bias, x_scale, weight_scale, out_scales, sizes),
+        out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias, conv_weight_scale, conv_out_scale,
+        conv_out_scales)
 
 
 @int8_linear_quantize_conv_update.register_fake
@@ -379,6 +392,39 @@ def w4a8_linear_quantize_segments(x_q: Tensor, weight_packed: Tensor, weight_sca
 @w4a8_linear_quantize_segments.register_fake
 def _(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scales, sizes):
     return x_q.new_empty((*x_q.shape[:-1], weight_packed.shape[0]), dtype=torch.int8)
+
+
+@_op("w4a8_linear_residual")
+def w4a8_linear_residual(x_q: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None,
+                         x_scale: float, group_size: int, residual: Tensor) -> Tensor:
+    """residual (..., N) float32 + w4a8_linear(...): out_proj with the block's residual add (int8_linear_residual)."""
+    return residual + qops.w4a8_linear(x_q, weight_packed, weight_scale, bias, x_scale, group_size)
+
+
+@w4a8_linear_residual.register_fake
+def _(x_q, weight_packed, weight_scale, bias, x_scale, group_size, residual):
+    return torch.empty_like(residual)
+
+
+@_op("w4a8_linear_quantize_conv_update")
+def w4a8_linear_quantize_conv_update(x_q: Tensor, weight_packed: Tensor, weight_scale: Tensor, bias: Tensor | None,
+                                     x_scale: float, group_size: int, out_scales: list[float], sizes: list[int],
+                                     conv_begin: int, conv_state: Tensor, conv_weight: Tensor,
+                                     conv_bias: Tensor | None, conv_weight_scale: float, conv_out_scale: float,
+                                     conv_out_scales: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`int8_linear_quantize_conv_update` with W4A8 in_proj weights."""
+    return _conv_step_after(
+        lambda: w4a8_linear_quantize_segments(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scales,
+                                              sizes),
+        out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias, conv_weight_scale, conv_out_scale,
+        conv_out_scales)
+
+
+@w4a8_linear_quantize_conv_update.register_fake
+def _(x_q, weight_packed, weight_scale, bias, x_scale, group_size, out_scales, sizes, conv_begin, conv_state,
+      conv_weight, conv_bias, conv_weight_scale, conv_out_scale, conv_out_scales):
+    codes = x_q.new_empty((x_q.shape[0], weight_packed.shape[0]), dtype=torch.int8)
+    return codes, x_q.new_empty(conv_state.shape[:2], dtype=torch.int8), torch.empty_like(conv_state)
 
 
 @_op("w4a16_linear")

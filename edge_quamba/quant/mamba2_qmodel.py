@@ -67,8 +67,8 @@ class Mamba2QuantOps(QuantOps):
     def in_proj_split_conv(self, x_q: Tensor, conv_state: Tensor, sizes: list[int]
                            ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """in_proj's z | xBC | Δ, each quantized at its site in the GEMM's epilogue (one op), then the conv over xBC:
-        at decode with int8 weights the same GEMV's epilogue runs the conv step (one launch for both); prefill and
-        W4A8 run the conv as its own op. The codes are views of one int8 tensor, each labelled as its site. With the
+        at decode the same GEMV's epilogue runs the conv step (one launch for both); prefill runs the conv as its
+        own op. The codes are views of one int8 tensor, each labelled as its site. With the
         fused decode ops off (:func:`edge_quamba.quant.qmodel.fused_decode`) decode runs the composition."""
         m, s = self.m, self.scales
         linear: QuantLinear | Int4Linear = m.in_proj
@@ -76,11 +76,11 @@ class Mamba2QuantOps(QuantOps):
         out_scales = [s[site] for site in MAMBA2_IN_PROJ_SITES]
         if self.step and not self.fused:  # the separate ops (fused_decode off): float in_proj, three quantizes
             return in_proj_split_conv_composed(self, x_q, conv_state, sizes)
-        if self.fused and isinstance(linear, QuantLinear):
+        if self.fused:
             with code_label((*labels, self._code_name("ssm_input"))):
-                codes, ssm_in_q, conv_state = eq.int8_linear_quantize_conv_update(
-                    x_q, linear.weight, linear.bias, s["in_proj_input"], s["in_proj.weight"], out_scales, sizes,
-                    sizes[0], conv_state, m.conv_weight, m.conv_bias, s["conv.weight"], 1.0, s["ssm_input"])
+                codes, ssm_in_q, conv_state = self.linear_conv_update("in_proj", x_q, "in_proj_input", out_scales,
+                                                                      sizes, sizes[0], conv_state, 1.0,
+                                                                      s["ssm_input"])
             z_q, _, dt_q = self._parts(codes, sizes)
             return z_q, dt_q, self._made("ssm_input", ssm_in_q), conv_state
         if isinstance(linear, Int4Linear):  # W4A8
@@ -246,8 +246,9 @@ class QuantMamba2Mixer(nn.Module):
         return mamba2_mixer_flow(ops, resid, state, c.d_inner, c.ngroups * c.d_state, c.nheads, self.hadamard)
 
     def adds_residual(self, resid: Tensor) -> bool:
-        """Whether :meth:`step` can add the residual in out_proj's epilogue: a float32 stream, int8 out_proj."""
-        return resid.dtype == torch.float32 and isinstance(self.out_proj, QuantLinear)
+        """Whether :meth:`step` can add the residual in out_proj's epilogue: a float32 stream (int8 or W4A8
+        out_proj)."""
+        return resid.dtype == torch.float32
 
     def forward(self, resid: Tensor, state: LayerState, norm: Norm) -> tuple[Tensor, LayerState]:
         """Prefill: resid (b, l, d) float -> the mixer's output (b, l, d) float32, continuing from ``state``."""

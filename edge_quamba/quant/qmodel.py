@@ -127,27 +127,41 @@ class QuantOps:
         else:
             args = (x_q, linear.weight, b, self.scales[in_site], self.scales[f"{name}.weight"])
             single, fused = eq.int8_linear, eq.int8_linear_quantize
-        if name == "out_proj" and self.residual is not None:
-            if single is not eq.int8_linear:
-                raise ConfigError(f"layer {self.m.layer}: the residual add runs in per-tensor int8 out_proj only")
-            return eq.int8_linear_residual(*args, self.residual)
+        if name == "out_proj" and self.residual is not None:  # the block's add in the epilogue (adds_residual)
+            if isinstance(linear, QuantLinear) and linear.per_channel:
+                raise ConfigError(f"layer {self.m.layer}: the residual add runs in a per-tensor int8 or W4A8 out_proj "
+                                  f"only")
+            residual_op = eq.w4a8_linear_residual if isinstance(linear, Int4Linear) else eq.int8_linear_residual
+            return residual_op(*args, self.residual)
         if out_site is None:
             return single(*args)
         with self._label(out_site):
             return self._made(out_site, fused(*args, self.scales[out_site]))
 
     def in_proj_conv(self, x_q: Tensor, conv_state: Tensor, d_inner: int) -> tuple[Tensor, Tensor, Tensor]:
-        """in_proj (xz at its site) and the conv over its x half. Decode with per-tensor int8 weights: one op, whose
-        GEMV epilogue runs the conv step; otherwise :func:`edge_quamba.quant.flow.in_proj_conv_composed`."""
+        """in_proj (xz at its site) and the conv over its x half. Decode with per-tensor int8 or W4A8 weights: one
+        op, whose GEMV epilogue runs the conv step; otherwise :func:`edge_quamba.quant.flow.in_proj_conv_composed`."""
         m, s = self.m, self.scales
-        linear = m.in_proj
-        if not self.fused or not isinstance(linear, QuantLinear) or linear.per_channel:
+        if not self.fused or (isinstance(m.in_proj, QuantLinear) and m.in_proj.per_channel):
             return in_proj_conv_composed(self, x_q, conv_state, d_inner)
         with code_label((self._code_name("xz"), self._code_name("u"))):
-            xz_q, u_q, conv_state = eq.int8_linear_quantize_conv_update(
-                x_q, linear.weight, linear.bias, s["in_proj_input"], s["in_proj.weight"], [s["xz"]], [2 * d_inner],
-                0, conv_state, m.conv_weight, m.conv_bias, s["conv.weight"], s["u"], None)
+            xz_q, u_q, conv_state = self.linear_conv_update("in_proj", x_q, "in_proj_input", [s["xz"]], [2 * d_inner],
+                                                            0, conv_state, s["u"], None)
         return self._made("xz", xz_q)[..., d_inner:], self._made("u", u_q), conv_state
+
+    def linear_conv_update(self, name: str, x_q: Tensor, in_site: str, out_scales: list[float], sizes: list[int],
+                           conv_begin: int, conv_state: Tensor, conv_out_scale: float, conv_out_scales: Tensor | None
+                           ) -> tuple[Tensor, Tensor, Tensor]:
+        """The one-op decode form of a linear (int8 per tensor or W4A8) whose codes feed the mixer's conv step:
+        ``*_linear_quantize_conv_update`` with this mixer's conv weights -> (codes, conv codes, conv state)."""
+        m, s = self.m, self.scales
+        linear: QuantLinear | Int4Linear = getattr(m, name)
+        conv = (conv_begin, conv_state, m.conv_weight, m.conv_bias, s["conv.weight"], conv_out_scale, conv_out_scales)
+        if isinstance(linear, Int4Linear):
+            return eq.w4a8_linear_quantize_conv_update(x_q, linear.weight_packed, linear.weight_scale, linear.bias,
+                                                       s[in_site], linear.group_size, out_scales, sizes, *conv)
+        return eq.int8_linear_quantize_conv_update(x_q, linear.weight, linear.bias, s[in_site], s[f"{name}.weight"],
+                                                   out_scales, sizes, *conv)
 
     def causal_conv1d(self, x_q: Tensor, conv_state: Tensor) -> tuple[Tensor, Tensor]:
         m, s = self.m, self.scales
@@ -309,11 +323,11 @@ class QuantMambaMixer(nn.Module):
                                  self.out_proj_scale)
 
     def adds_residual(self, resid: Tensor) -> bool:
-        """Whether :meth:`step` can add the residual in out_proj's epilogue: a float32 stream, a per-tensor int8
-        out_proj at a static input scale."""
+        """Whether :meth:`step` can add the residual in out_proj's epilogue: a float32 stream, a per-tensor int8 or
+        W4A8 out_proj at a static input scale."""
         out_proj = self.out_proj
-        return (resid.dtype == torch.float32 and self.out_proj_scale == "static" and isinstance(out_proj, QuantLinear)
-                and not out_proj.per_channel)
+        return (resid.dtype == torch.float32 and self.out_proj_scale == "static"
+                and not (isinstance(out_proj, QuantLinear) and out_proj.per_channel))
 
     def forward(self, resid: Tensor, state: LayerState, norm: Norm) -> tuple[Tensor, LayerState]:
         """Prefill: the residual stream (b, l, d) float and the block's pre-norm -> the mixer's output (b, l, d)

@@ -3,10 +3,11 @@
     python3 plugins/emulator/check_mamba2.py [--asan] [--demo]
 
 1. Every check function of tests/test_cuda_mamba2.py (conv with per-channel scales, SSD scan, its splits and token
-   steps, in_proj's int8 and W4A8 linears with a scale per output segment, the W4A8 GEMV of tests/test_cuda_int4.py,
-   gated RMSNorm with and without Hadamard) and tests/test_cuda_kernels.py's in_proj + conv step, dt_proj + scan step
-   and out_proj + residual add in one launch each, on CPU tensors through the emulated binding, with the GPU tests'
-   cases and seeds (the same inputs), those small enough to emulate in seconds (the largest SSD cases left out).
+   steps, in_proj's int8 and W4A8 linears with a scale per output segment, the W4A8 GEMV of tests/test_cuda_int4.py
+   and its decode fusions, gated RMSNorm with and without Hadamard) and tests/test_cuda_kernels.py's in_proj + conv
+   step, dt_proj + scan step and out_proj + residual add in one launch each, on CPU tensors through the emulated
+   binding, with the GPU tests' cases and seeds (the same inputs), those small enough to emulate in seconds (the
+   largest SSD cases left out).
 2. The calls of plugins/torch/sanitizer_smoke_mamba2.py (with --asan: under AddressSanitizer, the memcheck stand-in).
 3. The tiny Quamba2 and Quamba (Mamba1) test models through edge_quamba.ops.cuda_ops' own wrappers, registered as the
    CPU kernels of the torch.ops.edge_quamba ops (their device checks relaxed in this process): prefill logits against
@@ -48,6 +49,10 @@ def kernel_checks(ext) -> None:
             t.check_linear_quantize_segments(ext, "cpu", M, K, sizes, stride, bits, seed=t.case_seed((M, K, *sizes)))
     import test_cuda_int4 as w4
 
+    for M, K, N, group in w4.W4A8_RESIDUAL_CASES:
+        w4.check_w4a8_residual(ext, "cpu", M, K, N, group)
+    for case in w4.W4A8_CONV_CASES:
+        w4.check_w4a8_conv_update(ext, "cpu", *case)
     for M, K, N, group, stride, use_bias in w4.W4A8_CASES:
         if M <= 16 or K % 32 != 0:  # the W4A8 GEMV (the GEMM's files hold inline PTX)
             for quantize in (False, True):

@@ -14,6 +14,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "causal_conv1d.h"
 #include "int4_linear.h"
 
 namespace edge_quamba {
@@ -35,6 +36,11 @@ struct Problem {
     int64_t y_row_stride;
     float x_scale, out_scale;
     OutScaleSegments out_segments;  // kW4A8Quantize: a scale per column segment (count 0: out_scale)
+    // The decode fusions of the W4A8 GEMV (int4_linear.h): the residual add (kW4A8) and the conv step (kW4A8Quantize).
+    const float* residual = nullptr;
+    int64_t residual_row_stride = 0;
+    int conv_begin = 0;
+    CausalConv1dParams conv{};
 };
 
 // The tensor-core kernels' shape rule (int4_linear.h, "Dispatch"): whole 32-column steps that never straddle a

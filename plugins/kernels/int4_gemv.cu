@@ -15,11 +15,13 @@
 //   load before the weight loads); for wider groups it adds the int32 sum into shared memory with an integer atomic
 //   (exact, in any order; these sums are zeroed first) and the terms are formed in the walk. After a barrier, one
 //   thread per (weight row, x row) adds the terms in ascending group order: y = term_0, y = y + term_g, then + bias
-//   and the float32 or quantized store. blockIdx.y walks x rows in passes of MB (1 or 4) rows, as in the int8 GEMV.
+//   and the float32 or quantized store (decode fusions as in the int8 GEMV: the residual add, the conv step of a conv
+//   column). blockIdx.y walks x rows in passes of MB (1 or 4) rows, as in the int8 GEMV.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#include "conv_step.cuh"
 #include "int4_common.cuh"
 #include "numerics.cuh"
 
@@ -187,9 +189,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) w4a8_gemv_kernel(Problem
         }
         if (p.bias != nullptr) y = __fadd_rn(y, __ldg(p.bias + nn));
         if constexpr (QUANT) {
-            static_cast<int8_t*>(p.y)[m * p.y_row_stride + nn] =
-                quantize_rn(y, column_out_scale(p.out_segments, p.out_scale, nn));
+            const int8_t q = quantize_rn(y, column_out_scale(p.out_segments, p.out_scale, nn));
+            static_cast<int8_t*>(p.y)[m * p.y_row_stride + nn] = q;
+            if (nn >= p.conv_begin && nn < p.conv_begin + p.conv.dim) conv_step(p.conv, m, nn - p.conv_begin, q);
         } else {
+            if (p.residual != nullptr) y = __fadd_rn(__ldg(p.residual + m * p.residual_row_stride + nn), y);
             static_cast<float*>(p.y)[m * p.y_row_stride + nn] = y;
         }
     }

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "conv_step.cuh"
 #include "int4_common.cuh"
 
 namespace edge_quamba {
@@ -39,7 +40,13 @@ Problem problem(int64_t M, int N, int K, int group_size, const void* x, int64_t 
 cudaError_t run_w4a8(const Problem& p, bool quantize, cudaStream_t stream) {
     const cudaError_t err = validate(p, true, quantize);
     if (err != cudaSuccess || p.M == 0 || p.N == 0) return err;
+    const bool fused = p.residual != nullptr || p.conv.dim != 0;  // the decode fusions: the GEMV's epilogue only
+    if ((p.residual != nullptr && (quantize || p.residual_row_stride < p.N)) ||
+        (p.conv.dim != 0 && (!quantize || !valid_conv_step(p.conv, p.conv_begin, p.out_segments, p.out_scale, p.N)))) {
+        return cudaErrorInvalidValue;
+    }
     if (p.M > 16 && tensor_core_shape(p, 1)) {
+        if (fused) return cudaErrorInvalidValue;
         return launch_gemm(p, quantize ? Mode::kW4A8Quantize : Mode::kW4A8, stream);
     }
     return launch_w4a8_gemv(p, quantize, stream);
@@ -49,15 +56,19 @@ cudaError_t run_w4a8(const Problem& p, bool quantize, cudaStream_t stream) {
 }  // namespace w4
 
 cudaError_t launch_w4a8_linear(const W4A8LinearParams& p, cudaStream_t stream) {
-    return w4::run_w4a8(w4::problem(p.M, p.N, p.K, p.group_size, p.x, p.x_row_stride, p.w_packed, p.w_scale,
-                                        p.bias, p.y, p.y_row_stride, p.x_scale, 1.0f),
-                          false, stream);
+    w4::Problem q = w4::problem(p.M, p.N, p.K, p.group_size, p.x, p.x_row_stride, p.w_packed, p.w_scale, p.bias, p.y,
+                                p.y_row_stride, p.x_scale, 1.0f);
+    q.residual = p.residual;
+    q.residual_row_stride = p.residual_row_stride;
+    return w4::run_w4a8(q, false, stream);
 }
 
 cudaError_t launch_w4a8_linear_quantize(const W4A8LinearQuantizeParams& p, cudaStream_t stream) {
-    return w4::run_w4a8(w4::problem(p.M, p.N, p.K, p.group_size, p.x, p.x_row_stride, p.w_packed, p.w_scale,
-                                        p.bias, p.y_q, p.y_row_stride, p.x_scale, p.out_scale, p.out_segments),
-                          true, stream);
+    w4::Problem q = w4::problem(p.M, p.N, p.K, p.group_size, p.x, p.x_row_stride, p.w_packed, p.w_scale, p.bias,
+                                p.y_q, p.y_row_stride, p.x_scale, p.out_scale, p.out_segments);
+    q.conv_begin = p.conv_begin;
+    q.conv = p.conv;
+    return w4::run_w4a8(q, true, stream);
 }
 
 cudaError_t launch_w4a16_linear(const W4A16LinearParams& p, cudaStream_t stream) {

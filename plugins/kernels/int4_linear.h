@@ -45,6 +45,7 @@
 
 #include <cuda_fp16.h>
 
+#include "causal_conv1d.h"
 #include "common.h"
 
 namespace edge_quamba {
@@ -65,6 +66,9 @@ struct W4A8LinearParams {
     float* y;                 // (M, N), row stride y_row_stride
     int64_t y_row_stride;
     float x_scale;            // > 0, finite
+    // Optional (decode, the GEMV only): y = residual + y, one more rounded add (int8_linear.h's residual).
+    const float* residual;    // (M, N) float32, row stride residual_row_stride, or nullptr
+    int64_t residual_row_stride;
 };
 
 cudaError_t launch_w4a8_linear(const W4A8LinearParams& p, cudaStream_t stream);
@@ -83,6 +87,10 @@ struct W4A8LinearQuantizeParams {
     int64_t y_row_stride;
     float x_scale, out_scale;  // > 0, finite (out_scale: unless out_segments are given)
     OutScaleSegments out_segments;  // optional: a scale per column segment (count 0: out_scale)
+    // Optional (decode, the GEMV only): the conv step over columns [conv_begin, conv_begin + conv.dim), as in
+    // Int8LinearQuantizeParams (int8_linear.h).
+    int conv_begin;
+    CausalConv1dParams conv;
 };
 
 cudaError_t launch_w4a8_linear_quantize(const W4A8LinearQuantizeParams& p, cudaStream_t stream);

@@ -14,11 +14,12 @@
 // int8_linear_quantize's epilogue (template flag QUANT) then divides by out_scale (or by its column segment's scale,
 // OutScaleSegments) and rounds (quantize_rn). A per-row input scale (x_scale_rows, int8_linear only) replaces alpha
 // by float32(x_scale_rows[m] * weight_scale) for row m. Decode fusions in the same epilogue thread: the causal conv
-// step of a conv column (QUANT, conv_step below), and the residual add (int8_linear: y = residual + y, rounded).
+// step of a conv column (QUANT, conv_step.cuh), and the residual add (int8_linear: y = residual + y, rounded).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#include "conv_step.cuh"
 #include "int8_linear.h"
 #include "numerics.cuh"
 
@@ -48,26 +49,6 @@ struct Gemv {
     int conv_begin;                 // QUANT only: the conv step over columns [conv_begin, + conv.dim) (int8_linear.h)
     CausalConv1dParams conv;
 };
-
-// The conv step of output column n for x row (= sequence) m, whose code q was just written: the window is the
-// state's last width - 1 inputs and q (causal_conv1d.cu at seqlen 1; the same integer sum and conv_output_rn), and
-// the new state is that window. Reads the state row before writing it, so in and out may alias.
-__device__ __forceinline__ void conv_step(const CausalConv1dParams& c, int64_t m, int ch, int8_t q) {
-    const int64_t row = (m * c.dim + ch) * c.width;
-    const int8_t* w = c.weight + int64_t(ch) * c.width;
-    int acc = 0;
-    for (int j = 0; j + 1 < c.width; ++j) {
-        const int x = read_code(c.conv_state_in[row + j + 1]);
-        acc += w[j] * x;
-        c.conv_state_out[row + j] = static_cast<int8_t>(x);
-    }
-    acc += w[c.width - 1] * read_code(q);
-    c.conv_state_out[row + c.width - 1] = q;
-    const float alpha = __fmul_rn(c.x_scale, c.weight_scale);
-    const float bias = c.bias != nullptr ? c.bias[ch] : 0.0f;
-    const float out_scale = c.out_scales != nullptr ? c.out_scales[ch] : c.out_scale;
-    c.u[m * c.dim + ch] = conv_output_rn(acc, alpha, c.bias, bias, out_scale);
-}
 
 template <int VEC> struct Chunk;
 template <> struct Chunk<16> { using T = int4; };
@@ -223,37 +204,16 @@ cudaError_t launch_vec(const Gemv& p, cudaStream_t stream) {
 
 bool aligned(const void* ptr, int v) { return reinterpret_cast<uintptr_t>(ptr) % v == 0; }
 
-bool usable_scale(float v) { return v > 0.0f && std::isfinite(v); }
-
-// The conv step's checks: its columns inside the output and inside one segment whose scale is conv.x_scale, a
-// width of 1 .. kConvMaxWidth, its buffers given, usable scales (per-channel out_scales are the caller's, as in
-// launch_int8_causal_conv1d).
-bool valid_conv_step(const Gemv& p) {
-    const CausalConv1dParams& c = p.conv;
-    if (c.dim < 0 || p.conv_begin < 0 || int64_t(p.conv_begin) + c.dim > p.N || c.width < 1 ||
-        c.width > kConvMaxWidth || c.conv_state_in == nullptr || c.conv_state_out == nullptr ||
-        c.weight == nullptr || c.u == nullptr || !usable_scale(c.weight_scale) ||
-        (c.out_scales == nullptr && !usable_scale(c.out_scale))) {
-        return false;
-    }
-    const OutScaleSegments& s = p.out_segments;
-    if (s.count == 0) return c.x_scale == p.out_scale;
-    for (int i = 0; i < s.count; ++i) {
-        const int begin = i == 0 ? 0 : s.end[i - 1];
-        if (p.conv_begin >= begin && p.conv_begin < s.end[i]) {
-            return p.conv_begin + c.dim <= s.end[i] && c.x_scale == s.scale[i];
-        }
-    }
-    return false;
-}
-
 template <bool QUANT>
 cudaError_t launch_gemv(const Gemv& p, cudaStream_t stream) {
     if (p.M < 0 || p.N < 0 || p.K < 1 || p.K > 131071 || p.x_row_stride < p.K || p.y_row_stride < p.N) {
         return cudaErrorInvalidValue;
     }
     if (QUANT && !valid_out_scales(p.out_segments, p.out_scale, p.N)) return cudaErrorInvalidValue;
-    if (p.conv.dim != 0 && (!QUANT || !valid_conv_step(p))) return cudaErrorInvalidValue;
+    if (p.conv.dim != 0 &&
+        (!QUANT || !valid_conv_step(p.conv, p.conv_begin, p.out_segments, p.out_scale, p.N))) {
+        return cudaErrorInvalidValue;
+    }
     if (p.residual != nullptr && (QUANT || p.residual_row_stride < p.N)) return cudaErrorInvalidValue;
     if (p.M == 0 || p.N == 0) return cudaSuccess;
     if (p.x == nullptr || p.w == nullptr || (QUANT ? p.y_q == nullptr : p.y == nullptr) ||

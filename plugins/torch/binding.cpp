@@ -375,43 +375,36 @@ std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, con
     return causal_conv1d_impl(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale, std::nullopt);
 }
 
-// in_proj and the decode conv step in one op (Mamba's conv over in_proj's x columns): x_q (b, K) -> codes (b, N),
-// and over columns [conv_begin, conv_begin + C) the conv step's u (b, C) and new state (b, C, k) from conv_state
-// (b, C, k). Up to 16 sequences: one GEMV whose epilogue runs the conv; more: the prefill GEMM path, then the conv
-// kernel on the codes' columns (two launches, the same values).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> int8_linear_quantize_conv_update(
-        const at::Tensor& x_q, const at::Tensor& weight_q, const std::optional<at::Tensor>& bias, double x_scale,
-        double weight_scale, const std::vector<double>& out_scales, const std::vector<int64_t>& sizes,
-        int64_t conv_begin, const at::Tensor& conv_state, const at::Tensor& conv_weight,
-        const std::optional<at::Tensor>& conv_bias, double conv_weight_scale, double conv_out_scale,
-        const std::optional<at::Tensor>& conv_out_scales) {
-    const char* op = "int8_linear_quantize_conv_update";
+// The conv step of a *_quantize_conv_update op (Mamba's conv over in_proj's x columns [conv_begin, conv_begin + C)):
+// its checks, its outputs u (b, C) and state_out (b, C, k), and its params for the GEMV's epilogue; the conv's input
+// scale is the scale of the segment that holds its columns (one segment, checked).
+struct ConvUpdate {
+    ek::CausalConv1dParams params{};
+    at::Tensor state_in, weight, u, state_out;
+    double x_scale = 0.0;
+};
+
+ConvUpdate conv_update(const char* op, const at::Tensor& x_q, int64_t N, const std::vector<double>& out_scales,
+                       const std::vector<int64_t>& sizes, int64_t conv_begin, const at::Tensor& conv_state,
+                       const at::Tensor& conv_weight, const std::optional<at::Tensor>& conv_bias,
+                       double conv_weight_scale, double conv_out_scale,
+                       const std::optional<at::Tensor>& conv_out_scales) {
     check_cuda(conv_state, op, at::kChar);
     check_cuda(conv_weight, op, at::kChar);
     EQ_CHECK(x_q.dim() == 2 && conv_state.dim() == 3 && conv_weight.dim() == 2, op,
              ": expected x_q (b, K), conv_state (b, C, k), conv_weight (C, k)");
-    const int64_t b = x_q.size(0), N = weight_q.size(0), C = conv_state.size(1), k = conv_state.size(2);
-    const ek::OutScaleSegments segments = out_segments(op, out_scales, sizes, N);
+    const int64_t b = x_q.size(0), C = conv_state.size(1), k = conv_state.size(2);
     EQ_CHECK(conv_state.size(0) == b && conv_weight.size(0) == C && conv_weight.size(1) == k && conv_begin >= 0 &&
              conv_begin + C <= N && C >= 1 && k >= 1 && k <= ek::kConvMaxWidth, op, ": conv_state ",
              conv_state.sizes(), " / conv_weight ", conv_weight.sizes(), " do not fit columns from ", conv_begin,
              " of ", N);
-    // The conv's input scale: the scale of the segment that holds its columns (one segment, checked).
+    ConvUpdate c;
     int64_t begin = 0;
-    double conv_x_scale = 0.0;
     for (size_t i = 0; i < sizes.size(); begin += sizes[i], ++i) {
         if (conv_begin >= begin && conv_begin < begin + sizes[i]) {
             EQ_CHECK(conv_begin + C <= begin + sizes[i], op, ": the conv's columns span two segments");
-            conv_x_scale = out_scales[i];
+            c.x_scale = out_scales[i];
         }
-    }
-    if (b > 16) {
-        const at::Tensor codes = int8_linear_quantize_any(op, x_q, weight_q, bias, x_scale, weight_scale, 1.0,
-                                                          segments);
-        auto [u, state_out] = causal_conv1d_impl(codes.narrow(1, conv_begin, C).unsqueeze(1), conv_state, conv_weight,
-                                                 conv_bias, conv_x_scale, conv_weight_scale, conv_out_scale,
-                                                 conv_out_scales);
-        return {codes, u.squeeze(1), state_out};
     }
     if (conv_bias.has_value()) {
         check_cuda(*conv_bias, op, at::kFloat);
@@ -423,24 +416,49 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> int8_linear_quantize_conv_update(
         EQ_CHECK(conv_out_scales->dim() == 1 && conv_out_scales->size(0) == C && conv_out_scales->is_contiguous(), op,
                  ": conv_out_scales must be a contiguous (C,) float32 tensor");
     }
-    const at::Tensor state_in = conv_state.contiguous();
-    const at::Tensor w = conv_weight.contiguous();
-    at::Tensor u = at::empty({b, C}, x_q.options());
-    at::Tensor state_out = at::empty({b, C, k}, x_q.options());
-    ek::CausalConv1dParams c{};
-    c.batch = static_cast<int>(b); c.seqlen = 1; c.dim = static_cast<int>(C); c.width = static_cast<int>(k);
-    c.conv_state_in = state_in.data_ptr<int8_t>();
-    c.conv_state_out = state_out.data_ptr<int8_t>();
-    c.weight = w.data_ptr<int8_t>();
-    c.bias = conv_bias.has_value() ? conv_bias->data_ptr<float>() : nullptr;
-    c.u = u.data_ptr<int8_t>();
-    c.x_scale = static_cast<float>(conv_x_scale);
-    c.weight_scale = static_cast<float>(conv_weight_scale);
-    c.out_scale = static_cast<float>(conv_out_scale);
-    c.out_scales = conv_out_scales.has_value() ? conv_out_scales->data_ptr<float>() : nullptr;
+    c.state_in = conv_state.contiguous();
+    c.weight = conv_weight.contiguous();
+    c.u = at::empty({b, C}, x_q.options());
+    c.state_out = at::empty({b, C, k}, x_q.options());
+    ek::CausalConv1dParams& p = c.params;
+    p.batch = static_cast<int>(b); p.seqlen = 1; p.dim = static_cast<int>(C); p.width = static_cast<int>(k);
+    p.conv_state_in = c.state_in.data_ptr<int8_t>();
+    p.conv_state_out = c.state_out.data_ptr<int8_t>();
+    p.weight = c.weight.data_ptr<int8_t>();
+    p.bias = conv_bias.has_value() ? conv_bias->data_ptr<float>() : nullptr;
+    p.u = c.u.data_ptr<int8_t>();
+    p.x_scale = static_cast<float>(c.x_scale);
+    p.weight_scale = static_cast<float>(conv_weight_scale);
+    p.out_scale = static_cast<float>(conv_out_scale);
+    p.out_scales = conv_out_scales.has_value() ? conv_out_scales->data_ptr<float>() : nullptr;
+    return c;
+}
+
+// in_proj and the decode conv step in one op: x_q (b, K) -> codes (b, N), the conv step's u (b, C) and new state
+// (b, C, k). Up to 16 sequences: one GEMV whose epilogue runs the conv; more: the prefill GEMM path, then the conv
+// kernel on the codes' columns (two launches, the same values).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> int8_linear_quantize_conv_update(
+        const at::Tensor& x_q, const at::Tensor& weight_q, const std::optional<at::Tensor>& bias, double x_scale,
+        double weight_scale, const std::vector<double>& out_scales, const std::vector<int64_t>& sizes,
+        int64_t conv_begin, const at::Tensor& conv_state, const at::Tensor& conv_weight,
+        const std::optional<at::Tensor>& conv_bias, double conv_weight_scale, double conv_out_scale,
+        const std::optional<at::Tensor>& conv_out_scales) {
+    const char* op = "int8_linear_quantize_conv_update";
+    const int64_t N = weight_q.size(0);
+    const ek::OutScaleSegments segments = out_segments(op, out_scales, sizes, N);
+    const ConvUpdate c = conv_update(op, x_q, N, out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias,
+                                     conv_weight_scale, conv_out_scale, conv_out_scales);
+    if (x_q.size(0) > 16) {
+        const at::Tensor codes = int8_linear_quantize_any(op, x_q, weight_q, bias, x_scale, weight_scale, 1.0,
+                                                          segments);
+        auto [u, state_out] = causal_conv1d_impl(codes.narrow(1, conv_begin, c.params.dim).unsqueeze(1), conv_state,
+                                                 conv_weight, conv_bias, c.x_scale, conv_weight_scale,
+                                                 conv_out_scale, conv_out_scales);
+        return {codes, u.squeeze(1), state_out};
+    }
     const at::Tensor codes = int8_linear_quantize_any(op, x_q, weight_q, bias, x_scale, weight_scale, 1.0, segments,
-                                                      &c, static_cast<int>(conv_begin));
-    return {codes, u, state_out};
+                                                      &c.params, static_cast<int>(conv_begin));
+    return {codes, c.u, c.state_out};
 }
 
 // The scan; `finish` (when given) completes the params before the launch (the decode form that runs dt_proj).
@@ -602,11 +620,14 @@ std::tuple<int64_t, int64_t, int64_t> check_int4_linear(const char* op, const at
     return {K, N, G};
 }
 
-// w4a8_linear (quantize == false: float32 out) and w4a8_linear_quantize (int8 out at out_scale).
+// w4a8_linear (quantize == false: float32 out; with residual: residual + y, in the GEMV's epilogue up to 16 rows)
+// and w4a8_linear_quantize (int8 out at out_scale or segments; with conv (M <= 16 only, the caller's check): the
+// GEMV's epilogue also runs that conv step).
 at::Tensor w4a8_linear_any(const char* op, const at::Tensor& x_q, const at::Tensor& weight_packed,
                            const at::Tensor& weight_scale, const std::optional<at::Tensor>& bias, double x_scale,
                            int64_t group_size, bool quantize, double out_scale,
-                           const ek::OutScaleSegments& segments = {}) {
+                           const ek::OutScaleSegments& segments = {}, const ek::CausalConv1dParams* conv = nullptr,
+                           int conv_begin = 0, const std::optional<at::Tensor>& residual = std::nullopt) {
     const auto [K, N, G] = check_int4_linear(op, x_q, at::kChar, weight_packed, weight_scale, bias, group_size);
     const c10::cuda::CUDAGuard guard(x_q.device());
     auto out_sizes = x_q.sizes().vec();
@@ -624,6 +645,10 @@ at::Tensor w4a8_linear_any(const char* op, const at::Tensor& x_q, const at::Tens
         p.y_q = y.data_ptr<int8_t>(); p.y_row_stride = N;
         p.x_scale = static_cast<float>(x_scale); p.out_scale = static_cast<float>(out_scale);
         p.out_segments = segments;
+        if (conv != nullptr) {
+            p.conv = *conv;
+            p.conv_begin = conv_begin;
+        }
         check_launch(ek::launch_w4a8_linear_quantize(p, stream), op);
     } else {
         ek::W4A8LinearParams p{};
@@ -633,7 +658,13 @@ at::Tensor w4a8_linear_any(const char* op, const at::Tensor& x_q, const at::Tens
         p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
         p.y = y.data_ptr<float>(); p.y_row_stride = N;
         p.x_scale = static_cast<float>(x_scale);
+        const at::Tensor res = residual.has_value() ? residual->reshape({M, N}).contiguous() : at::Tensor();
+        if (residual.has_value() && M <= 16) {
+            p.residual = res.data_ptr<float>();
+            p.residual_row_stride = N;
+        }
         check_launch(ek::launch_w4a8_linear(p, stream), op);
+        if (residual.has_value() && M > 16) y.view({M, N}).add_(res);  // y + residual == residual + y in IEEE
     }
     return y;
 }
@@ -657,6 +688,44 @@ at::Tensor w4a8_linear_quantize_segments(const at::Tensor& x_q, const at::Tensor
     const char* op = "w4a8_linear_quantize_segments";
     return w4a8_linear_any(op, x_q, weight_packed, weight_scale, bias, x_scale, group_size, true, 1.0,
                            out_segments(op, out_scales, sizes, weight_packed.size(0)));
+}
+
+// residual + w4a8_linear(...) (out_proj with the block's residual add): residual (..., N) float32.
+at::Tensor w4a8_linear_residual(const at::Tensor& x_q, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+                                const std::optional<at::Tensor>& bias, double x_scale, int64_t group_size,
+                                const at::Tensor& residual) {
+    check_cuda(residual, "w4a8_linear_residual: residual", at::kFloat);
+    auto out_sizes = x_q.sizes().vec();
+    out_sizes.back() = weight_packed.size(0);
+    EQ_CHECK(residual.sizes().vec() == out_sizes, "w4a8_linear_residual: residual ", residual.sizes(),
+             " is not the output's shape");
+    return w4a8_linear_any("w4a8_linear_residual", x_q, weight_packed, weight_scale, bias, x_scale, group_size, false,
+                           1.0, {}, nullptr, 0, residual);
+}
+
+// W4A8 in_proj and the decode conv step in one op (int8_linear_quantize_conv_update with 4-bit weights).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> w4a8_linear_quantize_conv_update(
+        const at::Tensor& x_q, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
+        const std::optional<at::Tensor>& bias, double x_scale, int64_t group_size,
+        const std::vector<double>& out_scales, const std::vector<int64_t>& sizes, int64_t conv_begin,
+        const at::Tensor& conv_state, const at::Tensor& conv_weight, const std::optional<at::Tensor>& conv_bias,
+        double conv_weight_scale, double conv_out_scale, const std::optional<at::Tensor>& conv_out_scales) {
+    const char* op = "w4a8_linear_quantize_conv_update";
+    const int64_t N = weight_packed.size(0);
+    const ek::OutScaleSegments segments = out_segments(op, out_scales, sizes, N);
+    const ConvUpdate c = conv_update(op, x_q, N, out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias,
+                                     conv_weight_scale, conv_out_scale, conv_out_scales);
+    if (x_q.size(0) > 16) {
+        const at::Tensor codes = w4a8_linear_any(op, x_q, weight_packed, weight_scale, bias, x_scale, group_size, true,
+                                                 1.0, segments);
+        auto [u, state_out] = causal_conv1d_impl(codes.narrow(1, conv_begin, c.params.dim).unsqueeze(1), conv_state,
+                                                 conv_weight, conv_bias, c.x_scale, conv_weight_scale,
+                                                 conv_out_scale, conv_out_scales);
+        return {codes, u.squeeze(1), state_out};
+    }
+    const at::Tensor codes = w4a8_linear_any(op, x_q, weight_packed, weight_scale, bias, x_scale, group_size, true,
+                                             1.0, segments, &c.params, static_cast<int>(conv_begin));
+    return {codes, c.u, c.state_out};
 }
 
 at::Tensor w4a16_linear(const at::Tensor& x, const at::Tensor& weight_packed, const at::Tensor& weight_scale,
@@ -871,6 +940,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           "x_q (..., K) int8, weight_packed (N, ceil(K/2)) uint8, weight_scale (N, G), bias?, x_scale, group_size "
           "-> float32 (..., N)");
     m.def("w4a8_linear_quantize", &w4a8_linear_quantize, "w4a8_linear, then quantize at out_scale -> int8 (..., N)");
+    m.def("w4a8_linear_residual", &w4a8_linear_residual, "residual + w4a8_linear(...) -> float32 (..., N)");
+    m.def("w4a8_linear_quantize_conv_update", &w4a8_linear_quantize_conv_update,
+          "W4A8 in_proj with the decode conv step over its columns [conv_begin, + C) -> (codes, u, conv_state_out)");
     m.def("w4a8_linear_quantize_segments", &w4a8_linear_quantize_segments,
           "w4a8_linear, then each consecutive column segment quantized at its scale -> int8 (..., N)");
     m.def("w4a16_linear", &w4a16_linear,

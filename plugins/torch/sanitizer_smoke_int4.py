@@ -37,6 +37,16 @@ def main() -> None:
         if N >= 3:  # three column segments at their own scales (Mamba2's in_proj)
             sizes = [N // 3, N // 3, N - 2 * (N // 3)]
             ext.w4a8_linear_quantize_segments(x, w, s, b, 0.01, group, [0.05, 0.02, 0.1], sizes)
+        # the decode fusions: the residual add, the conv step over the second segment (with M > 16 the launches
+        # apart)
+        ext.w4a8_linear_residual(x, w, s, b, 0.01, group, torch.randn(M, N, device="cuda"))
+        if N >= 3:
+            c = sizes[1]
+            state = torch.randint(-127, 128, (M, c, 4), dtype=torch.int8, device="cuda")
+            conv_w = torch.randint(-127, 128, (c, 4), dtype=torch.int8, device="cuda")
+            ext.w4a8_linear_quantize_conv_update(x, w, s, b, 0.01, group, [0.05, 0.02, 0.1], sizes, sizes[0], state,
+                                                 conv_w, torch.randn(c, device="cuda"), 0.01, 0.03,
+                                                 torch.rand(c, device="cuda") + 0.01)
         x16 = torch.randn(M, stride, device="cuda").half()[:, :K]
         ext.w4a16_linear(x16, w, s, b, group)
     torch.cuda.synchronize()
