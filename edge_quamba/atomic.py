@@ -316,6 +316,8 @@ def atomic_output_dir(out: str | Path, inputs: Iterable[tuple[str, str | Path]] 
         try:
             _mark(tmp)
             yield tmp
+            if _received:  # a signal whose Terminated was swallowed on its way (raised in a weakref callback, a
+                raise Terminated(_received[0])  # finalizer: "Exception ignored"): never commit after it
             _normal_permissions(tmp)
             check_output_dir(out, inputs, option, probe=False)  # nothing foreign appeared in --out meanwhile
             _swap_in(tmp, target)
