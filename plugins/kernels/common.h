@@ -30,14 +30,16 @@ struct OutScaleSegments {
     float scale[kMaxOutSegments] = {};   // > 0, finite
 };
 
+// A scale the launchers accept: > 0 and finite (NaN fails).
+inline bool usable_scale(float v) { return v > 0.0f && v <= 3.402823466e38f; }
+
 // The launchers' check: out_scale usable when no segments are given, else every segment's scale, with the ends
 // strictly increasing up to N.
 inline bool valid_out_scales(const OutScaleSegments& s, float out_scale, int N) {
-    const auto usable = [](float v) { return v > 0.0f && v <= 3.402823466e38f; };  // > 0, finite (NaN fails)
-    if (s.count == 0) return usable(out_scale);
+    if (s.count == 0) return usable_scale(out_scale);
     if (s.count < 0 || s.count > kMaxOutSegments || s.end[s.count - 1] != N) return false;
     for (int i = 0; i < s.count; ++i) {
-        if (!usable(s.scale[i]) || s.end[i] <= (i == 0 ? 0 : s.end[i - 1])) return false;
+        if (!usable_scale(s.scale[i]) || s.end[i] <= (i == 0 ? 0 : s.end[i - 1])) return false;
     }
     return true;
 }

@@ -2,7 +2,6 @@
 // the int8 GEMV (int8_linear.cu) and the W4A8 GEMV (int4_gemv.cu); include from those .cu files only.
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 
 #include "causal_conv1d.h"
@@ -38,10 +37,9 @@ __device__ __forceinline__ void conv_step(const CausalConv1dParams& c, int64_t m
 // caller's, as in launch_int8_causal_conv1d).
 inline bool valid_conv_step(const CausalConv1dParams& c, int conv_begin, const OutScaleSegments& s, float out_scale,
                             int N) {
-    const auto usable = [](float v) { return v > 0.0f && std::isfinite(v); };
     if (c.dim < 0 || conv_begin < 0 || int64_t(conv_begin) + c.dim > N || c.width < 1 || c.width > kConvMaxWidth ||
         c.conv_state_in == nullptr || c.conv_state_out == nullptr || c.weight == nullptr || c.u == nullptr ||
-        !usable(c.weight_scale) || (c.out_scales == nullptr && !usable(c.out_scale))) {
+        !usable_scale(c.weight_scale) || (c.out_scales == nullptr && !usable_scale(c.out_scale))) {
         return false;
     }
     if (s.count == 0) return c.x_scale == out_scale;

@@ -1,6 +1,5 @@
 // The three public launchers of the 4-bit-weight linears (int4_linear.h): their checks, then the dispatch between
 // the W4A8 GEMV (int4_gemv.cu), the W4A16 GEMVs (int4_gemv_f16.cu) and the tensor-core GEMM (int4_gemm.cu).
-#include <cmath>
 #include <cstdint>
 
 #include "conv_step.cuh"
@@ -11,15 +10,13 @@ namespace kernels {
 namespace w4 {
 namespace {
 
-bool finite_positive(float v) { return v > 0.0f && std::isfinite(v); }
-
 // The checks every launcher shares (int4_linear.h, "Requirements"); returns cudaSuccess when p is usable.
 cudaError_t validate(const Problem& p, bool x_scaled, bool quantize) {
     if (p.M < 0 || p.N < 0 || p.K < 1 || p.K > 131071 || p.group_size < 1 || p.groups > kInt4MaxGroups ||
         p.x_row_stride < p.K || p.y_row_stride < p.N) {
         return cudaErrorInvalidValue;
     }
-    if ((x_scaled && !finite_positive(p.x_scale)) ||
+    if ((x_scaled && !usable_scale(p.x_scale)) ||
         (quantize && !valid_out_scales(p.out_segments, p.out_scale, p.N))) {
         return cudaErrorInvalidValue;
     }

@@ -375,13 +375,26 @@ std::tuple<at::Tensor, at::Tensor> int8_causal_conv1d(const at::Tensor& x_q, con
     return causal_conv1d_impl(x_q, conv_state_q, weight_q, bias, x_scale, weight_scale, out_scale, std::nullopt);
 }
 
-// The conv step of a *_quantize_conv_update op (Mamba's conv over in_proj's x columns [conv_begin, conv_begin + C)):
-// its checks, its outputs u (b, C) and state_out (b, C, k), and its params for the GEMV's epilogue; the conv's input
-// scale is the scale of the segment that holds its columns (one segment, checked).
+// The scale a *_quantize_conv_update op's conv reads its input columns [conv_begin, conv_begin + C) at: that of the
+// segment that holds them (one segment, checked).
+double conv_input_scale(const char* op, const std::vector<double>& out_scales, const std::vector<int64_t>& sizes,
+                        int64_t conv_begin, int64_t C) {
+    int64_t begin = 0;
+    for (size_t i = 0; i < sizes.size(); begin += sizes[i], ++i) {
+        if (conv_begin >= begin && conv_begin < begin + sizes[i]) {
+            EQ_CHECK(conv_begin + C <= begin + sizes[i], op, ": the conv's columns span two segments");
+            return out_scales[i];
+        }
+    }
+    EQ_CHECK(false, op, ": the conv's first column ", conv_begin, " is past the output");
+    return 0.0;
+}
+
+// The conv step of a *_quantize_conv_update op run in the GEMV's epilogue (Mamba's conv over in_proj's x columns):
+// its checks, its outputs u (b, C) and state_out (b, C, k), and its params.
 struct ConvUpdate {
     ek::CausalConv1dParams params{};
     at::Tensor state_in, weight, u, state_out;
-    double x_scale = 0.0;
 };
 
 ConvUpdate conv_update(const char* op, const at::Tensor& x_q, int64_t N, const std::vector<double>& out_scales,
@@ -399,13 +412,6 @@ ConvUpdate conv_update(const char* op, const at::Tensor& x_q, int64_t N, const s
              conv_state.sizes(), " / conv_weight ", conv_weight.sizes(), " do not fit columns from ", conv_begin,
              " of ", N);
     ConvUpdate c;
-    int64_t begin = 0;
-    for (size_t i = 0; i < sizes.size(); begin += sizes[i], ++i) {
-        if (conv_begin >= begin && conv_begin < begin + sizes[i]) {
-            EQ_CHECK(conv_begin + C <= begin + sizes[i], op, ": the conv's columns span two segments");
-            c.x_scale = out_scales[i];
-        }
-    }
     if (conv_bias.has_value()) {
         check_cuda(*conv_bias, op, at::kFloat);
         EQ_CHECK(conv_bias->dim() == 1 && conv_bias->size(0) == C && conv_bias->is_contiguous(), op,
@@ -427,7 +433,7 @@ ConvUpdate conv_update(const char* op, const at::Tensor& x_q, int64_t N, const s
     p.weight = c.weight.data_ptr<int8_t>();
     p.bias = conv_bias.has_value() ? conv_bias->data_ptr<float>() : nullptr;
     p.u = c.u.data_ptr<int8_t>();
-    p.x_scale = static_cast<float>(c.x_scale);
+    p.x_scale = static_cast<float>(conv_input_scale(op, out_scales, sizes, conv_begin, C));
     p.weight_scale = static_cast<float>(conv_weight_scale);
     p.out_scale = static_cast<float>(conv_out_scale);
     p.out_scales = conv_out_scales.has_value() ? conv_out_scales->data_ptr<float>() : nullptr;
@@ -446,16 +452,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> int8_linear_quantize_conv_update(
     const char* op = "int8_linear_quantize_conv_update";
     const int64_t N = weight_q.size(0);
     const ek::OutScaleSegments segments = out_segments(op, out_scales, sizes, N);
-    const ConvUpdate c = conv_update(op, x_q, N, out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias,
-                                     conv_weight_scale, conv_out_scale, conv_out_scales);
-    if (x_q.size(0) > 16) {
+    if (x_q.size(0) > 16) {  // the launches apart (causal_conv1d_impl checks the conv's tensors)
         const at::Tensor codes = int8_linear_quantize_any(op, x_q, weight_q, bias, x_scale, weight_scale, 1.0,
                                                           segments);
-        auto [u, state_out] = causal_conv1d_impl(codes.narrow(1, conv_begin, c.params.dim).unsqueeze(1), conv_state,
-                                                 conv_weight, conv_bias, c.x_scale, conv_weight_scale,
-                                                 conv_out_scale, conv_out_scales);
+        const int64_t C = conv_state.size(1);
+        auto [u, state_out] = causal_conv1d_impl(codes.narrow(1, conv_begin, C).unsqueeze(1), conv_state, conv_weight,
+                                                 conv_bias, conv_input_scale(op, out_scales, sizes, conv_begin, C),
+                                                 conv_weight_scale, conv_out_scale, conv_out_scales);
         return {codes, u.squeeze(1), state_out};
     }
+    const ConvUpdate c = conv_update(op, x_q, N, out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias,
+                                     conv_weight_scale, conv_out_scale, conv_out_scales);
     const at::Tensor codes = int8_linear_quantize_any(op, x_q, weight_q, bias, x_scale, weight_scale, 1.0, segments,
                                                       &c.params, static_cast<int>(conv_begin));
     return {codes, c.u, c.state_out};
@@ -713,16 +720,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> w4a8_linear_quantize_conv_update(
     const char* op = "w4a8_linear_quantize_conv_update";
     const int64_t N = weight_packed.size(0);
     const ek::OutScaleSegments segments = out_segments(op, out_scales, sizes, N);
-    const ConvUpdate c = conv_update(op, x_q, N, out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias,
-                                     conv_weight_scale, conv_out_scale, conv_out_scales);
-    if (x_q.size(0) > 16) {
+    if (x_q.size(0) > 16) {  // the launches apart (causal_conv1d_impl checks the conv's tensors)
         const at::Tensor codes = w4a8_linear_any(op, x_q, weight_packed, weight_scale, bias, x_scale, group_size, true,
                                                  1.0, segments);
-        auto [u, state_out] = causal_conv1d_impl(codes.narrow(1, conv_begin, c.params.dim).unsqueeze(1), conv_state,
-                                                 conv_weight, conv_bias, c.x_scale, conv_weight_scale,
-                                                 conv_out_scale, conv_out_scales);
+        const int64_t C = conv_state.size(1);
+        auto [u, state_out] = causal_conv1d_impl(codes.narrow(1, conv_begin, C).unsqueeze(1), conv_state, conv_weight,
+                                                 conv_bias, conv_input_scale(op, out_scales, sizes, conv_begin, C),
+                                                 conv_weight_scale, conv_out_scale, conv_out_scales);
         return {codes, u.squeeze(1), state_out};
     }
+    const ConvUpdate c = conv_update(op, x_q, N, out_scales, sizes, conv_begin, conv_state, conv_weight, conv_bias,
+                                     conv_weight_scale, conv_out_scale, conv_out_scales);
     const at::Tensor codes = w4a8_linear_any(op, x_q, weight_packed, weight_scale, bias, x_scale, group_size, true,
                                              1.0, segments, &c.params, static_cast<int>(conv_begin));
     return {codes, c.u, c.state_out};
